@@ -1,0 +1,11 @@
+/**
+ * @ocs/protocol: the wire contracts shared by the node daemon, the space API and the client.
+ * No I/O lives here: everything that needs the host (clock, randomness sources aside, key
+ * stores, caches) is passed in.
+ */
+export * from './errors.js';
+export * from './keys.js';
+export * from './wrap.js';
+export * from './jwt.js';
+export * from './digest.js';
+export * from './signatures.js';
