@@ -5,7 +5,6 @@
  * passes node:crypto's native hashes for multi-GB image uploads.
  */
 import { sha256, sha512 } from '@noble/hashes/sha2.js';
-import { base64 } from '@scure/base';
 import { parseDictionary, serializeDictionary, type Dictionary } from 'structured-headers';
 import { OcsError } from './errors.js';
 import { timingSafeEqual } from './internal/bytes.js';

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the node and its tests use. Idempotent; quiet when all are there.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+PKGS=(
+  age                     
+  openssh-client          
+  openssl
+  fscrypt e2fsprogs util-linux 
+  docker.io               
+  busybox-static          
+  libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils 
+  iproute2 procps psmisc curl
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "host packages ready"
