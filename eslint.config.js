@@ -25,6 +25,11 @@ export default tseslint.config(
   },
   // Tests, the CLI, benchmarks and e2e print on purpose.
   { files: ['**/*.test.ts', '**/test/**/*.ts', 'e2e/**/*.ts', 'bench/**/*.ts', 'packages/client/src/cli/**/*.ts'], rules: { 'no-console': 'off' } },
+  // node:test's test() returns a promise the runner itself awaits.
+  {
+    files: ['**/*.test.ts', '**/test/**/*.ts', 'e2e/**/*.ts'],
+    rules: { '@typescript-eslint/no-floating-promises': ['error', { allowForKnownSafeCalls: [{ from: 'package', package: 'node:test', name: ['test', 'it', 'describe', 'suite'] }] }] },
+  },
   // protocol: wire contracts only, usable in a browser. No I/O of any kind.
   {
     files: ['packages/protocol/src/**/*.ts'],

@@ -7,7 +7,7 @@ import { Empty, ErrorResponse, Resources } from './schemas/common.js';
 import * as N from './schemas/node.js';
 import * as S from './schemas/space.js';
 
-type RoleName = 'farmer' | 'spaces' | 'monitor' | 'storage' | 'containers' | 'vms';
+import type { Role } from './jwt.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'DELETE';
 
@@ -19,7 +19,7 @@ export interface RouteSpec {
   path: string;
   summary: string;
   /** A JWT with any one of these roles is required; `[]` means no token (health, metrics). */
-  roles: readonly RoleName[];
+  roles: readonly Role[];
   /**
    * `owner`: the request must also carry an RFC 9421 signature by the resource's owner key.
    * `bound-key`: signed by the key being bound in the body (proof of possession).

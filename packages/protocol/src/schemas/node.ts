@@ -121,6 +121,7 @@ export const AuditEntry = Obj(
     target: Type.Optional(Type.String()),
     outcome: Type.Union([Type.Literal('ok'), Type.Literal('refused'), Type.Literal('failed')]),
     code: Type.Optional(Type.String()),
+    detail: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'Small, scrubbed context; never secrets.' })),
     prevHash: Type.String(),
     hash: Type.String({ description: 'SHA-256 over the previous hash and this entry (hex).' }),
   },

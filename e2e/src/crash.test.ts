@@ -1,0 +1,128 @@
+/**
+ * kill -9 of the real daemon process in the middle of reserve and destroy, then a restart:
+ * reconciliation must leave no orphan (cgroup, image, loop device, process) and lose no space.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes, createPrivateKey, X509Certificate } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { OcsClient } from '@ocs/client';
+import { detectCgroups } from '@ocs/host';
+import { generatePrivateKey, mintToken } from '@ocs/protocol';
+
+const MAIN = fileURLToPath(import.meta.resolve('@ocs/node-daemon/main'));
+const MiB = 1024 ** 2;
+
+interface Daemon {
+  child: ChildProcess;
+  url: string;
+}
+
+function startDaemon(configPath: string): Promise<Daemon> {
+  const child = spawn(process.execPath, [MAIN, 'start', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`daemon not up: ${out}`)), 30_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /url:\s+(\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ child, url: m[1]! });
+      }
+    });
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    child.once('exit', (c) => {
+      clearTimeout(timer);
+      reject(new Error(`daemon exited ${c}: ${out}`));
+    });
+  });
+}
+
+function kill9(d: Daemon): Promise<void> {
+  return new Promise((resolve) => {
+    if (d.child.exitCode !== null) return resolve();
+    d.child.once('exit', () => resolve());
+    d.child.kill('SIGKILL');
+  });
+}
+
+test('kill -9 during reserve and destroy: after restart no orphan and no lost space', async () => {
+  const tag = randomBytes(4).toString('hex');
+  const dir = mkdtempSync(join(tmpdir(), `ocs-crash-${tag}-`));
+  const parent = `ocs-crash-${tag}`;
+  const config = {
+    stateDir: join(dir, 'state'),
+    runDir: join(dir, 'run'),
+    listen: { host: '127.0.0.1', port: 0 },
+    storage: { backend: 'fscrypt', root: join(dir, 'storage') },
+    cgroups: { parent },
+    capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 }, storageBytes: 2048 * MiB },
+    spaces: { uidBase: 400_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000 },
+    log: { level: 'warn' },
+  };
+  const configPath = join(dir, 'config.json');
+  writeFileSync(configPath, JSON.stringify(config));
+  const cgroups = await detectCgroups();
+  let d: Daemon | undefined;
+  const created = new Set<string>();
+  const destroyed = new Set<string>();
+  try {
+    for (let round = 0; round < 4; round++) {
+      d = await startDaemon(configPath);
+      const nodeId = readFileSync(join(config.stateDir, 'node-id'), 'utf8').trim();
+      const jwk = readFileSync(join(config.stateDir, 'keys', 'dev-issuer.pem'), 'utf8');
+      const pub = createPrivateKey(jwk);
+      const x = (pub.export({ format: 'jwk' }) as { x: string }).x;
+      const token = () => mintToken({ privateKey: pub, kid: `dev-${x.slice(0, 12)}`, alg: 'EdDSA', issuer: `ocs-dev:${nodeId}`, audience: nodeId, subject: 'crash', org: 'org-crash', roles: ['spaces', 'farmer', 'monitor'] });
+      const cert = new X509Certificate(readFileSync(join(config.stateDir, 'tls', 'cert.pem'))).toString();
+      const client = (owner = generatePrivateKey()) => new OcsClient({ url: d!.url, ca: cert, token, ownerKey: owner });
+
+      // The records the restarted daemon reports must match the host exactly.
+      const listed = (await client().call<{ spaces: { id: string; state: string }[] }>('GET', '/v1/spaces')).body.spaces;
+      for (const s of listed) assert.ok(['active', 'locked', 'failed'].includes(s.state), `space ${s.id} left ${s.state}`);
+      const live = new Set(listed.filter((s) => s.state !== 'failed').map((s) => s.id));
+      for (const id of created) if (!destroyed.has(id)) assert.ok(live.has(id), `space ${id} was lost`);
+      const hostCgroups = new Set(await cgroups.children(parent).catch(() => [] as string[]));
+      assert.deepEqual([...hostCgroups].sort(), [...live].sort(), 'cgroups differ from records');
+      for (const id of live) assert.deepEqual(await cgroups.processes(`${parent}/${id}/api`), [], `stray space process of ${id}`);
+      const images = existsSync(join(config.storage.root, 'images'))
+        ? readdirSync(join(config.storage.root, 'images')).filter((f) => f.endsWith('.img')).map((f) => f.replace(/\.img$/, ''))
+        : [];
+      assert.deepEqual(images.sort(), [...live].sort(), 'storage images differ from records');
+      for (const id of images) {
+        const loops = execFileSync('losetup', ['-j', join(config.storage.root, 'images', `${id}.img`)]).toString().trim().split('\n').filter(Boolean);
+        assert.ok(loops.length <= 1, `image ${id} attached ${loops.length} times`);
+      }
+
+      // One completed reservation, then one reserve and one destroy cut short by kill -9.
+      const ok = await client().call<{ space: { id: string } }>('POST', '/v1/spaces', { ownerKey: generatePrivateKey().publicKey.toBase64url(), resources: { cpuMillicores: 100, memoryBytes: 64 * MiB, storageBytes: 32 * MiB }, leaseSeconds: 600 }).catch(() => undefined);
+      if (ok) created.add(ok.body.space.id);
+      const victim = [...created].find((id) => !destroyed.has(id) && id !== ok?.body.space.id);
+      const owner = generatePrivateKey();
+      const inflight = [
+        client(owner).call<{ space: { id: string } }>('POST', '/v1/spaces', { ownerKey: owner.publicKey.toBase64url(), resources: { cpuMillicores: 100, memoryBytes: 64 * MiB, storageBytes: 32 * MiB }, leaseSeconds: 600 }).then((r) => created.add(r.body.space.id), () => undefined),
+        victim ? client().call('DELETE', `/v1/spaces/${victim}`).then(() => destroyed.add(victim), () => undefined) : Promise.resolve(),
+      ];
+      await new Promise((r) => setTimeout(r, 20 + round * 60));
+      await kill9(d);
+      await Promise.all(inflight);
+      // A delete that was cut short may or may not have finished: the next round's records say which.
+      if (victim) destroyed.add(victim);
+    }
+  } finally {
+    if (d) await kill9(d);
+    // Final cleanup with a clean daemon: destroy every space it knows, then what is left by id.
+    const spaces = existsSync(join(config.storage.root, 'images')) ? readdirSync(join(config.storage.root, 'images')) : [];
+    const { createStorageDriver } = await import('@ocs/host');
+    const storage = await createStorageDriver(config.storage as { backend: 'fscrypt'; root: string });
+    for (const f of spaces) if (f.endsWith('.img')) await storage.destroy(f.replace(/\.img$/, '')).catch(() => undefined);
+    for (const c of await cgroups.children(parent).catch(() => [] as string[])) await cgroups.destroy(`${parent}/${c}`);
+    await cgroups.destroy(parent).catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

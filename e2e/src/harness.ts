@@ -1,0 +1,124 @@
+/**
+ * Starts a real node daemon in this process (real cgroups, real fscrypt images, real space
+ * processes) under names and directories unique to the test run, and removes exactly those.
+ */
+import { mkdtempSync, rmSync, existsSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { Encrypter, armor } from 'age-encryption';
+import { detectCgroups, createStorageDriver, type CgroupDriver, type StorageDriver } from '@ocs/host';
+import { resolveConfig, startNode, createLogger, ManualClock, type RunningNode, type Config, type Clock } from '@ocs/node-daemon';
+import { OcsClient } from '@ocs/client';
+import { generatePrivateKey, mintToken, type Ed25519PrivateKey, type Role } from '@ocs/protocol';
+import { createPrivateKey } from 'node:crypto';
+
+export const GiB = 1024 ** 3;
+export const MiB = 1024 ** 2;
+
+export interface TestNode {
+  node: RunningNode;
+  config: Config;
+  cgroups: CgroupDriver;
+  storage: StorageDriver;
+  clock: Clock;
+  /** Everything the daemon logged, for the no-secrets-in-logs test. */
+  logs: string[];
+  token(roles: Role[], opts?: { org?: string; sub?: string }): Promise<string>;
+  client(opts: { roles?: Role[]; org?: string; owner?: Ed25519PrivateKey; token?: () => Promise<string> }): OcsClient;
+  /** Seals a space key to the node's unlock recipient, as an owner would with `age -r`. */
+  seal(key: Uint8Array): Promise<string>;
+  /** Stops the daemon; unless keepHost, removes every host object and file this run made. */
+  stop(opts?: { keepHost?: boolean }): Promise<void>;
+  reuse: { dir: string; tag: string };
+}
+
+export interface TestNodeOptions {
+  clock?: ManualClock;
+  total?: { cpuMillicores: number; memoryBytes: number; storageBytes: number };
+  idleSeconds?: number;
+  /** Start again on the state of a previous test node (after `stop({ keepHost: true })`). */
+  reuse?: { dir: string; tag: string };
+}
+
+export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNode> {
+  const tag = opts.reuse?.tag ?? randomBytes(4).toString('hex');
+  const dir = opts.reuse?.dir ?? mkdtempSync(join(tmpdir(), `ocs-e2e-${tag}-`));
+  const config = resolveConfig({
+    stateDir: join(dir, 'state'),
+    runDir: join(dir, 'run'),
+    listen: { host: '127.0.0.1', port: 0 },
+    storage: { backend: 'fscrypt', root: join(dir, 'storage') },
+    cgroups: { parent: `ocs-test-${tag}` },
+    capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 } },
+    spaces: { uidBase: 300_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000, idleSeconds: opts.idleSeconds ?? 30, graceSeconds: 60 },
+    log: { level: 'debug' },
+  });
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      logs.push(chunk.toString('utf8'));
+      cb();
+    },
+  });
+  const logger = createLogger({ level: 'debug', destination: sink });
+  const cgroups = await detectCgroups();
+  const storage = await createStorageDriver(config.storage);
+  const clock = opts.clock ?? { now: () => Date.now() };
+  const node = await startNode({
+    config,
+    logger,
+    drivers: { cgroups, storage },
+    clock,
+    total: opts.total ?? { cpuMillicores: 2000, memoryBytes: 4 * GiB, storageBytes: 4 * GiB },
+  });
+  const issuer = node.devIssuer!;
+  const token = (roles: Role[], o: { org?: string; sub?: string } = {}) =>
+    mintToken({
+      privateKey: createPrivateKey(readFileSync(join(config.stateDir, 'keys', 'dev-issuer.pem'), 'utf8')),
+      kid: issuer.kid,
+      alg: 'EdDSA',
+      issuer: issuer.issuer,
+      audience: node.nodeId,
+      subject: o.sub ?? 'tester',
+      org: o.org ?? 'org-a',
+      roles,
+      now: new Date(clock.now()),
+    });
+  return {
+    node,
+    config,
+    cgroups,
+    storage,
+    clock,
+    logs,
+    token,
+    client: (c) =>
+      new OcsClient({
+        url: node.url,
+        ca: node.tls.cert,
+        token: c.token ?? (() => token(c.roles ?? ['spaces'], { ...(c.org ? { org: c.org } : {}) })),
+        ...(c.owner ? { ownerKey: c.owner } : {}),
+      }),
+    async seal(key) {
+      const e = new Encrypter();
+      e.addRecipient(node.identity.unlockRecipient);
+      return armor.encode(await e.encrypt(key));
+    },
+    reuse: { dir, tag },
+    async stop(o = {}) {
+      await node.stop();
+      if (o.keepHost) return;
+      // Remove what this run made, by its own ids: spaces first, then the cgroup parent and files.
+      for (const id of await storage.list()) await storage.destroy(id);
+      for (const child of await cgroups.children(config.cgroups.parent).catch(() => [] as string[])) {
+        await cgroups.destroy(`${config.cgroups.parent}/${child}`);
+      }
+      await cgroups.destroy(config.cgroups.parent).catch(() => undefined);
+      if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export { generatePrivateKey };

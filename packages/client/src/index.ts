@@ -1,0 +1,1 @@
+export { OcsClient, type ClientOptions, type OcsResponse, type CallOptions } from './sdk.js';

@@ -1,0 +1,107 @@
+/**
+ * The daemon's configuration: a JSON Schema with embedded defaults. With no file at all the
+ * daemon runs as a development node; a bad file fails the boot with a message naming the field.
+ */
+import { readFileSync } from 'node:fs';
+import { Type, type Static } from '@sinclair/typebox';
+import { Obj, OcsError, validate, GiB } from '@ocs/protocol';
+
+const ResourcesConfig = Obj({
+  cpuMillicores: Type.Integer({ minimum: 0 }),
+  memoryBytes: Type.Integer({ minimum: 0 }),
+  storageBytes: Type.Integer({ minimum: 0 }),
+});
+
+const IssuerConfig = Obj({
+  issuer: Type.String({ minLength: 1 }),
+  /** Inline JWKS (public keys only). */
+  jwks: Type.Optional(Type.Object({ keys: Type.Array(Type.Record(Type.String(), Type.Unknown())) })),
+  /** Fetched and cached by jose, rotated by kid. */
+  jwksUri: Type.Optional(Type.String({ pattern: '^https://' })),
+});
+
+export const ConfigSchema = Obj({
+  nodeId: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9.-]{0,62}$' })),
+  cluster: Type.Optional(Type.String({ minLength: 1 })),
+  stateDir: Type.String(),
+  runDir: Type.String(),
+  listen: Obj({ host: Type.String(), port: Type.Integer({ minimum: 0, maximum: 65535 }) }),
+  tls: Obj({ certFile: Type.Optional(Type.String()), keyFile: Type.Optional(Type.String()) }),
+  auth: Obj({
+    issuers: Type.Array(IssuerConfig),
+    /** A local issuer whose private key is written 0600 to the state dir, so `ocs` can mint tokens for the farmer. */
+    devIssuer: Type.Boolean(),
+    maxTokenLifetimeSeconds: Type.Integer({ minimum: 30, maximum: 86400 }),
+    clockToleranceSeconds: Type.Integer({ minimum: 0, maximum: 300 }),
+  }),
+  capacity: Obj({
+    farmerReserve: ResourcesConfig,
+    /** Storage offered to spaces; 0 means "detect from the free space under storage.root". */
+    storageBytes: Type.Integer({ minimum: 0 }),
+  }),
+  storage: Obj({
+    backend: Type.Union([Type.Literal('fscrypt'), Type.Literal('zfs')]),
+    root: Type.String(),
+    pool: Type.Optional(Type.String()),
+  }),
+  cgroups: Obj({ root: Type.String(), parent: Type.String({ pattern: '^[A-Za-z0-9_.-]+$' }) }),
+  spaces: Obj({
+    uidBase: Type.Integer({ minimum: 1000 }),
+    uidCount: Type.Integer({ minimum: 1, maximum: 1_000_000 }),
+    /** A space process idle this long exits; the next request starts it again. */
+    idleSeconds: Type.Integer({ minimum: 1 }),
+    graceSeconds: Type.Integer({ minimum: 0 }),
+    maxLeaseSeconds: Type.Integer({ minimum: 60 }),
+  }),
+  log: Obj({ level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l))) }),
+});
+export type Config = Static<typeof ConfigSchema>;
+
+export const DEFAULTS: Config = {
+  stateDir: '/var/lib/ocs',
+  runDir: '/run/ocs',
+  listen: { host: '0.0.0.0', port: 8443 },
+  tls: {},
+  auth: { issuers: [], devIssuer: true, maxTokenLifetimeSeconds: 900, clockToleranceSeconds: 30 },
+  capacity: { farmerReserve: { cpuMillicores: 500, memoryBytes: 1 * GiB, storageBytes: 2 * GiB }, storageBytes: 0 },
+  storage: { backend: 'fscrypt', root: '/var/lib/ocs/storage' },
+  cgroups: { root: '/sys/fs/cgroup', parent: 'ocs' },
+  spaces: { uidBase: 200_000, uidCount: 50_000, idleSeconds: 300, graceSeconds: 3600, maxLeaseSeconds: 30 * 86400 },
+  log: { level: 'info' },
+};
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Deep merge of a partial config over the defaults; arrays replace. */
+export function mergeConfig(base: unknown, over: unknown): unknown {
+  if (!isPlainObject(base) || !isPlainObject(over)) return over === undefined ? base : over;
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) out[k] = mergeConfig(base[k], v);
+  return out;
+}
+
+/** Validates a partial config merged over the defaults; errors name the field. */
+export function resolveConfig(partial: unknown): Config {
+  try {
+    return validate(ConfigSchema, mergeConfig(DEFAULTS, partial ?? {}));
+  } catch (err) {
+    if (err instanceof OcsError) {
+      const field = String(err.details?.field ?? '/');
+      throw new Error(`configuration ${field}: ${err.message.replace(/^request body \S+ /, '')}`);
+    }
+    throw err;
+  }
+}
+
+export function loadConfigFile(path: string | undefined): Config {
+  if (path === undefined) return resolveConfig({});
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new Error(`configuration ${path}: ${(err as Error).message}`);
+  }
+  return resolveConfig(parsed);
+}

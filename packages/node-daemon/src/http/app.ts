@@ -1,0 +1,246 @@
+/**
+ * The farmer-facing API. Every route is an entry of NODE_ROUTES (protocol package): roles,
+ * signature kind and schemas come from there; this file binds handlers and the checks that
+ * need the daemon's state (which space, whose org, whose key).
+ */
+import Koa, { type Context } from 'koa';
+import Router from '@koa/router';
+import {
+  NODE_ROUTES,
+  OcsError,
+  authorize,
+  parsePublicKey,
+  validate,
+  precompile,
+  type Principal,
+  type RouteSpec,
+  type NonceStore,
+  type TokenVerifier,
+  type VerifyPolicy,
+  type NodeInfo,
+  type AuditPage,
+  CreateSpaceRequest,
+  RenewRequest,
+  UnlockRequest,
+  RotateKeyRequest,
+} from '@ocs/protocol';
+import type { Registry } from 'prom-client';
+import type { Logger } from '../logger.js';
+import type { Clock } from '../clock.js';
+import type { SpaceService } from '../spaces/service.js';
+import type { SpacesRepo, AuditLog, SpaceRow } from '../state/index.js';
+import { nodeHashes, nodeVerify } from '../crypto.js';
+import { errorMiddleware } from './errors.js';
+import { parseJson, readBody } from './body.js';
+import type { Forwarder } from './forward.js';
+import type { HttpMetrics } from '../metrics.js';
+
+export interface AppDeps {
+  service: SpaceService;
+  repo: SpacesRepo;
+  audit: AuditLog;
+  verifyToken: TokenVerifier;
+  nonceStore: NonceStore;
+  clock: Clock;
+  logger: Logger;
+  nodeInfo(): NodeInfo;
+  forwarder: Forwarder;
+  registry: Registry;
+  metrics: HttpMetrics;
+}
+
+const JSON_LIMIT = 64 * 1024;
+const SPACE_API_RE = /^\/v1\/spaces\/([a-z0-9_]{1,64})\/api(?:\/|$)/;
+
+type RouteId = (typeof NODE_ROUTES)[number]['id'];
+const route = (id: RouteId): RouteSpec => NODE_ROUTES.find((r) => r.id === id)!;
+
+interface Checked {
+  principal: Principal | undefined;
+  body: Uint8Array;
+  keyId: string | undefined;
+}
+
+export function createApp(d: AppDeps): Koa {
+  precompile([CreateSpaceRequest, RenewRequest, UnlockRequest, RotateKeyRequest]);
+  const app = new Koa();
+  app.proxy = false;
+
+  const nowSeconds = () => Math.floor(d.clock.now() / 1000);
+  const signaturePolicy = (resolveKey: VerifyPolicy['resolveKey']): VerifyPolicy => ({
+    resolveKey,
+    verify: nodeVerify,
+    now: nowSeconds,
+    nonceStore: d.nonceStore,
+  });
+  const requestOf = (ctx: Context, body: Uint8Array) => ({
+    method: ctx.method,
+    // The target URI as the client addressed it: TLS always, authority from Host.
+    url: `https://${ctx.get('host')}${ctx.originalUrl}`,
+    headers: ctx.headers as Record<string, string | string[] | undefined>,
+    body,
+  });
+
+  /** Token and roles only. */
+  async function tokenOnly(ctx: Context, spec: RouteSpec, body: Uint8Array = new Uint8Array()): Promise<Checked> {
+    const { principal } = await authorize(requestOf(ctx, body), { verifyToken: d.verifyToken, roles: spec.roles });
+    ctx.state.principal = principal;
+    return { principal, body, keyId: undefined };
+  }
+
+  /** A space the caller may know about: its own org's, or any for farmer and monitor. */
+  function visibleSpace(principal: Principal | undefined, spaceId: string): SpaceRow {
+    const row = d.service.get(spaceId);
+    const global = principal?.roles.has('farmer') || principal?.roles.has('monitor');
+    if (!global && row.org !== principal?.org) throw new OcsError('not_found', 'no such space');
+    return row;
+  }
+
+  /** Token, then the owner's signature over the request, then the digest of the body. */
+  async function ownerSigned(ctx: Context, spec: RouteSpec, spaceId: string, opts: { farmerMayInstead?: boolean } = {}) {
+    const body = spec.body ? await readBody(ctx, JSON_LIMIT) : new Uint8Array();
+    const { principal } = await tokenOnly(ctx, spec, body);
+    const row = visibleSpace(principal, spaceId);
+    const signed = ctx.get('signature-input') !== '';
+    if (opts.farmerMayInstead && principal?.roles.has('farmer') && !signed) {
+      return { principal, body, row, actor: principal.subject };
+    }
+    const { signature } = await authorize(requestOf(ctx, body), {
+      verifyToken: d.verifyToken,
+      roles: [],
+      signature: signaturePolicy((keyId) => {
+        if (keyId !== row.ownerFingerprint) throw new OcsError('not_owner', 'this space is bound to another key');
+        return parsePublicKey(row.ownerKey).bytes;
+      }),
+      hashes: nodeHashes,
+    });
+    return { principal, body, row, actor: signature!.keyId };
+  }
+
+  const router = new Router();
+  router.get('/healthz', (ctx) => {
+    ctx.body = { status: 'ok' };
+  });
+  router.get('/metrics', async (ctx) => {
+    ctx.type = d.registry.contentType;
+    ctx.body = await d.registry.metrics();
+  });
+
+  router.get('/v1/node', async (ctx) => {
+    await tokenOnly(ctx, route('getNode'));
+    ctx.body = d.nodeInfo();
+  });
+
+  router.post('/v1/spaces', async (ctx) => {
+    const spec = route('createSpace');
+    const body = await readBody(ctx, JSON_LIMIT);
+    const { principal } = await tokenOnly(ctx, spec, body);
+    const req = validate(CreateSpaceRequest, parseJson(body));
+    const owner = parsePublicKey(req.ownerKey);
+    // Proof of possession: the request is signed by the very key it binds.
+    await authorize(requestOf(ctx, body), {
+      verifyToken: d.verifyToken,
+      roles: [],
+      signature: signaturePolicy((keyId) => {
+        if (keyId !== owner.fingerprint()) {
+          throw new OcsError('not_owner', 'the request must be signed by the key it binds');
+        }
+        return owner.bytes;
+      }),
+      hashes: nodeHashes,
+    });
+    ctx.status = 201;
+    ctx.body = await d.service.create(principal!, req, owner);
+  });
+
+  router.get('/v1/spaces', async (ctx) => {
+    const { principal } = await tokenOnly(ctx, route('listSpaces'));
+    const global = principal!.roles.has('farmer') || principal!.roles.has('monitor');
+    const rows = d.repo.list(global ? {} : { org: principal!.org }).filter((r) => r.state !== 'destroyed');
+    ctx.body = { spaces: rows.map((r) => d.service.view(r)) };
+  });
+
+  router.get('/v1/spaces/:spaceId', async (ctx) => {
+    const { principal } = await tokenOnly(ctx, route('getSpace'));
+    ctx.body = d.service.view(visibleSpace(principal, ctx.params.spaceId!));
+  });
+
+  router.post('/v1/spaces/:spaceId/renew', async (ctx) => {
+    const spec = route('renewSpace');
+    const body = await readBody(ctx, JSON_LIMIT);
+    const { principal } = await tokenOnly(ctx, spec, body);
+    const row = visibleSpace(principal, ctx.params.spaceId!);
+    const req = validate(RenewRequest, parseJson(body));
+    ctx.body = d.service.renew(principal!.subject, row.id, req.leaseSeconds);
+  });
+
+  router.post('/v1/spaces/:spaceId/lock', async (ctx) => {
+    const { row, actor } = await ownerSigned(ctx, route('lockSpace'), ctx.params.spaceId!);
+    ctx.body = await d.service.lock(actor, row.id);
+  });
+
+  router.post('/v1/spaces/:spaceId/unlock', async (ctx) => {
+    const { row, actor, body } = await ownerSigned(ctx, route('unlockSpace'), ctx.params.spaceId!);
+    const req = validate(UnlockRequest, parseJson(body));
+    ctx.body = await d.service.unlock(actor, row.id, req.sealedKey);
+  });
+
+  router.post('/v1/spaces/:spaceId/rotate-key', async (ctx) => {
+    const { row, actor, body } = await ownerSigned(ctx, route('rotateSpaceKey'), ctx.params.spaceId!);
+    const req = validate(RotateKeyRequest, parseJson(body));
+    ctx.body = await d.service.rotateKey(actor, row.id, req.sealedKey);
+  });
+
+  router.delete('/v1/spaces/:spaceId', async (ctx) => {
+    const { row, actor } = await ownerSigned(ctx, route('deleteSpace'), ctx.params.spaceId!, { farmerMayInstead: true });
+    await d.service.destroy(actor, row.id);
+    ctx.status = 204;
+  });
+
+  router.get('/v1/audit', async (ctx) => {
+    await tokenOnly(ctx, route('listAudit'));
+    const after = Number(ctx.query.after ?? 0);
+    const limit = Math.min(Number(ctx.query.limit ?? 100), 1000);
+    if (!Number.isInteger(after) || after < 0 || !Number.isInteger(limit) || limit < 1) {
+      throw new OcsError('invalid_request', 'after and limit must be non-negative integers', { field: 'query' });
+    }
+    const page: AuditPage = d.audit.page({ after, limit });
+    ctx.body = page;
+  });
+
+  app.use(async (ctx, next) => {
+    const end = d.metrics.requestTimer();
+    try {
+      await next();
+    } finally {
+      end(ctx.method, (ctx as { _matchedRoute?: string })._matchedRoute ?? (SPACE_API_RE.test(ctx.path) ? 'space-api' : 'unmatched'), ctx.status);
+    }
+  });
+  app.use(
+    errorMiddleware(d.logger, (ctx, err) => {
+      const principal = ctx.state.principal as Principal | undefined;
+      d.audit.append({
+        actor: principal?.subject ?? 'anonymous',
+        action: `${ctx.method} ${(ctx as { _matchedRoute?: string })._matchedRoute ?? ctx.path}`.slice(0, 200),
+        target: (ctx.params as Record<string, string> | undefined)?.spaceId,
+        outcome: err.code === 'internal' ? 'failed' : 'refused',
+        code: err.code,
+      });
+    }),
+  );
+  // The space API is forwarded untouched; the space process checks token and signature itself.
+  app.use(async (ctx, next) => {
+    const m = SPACE_API_RE.exec(ctx.path);
+    if (!m) return next();
+    const spaceId = m[1]!;
+    ctx.params = { spaceId };
+    const { principal } = await tokenOnly(ctx, { ...route('getSpace'), roles: ['storage', 'containers', 'vms', 'monitor'] });
+    const row = visibleSpace(principal, spaceId);
+    if (row.state === 'expired') throw new OcsError('lease_expired', 'the lease has expired');
+    if (row.state !== 'active') throw new OcsError('space_locked', 'the space is locked: unlock it first');
+    await d.forwarder.forward(ctx, spaceId);
+  });
+  app.use(router.routes());
+  app.use(router.allowedMethods({ throw: true, methodNotAllowed: () => new OcsError('method_not_allowed', 'method not allowed on this path'), notImplemented: () => new OcsError('method_not_allowed', 'method not implemented') }));
+  return app;
+}

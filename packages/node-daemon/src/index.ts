@@ -1,0 +1,5 @@
+export { startNode, VERSION, type RunningNode, type NodeOptions, type NodeDrivers } from './node.js';
+export { resolveConfig, loadConfigFile, DEFAULTS, type Config } from './config.js';
+export { createLogger, type Logger } from './logger.js';
+export { ManualClock, systemClock, type Clock } from './clock.js';
+export { spaceCgroupLayout, spaceRunDir } from './spaces/layout.js';

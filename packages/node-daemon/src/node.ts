@@ -1,0 +1,249 @@
+/**
+ * The composition root: builds a node daemon from a config and drivers. Only main.ts reads the
+ * environment; tests build nodes here with their own config, clock and drivers.
+ */
+import { createServer, type Server } from 'node:https';
+import { availableParallelism, hostname } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, statfsSync, chmodSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRemoteJWKSet } from 'jose';
+import type { CgroupDriver, StorageDriver } from '@ocs/host';
+import {
+  MemoryNonceStore,
+  cacheTokens,
+  createTokenVerifier,
+  type IssuerConfig,
+  type NodeInfo,
+  type Resources,
+} from '@ocs/protocol';
+import type { Config } from './config.js';
+import type { Logger } from './logger.js';
+import { systemClock, type Clock } from './clock.js';
+import { loadOrCreateDevIssuer, loadOrCreateIdentity, type DevIssuer, type NodeIdentity } from './identity.js';
+import { loadOrCreateTls, type TlsMaterial } from './tls.js';
+import { openDatabase, SpacesRepo, Ledger, AuditLog } from './state/index.js';
+import { SpaceService, resourcesOf, type Workloads } from './spaces/service.js';
+import { SpaceSupervisor } from './spaces/supervisor.js';
+import { LeaseScheduler } from './spaces/leases.js';
+import { reconcile } from './spaces/reconcile.js';
+import { createApp } from './http/app.js';
+import { createForwarder } from './http/forward.js';
+import { createMetrics } from './metrics.js';
+import { writeSecretFile } from './files.js';
+import { newId } from './ids.js';
+
+export const VERSION = '0.1.0';
+
+export interface NodeDrivers {
+  cgroups: CgroupDriver;
+  storage: StorageDriver;
+  workloads?: Workloads;
+}
+
+export interface NodeOptions {
+  config: Config;
+  logger: Logger;
+  drivers: NodeDrivers;
+  clock?: Clock;
+  /** Total capacity; detected from the host when absent. */
+  total?: Resources;
+}
+
+export interface RunningNode {
+  server: Server;
+  url: string;
+  nodeId: string;
+  tls: TlsMaterial;
+  identity: NodeIdentity;
+  devIssuer: DevIssuer | undefined;
+  service: SpaceService;
+  supervisor: SpaceSupervisor;
+  leases: LeaseScheduler;
+  repo: SpacesRepo;
+  audit: AuditLog;
+  ledger: Ledger;
+  stop(): Promise<void>;
+}
+
+const noWorkloads: Workloads = { stopAll: async () => {}, removeAll: async () => {} };
+
+function detectTotal(config: Config): Resources {
+  const meminfo = readFileSync('/proc/meminfo', 'utf8');
+  const memKb = Number(/^MemTotal:\s+(\d+) kB/m.exec(meminfo)?.[1] ?? 0);
+  let storageBytes = config.capacity.storageBytes;
+  if (storageBytes === 0) {
+    mkdirSync(config.storage.root, { recursive: true });
+    const fs = statfsSync(config.storage.root);
+    // Offer 90% of what is free now: the filesystem also holds the node's own state.
+    storageBytes = Math.floor(fs.bavail * fs.bsize * 0.9);
+  }
+  return { cpuMillicores: availableParallelism() * 1000, memoryBytes: memKb * 1024, storageBytes };
+}
+
+function minus(a: Resources, b: { cpuMillicores: number; memoryBytes: number; storageBytes: number }): Resources {
+  return {
+    cpuMillicores: Math.max(0, a.cpuMillicores - b.cpuMillicores),
+    memoryBytes: Math.max(0, a.memoryBytes - b.memoryBytes),
+    storageBytes: Math.max(0, a.storageBytes - b.storageBytes),
+  };
+}
+
+function loadOrCreateNodeId(config: Config): string {
+  if (config.nodeId) return config.nodeId;
+  const path = join(config.stateDir, 'node-id');
+  if (existsSync(path)) return readFileSync(path, 'utf8').trim();
+  const host = hostname().toLowerCase().replace(/[^a-z0-9.-]/g, '-').slice(0, 40) || 'node';
+  const id = `${host}-${newId('n').slice(2, 10)}`;
+  writeSecretFile(path, `${id}\n`);
+  chmodSync(path, 0o644);
+  return id;
+}
+
+export async function startNode(o: NodeOptions): Promise<RunningNode> {
+  const { config, logger } = o;
+  const clock = o.clock ?? systemClock;
+  mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+  chmodSync(config.stateDir, 0o700);
+  const nodeId = loadOrCreateNodeId(config);
+  const identity = await loadOrCreateIdentity(config.stateDir);
+  const devIssuer = config.auth.devIssuer ? loadOrCreateDevIssuer(config.stateDir, nodeId) : undefined;
+  const tls = await loadOrCreateTls({ ...config.tls, stateDir: config.stateDir, names: [nodeId, hostname()] });
+
+  const issuers: IssuerConfig[] = config.auth.issuers.map((i) => ({
+    issuer: i.issuer,
+    keys: i.jwksUri ? createRemoteJWKSet(new URL(i.jwksUri)) : (i.jwks as never),
+  }));
+  if (devIssuer) issuers.push({ issuer: devIssuer.issuer, keys: { keys: [devIssuer.publicJwk] } as never });
+  const audiences = [nodeId, ...(config.cluster ? [config.cluster] : [])];
+  const verifier = createTokenVerifier({
+    issuers,
+    audiences,
+    maxLifetimeSeconds: config.auth.maxTokenLifetimeSeconds,
+    clockToleranceSeconds: config.auth.clockToleranceSeconds,
+  });
+  const cachedVerifier = cacheTokens(verifier);
+  const verifyToken = (t: string | undefined) => cachedVerifier(t, { now: new Date(clock.now()) });
+
+  const db = openDatabase(join(config.stateDir, 'node.db'));
+  const total = o.total ?? detectTotal(config);
+  const allocatable = minus(total, config.capacity.farmerReserve);
+  const repo = new SpacesRepo(db, { uidBase: config.spaces.uidBase, uidCount: config.spaces.uidCount });
+  const ledger = new Ledger(db, { allocatable });
+  const audit = new AuditLog(db);
+
+  const { cgroups, storage } = o.drivers;
+  const supervisor = new SpaceSupervisor({
+    cgroups,
+    logger,
+    runDir: config.runDir,
+    cgroupParent: config.cgroups.parent,
+    spaceApiMain: fileURLToPath(import.meta.resolve('@ocs/space-api/main')),
+    configFor: (spaceId) => {
+      const row = repo.get(spaceId);
+      if (!row || row.state !== 'active') return undefined;
+      return {
+        spaceId,
+        ownerKey: row.ownerKey,
+        org: row.org,
+        resources: resourcesOf(row),
+        auth: {
+          // Remote JWKS issuers are passed by URI: the space process fetches and caches them itself.
+          issuers: [
+            ...config.auth.issuers,
+            ...(devIssuer ? [{ issuer: devIssuer.issuer, jwks: { keys: [devIssuer.publicJwk] } }] : []),
+          ],
+          audiences,
+          maxTokenLifetimeSeconds: config.auth.maxTokenLifetimeSeconds,
+          clockToleranceSeconds: config.auth.clockToleranceSeconds,
+        },
+        idleSeconds: config.spaces.idleSeconds,
+      };
+    },
+    uidOf: (spaceId) => repo.get(spaceId)?.uid,
+  });
+  const service = new SpaceService({
+    repo,
+    ledger,
+    audit,
+    cgroups,
+    storage,
+    processes: supervisor,
+    workloads: o.drivers.workloads ?? noWorkloads,
+    logger,
+    clock,
+    unlockIdentity: identity.unlockIdentity,
+    cgroupParent: config.cgroups.parent,
+    graceSeconds: config.spaces.graceSeconds,
+    maxLeaseSeconds: config.spaces.maxLeaseSeconds,
+  });
+
+  await reconcile({ repo, ledger, audit, service, cgroups, storage, cgroupParent: config.cgroups.parent, logger });
+  const leases = new LeaseScheduler(repo, service, clock, logger);
+  await leases.tick();
+  leases.start();
+
+  const metrics = createMetrics({
+    spacesByState: () => repo.countByState(),
+    runningProcesses: () => supervisor.count,
+    capacity: () => {
+      const used = ledger.used();
+      return Object.fromEntries(
+        (['cpuMillicores', 'memoryBytes', 'storageBytes'] as const).map((k) => [k, { used: used[k], allocatable: allocatable[k] }]),
+      );
+    },
+  });
+  const nodeInfo = (): NodeInfo => ({
+    id: nodeId,
+    version: VERSION,
+    identityKey: identity.identityPublic,
+    tlsFingerprint: tls.fingerprint,
+    unlockRecipient: identity.unlockRecipient,
+    storageBackend: storage.kind,
+    capacity: { total, farmerReserve: { ...config.capacity.farmerReserve }, allocatable, used: ledger.used() },
+    spaces: repo.list({}).filter((r) => !['destroyed', 'failed'].includes(r.state)).length,
+  });
+  const app = createApp({
+    service,
+    repo,
+    audit,
+    verifyToken,
+    nonceStore: new MemoryNonceStore(),
+    clock,
+    logger,
+    nodeInfo,
+    forwarder: createForwarder(supervisor, logger),
+    registry: metrics.registry,
+    metrics: metrics.http,
+  });
+
+  const server = createServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, app.callback());
+  server.keepAliveTimeout = 5000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.listen.port, config.listen.host, () => resolve());
+  });
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : config.listen.port;
+  const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? 'localhost' : config.listen.host;
+  const url = `https://${host}:${port}`;
+  logger.info({ url, nodeId, tlsFingerprint: tls.fingerprint }, 'node daemon listening');
+
+  let stopped = false;
+  return {
+    server, url, nodeId, tls, identity, devIssuer, service, supervisor, leases, repo, audit, ledger,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      // Stop accepting, drain with a deadline, stop children, close the database.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const deadline = setTimeout(() => server.closeAllConnections(), 5000);
+      await closed;
+      clearTimeout(deadline);
+      await leases.stop();
+      await supervisor.close();
+      db.close();
+    },
+  };
+}

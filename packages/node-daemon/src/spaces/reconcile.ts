@@ -1,0 +1,102 @@
+/**
+ * On start the host is the source of truth. Records say what should exist; the host says what
+ * does. Half-made spaces are undone, half-destroyed ones finished, orphans (host objects no
+ * record explains) removed, and stale processes from a previous daemon killed by cgroup.
+ */
+import type { CgroupDriver, StorageDriver } from '@ocs/host';
+import type { Logger } from '../logger.js';
+import type { SpacesRepo, Ledger, AuditLog } from '../state/index.js';
+import type { SpaceService } from './service.js';
+import { spaceCgroupLayout } from './layout.js';
+
+export interface ReconcileReport {
+  undoneCreates: string[];
+  finishedDestroys: string[];
+  orphanCgroups: string[];
+  orphanStorage: string[];
+  markedLocked: string[];
+  markedFailed: string[];
+  killedProcesses: number;
+}
+
+export async function reconcile(d: {
+  repo: SpacesRepo;
+  ledger: Ledger;
+  audit: AuditLog;
+  service: SpaceService;
+  cgroups: CgroupDriver;
+  storage: StorageDriver;
+  cgroupParent: string;
+  logger: Logger;
+}): Promise<ReconcileReport> {
+  const report: ReconcileReport = { undoneCreates: [], finishedDestroys: [], orphanCgroups: [], orphanStorage: [], markedLocked: [], markedFailed: [], killedProcesses: 0 };
+  const rows = d.repo.list({});
+  const live = new Set<string>();
+
+  for (const row of rows) {
+    switch (row.state) {
+      case 'creating':
+        // The owner never received a wrapped key for it: nothing to keep.
+        await d.service.teardownHost(row.id);
+        d.repo.setState(row.id, ['creating'], 'failed');
+        d.ledger.release(row.id);
+        report.undoneCreates.push(row.id);
+        break;
+      case 'destroying':
+        await d.service.teardownHost(row.id);
+        d.repo.setState(row.id, ['destroying'], 'destroyed');
+        d.ledger.release(row.id);
+        report.finishedDestroys.push(row.id);
+        break;
+      case 'active':
+      case 'locked':
+      case 'expired': {
+        live.add(row.id);
+        const layout = spaceCgroupLayout(d.cgroupParent, row.id);
+        // Space processes of a previous daemon are strays: kill them; the next request starts a fresh one.
+        if (await d.cgroups.exists(layout.api)) {
+          for (const pid of await d.cgroups.processes(layout.api)) {
+            try {
+              process.kill(pid, 'SIGKILL');
+              report.killedProcesses++;
+            } catch {
+              /* already gone */
+            }
+          }
+        }
+        const limits = { cpuMillicores: row.cpuMillicores, memoryBytes: row.memoryBytes, ...(row.pids ? { pids: row.pids } : {}) };
+        for (const p of [layout.space, layout.api, layout.workloads]) await d.cgroups.create(p, limits);
+        const info = await d.storage.info(row.id).catch(() => undefined);
+        if (!info) {
+          d.repo.setState(row.id, [row.state], 'failed');
+          report.markedFailed.push(row.id);
+        } else if (row.state === 'active' && !info.unlocked) {
+          // After a reboot the kernel has forgotten the key: the owner must unlock again.
+          d.repo.setState(row.id, ['active'], 'locked');
+          report.markedLocked.push(row.id);
+        }
+        break;
+      }
+      case 'failed':
+      case 'destroyed':
+        break;
+    }
+  }
+
+  for (const child of await d.cgroups.children(d.cgroupParent).catch(() => [] as string[])) {
+    if (!live.has(child)) {
+      await d.cgroups.destroy(`${d.cgroupParent}/${child}`);
+      report.orphanCgroups.push(child);
+    }
+  }
+  for (const id of await d.storage.list()) {
+    if (!live.has(id)) {
+      await d.storage.destroy(id);
+      report.orphanStorage.push(id);
+    }
+  }
+  const changed = Object.values(report).some((v) => (Array.isArray(v) ? v.length > 0 : v > 0));
+  if (changed) d.audit.append({ actor: 'node', action: 'node.reconcile', outcome: 'ok', detail: report as unknown as Record<string, unknown> });
+  d.logger.info(report, 'reconciled host with records');
+  return report;
+}

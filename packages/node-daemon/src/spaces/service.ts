@@ -1,0 +1,258 @@
+/**
+ * The life of a space: reserve, lock, unlock, rotate, renew, expire, destroy.
+ *
+ * Ordering is chosen so that a crash at any point leaves either a record that reconciliation can
+ * finish or undo (state `creating` / `destroying`), never a host object nobody knows about: the
+ * record is written first, host objects second, and the state flips last.
+ */
+import { randomBytes } from 'node:crypto';
+import { Decrypter, armor } from 'age-encryption';
+import type { CgroupDriver, StorageDriver } from '@ocs/host';
+import {
+  OcsError,
+  parsePublicKey,
+  wrapKey,
+  type CreateSpaceRequest,
+  type Ed25519PublicKey,
+  type Principal,
+  type Resources,
+  type Space,
+  type SpaceState,
+} from '@ocs/protocol';
+import type { AuditLog, Ledger, SpaceRow, SpacesRepo } from '../state/index.js';
+import type { Logger } from '../logger.js';
+import type { Clock } from '../clock.js';
+import { newId } from '../ids.js';
+import { spaceCgroupLayout } from './layout.js';
+
+export interface SpaceProcesses {
+  /** Stops the space's API process (if running) and forgets it. */
+  stop(spaceId: string): Promise<void>;
+}
+
+/** Stops and removes a space's workloads (containers, VMs); filled in by the broker. */
+export interface Workloads {
+  stopAll(spaceId: string): Promise<void>;
+  removeAll(spaceId: string): Promise<void>;
+}
+
+export interface SpaceServiceDeps {
+  repo: SpacesRepo;
+  ledger: Ledger;
+  audit: AuditLog;
+  cgroups: CgroupDriver;
+  storage: StorageDriver;
+  processes: SpaceProcesses;
+  workloads: Workloads;
+  logger: Logger;
+  clock: Clock;
+  unlockIdentity: string;
+  cgroupParent: string;
+  graceSeconds: number;
+  maxLeaseSeconds: number;
+}
+
+const KEY_BYTES = 32;
+
+export class SpaceService {
+  constructor(private readonly d: SpaceServiceDeps) {}
+
+  view(row: SpaceRow): Space {
+    return {
+      id: row.id,
+      org: row.org,
+      ownerKey: row.ownerKey,
+      ownerFingerprint: row.ownerFingerprint,
+      resources: resourcesOf(row),
+      state: row.state,
+      lease: { expiresAt: iso(row.leaseExpiresAt), graceUntil: iso(row.graceUntil) },
+      createdAt: iso(row.createdAt),
+      apiBase: `/v1/spaces/${row.id}/api`,
+      storage: { backend: this.d.storage.kind, sizeBytes: row.storageBytes, unlocked: row.state === 'active' },
+    };
+  }
+
+  get(id: string): SpaceRow {
+    const row = this.d.repo.get(id);
+    if (!row || row.state === 'destroyed') throw new OcsError('not_found', 'no such space');
+    return row;
+  }
+
+  /** Reserve → cgroups → storage with a fresh key wrapped to the owner → active. */
+  async create(principal: Principal, req: CreateSpaceRequest, owner: Ed25519PublicKey): Promise<{ space: Space; wrappedKey: string }> {
+    if (req.leaseSeconds > this.d.maxLeaseSeconds) {
+      throw new OcsError('invalid_request', `leaseSeconds is over this node's maximum of ${this.d.maxLeaseSeconds}`, {
+        field: '/leaseSeconds',
+      });
+    }
+    const now = this.d.clock.now();
+    const id = newId('sp');
+    const row = this.d.ledger.reserve({
+      id,
+      org: principal.org,
+      name: req.name ?? null,
+      ownerKey: owner.toBase64url(),
+      ownerFingerprint: owner.fingerprint(),
+      cpuMillicores: req.resources.cpuMillicores,
+      memoryBytes: req.resources.memoryBytes,
+      storageBytes: req.resources.storageBytes,
+      pids: req.resources.pids ?? null,
+      state: 'creating',
+      leaseExpiresAt: now + req.leaseSeconds * 1000,
+      graceUntil: now + (req.leaseSeconds + this.d.graceSeconds) * 1000,
+      createdAt: now,
+    });
+    const key = new Uint8Array(randomBytes(KEY_BYTES));
+    try {
+      const layout = spaceCgroupLayout(this.d.cgroupParent, id);
+      const limits = { cpuMillicores: row.cpuMillicores, memoryBytes: row.memoryBytes, ...(row.pids ? { pids: row.pids } : {}) };
+      await this.d.cgroups.create(layout.space, limits);
+      await this.d.cgroups.create(layout.api, limits);
+      await this.d.cgroups.create(layout.workloads, limits);
+      await this.d.storage.create(id, row.storageBytes, key);
+      const wrappedKey = await wrapKey(key, owner);
+      this.d.repo.setState(id, ['creating'], 'active');
+      this.d.audit.append({ actor: principal.subject, action: 'space.create', target: id, outcome: 'ok' });
+      return { space: this.view(this.get(id)), wrappedKey };
+    } catch (err) {
+      this.d.logger.error({ err, spaceId: id }, 'space creation failed; rolling back');
+      await this.teardownHost(id).catch((e: unknown) => this.d.logger.error({ err: e, spaceId: id }, 'rollback incomplete; reconciliation will retry'));
+      this.d.repo.setState(id, ['creating'], 'failed');
+      this.d.ledger.release(id);
+      this.d.audit.append({ actor: principal.subject, action: 'space.create', target: id, outcome: 'failed', code: 'internal' });
+      throw err instanceof OcsError ? err : new OcsError('internal', 'the space could not be created');
+    } finally {
+      key.fill(0);
+    }
+  }
+
+  async lock(actor: string, id: string): Promise<Space> {
+    const row = this.get(id);
+    if (row.state === 'locked' || row.state === 'expired') return this.view(row);
+    this.requireState(row, ['active']);
+    await this.d.processes.stop(id);
+    await this.d.workloads.stopAll(id);
+    await this.d.storage.lock(id);
+    this.d.repo.setState(id, ['active'], 'locked');
+    this.d.audit.append({ actor, action: 'space.lock', target: id, outcome: 'ok' });
+    return this.view(this.get(id));
+  }
+
+  async unlock(actor: string, id: string, sealedKey: string): Promise<Space> {
+    const row = this.get(id);
+    if (row.state === 'expired') throw new OcsError('lease_expired', 'the lease has expired: renew it first');
+    if (row.state === 'active') throw new OcsError('space_unlocked', 'the space is already unlocked');
+    this.requireState(row, ['locked']);
+    const key = await this.openSealed(sealedKey);
+    try {
+      await this.d.storage.unlock(id, key);
+    } finally {
+      key.fill(0);
+    }
+    this.d.repo.setState(id, ['locked'], 'active');
+    this.d.audit.append({ actor, action: 'space.unlock', target: id, outcome: 'ok' });
+    return this.view(this.get(id));
+  }
+
+  async rotateKey(actor: string, id: string, sealedKey: string): Promise<{ wrappedKey: string }> {
+    const row = this.get(id);
+    this.requireState(row, ['active', 'locked']);
+    const oldKey = await this.openSealed(sealedKey);
+    const newKey = new Uint8Array(randomBytes(KEY_BYTES));
+    try {
+      await this.d.storage.rotateKey(id, oldKey, newKey);
+      const wrappedKey = await wrapKey(newKey, parsePublicKey(row.ownerKey));
+      this.d.audit.append({ actor, action: 'space.rotate-key', target: id, outcome: 'ok' });
+      return { wrappedKey };
+    } finally {
+      oldKey.fill(0);
+      newKey.fill(0);
+    }
+  }
+
+  renew(actor: string, id: string, leaseSeconds: number): Space {
+    const row = this.get(id);
+    this.requireState(row, ['active', 'locked', 'expired']);
+    if (leaseSeconds > this.d.maxLeaseSeconds) {
+      throw new OcsError('invalid_request', `leaseSeconds is over this node's maximum of ${this.d.maxLeaseSeconds}`, {
+        field: '/leaseSeconds',
+      });
+    }
+    const now = this.d.clock.now();
+    this.d.repo.renew(id, now + leaseSeconds * 1000, now + (leaseSeconds + this.d.graceSeconds) * 1000);
+    // An expired space stays locked after renewal: only its owner's key can open it again.
+    if (row.state === 'expired') this.d.repo.setState(id, ['expired'], 'locked');
+    this.d.audit.append({ actor, action: 'space.renew', target: id, outcome: 'ok' });
+    return this.view(this.get(id));
+  }
+
+  /** Lease expiry: lock and stop everything, keep the data until the grace period ends. */
+  async expire(id: string): Promise<void> {
+    const row = this.d.repo.get(id);
+    if (!row || !['active', 'locked'].includes(row.state)) return;
+    await this.d.processes.stop(id);
+    await this.d.workloads.stopAll(id);
+    await this.d.storage.lock(id);
+    this.d.repo.setState(id, ['active', 'locked'], 'expired');
+    this.d.audit.append({ actor: 'node', action: 'space.expire', target: id, outcome: 'ok' });
+  }
+
+  async destroy(actor: string, id: string): Promise<void> {
+    const row = this.get(id);
+    if (row.state !== 'destroying') this.d.repo.setState(id, ['active', 'locked', 'expired', 'failed', 'creating'], 'destroying');
+    await this.teardownHost(id);
+    this.d.repo.setState(id, ['destroying'], 'destroyed');
+    this.d.ledger.release(id);
+    this.d.audit.append({ actor, action: 'space.destroy', target: id, outcome: 'ok' });
+  }
+
+  /** Idempotent: safe to run again after a crash halfway through. */
+  async teardownHost(id: string): Promise<void> {
+    await this.d.processes.stop(id);
+    await this.d.workloads.removeAll(id);
+    await this.d.cgroups.destroy(spaceCgroupLayout(this.d.cgroupParent, id).space);
+    await this.d.storage.destroy(id);
+  }
+
+  private requireState(row: SpaceRow, allowed: SpaceState[]): void {
+    if (allowed.includes(row.state)) return;
+    if (row.state === 'expired') throw new OcsError('lease_expired', 'the lease has expired');
+    if (row.state === 'locked') throw new OcsError('space_locked', 'the space is locked');
+    throw new OcsError('conflict', `the space is ${row.state}`);
+  }
+
+  /** Opens a space key sealed (age) to the node's unlock recipient. */
+  private async openSealed(sealed: string): Promise<Uint8Array> {
+    let key: Uint8Array;
+    try {
+      const d = new Decrypter();
+      d.addIdentity(this.d.unlockIdentity);
+      const bytes = sealed.trimStart().startsWith('-----BEGIN AGE') ? armor.decode(sealed) : base64ToBytes(sealed);
+      key = await d.decrypt(bytes);
+    } catch {
+      throw new OcsError('unwrap_failed', "the sealed key could not be opened with this node's unlock key");
+    }
+    if (key.length !== KEY_BYTES) {
+      key.fill(0);
+      throw new OcsError('unwrap_failed', 'the sealed key is not a space key');
+    }
+    return key;
+  }
+}
+
+function base64ToBytes(s: string): Uint8Array {
+  return new Uint8Array(Buffer.from(s, 'base64'));
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+export function resourcesOf(row: SpaceRow): Resources {
+  return {
+    cpuMillicores: row.cpuMillicores,
+    memoryBytes: row.memoryBytes,
+    storageBytes: row.storageBytes,
+    ...(row.pids ? { pids: row.pids } : {}),
+  };
+}

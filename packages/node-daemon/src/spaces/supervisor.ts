@@ -1,0 +1,212 @@
+/**
+ * Runs each space's API process: its own uid, no capabilities, `no_new_privs`, inside the
+ * space's `api` cgroup, listening on a unix socket in a directory only that uid (and root) can
+ * enter. Processes are started on demand and exit by themselves when idle, so a node can hold
+ * a thousand spaces that cost nothing while nobody talks to them.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chownSync, mkdirSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { CgroupDriver } from '@ocs/host';
+import { OcsError } from '@ocs/protocol';
+import type { Logger } from '../logger.js';
+import { spaceCgroupLayout, spaceRunDir } from './layout.js';
+import type { SpaceProcesses } from './service.js';
+
+/** What the space process is told at start: public facts only, never a key that opens anything. */
+export interface SpaceProcessConfig {
+  spaceId: string;
+  ownerKey: string;
+  org: string;
+  resources: { cpuMillicores: number; memoryBytes: number; storageBytes: number; pids?: number };
+  auth: {
+    issuers: { issuer: string; jwks?: { keys: Record<string, unknown>[] }; jwksUri?: string }[];
+    audiences: string[];
+    maxTokenLifetimeSeconds: number;
+    clockToleranceSeconds: number;
+  };
+  socket: string;
+  brokerSocket: string;
+  idleSeconds: number;
+}
+
+export interface SupervisorOptions {
+  cgroups: CgroupDriver;
+  logger: Logger;
+  runDir: string;
+  cgroupParent: string;
+  /** Absolute path of packages/space-api/dist/main.js. */
+  spaceApiMain: string;
+  nodePath?: string;
+  readyTimeoutMs?: number;
+  /** Fresh config for a space (from its record), or undefined if it may not run. */
+  configFor(spaceId: string): Omit<SpaceProcessConfig, 'socket' | 'brokerSocket'> | undefined;
+  uidOf(spaceId: string): number | undefined;
+}
+
+interface Running {
+  child: ChildProcess;
+  socket: string;
+  startedAt: number;
+  stopping: boolean;
+  exited: Promise<void>;
+}
+
+const MAX_BACKOFF_MS = 60_000;
+
+export class SpaceSupervisor implements SpaceProcesses {
+  private readonly running = new Map<string, Running>();
+  private readonly starting = new Map<string, Promise<Running>>();
+  private readonly failures = new Map<string, { count: number; notBefore: number }>();
+  private readonly restartTimers = new Map<string, NodeJS.Timeout>();
+  private closed = false;
+
+  constructor(private readonly o: SupervisorOptions) {
+    for (const d of [o.runDir, join(o.runDir, 'spaces')]) {
+      mkdirSync(d, { recursive: true });
+      chmodSync(d, 0o711);
+    }
+  }
+
+  /** The socket of a running space process, starting it if needed (concurrent callers share one start). */
+  async ensure(spaceId: string): Promise<string> {
+    const r = this.running.get(spaceId);
+    if (r && !r.stopping) return r.socket;
+    let p = this.starting.get(spaceId);
+    if (!p) {
+      p = this.start(spaceId).finally(() => this.starting.delete(spaceId));
+      this.starting.set(spaceId, p);
+    }
+    return (await p).socket;
+  }
+
+  isRunning(spaceId: string): boolean {
+    return this.running.has(spaceId);
+  }
+
+  pidOf(spaceId: string): number | undefined {
+    return this.running.get(spaceId)?.child.pid;
+  }
+
+  get count(): number {
+    return this.running.size;
+  }
+
+  private async start(spaceId: string): Promise<Running> {
+    if (this.closed) throw new OcsError('unavailable', 'the node is shutting down');
+    const fail = this.failures.get(spaceId);
+    if (fail && fail.notBefore > Date.now()) {
+      throw new OcsError('unavailable', 'the space process is restarting after a failure; retry shortly');
+    }
+    const cfg = this.o.configFor(spaceId);
+    const uid = this.o.uidOf(spaceId);
+    if (!cfg || uid === undefined) throw new OcsError('space_locked', 'the space is not active');
+
+    const paths = spaceRunDir(this.o.runDir, spaceId);
+    mkdirSync(paths.dir, { recursive: true });
+    chownSync(paths.dir, uid, uid);
+    chmodSync(paths.dir, 0o700);
+    rmSync(paths.apiSocket, { force: true });
+    const full: SpaceProcessConfig = { ...cfg, socket: paths.apiSocket, brokerSocket: paths.brokerSocket };
+    writeFileSync(paths.config, JSON.stringify(full), { mode: 0o400 });
+    chownSync(paths.config, uid, uid);
+
+    // The shell waits for one line on stdin before exec'ing the sandbox, so the daemon can put
+    // it into the space's cgroup first: nothing the space runs is ever charged elsewhere.
+    const child = spawn(
+      '/bin/sh',
+      [
+        '-c', 'read -r _ && exec "$@"', 'ocs-space',
+        'setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs',
+        '--', this.o.nodePath ?? process.execPath, '--enable-source-maps', this.o.spaceApiMain, paths.config,
+      ],
+      { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: '/usr/bin:/bin', NODE_ENV: 'production' }, cwd: '/' },
+    );
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    try {
+      if (child.pid === undefined) throw new Error('spawn failed');
+      await this.o.cgroups.addProcess(spaceCgroupLayout(this.o.cgroupParent, spaceId).api, child.pid);
+      child.stdin!.end('go\n');
+      await this.waitReady(child);
+    } catch (err) {
+      child.kill('SIGKILL');
+      await exited;
+      this.recordFailure(spaceId);
+      this.o.logger.error({ err, spaceId }, 'space process failed to start');
+      throw new OcsError('unavailable', 'the space process could not be started');
+    }
+    const running: Running = { child, socket: paths.apiSocket, startedAt: Date.now(), stopping: false, exited };
+    this.running.set(spaceId, running);
+    this.failures.delete(spaceId);
+    this.pipeLogs(spaceId, child);
+    child.once('exit', (code, signal) => this.onExit(spaceId, running, code, signal));
+    return running;
+  }
+
+  private waitReady(child: ChildProcess): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('space process not ready in time')), this.o.readyTimeoutMs ?? 15_000);
+      const lines = createInterface({ input: child.stdout! });
+      lines.once('line', (line) => {
+        clearTimeout(timer);
+        lines.close();
+        if (line.trim() === 'ready') resolve();
+        else reject(new Error('unexpected first line from space process'));
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`space process exited with ${code} before it was ready`));
+      });
+    });
+  }
+
+  private pipeLogs(spaceId: string, child: ChildProcess): void {
+    const log = this.o.logger.child({ spaceId, pid: child.pid });
+    createInterface({ input: child.stderr! }).on('line', (line) => log.info({ space: line.slice(0, 2000) }, 'space process'));
+  }
+
+  private onExit(spaceId: string, r: Running, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.running.get(spaceId) === r) this.running.delete(spaceId);
+    if (r.stopping || this.closed) return;
+    if (code === 0) {
+      this.o.logger.debug({ spaceId }, 'space process exited idle');
+      return;
+    }
+    this.o.logger.warn({ spaceId, code, signal }, 'space process died; restarting with backoff');
+    const delay = this.recordFailure(spaceId);
+    const t = setTimeout(() => {
+      this.restartTimers.delete(spaceId);
+      this.ensure(spaceId).catch((err: unknown) => this.o.logger.warn({ err, spaceId }, 'restart failed'));
+    }, delay);
+    t.unref();
+    this.restartTimers.set(spaceId, t);
+  }
+
+  private recordFailure(spaceId: string): number {
+    const prev = this.failures.get(spaceId)?.count ?? 0;
+    const delay = Math.min(MAX_BACKOFF_MS, 250 * 2 ** prev);
+    this.failures.set(spaceId, { count: prev + 1, notBefore: Date.now() + delay });
+    return delay;
+  }
+
+  async stop(spaceId: string): Promise<void> {
+    clearTimeout(this.restartTimers.get(spaceId));
+    this.restartTimers.delete(spaceId);
+    this.failures.delete(spaceId);
+    await this.starting.get(spaceId)?.catch(() => undefined);
+    const r = this.running.get(spaceId);
+    if (!r) return;
+    r.stopping = true;
+    r.child.kill('SIGTERM');
+    const timer = setTimeout(() => r.child.kill('SIGKILL'), 3000);
+    await r.exited;
+    clearTimeout(timer);
+    this.running.delete(spaceId);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all([...this.running.keys()].map((id) => this.stop(id)));
+  }
+}

@@ -1,0 +1,15 @@
+/**
+ * The node daemon's own state: one SQLite file (0600, root) holding space records, the
+ * capacity ledger and the hash-chained audit log. Never a key that opens a space's storage.
+ */
+export { openDatabase } from './db.js';
+export type { Database, OpenDatabaseOptions } from './db.js';
+export { migrate, MIGRATIONS, LATEST_VERSION, schemaVersion } from './migrations.js';
+export type { Migration } from './migrations.js';
+export { SpacesRepo, SPACE_STATES, canTransition } from './spaces-repo.js';
+export type { SpaceRow, NewSpace, SpacesRepoOptions } from './spaces-repo.js';
+export { Ledger } from './ledger.js';
+export type { LedgerOptions } from './ledger.js';
+export { AuditLog, GENESIS_HASH, PAGE_LIMIT_MAX, canonicalJson, entryHash, scrubDetail } from './audit.js';
+export type { AuditInput, AuditRecord, AuditOutcome, AuditAnchor, VerifyResult, JsonValue } from './audit.js';
+export { verifyAuditFile } from './audit-file.js';

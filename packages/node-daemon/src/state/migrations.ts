@@ -1,0 +1,114 @@
+/**
+ * Schema migrations, applied in order and recorded in SQLite's `user_version` header field.
+ * A migration is never edited once released: fixes are new migrations appended to the list.
+ */
+import type { Database } from './db.js';
+
+export interface Migration {
+  /** 1, 2, 3...: the `user_version` the database has once this migration ran. */
+  version: number;
+  name: string;
+  up(db: Database): void;
+}
+
+const STATES = `('creating','active','locked','expired','destroying','destroyed','failed')`;
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'spaces, uid range, audit log',
+    up(db) {
+      // Nothing secret lives in `spaces`: no plaintext key, and not the wrapped key either. The
+      // wrapped key is handed to the owner once; keeping a copy would let whoever later obtains
+      // the owner's private key open a snapshot of this disk even after the space is destroyed
+      // and its key shredded, and no flow needs it (unlock and rotate bring the key sealed).
+      db.exec(`
+        CREATE TABLE spaces (
+          id                TEXT PRIMARY KEY CHECK (length(id) = 23 AND id GLOB 'sp_*'),
+          org               TEXT NOT NULL,
+          owner_key         TEXT NOT NULL CHECK (length(owner_key) = 43),
+          owner_fingerprint TEXT NOT NULL,
+          name              TEXT,
+          cpu_millicores    INTEGER NOT NULL CHECK (cpu_millicores >= 0),
+          memory_bytes      INTEGER NOT NULL CHECK (memory_bytes >= 0),
+          storage_bytes     INTEGER NOT NULL CHECK (storage_bytes >= 0),
+          pids              INTEGER CHECK (pids IS NULL OR pids > 0),
+          state             TEXT NOT NULL CHECK (state IN ${STATES}),
+          uid               INTEGER NOT NULL,
+          lease_expires_at  INTEGER NOT NULL,
+          grace_until       INTEGER NOT NULL CHECK (grace_until >= lease_expires_at),
+          created_at        INTEGER NOT NULL,
+          updated_at        INTEGER NOT NULL,
+          -- Set when the space's host resources are gone (failed create rolled back, or
+          -- destroyed): from then on it no longer counts against capacity.
+          released_at       INTEGER
+        ) STRICT;
+        -- A uid belongs to one space until that space is destroyed; the index enforces it
+        -- even if two processes allocate at once.
+        CREATE UNIQUE INDEX spaces_uid_held ON spaces (uid) WHERE state <> 'destroyed';
+        CREATE INDEX spaces_org ON spaces (org, created_at);
+        CREATE INDEX spaces_lease ON spaces (state, lease_expires_at);
+        CREATE INDEX spaces_grace ON spaces (state, grace_until);
+
+        -- The configured uid range, recorded so that every process sharing this file (and the
+        -- ledger, which inserts spaces) allocates from the same range.
+        CREATE TABLE uid_range (
+          id    INTEGER PRIMARY KEY CHECK (id = 1),
+          base  INTEGER NOT NULL CHECK (base > 0),
+          count INTEGER NOT NULL CHECK (count > 0)
+        ) STRICT;
+
+        CREATE TABLE audit_log (
+          seq       INTEGER PRIMARY KEY,
+          at        TEXT NOT NULL,
+          actor     TEXT NOT NULL,
+          action    TEXT NOT NULL,
+          target    TEXT,
+          outcome   TEXT NOT NULL CHECK (outcome IN ('ok','refused','failed')),
+          code      TEXT,
+          detail    TEXT,
+          prev_hash TEXT NOT NULL,
+          hash      TEXT NOT NULL
+        ) STRICT;
+        -- Append-only inside SQLite too, so a bug in the daemon cannot rewrite history. (Anyone
+        -- with write access to the file can drop these; the hash chain is what catches that.)
+        CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+          BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+        CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+          BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+      `);
+    },
+  },
+];
+
+/** The schema version this code writes and understands. */
+export const LATEST_VERSION = MIGRATIONS.reduce((v, m) => Math.max(v, m.version), 0);
+
+export function schemaVersion(db: Database): number {
+  return db.pragma('user_version', { simple: true }) as number;
+}
+
+/**
+ * Applies every migration newer than the database, each in its own BEGIN IMMEDIATE transaction
+ * together with its `user_version` bump, so a crash leaves a consistent version and two
+ * processes starting at once do not both migrate. Idempotent. Refuses a database written by a
+ * newer daemon rather than guessing at a schema it does not know.
+ */
+export function migrate(db: Database, migrations: readonly Migration[] = MIGRATIONS): number {
+  const latest = migrations.reduce((v, m) => Math.max(v, m.version), 0);
+  for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
+    db.transaction(() => {
+      // Re-read inside the write lock: another process may have migrated meanwhile.
+      const current = schemaVersion(db);
+      if (current > latest) {
+        throw new Error(`database schema version ${current} is newer than this daemon knows (${latest})`);
+      }
+      if (current >= m.version) return;
+      if (current !== m.version - 1)
+        throw new Error(`migration ${m.version} needs schema version ${m.version - 1}, found ${current}`);
+      m.up(db);
+      db.pragma(`user_version = ${m.version}`);
+    }).immediate();
+  }
+  return schemaVersion(db);
+}

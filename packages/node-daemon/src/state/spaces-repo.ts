@@ -1,0 +1,403 @@
+/**
+ * Space records: who owns a space, what it reserved, where it is in its life, and the
+ * unprivileged uid its processes run as. Capacity accounting lives in the ledger, which inserts
+ * through `insertSpace` below so that the check and the insert share one transaction.
+ */
+import { OcsError, assertNever } from '@ocs/protocol';
+import type { SpaceState } from '@ocs/protocol';
+import type { Clock } from '../clock.js';
+import type { Database } from './db.js';
+
+/** One space record, as stored. Times are unix milliseconds. */
+export interface SpaceRow {
+  /** `sp_` + 20 base32 characters. */
+  id: string;
+  org: string;
+  /** The bound owner key: raw Ed25519 public key, base64url (43 characters). */
+  ownerKey: string;
+  ownerFingerprint: string;
+  name: string | null;
+  cpuMillicores: number;
+  memoryBytes: number;
+  storageBytes: number;
+  /** null: the space has no pids limit of its own. */
+  pids: number | null;
+  state: SpaceState;
+  /** The space processes' unprivileged uid, unique among spaces not destroyed. */
+  uid: number;
+  leaseExpiresAt: number;
+  graceUntil: number;
+  createdAt: number;
+  updatedAt: number;
+  /** When the space stopped counting against capacity (see `Ledger.release`), else null. */
+  releasedAt: number | null;
+}
+
+/** What a caller supplies to create a record; the uid and bookkeeping times are filled in. */
+export interface NewSpace {
+  id: string;
+  org: string;
+  ownerKey: string;
+  ownerFingerprint: string;
+  name?: string | null;
+  cpuMillicores: number;
+  memoryBytes: number;
+  storageBytes: number;
+  pids?: number | null;
+  /** Defaults to 'creating'. */
+  state?: SpaceState;
+  leaseExpiresAt: number;
+  graceUntil: number;
+  /** Defaults to the clock's now. */
+  createdAt?: number;
+}
+
+export interface SpacesRepoOptions {
+  /** First uid handed to a space. */
+  uidBase: number;
+  /** Size of the range: uids are taken from [uidBase, uidBase + uidCount). */
+  uidCount: number;
+  clock?: Clock;
+}
+
+export const SPACE_STATES: readonly SpaceState[] = [
+  'creating',
+  'active',
+  'locked',
+  'expired',
+  'destroying',
+  'destroyed',
+  'failed',
+];
+
+/**
+ * Legal moves of the state machine. `setState` refuses anything else, so that a bug cannot,
+ * for instance, revive a failed space whose capacity was already released.
+ */
+export function canTransition(from: SpaceState, to: SpaceState): boolean {
+  switch (from) {
+    case 'creating':
+      return to === 'active' || to === 'failed' || to === 'destroying';
+    case 'active':
+      return to === 'locked' || to === 'expired' || to === 'failed' || to === 'destroying';
+    case 'locked':
+      return to === 'active' || to === 'expired' || to === 'failed' || to === 'destroying';
+    case 'expired':
+      // Renewal brings an expired space back as locked: only the owner's key opens it again.
+      return to === 'locked' || to === 'failed' || to === 'destroying';
+    case 'failed':
+      return to === 'destroying';
+    case 'destroying':
+      return to === 'destroyed';
+    case 'destroyed':
+      return false;
+    default:
+      return assertNever(from, 'space state');
+  }
+}
+
+const ID_RE = /^sp_[a-z0-9]{20}$/;
+const OWNER_KEY_RE = /^[A-Za-z0-9_-]{43}$/;
+
+interface DbRow {
+  id: string;
+  org: string;
+  owner_key: string;
+  owner_fingerprint: string;
+  name: string | null;
+  cpu_millicores: number;
+  memory_bytes: number;
+  storage_bytes: number;
+  pids: number | null;
+  state: SpaceState;
+  uid: number;
+  lease_expires_at: number;
+  grace_until: number;
+  created_at: number;
+  updated_at: number;
+  released_at: number | null;
+}
+
+function fromDb(r: DbRow): SpaceRow {
+  return {
+    id: r.id,
+    org: r.org,
+    ownerKey: r.owner_key,
+    ownerFingerprint: r.owner_fingerprint,
+    name: r.name,
+    cpuMillicores: r.cpu_millicores,
+    memoryBytes: r.memory_bytes,
+    storageBytes: r.storage_bytes,
+    pids: r.pids,
+    state: r.state,
+    uid: r.uid,
+    leaseExpiresAt: r.lease_expires_at,
+    graceUntil: r.grace_until,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    releasedAt: r.released_at,
+  };
+}
+
+function isCount(n: unknown): n is number {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
+}
+
+/** Refuses a malformed record before it reaches SQL (the table's CHECKs are the backstop). */
+export function checkNewSpace(s: NewSpace): void {
+  const bad = (field: string, why: string): never => {
+    throw new OcsError('invalid_request', `space record: ${field} ${why}`, { field });
+  };
+  if (!ID_RE.test(s.id)) bad('id', 'must be sp_ followed by 20 base32 characters');
+  if (!OWNER_KEY_RE.test(s.ownerKey)) bad('ownerKey', 'must be a raw Ed25519 key in base64url');
+  if (s.org.length === 0) bad('org', 'must not be empty');
+  if (s.ownerFingerprint.length === 0) bad('ownerFingerprint', 'must not be empty');
+  for (const k of ['cpuMillicores', 'memoryBytes', 'storageBytes'] as const) {
+    if (!isCount(s[k])) bad(k, 'must be a non-negative integer');
+  }
+  if (s.pids != null && !(isCount(s.pids) && s.pids > 0)) bad('pids', 'must be a positive integer');
+  if (!Number.isSafeInteger(s.leaseExpiresAt)) bad('leaseExpiresAt', 'must be unix milliseconds');
+  if (!Number.isSafeInteger(s.graceUntil) || s.graceUntil < s.leaseExpiresAt)
+    bad('graceUntil', 'must not precede leaseExpiresAt');
+}
+
+/**
+ * The lowest free uid in the recorded range, preferring one no record ever had: a uid is
+ * reused (after its space was destroyed) only once the range has been used up, which leaves
+ * any stray file a teardown missed as unlikely as possible to find a new owner.
+ * Must run inside the transaction that then inserts the record.
+ */
+export function allocateUid(db: Database): number {
+  const range = db.prepare('SELECT base, count FROM uid_range WHERE id = 1').get() as
+    { base: number; count: number } | undefined;
+  if (!range) throw new Error('no uid range recorded: construct a SpacesRepo before inserting spaces');
+  const end = range.base + range.count;
+  const top = db.prepare('SELECT max(uid) AS m FROM spaces WHERE uid >= ? AND uid < ?').get(range.base, end) as {
+    m: number | null;
+  };
+  const fresh = top.m === null ? range.base : top.m + 1;
+  if (fresh < end) return fresh;
+  // Every uid has been used at least once: take the lowest one no live record holds.
+  const gap = db
+    .prepare(
+      `SELECT c FROM (SELECT ? AS c UNION ALL SELECT uid + 1 FROM spaces WHERE state <> 'destroyed')
+       WHERE c >= ? AND c < ? AND NOT EXISTS (SELECT 1 FROM spaces s WHERE s.uid = c AND s.state <> 'destroyed')
+       ORDER BY c LIMIT 1`,
+    )
+    .pluck()
+    .get(range.base, range.base, end) as number | undefined;
+  if (gap === undefined) {
+    throw new OcsError('capacity_exceeded', 'no free uid is left for another space', {
+      resource: 'uids',
+      requested: 1,
+      available: 0,
+    });
+  }
+  return gap;
+}
+
+/**
+ * Inserts a record with a freshly allocated uid. No capacity check: callers other than the
+ * ledger's reserve must hold their own reason to skip it. Runs in (or joins) one transaction.
+ */
+export function insertSpace(db: Database, s: NewSpace, now: number): SpaceRow {
+  checkNewSpace(s);
+  return db
+    .transaction(() => {
+      const uid = allocateUid(db);
+      const createdAt = s.createdAt ?? now;
+      try {
+        db.prepare(
+          `INSERT INTO spaces (id, org, owner_key, owner_fingerprint, name, cpu_millicores, memory_bytes, storage_bytes,
+           pids, state, uid, lease_expires_at, grace_until, created_at, updated_at, released_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`,
+        ).run(
+          s.id,
+          s.org,
+          s.ownerKey,
+          s.ownerFingerprint,
+          s.name ?? null,
+          s.cpuMillicores,
+          s.memoryBytes,
+          s.storageBytes,
+          s.pids ?? null,
+          s.state ?? 'creating',
+          uid,
+          s.leaseExpiresAt,
+          s.graceUntil,
+          createdAt,
+          now,
+        );
+      } catch (err) {
+        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+          throw new OcsError('conflict', 'a space with this id already exists', { id: s.id });
+        }
+        throw err;
+      }
+      return fromDb(db.prepare('SELECT * FROM spaces WHERE id = ?').get(s.id) as DbRow);
+    })
+    .immediate();
+}
+
+/** The space records. All methods are synchronous and safe to share across processes. */
+export class SpacesRepo {
+  private readonly clock: Clock;
+  private readonly stmt;
+
+  /**
+   * Records the uid range in the database (so every process and the ledger allocate from the
+   * same one). Shrinking the range never takes a uid away from a space that holds it.
+   */
+  constructor(
+    readonly db: Database,
+    opts: SpacesRepoOptions,
+  ) {
+    if (
+      !Number.isSafeInteger(opts.uidBase) ||
+      opts.uidBase < 1 ||
+      !Number.isSafeInteger(opts.uidCount) ||
+      opts.uidCount < 1
+    ) {
+      throw new Error('uidBase and uidCount must be positive integers');
+    }
+    this.clock = opts.clock ?? { now: () => Date.now() };
+    db.prepare(
+      'INSERT INTO uid_range (id, base, count) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET base = excluded.base, count = excluded.count',
+    ).run(opts.uidBase, opts.uidCount);
+    this.stmt = {
+      get: db.prepare('SELECT * FROM spaces WHERE id = ?'),
+      listAll: db.prepare('SELECT * FROM spaces ORDER BY created_at, id'),
+      listOrg: db.prepare('SELECT * FROM spaces WHERE org = ? ORDER BY created_at, id'),
+      setState: db.prepare('UPDATE spaces SET state = ?, updated_at = ? WHERE id = ? AND state = ?'),
+      renew: db.prepare(
+        `UPDATE spaces SET lease_expires_at = ?, grace_until = ?, updated_at = ?
+         WHERE id = ? AND state IN ('creating','active','locked','expired')`,
+      ),
+      expired: db.prepare(
+        `SELECT * FROM spaces WHERE state IN ('active','locked') AND lease_expires_at <= ? ORDER BY lease_expires_at, id`,
+      ),
+      pastGrace: db.prepare(
+        `SELECT * FROM spaces WHERE state <> 'destroyed' AND grace_until <= ? ORDER BY grace_until, id`,
+      ),
+      countByState: db.prepare('SELECT state, count(*) AS n FROM spaces GROUP BY state'),
+    };
+  }
+
+  /**
+   * Inserts a record with a freshly allocated uid, WITHOUT a capacity check. The daemon creates
+   * spaces through `Ledger.reserve`; this is for tests and tools that restore records.
+   */
+  insert(space: NewSpace): SpaceRow {
+    return insertSpace(this.db, space, this.clock.now());
+  }
+
+  get(id: string): SpaceRow | undefined {
+    const r = this.stmt.get.get(id) as DbRow | undefined;
+    return r && fromDb(r);
+  }
+
+  /** Every record (destroyed ones included: callers filter), oldest first. */
+  list(filter: { org?: string } = {}): SpaceRow[] {
+    const rows = (filter.org === undefined ? this.stmt.listAll.all() : this.stmt.listOrg.all(filter.org)) as DbRow[];
+    return rows.map(fromDb);
+  }
+
+  /**
+   * Compare-and-set: moves the space to `to` only if its state is one of `from` (checked and
+   * written in one transaction, so two racing callers cannot both win) and the move is legal.
+   * @throws OcsError not_found, or conflict naming the current state.
+   */
+  setState(id: string, from: readonly SpaceState[], to: SpaceState): SpaceRow {
+    return this.db
+      .transaction(() => {
+        const row = this.get(id);
+        if (!row) throw new OcsError('not_found', 'no such space', { id });
+        if (!from.includes(row.state) || !canTransition(row.state, to)) {
+          throw new OcsError('conflict', `the space is ${row.state}, not ${from.join(' or ')}`, {
+            id,
+            state: row.state,
+            wanted: to,
+          });
+        }
+        const now = this.clock.now();
+        this.stmt.setState.run(to, now, id, row.state);
+        // Destroyed spaces hold no capacity, whichever way they got there.
+        if (to === 'destroyed')
+          this.db.prepare('UPDATE spaces SET released_at = coalesce(released_at, ?) WHERE id = ?').run(now, id);
+        return this.get(id)!;
+      })
+      .immediate();
+  }
+
+  /**
+   * Moves the lease forward (or back). Refused for spaces being or already torn down.
+   * @throws OcsError not_found, conflict, invalid_request.
+   */
+  renew(id: string, leaseExpiresAt: number, graceUntil: number): SpaceRow {
+    if (!Number.isSafeInteger(leaseExpiresAt) || !Number.isSafeInteger(graceUntil) || graceUntil < leaseExpiresAt) {
+      throw new OcsError('invalid_request', 'graceUntil must not precede leaseExpiresAt', { field: 'graceUntil' });
+    }
+    return this.db
+      .transaction(() => {
+        const changed = this.stmt.renew.run(leaseExpiresAt, graceUntil, this.clock.now(), id).changes;
+        const row = this.get(id);
+        if (!row) throw new OcsError('not_found', 'no such space', { id });
+        if (changed === 0)
+          throw new OcsError('conflict', `a ${row.state} space cannot be renewed`, { id, state: row.state });
+        return row;
+      })
+      .immediate();
+  }
+
+  /**
+   * What the lease scheduler must act on at `now`: `expired` are active or locked spaces whose
+   * lease has run out (to lock and stop); `pastGrace` are spaces not yet destroyed whose grace
+   * period has ended too (to destroy). A space can be in both; expire it first.
+   */
+  due(at: { now: number }): { expired: SpaceRow[]; pastGrace: SpaceRow[] } {
+    return {
+      expired: (this.stmt.expired.all(at.now) as DbRow[]).map(fromDb),
+      pastGrace: (this.stmt.pastGrace.all(at.now) as DbRow[]).map(fromDb),
+    };
+  }
+
+  /**
+   * Marks a torn-down space destroyed (from `destroying`, or directly from `creating`/`failed`
+   * when nothing was ever built on the host), which frees its capacity and, later, its uid.
+   * Idempotent.
+   */
+  markDestroyed(id: string): SpaceRow {
+    return this.db
+      .transaction(() => {
+        const row = this.get(id);
+        if (!row) throw new OcsError('not_found', 'no such space', { id });
+        if (row.state === 'destroyed') return row;
+        if (row.state !== 'destroying' && row.state !== 'creating' && row.state !== 'failed') {
+          throw new OcsError('conflict', `the space is ${row.state}: tear it down before marking it destroyed`, {
+            id,
+            state: row.state,
+          });
+        }
+        const now = this.clock.now();
+        this.db
+          .prepare(
+            `UPDATE spaces SET state = 'destroyed', updated_at = ?, released_at = coalesce(released_at, ?) WHERE id = ?`,
+          )
+          .run(now, now, id);
+        return this.get(id)!;
+      })
+      .immediate();
+  }
+
+  /** The uid the next insert would get (informational: the insert allocates its own). */
+  nextUid(): number {
+    return allocateUid(this.db);
+  }
+
+  /** Number of records per state, every state present (zero included), for metrics. */
+  countByState(): Record<SpaceState, number> {
+    const out = Object.fromEntries(SPACE_STATES.map((s) => [s, 0])) as Record<SpaceState, number>;
+    for (const r of this.stmt.countByState.all() as { state: SpaceState; n: number }[]) out[r.state] = r.n;
+    return out;
+  }
+}

@@ -1,0 +1,22 @@
+// node:crypto Ed25519 for the hot path (see bench/verify); keys imported once per process.
+import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto';
+import type { Ed25519Verifier, HashFactory } from '@ocs/protocol';
+
+let cached: { x: string; key: KeyObject } | undefined;
+
+/** A space has one owner key, so a one-entry cache is all it needs. */
+export const ownerVerify: Ed25519Verifier = (signature, message, publicKey) => {
+  if (publicKey.length !== 32 || signature.length !== 64) return false;
+  const x = Buffer.from(publicKey).toString('base64url');
+  if (cached?.x !== x) cached = { x, key: createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x }, format: 'jwk' }) };
+  try {
+    return verify(null, message, cached.key, signature);
+  } catch {
+    return false;
+  }
+};
+
+export const nativeHashes: HashFactory = (alg) => {
+  const h = createHash(alg === 'sha-256' ? 'sha256' : 'sha512');
+  return { update: (d) => h.update(d), digest: () => new Uint8Array(h.digest()) };
+};

@@ -1,0 +1,59 @@
+/**
+ * Entry point of a space's API process. Started by the daemon as the space's own uid, with no
+ * capabilities, inside the space's cgroup; argv[2] is its config file. Prints `ready` on stdout
+ * once it listens, logs JSON to stderr, and exits 0 after `idleSeconds` without a request.
+ */
+import { createServer } from 'node:http';
+import { rmSync } from 'node:fs';
+import { pino } from 'pino';
+import { MemoryNonceStore, cacheTokens, createTokenVerifier } from '@ocs/protocol';
+import { loadConfig } from './config.js';
+import { createSpaceApp } from './app.js';
+
+const configPath = process.argv[2];
+if (!configPath) {
+  process.stderr.write('usage: space-api <config.json>\n');
+  process.exit(2);
+}
+const config = loadConfig(configPath);
+const logger = pino({ level: 'info', base: { svc: 'ocs-space', spaceId: config.spaceId } }, pino.destination(2));
+
+const verifier = cacheTokens(createTokenVerifier({
+  issuers: config.auth.issuers.map((i) => ({ issuer: i.issuer, keys: i.jwks as never })),
+  audiences: config.auth.audiences,
+  maxLifetimeSeconds: config.auth.maxTokenLifetimeSeconds,
+  clockToleranceSeconds: config.auth.clockToleranceSeconds,
+}));
+const app = createSpaceApp({ config, verifyToken: (t) => verifier(t), nonceStore: new MemoryNonceStore(100_000), logger });
+
+let idleTimer: NodeJS.Timeout | undefined;
+let inFlight = 0;
+function armIdle(): void {
+  clearTimeout(idleTimer);
+  if (inFlight > 0) return;
+  idleTimer = setTimeout(() => shutdown(0), config.idleSeconds * 1000);
+}
+
+const handle = app.callback();
+const server = createServer((req, res) => {
+  inFlight++;
+  clearTimeout(idleTimer);
+  res.once('close', () => {
+    inFlight--;
+    armIdle();
+  });
+  void handle(req, res);
+});
+
+function shutdown(code: number): void {
+  server.close(() => process.exit(code));
+  server.closeIdleConnections();
+  setTimeout(() => process.exit(code), 2000).unref();
+}
+process.once('SIGTERM', () => shutdown(0));
+
+rmSync(config.socket, { force: true });
+server.listen(config.socket, () => {
+  armIdle();
+  process.stdout.write('ready\n');
+});

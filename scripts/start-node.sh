@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The README's first command: on a fresh Debian 12 machine (root), install what is missing,
+# build, start the services a node uses, and start a development node daemon in the background
+# with embedded defaults. Prints how to reach it. Stop it with: kill "$(cat /run/ocs/ocs-node.pid)".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "run as root: the node daemon manages cgroups, loop devices and mounts" >&2; exit 1; }
+
+bash scripts/install-host-deps.sh
+[ -d node_modules ] && [ node_modules -nt package-lock.json ] || npm ci --no-audit --no-fund
+npm run build --silent
+bash scripts/start-services.sh
+
+STATE_DIR=${OCS_STATE_DIR:-/var/lib/ocs}
+mkdir -p /run/ocs /var/log/ocs
+if [ -f /run/ocs/ocs-node.pid ] && kill -0 "$(cat /run/ocs/ocs-node.pid)" 2>/dev/null; then
+  echo "a node daemon is already running (pid $(cat /run/ocs/ocs-node.pid))"
+  exit 0
+fi
+nohup node packages/node-daemon/dist/main.js start --state-dir "$STATE_DIR" ${OCS_CONFIG:+--config "$OCS_CONFIG"} \
+  >/var/log/ocs/ocs-node.out 2>/var/log/ocs/ocs-node.log &
+echo $! > /run/ocs/ocs-node.pid
+for _ in $(seq 1 300); do
+  if grep -q '^  url:' /var/log/ocs/ocs-node.out 2>/dev/null; then
+    cat /var/log/ocs/ocs-node.out
+    echo "  logs:            /var/log/ocs/ocs-node.log (JSON)"
+    echo "  try:             curl -sk -H \"authorization: Bearer \$(node packages/node-daemon/dist/main.js token --state-dir $STATE_DIR --role monitor)\" https://localhost:8443/v1/node"
+    exit 0
+  fi
+  if ! kill -0 "$(cat /run/ocs/ocs-node.pid)" 2>/dev/null; then
+    echo "the node daemon exited:" >&2
+    tail -20 /var/log/ocs/ocs-node.log >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+echo "the node daemon did not come up in 30 s; see /var/log/ocs/ocs-node.log" >&2
+exit 1
