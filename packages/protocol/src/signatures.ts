@@ -34,7 +34,7 @@ export type Ed25519Verifier = (signature: Uint8Array, message: Uint8Array, publi
 /** Pure-JS verification (browsers, CLI). Servers inject node:crypto's, which is several times faster. */
 export const nobleVerify: Ed25519Verifier = (signature, message, publicKey) => {
   try {
-    return ed25519.verify(signature, message, publicKey);
+    return ed25519.verify(signature, message, publicKey, { zip215: false });
   } catch {
     return false;
   }
