@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync, existsSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, createPrivateKey, X509Certificate } from 'node:crypto';
@@ -45,7 +45,7 @@ function startDaemon(configPath: string): Promise<Daemon> {
 
 function kill9(d: Daemon): Promise<void> {
   return new Promise((resolve) => {
-    if (d.child.exitCode !== null) return resolve();
+    if (d.child.exitCode !== null || d.child.signalCode !== null) return resolve();
     d.child.once('exit', () => resolve());
     d.child.kill('SIGKILL');
   });
@@ -54,6 +54,7 @@ function kill9(d: Daemon): Promise<void> {
 test('kill -9 during reserve and destroy: after restart no orphan and no lost space', async () => {
   const tag = randomBytes(4).toString('hex');
   const dir = mkdtempSync(join(tmpdir(), `ocs-crash-${tag}-`));
+  chmodSync(dir, 0o711);
   const parent = `ocs-crash-${tag}`;
   const config = {
     stateDir: join(dir, 'state'),

@@ -2,7 +2,7 @@
  * Starts a real node daemon in this process (real cgroups, real fscrypt images, real space
  * processes) under names and directories unique to the test run, and removes exactly those.
  */
-import { mkdtempSync, rmSync, existsSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, readFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -45,6 +45,8 @@ export interface TestNodeOptions {
 export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNode> {
   const tag = opts.reuse?.tag ?? randomBytes(4).toString('hex');
   const dir = opts.reuse?.dir ?? mkdtempSync(join(tmpdir(), `ocs-e2e-${tag}-`));
+  // Space processes run as their own uids and must be able to reach their socket directory.
+  chmodSync(dir, 0o711);
   const config = resolveConfig({
     stateDir: join(dir, 'state'),
     runDir: join(dir, 'run'),
@@ -71,7 +73,7 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
     logger,
     drivers: { cgroups, storage },
     clock,
-    total: opts.total ?? { cpuMillicores: 2000, memoryBytes: 4 * GiB, storageBytes: 4 * GiB },
+    total: opts.total ?? { cpuMillicores: 64_000, memoryBytes: 4 * GiB, storageBytes: 4 * GiB },
   });
   const issuer = node.devIssuer!;
   const token = (roles: Role[], o: { org?: string; sub?: string } = {}) =>

@@ -235,7 +235,9 @@ export function createApp(d: AppDeps): Koa {
     const spaceId = m[1]!;
     ctx.params = { spaceId };
     const { principal } = await tokenOnly(ctx, { ...route('getSpace'), roles: ['storage', 'containers', 'vms', 'monitor'] });
-    const row = visibleSpace(principal, spaceId);
+    // A space's own API is for its org only, whatever node-wide roles (farmer, monitor) the token has.
+    const row = d.service.get(spaceId);
+    if (row.org !== principal?.org) throw new OcsError('not_found', 'no such space');
     if (row.state === 'expired') throw new OcsError('lease_expired', 'the lease has expired');
     if (row.state !== 'active') throw new OcsError('space_locked', 'the space is locked: unlock it first');
     await d.forwarder.forward(ctx, spaceId);

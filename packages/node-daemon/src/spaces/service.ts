@@ -6,6 +6,7 @@
  * record is written first, host objects second, and the state flips last.
  */
 import { randomBytes } from 'node:crypto';
+import { chown } from 'node:fs/promises';
 import { Decrypter, armor } from 'age-encryption';
 import type { CgroupDriver, StorageDriver } from '@ocs/host';
 import {
@@ -109,7 +110,9 @@ export class SpaceService {
       await this.d.cgroups.create(layout.space, limits);
       await this.d.cgroups.create(layout.api, limits);
       await this.d.cgroups.create(layout.workloads, limits);
-      await this.d.storage.create(id, row.storageBytes, key);
+      const storage = await this.d.storage.create(id, row.storageBytes, key);
+      // The space process keeps its own state in its storage, as its own uid.
+      await chown(storage.mountpoint, row.uid, row.uid);
       const wrappedKey = await wrapKey(key, owner);
       this.d.repo.setState(id, ['creating'], 'active');
       this.d.audit.append({ actor: principal.subject, action: 'space.create', target: id, outcome: 'ok' });

@@ -43,10 +43,9 @@ export type Resources = Static<typeof Resources>;
 export const PublicKeyInput = Type.Union(
   [
     Type.String({ minLength: 43, maxLength: 1024 }),
-    Type.Object(
-      { kty: Type.Literal('OKP'), crv: Type.Literal('Ed25519'), x: Type.String({ maxLength: 64 }) },
-      { additionalProperties: true },
-    ),
+    // Any JWK shape gets through here so that parsePublicKey can say precisely what is wrong
+    // with it (key_unsupported for RSA/EC, key_malformed for a broken OKP).
+    Type.Object({ kty: Type.String({ maxLength: 16 }) }, { additionalProperties: true, maxProperties: 16 }),
   ],
   {},
 );

@@ -1,0 +1,503 @@
+/**
+ * fscrypt storage: one sparse ext4 image per space (its size is the space's limit, enforced by the
+ * kernel — this also works where filesystem quotas are missing), on a loop device mounted at
+ * <root>/mnt/<id>. Inside it:
+ *
+ *   data/            v2 policy, raw_key protector holding the space key  (SpaceStorageInfo.mountpoint)
+ *   volumes/<vid>/   one v2 policy and raw_key protector per volume, with the volume's own key
+ *   .ocs/volumes/    declared volume sizes (not secret)
+ *   .fscrypt/        fscrypt's wrapped keys (root-only)
+ *
+ * Lock evicts the keys, unmounts and detaches the loop device: an idle locked space costs no
+ * kernel objects, and nothing mounted can leak cached plaintext. Unlock attaches and mounts again.
+ */
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { join, resolve } from 'node:path';
+import { OcsError } from '@ocs/protocol';
+import { run as defaultRun, type Runner } from '../exec.js';
+import { FscryptCli } from './fscrypt-cli.js';
+import {
+  allocatedBytes,
+  attachLoop,
+  createSparseImage,
+  detachLoops,
+  findMount,
+  loopDevicesFor,
+  mkfsEncryptedExt4,
+  mountExt4,
+  shredFile,
+  syncFs,
+  trimFs,
+  unmount,
+  usedBytesMounted,
+  usedBytesUnmounted,
+} from './loop.js';
+import {
+  assertId,
+  assertKey,
+  assertSize,
+  KeyedMutex,
+  MIN_SPACE_BYTES,
+  MIN_VOLUME_BYTES,
+  type SpaceStorageInfo,
+  type StorageDriver,
+} from './types.js';
+
+/** Configuration of {@link FscryptStorageDriver}. */
+export interface FscryptDriverOptions {
+  /** Holds images/ and mnt/. Default /var/lib/ocs/storage. */
+  root?: string;
+  /** A tmpfs where keys are handed to the fscrypt tool in unnamed files. Default /dev/shm. */
+  keyTmpfs?: string;
+  /** Command runner (tests wrap it to watch argv). */
+  run?: Runner;
+}
+
+export const DEFAULT_STORAGE_ROOT = '/var/lib/ocs/storage';
+const BLOCK = 4096;
+// fscrypt takes `MOUNTPOINT:ID` flags, so the root may not contain ':' (nor anything a CLI could misread).
+const ROOT_RE = /^\/[A-Za-z0-9._/+-]*$/;
+
+interface Paths {
+  image: string;
+  fs: string;
+  data: string;
+  volumes: string;
+  volumeMeta: string;
+}
+
+/** The fscrypt backend (see the module comment for the on-disk layout). */
+export class FscryptStorageDriver implements StorageDriver {
+  readonly kind = 'fscrypt' as const;
+  private readonly configuredRoot: string;
+  private canonicalRoot: string | undefined;
+  private readonly run: Runner;
+  private readonly cli: FscryptCli;
+  private readonly mutex = new KeyedMutex();
+  // `losetup -f` picks the first free device; two at once could race for it.
+  private readonly attachMutex = new KeyedMutex();
+
+  constructor(opts: FscryptDriverOptions = {}) {
+    const root = resolve(opts.root ?? DEFAULT_STORAGE_ROOT);
+    if (!ROOT_RE.test(root))
+      throw new Error(`storage root ${JSON.stringify(root)} must be an absolute path of [A-Za-z0-9._/+-]`);
+    this.configuredRoot = root;
+    this.run = opts.run ?? defaultRun;
+    this.cli = new FscryptCli(this.run, opts.keyTmpfs ?? '/dev/shm');
+  }
+
+  /** The storage root, canonical once it exists (mountinfo and fscrypt speak canonical paths). */
+  get root(): string {
+    if (this.canonicalRoot === undefined && existsSync(this.configuredRoot))
+      this.canonicalRoot = realpathSync(this.configuredRoot);
+    return this.canonicalRoot ?? this.configuredRoot;
+  }
+
+  private paths(id: string): Paths {
+    const fs = join(this.root, 'mnt', id);
+    return {
+      image: join(this.root, 'images', `${id}.img`),
+      fs,
+      data: join(fs, 'data'),
+      volumes: join(fs, 'volumes'),
+      volumeMeta: join(fs, '.ocs', 'volumes'),
+    };
+  }
+
+  async create(id: string, sizeBytes: number, key: Uint8Array): Promise<SpaceStorageInfo> {
+    assertId(id);
+    assertSize(sizeBytes, MIN_SPACE_BYTES);
+    assertKey(key);
+    const size = Math.floor(sizeBytes / BLOCK) * BLOCK;
+    return this.mutex.run(id, async () => {
+      const p = this.paths(id);
+      if (existsSync(p.image)) throw new OcsError('conflict', 'storage for this space already exists');
+      await this.cli.ensureGlobalConfig();
+      mkdirSync(join(this.root, 'images'), { recursive: true, mode: 0o700 });
+      mkdirSync(join(this.root, 'mnt'), { recursive: true, mode: 0o711 });
+      const q = this.paths(id); // the root may have just become canonical
+      createSparseImage(q.image, size);
+      try {
+        await mkfsEncryptedExt4(this.run, q.image);
+        await this.mount(id);
+        await this.cli.setupFilesystem(q.fs);
+        mkdirSync(q.data, { mode: 0o700 });
+        mkdirSync(q.volumes, { mode: 0o711 });
+        mkdirSync(q.volumeMeta, { recursive: true, mode: 0o700 });
+        await this.cli.encrypt(q.data, `ocs-${id}`, key);
+      } catch (e) {
+        await this.teardown(id).catch(() => undefined);
+        throw e;
+      }
+      return this.readInfo(id);
+    });
+  }
+
+  async lock(id: string): Promise<void> {
+    assertId(id);
+    await this.mutex.run(id, async () => {
+      const p = this.requireExists(id);
+      if (findMount(p.fs)) {
+        for (const dir of [...this.volumeDirs(p), p.data]) {
+          if (await this.isUnlocked(dir)) await this.cli.lock(dir);
+        }
+        await syncFs(this.run, p.fs);
+        await unmount(this.run, p.fs);
+      }
+      await detachLoops(this.run, p.image);
+    });
+  }
+
+  async unlock(id: string, key: Uint8Array): Promise<void> {
+    assertId(id);
+    assertKey(key);
+    await this.mutex.run(id, async () => {
+      const p = this.requireExists(id);
+      const mountedHere = await this.mount(id);
+      try {
+        if (await this.isUnlocked(p.data)) throw new OcsError('space_unlocked', 'the space is already unlocked');
+        await this.cli.unlock(p.data, key);
+      } catch (e) {
+        // A refused key leaves the space exactly as locked as it was: not even mounted.
+        if (mountedHere) await this.release(id).catch(() => undefined);
+        throw e;
+      }
+    });
+  }
+
+  async rotateKey(id: string, oldKey: Uint8Array, newKey: Uint8Array): Promise<void> {
+    assertId(id);
+    assertKey(oldKey, 'oldKey');
+    assertKey(newKey, 'newKey');
+    await this.mutex.run(id, async () => {
+      const p = this.requireExists(id);
+      await this.withMounted(id, async () => {
+        await this.cli.rotate(p.fs, p.data, `ocs-${id}`, oldKey, newKey);
+        await trimFs(this.run, p.fs);
+      });
+    });
+  }
+
+  async destroy(id: string): Promise<void> {
+    assertId(id);
+    await this.mutex.run(id, async () => {
+      const p = this.paths(id);
+      if (existsSync(p.image)) {
+        await this.teardown(id);
+        return;
+      }
+      if (findMount(p.fs)) await unmount(this.run, p.fs);
+      removeDir(p.fs);
+    });
+  }
+
+  async info(id: string): Promise<SpaceStorageInfo> {
+    assertId(id);
+    return this.mutex.run(id, async () => {
+      this.requireExists(id);
+      return this.readInfo(id);
+    });
+  }
+
+  async list(): Promise<string[]> {
+    let names: string[];
+    try {
+      names = readdirSync(join(this.root, 'images'));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+    const ids: string[] = [];
+    for (const n of names) {
+      const id = n.endsWith('.img') ? n.slice(0, -4) : '';
+      try {
+        assertId(id);
+        ids.push(id);
+      } catch {
+        /* not one of ours */
+      }
+    }
+    return ids.sort();
+  }
+
+  async createVolume(id: string, volumeId: string, sizeBytes: number, key: Uint8Array): Promise<{ path: string }> {
+    assertId(id);
+    assertId(volumeId, 'volumeId');
+    assertSize(sizeBytes, MIN_VOLUME_BYTES);
+    assertKey(key);
+    return this.mutex.run(id, async () => {
+      const p = this.requireExists(id);
+      await this.requireUnlocked(p);
+      const dir = join(p.volumes, volumeId);
+      if (existsSync(dir)) throw new OcsError('conflict', 'the volume already exists');
+      const spaceBytes = statSync(p.image).size;
+      const declared = this.volumeDirs(p).reduce((sum, d) => sum + this.volumeSize(p, d), 0);
+      if (declared + sizeBytes > spaceBytes) {
+        throw new OcsError('budget_exceeded', "the volume does not fit in the space's storage", {
+          resource: 'storageBytes',
+          requested: sizeBytes,
+          available: Math.max(0, spaceBytes - declared),
+        });
+      }
+      mkdirSync(dir, { mode: 0o700 });
+      const meta = join(p.volumeMeta, `${volumeId}.json`);
+      try {
+        writeFileSync(`${meta}.new`, JSON.stringify({ sizeBytes }), { mode: 0o600 });
+        renameSync(`${meta}.new`, meta);
+        await this.cli.encrypt(dir, `ocs-${id}-vol-${volumeId}`, key);
+      } catch (e) {
+        rmSync(dir, { recursive: true, force: true });
+        rmSync(meta, { force: true });
+        throw e;
+      }
+      return { path: dir };
+    });
+  }
+
+  async unlockVolume(id: string, volumeId: string, key: Uint8Array): Promise<void> {
+    assertId(id);
+    assertId(volumeId, 'volumeId');
+    assertKey(key);
+    await this.mutex.run(id, async () => {
+      const p = this.requireExists(id);
+      await this.requireUnlocked(p);
+      const dir = this.requireVolume(p, volumeId);
+      if (await this.isUnlocked(dir)) throw new OcsError('conflict', 'the volume is already unlocked');
+      await this.cli.unlock(dir, key);
+    });
+  }
+
+  async lockVolume(id: string, volumeId: string): Promise<void> {
+    assertId(id);
+    assertId(volumeId, 'volumeId');
+    await this.mutex.run(id, async () => {
+      const p = this.requireExists(id);
+      if (!findMount(p.fs)) return; // the whole space is locked, so is every volume
+      const dir = this.requireVolume(p, volumeId);
+      if (await this.isUnlocked(dir)) await this.cli.lock(dir);
+    });
+  }
+
+  async rotateVolumeKey(id: string, volumeId: string, oldKey: Uint8Array, newKey: Uint8Array): Promise<void> {
+    assertId(id);
+    assertId(volumeId, 'volumeId');
+    assertKey(oldKey, 'oldKey');
+    assertKey(newKey, 'newKey');
+    await this.mutex.run(id, async () => {
+      const p = this.requireExists(id);
+      await this.withMounted(id, async () => {
+        const dir = this.requireVolume(p, volumeId);
+        await this.cli.rotate(p.fs, dir, `ocs-${id}-vol-${volumeId}`, oldKey, newKey);
+        await trimFs(this.run, p.fs);
+      });
+    });
+  }
+
+  async destroyVolume(id: string, volumeId: string): Promise<void> {
+    assertId(id);
+    assertId(volumeId, 'volumeId');
+    await this.mutex.run(id, async () => {
+      const p = this.paths(id);
+      if (!existsSync(p.image)) return;
+      await this.withMounted(id, async () => {
+        const dir = join(p.volumes, volumeId);
+        if (existsSync(dir)) {
+          if (await this.isUnlocked(dir)) await this.cli.lock(dir);
+          await this.cli.shredPolicy(p.fs, dir).catch(() => undefined); // never got a policy: nothing to shred
+          // Deleting needs no key: the kernel unlinks by the encrypted names.
+          rmSync(dir, { recursive: true, force: true });
+        }
+        rmSync(join(p.volumeMeta, `${volumeId}.json`), { force: true });
+        await trimFs(this.run, p.fs);
+      });
+    });
+  }
+
+  async listVolumes(id: string): Promise<string[]> {
+    assertId(id);
+    return this.mutex.run(id, async () => {
+      const p = this.requireExists(id);
+      return this.withMounted(id, async () =>
+        this.volumeDirs(p)
+          .map((d) => d.slice(p.volumes.length + 1))
+          .sort(),
+      );
+    });
+  }
+
+  // ---- internals (callers hold the space's mutex) ----
+
+  private requireExists(id: string): Paths {
+    const p = this.paths(id);
+    if (!existsSync(p.image)) throw new OcsError('not_found', 'no storage for this space');
+    return p;
+  }
+
+  private async requireUnlocked(p: Paths): Promise<void> {
+    if (!findMount(p.fs) || !(await this.isUnlocked(p.data))) throw new OcsError('space_locked', 'the space is locked');
+  }
+
+  private requireVolume(p: Paths, volumeId: string): string {
+    const dir = join(p.volumes, volumeId);
+    if (!existsSync(dir)) throw new OcsError('not_found', 'no such volume');
+    return dir;
+  }
+
+  private volumeDirs(p: Paths): string[] {
+    let names: string[];
+    try {
+      names = readdirSync(p.volumes);
+    } catch {
+      return [];
+    }
+    return names
+      .filter((n) => {
+        try {
+          assertId(n);
+          return true;
+        } catch {
+          return false;
+        }
+      })
+      .map((n) => join(p.volumes, n));
+  }
+
+  private volumeSize(p: Paths, dir: string): number {
+    const name = dir.slice(p.volumes.length + 1);
+    try {
+      const { sizeBytes } = JSON.parse(readFileSync(join(p.volumeMeta, `${name}.json`), 'utf8')) as {
+        sizeBytes?: unknown;
+      };
+      return typeof sizeBytes === 'number' ? sizeBytes : 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** False for a directory that has no policy (yet). */
+  private async isUnlocked(dir: string): Promise<boolean> {
+    if (!existsSync(dir)) return false;
+    try {
+      return (await this.cli.status(dir)).unlocked;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Attaches (or reuses) the loop device and mounts it; true if this call did the mounting. */
+  private async mount(id: string): Promise<boolean> {
+    const p = this.paths(id);
+    if (findMount(p.fs)) return false;
+    const existing = await loopDevicesFor(this.run, p.image);
+    const dev = existing[0] ?? (await this.attachMutex.run('attach', () => attachLoop(this.run, p.image)));
+    // Mode 0 while unmounted, so nothing unprivileged can put plaintext where the space will appear.
+    mkdirSync(p.fs, { recursive: true, mode: 0o000 });
+    try {
+      await mountExt4(this.run, dev, p.fs);
+    } catch (e) {
+      if (existing.length === 0) await detachLoops(this.run, p.image).catch(() => undefined);
+      throw e;
+    }
+    return true;
+  }
+
+  private async release(id: string): Promise<void> {
+    const p = this.paths(id);
+    if (findMount(p.fs)) await unmount(this.run, p.fs);
+    await detachLoops(this.run, p.image);
+  }
+
+  /** Runs `fn` with the filesystem mounted (no key needed for metadata), restoring the locked state after. */
+  private async withMounted<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const mountedHere = await this.mount(id);
+    let result: T;
+    try {
+      result = await fn();
+    } catch (e) {
+      if (mountedHere) await this.release(id).catch(() => undefined);
+      throw e;
+    }
+    if (mountedHere) await this.release(id);
+    return result;
+  }
+
+  private async readInfo(id: string): Promise<SpaceStorageInfo> {
+    const p = this.paths(id);
+    const sizeBytes = statSync(p.image).size;
+    const mounted = findMount(p.fs) !== undefined;
+    const unlocked = mounted && (await this.isUnlocked(p.data));
+    const usedBytes = mounted
+      ? usedBytesMounted(p.fs, sizeBytes)
+      : await usedBytesUnmounted(this.run, p.image, sizeBytes);
+    return { id, sizeBytes, usedBytes, unlocked, mountpoint: p.data };
+  }
+
+  /**
+   * Locks, shreds every wrapped key in .fscrypt (so the image is undecryptable even if its blocks
+   * survive on the host disk), unmounts, detaches and deletes. Safe to repeat after a crash.
+   */
+  private async teardown(id: string): Promise<void> {
+    const p = this.paths(id);
+    let mounted = false;
+    try {
+      await this.mount(id);
+      mounted = true;
+    } catch {
+      // Not mountable (half-made or damaged): drop the image's blocks instead, best effort.
+      await this.run('fallocate', [
+        '--punch-hole',
+        '--offset',
+        '0',
+        '--length',
+        String(statSync(p.image).size),
+        p.image,
+      ]).catch(() => undefined);
+    }
+    if (mounted) {
+      for (const dir of [...this.volumeDirs(p), p.data]) {
+        if (await this.isUnlocked(dir)) await this.cli.lock(dir);
+      }
+      for (const sub of ['protectors', 'policies']) {
+        const d = join(p.fs, '.fscrypt', sub);
+        if (existsSync(d)) for (const f of readdirSync(d)) shredFile(join(d, f));
+      }
+      await syncFs(this.run, p.fs);
+      await unmount(this.run, p.fs);
+    }
+    await detachLoops(this.run, p.image);
+    removeDir(p.fs);
+    unlinkSync(p.image);
+  }
+
+  /** Host bytes the image occupies (for tests and metrics). */
+  hostBytes(id: string): number {
+    assertId(id);
+    return allocatedBytes(this.requireExists(id).image);
+  }
+
+  /** Path of the space's image (for tests that search the raw bytes). */
+  imagePath(id: string): string {
+    assertId(id);
+    return this.paths(id).image;
+  }
+}
+
+function removeDir(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * The storage driver contract shared by every backend, and the input checks that run before an
+ * id, a size or a key gets anywhere near a path, an argv or the kernel.
+ */
+import { OcsError } from '@ocs/protocol';
+
+/** What the host says about one space's storage. */
+export interface SpaceStorageInfo {
+  id: string;
+  /** The size limit the kernel enforces (the image or quota size; may be a little under what was asked). */
+  sizeBytes: number;
+  usedBytes: number;
+  /** True while the space key is loaded and its data can be read. */
+  unlocked: boolean;
+  /** The encrypted directory where the space keeps its data (exists only while unlocked). */
+  mountpoint: string;
+}
+
+/**
+ * Encrypted storage, one encryption root per space and one per volume. One real implementation
+ * per backend; the daemon picks one by config. The host is the source of truth: a driver keeps no
+ * state only in memory, so a new instance after a restart finds everything again.
+ */
+export interface StorageDriver {
+  readonly kind: 'fscrypt' | 'zfs';
+  /** Creates the space's encrypted storage of `sizeBytes`, encrypted under `key` (32 random bytes from the caller), and leaves it unlocked and mounted. The caller zeroes the key afterwards. */
+  create(id: string, sizeBytes: number, key: Uint8Array): Promise<SpaceStorageInfo>;
+  /** Removes the key from the kernel so the data is unreadable (and unmounts where the backend needs to). Idempotent. */
+  lock(id: string): Promise<void>;
+  /** Loads the key; a wrong key → OcsError('unwrap_failed') and stays locked. Already unlocked → OcsError('space_unlocked'). */
+  unlock(id: string, key: Uint8Array): Promise<void>;
+  /** Re-wraps the data under newKey without rewriting data (fscrypt: add a new raw_key protector, remove the old one; zfs: change-key). Needs the old key, in either state; the state is kept. */
+  rotateKey(id: string, oldKey: Uint8Array, newKey: Uint8Array): Promise<void>;
+  /** Kills access, shreds key material (fscrypt protector/policy metadata; zfs destroy -r) and deletes the storage. Idempotent. */
+  destroy(id: string): Promise<void>;
+  /** OcsError('not_found') if unknown. */
+  info(id: string): Promise<SpaceStorageInfo>;
+  /** Ids present on the host, for reconciliation. */
+  list(): Promise<string[]>;
+  /** Per-resource encryption: a volume is its own encryption root inside the space (own key, e.g. HKDF(spaceKey, volumeId) computed by the caller), usable only while the space is unlocked. Left unlocked. */
+  createVolume(id: string, volumeId: string, sizeBytes: number, key: Uint8Array): Promise<{ path: string }>;
+  /** Wrong key → OcsError('unwrap_failed'); space locked → OcsError('space_locked'). */
+  unlockVolume(id: string, volumeId: string, key: Uint8Array): Promise<void>;
+  /** Idempotent; a no-op while the whole space is locked. */
+  lockVolume(id: string, volumeId: string): Promise<void>;
+  /** Re-wraps one volume under newKey (a caller that derives volume keys from the space key calls this for every volume when it rotates the space key). */
+  rotateVolumeKey(id: string, volumeId: string, oldKey: Uint8Array, newKey: Uint8Array): Promise<void>;
+  /** Shreds the volume's key material and deletes it; works in any space state. Idempotent. */
+  destroyVolume(id: string, volumeId: string): Promise<void>;
+  listVolumes(id: string): Promise<string[]>;
+}
+
+/** Every key handed to a driver: 32 random bytes. */
+export const KEY_BYTES = 32;
+/** Smallest space: an ext4 image with a journal and room for data. */
+export const MIN_SPACE_BYTES = 16 * 1024 * 1024;
+export const MIN_VOLUME_BYTES = 1024 * 1024;
+export const MAX_ID_LENGTH = 64;
+
+// Leading character is alphanumeric so an id can never be read as an option by a CLI.
+const ID_RE = /^[a-z0-9][a-z0-9_-]*$/;
+
+/** Throws invalid_request unless `id` is a safe space or volume id ([a-z0-9_-], starts alphanumeric, ≤ 64). */
+export function assertId(id: unknown, what = 'id'): asserts id is string {
+  if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID_LENGTH || !ID_RE.test(id)) {
+    throw new OcsError(
+      'invalid_request',
+      `${what} must be 1-${MAX_ID_LENGTH} characters of [a-z0-9_-], starting with a letter or digit`,
+      {
+        field: what,
+      },
+    );
+  }
+}
+
+/** Throws invalid_request unless `n` is a whole number of bytes ≥ `min`. */
+export function assertSize(n: unknown, min: number, what = 'sizeBytes'): asserts n is number {
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < min) {
+    throw new OcsError('invalid_request', `${what} must be a whole number of bytes, at least ${min}`, {
+      field: what,
+      minimum: min,
+    });
+  }
+}
+
+/** Throws invalid_request unless `key` is exactly 32 bytes. Says nothing about its content. */
+export function assertKey(key: unknown, what = 'key'): asserts key is Uint8Array {
+  if (!(key instanceof Uint8Array) || key.length !== KEY_BYTES) {
+    throw new OcsError('invalid_request', `${what} must be ${KEY_BYTES} bytes`, { field: what });
+  }
+}
+
+/** Runs `fn` with exclusive use of `key` among callers of this mutex, so two operations on one space never interleave. */
+export class KeyedMutex {
+  private readonly tails = new Map<string, Promise<void>>();
+
+  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const tail = prev.then(() => mine);
+    this.tails.set(key, tail);
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    }
+  }
+}
