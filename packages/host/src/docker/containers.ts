@@ -1,0 +1,230 @@
+/**
+ * A space's containers. Every operation first finds the container by both labels (space and
+ * container id) and then acts on its immutable Docker id, so a container of another space is
+ * `not_found` and never touched, even if a name or id were guessed.
+ */
+import { OcsError } from '@ocs/protocol';
+import { call, type DriverContext } from './context.js';
+import { statusOf, toOcsError } from './errors.js';
+import {
+  buildCreateOptions,
+  checkCgroupParentExists,
+  checkMountSource,
+  uncoveredImageVolumes,
+  validateSpec,
+} from './hardening.js';
+import { inspectSpaceImage } from './images.js';
+import {
+  LABEL_CONTAINER,
+  LABEL_NAME,
+  LABEL_SPACE,
+  checkContainerId,
+  checkSpaceId,
+  containerName,
+  isContainerId,
+  isSpaceId,
+  networkName,
+} from './names.js';
+import { ensureNetwork } from './network.js';
+import { demuxLogs, tailText } from './streams.js';
+import type { ContainerLogs, ContainerSpec, ContainerStatsSample, ContainerStatus, ContainerSummary } from './types.js';
+
+const NEVER = '0001-01-01T00:00:00Z';
+
+/** The Docker id of the space's container, or `not_found`. */
+export async function findContainer(ctx: DriverContext, spaceId: string, containerId: string): Promise<string> {
+  checkSpaceId(spaceId);
+  checkContainerId(containerId);
+  const found = await call('list containers', () =>
+    ctx.docker.listContainers({
+      all: true,
+      filters: { label: [`${LABEL_SPACE}=${spaceId}`, `${LABEL_CONTAINER}=${containerId}`] },
+    }),
+  );
+  const name = `/${containerName(spaceId, containerId)}`;
+  const match = found.find((c) => c.Names.includes(name));
+  if (!match) throw new OcsError('not_found', 'no such container in this space');
+  return match.Id;
+}
+
+export async function createContainer(ctx: DriverContext, spec: ContainerSpec): Promise<{ dockerId: string }> {
+  const { capAdd } = validateSpec(spec);
+  await Promise.all(spec.mounts.map((m, i) => checkMountSource(m.source, `mounts[${i}].source`)));
+  await checkCgroupParentExists(ctx.cgroupRoot, spec.cgroupParent);
+  const image = await inspectSpaceImage(ctx, spec.spaceId, spec.image);
+  const uncovered = uncoveredImageVolumes(image.Config?.Volumes, spec.mounts);
+  if (uncovered.length > 0) {
+    throw new OcsError('invalid_request', `the image declares volumes that need a mount: ${uncovered.join(', ')}`, {
+      field: 'mounts',
+      volumes: uncovered,
+    });
+  }
+  await ensureNetwork(ctx, spec.spaceId);
+  const options = buildCreateOptions(spec, capAdd, image.Id, networkName(spec.spaceId));
+  const created = await call('create the container', () => ctx.docker.createContainer(options), { reason: true });
+  return { dockerId: created.id };
+}
+
+/**
+ * Starts the container after checking its bind sources again: runc resolves them at every
+ * start, so a volume directory swapped for a symlink since create must not be followed.
+ */
+export async function startContainer(ctx: DriverContext, spaceId: string, containerId: string): Promise<void> {
+  const id = await findContainer(ctx, spaceId, containerId);
+  const c = ctx.docker.getContainer(id);
+  const info = await call('inspect the container', () => c.inspect());
+  for (const m of info.HostConfig.Mounts ?? []) {
+    if (m.Type !== 'bind') throw new OcsError('invalid_request', 'the container has a mount that is not a bind mount');
+    await checkMountSource(m.Source, 'mounts.source');
+  }
+  if (info.HostConfig.CgroupParent) await checkCgroupParentExists(ctx.cgroupRoot, info.HostConfig.CgroupParent);
+  try {
+    await c.start();
+  } catch (err) {
+    if (statusOf(err) !== 304) throw toOcsError(err, 'start the container', { reason: true }); // 304: already running
+  }
+}
+
+export async function stopContainer(
+  ctx: DriverContext,
+  spaceId: string,
+  containerId: string,
+  timeoutSeconds = 10,
+): Promise<void> {
+  if (!Number.isSafeInteger(timeoutSeconds) || timeoutSeconds < 0 || timeoutSeconds > 600) {
+    throw new OcsError('invalid_request', 'timeoutSeconds must be an integer from 0 to 600', {
+      field: 'timeoutSeconds',
+    });
+  }
+  const id = await findContainer(ctx, spaceId, containerId);
+  try {
+    await ctx.docker.getContainer(id).stop({ t: timeoutSeconds });
+  } catch (err) {
+    if (statusOf(err) !== 304) throw toOcsError(err, 'stop the container'); // 304: not running
+  }
+}
+
+export async function removeContainer(ctx: DriverContext, spaceId: string, containerId: string): Promise<void> {
+  const id = await findContainer(ctx, spaceId, containerId);
+  await removeById(ctx, id);
+}
+
+/** Kills and removes, with anonymous volumes; gone already is fine. */
+export async function removeById(ctx: DriverContext, dockerId: string): Promise<void> {
+  try {
+    await ctx.docker.getContainer(dockerId).remove({ force: true, v: true });
+  } catch (err) {
+    if (statusOf(err) !== 404) throw toOcsError(err, 'remove the container');
+  }
+}
+
+export async function inspectContainer(
+  ctx: DriverContext,
+  spaceId: string,
+  containerId: string,
+): Promise<ContainerStatus> {
+  const id = await findContainer(ctx, spaceId, containerId);
+  const info = await call('inspect the container', () => ctx.docker.getContainer(id).inspect());
+  const s = info.State;
+  const ran = s.StartedAt !== undefined && s.StartedAt !== NEVER;
+  return {
+    state: s.Status,
+    ...(ran && !s.Running && !s.Restarting ? { exitCode: s.ExitCode } : {}),
+    oomKilled: s.OOMKilled === true,
+    ...(ran ? { startedAt: s.StartedAt } : {}),
+  };
+}
+
+export async function listContainers(ctx: DriverContext, spaceId: string): Promise<ContainerSummary[]> {
+  checkSpaceId(spaceId);
+  const found = await call('list containers', () =>
+    ctx.docker.listContainers({ all: true, filters: { label: [`${LABEL_SPACE}=${spaceId}`] } }),
+  );
+  const out: ContainerSummary[] = [];
+  for (const c of found) {
+    const containerId = c.Labels[LABEL_CONTAINER];
+    if (!isContainerId(containerId) || !c.Names.includes(`/${containerName(spaceId, containerId)}`)) continue;
+    out.push({ containerId, name: c.Labels[LABEL_NAME] ?? '', state: c.State });
+  }
+  return out.sort((a, b) => a.containerId.localeCompare(b.containerId));
+}
+
+/**
+ * The last `tailLines` lines of stdout and stderr. One line more is asked of dockerd to learn
+ * whether older lines exist; the text is capped at {@link MAX_LOG_BYTES} as well.
+ */
+export async function containerLogs(
+  ctx: DriverContext,
+  spaceId: string,
+  containerId: string,
+  opts: { tailLines: number },
+): Promise<ContainerLogs> {
+  const tailLines = opts?.tailLines;
+  if (typeof tailLines !== 'number' || !Number.isSafeInteger(tailLines) || tailLines < 1 || tailLines > 100_000) {
+    throw new OcsError('invalid_request', 'tailLines must be an integer from 1 to 100000', { field: 'tailLines' });
+  }
+  const id = await findContainer(ctx, spaceId, containerId);
+  const raw: unknown = await call('read the logs', () =>
+    ctx.docker
+      .getContainer(id)
+      .logs({ stdout: true, stderr: true, follow: false, timestamps: false, tail: tailLines + 1 }),
+  );
+  // dockerode hands back the body as a Buffer, unless it happened to parse as JSON.
+  const buf = Buffer.isBuffer(raw) ? raw : Buffer.from(typeof raw === 'string' ? raw : JSON.stringify(raw ?? ''));
+  return tailText(demuxLogs(buf).toString('utf8'), tailLines);
+}
+
+export async function containerStats(
+  ctx: DriverContext,
+  spaceId: string,
+  containerId: string,
+): Promise<ContainerStatsSample> {
+  const id = await findContainer(ctx, spaceId, containerId);
+  // one-shot: no second sample a second later (we do not compute a CPU percentage).
+  const s = await call('read the stats', () => ctx.docker.getContainer(id).stats({ stream: false, 'one-shot': true }));
+  const mem = s.memory_stats ?? {};
+  const inner = (mem.stats ?? {}) as Record<string, number | undefined>;
+  // Like `docker stats`: page cache the kernel can drop does not count (v1: total_inactive_file, v2: inactive_file).
+  const inactive = inner.total_inactive_file ?? inner.inactive_file ?? 0;
+  const usage = mem.usage ?? 0;
+  return {
+    memoryBytes: Math.max(0, usage - (inactive < usage ? inactive : 0)),
+    memoryLimitBytes: mem.limit ?? 0,
+    cpuNanos: s.cpu_stats?.cpu_usage?.total_usage ?? 0,
+    pids: s.pids_stats?.current ?? 0,
+  };
+}
+
+/** Docker ids of the space's containers (label and name both ours). */
+export async function spaceContainerDockerIds(ctx: DriverContext, spaceId: string): Promise<string[]> {
+  checkSpaceId(spaceId);
+  const found = await call('list containers', () =>
+    ctx.docker.listContainers({ all: true, filters: { label: [`${LABEL_SPACE}=${spaceId}`] } }),
+  );
+  return found
+    .filter((c) => {
+      const containerId = c.Labels[LABEL_CONTAINER];
+      return isContainerId(containerId) && c.Names.includes(`/${containerName(spaceId, containerId)}`);
+    })
+    .map((c) => c.Id);
+}
+
+/** Every container of ours, by space (labels checked against the name). */
+export async function containerSpaces(
+  ctx: DriverContext,
+): Promise<Map<string, { containerId: string; dockerId: string }[]>> {
+  const found = await call('list containers', () =>
+    ctx.docker.listContainers({ all: true, filters: { label: [LABEL_SPACE] } }),
+  );
+  const out = new Map<string, { containerId: string; dockerId: string }[]>();
+  for (const c of found) {
+    const spaceId = c.Labels[LABEL_SPACE];
+    const containerId = c.Labels[LABEL_CONTAINER];
+    if (!isSpaceId(spaceId) || !isContainerId(containerId)) continue;
+    if (!c.Names.includes(`/${containerName(spaceId, containerId)}`)) continue;
+    const list = out.get(spaceId) ?? [];
+    list.push({ containerId, dockerId: c.Id });
+    out.set(spaceId, list);
+  }
+  return out;
+}

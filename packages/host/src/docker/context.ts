@@ -1,0 +1,46 @@
+/**
+ * What the parts of the driver share: the dockerode client, the options, a per-key lock, and a
+ * wrapper that turns dockerode failures into our refusals.
+ */
+import type Dockerode from 'dockerode';
+import { toOcsError } from './errors.js';
+
+export interface DriverContext {
+  docker: Dockerode;
+  tmpDir: string | undefined;
+  maxImageBytes: number;
+  cgroupRoot: string;
+  /** Runs `fn` after every earlier call with the same key has settled. */
+  serialize<T>(key: string, fn: () => Promise<T>): Promise<T>;
+}
+
+/** Awaits a Docker call; failures become `OcsError`s (see {@link toOcsError}). */
+export async function call<T>(what: string, fn: () => Promise<T>, opts: { reason?: boolean } = {}): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw toOcsError(err, what, opts);
+  }
+}
+
+/**
+ * A keyed mutex. The broker may run requests of one space concurrently; image names are
+ * checked-then-set, which must not interleave (a second load would silently re-point the name
+ * and orphan the first image).
+ */
+export function keyedSerializer(): DriverContext['serialize'] {
+  const tails = new Map<string, Promise<unknown>>();
+  return <T>(key: string, fn: () => Promise<T>): Promise<T> => {
+    const prev = tails.get(key) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    tails.set(key, tail);
+    void tail.then(() => {
+      if (tails.get(key) === tail) tails.delete(key);
+    });
+    return run;
+  };
+}

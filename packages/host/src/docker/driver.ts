@@ -1,0 +1,80 @@
+/**
+ * The Docker driver: the only code that talks to dockerd. See {@link DockerDriver}.
+ */
+import Dockerode from 'dockerode';
+import { keyedSerializer, type DriverContext } from './context.js';
+import {
+  containerLogs,
+  containerSpaces,
+  containerStats,
+  createContainer,
+  inspectContainer,
+  listContainers,
+  removeById,
+  removeContainer,
+  spaceContainerDockerIds,
+  startContainer,
+  stopContainer,
+} from './containers.js';
+import { imageSpaces, listImages, loadImage, removeImage, untag } from './images.js';
+import { checkSpaceId, imageRef } from './names.js';
+import { ensureNetwork, networkSpaces, removeNetwork } from './network.js';
+import type { DockerDriver, DockerDriverOptions } from './types.js';
+
+/** The API version we speak: what docker.io 20.10 offers; newer engines still serve it. */
+export const DOCKER_API_VERSION = 'v1.41';
+export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
+export const DEFAULT_MAX_IMAGE_BYTES = 16 * 1024 ** 3;
+
+/**
+ * Creates the driver. It connects lazily: nothing is sent until the first call, and an
+ * unreachable dockerd makes each call fail with `unavailable`.
+ */
+export function createDockerDriver(opts: DockerDriverOptions = {}): DockerDriver {
+  const ctx: DriverContext = {
+    // An explicit socket path: dockerode would otherwise honour DOCKER_HOST from the environment.
+    docker: new Dockerode({ socketPath: opts.socketPath ?? DEFAULT_DOCKER_SOCKET, version: DOCKER_API_VERSION }),
+    tmpDir: opts.tmpDir,
+    maxImageBytes: opts.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES,
+    cgroupRoot: opts.cgroupRoot ?? '/sys/fs/cgroup',
+    serialize: keyedSerializer(),
+  };
+
+  return {
+    loadImage: (spaceId, name, tar, options) => loadImage(ctx, spaceId, name, tar, options),
+    listImages: (spaceId) => listImages(ctx, spaceId),
+    removeImage: (spaceId, name) => removeImage(ctx, spaceId, name),
+    ensureNetwork: (spaceId) => ensureNetwork(ctx, spaceId),
+    removeNetwork: (spaceId) => removeNetwork(ctx, spaceId),
+    create: (spec) => createContainer(ctx, spec),
+    start: (spaceId, containerId) => startContainer(ctx, spaceId, containerId),
+    stop: (spaceId, containerId, timeoutSeconds) => stopContainer(ctx, spaceId, containerId, timeoutSeconds),
+    remove: (spaceId, containerId) => removeContainer(ctx, spaceId, containerId),
+    inspect: (spaceId, containerId) => inspectContainer(ctx, spaceId, containerId),
+    list: (spaceId) => listContainers(ctx, spaceId),
+    logs: (spaceId, containerId, o) => containerLogs(ctx, spaceId, containerId, o),
+    stats: (spaceId, containerId) => containerStats(ctx, spaceId, containerId),
+
+    async listAllSpaces() {
+      const [containers, networks, images] = await Promise.all([
+        containerSpaces(ctx),
+        networkSpaces(ctx),
+        imageSpaces(ctx),
+      ]);
+      const out = new Map<string, string[]>();
+      for (const [spaceId, list] of containers) out.set(spaceId, list.map((c) => c.containerId).sort());
+      for (const spaceId of [...networks, ...images]) if (!out.has(spaceId)) out.set(spaceId, []);
+      return out;
+    },
+
+    async removeAllForSpace(spaceId) {
+      checkSpaceId(spaceId);
+      // Containers first: the network cannot go while they are attached, nor the images they use.
+      for (const dockerId of await spaceContainerDockerIds(ctx, spaceId)) await removeById(ctx, dockerId);
+      await removeNetwork(ctx, spaceId);
+      await ctx.serialize(`image:${spaceId}`, async () => {
+        for (const img of await listImages(ctx, spaceId)) await untag(ctx, imageRef(spaceId, img.name));
+      });
+    },
+  };
+}

@@ -1,0 +1,332 @@
+/**
+ * The hardening every container gets, whatever the broker passed (defence in depth): the spec is
+ * re-validated here and the Docker create options are built from it by one pure function, so a
+ * test can read exactly what dockerd will be told.
+ */
+import { lstat, realpath, stat } from 'node:fs/promises';
+import { posix } from 'node:path';
+import type Dockerode from 'dockerode';
+import { ALLOWED_CAPABILITIES, OcsError } from '@ocs/protocol';
+import {
+  LABEL_CONTAINER,
+  LABEL_IMAGE,
+  LABEL_NAME,
+  LABEL_SPACE,
+  checkContainerId,
+  checkName,
+  checkSpaceId,
+  containerName,
+} from './names.js';
+import type { ContainerMount, ContainerSpec } from './types.js';
+
+/** Bounds on a container's limits; outside them the spec is refused, not clamped. 0 would mean "unlimited" to Docker. */
+export const CONTAINER_BOUNDS = {
+  /** The kernel's CFS quota floor is 1 ms per 100 ms period. */
+  cpuMillicores: { min: 10, max: 1_024_000 },
+  /** Docker refuses less than 6 MiB. */
+  memoryBytes: { min: 6 * 1024 * 1024, max: 2 ** 50 },
+  pids: { min: 1, max: 4_194_304 },
+} as const;
+
+/** json-file rotation: at most 2 × 8 MiB of logs per container on the host disk. */
+export const LOG_MAX_SIZE = '8m';
+export const LOG_MAX_FILES = '2';
+
+/**
+ * Host trees never bind-mounted into a container, even if the broker let one through: the
+ * system, the kernel's interfaces, and the container engine's own state (its socket would be
+ * root on the host).
+ */
+export const FORBIDDEN_SOURCE_TREES = [
+  '/proc',
+  '/sys',
+  '/dev',
+  '/boot',
+  '/etc',
+  '/run',
+  '/var/run',
+  '/var/lib/docker',
+  '/var/lib/containerd',
+  '/usr',
+  '/bin',
+  '/sbin',
+  '/lib',
+  '/lib64',
+] as const;
+
+const CGROUP_SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+const TARGET = /^\/[A-Za-z0-9_./-]{0,255}$/;
+
+function invalid(message: string, field: string): OcsError {
+  return new OcsError('invalid_request', message, { field });
+}
+
+function hasControlChar(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
+}
+
+function under(path: string, tree: string): boolean {
+  return path === tree || path.startsWith(`${tree}/`);
+}
+
+function checkInt(field: keyof typeof CONTAINER_BOUNDS, value: unknown): void {
+  const { min, max } = CONTAINER_BOUNDS[field];
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw invalid(`${field} must be an integer from ${min} to ${max}`, field);
+  }
+}
+
+/**
+ * Capabilities to add back, as `CAP_…`, deduplicated. Only names in the protocol's
+ * `ALLOWED_CAPABILITIES` pass (with or without the `CAP_` prefix); anything else, `ALL`
+ * included, is refused rather than dropped, so the caller learns that it asked for too much.
+ */
+export function normalizeCapabilities(capAdd: unknown): string[] {
+  if (!Array.isArray(capAdd) || capAdd.length > 32) throw invalid('capAdd must be a short list', 'capAdd');
+  const allowed = new Set<string>(ALLOWED_CAPABILITIES);
+  const out = new Set<string>();
+  for (const cap of capAdd) {
+    const bare = typeof cap === 'string' ? cap.replace(/^CAP_/, '') : '';
+    if (!allowed.has(bare)) {
+      throw new OcsError('invalid_request', `capability ${String(cap)} may not be added`, {
+        field: 'capAdd',
+        allowed: [...ALLOWED_CAPABILITIES],
+      });
+    }
+    out.add(`CAP_${bare}`);
+  }
+  return [...out];
+}
+
+/**
+ * A cgroupfs parent path: absolute, plain segments, and one segment must be the space id, so a
+ * container can never be placed in another space's (or no space's) group.
+ */
+export function checkCgroupParent(cgroupParent: unknown, spaceId: string): asserts cgroupParent is string {
+  const bad = () => invalid('cgroupParent must be an absolute cgroupfs path containing the space id', 'cgroupParent');
+  if (typeof cgroupParent !== 'string' || cgroupParent.length > 512 || !cgroupParent.startsWith('/')) throw bad();
+  const segments = cgroupParent.slice(1).split('/');
+  if (segments.length > 16 || !segments.every((s) => CGROUP_SEGMENT.test(s))) throw bad();
+  if (!segments.includes(spaceId)) throw bad();
+}
+
+/** Syntax of one mount; the file-system checks are in {@link checkMountSource}. */
+function checkMountShape(m: ContainerMount, i: number): void {
+  const field = `mounts[${i}]`;
+  if (typeof m !== 'object' || m === null) throw invalid('a mount must be an object', field);
+  const { source, target, readOnly } = m;
+  if (typeof readOnly !== 'boolean') throw invalid('readOnly must be a boolean', `${field}.readOnly`);
+  if (
+    typeof source !== 'string' ||
+    source.length > 4096 ||
+    !posix.isAbsolute(source) ||
+    posix.normalize(source) !== source ||
+    source.endsWith('/') ||
+    hasControlChar(source)
+  ) {
+    throw invalid('a mount source must be an absolute, normalized path', `${field}.source`);
+  }
+  if (source === '/' || FORBIDDEN_SOURCE_TREES.some((t) => under(source, t))) {
+    throw invalid('a mount source may not be a system path', `${field}.source`);
+  }
+  if (
+    typeof target !== 'string' ||
+    !TARGET.test(target) ||
+    posix.normalize(target) !== target ||
+    target.endsWith('/') ||
+    target === '/' ||
+    target === '/dev' ||
+    under(target, '/proc') ||
+    under(target, '/sys')
+  ) {
+    throw invalid('a mount target must be an absolute, normalized path, not /, /dev, /proc or /sys', `${field}.target`);
+  }
+}
+
+/**
+ * Checks everything about a spec that needs no I/O. Throws `invalid_request` naming the field.
+ * Returns the normalized capability list.
+ */
+export function validateSpec(spec: ContainerSpec): { capAdd: string[] } {
+  if (typeof spec !== 'object' || spec === null) throw invalid('spec must be an object', 'spec');
+  checkSpaceId(spec.spaceId);
+  checkContainerId(spec.containerId);
+  checkName(spec.name, 'name');
+  checkName(spec.image, 'image');
+  checkInt('cpuMillicores', spec.cpuMillicores);
+  checkInt('memoryBytes', spec.memoryBytes);
+  checkInt('pids', spec.pids);
+  checkCgroupParent(spec.cgroupParent, spec.spaceId);
+  if (spec.command !== undefined) {
+    if (
+      !Array.isArray(spec.command) ||
+      spec.command.length > 256 ||
+      !spec.command.every((a) => typeof a === 'string' && a.length <= 4096 && !a.includes('\0'))
+    ) {
+      throw invalid('command must be up to 256 strings without NUL', 'command');
+    }
+  }
+  if (spec.env !== undefined) {
+    if (typeof spec.env !== 'object' || spec.env === null || Array.isArray(spec.env))
+      throw invalid('env must be an object', 'env');
+    const entries = Object.entries(spec.env);
+    if (entries.length > 256) throw invalid('env has too many entries', 'env');
+    for (const [k, v] of entries) {
+      if (!ENV_NAME.test(k) || typeof v !== 'string' || v.length > 32768 || v.includes('\0')) {
+        throw invalid(`env ${JSON.stringify(k.slice(0, 64))} is not a valid name=value`, 'env');
+      }
+    }
+  }
+  if (!Array.isArray(spec.mounts) || spec.mounts.length > 32)
+    throw invalid('mounts must be a list of up to 32', 'mounts');
+  spec.mounts.forEach(checkMountShape);
+  const targets = new Set(spec.mounts.map((m) => m.target));
+  if (targets.size !== spec.mounts.length) throw invalid('two mounts have the same target', 'mounts');
+  if (spec.readOnlyRootfs !== undefined && typeof spec.readOnlyRootfs !== 'boolean') {
+    throw invalid('readOnlyRootfs must be a boolean', 'readOnlyRootfs');
+  }
+  return { capAdd: normalizeCapabilities(spec.capAdd) };
+}
+
+/**
+ * A bind source must be exactly what it claims: `realpath` equal to the path (no symlink in any
+ * component, so a link to `/etc` inside a volume is refused), and a directory or regular file
+ * (never a socket such as docker.sock, never a device). Called at create and again at every
+ * start, because runc resolves the path again each time the container starts.
+ */
+export async function checkMountSource(source: string, field = 'mounts.source'): Promise<void> {
+  let real: string;
+  try {
+    real = await realpath(source);
+  } catch {
+    throw invalid('a mount source does not exist', field);
+  }
+  if (real !== source) throw invalid('a mount source may not be or pass through a symlink', field);
+  const st = await lstat(source).catch(() => undefined);
+  if (!st || !(st.isDirectory() || st.isFile()))
+    throw invalid('a mount source must be a directory or a regular file', field);
+}
+
+/**
+ * The parent group must already exist (the broker created it with the space's limits). If it
+ * did not, runc would create it without limits and the container would escape the space's
+ * budget. Checked in the memory hierarchy on cgroup v1, in the unified tree on v2.
+ */
+export async function checkCgroupParentExists(cgroupRoot: string, cgroupParent: string): Promise<void> {
+  const isDir = async (p: string) => (await stat(p).catch(() => undefined))?.isDirectory() === true;
+  const v1 = posix.join(cgroupRoot, 'memory');
+  let dir: string;
+  if (await isDir(v1)) dir = posix.join(v1, cgroupParent);
+  else if ((await stat(posix.join(cgroupRoot, 'cgroup.controllers')).catch(() => undefined)) !== undefined)
+    dir = posix.join(cgroupRoot, cgroupParent);
+  else throw new OcsError('unavailable', 'no memory cgroup controller found on this host');
+  if (!(await isDir(dir))) {
+    throw new OcsError('invalid_request', 'the cgroup parent does not exist; the space must be created first', {
+      field: 'cgroupParent',
+    });
+  }
+}
+
+/**
+ * Paths the image declares as `VOLUME` that no mount of the spec covers. Docker would create an
+ * anonymous volume for each under /var/lib/docker: unencrypted, outside the space's storage
+ * budget, so such a container is refused and the owner is told where to mount a volume.
+ */
+export function uncoveredImageVolumes(
+  imageVolumes: Record<string, unknown> | null | undefined,
+  mounts: ContainerMount[],
+): string[] {
+  const targets = new Set(mounts.map((m) => m.target));
+  return Object.keys(imageVolumes ?? {})
+    .map((v) => (v.length > 1 ? v.replace(/\/+$/, '') : v))
+    .filter((v) => !targets.has(v));
+}
+
+/** The HostConfig fields we send; a superset of what @types/dockerode declares (CgroupnsMode is missing there). */
+export interface HardenedHostConfig extends Dockerode.HostConfig {
+  CgroupnsMode: 'private';
+}
+
+/**
+ * Docker create options for a validated spec. Pure: same input, same output. `imageId` is the
+ * resolved `sha256:` id (not the name), so what was checked is what runs.
+ */
+export function buildCreateOptions(
+  spec: ContainerSpec,
+  capAdd: string[],
+  imageId: string,
+  network: string,
+): Dockerode.ContainerCreateOptions & { HostConfig: HardenedHostConfig } {
+  const hostConfig: HardenedHostConfig = {
+    CgroupParent: spec.cgroupParent,
+    Memory: spec.memoryBytes,
+    // Equal to Memory: no swap, so the limit is a real limit and nothing pages to the host disk.
+    MemorySwap: spec.memoryBytes,
+    NanoCpus: spec.cpuMillicores * 1_000_000,
+    PidsLimit: spec.pids,
+    CapDrop: ['ALL'],
+    CapAdd: capAdd,
+    SecurityOpt: ['no-new-privileges'],
+    Privileged: false,
+    NetworkMode: network,
+    // Private namespaces, spelled out rather than left to daemon defaults ("shareable" IPC would
+    // let a later container join this one's IPC namespace).
+    PidMode: '',
+    IpcMode: 'private',
+    UTSMode: '',
+    UsernsMode: '',
+    CgroupnsMode: 'private',
+    Devices: [],
+    DeviceRequests: [],
+    DeviceCgroupRules: [],
+    // Nothing is published: a space is reached through its own API, and published ports would
+    // be reachable from every other space through the host's addresses.
+    PortBindings: {},
+    PublishAllPorts: false,
+    Mounts: spec.mounts.map((m) => ({
+      Type: 'bind' as const,
+      Source: m.source,
+      Target: m.target,
+      ReadOnly: m.readOnly,
+      // No propagation back to the host or in from it.
+      BindOptions: { Propagation: 'rprivate' as const },
+    })),
+    Binds: [],
+    VolumesFrom: [],
+    ReadonlyRootfs: spec.readOnlyRootfs === true,
+    // docker-init as PID 1 reaps zombies (they count against the pids limit) and forwards
+    // SIGTERM, so stop() does not always wait for the kill timeout.
+    Init: true,
+    RestartPolicy: { Name: 'no' },
+    AutoRemove: false,
+    OomKillDisable: false,
+    LogConfig: { Type: 'json-file', Config: { 'max-size': LOG_MAX_SIZE, 'max-file': LOG_MAX_FILES } },
+  };
+  return {
+    name: containerName(spec.spaceId, spec.containerId),
+    Image: imageId,
+    ...(spec.command !== undefined ? { Cmd: spec.command } : {}),
+    Env: Object.entries(spec.env ?? {}).map(([k, v]) => `${k}=${v}`),
+    // Ours are set last and win over any label the image's config carries (the owner wrote those).
+    Labels: {
+      [LABEL_SPACE]: spec.spaceId,
+      [LABEL_CONTAINER]: spec.containerId,
+      [LABEL_NAME]: spec.name,
+      [LABEL_IMAGE]: spec.image,
+    },
+    Tty: false,
+    OpenStdin: false,
+    StdinOnce: false,
+    AttachStdin: false,
+    AttachStdout: false,
+    AttachStderr: false,
+    HostConfig: hostConfig,
+    // The owner's name resolves on the space's network (Docker's embedded DNS is per network).
+    NetworkingConfig: { EndpointsConfig: { [network]: { Aliases: [spec.name] } } },
+  };
+}

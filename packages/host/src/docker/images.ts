@@ -1,0 +1,134 @@
+/**
+ * A space's images. Each has exactly one Docker name of ours, `ocs-<spaceId>/<name>:latest`; a
+ * space sees, runs and removes only images under its own prefix. Images are found by name, never
+ * by label (their labels come from the owner-written config).
+ */
+import { OcsError } from '@ocs/protocol';
+import { call, type DriverContext } from './context.js';
+import { statusOf, toOcsError } from './errors.js';
+import { checkImageArchive } from './image-archive.js';
+import { LABEL_SPACE, checkName, checkSpaceId, imageRef, imageRepoPrefix, parseImageRef } from './names.js';
+import { progressError, readProgress } from './streams.js';
+import type { LoadImageOptions, SpaceImage } from './types.js';
+
+/** The space's image by name, or `not_found`. Checks the name really is ours (not an id prefix match). */
+export async function inspectSpaceImage(ctx: DriverContext, spaceId: string, name: string) {
+  const ref = imageRef(spaceId, name);
+  const info = await call('find the image', () => ctx.docker.getImage(ref).inspect());
+  if (!info.RepoTags?.includes(ref)) throw new OcsError('not_found', 'no such image in this space');
+  return info;
+}
+
+async function exists(ctx: DriverContext, ref: string): Promise<boolean> {
+  try {
+    await ctx.docker.getImage(ref).inspect();
+    return true;
+  } catch (err) {
+    if (statusOf(err) === 404) return false;
+    throw toOcsError(err, 'look up the image');
+  }
+}
+
+export async function loadImage(
+  ctx: DriverContext,
+  spaceId: string,
+  name: string,
+  tar: NodeJS.ReadableStream,
+  options: LoadImageOptions = {},
+): Promise<{ dockerId: string; sizeBytes: number }> {
+  checkSpaceId(spaceId);
+  checkName(name, 'name');
+  const maxBytes = options.maxBytes ?? ctx.maxImageBytes;
+  if (!Number.isSafeInteger(maxBytes) || maxBytes <= 0)
+    throw new OcsError('invalid_request', 'maxBytes must be a positive integer');
+  const ref = imageRef(spaceId, name);
+  return ctx.serialize(`image:${spaceId}`, async () => {
+    // Replacing would orphan the old image (untagged, so no space could see or remove it).
+    if (await exists(ctx, ref))
+      throw new OcsError('conflict', `image ${name} already exists in this space; remove it first`);
+    const archive = await checkImageArchive(tar, { tmpDir: options.tmpDir ?? ctx.tmpDir, maxBytes });
+    try {
+      const out = await call('load the image', () => ctx.docker.loadImage(archive.rewritten(ref), { quiet: true }));
+      const failure = progressError(await readProgress(out));
+      if (failure !== undefined) {
+        throw new OcsError('invalid_request', 'the container engine refused the image', {
+          field: 'tar',
+          reason: failure.slice(0, 500),
+        });
+      }
+    } finally {
+      await archive.cleanup();
+    }
+    const info = await inspectSpaceImage(ctx, spaceId, name);
+    return { dockerId: info.Id, sizeBytes: info.Size };
+  });
+}
+
+export async function listImages(ctx: DriverContext, spaceId: string): Promise<SpaceImage[]> {
+  checkSpaceId(spaceId);
+  // The reference filter is a glob on the repository name; `*` does not cross `/`. dockerd also
+  // trims each image's RepoTags to the matching ones, and we parse them again anyway.
+  const images = await call('list images', () =>
+    ctx.docker.listImages({ filters: { reference: [`${imageRepoPrefix(spaceId)}*`] } }),
+  );
+  const out: SpaceImage[] = [];
+  for (const img of images) {
+    for (const tag of img.RepoTags ?? []) {
+      const parsed = parseImageRef(tag);
+      if (parsed?.spaceId !== spaceId) continue;
+      out.push({
+        name: parsed.name,
+        dockerId: img.Id,
+        sizeBytes: img.Size,
+        created: new Date(img.Created * 1000).toISOString(),
+      });
+    }
+  }
+  return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/**
+ * Removes the space's name for an image; the content goes with it when no other name or
+ * container holds it. `conflict` if a container of this space uses it. Containers of other
+ * spaces are not this space's business: with `force`, dockerd only untags an image a running
+ * container uses, and a stopped container keeps its layers either way.
+ */
+export async function removeImage(ctx: DriverContext, spaceId: string, name: string): Promise<void> {
+  checkSpaceId(spaceId);
+  checkName(name, 'name');
+  await ctx.serialize(`image:${spaceId}`, async () => {
+    const info = await inspectSpaceImage(ctx, spaceId, name);
+    const mine = await call('list containers', () =>
+      ctx.docker.listContainers({ all: true, filters: { label: [`${LABEL_SPACE}=${spaceId}`] } }),
+    );
+    // Another name of this space for the same content keeps it alive, so only the last one conflicts.
+    const otherNames = (info.RepoTags ?? []).filter(
+      (t) => t !== imageRef(spaceId, name) && parseImageRef(t)?.spaceId === spaceId,
+    );
+    if (otherNames.length === 0 && mine.some((c) => c.ImageID === info.Id)) {
+      throw new OcsError('conflict', `image ${name} is used by a container of this space`);
+    }
+    await untag(ctx, imageRef(spaceId, name));
+  });
+}
+
+/** Removes one of our names (a missing one is fine). */
+export async function untag(ctx: DriverContext, ref: string): Promise<void> {
+  try {
+    await ctx.docker.getImage(ref).remove({ force: true, noprune: false });
+  } catch (err) {
+    if (statusOf(err) !== 404) throw toOcsError(err, 'remove the image');
+  }
+}
+
+/** Every space that has an image name here. */
+export async function imageSpaces(ctx: DriverContext): Promise<Set<string>> {
+  const images = await call('list images', () => ctx.docker.listImages({ filters: { reference: ['ocs-sp_*/*'] } }));
+  const spaces = new Set<string>();
+  for (const img of images)
+    for (const tag of img.RepoTags ?? []) {
+      const parsed = parseImageRef(tag);
+      if (parsed) spaces.add(parsed.spaceId);
+    }
+  return spaces;
+}

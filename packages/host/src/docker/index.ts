@@ -1,0 +1,42 @@
+/**
+ * The Docker driver: per-space images, networks and hardened containers over dockerd's socket.
+ */
+export type {
+  ContainerLogs,
+  ContainerMount,
+  ContainerSpec,
+  ContainerStatsSample,
+  ContainerStatus,
+  ContainerSummary,
+  DockerDriver,
+  DockerDriverOptions,
+  LoadImageOptions,
+  SpaceImage,
+} from './types.js';
+export { createDockerDriver, DEFAULT_DOCKER_SOCKET, DEFAULT_MAX_IMAGE_BYTES, DOCKER_API_VERSION } from './driver.js';
+export {
+  CONTAINER_BOUNDS,
+  FORBIDDEN_SOURCE_TREES,
+  LOG_MAX_FILES,
+  LOG_MAX_SIZE,
+  buildCreateOptions,
+  normalizeCapabilities,
+  validateSpec,
+} from './hardening.js';
+export {
+  LABEL_CONTAINER,
+  LABEL_IMAGE,
+  LABEL_NAME,
+  LABEL_SPACE,
+  bridgeName,
+  containerName,
+  imageRef,
+  networkName,
+} from './names.js';
+export {
+  buildBusyboxImage,
+  busyboxRootfsTar,
+  importBusyboxImage,
+  BUSYBOX_PATH,
+  type BusyboxImageOptions,
+} from './test-image.js';

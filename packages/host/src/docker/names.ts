@@ -1,0 +1,97 @@
+/**
+ * How our ids become Docker names and labels. Everything here is pure. The charsets are strict
+ * on purpose: these strings end up in Docker references, label filters and glob patterns, so no
+ * character may have a meaning there (no `*`, `/`, `:`, `=`, upper case, `-` in ids).
+ */
+import { createHash } from 'node:crypto';
+import { OcsError } from '@ocs/protocol';
+
+/** Label keys on containers and networks. Images carry no labels of ours: see {@link imageRef}. */
+export const LABEL_SPACE = 'ocs.space';
+export const LABEL_CONTAINER = 'ocs.container';
+export const LABEL_NAME = 'ocs.name';
+export const LABEL_IMAGE = 'ocs.image';
+
+/** `sp_` + lowercase base32; no `-`, so `ocs-<space>-<container>` splits one way only. */
+const SPACE_ID = /^sp_[a-z0-9]{1,40}$/;
+const CONTAINER_ID = /^ctr_[a-z0-9]{1,40}$/;
+/** The protocol's `Name`, further limited to Docker's path-component grammar (no `..`, no trailing separator). */
+const NAME = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
+const DOCKER_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
+
+export function checkSpaceId(spaceId: unknown): asserts spaceId is string {
+  if (typeof spaceId !== 'string' || !SPACE_ID.test(spaceId)) {
+    throw new OcsError('invalid_request', 'spaceId must look like sp_<lowercase letters and digits>', {
+      field: 'spaceId',
+    });
+  }
+}
+
+export function checkContainerId(containerId: unknown): asserts containerId is string {
+  if (typeof containerId !== 'string' || !CONTAINER_ID.test(containerId)) {
+    throw new OcsError('invalid_request', 'containerId must look like ctr_<lowercase letters and digits>', {
+      field: 'containerId',
+    });
+  }
+}
+
+/** A name the owner chose (image or container): lowercase, 1 to 63 characters, valid in a Docker reference. */
+export function checkName(name: unknown, field = 'name'): asserts name is string {
+  if (typeof name !== 'string' || !NAME.test(name) || !DOCKER_COMPONENT.test(name)) {
+    throw new OcsError(
+      'invalid_request',
+      `${field} must be 1 to 63 of [a-z0-9._-], starting and ending with a letter or digit, without repeated . or _`,
+      { field },
+    );
+  }
+}
+
+/** Whether a label value or a string parsed back from Docker is one of our space ids. */
+export function isSpaceId(value: unknown): value is string {
+  return typeof value === 'string' && SPACE_ID.test(value);
+}
+
+export function isContainerId(value: unknown): value is string {
+  return typeof value === 'string' && CONTAINER_ID.test(value);
+}
+
+/** Docker name of a container: `ocs-<spaceId>-<containerId>`. */
+export function containerName(spaceId: string, containerId: string): string {
+  return `ocs-${spaceId}-${containerId}`;
+}
+
+/** Docker name of the space's network. */
+export function networkName(spaceId: string): string {
+  return `ocs-${spaceId}`;
+}
+
+/**
+ * Linux name of the space's bridge: `ocsbr` + 10 hex digits of a hash of the space id (IFNAMSIZ
+ * allows 15 characters). The fixed prefix lets an operator write one firewall rule for all
+ * space bridges, e.g. `iptables -I INPUT -i ocsbr+ -j DROP`: Docker itself does not stop a
+ * container from reaching host services through its network's gateway address.
+ */
+export function bridgeName(spaceId: string): string {
+  return `ocsbr${createHash('sha256').update(spaceId).digest('hex').slice(0, 10)}`;
+}
+
+/** Repository prefix of a space's images: `ocs-<spaceId>/`. */
+export function imageRepoPrefix(spaceId: string): string {
+  return `ocs-${spaceId}/`;
+}
+
+/**
+ * The only reference a space's image ever has: `ocs-<spaceId>/<name>:latest`. Images are found
+ * by this name, not by label: an image's labels come from its own config, which the owner wrote,
+ * so a label could claim any space.
+ */
+export function imageRef(spaceId: string, name: string): string {
+  return `${imageRepoPrefix(spaceId)}${name}:latest`;
+}
+
+/** The (space, name) of one of our image references, or undefined for anything else. */
+export function parseImageRef(ref: string): { spaceId: string; name: string } | undefined {
+  const m = /^ocs-(sp_[a-z0-9]{1,40})\/([a-z0-9][a-z0-9_.-]{0,62}):latest$/.exec(ref);
+  if (!m || m[1] === undefined || m[2] === undefined) return undefined;
+  return { spaceId: m[1], name: m[2] };
+}

@@ -1,0 +1,89 @@
+/**
+ * One bridge network per space, `internal`.
+ *
+ * Why internal: Docker already drops traffic between different bridge networks, but a normal
+ * bridge also routes (and NATs) everything else: the outside world, the host's other addresses,
+ * and every other space's *published* ports through them. An internal network's iptables rules
+ * drop every packet whose source or destination lies outside the network's own subnet, so a
+ * space's containers reach each other and nothing else. Nodes have no registry or internet
+ * access by design; egress, if it is ever wanted, should be an explicit, audited path (a proxy),
+ * not a default. What internal does not stop (measured on docker 20.10): the host itself is
+ * reachable at the network's gateway address, so host services must not listen on all
+ * addresses, or the operator drops input from the `ocsbr+` bridges (see {@link bridgeName}).
+ */
+import { OcsError } from '@ocs/protocol';
+import { call, type DriverContext } from './context.js';
+import { statusOf, toOcsError } from './errors.js';
+import { LABEL_SPACE, bridgeName, checkSpaceId, isSpaceId, networkName } from './names.js';
+
+/** The space's network if it exists and is really ours (name and label), else undefined. */
+async function findNetwork(ctx: DriverContext, spaceId: string): Promise<{ Id: string } | undefined> {
+  const name = networkName(spaceId);
+  let info;
+  try {
+    info = await ctx.docker.getNetwork(name).inspect();
+  } catch (err) {
+    if (statusOf(err) === 404) return undefined;
+    throw toOcsError(err, 'look up the network');
+  }
+  const labels = (info.Labels ?? {}) as Record<string, string>;
+  if (info.Name !== name) return undefined;
+  if (labels[LABEL_SPACE] !== spaceId) {
+    // A network of that name we did not create: never adopt it.
+    throw new OcsError('conflict', 'a network with the space network name exists but is not the space network');
+  }
+  return { Id: info.Id as string };
+}
+
+export async function ensureNetwork(ctx: DriverContext, spaceId: string): Promise<string> {
+  checkSpaceId(spaceId);
+  return ctx.serialize(`net:${spaceId}`, async () => {
+    const found = await findNetwork(ctx, spaceId);
+    if (found) return found.Id;
+    const net = await call('create the network', () =>
+      ctx.docker.createNetwork({
+        Name: networkName(spaceId),
+        Driver: 'bridge',
+        CheckDuplicate: true,
+        Internal: true,
+        Attachable: false,
+        EnableIPv6: false,
+        Labels: { [LABEL_SPACE]: spaceId },
+        Options: {
+          'com.docker.network.bridge.name': bridgeName(spaceId),
+          'com.docker.network.bridge.enable_icc': 'true',
+          'com.docker.network.bridge.enable_ip_masquerade': 'false',
+        },
+      }),
+    );
+    return net.id;
+  });
+}
+
+export async function removeNetwork(ctx: DriverContext, spaceId: string): Promise<void> {
+  checkSpaceId(spaceId);
+  await ctx.serialize(`net:${spaceId}`, async () => {
+    const found = await findNetwork(ctx, spaceId).catch((err: unknown) => {
+      if (err instanceof OcsError && err.code === 'conflict') return undefined; // not ours: leave it alone
+      throw err;
+    });
+    if (!found) return;
+    try {
+      // By id: the name could have been re-pointed between inspect and remove.
+      await ctx.docker.getNetwork(found.Id).remove();
+    } catch (err) {
+      if (statusOf(err) !== 404) throw toOcsError(err, 'remove the network');
+    }
+  });
+}
+
+/** Every space that has a network here (by label, name checked). */
+export async function networkSpaces(ctx: DriverContext): Promise<Set<string>> {
+  const nets = await call('list networks', () => ctx.docker.listNetworks({ filters: { label: [LABEL_SPACE] } }));
+  const spaces = new Set<string>();
+  for (const n of nets) {
+    const id = (n.Labels as Record<string, string> | undefined)?.[LABEL_SPACE];
+    if (isSpaceId(id) && n.Name === networkName(id)) spaces.add(id);
+  }
+  return spaces;
+}
