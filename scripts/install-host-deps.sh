@@ -9,7 +9,7 @@ PKGS=(
   fscrypt e2fsprogs util-linux 
   docker.io               
   busybox-static          
-  libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils 
+  libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils linux-image-amd64 
   iproute2 procps psmisc curl
 )
 missing=()

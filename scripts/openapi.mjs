@@ -2,7 +2,13 @@
 // Generates docs/api/openapi.json from the protocol package's route catalogue and schemas.
 // `--check` fails when the checked-in file is stale (CI runs it).
 import { readFileSync, writeFileSync } from 'node:fs';
-import { NODE_ROUTES, SPACE_ROUTES, SPACE_API_PREFIX, NAMED_SCHEMAS, ERROR_STATUS } from '../packages/protocol/dist/index.js';
+import {
+  NODE_ROUTES,
+  SPACE_ROUTES,
+  SPACE_API_PREFIX,
+  NAMED_SCHEMAS,
+  ERROR_STATUS,
+} from '../packages/protocol/dist/index.js';
 
 const root = new URL('..', import.meta.url).pathname;
 const out = `${root}docs/api/openapi.json`;
@@ -14,7 +20,10 @@ const ref = (schema) => (byIdentity.has(schema) ? { $ref: `#/components/schemas/
 
 function operation(route, prefix, tag) {
   const params = [...(prefix + route.path).matchAll(/\{(\w+)\}/g)].map((m) => ({
-    name: m[1], in: 'path', required: true, schema: { type: 'string' },
+    name: m[1],
+    in: 'path',
+    required: true,
+    schema: { type: 'string' },
   }));
   const op = {
     operationId: route.id,
@@ -27,16 +36,23 @@ function operation(route, prefix, tag) {
   };
   if (route.roles.length > 0) op.security = [{ bearer: [] }];
   if (route.body === 'binary') {
-    op.requestBody = { required: true, content: { 'application/x-tar': { schema: { type: 'string', format: 'binary' } } } };
+    op.requestBody = {
+      required: true,
+      content: { 'application/x-tar': { schema: { type: 'string', format: 'binary' } } },
+    };
   } else if (route.body) {
     op.requestBody = { required: true, content: { 'application/json': { schema: ref(route.body) } } };
   }
   const ok = { description: 'OK' };
   if (route.response === 'text') ok.content = { 'text/plain': { schema: { type: 'string' } } };
-  else if (route.response === 'binary') ok.content = { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } };
+  else if (route.response === 'binary')
+    ok.content = { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } };
   else if (route.response) ok.content = { 'application/json': { schema: ref(route.response) } };
   op.responses[String(route.status)] = ok;
-  op.responses.default = { description: 'A refusal with a stable code', content: { 'application/json': { schema: { $ref: '#/components/schemas/ErrorResponse' } } } };
+  op.responses.default = {
+    description: 'A refusal with a stable code',
+    content: { 'application/json': { schema: { $ref: '#/components/schemas/ErrorResponse' } } },
+  };
   return op;
 }
 
@@ -71,7 +87,11 @@ const doc = {
 const text = `${JSON.stringify(doc, null, 2)}\n`;
 if (process.argv.includes('--check')) {
   let current = '';
-  try { current = readFileSync(out, 'utf8'); } catch { /* missing counts as stale */ }
+  try {
+    current = readFileSync(out, 'utf8');
+  } catch {
+    /* missing counts as stale */
+  }
   if (current !== text) {
     console.error('docs/api/openapi.json is stale: run `npm run openapi` and commit it');
     process.exit(1);

@@ -30,9 +30,7 @@ function walk(dir, found) {
 const files = [];
 for (const dir of testRoots) walk(dir, files);
 const filters = process.argv.slice(2);
-const selected = files
-  .filter((f) => filters.length === 0 || filters.some((s) => relative(root, f).includes(s)))
-  .sort();
+const selected = files.filter((f) => filters.length === 0 || filters.some((s) => relative(root, f).includes(s))).sort();
 if (selected.length === 0) {
   console.error('no test files found (did the build run?)');
   process.exit(1);

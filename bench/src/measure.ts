@@ -34,7 +34,8 @@ export function percentile(values: number[], p: number): number {
 
 export function report(name: string, result: Record<string, unknown>): void {
   console.log(`\n## ${name}`);
-  for (const [k, v] of Object.entries(result)) console.log(`${k.padEnd(42)} ${typeof v === 'number' ? fmt(v) : String(v)}`);
+  for (const [k, v] of Object.entries(result))
+    console.log(`${k.padEnd(42)} ${typeof v === 'number' ? fmt(v) : String(v)}`);
   console.log(`RESULT ${JSON.stringify({ bench: name, ...result })}`);
 }
 

@@ -43,7 +43,9 @@ const nobleRaw = ratePerSecond(() => void ed.verify(signature, message, raw), SE
 
 let opensslRate: number | undefined;
 try {
-  const out = execFileSync('openssl', ['speed', '-seconds', String(SECONDS), 'ed25519'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+  const out = execFileSync('openssl', ['speed', '-seconds', String(SECONDS), 'ed25519'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  }).toString();
   const m = /bits EdDSA \(Ed25519\)\s+[\d.]+s\s+[\d.]+s\s+([\d.]+)\s+([\d.]+)/.exec(out);
   if (m) opensslRate = Number(m[2]);
 } catch {
@@ -53,17 +55,40 @@ try {
 // A realistic signed request: token + signature over method, URI, digest, authorization.
 const issuerKeys = generateKeyPairSync('ed25519');
 const jwk = { ...issuerKeys.publicKey.export({ format: 'jwk' }), kid: 'k1', alg: 'EdDSA' };
-const verifier = createTokenVerifier({ issuers: [{ issuer: 'bench', keys: { keys: [jwk] } as never }], audiences: ['node-1'] });
-const token = await mintToken({ privateKey: issuerKeys.privateKey, kid: 'k1', alg: 'EdDSA', issuer: 'bench', audience: 'node-1', subject: 'b', org: 'o', roles: ['containers'], lifetimeSeconds: 600 });
-const body = new TextEncoder().encode(JSON.stringify({ name: 'web', image: 'busybox', cpuMillicores: 100, memoryBytes: 33554432 }));
+const verifier = createTokenVerifier({
+  issuers: [{ issuer: 'bench', keys: { keys: [jwk] } as never }],
+  audiences: ['node-1'],
+});
+const token = await mintToken({
+  privateKey: issuerKeys.privateKey,
+  kid: 'k1',
+  alg: 'EdDSA',
+  issuer: 'bench',
+  audience: 'node-1',
+  subject: 'b',
+  org: 'o',
+  roles: ['containers'],
+  lifetimeSeconds: 600,
+});
+const body = new TextEncoder().encode(
+  JSON.stringify({ name: 'web', image: 'busybox', cpuMillicores: 100, memoryBytes: 33554432 }),
+);
 const url = 'https://node-1:8443/v1/spaces/sp_aaaaaaaaaaaaaaaaaaaa/api/containers';
-const baseHeaders = { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': String(body.length), 'content-digest': contentDigest(body) };
+const baseHeaders = {
+  authorization: `Bearer ${token}`,
+  'content-type': 'application/json',
+  'content-length': String(body.length),
+  'content-digest': contentDigest(body),
+};
 
 // Pre-sign a pool of requests (distinct nonces) so the loop measures verification only.
 const POOL = 4096;
 const pool = await Promise.all(
   Array.from({ length: POOL }, async () => {
-    const sig = await signRequest({ method: 'POST', url, headers: baseHeaders }, { keyId: 'owner', sign: (m) => new Uint8Array(sign(null, m, privateKey)), expiresIn: 300 });
+    const sig = await signRequest(
+      { method: 'POST', url, headers: baseHeaders },
+      { keyId: 'owner', sign: (m) => new Uint8Array(sign(null, m, privateKey)), expiresIn: 300 },
+    );
     return { method: 'POST', url, headers: { ...baseHeaders, ...sig }, body };
   }),
 );

@@ -79,35 +79,76 @@ test('kill -9 during reserve and destroy: after restart no orphan and no lost sp
       const jwk = readFileSync(join(config.stateDir, 'keys', 'dev-issuer.pem'), 'utf8');
       const pub = createPrivateKey(jwk);
       const x = (pub.export({ format: 'jwk' }) as { x: string }).x;
-      const token = () => mintToken({ privateKey: pub, kid: `dev-${x.slice(0, 12)}`, alg: 'EdDSA', issuer: `ocs-dev:${nodeId}`, audience: nodeId, subject: 'crash', org: 'org-crash', roles: ['spaces', 'farmer', 'monitor'] });
+      const token = () =>
+        mintToken({
+          privateKey: pub,
+          kid: `dev-${x.slice(0, 12)}`,
+          alg: 'EdDSA',
+          issuer: `ocs-dev:${nodeId}`,
+          audience: nodeId,
+          subject: 'crash',
+          org: 'org-crash',
+          roles: ['spaces', 'farmer', 'monitor'],
+        });
       const cert = new X509Certificate(readFileSync(join(config.stateDir, 'tls', 'cert.pem'))).toString();
       const client = (owner = generatePrivateKey()) => new OcsClient({ url: d!.url, ca: cert, token, ownerKey: owner });
 
       // The records the restarted daemon reports must match the host exactly.
-      const listed = (await client().call<{ spaces: { id: string; state: string }[] }>('GET', '/v1/spaces')).body.spaces;
-      for (const s of listed) assert.ok(['active', 'locked', 'failed'].includes(s.state), `space ${s.id} left ${s.state}`);
+      const listed = (await client().call<{ spaces: { id: string; state: string }[] }>('GET', '/v1/spaces')).body
+        .spaces;
+      for (const s of listed)
+        assert.ok(['active', 'locked', 'failed'].includes(s.state), `space ${s.id} left ${s.state}`);
       const live = new Set(listed.filter((s) => s.state !== 'failed').map((s) => s.id));
       for (const id of created) if (!destroyed.has(id)) assert.ok(live.has(id), `space ${id} was lost`);
       const hostCgroups = new Set(await cgroups.children(parent).catch(() => [] as string[]));
       assert.deepEqual([...hostCgroups].sort(), [...live].sort(), 'cgroups differ from records');
-      for (const id of live) assert.deepEqual(await cgroups.processes(`${parent}/${id}/api`), [], `stray space process of ${id}`);
+      for (const id of live)
+        assert.deepEqual(await cgroups.processes(`${parent}/${id}/api`), [], `stray space process of ${id}`);
       const images = existsSync(join(config.storage.root, 'images'))
-        ? readdirSync(join(config.storage.root, 'images')).filter((f) => f.endsWith('.img')).map((f) => f.replace(/\.img$/, ''))
+        ? readdirSync(join(config.storage.root, 'images'))
+            .filter((f) => f.endsWith('.img'))
+            .map((f) => f.replace(/\.img$/, ''))
         : [];
       assert.deepEqual(images.sort(), [...live].sort(), 'storage images differ from records');
       for (const id of images) {
-        const loops = execFileSync('losetup', ['-j', join(config.storage.root, 'images', `${id}.img`)]).toString().trim().split('\n').filter(Boolean);
+        const loops = execFileSync('losetup', ['-j', join(config.storage.root, 'images', `${id}.img`)])
+          .toString()
+          .trim()
+          .split('\n')
+          .filter(Boolean);
         assert.ok(loops.length <= 1, `image ${id} attached ${loops.length} times`);
       }
 
       // One completed reservation, then one reserve and one destroy cut short by kill -9.
-      const ok = await client().call<{ space: { id: string } }>('POST', '/v1/spaces', { ownerKey: generatePrivateKey().publicKey.toBase64url(), resources: { cpuMillicores: 100, memoryBytes: 64 * MiB, storageBytes: 32 * MiB }, leaseSeconds: 600 }).catch(() => undefined);
+      const ok = await client()
+        .call<{ space: { id: string } }>('POST', '/v1/spaces', {
+          ownerKey: generatePrivateKey().publicKey.toBase64url(),
+          resources: { cpuMillicores: 100, memoryBytes: 64 * MiB, storageBytes: 32 * MiB },
+          leaseSeconds: 600,
+        })
+        .catch(() => undefined);
       if (ok) created.add(ok.body.space.id);
       const victim = [...created].find((id) => !destroyed.has(id) && id !== ok?.body.space.id);
       const owner = generatePrivateKey();
       const inflight = [
-        client(owner).call<{ space: { id: string } }>('POST', '/v1/spaces', { ownerKey: owner.publicKey.toBase64url(), resources: { cpuMillicores: 100, memoryBytes: 64 * MiB, storageBytes: 32 * MiB }, leaseSeconds: 600 }).then((r) => created.add(r.body.space.id), () => undefined),
-        victim ? client().call('DELETE', `/v1/spaces/${victim}`).then(() => destroyed.add(victim), () => undefined) : Promise.resolve(),
+        client(owner)
+          .call<{ space: { id: string } }>('POST', '/v1/spaces', {
+            ownerKey: owner.publicKey.toBase64url(),
+            resources: { cpuMillicores: 100, memoryBytes: 64 * MiB, storageBytes: 32 * MiB },
+            leaseSeconds: 600,
+          })
+          .then(
+            (r) => created.add(r.body.space.id),
+            () => undefined,
+          ),
+        victim
+          ? client()
+              .call('DELETE', `/v1/spaces/${victim}`)
+              .then(
+                () => destroyed.add(victim),
+                () => undefined,
+              )
+          : Promise.resolve(),
       ];
       await new Promise((r) => setTimeout(r, 20 + round * 60));
       await kill9(d);
@@ -118,10 +159,14 @@ test('kill -9 during reserve and destroy: after restart no orphan and no lost sp
   } finally {
     if (d) await kill9(d);
     // Final cleanup with a clean daemon: destroy every space it knows, then what is left by id.
-    const spaces = existsSync(join(config.storage.root, 'images')) ? readdirSync(join(config.storage.root, 'images')) : [];
+    const spaces = existsSync(join(config.storage.root, 'images'))
+      ? readdirSync(join(config.storage.root, 'images'))
+      : [];
     const { createStorageDriver } = await import('@ocs/host');
     const storage = await createStorageDriver(config.storage as { backend: 'fscrypt'; root: string });
-    for (const f of spaces) if (f.endsWith('.img')) await storage.destroy(f.replace(/\.img$/, '')).catch(() => undefined);
+    for (const f of spaces)
+      if (f.endsWith('.img')) await storage.destroy(f.replace(/\.img$/, '')).catch(() => undefined);
+    await storage.close();
     for (const c of await cgroups.children(parent).catch(() => [] as string[])) await cgroups.destroy(`${parent}/${c}`);
     await cgroups.destroy(parent).catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });

@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { Encrypter, armor } from 'age-encryption';
 import { detectCgroups, createStorageDriver, type CgroupDriver, type StorageDriver } from '@ocs/host';
-import { resolveConfig, startNode, createLogger, ManualClock, type RunningNode, type Config, type Clock } from '@ocs/node-daemon';
+import type { ManualClock } from '@ocs/node-daemon';
+import { resolveConfig, startNode, createLogger, type RunningNode, type Config, type Clock } from '@ocs/node-daemon';
 import { OcsClient } from '@ocs/client';
 import { generatePrivateKey, mintToken, type Ed25519PrivateKey, type Role } from '@ocs/protocol';
 import { createPrivateKey } from 'node:crypto';
@@ -54,7 +55,12 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
     storage: { backend: 'fscrypt', root: join(dir, 'storage') },
     cgroups: { parent: `ocs-test-${tag}` },
     capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 } },
-    spaces: { uidBase: 300_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000, idleSeconds: opts.idleSeconds ?? 30, graceSeconds: 60 },
+    spaces: {
+      uidBase: 300_000 + (parseInt(tag, 16) % 1000) * 1000,
+      uidCount: 1000,
+      idleSeconds: opts.idleSeconds ?? 30,
+      graceSeconds: 60,
+    },
     log: { level: 'debug' },
   });
   const logs: string[] = [];
@@ -114,6 +120,7 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
       if (o.keepHost) return;
       // Remove what this run made, by its own ids: spaces first, then the cgroup parent and files.
       for (const id of await storage.list()) await storage.destroy(id);
+      await storage.close();
       for (const child of await cgroups.children(config.cgroups.parent).catch(() => [] as string[])) {
         await cgroups.destroy(`${config.cgroups.parent}/${child}`);
       }

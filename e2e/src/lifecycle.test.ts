@@ -13,7 +13,11 @@ const small = { cpuMillicores: 500, memoryBytes: 128 * MiB, storageBytes: 32 * M
 async function reserve(t: TestNode, leaseSeconds = 600) {
   const owner = generatePrivateKey();
   const c = t.client({ roles: ['spaces'], owner });
-  const r = await c.call<CreateSpaceResponse>('POST', '/v1/spaces', { ownerKey: owner.publicKey.toBase64url(), resources: small, leaseSeconds });
+  const r = await c.call<CreateSpaceResponse>('POST', '/v1/spaces', {
+    ownerKey: owner.publicKey.toBase64url(),
+    resources: small,
+    leaseSeconds,
+  });
   return { owner, ...r.body };
 }
 
@@ -34,10 +38,17 @@ test('lease expiry locks and stops the space; renew keeps it locked; after grace
     assert.equal(expired.state, 'expired');
     assert.equal(t.node.supervisor.isRunning(a.space.id), false);
     assert.equal((await t.storage.info(a.space.id)).unlocked, false);
-    assert.equal(code(await t.client({ roles: ['monitor'], owner: a.owner }).send('GET', `${a.space.apiBase}/status`)), 'lease_expired');
+    assert.equal(
+      code(await t.client({ roles: ['monitor'], owner: a.owner }).send('GET', `${a.space.apiBase}/status`)),
+      'lease_expired',
+    );
 
     // Renewing an expired space keeps it locked: only the owner's key opens it again.
-    const renewed = (await t.client({ roles: ['spaces'] }).call<Space>('POST', `/v1/spaces/${a.space.id}/renew`, { leaseSeconds: 3600 })).body;
+    const renewed = (
+      await t
+        .client({ roles: ['spaces'] })
+        .call<Space>('POST', `/v1/spaces/${a.space.id}/renew`, { leaseSeconds: 3600 })
+    ).body;
     assert.equal(renewed.state, 'locked');
 
     // b is left to run out; the daemon restarts in between and still destroys it on time.
@@ -47,7 +58,10 @@ test('lease expiry locks and stops the space; renew keeps it locked; after grace
     const bNow = await t.client({ roles: ['monitor'] }).send('GET', `/v1/spaces/${b.space.id}`);
     assert.equal(code(bNow), 'not_found');
     assert.equal((await t.storage.list()).includes(b.space.id), false);
-    assert.equal((await t.client({ roles: ['monitor'] }).call<Space>('GET', `/v1/spaces/${a.space.id}`)).body.state, 'locked');
+    assert.equal(
+      (await t.client({ roles: ['monitor'] }).call<Space>('GET', `/v1/spaces/${a.space.id}`)).body.state,
+      'locked',
+    );
   } finally {
     await t.stop();
   }
@@ -61,7 +75,8 @@ test('an idle space process exits and the next request starts it again', async (
     await c.call('GET', `${a.space.apiBase}/status`);
     const firstPid = t.node.supervisor.pidOf(a.space.id);
     assert.ok(firstPid);
-    for (let i = 0; i < 50 && t.node.supervisor.isRunning(a.space.id); i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 50 && t.node.supervisor.isRunning(a.space.id); i++)
+      await new Promise((r) => setTimeout(r, 100));
     assert.equal(t.node.supervisor.isRunning(a.space.id), false, 'idle process did not exit');
     await c.call('GET', `${a.space.apiBase}/status`);
     assert.notEqual(t.node.supervisor.pidOf(a.space.id), firstPid);
@@ -92,17 +107,25 @@ test('a space process that dies is restarted with backoff', async () => {
 });
 
 test('100 concurrent reservations racing for the last capacity: exactly what fits wins', async () => {
-  const t = await startTestNode({ total: { cpuMillicores: 2500, memoryBytes: 8 * 1024 * MiB, storageBytes: 8 * 1024 * MiB } });
+  const t = await startTestNode({
+    total: { cpuMillicores: 2500, memoryBytes: 8 * 1024 * MiB, storageBytes: 8 * 1024 * MiB },
+  });
   try {
     const results = await Promise.all(
       Array.from({ length: 100 }, async () => {
         const owner = generatePrivateKey();
-        return t.client({ roles: ['spaces'], owner }).send('POST', '/v1/spaces', { ownerKey: owner.publicKey.toBase64url(), resources: small, leaseSeconds: 600 });
+        return t
+          .client({ roles: ['spaces'], owner })
+          .send('POST', '/v1/spaces', { ownerKey: owner.publicKey.toBase64url(), resources: small, leaseSeconds: 600 });
       }),
     );
     const won = results.filter((r) => r.status === 201).length;
     const refused = results.filter((r) => code(r) === 'capacity_exceeded').length;
-    assert.equal(won, 5, JSON.stringify(results.filter((r) => r.status !== 201 && code(r) !== 'capacity_exceeded').map((r) => r.body)));
+    assert.equal(
+      won,
+      5,
+      JSON.stringify(results.filter((r) => r.status !== 201 && code(r) !== 'capacity_exceeded').map((r) => r.body)),
+    );
     assert.equal(refused, 95);
     assert.equal(t.node.ledger.used().cpuMillicores, 2500);
     assert.equal((await t.storage.list()).length, 5);

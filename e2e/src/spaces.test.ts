@@ -9,7 +9,13 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generatePrivateKey, unwrapKey, type CreateSpaceResponse, type Space, type Ed25519PrivateKey } from '@ocs/protocol';
+import {
+  generatePrivateKey,
+  unwrapKey,
+  type CreateSpaceResponse,
+  type Space,
+  type Ed25519PrivateKey,
+} from '@ocs/protocol';
 import { spaceCgroupLayout } from '@ocs/node-daemon';
 import { startTestNode, GiB, MiB, type TestNode } from './harness.js';
 
@@ -25,7 +31,11 @@ const resources = { cpuMillicores: 500, memoryBytes: 256 * MiB, storageBytes: 64
 
 async function reserve(owner: Ed25519PrivateKey, org = 'org-a', res = resources) {
   const c = t.client({ roles: ['spaces'], org, owner });
-  return c.call<CreateSpaceResponse>('POST', '/v1/spaces', { ownerKey: owner.publicKey.toOpenSsh('owner@test'), resources: res, leaseSeconds: 600 });
+  return c.call<CreateSpaceResponse>('POST', '/v1/spaces', {
+    ownerKey: owner.publicKey.toOpenSsh('owner@test'),
+    resources: res,
+    leaseSeconds: 600,
+  });
 }
 
 function v1Controller(ctrl: string, path: string, file: string): string {
@@ -36,7 +46,14 @@ test('GET /v1/node needs a token and reports identity, fingerprint, unlock key a
   const anon = await t.client({ token: async () => '' }).send('GET', '/v1/node');
   assert.equal(anon.status, 401);
   assert.equal((anon.body as { error: { code: string } }).error.code, 'token_missing');
-  const info = (await t.client({ roles: ['monitor'] }).call<{ tlsFingerprint: string; unlockRecipient: string; capacity: { allocatable: { memoryBytes: number } } }>('GET', '/v1/node')).body;
+  const info = (
+    await t
+      .client({ roles: ['monitor'] })
+      .call<{ tlsFingerprint: string; unlockRecipient: string; capacity: { allocatable: { memoryBytes: number } } }>(
+        'GET',
+        '/v1/node',
+      )
+  ).body;
   assert.equal(info.tlsFingerprint, t.node.tls.fingerprint);
   assert.match(info.unlockRecipient, /^age1[0-9a-z]+$/);
   assert.equal(info.capacity.allocatable.memoryBytes, 4 * GiB);
@@ -54,7 +71,11 @@ test('a space is reserved on real cgroups and encrypted storage; only its owner 
   const layout = spaceCgroupLayout(t.config.cgroups.parent, space.id);
   if (t.cgroups.version === 'v1') {
     assert.equal(Number(v1Controller('memory', layout.space, 'memory.limit_in_bytes')), 256 * MiB);
-    assert.equal(v1Controller('cpu', layout.space, 'cpu.cfs_quota_us'), '50000');
+    assert.equal(v1Controller('cpu', layout.workloads, 'cpu.cfs_quota_us'), '50000');
+    const api = t.config.spaces.apiCpuMillicores;
+    assert.equal(v1Controller('cpu', layout.api, 'cpu.cfs_quota_us'), String(api * 100));
+    assert.equal(v1Controller('cpu', layout.space, 'cpu.cfs_quota_us'), String((500 + api) * 100));
+    assert.equal(Number(v1Controller('memory', layout.api, 'memory.limit_in_bytes')), 256 * MiB);
     assert.equal(v1Controller('pids', layout.space, 'pids.max'), '256');
   }
   const info = await t.storage.info(space.id);
@@ -84,7 +105,9 @@ test('reserving needs role spaces and proof of possession of the bound key', asy
   assert.equal((monitor.body as { error: { code: string } }).error.code, 'role_missing');
   const unsigned = await t.client({ roles: ['spaces'] }).send('POST', '/v1/spaces', body);
   assert.equal((unsigned.body as { error: { code: string } }).error.code, 'signature_missing');
-  const someoneElse = await t.client({ roles: ['spaces'], owner: generatePrivateKey() }).send('POST', '/v1/spaces', body);
+  const someoneElse = await t
+    .client({ roles: ['spaces'], owner: generatePrivateKey() })
+    .send('POST', '/v1/spaces', body);
   assert.equal((someoneElse.body as { error: { code: string } }).error.code, 'not_owner');
   const rsaJwk = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'jwk' });
   const rsa = await t.client({ roles: ['spaces'], owner }).send('POST', '/v1/spaces', { ...body, ownerKey: rsaJwk });
@@ -95,7 +118,9 @@ test('reserving needs role spaces and proof of possession of the bound key', asy
 test('the space process answers its owner only, runs sandboxed in the space cgroup', async () => {
   const owner = generatePrivateKey();
   const { space } = (await reserve(owner)).body;
-  const status = await t.client({ roles: ['monitor'], owner }).call<{ spaceId: string }>('GET', `${space.apiBase}/status`);
+  const status = await t
+    .client({ roles: ['monitor'], owner })
+    .call<{ spaceId: string }>('GET', `${space.apiBase}/status`);
   assert.equal(status.body.spaceId, space.id);
 
   const pid = t.node.supervisor.pidOf(space.id)!;
@@ -111,7 +136,9 @@ test('the space process answers its owner only, runs sandboxed in the space cgro
   // Unsigned, another owner's signature, another org's token: refused for the right reason.
   const unsigned = await t.client({ roles: ['monitor'] }).send('GET', `${space.apiBase}/status`);
   assert.equal((unsigned.body as { error: { code: string } }).error.code, 'signature_missing');
-  const intruder = await t.client({ roles: ['monitor'], owner: generatePrivateKey() }).send('GET', `${space.apiBase}/status`);
+  const intruder = await t
+    .client({ roles: ['monitor'], owner: generatePrivateKey() })
+    .send('GET', `${space.apiBase}/status`);
   assert.equal((intruder.body as { error: { code: string } }).error.code, 'not_owner');
   const otherOrg = await t.client({ roles: ['monitor'], org: 'org-b', owner }).send('GET', `${space.apiBase}/status`);
   assert.equal((otherOrg.body as { error: { code: string } }).error.code, 'not_found');
@@ -133,7 +160,10 @@ test('owner B signing for space A is refused on every owner route', async () => 
     const r = await asB.send(method, path, body);
     assert.equal((r.body as { error: { code: string } }).error.code, 'not_owner', `${method} ${path}`);
   }
-  assert.equal((await t.client({ roles: ['monitor'] }).call<Space>('GET', `/v1/spaces/${space.id}`)).body.state, 'active');
+  assert.equal(
+    (await t.client({ roles: ['monitor'] }).call<Space>('GET', `/v1/spaces/${space.id}`)).body.state,
+    'active',
+  );
 });
 
 test('a replayed signed request is refused', async () => {
@@ -146,12 +176,34 @@ test('a replayed signed request is refused', async () => {
   const { signRequest, contentDigest } = await import('@ocs/protocol');
   const url = `${t.node.url}/v1/spaces/${space.id}/lock`;
   const body = new TextEncoder().encode('{}');
-  Object.assign(headers, { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': '2', 'content-digest': contentDigest(body), host: new URL(url).host });
-  Object.assign(headers, await signRequest({ method: 'POST', url, headers }, { keyId: owner.publicKey.fingerprint(), sign: (m) => owner.sign(m) }));
+  Object.assign(headers, {
+    authorization: `Bearer ${token}`,
+    'content-type': 'application/json',
+    'content-length': '2',
+    'content-digest': contentDigest(body),
+    host: new URL(url).host,
+  });
+  Object.assign(
+    headers,
+    await signRequest(
+      { method: 'POST', url, headers },
+      { keyId: owner.publicKey.fingerprint(), sign: (m) => owner.sign(m) },
+    ),
+  );
   const raw = t.client({ token: async () => token });
-  const first = await raw.send('POST', `/v1/spaces/${space.id}/lock`, undefined, { raw: body, contentType: 'application/json', headers, sign: false });
+  const first = await raw.send('POST', `/v1/spaces/${space.id}/lock`, undefined, {
+    raw: body,
+    contentType: 'application/json',
+    headers,
+    sign: false,
+  });
   assert.equal(first.status, 200, JSON.stringify(first.body));
-  const again = await raw.send('POST', `/v1/spaces/${space.id}/lock`, undefined, { raw: body, contentType: 'application/json', headers, sign: false });
+  const again = await raw.send('POST', `/v1/spaces/${space.id}/lock`, undefined, {
+    raw: body,
+    contentType: 'application/json',
+    headers,
+    sign: false,
+  });
   assert.equal((again.body as { error: { code: string } }).error.code, 'replayed');
   void c;
 });
@@ -168,14 +220,17 @@ test('lock hides the data: a marker is nowhere on the raw image; unlock with the
   assert.equal(locked.body.state, 'locked');
   assert.equal(existsSync(join(info.mountpoint, 'marker.txt')) && readable(join(info.mountpoint, 'marker.txt')), false);
   const image = join(t.config.storage.root, 'images', `${space.id}.img`);
-  if (existsSync(image)) assert.equal(readFileSync(image).includes(Buffer.from(marker)), false, 'marker found in the raw image');
+  if (existsSync(image))
+    assert.equal(readFileSync(image).includes(Buffer.from(marker)), false, 'marker found in the raw image');
 
   // Space API is closed while locked.
   const closed = await t.client({ roles: ['monitor'], owner }).send('GET', `${space.apiBase}/status`);
   assert.equal((closed.body as { error: { code: string } }).error.code, 'space_locked');
 
   // A wrong key is refused and leaves it locked; the right key, sealed to the node, opens it.
-  const wrong = await c.send('POST', `/v1/spaces/${space.id}/unlock`, { sealedKey: await t.seal(new Uint8Array(32).fill(7)) });
+  const wrong = await c.send('POST', `/v1/spaces/${space.id}/unlock`, {
+    sealedKey: await t.seal(new Uint8Array(32).fill(7)),
+  });
   assert.equal((wrong.body as { error: { code: string } }).error.code, 'unwrap_failed');
   const key = await unwrapKey(wrappedKey, owner);
   const unlocked = await c.call<Space>('POST', `/v1/spaces/${space.id}/unlock`, { sealedKey: await t.seal(key) });
@@ -197,13 +252,18 @@ test('rotate-key: the new wrapped key unlocks, the old key no longer does', asyn
   const { space, wrappedKey } = (await reserve(owner)).body;
   const c = t.client({ roles: ['spaces', 'storage'], owner });
   const oldKey = await unwrapKey(wrappedKey, owner);
-  const rotated = await c.call<{ wrappedKey: string }>('POST', `/v1/spaces/${space.id}/rotate-key`, { sealedKey: await t.seal(oldKey) });
+  const rotated = await c.call<{ wrappedKey: string }>('POST', `/v1/spaces/${space.id}/rotate-key`, {
+    sealedKey: await t.seal(oldKey),
+  });
   const newKey = await unwrapKey(rotated.body.wrappedKey, owner);
   assert.notDeepEqual(newKey, oldKey);
   await c.call('POST', `/v1/spaces/${space.id}/lock`, {});
   const withOld = await c.send('POST', `/v1/spaces/${space.id}/unlock`, { sealedKey: await t.seal(oldKey) });
   assert.equal((withOld.body as { error: { code: string } }).error.code, 'unwrap_failed');
-  assert.equal((await c.call<Space>('POST', `/v1/spaces/${space.id}/unlock`, { sealedKey: await t.seal(newKey) })).body.state, 'active');
+  assert.equal(
+    (await c.call<Space>('POST', `/v1/spaces/${space.id}/unlock`, { sealedKey: await t.seal(newKey) })).body.state,
+    'active',
+  );
 });
 
 test('delete removes cgroups, storage and process; the farmer may evict without the owner', async () => {
@@ -227,7 +287,8 @@ test('delete removes cgroups, storage and process; the farmer may evict without 
 test('a spaces caller sees only its org; farmer and monitor see all; nobody sees a key', async () => {
   await reserve(generatePrivateKey(), 'org-list-a');
   await reserve(generatePrivateKey(), 'org-list-b');
-  const a = (await t.client({ roles: ['spaces'], org: 'org-list-a' }).call<{ spaces: Space[] }>('GET', '/v1/spaces')).body.spaces;
+  const a = (await t.client({ roles: ['spaces'], org: 'org-list-a' }).call<{ spaces: Space[] }>('GET', '/v1/spaces'))
+    .body.spaces;
   assert.ok(a.length >= 1 && a.every((s) => s.org === 'org-list-a'));
   const all = (await t.client({ roles: ['monitor'] }).call<{ spaces: Space[] }>('GET', '/v1/spaces')).body.spaces;
   assert.ok(all.some((s) => s.org === 'org-list-b') && all.some((s) => s.org === 'org-list-a'));
@@ -235,7 +296,11 @@ test('a spaces caller sees only its org; farmer and monitor see all; nobody sees
 });
 
 test('the audit log records actions and refusals and its chain verifies', async () => {
-  const page = (await t.client({ roles: ['farmer'] }).call<{ entries: { action: string; outcome: string; code?: string }[] }>('GET', '/v1/audit?limit=1000')).body;
+  const page = (
+    await t
+      .client({ roles: ['farmer'] })
+      .call<{ entries: { action: string; outcome: string; code?: string }[] }>('GET', '/v1/audit?limit=1000')
+  ).body;
   assert.ok(page.entries.some((e) => e.action === 'space.create' && e.outcome === 'ok'));
   assert.ok(page.entries.some((e) => e.outcome === 'refused' && e.code === 'not_owner'));
   assert.equal(t.node.audit.verify().ok, true);
@@ -247,7 +312,12 @@ test('bad input gets a stable 4xx code, never a 500', async () => {
   const c = t.client({ roles: ['spaces', 'farmer'], owner: generatePrivateKey() });
   const cases: [string, string, unknown, string][] = [
     ['POST', '/v1/spaces', { nope: 1 }, 'invalid_request'],
-    ['POST', '/v1/spaces', { ownerKey: 'garbage-garbage-garbage-garbage-garbage-garbage', resources, leaseSeconds: 600 }, 'key_malformed'],
+    [
+      'POST',
+      '/v1/spaces',
+      { ownerKey: 'garbage-garbage-garbage-garbage-garbage-garbage', resources, leaseSeconds: 600 },
+      'key_malformed',
+    ],
     ['GET', '/v1/spaces/sp_doesnotexist00000000', undefined, 'not_found'],
     ['GET', '/v1/spaces/..%2f..%2fetc', undefined, 'not_found'],
     ['GET', '/v1/nothing-here', undefined, 'not_found'],
@@ -259,9 +329,15 @@ test('bad input gets a stable 4xx code, never a 500', async () => {
     assert.ok(r.status >= 400 && r.status < 500, `${method} ${path} -> ${r.status}`);
     assert.equal((r.body as { error: { code: string } }).error.code, code, `${method} ${path}`);
   }
-  const notJson = await c.send('POST', '/v1/spaces', undefined, { raw: new TextEncoder().encode('{not json'), contentType: 'application/json' });
+  const notJson = await c.send('POST', '/v1/spaces', undefined, {
+    raw: new TextEncoder().encode('{not json'),
+    contentType: 'application/json',
+  });
   assert.equal((notJson.body as { error: { code: string } }).error.code, 'invalid_request');
-  const tooBig = await c.send('POST', '/v1/spaces', undefined, { raw: new Uint8Array(200 * 1024), contentType: 'application/json' });
+  const tooBig = await c.send('POST', '/v1/spaces', undefined, {
+    raw: new Uint8Array(200 * 1024),
+    contentType: 'application/json',
+  });
   assert.equal((tooBig.body as { error: { code: string } }).error.code, 'body_too_large');
 });
 
@@ -269,12 +345,26 @@ test('logs never contain a token, a signature or a key', async () => {
   const owner = generatePrivateKey();
   const token = await t.token(['spaces', 'storage', 'monitor']);
   const c = t.client({ token: async () => token, owner });
-  const { space, wrappedKey } = (await c.call<CreateSpaceResponse>('POST', '/v1/spaces', { ownerKey: owner.publicKey.toBase64url(), resources, leaseSeconds: 600 })).body;
+  const { space, wrappedKey } = (
+    await c.call<CreateSpaceResponse>('POST', '/v1/spaces', {
+      ownerKey: owner.publicKey.toBase64url(),
+      resources,
+      leaseSeconds: 600,
+    })
+  ).body;
   await c.call('GET', `${space.apiBase}/status`);
   await c.send('POST', `/v1/spaces/${space.id}/unlock`, { sealedKey: await t.seal(new Uint8Array(32)) });
   const all = t.logs.join('');
   assert.ok(all.length > 0);
-  for (const secret of [token, token.split('.')[2]!, wrappedKey.split('\n')[1]!, 'BEGIN AGE', 'AGE-SECRET-KEY', 'PRIVATE KEY', 'sig1=:']) {
+  for (const secret of [
+    token,
+    token.split('.')[2]!,
+    wrappedKey.split('\n')[1]!,
+    'BEGIN AGE',
+    'AGE-SECRET-KEY',
+    'PRIVATE KEY',
+    'sig1=:',
+  ]) {
     assert.equal(all.includes(secret), false, `log contains ${secret.slice(0, 12)}…`);
   }
 });

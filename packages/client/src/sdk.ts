@@ -48,7 +48,12 @@ export class OcsClient {
   constructor(private readonly o: ClientOptions) {}
 
   /** Performs a call; refusals are thrown as OcsError with the server's code. */
-  async call<T = unknown>(method: string, path: string, body?: unknown, opts: CallOptions = {}): Promise<OcsResponse<T>> {
+  async call<T = unknown>(
+    method: string,
+    path: string,
+    body?: unknown,
+    opts: CallOptions = {},
+  ): Promise<OcsResponse<T>> {
     const res = await this.send(method, path, body, opts);
     if (res.status >= 400) {
       const err = (res.body as ErrorBody | undefined)?.error;
@@ -109,7 +114,12 @@ export class OcsClient {
     });
   }
 
-  private async raw(url: URL, method: string, headers: Record<string, string>, body: Uint8Array | undefined): Promise<OcsResponse> {
+  private async raw(
+    url: URL,
+    method: string,
+    headers: Record<string, string>,
+    body: Uint8Array | undefined,
+  ): Promise<OcsResponse> {
     if (!this.o.ca && !this.o.fingerprint) throw new Error('give the node certificate (ca) or its fingerprint to pin');
     const socket = await this.connect(url);
     const opts: RequestOptions = {

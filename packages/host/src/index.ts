@@ -5,3 +5,9 @@
 export * from './exec.js';
 export * from './cgroups/index.js';
 export * from './storage/index.js';
+export * from './docker/index.js';
+export * from './libvirt/index.js';
+// Both drivers name their spec check validateSpec; say which is which.
+export { validateSpec as validateContainerSpec } from './docker/index.js';
+export { validateSpec as validateVmSpec } from './libvirt/index.js';
+export { validateSpec } from './docker/index.js';

@@ -50,10 +50,14 @@ export const ConfigSchema = Obj({
     uidCount: Type.Integer({ minimum: 1, maximum: 1_000_000 }),
     /** A space process idle this long exits; the next request starts it again. */
     idleSeconds: Type.Integer({ minimum: 1 }),
+    /** CPU allowance of each space's API process, on top of the space's reservation (control plane). */
+    apiCpuMillicores: Type.Integer({ minimum: 100, maximum: 4000 }),
     graceSeconds: Type.Integer({ minimum: 0 }),
     maxLeaseSeconds: Type.Integer({ minimum: 60 }),
   }),
-  log: Obj({ level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l))) }),
+  log: Obj({
+    level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l))),
+  }),
 });
 export type Config = Static<typeof ConfigSchema>;
 
@@ -66,7 +70,14 @@ export const DEFAULTS: Config = {
   capacity: { farmerReserve: { cpuMillicores: 500, memoryBytes: 1 * GiB, storageBytes: 2 * GiB }, storageBytes: 0 },
   storage: { backend: 'fscrypt', root: '/var/lib/ocs/storage' },
   cgroups: { root: '/sys/fs/cgroup', parent: 'ocs' },
-  spaces: { uidBase: 200_000, uidCount: 50_000, idleSeconds: 300, graceSeconds: 3600, maxLeaseSeconds: 30 * 86400 },
+  spaces: {
+    uidBase: 200_000,
+    uidCount: 50_000,
+    idleSeconds: 300,
+    apiCpuMillicores: 1000,
+    graceSeconds: 3600,
+    maxLeaseSeconds: 30 * 86400,
+  },
   log: { level: 'info' },
 };
 

@@ -5,7 +5,11 @@ export interface HttpMetrics {
   requestTimer(): (method: string, route: string, status: number) => void;
 }
 
-export function createMetrics(opts: { spacesByState(): Record<string, number>; runningProcesses(): number; capacity(): Record<string, { used: number; allocatable: number }> }) {
+export function createMetrics(opts: {
+  spacesByState(): Record<string, number>;
+  runningProcesses(): number;
+  capacity(): Record<string, { used: number; allocatable: number }>;
+}) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'ocs_node_' });
   const duration = new Histogram({
@@ -45,7 +49,12 @@ export function createMetrics(opts: { spacesByState(): Record<string, number>; r
       }
     },
   });
-  const refusals = new Counter({ name: 'ocs_refusals_total', help: 'Refused requests by code', labelNames: ['code'], registers: [registry] });
+  const refusals = new Counter({
+    name: 'ocs_refusals_total',
+    help: 'Refused requests by code',
+    labelNames: ['code'],
+    registers: [registry],
+  });
   const http: HttpMetrics = {
     requestTimer() {
       const end = duration.startTimer();

@@ -93,7 +93,11 @@ function loadOrCreateNodeId(config: Config): string {
   if (config.nodeId) return config.nodeId;
   const path = join(config.stateDir, 'node-id');
   if (existsSync(path)) return readFileSync(path, 'utf8').trim();
-  const host = hostname().toLowerCase().replace(/[^a-z0-9.-]/g, '-').slice(0, 40) || 'node';
+  const host =
+    hostname()
+      .toLowerCase()
+      .replace(/[^a-z0-9.-]/g, '-')
+      .slice(0, 40) || 'node';
   const id = `${host}-${newId('n').slice(2, 10)}`;
   writeSecretFile(path, `${id}\n`);
   chmodSync(path, 0o644);
@@ -138,7 +142,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     logger,
     runDir: config.runDir,
     cgroupParent: config.cgroups.parent,
-    spaceApiMain: fileURLToPath(import.meta.resolve('@ocs/space-api/main')),
+    spaceApiMain: fileURLToPath(import.meta.resolve('@ocs/space-api/bundle')),
     configFor: (spaceId) => {
       const row = repo.get(spaceId);
       if (!row || row.state !== 'active') return undefined;
@@ -174,11 +178,22 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     clock,
     unlockIdentity: identity.unlockIdentity,
     cgroupParent: config.cgroups.parent,
+    apiCpuMillicores: config.spaces.apiCpuMillicores,
     graceSeconds: config.spaces.graceSeconds,
     maxLeaseSeconds: config.spaces.maxLeaseSeconds,
   });
 
-  await reconcile({ repo, ledger, audit, service, cgroups, storage, cgroupParent: config.cgroups.parent, logger });
+  await reconcile({
+    repo,
+    ledger,
+    audit,
+    service,
+    cgroups,
+    storage,
+    cgroupParent: config.cgroups.parent,
+    apiCpuMillicores: config.spaces.apiCpuMillicores,
+    logger,
+  });
   const leases = new LeaseScheduler(repo, service, clock, logger);
   await leases.tick();
   leases.start();
@@ -189,7 +204,10 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     capacity: () => {
       const used = ledger.used();
       return Object.fromEntries(
-        (['cpuMillicores', 'memoryBytes', 'storageBytes'] as const).map((k) => [k, { used: used[k], allocatable: allocatable[k] }]),
+        (['cpuMillicores', 'memoryBytes', 'storageBytes'] as const).map((k) => [
+          k,
+          { used: used[k], allocatable: allocatable[k] },
+        ]),
       );
     },
   });
@@ -231,7 +249,18 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
 
   let stopped = false;
   return {
-    server, url, nodeId, tls, identity, devIssuer, service, supervisor, leases, repo, audit, ledger,
+    server,
+    url,
+    nodeId,
+    tls,
+    identity,
+    devIssuer,
+    service,
+    supervisor,
+    leases,
+    repo,
+    audit,
+    ledger,
     async stop() {
       if (stopped) return;
       stopped = true;

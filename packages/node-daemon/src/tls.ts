@@ -41,9 +41,23 @@ async function selfSign(certPath: string, keyPath: string, names: string[]): Pro
   writeSecretFile(tmpKey, '');
   // openssl writes the key straight into the 0600 file created above.
   await run('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-    '-keyout', tmpKey, '-out', tmpCert, '-days', '825', '-subj', `/CN=${names[0] ?? 'ocs-node'}`,
-    '-addext', `subjectAltName=${san}`,
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    tmpKey,
+    '-out',
+    tmpCert,
+    '-days',
+    '825',
+    '-subj',
+    `/CN=${names[0] ?? 'ocs-node'}`,
+    '-addext',
+    `subjectAltName=${san}`,
   ]);
   writeSecretFile(keyPath, readFileSync(tmpKey));
   writeSecretFile(certPath, readFileSync(tmpCert));

@@ -108,4 +108,3 @@ export function verifyContentDigest(
   v.update(body);
   v.verify();
 }
-

@@ -177,12 +177,16 @@ function decodeUnverified<T>(decode: () => T): T {
 /** The checks jose leaves to us, on the verified payload. */
 function principalOf(p: JWTPayload, issuer: string, now: number, maxLifetime: number, tolerance: number): Principal {
   const { iat, exp } = p;
-  if (typeof iat !== 'number' || !Number.isFinite(iat)) throw refuse('token_claims_invalid', 'the token needs an iat claim');
-  if (typeof exp !== 'number' || !Number.isFinite(exp)) throw refuse('token_claims_invalid', 'the token needs an exp claim');
+  if (typeof iat !== 'number' || !Number.isFinite(iat))
+    throw refuse('token_claims_invalid', 'the token needs an iat claim');
+  if (typeof exp !== 'number' || !Number.isFinite(exp))
+    throw refuse('token_claims_invalid', 'the token needs an exp claim');
   if (iat > now + tolerance) throw refuse('token_not_yet_valid', 'the token is issued in the future');
   // Short lifetimes are the point (requirement 7): a stolen token must die soon by itself.
   if (exp - iat > maxLifetime) {
-    throw refuse('token_lifetime_too_long', 'the token lives longer than this node accepts', { maxLifetimeSeconds: maxLifetime });
+    throw refuse('token_lifetime_too_long', 'the token lives longer than this node accepts', {
+      maxLifetimeSeconds: maxLifetime,
+    });
   }
   if (typeof p.sub !== 'string' || p.sub === '') throw refuse('token_claims_invalid', 'the token needs a sub claim');
   if (typeof p.org !== 'string' || p.org === '') throw refuse('token_claims_invalid', 'the token needs an org claim');
@@ -227,7 +231,8 @@ function fromJose(err: unknown): OcsError {
   if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys) {
     return refuse('token_key_unknown', 'no key of the issuer matches the token');
   }
-  if (err instanceof errors.JOSEAlgNotAllowed) return refuse('token_algorithm_refused', 'the token algorithm is not allowed');
+  if (err instanceof errors.JOSEAlgNotAllowed)
+    return refuse('token_algorithm_refused', 'the token algorithm is not allowed');
   // Our side failed, not the caller: a remote JWKS did not answer in time.
   if (err instanceof errors.JWKSTimeout) return refuse('unavailable', 'the issuer keys could not be fetched');
   return refuse('token_malformed', 'the token cannot be verified');

@@ -164,13 +164,11 @@ function nowSeconds(): number {
 /** Signs a request; returns the two headers to add. */
 export async function signRequest(req: SignableRequest, opts: SignOptions): Promise<SignatureHeaders> {
   const label = opts.label ?? 'sig1';
-  const components =
-    opts.components ??
-    [
-      ...REQUIRED_COMPONENTS,
-      ...(headerValue(req, 'content-digest') !== undefined ? ['content-digest'] : []),
-      ...(headerValue(req, 'authorization') !== undefined ? ['authorization'] : []),
-    ];
+  const components = opts.components ?? [
+    ...REQUIRED_COMPONENTS,
+    ...(headerValue(req, 'content-digest') !== undefined ? ['content-digest'] : []),
+    ...(headerValue(req, 'authorization') !== undefined ? ['authorization'] : []),
+  ];
   const created = opts.created ?? nowSeconds();
   const params: Parameters = new Map();
   params.set('created', created);
@@ -309,9 +307,11 @@ export async function verifyRequest(req: SignableRequest, policy: VerifyPolicy):
   if (input === undefined || sigMember === undefined) {
     throw new OcsError('signature_missing', 'no signature with the expected label', { label });
   }
-  if (!Array.isArray(input[0])) throw new OcsError('signature_malformed', 'Signature-Input member is not an inner list');
+  if (!Array.isArray(input[0]))
+    throw new OcsError('signature_malformed', 'Signature-Input member is not an inner list');
   const sigValue = sigMember[0];
-  if (!(sigValue instanceof ArrayBuffer)) throw new OcsError('signature_malformed', 'Signature member is not a byte sequence');
+  if (!(sigValue instanceof ArrayBuffer))
+    throw new OcsError('signature_malformed', 'Signature member is not a byte sequence');
   const signature = new Uint8Array(sigValue);
 
   const [items, params] = input as InnerList;
@@ -339,7 +339,8 @@ export async function verifyRequest(req: SignableRequest, policy: VerifyPolicy):
     if (name.startsWith('@') && !(DERIVED_COMPONENTS as readonly string[]).includes(name)) {
       throw new OcsError('signature_malformed', 'unsupported derived component', { component: name });
     }
-    if (components.includes(name)) throw new OcsError('signature_malformed', 'a component is listed twice', { component: name });
+    if (components.includes(name))
+      throw new OcsError('signature_malformed', 'a component is listed twice', { component: name });
     components.push(name);
   }
   const required = new Set<string>(policy.requiredComponents ?? REQUIRED_COMPONENTS);

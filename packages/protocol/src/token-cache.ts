@@ -9,7 +9,10 @@ import type { Principal } from './jwt.js';
 
 export type TokenVerifierFn = (token: string | undefined, opts?: { now?: Date }) => Promise<Principal>;
 
-export function cacheTokens(verify: TokenVerifierFn, opts: { maxEntries?: number; now?: () => number } = {}): TokenVerifierFn {
+export function cacheTokens(
+  verify: TokenVerifierFn,
+  opts: { maxEntries?: number; now?: () => number } = {},
+): TokenVerifierFn {
   const max = opts.maxEntries ?? 10_000;
   const cache = new Map<string, Principal>();
   return async (token, o) => {

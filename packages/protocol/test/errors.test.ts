@@ -5,7 +5,7 @@ import { ERROR_CODES, ERROR_STATUS, OcsError, isErrorCode } from '@ocs/protocol'
 
 const doc = readFileSync(new URL('../../../docs/errors.md', import.meta.url), 'utf8');
 const documented = new Map(
-  [...doc.matchAll(/^\| `([a-z_]+)` \| (\d{3}) \|/gm)].map((m) => [m[1]!, Number(m[2])] as const),
+  [...doc.matchAll(/^\|\s*`([a-z_]+)`\s*\|\s*(\d{3})\s*\|/gm)].map((m) => [m[1]!, Number(m[2])] as const),
 );
 
 test('every error code is documented in docs/errors.md with its status, and nothing stale is', () => {

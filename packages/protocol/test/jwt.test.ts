@@ -115,7 +115,10 @@ test('a valid EdDSA token gives the principal', async () => {
 });
 
 test('a valid ES256 token from a second issuer, with the cluster as audience', async () => {
-  const p = await verify(await sign(claims({ iss: ISS_B, aud: ['other', CLUSTER], org: 'globex', roles: ['farmer'], jti: undefined }), b1), at);
+  const p = await verify(
+    await sign(claims({ iss: ISS_B, aud: ['other', CLUSTER], org: 'globex', roles: ['farmer'], jti: undefined }), b1),
+    at,
+  );
   assert.equal(p.issuer, ISS_B);
   assert.equal(p.org, 'globex');
   assert.deepEqual([...p.roles], ['farmer']);
@@ -165,7 +168,17 @@ test('mintToken produces a token the verifier accepts', async () => {
   assert.equal(p.expiresAt.getTime() - p.issuedAt.getTime(), 300_000);
   assert.equal(p.tokenId, 'j-1');
   await assert.rejects(
-    mintToken({ privateKey: a2.privateKey, kid: 'a2', alg: 'EdDSA', issuer: ISS_A, audience: NODE, subject: 's', org: 'o', roles: ['farmer'], lifetimeSeconds: Number('x') }),
+    mintToken({
+      privateKey: a2.privateKey,
+      kid: 'a2',
+      alg: 'EdDSA',
+      issuer: ISS_A,
+      audience: NODE,
+      subject: 's',
+      org: 'o',
+      roles: ['farmer'],
+      lifetimeSeconds: Number('x'),
+    }),
     TypeError,
   );
 });
@@ -178,22 +191,58 @@ const [vh, vp, vs] = valid.split('.') as [string, string, string];
 const attacks: [name: string, token: () => Promise<string | undefined> | string | undefined, code: ErrorCode][] = [
   // Algorithm attacks: refused before any key lookup.
   ['alg none, hand-built', () => `${b64json({ alg: 'none', typ: 'JWT' })}.${vp}.`, 'token_algorithm_refused'],
-  ['alg none with a signature part', () => `${b64json({ alg: 'none', kid: 'a1' })}.${vp}.${vs}`, 'token_algorithm_refused'],
+  [
+    'alg none with a signature part',
+    () => `${b64json({ alg: 'none', kid: 'a1' })}.${vp}.${vs}`,
+    'token_algorithm_refused',
+  ],
   ['alg NONE in capitals', () => `${b64json({ alg: 'NONE' })}.${vp}.`, 'token_algorithm_refused'],
   ['no alg at all', () => `${b64json({ typ: 'JWT', kid: 'a1' })}.${vp}.${vs}`, 'token_algorithm_refused'],
-  ['HS256 keyed with the public JWK JSON', () => new SignJWT(claims()).setProtectedHeader({ alg: 'HS256', kid: 'a1' }).sign(new TextEncoder().encode(publicJwkJson)), 'token_algorithm_refused'],
-  ['HS256 keyed with the public PEM', () => new SignJWT(claims()).setProtectedHeader({ alg: 'HS256', kid: 'a1' }).sign(new TextEncoder().encode(publicPem)), 'token_algorithm_refused'],
-  ['HS256 keyed with the raw public key x', () => new SignJWT(claims()).setProtectedHeader({ alg: 'HS256', kid: 'a1' }).sign(base64url.decode(a1.publicJwk.x!)), 'token_algorithm_refused'],
-  ['HS256 with a random secret', () => new SignJWT(claims()).setProtectedHeader({ alg: 'HS256' }).sign(randomBytes(32)), 'token_algorithm_refused'],
-  ['HS512 with a random secret', () => new SignJWT(claims()).setProtectedHeader({ alg: 'HS512' }).sign(randomBytes(64)), 'token_algorithm_refused'],
-  ['EdDSA token for an issuer that only allows ES256', () => sign(claims({ iss: ISS_B }), a1), 'token_algorithm_refused'],
+  [
+    'HS256 keyed with the public JWK JSON',
+    () =>
+      new SignJWT(claims())
+        .setProtectedHeader({ alg: 'HS256', kid: 'a1' })
+        .sign(new TextEncoder().encode(publicJwkJson)),
+    'token_algorithm_refused',
+  ],
+  [
+    'HS256 keyed with the public PEM',
+    () =>
+      new SignJWT(claims()).setProtectedHeader({ alg: 'HS256', kid: 'a1' }).sign(new TextEncoder().encode(publicPem)),
+    'token_algorithm_refused',
+  ],
+  [
+    'HS256 keyed with the raw public key x',
+    () => new SignJWT(claims()).setProtectedHeader({ alg: 'HS256', kid: 'a1' }).sign(base64url.decode(a1.publicJwk.x!)),
+    'token_algorithm_refused',
+  ],
+  [
+    'HS256 with a random secret',
+    () => new SignJWT(claims()).setProtectedHeader({ alg: 'HS256' }).sign(randomBytes(32)),
+    'token_algorithm_refused',
+  ],
+  [
+    'HS512 with a random secret',
+    () => new SignJWT(claims()).setProtectedHeader({ alg: 'HS512' }).sign(randomBytes(64)),
+    'token_algorithm_refused',
+  ],
+  [
+    'EdDSA token for an issuer that only allows ES256',
+    () => sign(claims({ iss: ISS_B }), a1),
+    'token_algorithm_refused',
+  ],
   // Time.
   ['expired', () => sign(claims({ iat: T - 400, exp: T - 100 })), 'token_expired'],
   ['expired just beyond the leeway', () => sign(claims({ iat: T - 300, exp: T - 31 })), 'token_expired'],
   ['nbf in the future', () => sign(claims({ nbf: T + 120 })), 'token_not_yet_valid'],
   ['iat in the future', () => sign(claims({ iat: T + 120, exp: T + 400 })), 'token_not_yet_valid'],
   ['lifetime of one hour', () => sign(claims({ iat: T - 10, exp: T + 3590 })), 'token_lifetime_too_long'],
-  ['lifetime of one hour, issued long ago', () => sign(claims({ iat: T - 3000, exp: T + 600 })), 'token_lifetime_too_long'],
+  [
+    'lifetime of one hour, issued long ago',
+    () => sign(claims({ iat: T - 3000, exp: T + 600 })),
+    'token_lifetime_too_long',
+  ],
   // Audience and issuer.
   ['wrong aud', () => sign(claims({ aud: 'node-2' })), 'token_audience_invalid'],
   ['aud list without us', () => sign(claims({ aud: ['node-2', 'node-3'] })), 'token_audience_invalid'],
@@ -206,10 +255,22 @@ const attacks: [name: string, token: () => Promise<string | undefined> | string 
   ['kid of the other issuer', () => sign(claims(), { ...a1, kid: 'b1' }), 'token_key_unknown'],
   ['ES256 token naming an EdDSA kid', () => sign(claims({ iss: ISS_A }), { ...b1, kid: 'a1' }), 'token_key_unknown'],
   ['signed by another key with the right kid', () => sign(claims(), intruder), 'token_signature_invalid'],
-  ['payload tampered after signing', () => `${vh}.${b64json({ ...claims(), roles: ['farmer', 'spaces', 'vms'] })}.${vs}`, 'token_signature_invalid'],
-  ['org tampered after signing', () => `${vh}.${b64json({ ...claims(), org: 'victim' })}.${vs}`, 'token_signature_invalid'],
+  [
+    'payload tampered after signing',
+    () => `${vh}.${b64json({ ...claims(), roles: ['farmer', 'spaces', 'vms'] })}.${vs}`,
+    'token_signature_invalid',
+  ],
+  [
+    'org tampered after signing',
+    () => `${vh}.${b64json({ ...claims(), org: 'victim' })}.${vs}`,
+    'token_signature_invalid',
+  ],
   ['signature stripped', () => `${vh}.${vp}.`, 'token_signature_invalid'],
-  ['signature of another token', async () => `${vh}.${vp}.${(await sign(claims({ sub: 'mallory' }))).split('.')[2]}`, 'token_signature_invalid'],
+  [
+    'signature of another token',
+    async () => `${vh}.${vp}.${(await sign(claims({ sub: 'mallory' }))).split('.')[2]}`,
+    'token_signature_invalid',
+  ],
   // Claims.
   ['missing iat', () => sign(claims({ iat: undefined })), 'token_claims_invalid'],
   ['missing exp', () => sign(claims({ exp: undefined })), 'token_claims_invalid'],
@@ -231,14 +292,22 @@ const attacks: [name: string, token: () => Promise<string | undefined> | string 
   ['a.b.c', () => 'a.b.c', 'token_malformed'],
   ['four segments', () => `${valid}.x`, 'token_malformed'],
   ['random base64', () => randomBytes(96).toString('base64'), 'token_malformed'],
-  ['random base64url in three parts', () => [12, 40, 64].map((n) => randomBytes(n).toString('base64url')).join('.'), 'token_malformed'],
+  [
+    'random base64url in three parts',
+    () => [12, 40, 64].map((n) => randomBytes(n).toString('base64url')).join('.'),
+    'token_malformed',
+  ],
   ['100 KB', () => 'A'.repeat(100 * 1024), 'token_malformed'],
   ['100 KB in JWS shape', () => `${vh}.${'A'.repeat(100 * 1024)}.${vs}`, 'token_malformed'],
   ['spaces around a valid token', () => ` ${valid} `, 'token_malformed'],
   ['header not JSON', () => `${base64url.encode('hello')}.${vp}.${vs}`, 'token_malformed'],
   ['payload not JSON', () => `${vh}.${base64url.encode('hello')}.${vs}`, 'token_malformed'],
   ['payload a JSON array', () => `${vh}.${b64json([1, 2])}.${vs}`, 'token_malformed'],
-  ['a JWE-shaped token', () => `${b64json({ alg: 'dir', enc: 'A256GCM' })}..${'A'.repeat(16)}.${'A'.repeat(16)}.${'A'.repeat(22)}`, 'token_malformed'],
+  [
+    'a JWE-shaped token',
+    () => `${b64json({ alg: 'dir', enc: 'A256GCM' })}..${'A'.repeat(16)}.${'A'.repeat(16)}.${'A'.repeat(22)}`,
+    'token_malformed',
+  ],
 ];
 
 for (const [name, make, code] of attacks) {
@@ -254,7 +323,9 @@ test('HMAC tokens are refused before any key is looked up', async () => {
     issuers: [{ issuer: ISS_A, keys: (h, t) => (lookups++, jwks(h, t)) }],
     audiences: [NODE],
   });
-  const forged = await new SignJWT(claims()).setProtectedHeader({ alg: 'HS256', kid: 'a1' }).sign(new TextEncoder().encode(publicJwkJson));
+  const forged = await new SignJWT(claims())
+    .setProtectedHeader({ alg: 'HS256', kid: 'a1' })
+    .sign(new TextEncoder().encode(publicJwkJson));
   await refusal(forged, 'token_algorithm_refused', v);
   await refusal(`${b64json({ alg: 'none' })}.${vp}.`, 'token_algorithm_refused', v);
   assert.equal(lookups, 0);
@@ -323,19 +394,36 @@ test('configuration mistakes throw at start-up', () => {
   const keys = { keys: [a1.publicJwk] };
   assert.throws(() => createTokenVerifier({ issuers: [{ issuer: ISS_A, keys }], audiences: [] }), TypeError);
   assert.throws(
-    () => createTokenVerifier({ issuers: [{ issuer: ISS_A, keys, algorithms: ['HS256' as never] }], audiences: [NODE] }),
+    () =>
+      createTokenVerifier({ issuers: [{ issuer: ISS_A, keys, algorithms: ['HS256' as never] }], audiences: [NODE] }),
     TypeError,
   );
   assert.throws(
-    () => createTokenVerifier({ issuers: [{ issuer: ISS_A, keys }, { issuer: ISS_A, keys }], audiences: [NODE] }),
+    () =>
+      createTokenVerifier({
+        issuers: [
+          { issuer: ISS_A, keys },
+          { issuer: ISS_A, keys },
+        ],
+        audiences: [NODE],
+      }),
     TypeError,
   );
-  assert.throws(() => createTokenVerifier({ issuers: [{ issuer: ISS_A, keys: { keys: 'nope' } as never }], audiences: [NODE] }));
+  assert.throws(() =>
+    createTokenVerifier({ issuers: [{ issuer: ISS_A, keys: { keys: 'nope' } as never }], audiences: [NODE] }),
+  );
 });
 
 test('a key resolver that fails unexpectedly never leaks a raw error', async () => {
   const v = createTokenVerifier({
-    issuers: [{ issuer: ISS_A, keys: () => { throw new Error('socket hang up'); } }],
+    issuers: [
+      {
+        issuer: ISS_A,
+        keys: () => {
+          throw new Error('socket hang up');
+        },
+      },
+    ],
     audiences: [NODE],
   });
   await refusal(valid, 'token_malformed', v);

@@ -1,6 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign as nodeSign, verify as nodeVerify } from 'node:crypto';
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  sign as nodeSign,
+  verify as nodeVerify,
+} from 'node:crypto';
 import { httpbis, createSigner, createVerifier } from 'http-message-signatures';
 import {
   contentDigest,
@@ -59,7 +65,10 @@ test('RFC 9421 B.2.6: the signature base is the RFC text and the example verifie
     ['created', 1618884473],
     ['keyid', 'test-key-ed25519'],
   ]);
-  assert.equal(signatureBase(RFC_REQUEST, ['date', '@method', '@path', '@authority', 'content-type', 'content-length'], params), RFC_BASE);
+  assert.equal(
+    signatureBase(RFC_REQUEST, ['date', '@method', '@path', '@authority', 'content-type', 'content-length'], params),
+    RFC_BASE,
+  );
   const verified = await verifyRequest(RFC_REQUEST, rfcPolicy);
   assert.equal(verified.keyId, 'test-key-ed25519');
   assert.equal(verified.label, 'sig-b26');
@@ -80,7 +89,16 @@ const PUBLIC_RAW = new Uint8Array(publicKey.export({ format: 'der', type: 'spki'
 const KEY_ID = 'owner-1';
 const signer = (m: Uint8Array) => new Uint8Array(nodeSign(null, m, privateKey));
 const nodeVerifier = (s: Uint8Array, m: Uint8Array, k: Uint8Array) =>
-  nodeVerify(null, m, createPublicKey({ key: Buffer.concat([Buffer.from('302a300506032b6570032100', 'hex'), k]), format: 'der', type: 'spki' }), s);
+  nodeVerify(
+    null,
+    m,
+    createPublicKey({
+      key: Buffer.concat([Buffer.from('302a300506032b6570032100', 'hex'), k]),
+      format: 'der',
+      type: 'spki',
+    }),
+    s,
+  );
 
 const body = new TextEncoder().encode(JSON.stringify({ cpuMillicores: 500, memoryBytes: 268435456 }));
 
@@ -143,7 +161,10 @@ test('tampering with any covered part fails with signature_invalid', async () =>
     ['authority', { ...req, url: 'https://node-2.example:8443/v1/spaces?dry=0' }],
     ['scheme', { ...req, url: 'http://node-1.example:8443/v1/spaces?dry=0' }],
     ['authorization swapped', { ...req, headers: { ...req.headers, authorization: 'Bearer eyJ.token.two' } }],
-    ['content-digest swapped', { ...req, headers: { ...req.headers, 'content-digest': contentDigest(new Uint8Array([1])) } }],
+    [
+      'content-digest swapped',
+      { ...req, headers: { ...req.headers, 'content-digest': contentDigest(new Uint8Array([1])) } },
+    ],
   ];
   for (const [what, tampered] of cases) {
     await assertCode(verifyRequest(tampered, policy()), 'signature_invalid').catch((e) => {
@@ -170,7 +191,10 @@ test('dropping authorization or digest coverage fails with signature_components_
     const { signature: _s, 'signature-input': _i, ...headers } = base.headers;
     const req = { ...base, headers };
     const sig = await signRequest(req, { keyId: KEY_ID, sign: signer, created: NOW, components });
-    await assertCode(verifyRequest({ ...req, headers: { ...headers, ...sig } }, policy()), 'signature_components_missing');
+    await assertCode(
+      verifyRequest({ ...req, headers: { ...headers, ...sig } }, policy()),
+      'signature_components_missing',
+    );
   }
 });
 
@@ -186,7 +210,10 @@ test('expired, too old and future signatures fail for the right reason', async (
   const req = await signedPost();
   await assertCode(verifyRequest(req, policy({ now: () => NOW + 60 + 31 })), 'signature_expired');
   await assertCode(verifyRequest(req, policy({ now: () => NOW - 31 })), 'signature_not_yet_valid');
-  const long = await signRequest({ ...req, headers: { ...req.headers } }, { keyId: KEY_ID, sign: signer, created: NOW, expiresIn: 3600 });
+  const long = await signRequest(
+    { ...req, headers: { ...req.headers } },
+    { keyId: KEY_ID, sign: signer, created: NOW, expiresIn: 3600 },
+  );
   await assertCode(verifyRequest({ ...req, headers: { ...req.headers, ...long } }, policy()), 'signature_malformed');
   // Within the clock skew it passes.
   await verifyRequest(await signedPost(), policy({ now: () => NOW - 20 }));
@@ -212,7 +239,14 @@ test('unknown keys and other owners fail for the right reason', async () => {
   const other = generateKeyPairSync('ed25519').publicKey.export({ format: 'der', type: 'spki' }).subarray(12);
   await assertCode(verifyRequest(req, policy({ resolveKey: () => new Uint8Array(other) })), 'signature_invalid');
   await assertCode(
-    verifyRequest(req, policy({ resolveKey: () => { throw new OcsError('not_owner', 'not yours'); } })),
+    verifyRequest(
+      req,
+      policy({
+        resolveKey: () => {
+          throw new OcsError('not_owner', 'not yours');
+        },
+      }),
+    ),
     'not_owner',
   );
 });
@@ -227,19 +261,47 @@ test('hostile and malformed signature headers fail closed with their codes', asy
     ['garbage input', { 'signature-input': '((((' }, 'signature_malformed'],
     ['garbage signature', { signature: 'sig1=notbytes' }, 'signature_malformed'],
     ['label mismatch', { signature: sig.replace('sig1=', 'sig2=') }, 'signature_missing'],
-    ['rsa alg', { 'signature-input': input.replace('alg="ed25519"', 'alg="rsa-pss-sha512"') }, 'signature_algorithm_refused'],
-    ['hmac alg', { 'signature-input': input.replace('alg="ed25519"', 'alg="hmac-sha256"') }, 'signature_algorithm_refused'],
+    [
+      'rsa alg',
+      { 'signature-input': input.replace('alg="ed25519"', 'alg="rsa-pss-sha512"') },
+      'signature_algorithm_refused',
+    ],
+    [
+      'hmac alg',
+      { 'signature-input': input.replace('alg="ed25519"', 'alg="hmac-sha256"') },
+      'signature_algorithm_refused',
+    ],
     ['no keyid', { 'signature-input': input.replace(/;keyid="[^"]*"/, '') }, 'signature_malformed'],
     ['no created', { 'signature-input': input.replace(/;created=\d+/, '') }, 'signature_malformed'],
     ['no expires', { 'signature-input': input.replace(/;expires=\d+/, '') }, 'signature_malformed'],
     ['no nonce', { 'signature-input': input.replace(/;nonce="[^"]*"/, '') }, 'signature_malformed'],
     ['wrong tag', { 'signature-input': input.replace('tag="ocs-v1"', 'tag="other-app"') }, 'signature_malformed'],
     ['string created', { 'signature-input': input.replace(/created=(\d+)/, 'created="$1"') }, 'signature_malformed'],
-    ['component param', { 'signature-input': input.replace('"authorization"', '"authorization";sf') }, 'signature_malformed'],
-    ['unknown derived', { 'signature-input': input.replace('"@target-uri"', '"@target-uri" "@status"') }, 'signature_malformed'],
-    ['duplicate component', { 'signature-input': input.replace('"@method"', '"@method" "@method"') }, 'signature_malformed'],
-    ['uppercase component', { 'signature-input': input.replace('"authorization"', '"Authorization"') }, 'signature_malformed'],
-    ['covered header absent', { 'signature-input': input.replace('"authorization"', '"authorization" "x-absent"') }, 'signature_invalid'],
+    [
+      'component param',
+      { 'signature-input': input.replace('"authorization"', '"authorization";sf') },
+      'signature_malformed',
+    ],
+    [
+      'unknown derived',
+      { 'signature-input': input.replace('"@target-uri"', '"@target-uri" "@status"') },
+      'signature_malformed',
+    ],
+    [
+      'duplicate component',
+      { 'signature-input': input.replace('"@method"', '"@method" "@method"') },
+      'signature_malformed',
+    ],
+    [
+      'uppercase component',
+      { 'signature-input': input.replace('"authorization"', '"Authorization"') },
+      'signature_malformed',
+    ],
+    [
+      'covered header absent',
+      { 'signature-input': input.replace('"authorization"', '"authorization" "x-absent"') },
+      'signature_invalid',
+    ],
     ['short signature', { signature: 'sig1=:AAAA:' }, 'signature_invalid'],
     ['huge header', { 'signature-input': `sig1=(${'"a" '.repeat(20000)})` }, 'signature_malformed'],
   ];
@@ -260,8 +322,14 @@ test('Content-Digest: missing, malformed, unsupported-only and wrong-length head
   await assertCode(() => verifyContentDigest('(((', b), 'digest_malformed');
   // An unknown algorithm beside a good one is ignored; a wrong sha-512 beside a good sha-256 is not.
   verifyContentDigest(`unixsum=:AAAA:, ${contentDigest(b)}`, b);
-  await assertCode(() => verifyContentDigest(`${contentDigest(b)}, ${contentDigest(new Uint8Array([2]), 'sha-512')}`, b), 'digest_mismatch');
-  assert.equal(contentDigest(new TextEncoder().encode('{"hello": "world"}')), 'sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:');
+  await assertCode(
+    () => verifyContentDigest(`${contentDigest(b)}, ${contentDigest(new Uint8Array([2]), 'sha-512')}`, b),
+    'digest_mismatch',
+  );
+  assert.equal(
+    contentDigest(new TextEncoder().encode('{"hello": "world"}')),
+    'sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:',
+  );
 });
 
 // --- interop with the http-message-signatures package, both directions -------------------------
@@ -282,7 +350,12 @@ test('interop: a signature made by http-message-signatures verifies with ours', 
       name: 'sig1',
       fields: ['@method', '@target-uri', 'content-digest', 'authorization'],
       params: ['created', 'expires', 'nonce', 'alg', 'keyid', 'tag'],
-      paramValues: { created: new Date(NOW * 1000), expires: new Date((NOW + 60) * 1000), nonce: 'theirs-0123456789', tag: 'ocs-v1' },
+      paramValues: {
+        created: new Date(NOW * 1000),
+        expires: new Date((NOW + 60) * 1000),
+        nonce: 'theirs-0123456789',
+        tag: 'ocs-v1',
+      },
     },
     req,
   );
@@ -303,9 +376,9 @@ test('interop: a signature made by ours verifies with http-message-signatures', 
   // And it refuses our signature on a tampered request, so the check above is not vacuous.
   const bad = await httpbis
     .verifyMessage(
-      { keyLookup: async () => ({ id: KEY_ID, algs: ['ed25519'], verify: createVerifier(publicKey, 'ed25519') }) } as Parameters<
-        typeof httpbis.verifyMessage
-      >[0],
+      {
+        keyLookup: async () => ({ id: KEY_ID, algs: ['ed25519'], verify: createVerifier(publicKey, 'ed25519') }),
+      } as Parameters<typeof httpbis.verifyMessage>[0],
       { ...req, method: 'PUT', headers: req.headers as Record<string, string> },
     )
     .catch(() => false);
@@ -329,5 +402,8 @@ test('the RFC test key signs the RFC base to the RFC signature with our signer p
   );
   // Our signer always adds expires and nonce, so the bytes differ from the RFC's; what must hold
   // is that its output verifies under the strict policy minus tag and digest coverage.
-  await verifyRequest({ ...RFC_REQUEST, headers: { ...headers, ...sig } }, { ...rfcPolicy, requireExpires: true, requireNonce: true });
+  await verifyRequest(
+    { ...RFC_REQUEST, headers: { ...headers, ...sig } },
+    { ...rfcPolicy, requireExpires: true, requireNonce: true },
+  );
 });

@@ -3,7 +3,12 @@ import assert from 'node:assert/strict';
 import { OcsError, cacheTokens, type Principal } from '@ocs/protocol';
 
 const principal = (exp: number): Principal => ({
-  subject: 's', issuer: 'i', org: 'o', roles: new Set(['monitor']), issuedAt: new Date(exp - 60_000), expiresAt: new Date(exp),
+  subject: 's',
+  issuer: 'i',
+  org: 'o',
+  roles: new Set(['monitor']),
+  issuedAt: new Date(exp - 60_000),
+  expiresAt: new Date(exp),
 });
 
 test('a verified token is verified once, then served from cache until it expires', async () => {

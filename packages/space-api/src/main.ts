@@ -18,13 +18,20 @@ if (!configPath) {
 const config = loadConfig(configPath);
 const logger = pino({ level: 'info', base: { svc: 'ocs-space', spaceId: config.spaceId } }, pino.destination(2));
 
-const verifier = cacheTokens(createTokenVerifier({
-  issuers: config.auth.issuers.map((i) => ({ issuer: i.issuer, keys: i.jwks as never })),
-  audiences: config.auth.audiences,
-  maxLifetimeSeconds: config.auth.maxTokenLifetimeSeconds,
-  clockToleranceSeconds: config.auth.clockToleranceSeconds,
-}));
-const app = createSpaceApp({ config, verifyToken: (t) => verifier(t), nonceStore: new MemoryNonceStore(100_000), logger });
+const verifier = cacheTokens(
+  createTokenVerifier({
+    issuers: config.auth.issuers.map((i) => ({ issuer: i.issuer, keys: i.jwks as never })),
+    audiences: config.auth.audiences,
+    maxLifetimeSeconds: config.auth.maxTokenLifetimeSeconds,
+    clockToleranceSeconds: config.auth.clockToleranceSeconds,
+  }),
+);
+const app = createSpaceApp({
+  config,
+  verifyToken: (t) => verifier(t),
+  nonceStore: new MemoryNonceStore(100_000),
+  logger,
+});
 
 let idleTimer: NodeJS.Timeout | undefined;
 let inFlight = 0;

@@ -34,6 +34,7 @@ import {
   createSparseImage,
   detachLoops,
   findMount,
+  parseMountinfo,
   loopDevicesFor,
   mkfsEncryptedExt4,
   mountExt4,
@@ -83,6 +84,7 @@ export class FscryptStorageDriver implements StorageDriver {
   readonly kind = 'fscrypt' as const;
   private readonly configuredRoot: string;
   private canonicalRoot: string | undefined;
+  private sharedMountRoot = false;
   private readonly run: Runner;
   private readonly cli: FscryptCli;
   private readonly mutex = new KeyedMutex();
@@ -325,6 +327,17 @@ export class FscryptStorageDriver implements StorageDriver {
     });
   }
 
+  /** Drops the shared bind mount of <root>/mnt once no space is mounted under it. */
+  async close(): Promise<void> {
+    const dir = join(this.root, 'mnt');
+    const under = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).filter((m) =>
+      m.mountpoint.startsWith(`${dir}/`),
+    );
+    if (under.length > 0) return;
+    if (findMount(dir)?.mountpoint === dir) await this.run('umount', [dir]);
+    this.sharedMountRoot = false;
+  }
+
   async listVolumes(id: string): Promise<string[]> {
     assertId(id);
     return this.mutex.run(id, async () => {
@@ -397,9 +410,25 @@ export class FscryptStorageDriver implements StorageDriver {
   }
 
   /** Attaches (or reuses) the loop device and mounts it; true if this call did the mounting. */
+  /**
+   * Makes <root>/mnt a shared mount point. Mount namespaces made later (libvirt's QEMU, runc)
+   * copy every mount; with the host's private propagation our unmount would not reach those
+   * copies, and the loop device of a locked or destroyed space would stay busy. As a shared
+   * peer (slave in their copies) our unmounts propagate to them.
+   */
+  private async ensureSharedMountRoot(): Promise<void> {
+    if (this.sharedMountRoot) return;
+    const dir = join(this.root, 'mnt');
+    mkdirSync(dir, { recursive: true, mode: 0o711 });
+    if (findMount(dir)?.mountpoint !== dir) await this.run('mount', ['--bind', dir, dir]);
+    await this.run('mount', ['--make-shared', dir]);
+    this.sharedMountRoot = true;
+  }
+
   private async mount(id: string): Promise<boolean> {
     const p = this.paths(id);
     if (findMount(p.fs)) return false;
+    await this.ensureSharedMountRoot();
     const existing = await loopDevicesFor(this.run, p.image);
     const dev = existing[0] ?? (await this.attachMutex.run('attach', () => attachLoop(this.run, p.image)));
     // Mode 0 while unmounted, so nothing unprivileged can put plaintext where the space will appear.

@@ -48,6 +48,8 @@ export interface StorageDriver {
   /** Shreds the volume's key material and deletes it; works in any space state. Idempotent. */
   destroyVolume(id: string, volumeId: string): Promise<void>;
   listVolumes(id: string): Promise<string[]>;
+  /** Releases what the driver holds for itself (not the spaces): for a root about to be removed. */
+  close(): Promise<void>;
 }
 
 /** Every key handed to a driver: 32 random bytes. */

@@ -253,6 +253,10 @@ export class ZfsStorageDriver implements StorageDriver {
     });
   }
 
+  async close(): Promise<void> {
+    // Nothing of its own: datasets belong to spaces.
+  }
+
   async listVolumes(id: string): Promise<string[]> {
     assertId(id);
     return this.mutex.run(id, async () => {

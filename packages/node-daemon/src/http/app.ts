@@ -97,7 +97,12 @@ export function createApp(d: AppDeps): Koa {
   }
 
   /** Token, then the owner's signature over the request, then the digest of the body. */
-  async function ownerSigned(ctx: Context, spec: RouteSpec, spaceId: string, opts: { farmerMayInstead?: boolean } = {}) {
+  async function ownerSigned(
+    ctx: Context,
+    spec: RouteSpec,
+    spaceId: string,
+    opts: { farmerMayInstead?: boolean } = {},
+  ) {
     const body = spec.body ? await readBody(ctx, JSON_LIMIT) : new Uint8Array();
     const { principal } = await tokenOnly(ctx, spec, body);
     const row = visibleSpace(principal, spaceId);
@@ -192,7 +197,9 @@ export function createApp(d: AppDeps): Koa {
   });
 
   router.delete('/v1/spaces/:spaceId', async (ctx) => {
-    const { row, actor } = await ownerSigned(ctx, route('deleteSpace'), ctx.params.spaceId!, { farmerMayInstead: true });
+    const { row, actor } = await ownerSigned(ctx, route('deleteSpace'), ctx.params.spaceId!, {
+      farmerMayInstead: true,
+    });
     await d.service.destroy(actor, row.id);
     ctx.status = 204;
   });
@@ -213,7 +220,11 @@ export function createApp(d: AppDeps): Koa {
     try {
       await next();
     } finally {
-      end(ctx.method, (ctx as { _matchedRoute?: string })._matchedRoute ?? (SPACE_API_RE.test(ctx.path) ? 'space-api' : 'unmatched'), ctx.status);
+      end(
+        ctx.method,
+        (ctx as { _matchedRoute?: string })._matchedRoute ?? (SPACE_API_RE.test(ctx.path) ? 'space-api' : 'unmatched'),
+        ctx.status,
+      );
     }
   });
   app.use(
@@ -234,7 +245,10 @@ export function createApp(d: AppDeps): Koa {
     if (!m) return next();
     const spaceId = m[1]!;
     ctx.params = { spaceId };
-    const { principal } = await tokenOnly(ctx, { ...route('getSpace'), roles: ['storage', 'containers', 'vms', 'monitor'] });
+    const { principal } = await tokenOnly(ctx, {
+      ...route('getSpace'),
+      roles: ['storage', 'containers', 'vms', 'monitor'],
+    });
     // A space's own API is for its org only, whatever node-wide roles (farmer, monitor) the token has.
     const row = d.service.get(spaceId);
     if (row.org !== principal?.org) throw new OcsError('not_found', 'no such space');
@@ -243,6 +257,12 @@ export function createApp(d: AppDeps): Koa {
     await d.forwarder.forward(ctx, spaceId);
   });
   app.use(router.routes());
-  app.use(router.allowedMethods({ throw: true, methodNotAllowed: () => new OcsError('method_not_allowed', 'method not allowed on this path'), notImplemented: () => new OcsError('method_not_allowed', 'method not implemented') }));
+  app.use(
+    router.allowedMethods({
+      throw: true,
+      methodNotAllowed: () => new OcsError('method_not_allowed', 'method not allowed on this path'),
+      notImplemented: () => new OcsError('method_not_allowed', 'method not implemented'),
+    }),
+  );
   return app;
 }

@@ -11,7 +11,8 @@ export function errorMiddleware(logger: Logger, onRefusal?: (ctx: Context, err: 
     try {
       await next();
       if (ctx.status === 404 && ctx.body === undefined) throw new OcsError('not_found', 'no such route');
-      if (ctx.status === 405 && ctx.body === undefined) throw new OcsError('method_not_allowed', 'method not allowed on this path');
+      if (ctx.status === 405 && ctx.body === undefined)
+        throw new OcsError('method_not_allowed', 'method not allowed on this path');
     } catch (err) {
       const e = isOcsError(err) ? err : new OcsError('internal', 'internal error');
       if (!isOcsError(err)) logger.error({ err, method: ctx.method, path: ctx.path }, 'request failed');

@@ -16,14 +16,25 @@ export interface SocketSource {
   ensure(spaceId: string): Promise<string>;
 }
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'te',
+  'trailer',
+]);
 
 export function createForwarder(processes: SocketSource, logger: Logger, timeoutMs = 120_000): Forwarder {
   async function once(ctx: Context, socketPath: string): Promise<IncomingMessage> {
     const headers: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(ctx.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
     return new Promise((resolve, reject) => {
-      const req = request({ socketPath, method: ctx.method, path: ctx.originalUrl, headers, timeout: timeoutMs }, resolve);
+      const req = request(
+        { socketPath, method: ctx.method, path: ctx.originalUrl, headers, timeout: timeoutMs },
+        resolve,
+      );
       req.once('error', reject);
       req.once('timeout', () => req.destroy(new Error('space process timed out')));
       ctx.req.pipe(req);
@@ -41,7 +52,8 @@ export function createForwarder(processes: SocketSource, logger: Logger, timeout
         throw new OcsError('unavailable', 'the space API is not reachable; retry shortly');
       }
       ctx.status = res.statusCode ?? 502;
-      for (const [k, v] of Object.entries(res.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) ctx.set(k, v as string | string[]);
+      for (const [k, v] of Object.entries(res.headers))
+        if (v !== undefined && !HOP_BY_HOP.has(k)) ctx.set(k, v as string | string[]);
       ctx.body = res;
     },
   };

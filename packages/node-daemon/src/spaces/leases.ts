@@ -34,10 +34,14 @@ export class LeaseScheduler {
   private async pass(): Promise<void> {
     const { expired, pastGrace } = this.repo.due({ now: this.clock.now() });
     for (const row of expired) {
-      await this.service.expire(row.id).catch((err: unknown) => this.logger.error({ err, spaceId: row.id }, 'lease expiry failed'));
+      await this.service
+        .expire(row.id)
+        .catch((err: unknown) => this.logger.error({ err, spaceId: row.id }, 'lease expiry failed'));
     }
     for (const row of pastGrace) {
-      await this.service.destroy('node', row.id).catch((err: unknown) => this.logger.error({ err, spaceId: row.id }, 'destroy after grace failed'));
+      await this.service
+        .destroy('node', row.id)
+        .catch((err: unknown) => this.logger.error({ err, spaceId: row.id }, 'destroy after grace failed'));
     }
   }
 

@@ -7,7 +7,7 @@ import type { CgroupDriver, StorageDriver } from '@ocs/host';
 import type { Logger } from '../logger.js';
 import type { SpacesRepo, Ledger, AuditLog } from '../state/index.js';
 import type { SpaceService } from './service.js';
-import { spaceCgroupLayout } from './layout.js';
+import { spaceCgroupLayout, spaceCgroupLimits } from './layout.js';
 
 export interface ReconcileReport {
   undoneCreates: string[];
@@ -27,9 +27,18 @@ export async function reconcile(d: {
   cgroups: CgroupDriver;
   storage: StorageDriver;
   cgroupParent: string;
+  apiCpuMillicores: number;
   logger: Logger;
 }): Promise<ReconcileReport> {
-  const report: ReconcileReport = { undoneCreates: [], finishedDestroys: [], orphanCgroups: [], orphanStorage: [], markedLocked: [], markedFailed: [], killedProcesses: 0 };
+  const report: ReconcileReport = {
+    undoneCreates: [],
+    finishedDestroys: [],
+    orphanCgroups: [],
+    orphanStorage: [],
+    markedLocked: [],
+    markedFailed: [],
+    killedProcesses: 0,
+  };
   const rows = d.repo.list({});
   const live = new Set<string>();
 
@@ -64,8 +73,10 @@ export async function reconcile(d: {
             }
           }
         }
-        const limits = { cpuMillicores: row.cpuMillicores, memoryBytes: row.memoryBytes, ...(row.pids ? { pids: row.pids } : {}) };
-        for (const p of [layout.space, layout.api, layout.workloads]) await d.cgroups.create(p, limits);
+        const limits = spaceCgroupLimits(row, d.apiCpuMillicores);
+        await d.cgroups.create(layout.space, limits.space);
+        await d.cgroups.create(layout.api, limits.api);
+        await d.cgroups.create(layout.workloads, limits.workloads);
         const info = await d.storage.info(row.id).catch(() => undefined);
         if (!info) {
           d.repo.setState(row.id, [row.state], 'failed');
@@ -96,7 +107,13 @@ export async function reconcile(d: {
     }
   }
   const changed = Object.values(report).some((v) => (Array.isArray(v) ? v.length > 0 : v > 0));
-  if (changed) d.audit.append({ actor: 'node', action: 'node.reconcile', outcome: 'ok', detail: report as unknown as Record<string, unknown> });
+  if (changed)
+    d.audit.append({
+      actor: 'node',
+      action: 'node.reconcile',
+      outcome: 'ok',
+      detail: report as unknown as Record<string, unknown>,
+    });
   d.logger.info(report, 'reconciled host with records');
   return report;
 }

@@ -24,7 +24,7 @@ import type { AuditLog, Ledger, SpaceRow, SpacesRepo } from '../state/index.js';
 import type { Logger } from '../logger.js';
 import type { Clock } from '../clock.js';
 import { newId } from '../ids.js';
-import { spaceCgroupLayout } from './layout.js';
+import { spaceCgroupLayout, spaceCgroupLimits } from './layout.js';
 
 export interface SpaceProcesses {
   /** Stops the space's API process (if running) and forgets it. */
@@ -49,6 +49,7 @@ export interface SpaceServiceDeps {
   clock: Clock;
   unlockIdentity: string;
   cgroupParent: string;
+  apiCpuMillicores: number;
   graceSeconds: number;
   maxLeaseSeconds: number;
 }
@@ -80,7 +81,11 @@ export class SpaceService {
   }
 
   /** Reserve → cgroups → storage with a fresh key wrapped to the owner → active. */
-  async create(principal: Principal, req: CreateSpaceRequest, owner: Ed25519PublicKey): Promise<{ space: Space; wrappedKey: string }> {
+  async create(
+    principal: Principal,
+    req: CreateSpaceRequest,
+    owner: Ed25519PublicKey,
+  ): Promise<{ space: Space; wrappedKey: string }> {
     if (req.leaseSeconds > this.d.maxLeaseSeconds) {
       throw new OcsError('invalid_request', `leaseSeconds is over this node's maximum of ${this.d.maxLeaseSeconds}`, {
         field: '/leaseSeconds',
@@ -106,10 +111,10 @@ export class SpaceService {
     const key = new Uint8Array(randomBytes(KEY_BYTES));
     try {
       const layout = spaceCgroupLayout(this.d.cgroupParent, id);
-      const limits = { cpuMillicores: row.cpuMillicores, memoryBytes: row.memoryBytes, ...(row.pids ? { pids: row.pids } : {}) };
-      await this.d.cgroups.create(layout.space, limits);
-      await this.d.cgroups.create(layout.api, limits);
-      await this.d.cgroups.create(layout.workloads, limits);
+      const limits = spaceCgroupLimits(row, this.d.apiCpuMillicores);
+      await this.d.cgroups.create(layout.space, limits.space);
+      await this.d.cgroups.create(layout.api, limits.api);
+      await this.d.cgroups.create(layout.workloads, limits.workloads);
       const storage = await this.d.storage.create(id, row.storageBytes, key);
       // The space process keeps its own state in its storage, as its own uid.
       await chown(storage.mountpoint, row.uid, row.uid);
@@ -119,10 +124,18 @@ export class SpaceService {
       return { space: this.view(this.get(id)), wrappedKey };
     } catch (err) {
       this.d.logger.error({ err, spaceId: id }, 'space creation failed; rolling back');
-      await this.teardownHost(id).catch((e: unknown) => this.d.logger.error({ err: e, spaceId: id }, 'rollback incomplete; reconciliation will retry'));
+      await this.teardownHost(id).catch((e: unknown) =>
+        this.d.logger.error({ err: e, spaceId: id }, 'rollback incomplete; reconciliation will retry'),
+      );
       this.d.repo.setState(id, ['creating'], 'failed');
       this.d.ledger.release(id);
-      this.d.audit.append({ actor: principal.subject, action: 'space.create', target: id, outcome: 'failed', code: 'internal' });
+      this.d.audit.append({
+        actor: principal.subject,
+        action: 'space.create',
+        target: id,
+        outcome: 'failed',
+        code: 'internal',
+      });
       throw err instanceof OcsError ? err : new OcsError('internal', 'the space could not be created');
     } finally {
       key.fill(0);
@@ -202,7 +215,8 @@ export class SpaceService {
 
   async destroy(actor: string, id: string): Promise<void> {
     const row = this.get(id);
-    if (row.state !== 'destroying') this.d.repo.setState(id, ['active', 'locked', 'expired', 'failed', 'creating'], 'destroying');
+    if (row.state !== 'destroying')
+      this.d.repo.setState(id, ['active', 'locked', 'expired', 'failed', 'creating'], 'destroying');
     await this.teardownHost(id);
     this.d.repo.setState(id, ['destroying'], 'destroyed');
     this.d.ledger.release(id);

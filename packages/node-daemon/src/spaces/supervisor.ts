@@ -117,9 +117,21 @@ export class SpaceSupervisor implements SpaceProcesses {
     const child = spawn(
       '/bin/sh',
       [
-        '-c', 'read -r _ && exec "$@"', 'ocs-space',
-        'setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs',
-        '--', this.o.nodePath ?? process.execPath, '--enable-source-maps', this.o.spaceApiMain, paths.config,
+        '-c',
+        'read -r _ && exec "$@"',
+        'ocs-space',
+        'setpriv',
+        `--reuid=${uid}`,
+        `--regid=${uid}`,
+        '--clear-groups',
+        '--inh-caps=-all',
+        '--bounding-set=-all',
+        '--no-new-privs',
+        '--',
+        this.o.nodePath ?? process.execPath,
+        '--enable-source-maps',
+        this.o.spaceApiMain,
+        paths.config,
       ],
       { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: '/usr/bin:/bin', NODE_ENV: 'production' }, cwd: '/' },
     );
@@ -146,7 +158,10 @@ export class SpaceSupervisor implements SpaceProcesses {
 
   private waitReady(child: ChildProcess): Promise<void> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('space process not ready in time')), this.o.readyTimeoutMs ?? 15_000);
+      const timer = setTimeout(
+        () => reject(new Error('space process not ready in time')),
+        this.o.readyTimeoutMs ?? 15_000,
+      );
       const lines = createInterface({ input: child.stdout! });
       lines.once('line', (line) => {
         clearTimeout(timer);
@@ -163,7 +178,9 @@ export class SpaceSupervisor implements SpaceProcesses {
 
   private pipeLogs(spaceId: string, child: ChildProcess): void {
     const log = this.o.logger.child({ spaceId, pid: child.pid });
-    createInterface({ input: child.stderr! }).on('line', (line) => log.info({ space: line.slice(0, 2000) }, 'space process'));
+    createInterface({ input: child.stderr! }).on('line', (line) =>
+      log.info({ space: line.slice(0, 2000) }, 'space process'),
+    );
   }
 
   private onExit(spaceId: string, r: Running, code: number | null, signal: NodeJS.Signals | null): void {

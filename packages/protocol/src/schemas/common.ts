@@ -10,7 +10,10 @@ export function Obj<T extends TProperties>(properties: T, options: ObjectOptions
 }
 
 export const Id = (prefix: string) =>
-  Type.String({ pattern: `^${prefix}_[a-z0-9]{20}$`, description: `An id of the form ${prefix}_ followed by 20 base32 characters.` });
+  Type.String({
+    pattern: `^${prefix}_[a-z0-9]{20}$`,
+    description: `An id of the form ${prefix}_ followed by 20 base32 characters.`,
+  });
 
 export const SpaceId = Id('sp');
 export const VolumeId = Id('vol');
@@ -18,7 +21,10 @@ export const ContainerId = Id('ctr');
 export const VmId = Id('vm');
 
 /** Names chosen by owners: short, safe in paths, labels and Docker/libvirt names. */
-export const Name = Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{0,62}$', description: 'Lowercase name, 1 to 63 characters.' });
+export const Name = Type.String({
+  pattern: '^[a-z0-9][a-z0-9_.-]{0,62}$',
+  description: 'Lowercase name, 1 to 63 characters.',
+});
 
 export const Timestamp = Type.String({ format: 'date-time', description: 'RFC 3339 UTC timestamp.' });
 

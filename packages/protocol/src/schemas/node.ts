@@ -81,10 +81,7 @@ export type CreateSpaceResponse = Static<typeof CreateSpaceResponse>;
 export const SpaceList = Obj({ spaces: Type.Array(Space) });
 export type SpaceList = Static<typeof SpaceList>;
 
-export const RenewRequest = Obj(
-  { leaseSeconds: Type.Integer({ minimum: 60, maximum: 30 * 86400 }) },
-  {},
-);
+export const RenewRequest = Obj({ leaseSeconds: Type.Integer({ minimum: 60, maximum: 30 * 86400 }) }, {});
 export type RenewRequest = Static<typeof RenewRequest>;
 
 export const UnlockRequest = Obj(
@@ -121,7 +118,9 @@ export const AuditEntry = Obj(
     target: Type.Optional(Type.String()),
     outcome: Type.Union([Type.Literal('ok'), Type.Literal('refused'), Type.Literal('failed')]),
     code: Type.Optional(Type.String()),
-    detail: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'Small, scrubbed context; never secrets.' })),
+    detail: Type.Optional(
+      Type.Record(Type.String(), Type.Unknown(), { description: 'Small, scrubbed context; never secrets.' }),
+    ),
     prevHash: Type.String(),
     hash: Type.String({ description: 'SHA-256 over the previous hash and this entry (hex).' }),
   },

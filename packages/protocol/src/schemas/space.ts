@@ -20,10 +20,7 @@ export const SpaceStatus = Obj(
 );
 export type SpaceStatus = Static<typeof SpaceStatus>;
 
-export const CreateVolumeRequest = Obj(
-  { name: Name, sizeBytes: Type.Integer({ minimum: 16 * MiB }) },
-  {},
-);
+export const CreateVolumeRequest = Obj({ name: Name, sizeBytes: Type.Integer({ minimum: 16 * MiB }) }, {});
 export type CreateVolumeRequest = Static<typeof CreateVolumeRequest>;
 
 export const Volume = Obj(
@@ -48,7 +45,16 @@ export const ImageList = Obj({ images: Type.Array(Image) });
 
 const EnvName = Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$' });
 /** Capabilities an owner may add back after `CapDrop: ALL`: none that reach outside the container. */
-export const ALLOWED_CAPABILITIES = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'KILL', 'NET_BIND_SERVICE', 'SETGID', 'SETUID'] as const;
+export const ALLOWED_CAPABILITIES = [
+  'CHOWN',
+  'DAC_OVERRIDE',
+  'FOWNER',
+  'FSETID',
+  'KILL',
+  'NET_BIND_SERVICE',
+  'SETGID',
+  'SETUID',
+] as const;
 
 export const CreateContainerRequest = Obj(
   {
@@ -110,7 +116,12 @@ export const CreateVmRequest = Obj(
     vcpus: Type.Integer({ minimum: 1, maximum: 64 }),
     memoryBytes: Type.Integer({ minimum: 64 * MiB }),
     boot: Type.Union([
-      Obj({ kind: Type.Literal('kernel'), kernel: Name, initrd: Type.Optional(Name), cmdline: Type.Optional(Type.String({ maxLength: 1024 })) }),
+      Obj({
+        kind: Type.Literal('kernel'),
+        kernel: Name,
+        initrd: Type.Optional(Name),
+        cmdline: Type.Optional(Type.String({ maxLength: 1024 })),
+      }),
       Obj({ kind: Type.Literal('disk'), disk: Name }),
     ]),
     diskBytes: Type.Optional(Type.Integer({ minimum: 0 })),
