@@ -33,7 +33,7 @@ function rss(pid: number): number {
 const tag = randomBytes(4).toString('hex');
 const dir = mkdtempSync(join(tmpdir(), `ocs-density-${tag}-`));
 chmodSync(dir, 0o711);
-const parent = `ocs-density-${tag}`;
+const parent = `ocs-density-${tag}.slice`;
 const config = {
   stateDir: join(dir, 'state'),
   runDir: join(dir, 'run'),

@@ -21,12 +21,12 @@ try {
   const baseDestroy: number[] = [];
   for (let i = 0; i < N; i++) {
     const id = `bench${randomBytes(6).toString('hex')}`;
-    const path = `${t.config.cgroups.parent}/${id}`;
+    const path = `${t.config.cgroups.parent}/${id}.space`;
     const limits = { cpuMillicores: 100, memoryBytes: 128 * MiB };
     const t0 = process.hrtime.bigint();
     await t.cgroups.create(path, limits);
-    await t.cgroups.create(`${path}/api`, limits);
-    await t.cgroups.create(`${path}/workloads`, limits);
+    await t.cgroups.create(`${path}/api.slice`, limits);
+    await t.cgroups.create(`${path}/workloads.slice`, limits);
     await t.storage.create(id, 32 * MiB, new Uint8Array(randomBytes(32)));
     const t1 = process.hrtime.bigint();
     await t.storage.destroy(id);

@@ -12,6 +12,7 @@ import { randomBytes, createPrivateKey, X509Certificate } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { OcsClient } from '@ocs/client';
 import { detectCgroups } from '@ocs/host';
+import { spaceCgroupLayout } from '@ocs/node-daemon';
 import { generatePrivateKey, mintToken } from '@ocs/protocol';
 
 const MAIN = fileURLToPath(import.meta.resolve('@ocs/node-daemon/main'));
@@ -55,7 +56,7 @@ test('kill -9 during reserve and destroy: after restart no orphan and no lost sp
   const tag = randomBytes(4).toString('hex');
   const dir = mkdtempSync(join(tmpdir(), `ocs-crash-${tag}-`));
   chmodSync(dir, 0o711);
-  const parent = `ocs-crash-${tag}`;
+  const parent = `ocs-crash-${tag}.slice`;
   const config = {
     stateDir: join(dir, 'state'),
     runDir: join(dir, 'run'),
@@ -101,9 +102,17 @@ test('kill -9 during reserve and destroy: after restart no orphan and no lost sp
       const live = new Set(listed.filter((s) => s.state !== 'failed').map((s) => s.id));
       for (const id of created) if (!destroyed.has(id)) assert.ok(live.has(id), `space ${id} was lost`);
       const hostCgroups = new Set(await cgroups.children(parent).catch(() => [] as string[]));
-      assert.deepEqual([...hostCgroups].sort(), [...live].sort(), 'cgroups differ from records');
+      assert.deepEqual(
+        [...hostCgroups].sort(),
+        [...live].map((id) => `${id}.space`).sort(),
+        'cgroups differ from records',
+      );
       for (const id of live)
-        assert.deepEqual(await cgroups.processes(`${parent}/${id}/api`), [], `stray space process of ${id}`);
+        assert.deepEqual(
+          await cgroups.processes(spaceCgroupLayout(parent, id).api),
+          [],
+          `stray space process of ${id}`,
+        );
       const images = existsSync(join(config.storage.root, 'images'))
         ? readdirSync(join(config.storage.root, 'images'))
             .filter((f) => f.endsWith('.img'))

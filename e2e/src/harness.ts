@@ -53,7 +53,7 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
     runDir: join(dir, 'run'),
     listen: { host: '127.0.0.1', port: 0 },
     storage: { backend: 'fscrypt', root: join(dir, 'storage') },
-    cgroups: { parent: `ocs-test-${tag}` },
+    cgroups: { parent: `ocs-test-${tag}.slice` },
     capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 } },
     spaces: {
       uidBase: 300_000 + (parseInt(tag, 16) % 1000) * 1000,
@@ -67,6 +67,8 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
       logs.push(chunk.toString('utf8'));
+      // OCS_E2E_LOGS=1 shows the daemon's log while debugging a test.
+      if (process.env.OCS_E2E_LOGS) process.stderr.write(chunk);
       cb();
     },
   });

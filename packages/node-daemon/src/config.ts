@@ -44,7 +44,13 @@ export const ConfigSchema = Obj({
     root: Type.String(),
     pool: Type.Optional(Type.String()),
   }),
-  cgroups: Obj({ root: Type.String(), parent: Type.String({ pattern: '^[A-Za-z0-9_.-]+$' }) }),
+  cgroups: Obj({
+    root: Type.String(),
+    parent: Type.String({
+      pattern: '^[A-Za-z0-9][A-Za-z0-9_-]*([.][A-Za-z0-9_-]+)+$',
+      description: 'One cgroup name with a dot suffix (libvirt keeps only such names verbatim), e.g. ocs.slice.',
+    }),
+  }),
   spaces: Obj({
     uidBase: Type.Integer({ minimum: 1000 }),
     uidCount: Type.Integer({ minimum: 1, maximum: 1_000_000 }),
@@ -54,6 +60,15 @@ export const ConfigSchema = Obj({
     apiCpuMillicores: Type.Integer({ minimum: 100, maximum: 4000 }),
     graceSeconds: Type.Integer({ minimum: 0 }),
     maxLeaseSeconds: Type.Integer({ minimum: 60 }),
+  }),
+  /** Workload backends. `auto`: used when the daemon's socket answers at start, else off. */
+  workloads: Obj({
+    docker: Obj({ enabled: Type.Union([Type.Literal('auto'), Type.Boolean()]), socket: Type.String() }),
+    libvirt: Obj({
+      enabled: Type.Union([Type.Literal('auto'), Type.Boolean()]),
+      uri: Type.String(),
+      accelerator: Type.Union([Type.Literal('auto'), Type.Literal('tcg')]),
+    }),
   }),
   log: Obj({
     level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l))),
@@ -68,8 +83,8 @@ export const DEFAULTS: Config = {
   tls: {},
   auth: { issuers: [], devIssuer: true, maxTokenLifetimeSeconds: 900, clockToleranceSeconds: 30 },
   capacity: { farmerReserve: { cpuMillicores: 500, memoryBytes: 1 * GiB, storageBytes: 2 * GiB }, storageBytes: 0 },
-  storage: { backend: 'fscrypt', root: '/var/lib/ocs/storage' },
-  cgroups: { root: '/sys/fs/cgroup', parent: 'ocs' },
+  storage: { backend: 'fscrypt', root: '/var/lib/ocs-storage' },
+  cgroups: { root: '/sys/fs/cgroup', parent: 'ocs.slice' },
   spaces: {
     uidBase: 200_000,
     uidCount: 50_000,
@@ -77,6 +92,10 @@ export const DEFAULTS: Config = {
     apiCpuMillicores: 1000,
     graceSeconds: 3600,
     maxLeaseSeconds: 30 * 86400,
+  },
+  workloads: {
+    docker: { enabled: 'auto', socket: '/var/run/docker.sock' },
+    libvirt: { enabled: 'auto', uri: 'qemu:///system', accelerator: 'auto' },
   },
   log: { level: 'info' },
 };

@@ -11,6 +11,7 @@ import { ROLES, mintToken, type Role } from '@ocs/protocol';
 import { loadConfigFile, type Config } from './config.js';
 import { createLogger } from './logger.js';
 import { startNode } from './node.js';
+import { openWorkloadDrivers } from './workload-drivers.js';
 import { devIssuerKeyPath, loadOrCreateDevIssuer } from './identity.js';
 import { verifyAuditFile } from './state/index.js';
 
@@ -34,7 +35,8 @@ program
     const logger = createLogger({ level: config.log.level });
     const cgroups = await detectCgroups({ root: config.cgroups.root });
     const storage = await createStorageDriver(config.storage);
-    const node = await startNode({ config, logger, drivers: { cgroups, storage } });
+    const { docker, vms } = await openWorkloadDrivers(config, logger);
+    const node = await startNode({ config, logger, drivers: { cgroups, storage, docker, vms } });
     process.stdout.write(
       [
         `OpenCluster Spaces node ${node.nodeId} is running`,
@@ -42,6 +44,7 @@ program
         `  tls fingerprint: ${node.tls.fingerprint}`,
         `  unlock key:      ${node.identity.unlockRecipient}`,
         `  storage:         ${storage.kind} under ${config.storage.root}; cgroups ${cgroups.version}`,
+        `  workloads:       containers ${docker ? 'on' : 'off'}; VMs ${vms ? `on (${vms.accelerator})` : 'off'}`,
         ...(node.devIssuer
           ? [
               `  dev issuer:      ${node.devIssuer.issuer} (key ${devIssuerKeyPath(config.stateDir)}, 0600)`,

@@ -4,11 +4,11 @@
  */
 import { createServer, type Server } from 'node:https';
 import { availableParallelism, hostname } from 'node:os';
-import { existsSync, mkdirSync, readFileSync, statfsSync, chmodSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, statfsSync, statSync, chmodSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRemoteJWKSet } from 'jose';
-import type { CgroupDriver, StorageDriver } from '@ocs/host';
+import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/host';
 import {
   MemoryNonceStore,
   cacheTokens,
@@ -22,8 +22,11 @@ import type { Logger } from './logger.js';
 import { systemClock, type Clock } from './clock.js';
 import { loadOrCreateDevIssuer, loadOrCreateIdentity, type DevIssuer, type NodeIdentity } from './identity.js';
 import { loadOrCreateTls, type TlsMaterial } from './tls.js';
-import { openDatabase, SpacesRepo, Ledger, AuditLog } from './state/index.js';
-import { SpaceService, resourcesOf, type Workloads } from './spaces/service.js';
+import { openDatabase, SpacesRepo, Ledger, AuditLog, WorkloadsRepo } from './state/index.js';
+import { SpaceService, resourcesOf } from './spaces/service.js';
+import { spaceDataLayout } from './spaces/layout.js';
+import { Broker } from './broker/broker.js';
+import { openBrokerSocket } from './broker/server.js';
 import { SpaceSupervisor } from './spaces/supervisor.js';
 import { LeaseScheduler } from './spaces/leases.js';
 import { reconcile } from './spaces/reconcile.js';
@@ -38,7 +41,10 @@ export const VERSION = '0.1.0';
 export interface NodeDrivers {
   cgroups: CgroupDriver;
   storage: StorageDriver;
-  workloads?: Workloads;
+  /** Absent: the node offers no containers (space API calls for them are `unavailable`). */
+  docker?: DockerDriver | undefined;
+  /** Absent: the node offers no VMs. */
+  vms?: VmDriver | undefined;
 }
 
 export interface NodeOptions {
@@ -66,14 +72,12 @@ export interface RunningNode {
   stop(): Promise<void>;
 }
 
-const noWorkloads: Workloads = { stopAll: async () => {}, removeAll: async () => {} };
-
 function detectTotal(config: Config): Resources {
   const meminfo = readFileSync('/proc/meminfo', 'utf8');
   const memKb = Number(/^MemTotal:\s+(\d+) kB/m.exec(meminfo)?.[1] ?? 0);
   let storageBytes = config.capacity.storageBytes;
   if (storageBytes === 0) {
-    mkdirSync(config.storage.root, { recursive: true });
+    mkdirSync(config.storage.root, { recursive: true, mode: 0o711 });
     const fs = statfsSync(config.storage.root);
     // Offer 90% of what is free now: the filesystem also holds the node's own state.
     storageBytes = Math.floor(fs.bavail * fs.bsize * 0.9);
@@ -87,6 +91,20 @@ function minus(a: Resources, b: { cpuMillicores: number; memoryBytes: number; st
     memoryBytes: Math.max(0, a.memoryBytes - b.memoryBytes),
     storageBytes: Math.max(0, a.storageBytes - b.storageBytes),
   };
+}
+
+/**
+ * Space processes run as their own uids and reach their homes below the storage root: every
+ * directory above it must let others pass (o+x). Refused at boot, naming the culprit, rather
+ * than as a space process that cannot start.
+ */
+function checkTraversable(root: string): void {
+  for (let dir = resolve(root); ; dir = dirname(dir)) {
+    const st = statSync(dir, { throwIfNoEntry: false });
+    if (st && (st.mode & 0o001) === 0)
+      throw new Error(`config storage.root: ${dir} is not traversable by space processes (it needs o+x)`);
+    if (dir === '/') return;
+  }
 }
 
 function loadOrCreateNodeId(config: Config): string {
@@ -109,6 +127,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const clock = o.clock ?? systemClock;
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
   chmodSync(config.stateDir, 0o700);
+  checkTraversable(config.storage.root);
   const nodeId = loadOrCreateNodeId(config);
   const identity = await loadOrCreateIdentity(config.stateDir);
   const devIssuer = config.auth.devIssuer ? loadOrCreateDevIssuer(config.stateDir, nodeId) : undefined;
@@ -137,16 +156,30 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const audit = new AuditLog(db);
 
   const { cgroups, storage } = o.drivers;
+  const broker = new Broker({
+    spaces: repo,
+    workloads: new WorkloadsRepo(db, { clock }),
+    audit,
+    storage,
+    cgroups,
+    docker: o.drivers.docker,
+    vms: o.drivers.vms,
+    cgroupParent: config.cgroups.parent,
+    logger: logger.child({ svc: 'broker' }),
+    clock,
+  });
   const supervisor = new SpaceSupervisor({
     cgroups,
     logger,
     runDir: config.runDir,
     cgroupParent: config.cgroups.parent,
     spaceApiMain: fileURLToPath(import.meta.resolve('@ocs/space-api/bundle')),
-    configFor: (spaceId) => {
+    configFor: async (spaceId) => {
       const row = repo.get(spaceId);
       if (!row || row.state !== 'active') return undefined;
+      const { mountpoint } = await storage.info(spaceId);
       return {
+        dataDir: spaceDataLayout(mountpoint).space,
         spaceId,
         ownerKey: row.ownerKey,
         org: row.org,
@@ -165,6 +198,8 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
       };
     },
     uidOf: (spaceId) => repo.get(spaceId)?.uid,
+    openBroker: (spaceId, path, uid) =>
+      openBrokerSocket({ broker, spaceId, path, uid, logger: logger.child({ svc: 'broker', spaceId }) }),
   });
   const service = new SpaceService({
     repo,
@@ -173,7 +208,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     cgroups,
     storage,
     processes: supervisor,
-    workloads: o.drivers.workloads ?? noWorkloads,
+    workloads: broker,
     logger,
     clock,
     unlockIdentity: identity.unlockIdentity,

@@ -16,3 +16,4 @@ export * from './schemas/node.js';
 export * from './schemas/space.js';
 export * from './authorize.js';
 export * from './token-cache.js';
+export * from './broker.js';

@@ -22,6 +22,7 @@ export const SpaceProcessConfig = Obj({
   }),
   socket: Type.String(),
   brokerSocket: Type.String(),
+  dataDir: Type.String(),
   idleSeconds: Type.Integer({ minimum: 1 }),
 });
 export type SpaceProcessConfig = Static<typeof SpaceProcessConfig>;

@@ -6,9 +6,11 @@
 import { createServer } from 'node:http';
 import { rmSync } from 'node:fs';
 import { pino } from 'pino';
-import { MemoryNonceStore, cacheTokens, createTokenVerifier } from '@ocs/protocol';
+import { cacheTokens, createTokenVerifier } from '@ocs/protocol';
 import { loadConfig } from './config.js';
 import { createSpaceApp } from './app.js';
+import { brokerClient } from './broker-client.js';
+import { openSpaceState } from './state.js';
 
 const configPath = process.argv[2];
 if (!configPath) {
@@ -26,10 +28,12 @@ const verifier = cacheTokens(
     clockToleranceSeconds: config.auth.clockToleranceSeconds,
   }),
 );
+const state = openSpaceState(config.dataDir);
 const app = createSpaceApp({
   config,
   verifyToken: (t) => verifier(t),
-  nonceStore: new MemoryNonceStore(100_000),
+  state,
+  broker: brokerClient(config.brokerSocket),
   logger,
 });
 
@@ -53,7 +57,10 @@ const server = createServer((req, res) => {
 });
 
 function shutdown(code: number): void {
-  server.close(() => process.exit(code));
+  server.close(() => {
+    state.close();
+    process.exit(code);
+  });
   server.closeIdleConnections();
   setTimeout(() => process.exit(code), 2000).unref();
 }

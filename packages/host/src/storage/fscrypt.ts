@@ -58,7 +58,7 @@ import {
 
 /** Configuration of {@link FscryptStorageDriver}. */
 export interface FscryptDriverOptions {
-  /** Holds images/ and mnt/. Default /var/lib/ocs/storage. */
+  /** Holds images/ and mnt/. Default /var/lib/ocs-storage. */
   root?: string;
   /** A tmpfs where keys are handed to the fscrypt tool in unnamed files. Default /dev/shm. */
   keyTmpfs?: string;
@@ -66,7 +66,7 @@ export interface FscryptDriverOptions {
   run?: Runner;
 }
 
-export const DEFAULT_STORAGE_ROOT = '/var/lib/ocs/storage';
+export const DEFAULT_STORAGE_ROOT = '/var/lib/ocs-storage';
 const BLOCK = 4096;
 // fscrypt takes `MOUNTPOINT:ID` flags, so the root may not contain ':' (nor anything a CLI could misread).
 const ROOT_RE = /^\/[A-Za-z0-9._/+-]*$/;
@@ -127,6 +127,8 @@ export class FscryptStorageDriver implements StorageDriver {
       const p = this.paths(id);
       if (existsSync(p.image)) throw new OcsError('conflict', 'storage for this space already exists');
       await this.cli.ensureGlobalConfig();
+      // The root must be traversable: each space's unprivileged process reaches its own home below it.
+      mkdirSync(this.root, { recursive: true, mode: 0o711 });
       mkdirSync(join(this.root, 'images'), { recursive: true, mode: 0o700 });
       mkdirSync(join(this.root, 'mnt'), { recursive: true, mode: 0o711 });
       const q = this.paths(id); // the root may have just become canonical

@@ -30,7 +30,7 @@ import {
 export interface ZfsDriverOptions {
   /** Pool (or parent dataset) under which `ocs/<id>` datasets are made. */
   pool: string;
-  /** Mountpoints go under <root>/mnt. Default /var/lib/ocs/storage. */
+  /** Mountpoints go under <root>/mnt. Default /var/lib/ocs-storage. */
   root?: string;
   /** Command runner; a test injects one to check the exact argv. */
   run?: Runner;
@@ -58,7 +58,7 @@ export class ZfsStorageDriver implements StorageDriver {
 
   constructor(opts: ZfsDriverOptions) {
     if (!POOL_RE.test(opts.pool)) throw new Error(`zfs pool ${JSON.stringify(opts.pool)} is not a valid dataset name`);
-    const root = resolve(opts.root ?? '/var/lib/ocs/storage');
+    const root = resolve(opts.root ?? '/var/lib/ocs-storage');
     if (!ROOT_RE.test(root))
       throw new Error(`storage root ${JSON.stringify(root)} must be an absolute path of [A-Za-z0-9._/+-]`);
     this.parent = `${opts.pool}/ocs`;

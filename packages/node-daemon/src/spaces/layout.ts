@@ -4,9 +4,22 @@
  */
 import { join } from 'node:path';
 
+/**
+ * Every component carries a `.` suffix because libvirt rewrites dotless components of a VM's
+ * cgroup partition (`sp_x` would become `sp_x.partition`, beside the space instead of in it);
+ * with these names the VMs' partition lies inside the space's own group, under its limits.
+ */
 export function spaceCgroupLayout(parent: string, spaceId: string) {
-  const space = `${parent}/${spaceId}`;
-  return { space, api: `${space}/api`, workloads: `${space}/workloads` };
+  const space = `${parent}/${spaceId}${SPACE_CGROUP_SUFFIX}`;
+  const workloads = `${space}/workloads.slice`;
+  return { space, api: `${space}/api.slice`, workloads, vms: `${workloads}/vms.partition` };
+}
+
+export const SPACE_CGROUP_SUFFIX = '.space';
+
+/** The space id a child of the cgroup parent belongs to, or undefined for a group that is not a space's. */
+export function spaceIdOfCgroup(child: string): string | undefined {
+  return child.endsWith(SPACE_CGROUP_SUFFIX) ? child.slice(0, -SPACE_CGROUP_SUFFIX.length) : undefined;
 }
 
 export function spaceRunDir(runDir: string, spaceId: string) {
@@ -16,6 +29,31 @@ export function spaceRunDir(runDir: string, spaceId: string) {
     apiSocket: join(dir, 'api.sock'),
     brokerSocket: join(dir, 'broker.sock'),
     config: join(dir, 'config.json'),
+  };
+}
+
+/**
+ * Where things live inside a space's encrypted storage (`mountpoint` = the storage's data
+ * directory). The mountpoint itself is root's (0711), so the space cannot rename or replace
+ * what the node keeps beside its own home:
+ *
+ *   space/          the space process's home (its uid, 0700): state/ (its database), files/ (uploads)
+ *   node/keys/      per-volume keys, encrypted at rest by the space key (root, 0700)
+ *   node/spool/     image tarballs being checked before dockerd sees them (root, 0700)
+ *   node/vms/<id>/  VM disks and console logs (root dir; the disk belongs to the space's uid, QEMU runs as it)
+ */
+export function spaceDataLayout(mountpoint: string) {
+  const space = join(mountpoint, 'space');
+  const node = join(mountpoint, 'node');
+  return {
+    root: mountpoint,
+    space,
+    state: join(space, 'state'),
+    files: join(space, 'files'),
+    node,
+    keys: join(node, 'keys'),
+    spool: join(node, 'spool'),
+    vms: join(node, 'vms'),
   };
 }
 

@@ -7,7 +7,7 @@ import type { CgroupDriver, StorageDriver } from '@ocs/host';
 import type { Logger } from '../logger.js';
 import type { SpacesRepo, Ledger, AuditLog } from '../state/index.js';
 import type { SpaceService } from './service.js';
-import { spaceCgroupLayout, spaceCgroupLimits } from './layout.js';
+import { spaceCgroupLayout, spaceCgroupLimits, spaceIdOfCgroup } from './layout.js';
 
 export interface ReconcileReport {
   undoneCreates: string[];
@@ -95,7 +95,8 @@ export async function reconcile(d: {
   }
 
   for (const child of await d.cgroups.children(d.cgroupParent).catch(() => [] as string[])) {
-    if (!live.has(child)) {
+    const id = spaceIdOfCgroup(child);
+    if (id === undefined || !live.has(id)) {
       await d.cgroups.destroy(`${d.cgroupParent}/${child}`);
       report.orphanCgroups.push(child);
     }

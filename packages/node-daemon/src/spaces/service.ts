@@ -6,7 +6,7 @@
  * record is written first, host objects second, and the state flips last.
  */
 import { randomBytes } from 'node:crypto';
-import { chown } from 'node:fs/promises';
+import { chmod, chown, mkdir } from 'node:fs/promises';
 import { Decrypter, armor } from 'age-encryption';
 import type { CgroupDriver, StorageDriver } from '@ocs/host';
 import {
@@ -24,17 +24,19 @@ import type { AuditLog, Ledger, SpaceRow, SpacesRepo } from '../state/index.js';
 import type { Logger } from '../logger.js';
 import type { Clock } from '../clock.js';
 import { newId } from '../ids.js';
-import { spaceCgroupLayout, spaceCgroupLimits } from './layout.js';
+import { spaceCgroupLayout, spaceCgroupLimits, spaceDataLayout } from './layout.js';
 
 export interface SpaceProcesses {
   /** Stops the space's API process (if running) and forgets it. */
   stop(spaceId: string): Promise<void>;
 }
 
-/** Stops and removes a space's workloads (containers, VMs); filled in by the broker. */
+/** A space's workloads (containers, VMs, volumes) as a whole: the broker. */
 export interface Workloads {
   stopAll(spaceId: string): Promise<void>;
   removeAll(spaceId: string): Promise<void>;
+  /** After the space's storage is unlocked: open its volumes too (their keys live inside it). */
+  unlockVolumes(spaceId: string, mountpoint: string): Promise<void>;
 }
 
 export interface SpaceServiceDeps {
@@ -116,8 +118,7 @@ export class SpaceService {
       await this.d.cgroups.create(layout.api, limits.api);
       await this.d.cgroups.create(layout.workloads, limits.workloads);
       const storage = await this.d.storage.create(id, row.storageBytes, key);
-      // The space process keeps its own state in its storage, as its own uid.
-      await chown(storage.mountpoint, row.uid, row.uid);
+      await prepareSpaceData(storage.mountpoint, row.uid);
       const wrappedKey = await wrapKey(key, owner);
       this.d.repo.setState(id, ['creating'], 'active');
       this.d.audit.append({ actor: principal.subject, action: 'space.create', target: id, outcome: 'ok' });
@@ -165,6 +166,7 @@ export class SpaceService {
     } finally {
       key.fill(0);
     }
+    await this.d.workloads.unlockVolumes(id, (await this.d.storage.info(id)).mountpoint);
     this.d.repo.setState(id, ['locked'], 'active');
     this.d.audit.append({ actor, action: 'space.unlock', target: id, outcome: 'ok' });
     return this.view(this.get(id));
@@ -254,6 +256,30 @@ export class SpaceService {
       throw new OcsError('unwrap_failed', 'the sealed key is not a space key');
     }
     return key;
+  }
+}
+
+/**
+ * Lays out a new space's storage (see {@link spaceDataLayout}): the space process gets a home
+ * of its own uid; what the node keeps there stays root's, beside it, where the space cannot
+ * rename or replace it.
+ */
+export async function prepareSpaceData(mountpoint: string, uid: number): Promise<void> {
+  const l = spaceDataLayout(mountpoint);
+  await chown(l.root, 0, 0);
+  await chmod(l.root, 0o711);
+  for (const [dir, mode] of [
+    [l.node, 0o711],
+    [l.keys, 0o700],
+    [l.spool, 0o700],
+    [l.vms, 0o711],
+  ] as const) {
+    await mkdir(dir, { mode });
+    await chmod(dir, mode);
+  }
+  for (const dir of [l.space, l.state, l.files]) {
+    await mkdir(dir, { mode: 0o700 });
+    await chown(dir, uid, uid);
   }
 }
 

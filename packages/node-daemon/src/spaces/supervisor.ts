@@ -28,6 +28,8 @@ export interface SpaceProcessConfig {
   };
   socket: string;
   brokerSocket: string;
+  /** The space process's home in its encrypted storage (its own uid). */
+  dataDir: string;
   idleSeconds: number;
 }
 
@@ -41,8 +43,10 @@ export interface SupervisorOptions {
   nodePath?: string;
   readyTimeoutMs?: number;
   /** Fresh config for a space (from its record), or undefined if it may not run. */
-  configFor(spaceId: string): Omit<SpaceProcessConfig, 'socket' | 'brokerSocket'> | undefined;
+  configFor(spaceId: string): Promise<Omit<SpaceProcessConfig, 'socket' | 'brokerSocket'> | undefined>;
   uidOf(spaceId: string): number | undefined;
+  /** Opens the space's broker socket before its process starts; closed when the process exits. */
+  openBroker?(spaceId: string, socketPath: string, uid: number): Promise<{ close(): Promise<void> }>;
 }
 
 interface Running {
@@ -99,7 +103,7 @@ export class SpaceSupervisor implements SpaceProcesses {
     if (fail && fail.notBefore > Date.now()) {
       throw new OcsError('unavailable', 'the space process is restarting after a failure; retry shortly');
     }
-    const cfg = this.o.configFor(spaceId);
+    const cfg = await this.o.configFor(spaceId);
     const uid = this.o.uidOf(spaceId);
     if (!cfg || uid === undefined) throw new OcsError('space_locked', 'the space is not active');
 
@@ -109,8 +113,13 @@ export class SpaceSupervisor implements SpaceProcesses {
     chmodSync(paths.dir, 0o700);
     rmSync(paths.apiSocket, { force: true });
     const full: SpaceProcessConfig = { ...cfg, socket: paths.apiSocket, brokerSocket: paths.brokerSocket };
-    writeFileSync(paths.config, JSON.stringify(full), { mode: 0o400 });
+    rmSync(paths.config, { force: true });
+    // O_EXCL: the directory is the space's, so never write through whatever it left there.
+    writeFileSync(paths.config, JSON.stringify(full), { mode: 0o400, flag: 'wx' });
     chownSync(paths.config, uid, uid);
+    const broker = await this.o.openBroker?.(spaceId, paths.brokerSocket, uid);
+    const closeBroker = () =>
+      broker?.close().catch((err: unknown) => this.o.logger.warn({ err, spaceId }, 'broker socket close failed'));
 
     // The shell waits for one line on stdin before exec'ing the sandbox, so the daemon can put
     // it into the space's cgroup first: nothing the space runs is ever charged elsewhere.
@@ -135,9 +144,11 @@ export class SpaceSupervisor implements SpaceProcesses {
       ],
       { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: '/usr/bin:/bin', NODE_ENV: 'production' }, cwd: '/' },
     );
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve())).then(closeBroker);
     try {
       if (child.pid === undefined) throw new Error('spawn failed');
+      // From the first byte: a process that dies during start-up says why in the daemon's log.
+      this.pipeLogs(spaceId, child);
       await this.o.cgroups.addProcess(spaceCgroupLayout(this.o.cgroupParent, spaceId).api, child.pid);
       child.stdin!.end('go\n');
       await this.waitReady(child);
@@ -151,7 +162,6 @@ export class SpaceSupervisor implements SpaceProcesses {
     const running: Running = { child, socket: paths.apiSocket, startedAt: Date.now(), stopping: false, exited };
     this.running.set(spaceId, running);
     this.failures.delete(spaceId);
-    this.pipeLogs(spaceId, child);
     child.once('exit', (code, signal) => this.onExit(spaceId, running, code, signal));
     return running;
   }

@@ -79,6 +79,32 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 2,
+    name: 'workloads of spaces (volumes, containers, VMs) and what they hold of the space',
+    up(db) {
+      // The broker's own account of what each space runs: the budget is summed from these rows
+      // inside the transaction that adds one, like the capacity ledger, so concurrent requests
+      // of one space never exceed it. The host objects are named after these ids and labels.
+      db.exec(`
+        CREATE TABLE workloads (
+          id             TEXT PRIMARY KEY CHECK (id GLOB 'vol_*' OR id GLOB 'ctr_*' OR id GLOB 'vm_*'),
+          space_id       TEXT NOT NULL REFERENCES spaces (id),
+          kind           TEXT NOT NULL CHECK (kind IN ('volume','container','vm')),
+          name           TEXT NOT NULL,
+          cpu_millicores INTEGER NOT NULL CHECK (cpu_millicores >= 0),
+          memory_bytes   INTEGER NOT NULL CHECK (memory_bytes >= 0),
+          storage_bytes  INTEGER NOT NULL CHECK (storage_bytes >= 0),
+          pids           INTEGER NOT NULL CHECK (pids >= 0),
+          -- The request as the broker accepted it (JSON; names, sizes and commands, never a key).
+          spec           TEXT NOT NULL,
+          state          TEXT NOT NULL CHECK (state IN ('creating','ready')),
+          created_at     INTEGER NOT NULL
+        ) STRICT;
+        CREATE UNIQUE INDEX workloads_name ON workloads (space_id, kind, name);
+      `);
+    },
+  },
 ];
 
 /** The schema version this code writes and understands. */

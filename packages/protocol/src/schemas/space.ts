@@ -150,3 +150,15 @@ export const LogChunk = Obj(
   { text: Type.String(), truncated: Type.Boolean() },
   { description: 'Tail of a log (container stdout/stderr or VM serial console).' },
 );
+
+export const StoredFile = Obj(
+  {
+    name: Name,
+    sizeBytes: Type.Integer(),
+    sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+    uploadedAt: Timestamp,
+  },
+  { description: 'A file the owner uploaded into the space: a kernel, an initramfs or a disk image.' },
+);
+export type StoredFile = Static<typeof StoredFile>;
+export const FileList = Obj({ files: Type.Array(StoredFile) });

@@ -1,0 +1,539 @@
+/**
+ * The privileged broker: the only code that turns a space's wishes into host objects. It is
+ * called with the space id its socket belongs to, never one the caller names, and re-checks
+ * everything itself: the arguments against the schemas, the space's state, its remaining budget
+ * (summed in one transaction), that every path lies in the space's own storage, and that every
+ * container and VM lands in the space's cgroup. The drivers add the hardening on top.
+ */
+import { constants } from 'node:fs';
+import { mkdir, open, rm, chown, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver, VmSpec } from '@ocs/host';
+import {
+  BROKER_OPS,
+  OcsError,
+  isBrokerOp,
+  isOcsError,
+  validate,
+  type BrokerArgs,
+  type BrokerOp,
+  type BrokerResult,
+  type Container,
+  type Vm,
+  type Volume,
+} from '@ocs/protocol';
+import type { AuditLog, Budget, SpaceRow, SpacesRepo, WorkloadRow, WorkloadsRepo } from '../state/index.js';
+import type { Logger } from '../logger.js';
+import type { Clock } from '../clock.js';
+import { newId } from '../ids.js';
+import { spaceCgroupLayout, spaceDataLayout } from '../spaces/layout.js';
+import { newVolumeKey, readVolumeKey, shredVolumeKey, storeVolumeKey } from './volume-keys.js';
+
+export interface BrokerDeps {
+  spaces: SpacesRepo;
+  workloads: WorkloadsRepo;
+  audit: AuditLog;
+  storage: StorageDriver;
+  cgroups: CgroupDriver;
+  /** Absent: the node runs no containers (`unavailable`). */
+  docker?: DockerDriver | undefined;
+  /** Absent: the node runs no VMs (`unavailable`). */
+  vms?: VmDriver | undefined;
+  cgroupParent: string;
+  logger: Logger;
+  clock: Clock;
+  /** A container that names no pids limit gets this many (bounded by what the space has left). */
+  defaultContainerPids?: number;
+}
+
+/** Operations that change something: audited, and refused unless the space is active. */
+const READ_ONLY = new Set<BrokerOp>([
+  'status',
+  'listVolumes',
+  'listImages',
+  'listContainers',
+  'getContainer',
+  'containerLogs',
+  'containerStats',
+  'listVms',
+  'getVm',
+  'vmConsole',
+]);
+
+const DEFAULT_CONTAINER_PIDS = 256;
+/** QEMU's own threads and memory beyond the guest's are charged to the space's cgroup, not here. */
+const VM_CPU_PER_VCPU = 1000;
+
+type Handler<O extends BrokerOp> = (space: SpaceRow, args: BrokerArgs<O>) => Promise<BrokerResult<O>>;
+
+export class Broker {
+  private readonly handlers: { [O in BrokerOp]: Handler<O> };
+
+  constructor(private readonly d: BrokerDeps) {
+    this.handlers = {
+      status: async (s) => {
+        const used = d.workloads.used(s.id);
+        const counts = d.workloads.counts(s.id);
+        return {
+          spaceId: s.id,
+          resources: budgetOf(s) as BrokerResult<'status'>['resources'],
+          used,
+          volumes: counts.volume,
+          containers: counts.container,
+          vms: counts.vm,
+        };
+      },
+      createVolume: (s, a) => this.createVolume(s, a),
+      listVolumes: async (s) => ({ volumes: d.workloads.list(s.id, 'volume').map((w) => this.volumeView(s, w)) }),
+      deleteVolume: (s, a) => this.deleteVolume(s, a.volume),
+      loadImage: (s, a) => this.loadImage(s, a.image, a.file),
+      listImages: async (s) => ({
+        images: (await this.docker().listImages(s.id)).map((i) => ({
+          name: i.name,
+          tag: 'latest',
+          dockerId: i.dockerId,
+          sizeBytes: i.sizeBytes,
+          loadedAt: new Date(i.created).toISOString(),
+        })),
+      }),
+      deleteImage: async (s, a) => {
+        await this.docker().removeImage(s.id, a.image);
+        return {};
+      },
+      createContainer: (s, a) => this.createContainer(s, a),
+      listContainers: async (s) => ({
+        containers: await Promise.all(d.workloads.list(s.id, 'container').map((w) => this.containerView(s, w))),
+      }),
+      getContainer: (s, a) => this.containerView(s, d.workloads.get(s.id, 'container', a.container)),
+      startContainer: async (s, a) => {
+        const w = d.workloads.get(s.id, 'container', a.container);
+        await this.docker().start(s.id, w.id);
+        return this.containerView(s, w);
+      },
+      stopContainer: async (s, a) => {
+        const w = d.workloads.get(s.id, 'container', a.container);
+        await this.docker().stop(s.id, w.id);
+        return this.containerView(s, w);
+      },
+      deleteContainer: async (s, a) => {
+        const w = d.workloads.get(s.id, 'container', a.container);
+        await this.docker().remove(s.id, w.id);
+        d.workloads.remove(w.id);
+        return {};
+      },
+      containerLogs: async (s, a) => {
+        const w = d.workloads.get(s.id, 'container', a.container);
+        return this.docker().logs(s.id, w.id, { tailLines: a.tail });
+      },
+      containerStats: async (s, a) => {
+        const w = d.workloads.get(s.id, 'container', a.container);
+        return this.docker().stats(s.id, w.id);
+      },
+      createVm: (s, a) => this.createVm(s, a),
+      listVms: async (s) => ({
+        vms: await Promise.all(d.workloads.list(s.id, 'vm').map((w) => this.vmView(s, w))),
+      }),
+      getVm: (s, a) => this.vmView(s, d.workloads.get(s.id, 'vm', a.vm)),
+      startVm: async (s, a) => {
+        const w = d.workloads.get(s.id, 'vm', a.vm);
+        await this.vmDriver().start(s.id, w.id);
+        return this.vmView(s, w);
+      },
+      stopVm: async (s, a) => {
+        const w = d.workloads.get(s.id, 'vm', a.vm);
+        await this.vmDriver().stop(s.id, w.id, { graceSeconds: 10 });
+        return this.vmView(s, w);
+      },
+      deleteVm: async (s, a) => {
+        const w = d.workloads.get(s.id, 'vm', a.vm);
+        await this.vmDriver().stop(s.id, w.id, { graceSeconds: 0 });
+        await this.vmDriver().undefine(s.id, w.id);
+        await rm(join((await this.data(s)).vms, w.id), { recursive: true, force: true });
+        d.workloads.remove(w.id);
+        return {};
+      },
+      vmConsole: async (s, a) => {
+        const w = d.workloads.get(s.id, 'vm', a.vm);
+        return this.vmDriver().readConsole(s.id, w.id, { tailBytes: a.tail });
+      },
+    };
+  }
+
+  /**
+   * Runs one operation for `spaceId` (known from the socket, not from the caller). `op` and
+   * `args` are untrusted. Refusals are audited with their code; unexpected failures become
+   * `internal` after the detail went to the log.
+   */
+  async call(spaceId: string, op: string, args: unknown): Promise<unknown> {
+    const actor = `space:${spaceId}`;
+    if (!isBrokerOp(op)) throw new OcsError('not_found', 'no such broker operation');
+    const mutating = !READ_ONLY.has(op);
+    try {
+      const checked = validate(BROKER_OPS[op].args, args);
+      const space = this.d.spaces.get(spaceId);
+      if (!space || space.state === 'destroyed' || space.state === 'destroying')
+        throw new OcsError('not_found', 'no such space');
+      if (space.state !== 'active') throw new OcsError('space_locked', 'the space is locked');
+      const result = await (this.handlers[op] as Handler<BrokerOp>)(space, checked as never);
+      if (mutating) this.d.audit.append({ actor, action: `broker.${op}`, target: spaceId, outcome: 'ok' });
+      return result;
+    } catch (err) {
+      const e = isOcsError(err) ? err : new OcsError('internal', 'the host operation failed');
+      if (!isOcsError(err)) this.d.logger.error({ err, spaceId, op }, 'broker operation failed');
+      if (mutating || e.code !== 'not_found')
+        this.d.audit.append({
+          actor,
+          action: `broker.${op}`,
+          target: spaceId,
+          outcome: e.code === 'internal' ? 'failed' : 'refused',
+          code: e.code,
+        });
+      throw e;
+    }
+  }
+
+  // ---- volumes -------------------------------------------------------------------------------
+
+  private async createVolume(s: SpaceRow, a: BrokerArgs<'createVolume'>): Promise<Volume> {
+    const id = newId('vol');
+    const row = this.d.workloads.reserve(budgetOf(s), {
+      id,
+      spaceId: s.id,
+      kind: 'volume',
+      name: a.name,
+      spec: { name: a.name, sizeBytes: a.sizeBytes },
+      cpuMillicores: 0,
+      memoryBytes: 0,
+      storageBytes: a.sizeBytes,
+      pids: 0,
+    });
+    const key = newVolumeKey();
+    try {
+      const { keys } = await this.data(s);
+      // Key first: a crash after this leaves a key without a volume (shredded by cleanup), never
+      // a volume whose key is lost.
+      await storeVolumeKey(keys, id, key);
+      const { path } = await this.d.storage.createVolume(s.id, id, a.sizeBytes, key);
+      this.d.workloads.markReady(id, { name: a.name, sizeBytes: a.sizeBytes, path });
+      return this.volumeView(s, { ...row, state: 'ready' });
+    } catch (err) {
+      await this.d.storage.destroyVolume(s.id, id).catch(() => undefined);
+      await shredVolumeKey((await this.data(s)).keys, id).catch(() => undefined);
+      this.d.workloads.remove(id);
+      throw err;
+    } finally {
+      key.fill(0);
+    }
+  }
+
+  private async deleteVolume(s: SpaceRow, nameOrId: string): Promise<Record<string, never>> {
+    const w = this.d.workloads.get(s.id, 'volume', nameOrId);
+    const users = this.d.workloads
+      .list(s.id, 'container')
+      .filter((c) => (c.spec as { mounts?: { volume: string }[] }).mounts?.some((m) => m.volume === w.name));
+    if (users.length > 0)
+      throw new OcsError('conflict', 'containers mount this volume; delete them first', {
+        containers: users.map((c) => c.name),
+      });
+    await this.d.storage.destroyVolume(s.id, w.id);
+    await shredVolumeKey((await this.data(s)).keys, w.id);
+    this.d.workloads.remove(w.id);
+    return {};
+  }
+
+  private volumeView(s: SpaceRow, w: WorkloadRow): Volume {
+    return {
+      id: w.id,
+      name: w.name,
+      sizeBytes: w.storageBytes,
+      createdAt: new Date(w.createdAt).toISOString(),
+      unlocked: s.state === 'active' && w.state === 'ready',
+    };
+  }
+
+  /** Loads every volume key of a space that was just unlocked: one unlock opens them all. */
+  async unlockVolumes(spaceId: string, mountpoint: string): Promise<void> {
+    const keys = spaceDataLayout(mountpoint).keys;
+    for (const w of this.d.workloads.list(spaceId, 'volume')) {
+      const key = await readVolumeKey(keys, w.id);
+      if (!key) {
+        this.d.logger.warn({ spaceId, volumeId: w.id }, 'volume has no key; it stays locked');
+        continue;
+      }
+      try {
+        await this.d.storage.unlockVolume(spaceId, w.id, key).catch((err: unknown) => {
+          if (!(isOcsError(err) && err.code === 'space_unlocked')) throw err;
+        });
+      } finally {
+        key.fill(0);
+      }
+    }
+  }
+
+  // ---- images --------------------------------------------------------------------------------
+
+  private async loadImage(s: SpaceRow, image: string, file: string): Promise<BrokerResult<'loadImage'>> {
+    const data = await this.data(s);
+    const path = join(data.files, file);
+    const fh = await openUploaded(path);
+    try {
+      const size = (await fh.stat()).size;
+      const left = s.storageBytes - this.d.workloads.used(s.id).storageBytes;
+      const { dockerId, sizeBytes } = await this.docker().loadImage(s.id, image, fh.createReadStream(), {
+        tmpDir: data.spool,
+        maxBytes: Math.max(0, Math.min(left, size)),
+      });
+      return { name: image, tag: 'latest', dockerId, sizeBytes, loadedAt: new Date(this.d.clock.now()).toISOString() };
+    } finally {
+      await fh.close().catch(() => undefined);
+    }
+  }
+
+  // ---- containers ----------------------------------------------------------------------------
+
+  private async createContainer(s: SpaceRow, a: BrokerArgs<'createContainer'>): Promise<Container> {
+    const docker = this.docker();
+    const budget = budgetOf(s);
+    // Mounts name the space's own volumes; the host path comes from the storage driver, never the caller.
+    const mounts = [];
+    for (const m of a.mounts ?? []) {
+      const v = this.d.workloads.get(s.id, 'volume', m.volume);
+      const path = (v.spec as { path?: string }).path;
+      if (v.state !== 'ready' || !path)
+        throw new OcsError('conflict', `volume ${m.volume} is not ready`, { volume: m.volume });
+      mounts.push({ source: path, target: m.target, readOnly: m.readOnly === true });
+    }
+    const left = budget.pids === undefined ? undefined : budget.pids - this.d.workloads.used(s.id).pids;
+    const pids = a.pids ?? Math.min(this.d.defaultContainerPids ?? DEFAULT_CONTAINER_PIDS, left ?? Infinity);
+    const id = newId('ctr');
+    const row = this.d.workloads.reserve(budget, {
+      id,
+      spaceId: s.id,
+      kind: 'container',
+      name: a.name,
+      spec: { ...a, pids },
+      cpuMillicores: a.cpuMillicores,
+      memoryBytes: a.memoryBytes,
+      storageBytes: 0,
+      pids: Math.max(pids, 1),
+    });
+    try {
+      await docker.ensureNetwork(s.id);
+      await docker.create({
+        spaceId: s.id,
+        containerId: id,
+        name: a.name,
+        image: a.image,
+        ...(a.command ? { command: a.command } : {}),
+        ...(a.env ? { env: a.env } : {}),
+        cpuMillicores: a.cpuMillicores,
+        memoryBytes: a.memoryBytes,
+        pids,
+        cgroupParent: this.d.cgroups.dockerParent(spaceCgroupLayout(this.d.cgroupParent, s.id).workloads),
+        mounts,
+        capAdd: a.capAdd ?? [],
+        ...(a.readOnlyRootfs !== undefined ? { readOnlyRootfs: a.readOnlyRootfs } : {}),
+      });
+      if (a.start !== false) await docker.start(s.id, id);
+      this.d.workloads.markReady(id);
+      return await this.containerView(s, { ...row, state: 'ready' });
+    } catch (err) {
+      await docker.remove(s.id, id).catch(() => undefined);
+      this.d.workloads.remove(id);
+      throw err;
+    }
+  }
+
+  private async containerView(s: SpaceRow, w: WorkloadRow): Promise<Container> {
+    const st = await this.docker()
+      .inspect(s.id, w.id)
+      .catch((err: unknown) => {
+        if (isOcsError(err) && err.code === 'not_found') return undefined;
+        throw err;
+      });
+    const spec = w.spec as { image: string };
+    return {
+      id: w.id,
+      name: w.name,
+      image: spec.image,
+      state: (st?.state ?? 'dead') as Container['state'],
+      ...(st?.exitCode !== undefined ? { exitCode: st.exitCode } : {}),
+      ...(st ? { oomKilled: st.oomKilled } : {}),
+      cpuMillicores: w.cpuMillicores,
+      memoryBytes: w.memoryBytes,
+      pids: w.pids,
+      createdAt: new Date(w.createdAt).toISOString(),
+    };
+  }
+
+  // ---- VMs -----------------------------------------------------------------------------------
+
+  private async createVm(s: SpaceRow, a: BrokerArgs<'createVm'>): Promise<Vm> {
+    const vms = this.vmDriver();
+    const data = await this.data(s);
+    const id = newId('vm');
+    const row = this.d.workloads.reserve(budgetOf(s), {
+      id,
+      spaceId: s.id,
+      kind: 'vm',
+      name: a.name,
+      spec: a,
+      cpuMillicores: a.vcpus * VM_CPU_PER_VCPU,
+      memoryBytes: a.memoryBytes,
+      storageBytes: a.diskBytes ?? 0,
+      pids: 0,
+    });
+    const dir = join(data.vms, id);
+    try {
+      // Root's directory: the space cannot swap the disk or the console for a link.
+      await mkdir(dir, { mode: 0o711 });
+      let diskPath: string | undefined;
+      if (a.diskBytes) {
+        diskPath = join(dir, 'disk.raw');
+        const fh = await open(
+          diskPath,
+          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+          0o600,
+        );
+        try {
+          await fh.truncate(a.diskBytes);
+        } finally {
+          await fh.close();
+        }
+        await chown(diskPath, s.uid, s.uid);
+      }
+      const file = (name: string) => join(data.files, name);
+      for (const name of a.boot.kind === 'kernel' ? [a.boot.kernel, a.boot.initrd] : [a.boot.disk])
+        if (name !== undefined) await requireUploaded(file(name), name);
+      const spec: VmSpec = {
+        spaceId: s.id,
+        vmId: id,
+        name: a.name,
+        vcpus: a.vcpus,
+        memoryBytes: a.memoryBytes,
+        boot:
+          a.boot.kind === 'kernel'
+            ? {
+                kind: 'kernel',
+                kernel: file(a.boot.kernel),
+                ...(a.boot.initrd !== undefined ? { initrd: file(a.boot.initrd) } : {}),
+                ...(a.boot.cmdline !== undefined ? { cmdline: a.boot.cmdline } : {}),
+              }
+            : { kind: 'disk', disk: file(a.boot.disk) },
+        ...(diskPath ? { diskPath } : {}),
+        consoleLogPath: join(dir, 'console.log'),
+        cgroupPartition: `/${spaceCgroupLayout(this.d.cgroupParent, s.id).vms}`,
+        runAsUid: s.uid,
+        storageRoot: data.root,
+      };
+      await vms.define(spec);
+      if (a.start !== false) await vms.start(s.id, id);
+      this.d.workloads.markReady(id);
+      return await this.vmView(s, { ...row, state: 'ready' });
+    } catch (err) {
+      await vms.stop(s.id, id, { graceSeconds: 0 }).catch(() => undefined);
+      await vms.undefine(s.id, id).catch(() => undefined);
+      await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      this.d.workloads.remove(id);
+      throw err;
+    }
+  }
+
+  private async vmView(s: SpaceRow, w: WorkloadRow): Promise<Vm> {
+    const vms = this.vmDriver();
+    const state = await vms.state(s.id, w.id).catch((err: unknown) => {
+      if (isOcsError(err) && err.code === 'not_found') return 'crashed' as const;
+      throw err;
+    });
+    return {
+      id: w.id,
+      name: w.name,
+      state,
+      vcpus: w.cpuMillicores / VM_CPU_PER_VCPU,
+      memoryBytes: w.memoryBytes,
+      accelerator: vms.accelerator,
+      createdAt: new Date(w.createdAt).toISOString(),
+    };
+  }
+
+  // ---- the space's workloads as a whole (lock, expiry, destroy, reconciliation) --------------
+
+  /** Stops every container and VM of the space (before its storage locks). */
+  async stopAll(spaceId: string): Promise<void> {
+    for (const w of this.d.workloads.list(spaceId)) {
+      if (w.kind === 'container' && this.d.docker)
+        await this.d.docker.stop(spaceId, w.id, 5).catch((err: unknown) => this.ignoreGone(err));
+      if (w.kind === 'vm' && this.d.vms)
+        await this.d.vms.stop(spaceId, w.id, { graceSeconds: 5 }).catch((err: unknown) => this.ignoreGone(err));
+    }
+  }
+
+  /** Removes every container, VM, network and image name of the space, and forgets its records. */
+  async removeAll(spaceId: string): Promise<void> {
+    if (this.d.docker) await this.d.docker.removeAllForSpace(spaceId);
+    if (this.d.vms) await this.d.vms.removeAllForSpace(spaceId);
+    this.d.workloads.removeSpace(spaceId);
+  }
+
+  private ignoreGone(err: unknown): void {
+    if (isOcsError(err) && err.code === 'not_found') return;
+    throw err;
+  }
+
+  // ---- helpers -------------------------------------------------------------------------------
+
+  private docker(): DockerDriver {
+    if (!this.d.docker) throw new OcsError('unavailable', 'this node runs no containers');
+    return this.d.docker;
+  }
+
+  private vmDriver(): VmDriver {
+    if (!this.d.vms) throw new OcsError('unavailable', 'this node runs no VMs');
+    return this.d.vms;
+  }
+
+  /** The space's storage layout; the mountpoint is asked of the driver once per space. */
+  private async data(s: SpaceRow): Promise<ReturnType<typeof spaceDataLayout>> {
+    let mp = this.mountpoints.get(s.id);
+    if (!mp) {
+      mp = (await this.d.storage.info(s.id)).mountpoint;
+      this.mountpoints.set(s.id, mp);
+    }
+    return spaceDataLayout(mp);
+  }
+
+  private readonly mountpoints = new Map<string, string>();
+}
+
+/** What a space may hold: its reservation. */
+export function budgetOf(s: SpaceRow): Budget {
+  return {
+    cpuMillicores: s.cpuMillicores,
+    memoryBytes: s.memoryBytes,
+    storageBytes: s.storageBytes,
+    ...(s.pids ? { pids: s.pids } : {}),
+  };
+}
+
+/** An uploaded file, opened so that a link planted in its place is refused, not followed. */
+async function openUploaded(path: string) {
+  let fh;
+  try {
+    fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new OcsError('not_found', 'no such uploaded file');
+    if (code === 'ELOOP') throw new OcsError('conflict', 'the uploaded file is a link');
+    throw err;
+  }
+  if (!(await fh.stat()).isFile()) {
+    await fh.close();
+    throw new OcsError('conflict', 'the uploaded file is not a regular file');
+  }
+  return fh;
+}
+
+async function requireUploaded(path: string, name: string): Promise<void> {
+  const st = await stat(path).catch(() => undefined);
+  if (!st) throw new OcsError('not_found', `no uploaded file ${name}`, { file: name });
+}

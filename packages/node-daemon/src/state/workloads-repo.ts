@@ -1,0 +1,185 @@
+/**
+ * What each space runs, as the broker granted it: volumes, containers and VMs with the share of
+ * the space they hold. Like the capacity ledger, the budget is summed from these rows inside the
+ * BEGIN IMMEDIATE transaction that inserts one, so no two requests of a space can both take the
+ * last of it.
+ */
+import { OcsError } from '@ocs/protocol';
+import type { Clock } from '../clock.js';
+import type { Database } from './db.js';
+
+export type WorkloadKind = 'volume' | 'container' | 'vm';
+
+/** The four dimensions a workload holds of its space. */
+export interface Share {
+  cpuMillicores: number;
+  memoryBytes: number;
+  storageBytes: number;
+  pids: number;
+}
+
+export interface WorkloadRow extends Share {
+  id: string;
+  spaceId: string;
+  kind: WorkloadKind;
+  name: string;
+  /** The accepted request (JSON-parsed). */
+  spec: unknown;
+  state: 'creating' | 'ready';
+  createdAt: number;
+}
+
+/** What a space may hold in all; `pids` undefined = the space has no pids limit. */
+export interface Budget {
+  cpuMillicores: number;
+  memoryBytes: number;
+  storageBytes: number;
+  pids?: number;
+}
+
+interface Raw {
+  id: string;
+  space_id: string;
+  kind: WorkloadKind;
+  name: string;
+  cpu_millicores: number;
+  memory_bytes: number;
+  storage_bytes: number;
+  pids: number;
+  spec: string;
+  state: 'creating' | 'ready';
+  created_at: number;
+}
+
+const DIMENSIONS = ['cpuMillicores', 'memoryBytes', 'storageBytes', 'pids'] as const;
+
+function fromRaw(r: Raw): WorkloadRow {
+  return {
+    id: r.id,
+    spaceId: r.space_id,
+    kind: r.kind,
+    name: r.name,
+    cpuMillicores: r.cpu_millicores,
+    memoryBytes: r.memory_bytes,
+    storageBytes: r.storage_bytes,
+    pids: r.pids,
+    spec: JSON.parse(r.spec) as unknown,
+    state: r.state,
+    createdAt: r.created_at,
+  };
+}
+
+export class WorkloadsRepo {
+  private readonly clock: Clock;
+  private readonly stmt;
+
+  constructor(
+    readonly db: Database,
+    opts: { clock?: Clock } = {},
+  ) {
+    this.clock = opts.clock ?? { now: () => Date.now() };
+    this.stmt = {
+      sum: db.prepare(
+        `SELECT coalesce(sum(cpu_millicores), 0) AS cpuMillicores, coalesce(sum(memory_bytes), 0) AS memoryBytes,
+                coalesce(sum(storage_bytes), 0) AS storageBytes, coalesce(sum(pids), 0) AS pids
+         FROM workloads WHERE space_id = ?`,
+      ),
+      count: db.prepare('SELECT kind, count(*) AS n FROM workloads WHERE space_id = ? GROUP BY kind'),
+      insert: db.prepare(
+        `INSERT INTO workloads (id, space_id, kind, name, cpu_millicores, memory_bytes, storage_bytes, pids, spec, state, created_at)
+         VALUES (@id, @spaceId, @kind, @name, @cpuMillicores, @memoryBytes, @storageBytes, @pids, @spec, 'creating', @createdAt)`,
+      ),
+      byName: db.prepare('SELECT * FROM workloads WHERE space_id = ? AND kind = ? AND (name = ? OR id = ?)'),
+      list: db.prepare('SELECT * FROM workloads WHERE space_id = ? AND kind = ? ORDER BY created_at, id'),
+      listSpace: db.prepare('SELECT * FROM workloads WHERE space_id = ? ORDER BY created_at, id'),
+      listAll: db.prepare('SELECT * FROM workloads ORDER BY space_id, created_at, id'),
+      ready: db.prepare(
+        `UPDATE workloads SET state = 'ready', spec = coalesce(?, spec) WHERE id = ? AND state = 'creating'`,
+      ),
+      remove: db.prepare('DELETE FROM workloads WHERE id = ?'),
+      removeSpace: db.prepare('DELETE FROM workloads WHERE space_id = ?'),
+    };
+  }
+
+  /** What the space's workloads hold now, summed. */
+  used(spaceId: string): Share {
+    return this.stmt.sum.get(spaceId) as Share;
+  }
+
+  counts(spaceId: string): Record<WorkloadKind, number> {
+    const out: Record<WorkloadKind, number> = { volume: 0, container: 0, vm: 0 };
+    for (const r of this.stmt.count.all(spaceId) as { kind: WorkloadKind; n: number }[]) out[r.kind] = r.n;
+    return out;
+  }
+
+  /**
+   * Inserts a `creating` row if its share fits in what the space has left, in one write
+   * transaction. `budget_exceeded` names the first dimension that does not fit; `conflict` when
+   * the space already has a workload of that kind and name.
+   */
+  reserve(
+    budget: Budget,
+    w: { id: string; spaceId: string; kind: WorkloadKind; name: string; spec: unknown } & Share,
+  ): WorkloadRow {
+    return this.db
+      .transaction(() => {
+        if (this.stmt.byName.get(w.spaceId, w.kind, w.name, w.name)) {
+          throw new OcsError('conflict', `this space already has a ${w.kind} named ${w.name}`, {
+            kind: w.kind,
+            name: w.name,
+          });
+        }
+        const used = this.used(w.spaceId);
+        for (const d of DIMENSIONS) {
+          const limit = budget[d];
+          if (limit === undefined || w[d] === 0) continue;
+          const available = Math.max(0, limit - used[d]);
+          if (w[d] > available) {
+            throw new OcsError('budget_exceeded', `not enough ${d} left in this space`, {
+              resource: d,
+              requested: w[d],
+              available,
+            });
+          }
+        }
+        const createdAt = this.clock.now();
+        this.stmt.insert.run({ ...w, spec: JSON.stringify(w.spec), createdAt });
+        return fromRaw(this.stmt.byName.get(w.spaceId, w.kind, w.name, w.name) as Raw);
+      })
+      .immediate();
+  }
+
+  /** Flips a `creating` row to `ready`, optionally recording what the host said (e.g. a path). */
+  markReady(id: string, spec?: unknown): void {
+    this.stmt.ready.run(spec === undefined ? null : JSON.stringify(spec), id);
+  }
+
+  /** By owner's name or by id; `not_found` otherwise (also for another space's workload). */
+  get(spaceId: string, kind: WorkloadKind, nameOrId: string): WorkloadRow {
+    const r = this.stmt.byName.get(spaceId, kind, nameOrId, nameOrId) as Raw | undefined;
+    if (!r) throw new OcsError('not_found', `no ${kind} ${nameOrId} in this space`, { [kind]: nameOrId });
+    return fromRaw(r);
+  }
+
+  find(spaceId: string, kind: WorkloadKind, nameOrId: string): WorkloadRow | undefined {
+    const r = this.stmt.byName.get(spaceId, kind, nameOrId, nameOrId) as Raw | undefined;
+    return r ? fromRaw(r) : undefined;
+  }
+
+  list(spaceId: string, kind?: WorkloadKind): WorkloadRow[] {
+    const rows = (kind ? this.stmt.list.all(spaceId, kind) : this.stmt.listSpace.all(spaceId)) as Raw[];
+    return rows.map(fromRaw);
+  }
+
+  listAll(): WorkloadRow[] {
+    return (this.stmt.listAll.all() as Raw[]).map(fromRaw);
+  }
+
+  remove(id: string): void {
+    this.stmt.remove.run(id);
+  }
+
+  removeSpace(spaceId: string): void {
+    this.stmt.removeSpace.run(spaceId);
+  }
+}

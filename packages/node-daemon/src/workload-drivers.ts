@@ -1,0 +1,38 @@
+/**
+ * Picks the workload drivers from config: Docker and libvirt are used when enabled, or, with
+ * `auto`, when their daemon answers at start. A node without them still reserves spaces; their
+ * container and VM calls are then `unavailable`.
+ */
+import { createDockerDriver, createVmDriver, type DockerDriver, type VmDriver } from '@ocs/host';
+import type { Config } from './config.js';
+import type { Logger } from './logger.js';
+
+export async function openWorkloadDrivers(
+  config: Config,
+  logger: Logger,
+): Promise<{ docker: DockerDriver | undefined; vms: VmDriver | undefined }> {
+  let docker: DockerDriver | undefined;
+  const d = config.workloads.docker;
+  if (d.enabled !== false) {
+    const candidate = createDockerDriver({ socketPath: d.socket });
+    try {
+      await candidate.listAllSpaces();
+      docker = candidate;
+    } catch (err) {
+      if (d.enabled === true) throw err;
+      logger.warn({ socket: d.socket }, 'dockerd does not answer: containers are off on this node');
+    }
+  }
+  let vms: VmDriver | undefined;
+  const v = config.workloads.libvirt;
+  if (v.enabled !== false) {
+    try {
+      vms = await createVmDriver({ uri: v.uri, accelerator: v.accelerator });
+      logger.info({ accelerator: vms.accelerator, reason: vms.acceleratorReason }, 'VMs on');
+    } catch (err) {
+      if (v.enabled === true) throw err;
+      logger.warn({ uri: v.uri }, 'libvirtd does not answer: VMs are off on this node');
+    }
+  }
+  return { docker, vms };
+}

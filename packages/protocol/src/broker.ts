@@ -1,0 +1,56 @@
+/**
+ * The contract between a space's API process and the daemon's privileged broker: one operation
+ * per host action, each a JSON body posted to `/<op>` on the space's own broker socket. The
+ * broker learns which space asks from the socket alone and validates every argument with these
+ * schemas again: a compromised space process can send anything, and gets no more than its owner.
+ */
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Empty, Name, Obj } from './schemas/common.js';
+import * as S from './schemas/space.js';
+
+const Ref = <K extends string>(key: K) => Obj({ [key]: Name } as { [P in K]: typeof Name });
+const Tail = <K extends string>(key: K, max: number) =>
+  Obj({ [key]: Name, tail: Type.Integer({ minimum: 1, maximum: max }) } as {
+    [P in K]: typeof Name;
+  } & { tail: ReturnType<typeof Type.Integer> });
+
+/** An upload still in its spool name (see the space API's uploads): never a valid owner name. */
+export const SpoolName = Type.String({ pattern: '^\\.upload-[0-9a-f]{16}$' });
+
+/** Every operation: its arguments and its result. */
+export const BROKER_OPS = {
+  status: { args: Empty, result: S.SpaceStatus },
+  createVolume: { args: S.CreateVolumeRequest, result: S.Volume },
+  listVolumes: { args: Empty, result: S.VolumeList },
+  deleteVolume: { args: Ref('volume'), result: Empty },
+  /** `file` names an uploaded file in the space's storage: the `docker save` tarball. */
+  loadImage: { args: Obj({ image: Name, file: Type.Union([Name, SpoolName]) }), result: S.Image },
+  listImages: { args: Empty, result: S.ImageList },
+  deleteImage: { args: Ref('image'), result: Empty },
+  createContainer: { args: S.CreateContainerRequest, result: S.Container },
+  listContainers: { args: Empty, result: S.ContainerList },
+  getContainer: { args: Ref('container'), result: S.Container },
+  startContainer: { args: Ref('container'), result: S.Container },
+  stopContainer: { args: Ref('container'), result: S.Container },
+  deleteContainer: { args: Ref('container'), result: Empty },
+  containerLogs: { args: Tail('container', 10_000), result: S.LogChunk },
+  containerStats: { args: Ref('container'), result: S.ContainerStats },
+  createVm: { args: S.CreateVmRequest, result: S.Vm },
+  listVms: { args: Empty, result: S.VmList },
+  getVm: { args: Ref('vm'), result: S.Vm },
+  startVm: { args: Ref('vm'), result: S.Vm },
+  stopVm: { args: Ref('vm'), result: S.Vm },
+  deleteVm: { args: Ref('vm'), result: Empty },
+  vmConsole: { args: Tail('vm', 1024 * 1024), result: S.LogChunk },
+} as const satisfies Record<string, { args: TSchema; result: TSchema }>;
+
+export type BrokerOp = keyof typeof BROKER_OPS;
+export type BrokerArgs<O extends BrokerOp> = Static<(typeof BROKER_OPS)[O]['args']>;
+export type BrokerResult<O extends BrokerOp> = Static<(typeof BROKER_OPS)[O]['result']>;
+
+export function isBrokerOp(op: string): op is BrokerOp {
+  return Object.prototype.hasOwnProperty.call(BROKER_OPS, op);
+}
+
+/** Largest JSON body the broker reads. */
+export const BROKER_BODY_LIMIT = 128 * 1024;
