@@ -8,7 +8,16 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { Encrypter, armor } from 'age-encryption';
-import { detectCgroups, createStorageDriver, type CgroupDriver, type StorageDriver } from '@ocs/host';
+import {
+  createDockerDriver,
+  createVmDriver,
+  detectCgroups,
+  createStorageDriver,
+  type CgroupDriver,
+  type DockerDriver,
+  type StorageDriver,
+  type VmDriver,
+} from '@ocs/host';
 import type { ManualClock } from '@ocs/node-daemon';
 import { resolveConfig, startNode, createLogger, type RunningNode, type Config, type Clock } from '@ocs/node-daemon';
 import { OcsClient } from '@ocs/client';
@@ -23,6 +32,9 @@ export interface TestNode {
   config: Config;
   cgroups: CgroupDriver;
   storage: StorageDriver;
+  /** Present with `workloads: true`. */
+  docker: DockerDriver | undefined;
+  vms: VmDriver | undefined;
   clock: Clock;
   /** Everything the daemon logged, for the no-secrets-in-logs test. */
   logs: string[];
@@ -39,6 +51,8 @@ export interface TestNodeOptions {
   clock?: ManualClock;
   total?: { cpuMillicores: number; memoryBytes: number; storageBytes: number };
   idleSeconds?: number;
+  /** Real dockerd and libvirtd behind the broker (they must be running). */
+  workloads?: boolean;
   /** Start again on the state of a previous test node (after `stop({ keepHost: true })`). */
   reuse?: { dir: string; tag: string };
 }
@@ -76,10 +90,12 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
   const cgroups = await detectCgroups();
   const storage = await createStorageDriver(config.storage);
   const clock = opts.clock ?? { now: () => Date.now() };
+  const docker = opts.workloads ? createDockerDriver() : undefined;
+  const vms = opts.workloads ? await createVmDriver() : undefined;
   const node = await startNode({
     config,
     logger,
-    drivers: { cgroups, storage },
+    drivers: { cgroups, storage, docker, vms },
     clock,
     total: opts.total ?? { cpuMillicores: 64_000, memoryBytes: 4 * GiB, storageBytes: 4 * GiB },
   });
@@ -101,6 +117,8 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
     config,
     cgroups,
     storage,
+    docker,
+    vms,
     clock,
     logs,
     token,
@@ -118,8 +136,18 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
     },
     reuse: { dir, tag },
     async stop(o = {}) {
+      const spaceIds = node.repo.list({}).map((r) => r.id);
       await node.stop();
-      if (o.keepHost) return;
+      if (o.keepHost) {
+        await vms?.close();
+        return;
+      }
+      // Containers and VMs of this run's spaces, by their space ids.
+      for (const id of spaceIds) {
+        await docker?.removeAllForSpace(id);
+        await vms?.removeAllForSpace(id);
+      }
+      await vms?.close();
       // Remove what this run made, by its own ids: spaces first, then the cgroup parent and files.
       for (const id of await storage.list()) await storage.destroy(id);
       await storage.close();

@@ -112,7 +112,8 @@ export function checkCgroupParent(cgroupParent: unknown, spaceId: string): asser
   if (typeof cgroupParent !== 'string' || cgroupParent.length > 512 || !cgroupParent.startsWith('/')) throw bad();
   const segments = cgroupParent.slice(1).split('/');
   if (segments.length > 16 || !segments.every((s) => CGROUP_SEGMENT.test(s))) throw bad();
-  if (!segments.includes(spaceId)) throw bad();
+  // `sp_x` itself, or `sp_x.<suffix>` (the daemon suffixes its groups for libvirt's sake).
+  if (!segments.some((s) => s === spaceId || s.startsWith(`${spaceId}.`))) throw bad();
 }
 
 /** Syntax of one mount; the file-system checks are in {@link checkMountSource}. */

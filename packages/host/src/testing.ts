@@ -1,0 +1,13 @@
+/**
+ * Helpers for tests of the real host, shared with e2e and bench: a busybox image made without a
+ * registry, and a tiny guest (host kernel + busybox initramfs) that boots to a marker.
+ * Not for production code.
+ */
+export { buildBusyboxImage, importBusyboxImage, busyboxRootfsTar, BUSYBOX_PATH } from './docker/test-image.js';
+export {
+  buildTestGuest,
+  testGuestUnavailable,
+  findHostKernel,
+  type TestGuest,
+  type GuestBehaviour,
+} from './libvirt/test-guest.js';
