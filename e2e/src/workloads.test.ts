@@ -70,7 +70,11 @@ async function reserve(
 
 const code = (r: { body: unknown }) => (r.body as { error?: { code: string } }).error?.code;
 
-function dockerInspect(spaceId: string, containerId: string): Record<string, any> {
+// docker inspect's JSON, read field by field as the test needs it.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Inspect = Record<string, any>;
+
+function dockerInspect(spaceId: string, containerId: string): Inspect {
   const ids = execFileSync(
     'docker',
     [
