@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
@@ -274,11 +274,12 @@ test('the budget holds: a request over it is budget_exceeded and leaves nothing 
   assert.equal(code(mem), 'budget_exceeded');
   const vol = await a.api.send('POST', `${a.base}/volumes`, { name: 'big', sizeBytes: 65 * MiB });
   assert.equal(code(vol), 'budget_exceeded');
+  await a.api.call('POST', `${a.base}/files/disk.img`, undefined, { raw: randomBytes(4096) });
   const vm = await a.api.send('POST', `${a.base}/vms`, {
     name: 'v',
     vcpus: 1,
     memoryBytes: 512 * MiB,
-    boot: { kind: 'disk', disk: 'none' },
+    boot: { kind: 'disk', disk: 'disk.img' },
   });
   assert.equal(code(vm), 'budget_exceeded');
   const list = await a.api.call<{ containers: Container[] }>('GET', `${a.base}/containers`);
@@ -369,7 +370,7 @@ test('an owner boots a VM from an uploaded kernel and initramfs, reads its conso
   const a = await reserve({ cpuMillicores: 2000, memoryBytes: 768 * MiB, storageBytes: 256 * MiB, pids: 512 });
   const dir = mkdtempSync(join(tmpdir(), 'ocs-e2e-guest-'));
   try {
-    const guest = await buildTestGuest(dir, 'poweroff');
+    const guest = await buildTestGuest(dir, 'acpi');
     for (const [name, path] of [
       ['vmlinuz', guest.kernel],
       ['initrd', guest.initrd],
@@ -391,15 +392,27 @@ test('an owner boots a VM from an uploaded kernel and initramfs, reads its conso
       'the boot marker on the console',
       async () => {
         const r = await a.api.call<{ text: string }>('GET', `${a.base}/vms/tiny/console`);
-        return r.body.text.includes(guest.bootMarker) ? r.body.text : undefined;
+        return r.body.text.includes(guest.readyMarker) ? r.body.text : undefined;
       },
       60_000,
     );
     assert.ok(text.includes(guest.bootMarker));
     tc.diagnostic(`accelerator ${vm.body.accelerator}`);
+    // QEMU runs as the space's workload uid: neither root, nor the uid of the space's API
+    // process (whose broker socket a guest that escaped QEMU must not reach).
+    const domain = domainName(a.space.id, vm.body.id);
+    const qemuPid = Number(readFileSync(`/run/libvirt/qemu/${domain}.pid`, 'utf8').trim());
+    const qemuUid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${qemuPid}/status`, 'utf8'))?.[1]);
+    const apiUid = t.node.repo.get(a.space.id)!.uid;
+    assert.equal(qemuUid, apiUid + t.config.spaces.uidCount);
+    // Its memory is charged inside the space's cgroup.
+    const memLine = readFileSync(`/proc/${qemuPid}/cgroup`, 'utf8')
+      .split('\n')
+      .find((l) => /:memory:/.test(l));
+    assert.ok(memLine?.includes(`/${spaceCgroupLayout(t.config.cgroups.parent, a.space.id).vms}/`), memLine);
 
-    // The live domain, as libvirt has it (it may already have powered itself off: read the definition).
-    const xml = execFileSync('virsh', ['-c', 'qemu:///system', 'dumpxml', domainName(a.space.id, vm.body.id)], {
+    // The live domain, as libvirt has it.
+    const xml = execFileSync('virsh', ['-c', 'qemu:///system', 'dumpxml', domain], {
       encoding: 'utf8',
     });
     assert.match(xml, /<domain type='qemu'/);
@@ -411,6 +424,27 @@ test('an owner boots a VM from an uploaded kernel and initramfs, reads its conso
     for (const m of xml.matchAll(/<source (?:file|path)='([^']+)'/g))
       assert.ok(m[1]!.startsWith(`${storageRoot}/`), m[1]);
     assert.doesNotMatch(xml, /<console type='pty'|<graphics/, 'no interactive console');
+
+    // A disk-booted VM runs on its own copy of the uploaded image, owned by the workload uid.
+    const image = randomBytes(1024 * 1024);
+    await a.api.call('POST', `${a.base}/files/disk.img`, undefined, { raw: image });
+    const dvm = await a.api.call<Vm>('POST', `${a.base}/vms`, {
+      name: 'fromdisk',
+      vcpus: 1,
+      memoryBytes: 64 * MiB,
+      boot: { kind: 'disk', disk: 'disk.img' },
+      start: false,
+    });
+    const dxml = execFileSync('virsh', ['-c', 'qemu:///system', 'dumpxml', domainName(a.space.id, dvm.body.id)], {
+      encoding: 'utf8',
+    });
+    const copy = /<source file='([^']+boot\.img)'/.exec(dxml)?.[1] ?? '';
+    assert.ok(copy.startsWith(`${storageRoot}/node/vms/${dvm.body.id}/`), dxml);
+    assert.equal(statSync(copy).uid, apiUid + t.config.spaces.uidCount);
+    assert.ok(readFileSync(copy).equals(image), 'the copy is the uploaded image');
+    const used = await a.api.call<{ used: { storageBytes: number } }>('GET', `${a.base}/status`);
+    assert.equal(used.body.used.storageBytes, 16 * MiB + image.length);
+    assert.equal((await a.api.call('DELETE', `${a.base}/vms/fromdisk`)).status, 204);
 
     await a.api.call('POST', `${a.base}/vms/tiny/stop`, {});
     const stopped = await a.api.call<Vm>('GET', `${a.base}/vms/tiny`);

@@ -64,6 +64,7 @@ export interface RunningNode {
   identity: NodeIdentity;
   devIssuer: DevIssuer | undefined;
   service: SpaceService;
+  broker: Broker;
   supervisor: SpaceSupervisor;
   leases: LeaseScheduler;
   repo: SpacesRepo;
@@ -165,6 +166,8 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     docker: o.drivers.docker,
     vms: o.drivers.vms,
     cgroupParent: config.cgroups.parent,
+    // The second half of the uid range: [uidBase + uidCount, uidBase + 2 * uidCount).
+    workloadUid: (uid) => uid + config.spaces.uidCount,
     logger: logger.child({ svc: 'broker' }),
     clock,
   });
@@ -229,6 +232,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     apiCpuMillicores: config.spaces.apiCpuMillicores,
     logger,
   });
+  await broker.reconcile();
   const leases = new LeaseScheduler(repo, service, clock, logger);
   await leases.tick();
   leases.start();
@@ -291,6 +295,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     identity,
     devIssuer,
     service,
+    broker,
     supervisor,
     leases,
     repo,

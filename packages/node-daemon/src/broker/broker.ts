@@ -6,7 +6,7 @@
  * container and VM lands in the space's cgroup. The drivers add the hardening on top.
  */
 import { constants } from 'node:fs';
-import { mkdir, open, rm, chown, stat } from 'node:fs/promises';
+import { mkdir, open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver, VmSpec } from '@ocs/host';
 import {
@@ -42,6 +42,12 @@ export interface BrokerDeps {
   cgroupParent: string;
   logger: Logger;
   clock: Clock;
+  /**
+   * The uid QEMU runs as for a space whose API process has `spaceUid`: a second uid of the
+   * space's own, so a guest that escaped QEMU cannot reach the broker socket (which answers
+   * the API process's uid), nor another space's VMs.
+   */
+  workloadUid(spaceUid: number): number;
   /** A container that names no pids limit gets this many (bounded by what the space has left). */
   defaultContainerPids?: number;
 }
@@ -372,17 +378,31 @@ export class Broker {
     const vms = this.vmDriver();
     const data = await this.data(s);
     const id = newId('vm');
-    const row = this.d.workloads.reserve(budgetOf(s), {
-      id,
-      spaceId: s.id,
-      kind: 'vm',
-      name: a.name,
-      spec: a,
-      cpuMillicores: a.vcpus * VM_CPU_PER_VCPU,
-      memoryBytes: a.memoryBytes,
-      storageBytes: a.diskBytes ?? 0,
-      pids: 0,
-    });
+    const file = (name: string) => join(data.files, name);
+    for (const name of a.boot.kind === 'kernel' ? [a.boot.kernel, a.boot.initrd] : [])
+      if (name !== undefined) await requireUploaded(file(name), name);
+    // A disk-booted VM gets its own copy of the uploaded image (the upload is a template, and
+    // QEMU runs as a uid that cannot read the space's home); the copy counts against storage.
+    const bootDisk = a.boot.kind === 'disk' ? await openUploaded(file(a.boot.disk)) : undefined;
+    const bootBytes = bootDisk ? (await bootDisk.stat()).size : 0;
+    let row: WorkloadRow;
+    try {
+      row = this.d.workloads.reserve(budgetOf(s), {
+        id,
+        spaceId: s.id,
+        kind: 'vm',
+        name: a.name,
+        spec: a,
+        cpuMillicores: a.vcpus * VM_CPU_PER_VCPU,
+        memoryBytes: a.memoryBytes,
+        storageBytes: (a.diskBytes ?? 0) + bootBytes,
+        pids: 0,
+      });
+    } catch (err) {
+      await bootDisk?.close();
+      throw err;
+    }
+    const qemuUid = this.d.workloadUid(s.uid);
     const dir = join(data.vms, id);
     try {
       // Root's directory: the space cannot swap the disk or the console for a link.
@@ -390,21 +410,17 @@ export class Broker {
       let diskPath: string | undefined;
       if (a.diskBytes) {
         diskPath = join(dir, 'disk.raw');
-        const fh = await open(
-          diskPath,
-          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-          0o600,
-        );
-        try {
-          await fh.truncate(a.diskBytes);
-        } finally {
-          await fh.close();
-        }
-        await chown(diskPath, s.uid, s.uid);
+        await writeNewFile(diskPath, qemuUid, (fh) => fh.truncate(a.diskBytes));
       }
-      const file = (name: string) => join(data.files, name);
-      for (const name of a.boot.kind === 'kernel' ? [a.boot.kernel, a.boot.initrd] : [a.boot.disk])
-        if (name !== undefined) await requireUploaded(file(name), name);
+      let bootPath: string | undefined;
+      if (bootDisk) {
+        bootPath = join(dir, 'boot.img');
+        try {
+          await writeNewFile(bootPath, qemuUid, (fh) => copyHandle(bootDisk, fh));
+        } finally {
+          await bootDisk.close();
+        }
+      }
       const spec: VmSpec = {
         spaceId: s.id,
         vmId: id,
@@ -419,11 +435,11 @@ export class Broker {
                 ...(a.boot.initrd !== undefined ? { initrd: file(a.boot.initrd) } : {}),
                 ...(a.boot.cmdline !== undefined ? { cmdline: a.boot.cmdline } : {}),
               }
-            : { kind: 'disk', disk: file(a.boot.disk) },
+            : { kind: 'disk', disk: bootPath! },
         ...(diskPath ? { diskPath } : {}),
         consoleLogPath: join(dir, 'console.log'),
         cgroupPartition: `/${spaceCgroupLayout(this.d.cgroupParent, s.id).vms}`,
-        runAsUid: s.uid,
+        runAsUid: qemuUid,
         storageRoot: data.root,
       };
       await vms.define(spec);
@@ -431,6 +447,7 @@ export class Broker {
       this.d.workloads.markReady(id);
       return await this.vmView(s, { ...row, state: 'ready' });
     } catch (err) {
+      await bootDisk?.close().catch(() => undefined);
       await vms.stop(s.id, id, { graceSeconds: 0 }).catch(() => undefined);
       await vms.undefine(s.id, id).catch(() => undefined);
       await rm(dir, { recursive: true, force: true }).catch(() => undefined);
@@ -470,9 +487,88 @@ export class Broker {
 
   /** Removes every container, VM, network and image name of the space, and forgets its records. */
   async removeAll(spaceId: string): Promise<void> {
+    this.mountpoints.delete(spaceId);
     if (this.d.docker) await this.d.docker.removeAllForSpace(spaceId);
     if (this.d.vms) await this.d.vms.removeAllForSpace(spaceId);
     this.d.workloads.removeSpace(spaceId);
+  }
+
+  /**
+   * On start, after the spaces are reconciled: workloads half-made when the daemon died are
+   * undone, and containers and VMs that no record explains (their space is gone, or they were
+   * never recorded) are removed. Records are the truth for what a space holds; the host for
+   * what exists.
+   */
+  async reconcile(): Promise<{
+    undone: string[];
+    orphanContainers: string[];
+    orphanVms: string[];
+    orphanSpaces: string[];
+  }> {
+    const report = {
+      undone: [] as string[],
+      orphanContainers: [] as string[],
+      orphanVms: [] as string[],
+      orphanSpaces: [] as string[],
+    };
+    const records = this.d.spaces.list({});
+    const live = new Set(records.filter((r) => ['active', 'locked', 'expired'].includes(r.state)).map((r) => r.id));
+    // A space this database never knew is another daemon's (tests run several on one dockerd):
+    // it is never touched. Ours are recorded before any host object is made, so none is missed.
+    const ours = new Set(records.map((r) => r.id));
+    for (const w of this.d.workloads.listAll()) {
+      if (!live.has(w.spaceId)) {
+        this.d.workloads.remove(w.id);
+        continue;
+      }
+      if (w.state !== 'creating') continue;
+      switch (w.kind) {
+        case 'container':
+          await this.d.docker?.remove(w.spaceId, w.id).catch((err: unknown) => this.ignoreGone(err));
+          break;
+        case 'vm':
+          await this.d.vms?.stop(w.spaceId, w.id, { graceSeconds: 0 }).catch((err: unknown) => this.ignoreGone(err));
+          await this.d.vms?.undefine(w.spaceId, w.id).catch((err: unknown) => this.ignoreGone(err));
+          break;
+        case 'volume': {
+          // Only while the space is unlocked can its volume and key be removed; otherwise the
+          // record stays `creating` (it still counts against the budget) until a later start.
+          const info = await this.d.storage.info(w.spaceId).catch(() => undefined);
+          if (!info?.unlocked) continue;
+          await this.d.storage.destroyVolume(w.spaceId, w.id);
+          await shredVolumeKey(spaceDataLayout(info.mountpoint).keys, w.id);
+          break;
+        }
+      }
+      this.d.workloads.remove(w.id);
+      report.undone.push(w.id);
+    }
+    const known = new Set(this.d.workloads.listAll().map((w) => w.id));
+    for (const [driver, kind] of [
+      [this.d.docker, 'container'],
+      [this.d.vms, 'vm'],
+    ] as const) {
+      if (!driver) continue;
+      for (const [spaceId, ids] of await driver.listAllSpaces()) {
+        if (!ours.has(spaceId)) continue;
+        if (!live.has(spaceId)) {
+          await driver.removeAllForSpace(spaceId);
+          report.orphanSpaces.push(spaceId);
+          continue;
+        }
+        for (const id of ids.filter((i) => !known.has(i))) {
+          if (kind === 'container')
+            await this.d.docker!.remove(spaceId, id).catch((err: unknown) => this.ignoreGone(err));
+          else {
+            await this.d.vms!.stop(spaceId, id, { graceSeconds: 0 }).catch((err: unknown) => this.ignoreGone(err));
+            await this.d.vms!.undefine(spaceId, id).catch((err: unknown) => this.ignoreGone(err));
+          }
+          (kind === 'container' ? report.orphanContainers : report.orphanVms).push(id);
+        }
+      }
+    }
+    if (Object.values(report).some((v) => v.length > 0)) this.d.logger.warn(report, 'reconciled workloads');
+    return report;
   }
 
   private ignoreGone(err: unknown): void {
@@ -531,6 +627,28 @@ async function openUploaded(path: string) {
     throw new OcsError('conflict', 'the uploaded file is not a regular file');
   }
   return fh;
+}
+
+/** Creates `path` (never following or replacing anything there), fills it, and gives it to `uid`. */
+async function writeNewFile(path: string, uid: number, fill: (fh: FileHandle) => Promise<unknown>): Promise<void> {
+  const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  try {
+    await fill(fh);
+    await fh.chown(uid, uid);
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}
+
+/** Copies one open file to another in 1 MiB steps (both handles stay the caller's). */
+async function copyHandle(from: FileHandle, to: FileHandle): Promise<void> {
+  const buf = Buffer.alloc(1024 * 1024);
+  for (let pos = 0; ;) {
+    const { bytesRead } = await from.read(buf, 0, buf.length, pos);
+    if (bytesRead === 0) return;
+    await to.write(buf, 0, bytesRead, pos);
+    pos += bytesRead;
+  }
 }
 
 async function requireUploaded(path: string, name: string): Promise<void> {
