@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock } from '@ocs/node-daemon';
-import { generatePrivateKey, type CreateSpaceResponse, type Space } from '@ocs/protocol';
+import { generatePrivateKey, signRequest, type CreateSpaceResponse, type Space } from '@ocs/protocol';
 import { startTestNode, MiB, type TestNode } from './harness.js';
 
 const small = { cpuMillicores: 500, memoryBytes: 128 * MiB, storageBytes: 32 * MiB };
@@ -80,6 +80,31 @@ test('an idle space process exits and the next request starts it again', async (
     assert.equal(t.node.supervisor.isRunning(a.space.id), false, 'idle process did not exit');
     await c.call('GET', `${a.space.apiBase}/status`);
     assert.notEqual(t.node.supervisor.pidOf(a.space.id), firstPid);
+
+    // The replay cache lives in the space's own database: a request signed before an idle
+    // exit is still refused after the restart.
+    const url = `${t.node.url}${a.space.apiBase}/status`;
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${await t.token(['monitor'])}`,
+      host: new URL(url).host,
+    };
+    Object.assign(
+      headers,
+      await signRequest(
+        { method: 'GET', url, headers },
+        { keyId: a.owner.publicKey.fingerprint(), sign: (m) => a.owner.sign(m) },
+      ),
+    );
+    const raw = t.client({ token: async () => headers.authorization!.slice(7) });
+    const once = await raw.send('GET', `${a.space.apiBase}/status`, undefined, { headers, sign: false });
+    assert.equal(once.status, 200, JSON.stringify(once.body));
+    const pid = t.node.supervisor.pidOf(a.space.id);
+    for (let i = 0; i < 50 && t.node.supervisor.isRunning(a.space.id); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    assert.equal(t.node.supervisor.isRunning(a.space.id), false, 'idle process did not exit');
+    const again = await raw.send('GET', `${a.space.apiBase}/status`, undefined, { headers, sign: false });
+    assert.equal(code(again), 'replayed');
+    assert.notEqual(t.node.supervisor.pidOf(a.space.id), pid, 'answered by a fresh process');
   } finally {
     await t.stop();
   }

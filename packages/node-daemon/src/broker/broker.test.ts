@@ -1,0 +1,192 @@
+/**
+ * The broker as a compromised space process sees it: a real unix socket bound to one space, a
+ * real database, and driver doubles that record every call, so a test can prove that hostile
+ * requests are refused before any host driver is reached.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/host';
+import { openDatabase, SpacesRepo, Ledger, AuditLog, WorkloadsRepo } from '../state/index.js';
+import { createLogger } from '../logger.js';
+import { Broker } from './broker.js';
+import { openBrokerSocket } from './server.js';
+
+const MiB = 1024 * 1024;
+const A = 'sp_aaaaaaaaaaaaaaaaaaaa';
+const B = 'sp_bbbbbbbbbbbbbbbbbbbb';
+
+/** A driver whose every method is recorded; `impl` answers the ones a test needs. */
+function recorder<T extends object>(
+  calls: string[],
+  impl: Partial<Record<keyof T, (...a: unknown[]) => unknown>> = {},
+): T {
+  return new Proxy({} as T, {
+    get(_t, prop: string) {
+      if (prop === 'then') return undefined;
+      if (prop === 'accelerator') return 'tcg';
+      return async (...args: unknown[]) => {
+        calls.push(`${prop}(${args.map((a) => (typeof a === 'string' ? a : typeof a)).join(',')})`);
+        const f = (impl as Record<string, ((...a: unknown[]) => unknown) | undefined>)[prop];
+        return f ? f(...args) : undefined;
+      };
+    },
+  });
+}
+
+function setup() {
+  const db = openDatabase(':memory:');
+  const spaces = new SpacesRepo(db, { uidBase: 300_000, uidCount: 1000 });
+  const ledger = new Ledger(db, {
+    allocatable: { cpuMillicores: 64_000, memoryBytes: 64 * 1024 * MiB, storageBytes: 2 ** 40 },
+  });
+  for (const [id, state] of [
+    [A, 'active'],
+    [B, 'active'],
+  ] as const)
+    ledger.reserve({
+      id,
+      org: 'acme',
+      ownerKey: 'A'.repeat(43),
+      ownerFingerprint: 'SHA256:abc',
+      cpuMillicores: 1000,
+      memoryBytes: 256 * MiB,
+      storageBytes: 64 * MiB,
+      pids: 256,
+      state,
+      leaseExpiresAt: 1,
+      graceUntil: 2,
+    });
+  const calls: string[] = [];
+  const workloads = new WorkloadsRepo(db);
+  const broker = new Broker({
+    spaces,
+    workloads,
+    audit: new AuditLog(db),
+    storage: recorder<StorageDriver>(calls, { info: () => ({ mountpoint: '/nonexistent/data' }) }),
+    cgroups: { dockerParent: (p: string) => `/${p}` } as unknown as CgroupDriver,
+    docker: recorder<DockerDriver>(calls, {
+      inspect: () => ({ state: 'running', oomKilled: false }),
+      listImages: () => [],
+    }),
+    vms: recorder<VmDriver>(calls),
+    cgroupParent: 'ocs.slice',
+    workloadUid: (u) => u + 1000,
+    logger: createLogger({ level: 'silent' }),
+    clock: { now: () => Date.now() },
+  });
+  return { db, spaces, workloads, broker, calls, audit: new AuditLog(db) };
+}
+
+function post(
+  socketPath: string,
+  path: string,
+  body: string | undefined,
+  method = 'POST',
+): Promise<{ status: number; body: { error?: { code: string } } & Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, method, path, headers: { 'content-type': 'application/json' } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }),
+      );
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+test('the socket is the space: 0600 and its uid; hostile requests are refused before any driver is called', async () => {
+  const s = setup();
+  const dir = mkdtempSync(join(tmpdir(), 'ocs-broker-'));
+  const path = join(dir, 'broker.sock');
+  const uid = s.spaces.get(A)!.uid;
+  const sock = await openBrokerSocket({
+    broker: s.broker,
+    spaceId: A,
+    path,
+    uid,
+    logger: createLogger({ level: 'silent' }),
+  });
+  try {
+    const st = statSync(path);
+    assert.equal(st.mode & 0o777, 0o600);
+    assert.equal(st.uid, uid);
+
+    const ctr = { name: 'c', image: 'img', cpuMillicores: 100, memoryBytes: 16 * MiB };
+    const hostile: [string, string | undefined, string, string?][] = [
+      ['/nope', '{}', 'not_found'],
+      ['/../status', '{}', 'not_found'],
+      ['/createContainer', 'not json', 'invalid_request'],
+      ['/createContainer', JSON.stringify({ ...ctr, privileged: true }), 'invalid_request'],
+      ['/createContainer', JSON.stringify({ ...ctr, spaceId: B }), 'invalid_request'],
+      ['/createContainer', JSON.stringify({ ...ctr, cgroupParent: '/' }), 'invalid_request'],
+      ['/createContainer', JSON.stringify({ ...ctr, capAdd: ['SYS_ADMIN'] }), 'invalid_request'],
+      ['/createContainer', JSON.stringify({ ...ctr, name: '../../etc' }), 'invalid_request'],
+      [
+        '/createContainer',
+        JSON.stringify({ ...ctr, mounts: [{ volume: 'v', target: '/d', source: '/etc' }] }),
+        'invalid_request',
+      ],
+      ['/createContainer', JSON.stringify({ ...ctr, cpuMillicores: 5000 }), 'budget_exceeded'],
+      ['/createContainer', JSON.stringify({ ...ctr, mounts: [{ volume: 'nosuch', target: '/d' }] }), 'not_found'],
+      ['/loadImage', JSON.stringify({ image: 'x', file: '../../../etc/shadow' }), 'invalid_request'],
+      ['/loadImage', JSON.stringify({ image: 'x', file: '/etc/shadow' }), 'invalid_request'],
+      [
+        '/createVm',
+        JSON.stringify({
+          name: 'v',
+          vcpus: 1,
+          memoryBytes: 64 * MiB,
+          boot: { kind: 'kernel', kernel: '/boot/vmlinuz' },
+        }),
+        'invalid_request',
+      ],
+      [
+        '/createVm',
+        JSON.stringify({ name: 'v', vcpus: 2, memoryBytes: 64 * MiB, boot: { kind: 'disk', disk: 'd' } }),
+        'not_found',
+      ],
+      ['/deleteContainer', JSON.stringify({ container: 'ctr_bbbbbbbbbbbbbbbbbbbb' }), 'not_found'],
+      ['/createVolume', JSON.stringify({ name: 'v', sizeBytes: 65 * MiB }), 'budget_exceeded'],
+      ['/createContainer', 'x'.repeat(200 * 1024), 'body_too_large'],
+    ];
+    for (const [p, body, code] of hostile) {
+      const r = await post(path, p, body);
+      assert.equal(r.body.error?.code, code, `${p} ${body?.slice(0, 80)}`);
+      assert.ok(r.status >= 400 && r.status < 500, `${p}: ${r.status}`);
+    }
+    assert.equal((await post(path, '/status', undefined, 'GET')).body.error?.code, 'method_not_allowed');
+    assert.deepEqual(
+      s.calls.filter((c) => !c.startsWith('info(')),
+      [],
+      'no driver was called for any hostile request',
+    );
+    assert.deepEqual(s.workloads.list(A), [], 'nothing recorded');
+    // Refusals of changes are audited with their code.
+    const refused = s.audit.page({ limit: 100 }).entries.filter((e) => e.outcome === 'refused');
+    assert.ok(refused.some((e) => e.action === 'broker.createContainer' && e.code === 'budget_exceeded'));
+
+    // A well-formed request reaches the drivers with this socket's space, whatever it names.
+    const ok = await post(path, '/createContainer', JSON.stringify(ctr));
+    assert.equal(ok.status, 200, JSON.stringify(ok.body));
+    assert.ok(s.calls.some((c) => c.startsWith(`create(`)));
+    assert.ok(
+      s.calls.every((c) => !c.includes(B)),
+      'nothing for space B',
+    );
+    assert.equal(s.workloads.list(A).length, 1);
+    assert.equal(s.workloads.list(B).length, 0);
+
+    // A locked space's broker refuses changes and reads alike.
+    s.spaces.setState(A, ['active'], 'locked');
+    assert.equal((await post(path, '/listContainers', '{}')).body.error?.code, 'space_locked');
+  } finally {
+    await sock.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,142 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { once } from 'node:events';
+import { openDatabase } from './db.js';
+import { Ledger } from './ledger.js';
+import { SpacesRepo } from './spaces-repo.js';
+import { WorkloadsRepo } from './workloads-repo.js';
+
+const MiB = 1024 * 1024;
+const SPACE = 'sp_aaaaaaaaaaaaaaaaaaaa';
+const OTHER = 'sp_bbbbbbbbbbbbbbbbbbbb';
+
+function setup(path = ':memory:') {
+  const db = openDatabase(path);
+  const spaces = new SpacesRepo(db, { uidBase: 300_000, uidCount: 1000 });
+  const ledger = new Ledger(db, {
+    allocatable: { cpuMillicores: 64_000, memoryBytes: 64 * 1024 * MiB, storageBytes: 2 ** 40 },
+  });
+  for (const id of [SPACE, OTHER])
+    if (!spaces.get(id))
+      ledger.reserve({
+        id,
+        org: 'acme',
+        ownerKey: 'A'.repeat(43),
+        ownerFingerprint: 'SHA256:abc',
+        cpuMillicores: 1000,
+        memoryBytes: 256 * MiB,
+        storageBytes: 64 * MiB,
+        pids: 100,
+        state: 'active',
+        leaseExpiresAt: 1,
+        graceUntil: 2,
+      });
+  return { db, spaces, repo: new WorkloadsRepo(db) };
+}
+
+const budget = { cpuMillicores: 1000, memoryBytes: 256 * MiB, storageBytes: 64 * MiB, pids: 100 };
+let n = 0;
+const ctr = (
+  over: Partial<{ cpuMillicores: number; memoryBytes: number; pids: number; name: string; spaceId: string }> = {},
+) => {
+  n++;
+  return {
+    id: `ctr_${String(n).padStart(20, 'a')}`,
+    spaceId: SPACE,
+    kind: 'container' as const,
+    name: `c${n}`,
+    spec: { image: 'x' },
+    cpuMillicores: 100,
+    memoryBytes: 16 * MiB,
+    storageBytes: 0,
+    pids: 10,
+    ...over,
+  };
+};
+
+test('a workload that fits is recorded creating, then ready; names are unique per space and kind', () => {
+  const { repo } = setup();
+  const w = repo.reserve(budget, ctr({ name: 'web' }));
+  assert.equal(w.state, 'creating');
+  repo.markReady(w.id, { image: 'x', path: '/p' });
+  assert.equal(repo.get(SPACE, 'container', 'web').state, 'ready');
+  assert.deepEqual(repo.get(SPACE, 'container', w.id).spec, { image: 'x', path: '/p' }, 'found by id too');
+  assert.throws(() => repo.reserve(budget, ctr({ name: 'web' })), { code: 'conflict' });
+  // The same name in another space, or as another kind, is fine.
+  repo.reserve(budget, ctr({ name: 'web', spaceId: OTHER }));
+  assert.throws(() => repo.get(OTHER, 'container', w.id), { code: 'not_found' }, "another space's id is not found");
+  assert.deepEqual(repo.used(SPACE), { cpuMillicores: 100, memoryBytes: 16 * MiB, storageBytes: 0, pids: 10 });
+  assert.deepEqual(repo.counts(SPACE), { volume: 0, container: 1, vm: 0 });
+  repo.remove(w.id);
+  assert.deepEqual(repo.counts(SPACE), { volume: 0, container: 0, vm: 0 });
+});
+
+test('each dimension is checked: the first that does not fit is named, and nothing is recorded', () => {
+  const { repo } = setup();
+  repo.reserve(budget, ctr({ cpuMillicores: 900, memoryBytes: 200 * MiB, pids: 90 }));
+  for (const [over, resource] of [
+    [{ cpuMillicores: 101 }, 'cpuMillicores'],
+    [{ cpuMillicores: 1, memoryBytes: 57 * MiB }, 'memoryBytes'],
+    [{ cpuMillicores: 1, memoryBytes: MiB, pids: 11 }, 'pids'],
+  ] as const) {
+    assert.throws(
+      () => repo.reserve(budget, ctr(over)),
+      (e: { code?: string; details?: { resource?: string } }) =>
+        e.code === 'budget_exceeded' && e.details?.resource === resource,
+    );
+  }
+  assert.equal(repo.list(SPACE).length, 1);
+  // Exactly what is left fits.
+  repo.reserve(budget, ctr({ cpuMillicores: 100, memoryBytes: 56 * MiB, pids: 10 }));
+  // A space without a pids limit does not count them.
+  repo.reserve({ ...budget, cpuMillicores: 10_000, memoryBytes: 10_000 * MiB, pids: undefined }, ctr({ pids: 1000 }));
+});
+
+test('many connections racing for the last of a space never exceed its budget', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ocs-wl-race-'));
+  const path = join(dir, 'node.db');
+  try {
+    setup(path).db.close();
+    const gate = new Int32Array(new SharedArrayBuffer(4));
+    const url = new URL('./workloads-repo.js', import.meta.url).href;
+    const dbUrl = new URL('./db.js', import.meta.url).href;
+    const workers = [0, 1, 2, 3].map((w) => {
+      const code = `
+        const { workerData, parentPort } = require('node:worker_threads');
+        (async () => {
+          const { openDatabase } = await import(${JSON.stringify(dbUrl)});
+          const { WorkloadsRepo } = await import(${JSON.stringify(url)});
+          const repo = new WorkloadsRepo(openDatabase(${JSON.stringify(path)}));
+          Atomics.wait(workerData.gate, 0, 0);
+          let ok = 0, refused = 0;
+          for (let i = 0; i < 25; i++) {
+            try {
+              repo.reserve({ cpuMillicores: 1000, memoryBytes: 1 << 30, storageBytes: 0 },
+                { id: 'ctr_' + ('w${w}x' + i).padStart(20, 'a'), spaceId: '${SPACE}', kind: 'container', name: 'w${w}-' + i,
+                  spec: {}, cpuMillicores: 30, memoryBytes: 1, storageBytes: 0, pids: 0 });
+              ok++;
+            } catch (e) { if (e.code === 'budget_exceeded') refused++; else throw e; }
+          }
+          parentPort.postMessage({ ok, refused });
+        })().catch((e) => parentPort.postMessage(String(e)));`;
+      return new Worker(code, { eval: true, workerData: { gate } });
+    });
+    Atomics.store(gate, 0, 1);
+    Atomics.notify(gate, 0);
+    const results = (await Promise.all(workers.map((w) => once(w, 'message')))).map(
+      ([m]) => m as { ok: number; refused: number },
+    );
+    for (const r of results) assert.equal(typeof r, 'object', String(r));
+    const granted = results.reduce((s, r) => s + r.ok, 0);
+    assert.equal(granted, Math.floor(1000 / 30), 'exactly what fits was granted');
+    const { repo, db } = setup(path);
+    assert.equal(repo.used(SPACE).cpuMillicores, granted * 30);
+    db.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
