@@ -324,7 +324,6 @@ export class Broker {
       pids: Math.max(pids, 1),
     });
     try {
-      await docker.ensureNetwork(s.id);
       await docker.create({
         spaceId: s.id,
         containerId: id,
