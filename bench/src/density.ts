@@ -86,7 +86,8 @@ try {
     const owner = generatePrivateKey();
     const r = await client(owner).call<CreateSpaceResponse>('POST', '/v1/spaces', {
       ownerKey: owner.publicKey.toBase64url(),
-      resources: { cpuMillicores: 100, memoryBytes: 128 * MiB, storageBytes: 16 * MiB },
+      // 200 spaces must fit a 2-core, 24 GiB node: 10 millicores (the minimum) and 64 MiB each.
+      resources: { cpuMillicores: 10, memoryBytes: 64 * MiB, storageBytes: 16 * MiB },
       leaseSeconds: 3600,
     });
     spaces.push({ id: r.body.space.id, apiBase: r.body.space.apiBase, owner });
