@@ -203,3 +203,20 @@ test('host side effects: only /etc/fscrypt.conf, never /.fscrypt', async (t) => 
   );
   if (!hadRootMetadata) assert.equal(existsSync('/.fscrypt'), false, '/.fscrypt was left on the root filesystem');
 });
+
+test('concurrent first creates share one bind mount of the root; close leaves nothing mounted', async () => {
+  const sc = scratch();
+  try {
+    const ids = ['race-a', 'race-b', 'race-c'];
+    await Promise.all(ids.map((id) => sc.driver.create(id, 16 * MiB, new Uint8Array(randomBytes(32)))));
+    const mnt = join(sc.driver.root, 'mnt');
+    const stacked = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).filter((m) => m.mountpoint === mnt);
+    assert.equal(stacked.length, 1, 'one bind mount of <root>/mnt');
+    for (const id of ids) await sc.driver.destroy(id);
+    await sc.driver.close();
+    assert.equal(findMount(mnt)?.mountpoint === mnt, false, '<root>/mnt is unmounted');
+    assert.deepEqual(mountsUnder(sc.driver.root), []);
+  } finally {
+    await sc.cleanup();
+  }
+});

@@ -418,14 +418,23 @@ export class FscryptStorageDriver implements StorageDriver {
    * copies, and the loop device of a locked or destroyed space would stay busy. As a shared
    * peer (slave in their copies) our unmounts propagate to them.
    */
-  private async ensureSharedMountRoot(): Promise<void> {
-    if (this.sharedMountRoot) return;
-    const dir = join(this.root, 'mnt');
-    mkdirSync(dir, { recursive: true, mode: 0o711 });
-    if (findMount(dir)?.mountpoint !== dir) await this.run('mount', ['--bind', dir, dir]);
-    await this.run('mount', ['--make-shared', dir]);
-    this.sharedMountRoot = true;
+  private ensureSharedMountRoot(): Promise<void> {
+    if (this.sharedMountRoot) return Promise.resolve();
+    // One in flight: concurrent creates would otherwise each stack a bind mount on the root,
+    // and close() would unmount only the top one.
+    this.sharingRoot ??= (async () => {
+      const dir = join(this.root, 'mnt');
+      mkdirSync(dir, { recursive: true, mode: 0o711 });
+      if (findMount(dir)?.mountpoint !== dir) await this.run('mount', ['--bind', dir, dir]);
+      await this.run('mount', ['--make-shared', dir]);
+      this.sharedMountRoot = true;
+    })().finally(() => {
+      this.sharingRoot = undefined;
+    });
+    return this.sharingRoot;
   }
+
+  private sharingRoot: Promise<void> | undefined;
 
   private async mount(id: string): Promise<boolean> {
     const p = this.paths(id);
