@@ -3,3 +3,4 @@ export { resolveConfig, loadConfigFile, DEFAULTS, type Config } from './config.j
 export { createLogger, type Logger } from './logger.js';
 export { ManualClock, systemClock, type Clock } from './clock.js';
 export { spaceCgroupLayout, spaceRunDir } from './spaces/layout.js';
+export { openDatabase, SpacesRepo, WorkloadsRepo } from './state/index.js';

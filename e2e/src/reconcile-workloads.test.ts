@@ -1,0 +1,128 @@
+/**
+ * On start the daemon reconciles containers against its records, on real dockerd: a container
+ * whose space is gone, one no record explains, and one whose create the daemon did not finish
+ * are removed; recorded containers of live spaces are kept. Nothing of another daemon's spaces is
+ * touched.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { buildBusyboxImage } from '@ocs/host/testing';
+import { openDatabase, spaceCgroupLayout, SpacesRepo, WorkloadsRepo } from '@ocs/node-daemon';
+import { generatePrivateKey, type Container, type CreateSpaceResponse } from '@ocs/protocol';
+import { startTestNode, MiB, type TestNode } from './harness.js';
+
+const containersOf = (spaceId: string) =>
+  execFileSync('docker', ['ps', '-aq', '--filter', `label=ocs.space=${spaceId}`], { encoding: 'utf8' })
+    .trim()
+    .split('\n')
+    .filter(Boolean);
+
+async function spaceWithContainer(t: TestNode, tar: Buffer) {
+  const owner = generatePrivateKey();
+  const { space } = (
+    await t.client({ roles: ['spaces'], owner }).call<CreateSpaceResponse>('POST', '/v1/spaces', {
+      ownerKey: owner.publicKey.toBase64url(),
+      resources: { cpuMillicores: 1000, memoryBytes: 256 * MiB, storageBytes: 64 * MiB },
+      leaseSeconds: 3600,
+    })
+  ).body;
+  const api = t.client({ roles: ['storage', 'containers'], owner });
+  await api.call('POST', `${space.apiBase}/images/busybox`, undefined, { raw: tar });
+  const c = await api.call<Container>('POST', `${space.apiBase}/containers`, {
+    name: 'kept',
+    image: 'busybox',
+    command: ['sleep', '600'],
+    cpuMillicores: 100,
+    memoryBytes: 16 * MiB,
+  });
+  return { space, owner, container: c.body };
+}
+
+test('restart: containers of gone spaces, unrecorded and half-made ones are removed; recorded ones stay', async () => {
+  const tarPath = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
+  const tar = readFileSync(tarPath);
+  rmSync(dirname(tarPath), { recursive: true, force: true });
+  let t = await startTestNode({ workloads: true });
+  let other: TestNode | undefined;
+  try {
+    const live = await spaceWithContainer(t, tar);
+    const gone = await spaceWithContainer(t, tar);
+    // Another daemon on the same dockerd, with a space this one never knew.
+    other = await startTestNode({ workloads: true });
+    const foreign = await spaceWithContainer(other, tar);
+
+    // Behind the daemon's back, as a crash or a bug would leave them: a container no record
+    // explains, and a record still `creating` whose container was made.
+    const docker = t.docker!;
+    const cgroupParent = t.cgroups.dockerParent(spaceCgroupLayout(t.config.cgroups.parent, live.space.id).workloads);
+    const stray = `ctr_${'s'.repeat(20)}`;
+    const half = `ctr_${'h'.repeat(20)}`;
+    for (const [id, name] of [
+      [stray, 'stray'],
+      [half, 'half'],
+    ] as const)
+      await docker.create({
+        spaceId: live.space.id,
+        containerId: id,
+        name,
+        image: 'busybox',
+        command: ['sleep', '600'],
+        cpuMillicores: 100,
+        memoryBytes: 16 * MiB,
+        pids: 16,
+        cgroupParent,
+        mounts: [],
+        capAdd: [],
+      });
+    assert.equal(containersOf(live.space.id).length, 3);
+
+    await t.stop({ keepHost: true });
+    const db = openDatabase(join(t.config.stateDir, 'node.db'));
+    new WorkloadsRepo(db).reserve(
+      { cpuMillicores: 1000, memoryBytes: 256 * MiB, storageBytes: 64 * MiB },
+      {
+        id: half,
+        spaceId: live.space.id,
+        kind: 'container',
+        name: 'half',
+        spec: { image: 'busybox' },
+        cpuMillicores: 100,
+        memoryBytes: 16 * MiB,
+        storageBytes: 0,
+        pids: 16,
+      },
+    );
+    // The space's record says destroyed (as after a destroy whose host teardown was lost); its container is still there.
+    const spaces = new SpacesRepo(db, { uidBase: t.config.spaces.uidBase, uidCount: t.config.spaces.uidCount });
+    spaces.setState(gone.space.id, ['active'], 'destroying');
+    spaces.setState(gone.space.id, ['destroying'], 'destroyed');
+    db.close();
+
+    t = await startTestNode({ workloads: true, reuse: t.reuse });
+    const r = await t.node.broker.reconcile();
+    assert.deepEqual(r, { undone: [], orphanContainers: [], orphanVms: [], orphanSpaces: [] }, 'start already did it');
+    assert.deepEqual(containersOf(gone.space.id), [], "the destroyed space's container is gone");
+    const left = execFileSync(
+      'docker',
+      ['ps', '-a', '--format', '{{.Label "ocs.container"}}', '--filter', `label=ocs.space=${live.space.id}`],
+      { encoding: 'utf8' },
+    )
+      .trim()
+      .split('\n');
+    assert.deepEqual(left, [live.container.id], 'only the recorded container stays');
+    assert.equal(containersOf(foreign.space.id).length, 1, "another daemon's space is untouched");
+    const api = t.client({ roles: ['containers'], owner: live.owner });
+    const listed = await api.call<{ containers: Container[] }>('GET', `${live.space.apiBase}/containers`);
+    assert.deepEqual(
+      listed.body.containers.map((c) => c.name),
+      ['kept'],
+    );
+  } finally {
+    await t.stop();
+    await other?.stop();
+  }
+});
