@@ -28,6 +28,7 @@ export function createLogger(opts: { level?: string; destination?: pino.Destinat
       base: { svc: 'ocs-node' },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    opts.destination,
+    // stderr by default: stdout carries the daemon's start-up banner for people and scripts.
+    opts.destination ?? pino.destination(2),
   );
 }
