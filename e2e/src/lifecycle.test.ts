@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock } from '@ocs/node-daemon';
-import { generatePrivateKey, signRequest, type CreateSpaceResponse, type Space } from '@ocs/protocol';
+import { contentDigest, generatePrivateKey, signRequest, type CreateSpaceResponse, type Space } from '@ocs/protocol';
 import { startTestNode, MiB, type TestNode } from './harness.js';
 
 const small = { cpuMillicores: 500, memoryBytes: 128 * MiB, storageBytes: 32 * MiB };
@@ -154,6 +154,41 @@ test('100 concurrent reservations racing for the last capacity: exactly what fit
     assert.equal(refused, 95);
     assert.equal(t.node.ledger.used().cpuMillicores, 2500);
     assert.equal((await t.storage.list()).length, 5);
+  } finally {
+    await t.stop();
+  }
+});
+
+test('a signed request to the daemon is refused as replayed after a daemon restart too', async () => {
+  let t = await startTestNode();
+  try {
+    const a = await reserve(t);
+    const url = `${t.node.url}/v1/spaces/${a.space.id}/lock`;
+    const body = new TextEncoder().encode('{}');
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${await t.token(['spaces', 'storage'])}`,
+      'content-type': 'application/json',
+      'content-length': '2',
+      'content-digest': contentDigest(body),
+      host: new URL(url).host,
+    };
+    Object.assign(
+      headers,
+      await signRequest(
+        { method: 'POST', url, headers },
+        { keyId: a.owner.publicKey.fingerprint(), sign: (m) => a.owner.sign(m) },
+      ),
+    );
+    const send = (node: TestNode) =>
+      node
+        .client({ token: async () => headers.authorization!.slice(7) })
+        .send('POST', `/v1/spaces/${a.space.id}/lock`, undefined, { raw: body, headers, sign: false });
+    assert.equal((await send(t)).status, 200);
+    await t.stop({ keepHost: true });
+    t = await startTestNode({ reuse: t.reuse });
+    // The restarted daemon listens elsewhere; the captured Host header still names the URI
+    // the signature covers, so everything but the nonce is as valid as before.
+    assert.equal(code(await send(t)), 'replayed');
   } finally {
     await t.stop();
   }

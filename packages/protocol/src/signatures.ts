@@ -389,3 +389,40 @@ export async function verifyRequest(req: SignableRequest, policy: VerifyPolicy):
   }
   return { label, keyId, publicKey, components, created, expires, nonce };
 }
+
+/** The two statements a SQL-backed replay cache needs; the caller owns the database. */
+export interface NonceTable {
+  /** `INSERT … ON CONFLICT DO NOTHING` of (key, expiresAt); returns how many rows were inserted. */
+  insert(key: string, expiresAt: number): number;
+  /** Deletes entries that expired before `now`. */
+  sweep(now: number): void;
+  count(): number;
+}
+
+/**
+ * A replay cache kept in a database, so a restart does not forget which nonces were used while
+ * their signatures are still valid. Like the in-memory store it fails closed when full.
+ */
+export class TableNonceStore implements NonceStore {
+  private lastSweep = 0;
+
+  constructor(
+    private readonly table: NonceTable,
+    private readonly maxEntries = 1_000_000,
+  ) {}
+
+  remember(keyId: string, nonce: string, expiresAt: number, now: number): boolean {
+    // Counting rows is a scan: done at each sweep, and kept up to date by our own inserts.
+    if (now - this.lastSweep >= 10 || this.size >= this.maxEntries) {
+      this.table.sweep(now);
+      this.lastSweep = now;
+      this.size = this.table.count();
+    }
+    if (this.size >= this.maxEntries) throw new OcsError('unavailable', 'the replay cache is full; retry shortly');
+    const fresh = this.table.insert(`${keyId}\u0000${nonce}`, expiresAt) === 1;
+    if (fresh) this.size++;
+    return fresh;
+  }
+
+  private size = 0;
+}

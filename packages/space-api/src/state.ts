@@ -6,7 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { OcsError, type NonceStore } from '@ocs/protocol';
+import { TableNonceStore, type NonceStore } from '@ocs/protocol';
 
 export interface FileRecord {
   name: string;
@@ -66,17 +66,16 @@ export function openSpaceState(dataDir: string): SpaceState {
     deleteFile: db.prepare('DELETE FROM files WHERE name = ?'),
     journal: db.prepare('INSERT INTO journal (at, op, target, outcome, code) VALUES (?, ?, ?, ?, ?)'),
   };
-  let lastSweep = 0;
-  return {
-    remember(keyId, nonce, expiresAt, now) {
-      if (now - lastSweep >= 10) {
-        stmt.sweep.run(now);
-        lastSweep = now;
-      }
-      // Fail closed when full rather than evict a live nonce that could then be replayed.
-      if ((stmt.count.get() as number) >= MAX_NONCES) throw new OcsError('unavailable', 'the replay cache is full');
-      return stmt.insert.run(`${keyId}\u0000${nonce}`, expiresAt).changes === 1;
+  const nonces = new TableNonceStore(
+    {
+      insert: (key, expiresAt) => stmt.insert.run(key, expiresAt).changes,
+      sweep: (now) => void stmt.sweep.run(now),
+      count: () => stmt.count.get() as number,
     },
+    MAX_NONCES,
+  );
+  return {
+    remember: (keyId, nonce, expiresAt, now) => nonces.remember(keyId, nonce, expiresAt, now),
     putFile(f) {
       stmt.putFile.run(f);
     },

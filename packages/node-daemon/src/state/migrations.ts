@@ -105,6 +105,20 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 3,
+    name: 'replay cache of signed requests to the daemon',
+    up(db) {
+      // Kept across restarts: a signature stays valid for minutes, a restart takes seconds.
+      db.exec(`
+        CREATE TABLE nonces (
+          key        TEXT PRIMARY KEY,
+          expires_at INTEGER NOT NULL
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX nonces_expiry ON nonces (expires_at);
+      `);
+    },
+  },
 ];
 
 /** The schema version this code writes and understands. */
