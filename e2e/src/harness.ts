@@ -21,7 +21,14 @@ import {
 import type { ManualClock } from '@ocs/node-daemon';
 import { resolveConfig, startNode, createLogger, type RunningNode, type Config, type Clock } from '@ocs/node-daemon';
 import { OcsClient } from '@ocs/client';
-import { generatePrivateKey, mintToken, type Ed25519PrivateKey, type Role } from '@ocs/protocol';
+import {
+  contentDigest,
+  generatePrivateKey,
+  mintToken,
+  signRequest,
+  type Ed25519PrivateKey,
+  type Role,
+} from '@ocs/protocol';
 import { createPrivateKey } from 'node:crypto';
 
 export const GiB = 1024 ** 3;
@@ -40,6 +47,17 @@ export interface TestNode {
   logs: string[];
   token(roles: Role[], opts?: { org?: string; sub?: string }): Promise<string>;
   client(opts: { roles?: Role[]; org?: string; owner?: Ed25519PrivateKey; token?: () => Promise<string> }): OcsClient;
+  /**
+   * One signed request, captured: its exact headers and body, to send again as they are
+   * (`client({ token }).send(method, path, undefined, { raw: body, headers, sign: false })`).
+   */
+  captureSigned(
+    owner: Ed25519PrivateKey,
+    method: string,
+    path: string,
+    roles: Role[],
+    json?: unknown,
+  ): Promise<{ headers: Record<string, string>; body: Uint8Array | undefined; token: string }>;
   /** Seals a space key to the node's unlock recipient, as an owner would with `age -r`. */
   seal(key: Uint8Array): Promise<string>;
   /** Stops the daemon; unless keepHost, removes every host object and file this run made. */
@@ -129,6 +147,25 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
         token: c.token ?? (() => token(c.roles ?? ['spaces'], { ...(c.org ? { org: c.org } : {}) })),
         ...(c.owner ? { ownerKey: c.owner } : {}),
       }),
+    async captureSigned(owner, method, path, roles, json) {
+      const url = `${node.url}${path}`;
+      const tok = await token(roles);
+      const body = json === undefined ? undefined : new TextEncoder().encode(JSON.stringify(json));
+      const headers: Record<string, string> = { authorization: `Bearer ${tok}`, host: new URL(url).host };
+      if (body) {
+        headers['content-type'] = 'application/json';
+        headers['content-length'] = String(body.length);
+        headers['content-digest'] = contentDigest(body);
+      }
+      Object.assign(
+        headers,
+        await signRequest(
+          { method, url, headers },
+          { keyId: owner.publicKey.fingerprint(), sign: (m) => owner.sign(m) },
+        ),
+      );
+      return { headers, body, token: tok };
+    },
     async seal(key) {
       const e = new Encrypter();
       e.addRecipient(node.identity.unlockRecipient);

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock } from '@ocs/node-daemon';
-import { contentDigest, generatePrivateKey, signRequest, type CreateSpaceResponse, type Space } from '@ocs/protocol';
+import { generatePrivateKey, type CreateSpaceResponse, type Space } from '@ocs/protocol';
 import { startTestNode, MiB, type TestNode } from './harness.js';
 
 const small = { cpuMillicores: 500, memoryBytes: 128 * MiB, storageBytes: 32 * MiB };
@@ -83,19 +83,8 @@ test('an idle space process exits and the next request starts it again', async (
 
     // The replay cache lives in the space's own database: a request signed before an idle
     // exit is still refused after the restart.
-    const url = `${t.node.url}${a.space.apiBase}/status`;
-    const headers: Record<string, string> = {
-      authorization: `Bearer ${await t.token(['monitor'])}`,
-      host: new URL(url).host,
-    };
-    Object.assign(
-      headers,
-      await signRequest(
-        { method: 'GET', url, headers },
-        { keyId: a.owner.publicKey.fingerprint(), sign: (m) => a.owner.sign(m) },
-      ),
-    );
-    const raw = t.client({ token: async () => headers.authorization!.slice(7) });
+    const { headers, token } = await t.captureSigned(a.owner, 'GET', `${a.space.apiBase}/status`, ['monitor']);
+    const raw = t.client({ token: async () => token });
     const once = await raw.send('GET', `${a.space.apiBase}/status`, undefined, { headers, sign: false });
     assert.equal(once.status, 200, JSON.stringify(once.body));
     const pid = t.node.supervisor.pidOf(a.space.id);
@@ -163,26 +152,17 @@ test('a signed request to the daemon is refused as replayed after a daemon resta
   let t = await startTestNode();
   try {
     const a = await reserve(t);
-    const url = `${t.node.url}/v1/spaces/${a.space.id}/lock`;
-    const body = new TextEncoder().encode('{}');
-    const headers: Record<string, string> = {
-      authorization: `Bearer ${await t.token(['spaces', 'storage'])}`,
-      'content-type': 'application/json',
-      'content-length': '2',
-      'content-digest': contentDigest(body),
-      host: new URL(url).host,
-    };
-    Object.assign(
-      headers,
-      await signRequest(
-        { method: 'POST', url, headers },
-        { keyId: a.owner.publicKey.fingerprint(), sign: (m) => a.owner.sign(m) },
-      ),
+    const { headers, body, token } = await t.captureSigned(
+      a.owner,
+      'POST',
+      `/v1/spaces/${a.space.id}/lock`,
+      ['spaces', 'storage'],
+      {},
     );
     const send = (node: TestNode) =>
       node
-        .client({ token: async () => headers.authorization!.slice(7) })
-        .send('POST', `/v1/spaces/${a.space.id}/lock`, undefined, { raw: body, headers, sign: false });
+        .client({ token: async () => token })
+        .send('POST', `/v1/spaces/${a.space.id}/lock`, undefined, { raw: body!, headers, sign: false });
     assert.equal((await send(t)).status, 200);
     await t.stop({ keepHost: true });
     t = await startTestNode({ reuse: t.reuse });

@@ -169,43 +169,29 @@ test('owner B signing for space A is refused on every owner route', async () => 
 test('a replayed signed request is refused', async () => {
   const owner = generatePrivateKey();
   const { space } = (await reserve(owner)).body;
-  const c = t.client({ roles: ['spaces', 'storage'], owner });
   // Capture one signed lock request and send its exact headers twice.
-  const headers: Record<string, string> = {};
-  const token = await t.token(['spaces', 'storage']);
-  const { signRequest, contentDigest } = await import('@ocs/protocol');
-  const url = `${t.node.url}/v1/spaces/${space.id}/lock`;
-  const body = new TextEncoder().encode('{}');
-  Object.assign(headers, {
-    authorization: `Bearer ${token}`,
-    'content-type': 'application/json',
-    'content-length': '2',
-    'content-digest': contentDigest(body),
-    host: new URL(url).host,
-  });
-  Object.assign(
-    headers,
-    await signRequest(
-      { method: 'POST', url, headers },
-      { keyId: owner.publicKey.fingerprint(), sign: (m) => owner.sign(m) },
-    ),
+  const { headers, body, token } = await t.captureSigned(
+    owner,
+    'POST',
+    `/v1/spaces/${space.id}/lock`,
+    ['spaces', 'storage'],
+    {},
   );
   const raw = t.client({ token: async () => token });
   const first = await raw.send('POST', `/v1/spaces/${space.id}/lock`, undefined, {
-    raw: body,
+    raw: body!,
     contentType: 'application/json',
     headers,
     sign: false,
   });
   assert.equal(first.status, 200, JSON.stringify(first.body));
   const again = await raw.send('POST', `/v1/spaces/${space.id}/lock`, undefined, {
-    raw: body,
+    raw: body!,
     contentType: 'application/json',
     headers,
     sign: false,
   });
   assert.equal((again.body as { error: { code: string } }).error.code, 'replayed');
-  void c;
 });
 
 test('lock hides the data: a marker is nowhere on the raw image; unlock with the sealed key restores it', async () => {
