@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/host';
@@ -14,6 +14,7 @@ import { openDatabase, SpacesRepo, Ledger, AuditLog, WorkloadsRepo } from '../st
 import { createLogger } from '../logger.js';
 import { Broker } from './broker.js';
 import { openBrokerSocket } from './server.js';
+import { spaceDataLayout } from '../spaces/layout.js';
 
 const MiB = 1024 * 1024;
 const A = 'sp_aaaaaaaaaaaaaaaaaaaa';
@@ -37,7 +38,7 @@ function recorder<T extends object>(
   });
 }
 
-function setup() {
+function setup(mountpoint = '/nonexistent/data') {
   const db = openDatabase(':memory:');
   const spaces = new SpacesRepo(db, { uidBase: 300_000, uidCount: 1000 });
   const ledger = new Ledger(db, {
@@ -66,7 +67,7 @@ function setup() {
     spaces,
     workloads,
     audit: new AuditLog(db),
-    storage: recorder<StorageDriver>(calls, { info: () => ({ mountpoint: '/nonexistent/data' }) }),
+    storage: recorder<StorageDriver>(calls, { info: () => ({ mountpoint }) }),
     cgroups: { dockerParent: (p: string) => `/${p}` } as unknown as CgroupDriver,
     docker: recorder<DockerDriver>(calls, {
       inspect: () => ({ state: 'running', oomKilled: false }),
@@ -187,6 +188,36 @@ test('the socket is the space: 0600 and its uid; hostile requests are refused be
     assert.equal((await post(path, '/listContainers', '{}')).body.error?.code, 'space_locked');
   } finally {
     await sock.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('links the space planted in its own storage are refused, never followed, by image loads and VM disks', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ocs-broker-links-'));
+  try {
+    const outside = join(dir, 'outside');
+    mkdirSync(outside);
+    writeFileSync(join(outside, 'secret'), 'root-only host data');
+    const data = join(dir, 'data');
+    const l = spaceDataLayout(data);
+    mkdirSync(l.space, { recursive: true });
+    mkdirSync(l.vms, { recursive: true });
+    // The space owns files/: it can make it a link to anywhere, or put links in it.
+    symlinkSync(outside, l.files);
+    const s = setup(data);
+    const calls = () => s.calls.filter((c) => !c.startsWith('info('));
+    const vm = (disk: string) => ({ name: `v${disk}`, vcpus: 1, memoryBytes: 64 * MiB, boot: { kind: 'disk', disk } });
+    await assert.rejects(s.broker.call(A, 'loadImage', { image: 'x', file: 'secret' }), { code: 'conflict' });
+    await assert.rejects(s.broker.call(A, 'createVm', vm('secret')), { code: 'conflict' });
+    rmSync(l.files);
+    mkdirSync(l.files);
+    symlinkSync(join(outside, 'secret'), join(l.files, 'disk'));
+    await assert.rejects(s.broker.call(A, 'loadImage', { image: 'x', file: 'disk' }), { code: 'conflict' });
+    await assert.rejects(s.broker.call(A, 'createVm', vm('disk')), { code: 'conflict' });
+    assert.deepEqual(calls(), [], 'no driver saw the linked files');
+    assert.deepEqual(s.workloads.list(A), []);
+    assert.deepEqual(readdirSync(l.vms), [], 'no VM directory was made');
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -8,7 +8,14 @@
 import { constants } from 'node:fs';
 import { mkdir, open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver, VmSpec } from '@ocs/host';
+import {
+  openExactFile,
+  type CgroupDriver,
+  type DockerDriver,
+  type StorageDriver,
+  type VmDriver,
+  type VmSpec,
+} from '@ocs/host';
 import {
   BROKER_OPS,
   OcsError,
@@ -610,21 +617,13 @@ export function budgetOf(s: SpaceRow): Budget {
   };
 }
 
-/** An uploaded file, opened so that a link planted in its place is refused, not followed. */
-async function openUploaded(path: string) {
-  let fh;
-  try {
-    fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new OcsError('not_found', 'no such uploaded file');
-    if (code === 'ELOOP') throw new OcsError('conflict', 'the uploaded file is a link');
-    throw err;
-  }
-  if (!(await fh.stat()).isFile()) {
-    await fh.close();
-    throw new OcsError('conflict', 'the uploaded file is not a regular file');
-  }
+/**
+ * An uploaded file, opened as root so that a link the space planted anywhere on the path (the
+ * file itself, or its `files/` directory, which the space owns) is refused, not followed.
+ */
+async function openUploaded(path: string): Promise<FileHandle> {
+  const fh = await openExactFile('file', path);
+  if (!fh) throw new OcsError('not_found', 'no such uploaded file');
   return fh;
 }
 
