@@ -8,7 +8,9 @@
  * status. Plain node:http: the space process is the only client, and nothing here needs Koa.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { chmod, chown, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, chown, lstat, mkdir, rename, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { BROKER_BODY_LIMIT, OcsError, isOcsError } from '@ocs/protocol';
 import type { Logger } from '../logger.js';
 import type { Broker } from './broker.js';
@@ -30,20 +32,29 @@ export async function openBrokerSocket(o: {
   // A stuck space process must not pin broker sockets forever.
   server.requestTimeout = 10 * 60_000;
   server.headersTimeout = 10_000;
-  await rm(o.path, { force: true });
+  // Bound, chowned and chmodded in a root-only directory, then renamed into the space's own
+  // directory: there, between a listen and a chown, the space could swap the socket for a link
+  // and have root chown whatever it points to. rename(2) never follows a link.
+  const staging = join(dirname(dirname(o.path)), '.staging');
+  await mkdir(staging, { recursive: true, mode: 0o700 });
+  const bound = join(staging, `${o.spaceId}-${randomBytes(6).toString('hex')}.sock`);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(o.path, () => resolve());
+    server.listen(bound, () => resolve());
   });
-  await chown(o.path, o.uid, o.uid);
-  await chmod(o.path, 0o600);
+  await chown(bound, o.uid, o.uid);
+  await chmod(bound, 0o600);
+  await rename(bound, o.path);
+  const ino = (await lstat(o.path)).ino;
   return {
     async close() {
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
       });
-      await rm(o.path, { force: true });
+      // Only our own socket: a newer one for the same space may already sit at this path.
+      const now = await lstat(o.path).catch(() => undefined);
+      if (now?.ino === ino) await rm(o.path, { force: true });
     },
   };
 }

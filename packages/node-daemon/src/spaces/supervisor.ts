@@ -5,11 +5,11 @@
  * a thousand spaces that cost nothing while nobody talks to them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, mkdirSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { chownSync, closeSync, fchownSync, mkdirSync, openSync, rmSync, writeSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { CgroupDriver } from '@ocs/host';
-import { OcsError } from '@ocs/protocol';
+import { OcsError, isOcsError } from '@ocs/protocol';
 import type { Logger } from '../logger.js';
 import { spaceCgroupLayout, spaceRunDir } from './layout.js';
 import type { SpaceProcesses } from './service.js';
@@ -114,10 +114,23 @@ export class SpaceSupervisor implements SpaceProcesses {
     rmSync(paths.apiSocket, { force: true });
     const full: SpaceProcessConfig = { ...cfg, socket: paths.apiSocket, brokerSocket: paths.brokerSocket };
     rmSync(paths.config, { force: true });
-    // O_EXCL: the directory is the space's, so never write through whatever it left there.
-    writeFileSync(paths.config, JSON.stringify(full), { mode: 0o400, flag: 'wx' });
-    chownSync(paths.config, uid, uid);
-    const broker = await this.o.openBroker?.(spaceId, paths.brokerSocket, uid);
+    // O_EXCL, and fchown on the descriptor: the directory is the space's, so never write or
+    // chown through whatever it may have left or swapped in there.
+    const fd = openSync(paths.config, 'wx', 0o400);
+    try {
+      writeSync(fd, JSON.stringify(full));
+      fchownSync(fd, uid, uid);
+    } finally {
+      closeSync(fd);
+    }
+    let broker: { close(): Promise<void> } | undefined;
+    try {
+      broker = await this.o.openBroker?.(spaceId, paths.brokerSocket, uid);
+    } catch (err) {
+      this.recordFailure(spaceId);
+      this.o.logger.error({ err, spaceId }, 'broker socket could not be opened');
+      throw new OcsError('unavailable', 'the space process could not be started');
+    }
     const closeBroker = () =>
       broker?.close().catch((err: unknown) => this.o.logger.warn({ err, spaceId }, 'broker socket close failed'));
 
@@ -201,10 +214,19 @@ export class SpaceSupervisor implements SpaceProcesses {
       return;
     }
     this.o.logger.warn({ spaceId, code, signal }, 'space process died; restarting with backoff');
-    const delay = this.recordFailure(spaceId);
+    this.scheduleRestart(spaceId, this.recordFailure(spaceId));
+  }
+
+  /** Tries again after `delay`, and again with more backoff while it fails, until the space may not run. */
+  private scheduleRestart(spaceId: string, delay: number): void {
     const t = setTimeout(() => {
       this.restartTimers.delete(spaceId);
-      this.ensure(spaceId).catch((err: unknown) => this.o.logger.warn({ err, spaceId }, 'restart failed'));
+      this.ensure(spaceId).catch((err: unknown) => {
+        if (this.closed || (isOcsError(err) && err.code === 'space_locked')) return;
+        this.o.logger.warn({ err, spaceId }, 'restart failed; trying again with backoff');
+        const notBefore = this.failures.get(spaceId)?.notBefore ?? Date.now();
+        this.scheduleRestart(spaceId, Math.max(250, notBefore - Date.now()));
+      });
     }, delay);
     t.unref();
     this.restartTimers.set(spaceId, t);
