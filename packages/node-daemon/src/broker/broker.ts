@@ -59,7 +59,7 @@ export interface BrokerDeps {
   defaultContainerPids?: number;
 }
 
-/** Operations that change something: audited, and refused unless the space is active. */
+/** Operations that change nothing: audited only when refused. Every operation needs an active space. */
 const READ_ONLY = new Set<BrokerOp>([
   'status',
   'listVolumes',
