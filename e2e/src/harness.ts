@@ -130,6 +130,7 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
       roles,
       now: new Date(clock.now()),
     });
+  let stopped = false;
   return {
     node,
     config,
@@ -173,6 +174,8 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
     },
     reuse: { dir, tag },
     async stop(o = {}) {
+      if (stopped) return;
+      stopped = true;
       const spaceIds = node.repo.list({}).map((r) => r.id);
       await node.stop();
       if (o.keepHost) {

@@ -1,5 +1,5 @@
 /**
- * On start the daemon reconciles containers against its records, on real dockerd: a container
+ * On start the daemon reconciles containers and VMs against its records, on real dockerd and libvirtd: a container
  * whose space is gone, one no record explains, and one whose create the daemon did not finish
  * are removed; recorded containers of live spaces are kept. Nothing of another daemon's spaces is
  * touched.
@@ -10,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { domainName } from '@ocs/host';
 import { buildBusyboxImage } from '@ocs/host/testing';
 import { openDatabase, spaceCgroupLayout, SpacesRepo, WorkloadsRepo } from '@ocs/node-daemon';
 import { generatePrivateKey, type Container, type CreateSpaceResponse } from '@ocs/protocol';
@@ -21,17 +22,32 @@ const containersOf = (spaceId: string) =>
     .split('\n')
     .filter(Boolean);
 
+function domainExists(name: string): boolean {
+  return execFileSync('virsh', ['-c', 'qemu:///system', 'list', '--all', '--name'], { encoding: 'utf8' })
+    .split('\n')
+    .includes(name);
+}
+
 async function spaceWithContainer(t: TestNode, tar: Buffer) {
   const owner = generatePrivateKey();
   const { space } = (
     await t.client({ roles: ['spaces'], owner }).call<CreateSpaceResponse>('POST', '/v1/spaces', {
       ownerKey: owner.publicKey.toBase64url(),
-      resources: { cpuMillicores: 1000, memoryBytes: 256 * MiB, storageBytes: 64 * MiB },
+      resources: { cpuMillicores: 2000, memoryBytes: 256 * MiB, storageBytes: 64 * MiB },
       leaseSeconds: 3600,
     })
   ).body;
-  const api = t.client({ roles: ['storage', 'containers'], owner });
+  const api = t.client({ roles: ['storage', 'containers', 'vms'], owner });
   await api.call('POST', `${space.apiBase}/images/busybox`, undefined, { raw: tar });
+  // A VM, defined but not started (no guest needed): reconciliation must find domains too.
+  await api.call('POST', `${space.apiBase}/files/disk.img`, undefined, { raw: randomBytes(64 * 1024) });
+  const vm = await api.call<{ id: string }>('POST', `${space.apiBase}/vms`, {
+    name: 'vm',
+    vcpus: 1,
+    memoryBytes: 64 * MiB,
+    boot: { kind: 'disk', disk: 'disk.img' },
+    start: false,
+  });
   const c = await api.call<Container>('POST', `${space.apiBase}/containers`, {
     name: 'kept',
     image: 'busybox',
@@ -39,7 +55,7 @@ async function spaceWithContainer(t: TestNode, tar: Buffer) {
     cpuMillicores: 100,
     memoryBytes: 16 * MiB,
   });
-  return { space, owner, container: c.body };
+  return { space, owner, container: c.body, vmId: vm.body.id };
 }
 
 test('restart: containers of gone spaces, unrecorded and half-made ones are removed; recorded ones stay', async () => {
@@ -83,7 +99,7 @@ test('restart: containers of gone spaces, unrecorded and half-made ones are remo
     await t.stop({ keepHost: true });
     const db = openDatabase(join(t.config.stateDir, 'node.db'));
     new WorkloadsRepo(db).reserve(
-      { cpuMillicores: 1000, memoryBytes: 256 * MiB, storageBytes: 64 * MiB },
+      { cpuMillicores: 2000, memoryBytes: 256 * MiB, storageBytes: 64 * MiB },
       {
         id: half,
         spaceId: live.space.id,
@@ -106,6 +122,9 @@ test('restart: containers of gone spaces, unrecorded and half-made ones are remo
     const r = await t.node.broker.reconcile();
     assert.deepEqual(r, { undone: [], orphanContainers: [], orphanVms: [], orphanSpaces: [] }, 'start already did it');
     assert.deepEqual(containersOf(gone.space.id), [], "the destroyed space's container is gone");
+    assert.equal(domainExists(domainName(gone.space.id, gone.vmId)), false, "the destroyed space's VM is gone");
+    assert.equal(domainExists(domainName(live.space.id, live.vmId)), true, "the live space's VM stays");
+    assert.equal(domainExists(domainName(foreign.space.id, foreign.vmId)), true, "another daemon's VM stays");
     const left = execFileSync(
       'docker',
       ['ps', '-a', '--format', '{{.Label "ocs.container"}}', '--filter', `label=ocs.space=${live.space.id}`],
@@ -122,7 +141,10 @@ test('restart: containers of gone spaces, unrecorded and half-made ones are remo
       ['kept'],
     );
   } finally {
-    await t.stop();
-    await other?.stop();
+    try {
+      await t.stop();
+    } finally {
+      await other?.stop();
+    }
   }
 });
