@@ -10,15 +10,16 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, wri
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/host';
-import { openDatabase, SpacesRepo, Ledger, AuditLog, WorkloadsRepo } from '../state/index.js';
+import { AuditLog, WorkloadsRepo } from '../state/index.js';
+import { SPACE_A, SPACE_B, twoSpaces } from '../state/test-support.js';
 import { createLogger } from '../logger.js';
 import { Broker } from './broker.js';
 import { openBrokerSocket } from './server.js';
 import { spaceDataLayout } from '../spaces/layout.js';
 
 const MiB = 1024 * 1024;
-const A = 'sp_aaaaaaaaaaaaaaaaaaaa';
-const B = 'sp_bbbbbbbbbbbbbbbbbbbb';
+const A = SPACE_A;
+const B = SPACE_B;
 
 /** A driver whose every method is recorded; `impl` answers the ones a test needs. */
 function recorder<T extends object>(
@@ -39,28 +40,7 @@ function recorder<T extends object>(
 }
 
 function setup(mountpoint = '/nonexistent/data') {
-  const db = openDatabase(':memory:');
-  const spaces = new SpacesRepo(db, { uidBase: 300_000, uidCount: 1000 });
-  const ledger = new Ledger(db, {
-    allocatable: { cpuMillicores: 64_000, memoryBytes: 64 * 1024 * MiB, storageBytes: 2 ** 40 },
-  });
-  for (const [id, state] of [
-    [A, 'active'],
-    [B, 'active'],
-  ] as const)
-    ledger.reserve({
-      id,
-      org: 'acme',
-      ownerKey: 'A'.repeat(43),
-      ownerFingerprint: 'SHA256:abc',
-      cpuMillicores: 1000,
-      memoryBytes: 256 * MiB,
-      storageBytes: 64 * MiB,
-      pids: 256,
-      state,
-      leaseExpiresAt: 1,
-      graceUntil: 2,
-    });
+  const { db, spaces } = twoSpaces();
   const calls: string[] = [];
   const workloads = new WorkloadsRepo(db);
   const broker = new Broker({

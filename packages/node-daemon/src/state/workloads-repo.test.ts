@@ -5,36 +5,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
-import { openDatabase } from './db.js';
-import { Ledger } from './ledger.js';
-import { SpacesRepo } from './spaces-repo.js';
+import { SPACE_A, SPACE_B, twoSpaces } from './test-support.js';
 import { WorkloadsRepo } from './workloads-repo.js';
 
 const MiB = 1024 * 1024;
-const SPACE = 'sp_aaaaaaaaaaaaaaaaaaaa';
-const OTHER = 'sp_bbbbbbbbbbbbbbbbbbbb';
+const SPACE = SPACE_A;
+const OTHER = SPACE_B;
 
 function setup(path = ':memory:') {
-  const db = openDatabase(path);
-  const spaces = new SpacesRepo(db, { uidBase: 300_000, uidCount: 1000 });
-  const ledger = new Ledger(db, {
-    allocatable: { cpuMillicores: 64_000, memoryBytes: 64 * 1024 * MiB, storageBytes: 2 ** 40 },
-  });
-  for (const id of [SPACE, OTHER])
-    if (!spaces.get(id))
-      ledger.reserve({
-        id,
-        org: 'acme',
-        ownerKey: 'A'.repeat(43),
-        ownerFingerprint: 'SHA256:abc',
-        cpuMillicores: 1000,
-        memoryBytes: 256 * MiB,
-        storageBytes: 64 * MiB,
-        pids: 100,
-        state: 'active',
-        leaseExpiresAt: 1,
-        graceUntil: 2,
-      });
+  const { db, spaces } = twoSpaces(path);
   return { db, spaces, repo: new WorkloadsRepo(db) };
 }
 
