@@ -15,6 +15,8 @@ export const ERROR_STATUS = {
   not_found: 404,
   method_not_allowed: 405,
   conflict: 409,
+  misdirected_request: 421,
+  rate_limited: 429,
 
   // Tokens (JWT)
   token_missing: 401,
@@ -58,6 +60,7 @@ export const ERROR_STATUS = {
   space_unlocked: 409,
   lease_expired: 410,
   unavailable: 503,
+  host_failed: 502,
   internal: 500,
 } as const satisfies Record<string, number>;
 

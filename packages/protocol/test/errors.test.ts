@@ -15,11 +15,12 @@ test('every error code is documented in docs/errors.md with its status, and noth
   for (const code of documented.keys()) assert.ok(isErrorCode(code), `docs/errors.md documents unknown code ${code}`);
 });
 
-test('statuses are client errors except internal and unavailable', () => {
+test('statuses are client errors except internal, unavailable and host_failed', () => {
   for (const code of ERROR_CODES) {
     const s = ERROR_STATUS[code];
     if (code === 'internal') assert.equal(s, 500);
     else if (code === 'unavailable') assert.equal(s, 503);
+    else if (code === 'host_failed') assert.equal(s, 502);
     else assert.ok(s >= 400 && s < 500, `${code} -> ${s}`);
   }
 });
