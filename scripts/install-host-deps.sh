@@ -6,7 +6,7 @@ PKGS=(
   age                     
   openssh-client          
   openssl
-  fscrypt e2fsprogs util-linux 
+  fscrypt e2fsprogs util-linux acl
   docker.io               
   busybox-static          
   libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils linux-image-amd64 

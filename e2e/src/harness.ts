@@ -109,7 +109,8 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
   const storage = await createStorageDriver(config.storage);
   const clock = opts.clock ?? { now: () => Date.now() };
   const docker = opts.workloads ? createDockerDriver() : undefined;
-  const vms = opts.workloads ? await createVmDriver() : undefined;
+  // TCG, always: a KVM that only looks usable must not decide whether the suite passes.
+  const vms = opts.workloads ? await createVmDriver({ accelerator: 'tcg' }) : undefined;
   const node = await startNode({
     config,
     logger,

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { domainName } from '@ocs/host';
-import { buildBusyboxImage, buildTestGuest, testGuestUnavailable } from '@ocs/host/testing';
+import { buildBusyboxImage, buildTestGuest, requireHost, testGuestUnavailable } from '@ocs/host/testing';
 import { spaceCgroupLayout } from '@ocs/node-daemon';
 import {
   generatePrivateKey,
@@ -365,7 +365,7 @@ test('uploaded files are listed with their digest; a name is never overwritten',
 });
 
 test('an owner boots a VM from an uploaded kernel and initramfs, reads its console, stops and deletes it', async (tc) => {
-  const why = await testGuestUnavailable();
+  const why = requireHost('a test guest (kernel + busybox)', (await testGuestUnavailable()) ?? false);
   if (why) return tc.skip(why);
   const a = await reserve({ cpuMillicores: 2000, memoryBytes: 768 * MiB, storageBytes: 256 * MiB, pids: 512 });
   const dir = mkdtempSync(join(tmpdir(), 'ocs-e2e-guest-'));

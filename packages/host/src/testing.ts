@@ -11,3 +11,4 @@ export {
   type TestGuest,
   type GuestBehaviour,
 } from './libvirt/test-guest.js';
+export { requireHost, hostRequired } from './require-host.js';

@@ -67,7 +67,10 @@ export const ConfigSchema = Obj({
     libvirt: Obj({
       enabled: Type.Union([Type.Literal('auto'), Type.Boolean()]),
       uri: Type.String(),
-      accelerator: Type.Union([Type.Literal('auto'), Type.Literal('tcg')]),
+      /** `auto`: the guest kernel must boot under KVM (probed once, remembered in stateDir); `tcg`/`kvm` force. */
+      accelerator: Type.Union([Type.Literal('auto'), Type.Literal('tcg'), Type.Literal('kvm')]),
+      /** The kernel the KVM probe boots; default the newest /boot/vmlinuz-*. */
+      probeKernel: Type.Optional(Type.String({ minLength: 1 })),
     }),
   }),
   log: Obj({

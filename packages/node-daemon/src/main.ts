@@ -44,7 +44,7 @@ program
         `  tls fingerprint: ${node.tls.fingerprint}`,
         `  unlock key:      ${node.identity.unlockRecipient}`,
         `  storage:         ${storage.kind} under ${config.storage.root}; cgroups ${cgroups.version}`,
-        `  workloads:       containers ${docker ? 'on' : 'off'}; VMs ${vms ? `on (${vms.accelerator})` : 'off'}`,
+        `  workloads:       containers ${docker ? 'on' : 'off'}; VMs ${vms ? `on (${vms.accelerator}: ${vms.acceleratorReason})` : 'off'}`,
         ...(node.devIssuer
           ? [
               `  dev issuer:      ${node.devIssuer.issuer} (key ${devIssuerKeyPath(config.stateDir)}, 0600)`,

@@ -4,6 +4,7 @@
  * container and VM calls are then `unavailable`.
  */
 import { createDockerDriver, createVmDriver, type DockerDriver, type VmDriver } from '@ocs/host';
+import { join } from 'node:path';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 
@@ -27,7 +28,12 @@ export async function openWorkloadDrivers(
   const v = config.workloads.libvirt;
   if (v.enabled !== false) {
     try {
-      vms = await createVmDriver({ uri: v.uri, accelerator: v.accelerator });
+      vms = await createVmDriver({
+        uri: v.uri,
+        accelerator: v.accelerator,
+        verdictFile: join(config.stateDir, 'accelerator.json'),
+        ...(v.probeKernel === undefined ? {} : { probeKernel: v.probeKernel }),
+      });
       logger.info({ accelerator: vms.accelerator, reason: vms.acceleratorReason }, 'VMs on');
     } catch (err) {
       if (v.enabled === true) throw err;

@@ -24,7 +24,9 @@ import {
  * random, urandom, tty, console, ptmx, /dev/pts/*, /dev/net/tun, and mknod (not open) of any
  * node. It is exactly runc's list, not a narrower one, because runc writes this list into each
  * container's group under ours and the kernel refuses a child any rule its parent lacks:
- * narrower here, and every Docker container in the space would fail to start.
+ * narrower here, and every Docker container in the space would fail to start. Plus /dev/kvm
+ * (10:232), which a space's QEMU needs under KVM: the cgroup only permits it; the file's ACL
+ * (libvirt/kvm-access.ts) decides which uid may open it, and containers get runc's list only.
  */
 export const V1_DEVICE_RULES: readonly string[] = [
   'c *:* m',
@@ -39,6 +41,7 @@ export const V1_DEVICE_RULES: readonly string[] = [
   'c 5:2 rwm',
   'c 136:* rwm',
   'c 10:200 rwm',
+  'c 10:232 rwm',
 ];
 
 /** Controllers without which the v1 driver cannot keep its promises. */

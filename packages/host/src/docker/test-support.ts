@@ -13,14 +13,19 @@ import { DEFAULT_DOCKER_SOCKET, DOCKER_API_VERSION } from './driver.js';
 import { buildBusyboxImage, type BusyboxImageOptions } from './test-image.js';
 import { LABEL_SPACE, imageRepoPrefix, networkName } from './names.js';
 import type { ContainerSpec, DockerDriver } from './types.js';
+import { requireHost } from '../require-host.js';
 
 export const MiB = 1024 * 1024;
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 
 export const docker = new Dockerode({ socketPath: DEFAULT_DOCKER_SOCKET, version: DOCKER_API_VERSION });
 
-/** `false`, or why the Docker tests are skipped. */
+/** `false`, or why the Docker tests are skipped; under OCS_REQUIRE_HOST=1 a reason throws instead. */
 export async function dockerSkip(): Promise<false | string> {
+  return requireHost('dockerd', await dockerUnavailable());
+}
+
+async function dockerUnavailable(): Promise<false | string> {
   try {
     await docker.ping();
   } catch (err) {

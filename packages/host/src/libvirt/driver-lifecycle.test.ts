@@ -34,7 +34,8 @@ const d = (): VmDriver => {
 before(async () => {
   if (skip) return;
   stagingDir = await mkdtemp('/tmp/ocs-libvirt-stage-');
-  driver = await createVmDriver({ stagingDir });
+  // TCG, always: this suite tests the driver, not the accelerator probe (accel.test.ts does).
+  driver = await createVmDriver({ stagingDir, accelerator: 'tcg' });
 });
 
 after(async () => {

@@ -5,7 +5,8 @@
  */
 import { stat } from 'node:fs/promises';
 import { OcsError } from '@ocs/protocol';
-import { detectAccelerator } from './accel.js';
+import { chooseAccelerator } from './accel.js';
+import { grantKvm, revokeKvm } from './kvm-access.js';
 import { NoSuchDomain, openLibvirt, type LibvirtConnection, type RawState } from './connection.js';
 import { checkTailBytes, readTail } from './console.js';
 import { buildDomainXml } from './domain-xml.js';
@@ -124,6 +125,8 @@ export class LibvirtVmDriver implements VmDriver {
       for (const disk of facts.diskPaths) await checkRegularFile('diskPath', disk);
       if (facts.consolePath !== undefined) await checkConsoleTarget(facts.consolePath);
       if (facts.partition !== undefined) await ensurePartition(facts.partition);
+      // QEMU runs as the space's uid, which is not in the kvm group: give that uid alone the device.
+      if (facts.type === 'kvm' && facts.runAsUid !== undefined) await grantKvm(facts.runAsUid);
       try {
         if (md.kernel !== undefined) {
           await stageBootFiles(
@@ -181,9 +184,18 @@ export class LibvirtVmDriver implements VmDriver {
       if (raw === undefined) throw notFound(vmId);
       // libvirt would undefine a running domain and leave it running as a transient one.
       if (raw !== 'shutoff') throw new OcsError('conflict', `VM ${vmId} is running; stop it first`, { vmId });
+      const uid = await this.runAsUidOf(name);
       await this.conn.undefine(name);
       await unstageBootFiles(this.settings.stagingDir, name);
+      if (uid !== undefined && !(await this.listAllSpaces()).has(spaceId)) await revokeKvm(uid);
     });
+  }
+
+  /** The uid the domain's QEMU runs as, when the domain is a KVM one (only those get a grant). */
+  private async runAsUidOf(name: string): Promise<number | undefined> {
+    if (this.accelerator !== 'kvm') return undefined;
+    const xml = await this.conn.xml(name, { inactive: true });
+    return xml === undefined ? undefined : readDomainFacts(xml).runAsUid;
   }
 
   async state(spaceId: string, vmId: string): Promise<VmState> {
@@ -224,11 +236,14 @@ export class LibvirtVmDriver implements VmDriver {
 
   async removeAllForSpace(spaceId: string): Promise<void> {
     checkSpaceId(spaceId);
+    const uids = new Set<number>();
     for (const vmId of (await this.listAllSpaces()).get(spaceId) ?? []) {
       const name = domainName(spaceId, vmId);
       await this.lock.run(name, async () => {
         const raw = await this.conn.state(name);
         if (raw === undefined) return;
+        const uid = await this.runAsUidOf(name);
+        if (uid !== undefined) uids.add(uid);
         if (raw !== 'shutoff') await this.destroyIfActive(name);
         try {
           await this.conn.undefine(name);
@@ -238,6 +253,7 @@ export class LibvirtVmDriver implements VmDriver {
         await unstageBootFiles(this.settings.stagingDir, name);
       });
     }
+    for (const uid of uids) await revokeKvm(uid);
   }
 
   async readConsole(spaceId: string, vmId: string, opts: { tailBytes: number }): Promise<ConsoleTail> {
@@ -278,14 +294,18 @@ async function checkSpecFiles(spec: VmSpec): Promise<{ path: string; format: Dis
 }
 
 /**
- * Connects to libvirt (default `qemu:///system`) and picks the accelerator (a KVM probe unless
- * `accelerator: 'tcg'`). Requires root: it is meant for the broker only.
+ * Connects to libvirt (default `qemu:///system`) and picks the accelerator (see accel.ts: the
+ * guest kernel must boot under KVM, or `accelerator` forces one). Requires root: it is meant
+ * for the broker only.
  */
 export async function createVmDriver(opts: VmDriverOptions = {}): Promise<VmDriver> {
   const conn = await openLibvirt(opts.uri ?? 'qemu:///system');
   try {
-    const accel =
-      opts.accelerator === 'tcg' ? { accelerator: 'tcg' as const, reason: 'configured' } : await detectAccelerator();
+    const accel = await chooseAccelerator({
+      setting: opts.accelerator ?? 'auto',
+      ...(opts.probeKernel === undefined ? {} : { kernel: opts.probeKernel }),
+      ...(opts.verdictFile === undefined ? {} : { verdictFile: opts.verdictFile }),
+    });
     const qemuGid = await stat(LIBVIRT_QEMU_DIR).then(
       (s) => s.gid,
       () => undefined,

@@ -18,5 +18,6 @@ export { buildDomainXml, xmlEscape, type DomainPlan } from './domain-xml.js';
 export { validateSpec, VM_BOUNDS } from './validate.js';
 export { checkPartition, ensurePartition, partitionProblem } from './partition.js';
 export { domainName, parseDomainName, METADATA_NS } from './names.js';
-export { detectAccelerator } from './accel.js';
+export { chooseAccelerator, bootToMarker, type AcceleratorSetting, type AcceleratorChoice } from './accel.js';
+export { grantKvm, revokeKvm, kvmGrants } from './kvm-access.js';
 export { MAX_TAIL_BYTES } from './console.js';

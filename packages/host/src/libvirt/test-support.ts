@@ -11,12 +11,17 @@ import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { isOcsError, type ErrorCode } from '@ocs/protocol';
 import { testGuestUnavailable } from './test-guest.js';
+import { requireHost } from '../require-host.js';
 import type { VmDriver, VmSpec } from './types.js';
 
 export const MiB = 1024 * 1024;
 
-/** Why the tests that need libvirtd are skipped here, or false when they run. */
+/** Why the tests that need libvirtd are skipped here, or false; under OCS_REQUIRE_HOST=1 a reason throws instead. */
 export async function libvirtSkipReason(): Promise<string | false> {
+  return requireHost('libvirtd and a test guest', await libvirtUnavailable());
+}
+
+async function libvirtUnavailable(): Promise<string | false> {
   if (process.getuid?.() !== 0) return 'needs root (libvirt qemu:///system, cgroups)';
   const v = spawnSync('virsh', ['-c', 'qemu:///system', 'version'], { stdio: 'ignore', timeout: 15_000 });
   if (v.error || v.status !== 0) return 'libvirtd is not reachable at qemu:///system (run scripts/start-services.sh)';

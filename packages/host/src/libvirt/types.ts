@@ -103,8 +103,12 @@ export interface VmDriver {
 export interface VmDriverOptions {
   /** libvirt URI; default `qemu:///system`. */
   uri?: string;
-  /** `auto` (default) probes KVM; `tcg` skips the probe. */
-  accelerator?: 'auto' | 'tcg';
+  /** `auto` (default) boots the guest kernel under KVM to see if it works here; `tcg` and `kvm` force. */
+  accelerator?: 'auto' | 'tcg' | 'kvm';
+  /** The kernel the KVM probe boots; default the newest /boot/vmlinuz-*. */
+  probeKernel?: string;
+  /** Where the probe's verdict is remembered across starts (e.g. in the daemon's state dir). */
+  verdictFile?: string;
   /**
    * Root-only directory (tmpfs is best) where the kernel and initramfs are copied just before
    * a start, so libvirt and QEMU never open them inside the space's storage. Default

@@ -23,6 +23,8 @@ export interface DomainFacts {
   consolePath?: string;
   diskPaths: string[];
   partition?: string;
+  /** The uid QEMU runs as (`<seclabel model="dac"><label>+uid:+gid</label>`), when set. */
+  runAsUid?: number;
 }
 
 function unescape(value: string): string {
@@ -79,5 +81,7 @@ export function readDomainFacts(xml: string): DomainFacts {
   }
   const partition = /<partition>([^<]*)<\/partition>/.exec(xml);
   if (partition?.[1] !== undefined) facts.partition = unescape(partition[1]);
+  const label = /<seclabel\b[^>]*model=['"]dac['"][^>]*>\s*<label>\+(\d+):\+\d+<\/label>/.exec(xml);
+  if (label?.[1] !== undefined) facts.runAsUid = Number(label[1]);
   return facts;
 }

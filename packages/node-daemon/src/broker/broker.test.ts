@@ -13,7 +13,7 @@ import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/h
 import { AuditLog, WorkloadsRepo } from '../state/index.js';
 import { SPACE_A, SPACE_B, twoSpaces } from '../state/test-support.js';
 import { createLogger } from '../logger.js';
-import { Broker } from './broker.js';
+import { Broker, type BrokerDeps } from './broker.js';
 import { openBrokerSocket } from './server.js';
 import { spaceDataLayout } from '../spaces/layout.js';
 
@@ -39,7 +39,7 @@ function recorder<T extends object>(
   });
 }
 
-function setup(mountpoint = '/nonexistent/data') {
+function setup(mountpoint = '/nonexistent/data', overrides: Partial<BrokerDeps> = {}) {
   const { db, spaces } = twoSpaces();
   const calls: string[] = [];
   const workloads = new WorkloadsRepo(db);
@@ -58,6 +58,7 @@ function setup(mountpoint = '/nonexistent/data') {
     workloadUid: (u) => u + 1000,
     logger: createLogger({ level: 'silent' }),
     clock: { now: () => Date.now() },
+    ...overrides,
   });
   return { db, spaces, workloads, broker, calls, audit: new AuditLog(db) };
 }
@@ -200,4 +201,49 @@ test('links the space planted in its own storage are refused, never followed, by
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a host failure is host_failed (502) naming the part, never internal, and its detail stays in the log', async () => {
+  const s = setup(undefined, {
+    vms: recorder<VmDriver>([], {
+      start: () => {
+        throw new Error('Could not access KVM kernel module: Permission denied');
+      },
+    }),
+    docker: recorder<DockerDriver>([], {
+      listImages: () => {
+        throw new Error('dockerd: layer 9f0c... failed');
+      },
+    }),
+  });
+  const { broker } = s;
+  const vm = s.workloads.reserve(
+    { cpuMillicores: 1000, memoryBytes: MiB, storageBytes: MiB },
+    {
+      id: 'vm_aaaaaaaaaaaaaaaaaaaa',
+      spaceId: A,
+      kind: 'vm',
+      name: 'v',
+      spec: {},
+      cpuMillicores: 0,
+      memoryBytes: 0,
+      storageBytes: 0,
+      pids: 0,
+    },
+  );
+  s.workloads.markReady(vm.id);
+  for (const [op, args, part] of [
+    ['startVm', { vm: 'v' }, 'libvirt/QEMU'],
+    ['listImages', {}, 'the container engine'],
+  ] as const) {
+    const err = await broker.call(A, op, args).then(
+      () => assert.fail(`${op} should fail`),
+      (e: unknown) => e as { code: string; status: number; message: string },
+    );
+    assert.equal(err.code, 'host_failed');
+    assert.equal(err.status, 502);
+    assert.ok(err.message.includes(part), err.message);
+    assert.doesNotMatch(err.message, /KVM kernel module|layer 9f0c/);
+  }
+  s.db.close();
 });

@@ -175,7 +175,7 @@ export class Broker {
   /**
    * Runs one operation for `spaceId` (known from the socket, not from the caller). `op` and
    * `args` are untrusted. Refusals are audited with their code; unexpected failures become
-   * `internal` after the detail went to the log.
+   * `host_failed` (502, naming the part of the host that failed) after the detail went to the log.
    */
   async call(spaceId: string, op: string, args: unknown): Promise<unknown> {
     const actor = `space:${spaceId}`;
@@ -191,14 +191,14 @@ export class Broker {
       if (mutating) this.d.audit.append({ actor, action: `broker.${op}`, target: spaceId, outcome: 'ok' });
       return result;
     } catch (err) {
-      const e = isOcsError(err) ? err : new OcsError('internal', 'the host operation failed');
+      const e = isOcsError(err) ? err : hostFailed(op);
       if (!isOcsError(err)) this.d.logger.error({ err, spaceId, op }, 'broker operation failed');
       if (mutating || e.code !== 'not_found')
         this.d.audit.append({
           actor,
           action: `broker.${op}`,
           target: spaceId,
-          outcome: e.code === 'internal' ? 'failed' : 'refused',
+          outcome: e.code === 'host_failed' ? 'failed' : 'refused',
           code: e.code,
         });
       throw e;
@@ -652,4 +652,16 @@ async function copyHandle(from: FileHandle, to: FileHandle): Promise<void> {
 async function requireUploaded(path: string, name: string): Promise<void> {
   const st = await stat(path).catch(() => undefined);
   if (!st) throw new OcsError('not_found', `no uploaded file ${name}`, { file: name });
+}
+
+/** A host failure the caller cannot fix, named by the part of the host it hit; the detail is in the log. */
+export function hostFailed(op: BrokerOp): OcsError {
+  const part = /Vm|vm/.test(op)
+    ? 'libvirt/QEMU'
+    : /Container|Image|container|image/.test(op)
+      ? 'the container engine'
+      : /Volume/.test(op)
+        ? 'the storage'
+        : 'the host';
+  return new OcsError('host_failed', `${part} failed to carry out ${op}; the node's log has the detail`, { op });
 }

@@ -1,0 +1,21 @@
+/**
+ * Skips for missing services, made honest: a test of dockerd, libvirtd or QEMU may skip on a
+ * developer's machine that lacks them, but under CI (`OCS_REQUIRE_HOST=1`, set by .ci/run) a
+ * missing service fails the run instead of turning its tests green. Skips for what the kernel
+ * cannot do (cgroup v2 controllers, ZFS) do not go through here: they stay skips, and say so.
+ */
+
+/** True when a missing host service must fail the tests (CI). */
+export function hostRequired(): boolean {
+  return process.env.OCS_REQUIRE_HOST === '1';
+}
+
+/**
+ * `why` is false when `what` is usable, or the reason it is not. Returns the value for a test's
+ * `skip` option; throws (failing the test file) when the host is required.
+ */
+export function requireHost(what: string, why: string | false): string | false {
+  if (why === false) return false;
+  if (hostRequired()) throw new Error(`OCS_REQUIRE_HOST=1 but ${what} is not usable here: ${why}`);
+  return `${why} (set OCS_REQUIRE_HOST=1 to make this a failure)`;
+}
