@@ -18,7 +18,9 @@ import { requireHost } from '../require-host.js';
 export const MiB = 1024 * 1024;
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 
-export const docker = new Dockerode({ socketPath: DEFAULT_DOCKER_SOCKET, version: DOCKER_API_VERSION });
+/** The tests' dockerd; OCS_DOCKER_SOCKET points them elsewhere (the require-host test uses a dead one). */
+const SOCKET = process.env.OCS_DOCKER_SOCKET ?? DEFAULT_DOCKER_SOCKET;
+export const docker = new Dockerode({ socketPath: SOCKET, version: DOCKER_API_VERSION });
 
 /** `false`, or why the Docker tests are skipped; under OCS_REQUIRE_HOST=1 a reason throws instead. */
 export async function dockerSkip(): Promise<false | string> {
@@ -29,7 +31,7 @@ async function dockerUnavailable(): Promise<false | string> {
   try {
     await docker.ping();
   } catch (err) {
-    return `dockerd is not reachable at ${DEFAULT_DOCKER_SOCKET} (${(err as Error).message}); start it with scripts/start-services.sh`;
+    return `dockerd is not reachable at ${SOCKET} (${(err as Error).message}); start it with scripts/start-services.sh`;
   }
   if (!existsSync('/bin/busybox')) return 'Debian busybox-static (/bin/busybox) is not installed';
   if (!existsSync(join(CGROUP_ROOT, 'memory')) && !existsSync(join(CGROUP_ROOT, 'cgroup.controllers'))) {
