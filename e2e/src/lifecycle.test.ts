@@ -46,7 +46,7 @@ test('lease expiry locks and stops the space; renew keeps it locked; after grace
     // Renewing an expired space keeps it locked: only the owner's key opens it again.
     const renewed = (
       await t
-        .client({ roles: ['spaces'] })
+        .client({ roles: ['spaces'], owner: a.owner })
         .call<Space>('POST', `/v1/spaces/${a.space.id}/renew`, { leaseSeconds: 3600 })
     ).body;
     assert.equal(renewed.state, 'locked');

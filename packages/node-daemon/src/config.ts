@@ -25,7 +25,16 @@ export const ConfigSchema = Obj({
   cluster: Type.Optional(Type.String({ minLength: 1 })),
   stateDir: Type.String(),
   runDir: Type.String(),
-  listen: Obj({ host: Type.String(), port: Type.Integer({ minimum: 0, maximum: 65535 }) }),
+  listen: Obj({
+    host: Type.String(),
+    port: Type.Integer({ minimum: 0, maximum: 65535 }),
+    /**
+     * The names clients reach this node by (`host` or `host:port`); a request naming another
+     * authority is refused (`misdirected_request`), so a request signed for one node never runs
+     * on another. Default: loopback, the hostname and every local interface address.
+     */
+    publicNames: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 255 }), { maxItems: 64 })),
+  }),
   tls: Obj({ certFile: Type.Optional(Type.String()), keyFile: Type.Optional(Type.String()) }),
   auth: Obj({
     issuers: Type.Array(IssuerConfig),

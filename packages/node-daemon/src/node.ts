@@ -10,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { createRemoteJWKSet } from 'jose';
 import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/host';
 import {
+  authoritySet,
+  parserRefusalResponse,
   TableNonceStore,
   cacheTokens,
   createTokenVerifier,
@@ -32,6 +34,7 @@ import { LeaseScheduler } from './spaces/leases.js';
 import { reconcile } from './spaces/reconcile.js';
 import { createApp } from './http/app.js';
 import { createForwarder } from './http/forward.js';
+import { defaultPublicNames } from './http/public-names.js';
 import { createMetrics } from './metrics.js';
 import { writeSecretFile } from './files.js';
 import { newId } from './ids.js';
@@ -210,6 +213,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
           clockToleranceSeconds: config.auth.clockToleranceSeconds,
         },
         idleSeconds: config.spaces.idleSeconds,
+        authorities: [...authorities],
       };
     },
     uidOf: (spaceId) => repo.get(spaceId)?.uid,
@@ -272,7 +276,10 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     capacity: { total, farmerReserve: { ...config.capacity.farmerReserve }, allocatable, used: ledger.used() },
     spaces: repo.list({}).filter((r) => !['destroyed', 'failed'].includes(r.state)).length,
   });
+  // Filled once the port is known (listen may pick one); read by every request and space process.
+  const authorities = new Set<string>();
   const app = createApp({
+    authorities,
     service,
     repo,
     audit,
@@ -286,14 +293,26 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     metrics: metrics.http,
   });
 
-  const server = createServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, app.callback());
+  // requireHostHeader off: Node would answer a missing Host with an empty 400 of its own; the
+  // authority check answers it with our JSON error instead.
+  const server = createServer(
+    { cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2', requireHostHeader: false },
+    app.callback(),
+  );
   server.keepAliveTimeout = 5000;
+  // Refusals of Node's own parser get our JSON error body too (not a bare status line).
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (socket.writable) socket.end(parserRefusalResponse(err.code));
+    else socket.destroy();
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.listen.port, config.listen.host, () => resolve());
   });
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.listen.port;
+  for (const a of authoritySet(config.listen.publicNames ?? defaultPublicNames(config.listen.host), port))
+    authorities.add(a);
   const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? 'localhost' : config.listen.host;
   const url = `https://${host}:${port}`;
   logger.info({ url, nodeId, tlsFingerprint: tls.fingerprint }, 'node daemon listening');

@@ -11,6 +11,7 @@ export const ERROR_STATUS = {
   // Request shape
   invalid_request: 400,
   body_too_large: 413,
+  headers_too_large: 431,
   unsupported_media_type: 415,
   not_found: 404,
   method_not_allowed: 405,

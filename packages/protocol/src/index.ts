@@ -17,3 +17,5 @@ export * from './schemas/space.js';
 export * from './authorize.js';
 export * from './token-cache.js';
 export * from './broker.js';
+export * from './authority.js';
+export * from './client-error.js';

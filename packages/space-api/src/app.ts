@@ -11,6 +11,7 @@ import {
   OcsError,
   SPACE_ROUTES,
   authorize,
+  checkAuthority,
   isOcsError,
   parsePublicKey,
   validate,
@@ -46,7 +47,10 @@ export function createSpaceApp(d: SpaceAppDeps): Koa {
   const prefix = `/v1/spaces/${d.config.spaceId}/api`;
   const nowSeconds = () => Math.floor((d.now ?? Date.now)() / 1000);
 
+  const authorities = new Set(d.config.authorities);
+
   async function check(ctx: Context, spec: RouteSpec): Promise<Uint8Array> {
+    checkAuthority(ctx.get('host') || undefined, authorities);
     const body = spec.body === 'binary' || !spec.body ? new Uint8Array() : await readJsonBody(ctx);
     // Same URI reconstruction as the daemon: the request arrives untouched, Host included.
     const req = {

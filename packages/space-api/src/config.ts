@@ -24,6 +24,8 @@ export const SpaceProcessConfig = Obj({
   brokerSocket: Type.String(),
   dataDir: Type.String(),
   idleSeconds: Type.Integer({ minimum: 1 }),
+  /** The node's own authorities (`host:port`): a request naming another is refused here too. */
+  authorities: Type.Array(Type.String(), { minItems: 1 }),
 });
 export type SpaceProcessConfig = Static<typeof SpaceProcessConfig>;
 

@@ -9,6 +9,7 @@ import {
   NODE_ROUTES,
   OcsError,
   authorize,
+  checkAuthority,
   parsePublicKey,
   validate,
   precompile,
@@ -36,6 +37,8 @@ import type { Forwarder } from './forward.js';
 import type { HttpMetrics } from '../metrics.js';
 
 export interface AppDeps {
+  /** This node's own `host:port` names; any other `Host` is refused before anything else. */
+  authorities: ReadonlySet<string>;
   service: SpaceService;
   repo: SpacesRepo;
   audit: AuditLog;
@@ -96,6 +99,13 @@ export function createApp(d: AppDeps): Koa {
     return row;
   }
 
+  /** A space the caller may change: its own org's, or any for the farmer. Global read (monitor) grants no write. */
+  function writableSpace(principal: Principal | undefined, spaceId: string): SpaceRow {
+    const row = d.service.get(spaceId);
+    if (!principal?.roles.has('farmer') && row.org !== principal?.org) throw new OcsError('not_found', 'no such space');
+    return row;
+  }
+
   /** Token, then the owner's signature over the request, then the digest of the body. */
   async function ownerSigned(
     ctx: Context,
@@ -105,7 +115,7 @@ export function createApp(d: AppDeps): Koa {
   ) {
     const body = spec.body ? await readBody(ctx, JSON_LIMIT) : new Uint8Array();
     const { principal } = await tokenOnly(ctx, spec, body);
-    const row = visibleSpace(principal, spaceId);
+    const row = writableSpace(principal, spaceId);
     const signed = ctx.get('signature-input') !== '';
     if (opts.farmerMayInstead && principal?.roles.has('farmer') && !signed) {
       return { principal, body, row, actor: principal.subject };
@@ -171,12 +181,11 @@ export function createApp(d: AppDeps): Koa {
   });
 
   router.post('/v1/spaces/:spaceId/renew', async (ctx) => {
-    const spec = route('renewSpace');
-    const body = await readBody(ctx, JSON_LIMIT);
-    const { principal } = await tokenOnly(ctx, spec, body);
-    const row = visibleSpace(principal, ctx.params.spaceId!);
+    const { row, actor, body } = await ownerSigned(ctx, route('renewSpace'), ctx.params.spaceId!, {
+      farmerMayInstead: true,
+    });
     const req = validate(RenewRequest, parseJson(body));
-    ctx.body = d.service.renew(principal!.subject, row.id, req.leaseSeconds);
+    ctx.body = d.service.renew(actor, row.id, req.leaseSeconds);
   });
 
   router.post('/v1/spaces/:spaceId/lock', async (ctx) => {
@@ -239,6 +248,11 @@ export function createApp(d: AppDeps): Koa {
       });
     }),
   );
+  // Before any other check: a request signed for another node (its name in @target-uri) never runs here.
+  app.use(async (ctx, next) => {
+    if (ctx.path !== '/healthz') checkAuthority(ctx.get('host') || undefined, d.authorities);
+    await next();
+  });
   // The space API is forwarded untouched; the space process checks token and signature itself.
   app.use(async (ctx, next) => {
     const m = SPACE_API_RE.exec(ctx.path);

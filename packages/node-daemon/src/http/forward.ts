@@ -3,7 +3,7 @@
  * same method, path, headers and body bytes, so the owner's signature verifies there as it
  * would here. Hop-by-hop headers are the only ones dropped.
  */
-import { request, type IncomingMessage } from 'node:http';
+import { Agent, request, type IncomingMessage } from 'node:http';
 import type { Context } from 'koa';
 import { OcsError } from '@ocs/protocol';
 import type { Logger } from '../logger.js';
@@ -26,23 +26,47 @@ const HOP_BY_HOP = new Set([
   'trailer',
 ]);
 
+/** Methods whose requests carry no body on either API. */
+const BODILESS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS']);
+
+/**
+ * One framed request per connection: a body the space process would read as a second request
+ * (a chunked GET, say) is refused here, the forwarded request's framing is Node's own
+ * (Content-Length, or chunked for a streamed POST), so each use of a kept-alive connection to
+ * the space process carries exactly the one request the daemon checked. (Keep-alive, not a
+ * connection per request: the space process may refuse before reading a body, and on a closing
+ * connection the rest of that body would then fail to write and lose the refusal.)
+ */
+function checkFraming(ctx: Context): void {
+  const te = ctx.get('transfer-encoding');
+  const cl = ctx.get('content-length');
+  if (BODILESS.has(ctx.method) && (te !== '' || (cl !== '' && cl !== '0'))) {
+    throw new OcsError('invalid_request', `${ctx.method} requests take no body`);
+  }
+  if (te !== '' && cl !== '') throw new OcsError('invalid_request', 'both Transfer-Encoding and Content-Length');
+}
+
 export function createForwarder(processes: SocketSource, logger: Logger, timeoutMs = 120_000): Forwarder {
+  const agent = new Agent({ keepAlive: true, keepAliveMsecs: 5000 });
   async function once(ctx: Context, socketPath: string): Promise<IncomingMessage> {
     const headers: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(ctx.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
+    if (BODILESS.has(ctx.method)) delete headers['content-length'];
     return new Promise((resolve, reject) => {
       const req = request(
-        { socketPath, method: ctx.method, path: ctx.originalUrl, headers, timeout: timeoutMs },
+        { socketPath, agent, method: ctx.method, path: ctx.originalUrl, headers, timeout: timeoutMs },
         resolve,
       );
       req.once('error', reject);
       req.once('timeout', () => req.destroy(new Error('space process timed out')));
-      ctx.req.pipe(req);
+      if (BODILESS.has(ctx.method)) req.end();
+      else ctx.req.pipe(req);
     });
   }
 
   return {
     async forward(ctx, spaceId) {
+      checkFraming(ctx);
       let res: IncomingMessage;
       try {
         res = await once(ctx, await processes.ensure(spaceId));

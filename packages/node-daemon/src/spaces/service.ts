@@ -59,6 +59,8 @@ export interface SpaceServiceDeps {
 const KEY_BYTES = 32;
 
 export class SpaceService {
+  private readonly destroying = new Set<string>();
+
   constructor(private readonly d: SpaceServiceDeps) {}
 
   view(row: SpaceRow): Space {
@@ -196,8 +198,10 @@ export class SpaceService {
         field: '/leaseSeconds',
       });
     }
-    const now = this.d.clock.now();
-    this.d.repo.renew(id, now + leaseSeconds * 1000, now + (leaseSeconds + this.d.graceSeconds) * 1000);
+    // A renew extends, never shortens: cutting a lease short would lock and, after the grace
+    // period, destroy the owner's data.
+    const expiresAt = Math.max(this.d.clock.now() + leaseSeconds * 1000, row.leaseExpiresAt);
+    this.d.repo.renew(id, expiresAt, expiresAt + this.d.graceSeconds * 1000);
     // An expired space stays locked after renewal: only its owner's key can open it again.
     if (row.state === 'expired') this.d.repo.setState(id, ['expired'], 'locked');
     this.d.audit.append({ actor, action: 'space.renew', target: id, outcome: 'ok' });
@@ -216,11 +220,20 @@ export class SpaceService {
   }
 
   async destroy(actor: string, id: string): Promise<void> {
+    // One teardown at a time: a second request would tear down what the first is removing
+    // (a cgroup gone under its feet is ENODEV). `destroying` without one in flight is a crash's
+    // leftover, and is finished here.
+    if (this.destroying.has(id)) throw new OcsError('conflict', 'the space is being destroyed');
     const row = this.get(id);
-    if (row.state !== 'destroying')
-      this.d.repo.setState(id, ['active', 'locked', 'expired', 'failed', 'creating'], 'destroying');
-    await this.teardownHost(id);
-    this.d.repo.setState(id, ['destroying'], 'destroyed');
+    this.destroying.add(id);
+    try {
+      if (row.state !== 'destroying')
+        this.d.repo.setState(id, ['active', 'locked', 'expired', 'failed', 'creating'], 'destroying');
+      await this.teardownHost(id);
+      this.d.repo.setState(id, ['destroying'], 'destroyed');
+    } finally {
+      this.destroying.delete(id);
+    }
     this.d.ledger.release(id);
     this.d.audit.append({ actor, action: 'space.destroy', target: id, outcome: 'ok' });
   }

@@ -31,6 +31,8 @@ export interface SpaceProcessConfig {
   /** The space process's home in its encrypted storage (its own uid). */
   dataDir: string;
   idleSeconds: number;
+  /** The node's own authorities (`host:port`), checked again by the space process. */
+  authorities: string[];
 }
 
 export interface SupervisorOptions {
