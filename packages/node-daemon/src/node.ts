@@ -316,7 +316,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     async stop() {
       if (stopped) return;
       stopped = true;
-      // Stop accepting, drain with a deadline, stop children, close the database.
+      // Stop accepting, drain with a deadline, stop children, close storage, close the database.
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const deadline = setTimeout(() => server.closeAllConnections(), 5000);
@@ -324,7 +324,14 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
       clearTimeout(deadline);
       await leases.stop();
       await supervisor.close();
-      db.close();
+      // Unlocked spaces stay mounted (their workloads outlive a daemon restart); what the
+      // driver holds for itself, such as fscrypt's shared bind mount of <root>/mnt, goes once
+      // no space needs it.
+      try {
+        await storage.close();
+      } finally {
+        db.close();
+      }
     },
   };
 }
