@@ -54,12 +54,13 @@ program
         '',
       ].join('\n'),
     );
+    const log = logger.child({ nodeId: node.nodeId });
     const shutdown = (signal: string) => {
-      logger.info({ signal }, 'shutting down');
+      log.info({ signal }, 'shutting down');
       node.stop().then(
         () => process.exit(0),
         (err: unknown) => {
-          logger.error({ err }, 'shutdown failed');
+          log.error({ err }, 'shutdown failed');
           process.exit(1);
         },
       );

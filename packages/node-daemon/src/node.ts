@@ -136,12 +136,14 @@ function loadOrCreateNodeId(config: Config): string {
 }
 
 export async function startNode(o: NodeOptions): Promise<RunningNode> {
-  const { config, logger } = o;
+  const { config } = o;
   const clock = o.clock ?? systemClock;
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
   chmodSync(config.stateDir, 0o700);
   checkTraversable(config.storage.root);
   const nodeId = loadOrCreateNodeId(config);
+  // Every line says which node wrote it, for logs gathered from many nodes.
+  const logger = o.logger.child({ nodeId });
   const identity = await loadOrCreateIdentity(config.stateDir);
   const devIssuer = config.auth.devIssuer ? loadOrCreateDevIssuer(config.stateDir, nodeId) : undefined;
   const tls = await loadOrCreateTls({ ...config.tls, stateDir: config.stateDir, names: [nodeId, hostname()] });
@@ -252,15 +254,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const metrics = createMetrics({
     spacesByState: () => repo.countByState(),
     runningProcesses: () => supervisor.count,
-    capacity: () => {
-      const used = ledger.used();
-      return Object.fromEntries(
-        (['cpuMillicores', 'memoryBytes', 'storageBytes'] as const).map((k) => [
-          k,
-          { used: used[k], allocatable: allocatable[k] },
-        ]),
-      );
-    },
+    capacity: () => ({ allocatable, used: ledger.used() }),
   });
   const nodeInfo = (): NodeInfo => ({
     id: nodeId,
@@ -296,7 +290,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const port = typeof addr === 'object' && addr ? addr.port : config.listen.port;
   const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? 'localhost' : config.listen.host;
   const url = `https://${host}:${port}`;
-  logger.info({ url, nodeId, tlsFingerprint: tls.fingerprint }, 'node daemon listening');
+  logger.info({ url, tlsFingerprint: tls.fingerprint }, 'node daemon listening');
 
   let stopped = false;
   return {

@@ -211,7 +211,8 @@ export class SpaceSupervisor implements SpaceProcesses {
   }
 
   private pipeLogs(spaceId: string, child: ChildProcess): void {
-    const log = this.o.logger.child({ spaceId, pid: child.pid });
+    // `pid` is the daemon's own (in the log base): the space process's gets a name of its own.
+    const log = this.o.logger.child({ spaceId, spacePid: child.pid });
     createInterface({ input: child.stderr! }).on('line', (line) =>
       log.info({ space: line.slice(0, 2000) }, 'space process'),
     );
