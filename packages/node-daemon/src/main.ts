@@ -10,12 +10,12 @@ import { detectCgroups, createStorageDriver } from '@ocs/host';
 import { ROLES, mintToken, type Role } from '@ocs/protocol';
 import { loadConfigFile, type Config } from './config.js';
 import { createLogger } from './logger.js';
-import { startNode } from './node.js';
+import { startNode, VERSION } from './node.js';
 import { openWorkloadDrivers } from './workload-drivers.js';
 import { devIssuerKeyPath, loadOrCreateDevIssuer } from './identity.js';
 import { verifyAuditFile } from './state/index.js';
 
-const program = new Command('ocs-node').description('OpenCluster Spaces reservation daemon');
+const program = new Command('ocs-node').description('OpenCluster Spaces reservation daemon').version(VERSION);
 
 function withOverrides(opts: { config?: string; stateDir?: string; port?: string }): Config {
   const config = loadConfigFile(opts.config ?? process.env.OCS_CONFIG);
@@ -54,12 +54,13 @@ program
         '',
       ].join('\n'),
     );
+    const log = logger.child({ nodeId: node.nodeId });
     const shutdown = (signal: string) => {
-      logger.info({ signal }, 'shutting down');
+      log.info({ signal }, 'shutting down');
       node.stop().then(
         () => process.exit(0),
         (err: unknown) => {
-          logger.error({ err }, 'shutdown failed');
+          log.error({ err }, 'shutdown failed');
           process.exit(1);
         },
       );

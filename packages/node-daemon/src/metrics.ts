@@ -5,13 +5,30 @@ export interface HttpMetrics {
   requestTimer(): (method: string, route: string, status: number) => void;
 }
 
+/** Capacity in the ledger's own units. */
+export interface CapacityAmounts {
+  cpuMillicores: number;
+  memoryBytes: number;
+  storageBytes: number;
+}
+
+// One unit per metric, and the base unit (Prometheus' naming guide): CPU in cores (a float),
+// memory and storage in bytes. Allocatable and used are metrics of their own, not a label:
+// summing them means nothing.
+const CAPACITY = [
+  { unit: 'cpu_cores', what: 'CPU', value: (c: CapacityAmounts) => c.cpuMillicores / 1000 },
+  { unit: 'memory_bytes', what: 'Memory', value: (c: CapacityAmounts) => c.memoryBytes },
+  { unit: 'storage_bytes', what: 'Storage', value: (c: CapacityAmounts) => c.storageBytes },
+] as const;
+
 export function createMetrics(opts: {
   spacesByState(): Record<string, number>;
   runningProcesses(): number;
-  capacity(): Record<string, { used: number; allocatable: number }>;
+  capacity(): { allocatable: CapacityAmounts; used: CapacityAmounts };
 }) {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'ocs_node_' });
+  // Stock names (process_*, nodejs_*), so the usual Node.js dashboards and alerts find them.
+  collectDefaultMetrics({ register: registry });
   const duration = new Histogram({
     name: 'ocs_http_request_duration_seconds',
     help: 'HTTP request latency',
@@ -37,18 +54,21 @@ export function createMetrics(opts: {
       this.set(opts.runningProcesses());
     },
   });
-  new Gauge({
-    name: 'ocs_capacity',
-    help: 'Capacity by resource: allocatable and used',
-    labelNames: ['resource', 'kind'],
-    registers: [registry],
-    collect() {
-      for (const [resource, v] of Object.entries(opts.capacity())) {
-        this.set({ resource, kind: 'allocatable' }, v.allocatable);
-        this.set({ resource, kind: 'used' }, v.used);
-      }
-    },
-  });
+  for (const { unit, what, value } of CAPACITY) {
+    for (const [kind, help] of [
+      ['allocatable', `${what} the node offers to spaces (total less the farmer's reserve)`],
+      ['used', `${what} reserved by live spaces`],
+    ] as const) {
+      new Gauge({
+        name: `ocs_capacity_${kind}_${unit}`,
+        help,
+        registers: [registry],
+        collect() {
+          this.set(value(opts.capacity()[kind]));
+        },
+      });
+    }
+  }
   const refusals = new Counter({
     name: 'ocs_refusals_total',
     help: 'Refused requests by code',

@@ -139,12 +139,14 @@ function loadOrCreateNodeId(config: Config): string {
 }
 
 export async function startNode(o: NodeOptions): Promise<RunningNode> {
-  const { config, logger } = o;
+  const { config } = o;
   const clock = o.clock ?? systemClock;
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
   chmodSync(config.stateDir, 0o700);
   checkTraversable(config.storage.root);
   const nodeId = loadOrCreateNodeId(config);
+  // Every line says which node wrote it, for logs gathered from many nodes.
+  const logger = o.logger.child({ nodeId });
   const identity = await loadOrCreateIdentity(config.stateDir);
   const devIssuer = config.auth.devIssuer ? loadOrCreateDevIssuer(config.stateDir, nodeId) : undefined;
   const tls = await loadOrCreateTls({ ...config.tls, stateDir: config.stateDir, names: [nodeId, hostname()] });
@@ -256,15 +258,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const metrics = createMetrics({
     spacesByState: () => repo.countByState(),
     runningProcesses: () => supervisor.count,
-    capacity: () => {
-      const used = ledger.used();
-      return Object.fromEntries(
-        (['cpuMillicores', 'memoryBytes', 'storageBytes'] as const).map((k) => [
-          k,
-          { used: used[k], allocatable: allocatable[k] },
-        ]),
-      );
-    },
+    capacity: () => ({ allocatable, used: ledger.used() }),
   });
   const nodeInfo = (): NodeInfo => ({
     id: nodeId,
@@ -315,7 +309,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     authorities.add(a);
   const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? 'localhost' : config.listen.host;
   const url = `https://${host}:${port}`;
-  logger.info({ url, nodeId, tlsFingerprint: tls.fingerprint }, 'node daemon listening');
+  logger.info({ url, tlsFingerprint: tls.fingerprint }, 'node daemon listening');
 
   let stopped = false;
   return {
@@ -335,7 +329,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     async stop() {
       if (stopped) return;
       stopped = true;
-      // Stop accepting, drain with a deadline, stop children, close the database.
+      // Stop accepting, drain with a deadline, stop children, close storage, close the database.
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const deadline = setTimeout(() => server.closeAllConnections(), 5000);
@@ -343,7 +337,14 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
       clearTimeout(deadline);
       await leases.stop();
       await supervisor.close();
-      db.close();
+      // Unlocked spaces stay mounted (their workloads outlive a daemon restart); what the
+      // driver holds for itself, such as fscrypt's shared bind mount of <root>/mnt, goes once
+      // no space needs it.
+      try {
+        await storage.close();
+      } finally {
+        db.close();
+      }
     },
   };
 }

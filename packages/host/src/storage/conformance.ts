@@ -8,12 +8,14 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import {
   closeSync,
+  existsSync,
   fsyncSync,
   mkdtempSync,
   openSync,
   readFileSync,
   readSync,
   rmSync,
+  statSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
@@ -26,6 +28,8 @@ import type { StorageDriver } from './types.js';
 /** A driver on scratch storage, plus the backend-specific views the suite needs. */
 export interface ConformanceSubject {
   driver: StorageDriver;
+  /** The storage root the driver was given, not made yet (the suite checks what the driver makes of it): spaces appear at <root>/mnt/<id>. */
+  root: string;
   /** Files or block devices holding the raw bytes of space `id` (fscrypt: its image; zfs: the pool's vdevs). */
   rawPaths(id: string): Promise<string[]>;
   /** Bytes the space occupies on the host. */
@@ -85,6 +89,11 @@ async function syncAndDropCaches(): Promise<void> {
   } catch {
     /* not permitted: the synced page cache holds what the disk holds */
   }
+}
+
+/** Permission bits of each path, as `{ path: '0700' }`, so a failure names every path that is off. */
+function modesOf(paths: string[]): Record<string, string> {
+  return Object.fromEntries(paths.map((p) => [p, (statSync(p).mode & 0o7777).toString(8).padStart(4, '0')]));
 }
 
 function marker(): Buffer {
@@ -167,6 +176,32 @@ export function storageConformance(
       assert.ok((await d.list()).includes(id));
       await assert.rejects(d.create(id, size, key), rejectsWith('conflict'));
       await assert.rejects(d.unlock(id, key), rejectsWith('space_unlocked'));
+    });
+
+    void test("modes: the node's layout holds (root and mnt 0711, the space 0755 open and 0000 locked, data 0700, volumes 0711, a volume 0700 open or locked)", async () => {
+      const fs = join(s.root, 'mnt', id);
+      const info = await d.info(id);
+      assert.equal(info.mountpoint, join(fs, 'data'));
+      const { path } = await d.createVolume(id, 'modes', MiB, volKey);
+      assert.equal(path, join(fs, 'volumes', 'modes'));
+      const open = {
+        [s.root]: '0711',
+        [join(s.root, 'mnt')]: '0711',
+        [fs]: '0755',
+        [info.mountpoint]: '0700',
+        [join(fs, 'volumes')]: '0711',
+        [path]: '0700',
+      };
+      assert.deepEqual(modesOf(Object.keys(open)), open);
+      await d.lockVolume(id, 'modes');
+      assert.deepEqual(modesOf([path]), { [path]: '0700' }, 'a locked volume');
+      // Mode 0 where the space appears: nothing unprivileged can put plaintext there while it is locked.
+      await d.lock(id);
+      assert.deepEqual(modesOf([fs]), { [fs]: '0000' });
+      assert.equal(existsSync(info.mountpoint), false);
+      await d.unlock(id, key);
+      assert.deepEqual(modesOf(Object.keys(open)), open, 'the same again after unlock');
+      await d.destroyVolume(id, 'modes');
     });
 
     void test('info reports usage that grows with data', async () => {

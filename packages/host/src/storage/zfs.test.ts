@@ -5,10 +5,10 @@
  * - the shared conformance suite against real ZFS, only where a zfs binary and the kernel module
  *   exist (a file-backed pool of its own, destroyed at the end). Otherwise it is reported skipped.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, closeSync, openSync, ftruncateSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, closeSync, openSync, ftruncateSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isOcsError } from '@ocs/protocol';
@@ -123,9 +123,17 @@ function fakeZfs() {
 const isCode = (code: string) => (e: unknown) => isOcsError(e) && e.code === code;
 const MiB = 1024 * 1024;
 
-test('zfs argv logic (fake runner, not real ZFS): create makes an encrypted, quota-bound dataset with the key on stdin', async () => {
+/** A storage root of the test's own: the driver makes its directories for real, also with a fake `zfs`. */
+function scratchRoot(t: TestContext): string {
+  const dir = mkdtempSync(join(tmpdir(), 'ocs-zfs-fake-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return join(dir, 'root');
+}
+
+test('zfs argv logic (fake runner, not real ZFS): create makes an encrypted, quota-bound dataset with the key on stdin', async (t) => {
   const z = fakeZfs();
-  const d = new ZfsStorageDriver({ pool: 'tank', root: '/srv/ocs', run: z.runner });
+  const root = scratchRoot(t);
+  const d = new ZfsStorageDriver({ pool: 'tank', root, run: z.runner });
   const key = randomBytes(32);
   const info = await d.create('sp_one', 64 * MiB, new Uint8Array(key));
   const mutating = z.calls.filter((c) => c.args[0] === 'create');
@@ -146,7 +154,7 @@ test('zfs argv logic (fake runner, not real ZFS): create makes an encrypted, quo
         '-o',
         `reservation=${64 * MiB}`,
         '-o',
-        'mountpoint=/srv/ocs/mnt/sp_one',
+        `mountpoint=${root}/mnt/sp_one`,
         '-o',
         'setuid=off',
         '-o',
@@ -164,15 +172,44 @@ test('zfs argv logic (fake runner, not real ZFS): create makes an encrypted, quo
     sizeBytes: 64 * MiB,
     usedBytes: 0,
     unlocked: true,
-    mountpoint: '/srv/ocs/mnt/sp_one/data',
+    mountpoint: `${root}/mnt/sp_one/data`,
   });
   await assert.rejects(d.create('sp_one', 64 * MiB, new Uint8Array(key)), isCode('conflict'));
   assert.deepEqual(await d.list(), ['sp_one']);
 });
 
-test('zfs argv logic (fake runner, not real ZFS): lock unmounts deepest first, then unloads loaded keys; unlock checks the key', async () => {
+test("zfs argv logic (fake runner, not real ZFS): the directories get the fscrypt driver's modes", async (t) => {
   const z = fakeZfs();
-  const d = new ZfsStorageDriver({ pool: 'tank', root: '/srv/ocs', run: z.runner });
+  const root = scratchRoot(t);
+  const d = new ZfsStorageDriver({ pool: 'tank', root, run: z.runner });
+  const info = await d.create('sp_modes', 64 * MiB, new Uint8Array(randomBytes(32)));
+  const { path } = await d.createVolume('sp_modes', 'v1', 4 * MiB, new Uint8Array(randomBytes(32)));
+  const mode = (p: string) => (statSync(p).mode & 0o7777).toString(8).padStart(4, '0');
+  const fs = join(root, 'mnt', 'sp_modes');
+  // The fake mounts nothing, so each dataset root here is the directory made for it to mount on;
+  // the real-ZFS conformance run checks the mounted and unmounted states apart.
+  assert.deepEqual(
+    Object.fromEntries(
+      [root, join(root, 'mnt'), fs, info.mountpoint, join(fs, 'volumes'), path].map((p) => [p, mode(p)]),
+    ),
+    {
+      [root]: '0711',
+      [join(root, 'mnt')]: '0711',
+      [fs]: '0755',
+      [info.mountpoint]: '0700',
+      [join(fs, 'volumes')]: '0711',
+      [path]: '0700',
+    },
+  );
+  await d.destroyVolume('sp_modes', 'v1');
+  assert.equal(existsSync(path), false, "a destroyed volume's mountpoint goes with it");
+  await d.destroy('sp_modes');
+  assert.equal(existsSync(fs), false, "a destroyed space's mountpoint goes with it");
+});
+
+test('zfs argv logic (fake runner, not real ZFS): lock unmounts deepest first, then unloads loaded keys; unlock checks the key', async (t) => {
+  const z = fakeZfs();
+  const d = new ZfsStorageDriver({ pool: 'tank', root: scratchRoot(t), run: z.runner });
   const key = randomBytes(32);
   const vkey = randomBytes(32);
   await d.create('sp_two', 64 * MiB, new Uint8Array(key));
@@ -233,9 +270,9 @@ test('zfs argv logic (fake runner, not real ZFS): lock unmounts deepest first, t
   assert.deepEqual(z.calls.at(-1)?.args, ['mount', 'tank/ocs/sp_two/volumes/v1']);
 });
 
-test('zfs argv logic (fake runner, not real ZFS): change-key with the old key proven first; destroy -r', async () => {
+test('zfs argv logic (fake runner, not real ZFS): change-key with the old key proven first; destroy -r', async (t) => {
   const z = fakeZfs();
-  const d = new ZfsStorageDriver({ pool: 'tank', root: '/srv/ocs', run: z.runner });
+  const d = new ZfsStorageDriver({ pool: 'tank', root: scratchRoot(t), run: z.runner });
   const k1 = randomBytes(32);
   const k2 = randomBytes(32);
   const k3 = randomBytes(32);
@@ -281,9 +318,9 @@ test('zfs argv logic (fake runner, not real ZFS): change-key with the old key pr
   await assert.rejects(d.info('sp_three'), isCode('not_found'));
 });
 
-test('zfs argv logic (fake runner, not real ZFS): keys appear only on stdin, never in argv', async () => {
+test('zfs argv logic (fake runner, not real ZFS): keys appear only on stdin, never in argv', async (t) => {
   const z = fakeZfs();
-  const d = new ZfsStorageDriver({ pool: 'tank/sub', root: '/srv/ocs', run: z.runner });
+  const d = new ZfsStorageDriver({ pool: 'tank/sub', root: scratchRoot(t), run: z.runner });
   const keys = [randomBytes(32), randomBytes(32), randomBytes(32)] as const;
   await d.create('sp_four', 64 * MiB, new Uint8Array(keys[0]));
   await d.createVolume('sp_four', 'v', 4 * MiB, new Uint8Array(keys[2]));
@@ -323,6 +360,7 @@ if (zfsAvailable) {
     const driver = new ZfsStorageDriver({ pool, root });
     return {
       driver,
+      root,
       rawPaths: async () => [vdev],
       hostBytes: async (id) =>
         Number((await run('zfs', ['get', '-H', '-p', '-o', 'value', 'used', `${pool}/ocs/${id}`])).stdout.trim()),

@@ -10,8 +10,15 @@
  *
  * Keys only ever travel on the command's stdin. Lock unmounts (deepest first) and unloads every
  * loaded key under the space; destroy is `zfs destroy -r`, which takes the wrapped keys with it.
+ *
+ * Modes are the fscrypt driver's, so the node's layout holds on either backend (the conformance
+ * suite checks both): <root> and <root>/mnt 0711, <root>/mnt/<id> 0000 while nothing is mounted
+ * on it and 0755 as the space's filesystem root, data/ 0700, volumes/ 0711, each volume 0700.
+ * A new dataset's root is 0755 whatever it is for, and ZFS makes a missing mountpoint 0755 too:
+ * so the driver makes each mountpoint itself first (what shows while a dataset is unmounted)
+ * and sets the root's mode once mounted (it is kept in the dataset).
  */
-import { readdirSync, rmdirSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, rmdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { OcsError } from '@ocs/protocol';
 import { CommandError, run as defaultRun, type Runner } from '../exec.js';
@@ -39,6 +46,12 @@ export interface ZfsDriverOptions {
 const POOL_RE = /^[A-Za-z0-9][A-Za-z0-9_.:-]*(\/[A-Za-z0-9_.:-]+)*$/;
 const ROOT_RE = /^\/[A-Za-z0-9._/+-]*$/;
 const ENCRYPTION = ['-o', 'encryption=aes-256-gcm', '-o', 'keyformat=raw', '-o', 'keylocation=prompt'];
+
+/** Makes `dir` (if missing) and gives it exactly `mode`. Every directory above it is root's: no link can be swapped in. */
+function dirWithMode(dir: string, mode: number): void {
+  mkdirSync(dir, { recursive: true, mode });
+  chmodSync(dir, mode);
+}
 
 function isMissing(e: unknown): boolean {
   return e instanceof CommandError && /does not exist/i.test(e.stderr);
@@ -88,31 +101,47 @@ export class ZfsStorageDriver implements StorageDriver {
       if (!(await this.exists(this.parent))) {
         await this.run('zfs', ['create', '-o', 'canmount=off', '-o', 'mountpoint=none', this.parent]);
       }
+      // The root must be traversable: each space's unprivileged process reaches its own home below it.
+      mkdirSync(this.root, { recursive: true, mode: 0o711 });
+      mkdirSync(join(this.root, 'mnt'), { recursive: true, mode: 0o711 });
+      const mp = this.mountpoint(id);
+      // Mode 0 while unmounted, so nothing unprivileged can put plaintext where the space will appear.
+      dirWithMode(mp, 0o000);
       const size = String(sizeBytes);
-      await this.run(
-        'zfs',
-        [
-          'create',
-          ...ENCRYPTION,
-          '-o',
-          `quota=${size}`,
-          '-o',
-          `reservation=${size}`,
-          '-o',
-          `mountpoint=${this.mountpoint(id)}`,
-          '-o',
-          'setuid=off',
-          '-o',
-          'devices=off',
-          ds,
-        ],
-        { stdin: key },
-      );
       try {
+        await this.run(
+          'zfs',
+          [
+            'create',
+            ...ENCRYPTION,
+            '-o',
+            `quota=${size}`,
+            '-o',
+            `reservation=${size}`,
+            '-o',
+            `mountpoint=${mp}`,
+            '-o',
+            'setuid=off',
+            '-o',
+            'devices=off',
+            ds,
+          ],
+          { stdin: key },
+        );
+      } catch (e) {
+        removeEmptyDirs(mp);
+        throw e;
+      }
+      try {
+        chmodSync(mp, 0o755);
+        dirWithMode(join(mp, 'data'), 0o700);
         await this.run('zfs', ['create', `${ds}/data`]);
+        chmodSync(join(mp, 'data'), 0o700);
+        dirWithMode(join(mp, 'volumes'), 0o711);
         await this.run('zfs', ['create', '-o', 'canmount=off', `${ds}/volumes`]);
       } catch (e) {
         await this.run('zfs', ['destroy', '-r', ds]).catch(() => undefined);
+        removeEmptyDirs(mp);
         throw e;
       }
       return this.readInfo(id);
@@ -201,10 +230,18 @@ export class ZfsStorageDriver implements StorageDriver {
         });
       }
       const size = String(sizeBytes);
-      await this.run('zfs', ['create', ...ENCRYPTION, '-o', `quota=${size}`, '-o', `reservation=${size}`, vol], {
-        stdin: key,
-      });
-      return { path: join(this.mountpoint(id), 'volumes', volumeId) };
+      const path = join(this.mountpoint(id), 'volumes', volumeId);
+      dirWithMode(path, 0o700); // what a locked volume shows, as on fscrypt
+      try {
+        await this.run('zfs', ['create', ...ENCRYPTION, '-o', `quota=${size}`, '-o', `reservation=${size}`, vol], {
+          stdin: key,
+        });
+      } catch (e) {
+        removeEmptyDirs(path);
+        throw e;
+      }
+      chmodSync(path, 0o700);
+      return { path };
     });
   }
 
@@ -250,6 +287,7 @@ export class ZfsStorageDriver implements StorageDriver {
       if (!(await this.exists(vol))) return;
       await this.closeTree(vol);
       await this.run('zfs', ['destroy', '-r', vol]);
+      removeEmptyDirs(join(this.mountpoint(id), 'volumes', volumeId));
     });
   }
 

@@ -29,6 +29,8 @@ import { spaceCgroupLayout, spaceCgroupLimits, spaceDataLayout } from './layout.
 export interface SpaceProcesses {
   /** Stops the space's API process (if running) and forgets it. */
   stop(spaceId: string): Promise<void>;
+  /** For a space that is gone: stops its process and removes its run directory. Idempotent. */
+  forget(spaceId: string): Promise<void>;
 }
 
 /** A space's workloads (containers, VMs, volumes) as a whole: the broker. */
@@ -244,6 +246,8 @@ export class SpaceService {
     await this.d.workloads.removeAll(id);
     await this.d.cgroups.destroy(spaceCgroupLayout(this.d.cgroupParent, id).space);
     await this.d.storage.destroy(id);
+    // Last: with its cgroup gone, nothing of the space's uid is left to write there again.
+    await this.d.processes.forget(id);
   }
 
   private requireState(row: SpaceRow, allowed: SpaceState[]): void {

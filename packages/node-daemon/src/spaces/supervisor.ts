@@ -5,7 +5,18 @@
  * a thousand spaces that cost nothing while nobody talks to them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, closeSync, fchownSync, mkdirSync, openSync, rmSync, writeSync, chmodSync } from 'node:fs';
+import {
+  chownSync,
+  closeSync,
+  fchownSync,
+  mkdirSync,
+  openSync,
+  rmdirSync,
+  rmSync,
+  unlinkSync,
+  writeSync,
+  chmodSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { CgroupDriver } from '@ocs/host';
@@ -202,7 +213,8 @@ export class SpaceSupervisor implements SpaceProcesses {
   }
 
   private pipeLogs(spaceId: string, child: ChildProcess): void {
-    const log = this.o.logger.child({ spaceId, pid: child.pid });
+    // `pid` is the daemon's own (in the log base): the space process's gets a name of its own.
+    const log = this.o.logger.child({ spaceId, spacePid: child.pid });
     createInterface({ input: child.stderr! }).on('line', (line) =>
       log.info({ space: line.slice(0, 2000) }, 'space process'),
     );
@@ -254,6 +266,31 @@ export class SpaceSupervisor implements SpaceProcesses {
     await r.exited;
     clearTimeout(timer);
     this.running.delete(spaceId);
+  }
+
+  /**
+   * For a space that is gone: stops its process and removes what the daemon put in its run
+   * directory, then the directory. By name, never a recursive walk: the directory is the
+   * space's uid's, and unlink and rmdir never follow a link it may have planted. Whatever the
+   * space left there itself keeps the directory, and says so in the log.
+   */
+  async forget(spaceId: string): Promise<void> {
+    await this.stop(spaceId);
+    const paths = spaceRunDir(this.o.runDir, spaceId);
+    for (const file of [paths.config, paths.apiSocket, paths.brokerSocket]) {
+      try {
+        unlinkSync(file);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+          this.o.logger.warn({ err, spaceId }, 'a file in the space run directory could not be removed');
+      }
+    }
+    try {
+      rmdirSync(paths.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        this.o.logger.warn({ err, spaceId }, 'the space run directory was left: it holds files the space made');
+    }
   }
 
   async close(): Promise<void> {
