@@ -52,7 +52,7 @@ function kill9(d: Daemon): Promise<void> {
   });
 }
 
-test('kill -9 during reserve and destroy: after restart no orphan and no lost space', async () => {
+test('kill -9 during reserve, lock and destroy: after restart no orphan, no lost space, and a locked space is locked on the host', async () => {
   const tag = randomBytes(4).toString('hex');
   const dir = mkdtempSync(join(tmpdir(), `ocs-crash-${tag}-`));
   chmodSync(dir, 0o711);
@@ -73,6 +73,7 @@ test('kill -9 during reserve and destroy: after restart no orphan and no lost sp
   let d: Daemon | undefined;
   const created = new Set<string>();
   const destroyed = new Set<string>();
+  const owners = new Map<string, ReturnType<typeof generatePrivateKey>>();
   try {
     for (let round = 0; round < 4; round++) {
       d = await startDaemon(configPath);
@@ -119,6 +120,8 @@ test('kill -9 during reserve and destroy: after restart no orphan and no lost sp
             .map((f) => f.replace(/\.img$/, ''))
         : [];
       assert.deepEqual(images.sort(), [...live].sort(), 'storage images differ from records');
+      const locked = new Set(listed.filter((s) => s.state === 'locked').map((s) => s.id));
+      const mounts = readFileSync('/proc/self/mountinfo', 'utf8');
       for (const id of images) {
         const loops = execFileSync('losetup', ['-j', join(config.storage.root, 'images', `${id}.img`)])
           .toString()
@@ -126,17 +129,26 @@ test('kill -9 during reserve and destroy: after restart no orphan and no lost sp
           .split('\n')
           .filter(Boolean);
         assert.ok(loops.length <= 1, `image ${id} attached ${loops.length} times`);
+        // What the records call locked is locked on the host: no loop device, no mount.
+        if (locked.has(id)) {
+          assert.equal(loops.length, 0, `locked space ${id} still has a loop device`);
+          assert.ok(!mounts.includes(`/mnt/${id} `), `locked space ${id} is still mounted`);
+        }
       }
 
-      // One completed reservation, then one reserve and one destroy cut short by kill -9.
-      const ok = await client()
+      // One completed reservation, then one reserve, one lock and one destroy cut short by kill -9.
+      const okOwner = generatePrivateKey();
+      const ok = await client(okOwner)
         .call<{ space: { id: string } }>('POST', '/v1/spaces', {
-          ownerKey: generatePrivateKey().publicKey.toBase64url(),
+          ownerKey: okOwner.publicKey.toBase64url(),
           resources: { cpuMillicores: 100, memoryBytes: 64 * MiB, storageBytes: 32 * MiB },
           leaseSeconds: 600,
         })
         .catch(() => undefined);
-      if (ok) created.add(ok.body.space.id);
+      if (ok) {
+        created.add(ok.body.space.id);
+        owners.set(ok.body.space.id, okOwner);
+      }
       const victim = [...created].find((id) => !destroyed.has(id) && id !== ok?.body.space.id);
       const owner = generatePrivateKey();
       const inflight = [
@@ -157,6 +169,12 @@ test('kill -9 during reserve and destroy: after restart no orphan and no lost sp
                 () => destroyed.add(victim),
                 () => undefined,
               )
+          : Promise.resolve(),
+        // The space just made is locked by its owner while the daemon dies.
+        ok
+          ? client(okOwner)
+              .call('POST', `/v1/spaces/${ok.body.space.id}/lock`, {})
+              .catch(() => undefined)
           : Promise.resolve(),
       ];
       await new Promise((r) => setTimeout(r, 20 + round * 60));

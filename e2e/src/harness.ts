@@ -73,6 +73,8 @@ export interface TestNodeOptions {
   workloads?: boolean;
   /** Start again on the state of a previous test node (after `stop({ keepHost: true })`). */
   reuse?: { dir: string; tag: string };
+  /** Listen on this port (default: any free one), e.g. the port of the node being restarted. */
+  port?: number;
 }
 
 export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNode> {
@@ -83,7 +85,7 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
   const config = resolveConfig({
     stateDir: join(dir, 'state'),
     runDir: join(dir, 'run'),
-    listen: { host: '127.0.0.1', port: 0 },
+    listen: { host: '127.0.0.1', port: opts.port ?? 0 },
     storage: { backend: 'fscrypt', root: join(dir, 'storage') },
     cgroups: { parent: `ocs-test-${tag}.slice` },
     capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 } },

@@ -164,10 +164,11 @@ test('a signed request to the daemon is refused as replayed after a daemon resta
         .client({ token: async () => token })
         .send('POST', `/v1/spaces/${a.space.id}/lock`, undefined, { raw: body!, headers, sign: false });
     assert.equal((await send(t)).status, 200);
+    const port = Number(new URL(t.node.url).port);
     await t.stop({ keepHost: true });
-    t = await startTestNode({ reuse: t.reuse });
-    // The restarted daemon listens elsewhere; the captured Host header still names the URI
-    // the signature covers, so everything but the nonce is as valid as before.
+    // Same node, same port: the captured request names this node's authority, so everything
+    // but the nonce is as valid as before.
+    t = await startTestNode({ reuse: t.reuse, port });
     assert.equal(code(await send(t)), 'replayed');
   } finally {
     await t.stop();

@@ -6,7 +6,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:tls';
-import { request } from 'node:http';
+import { createServer, request } from 'node:http';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   NODE_ROUTES,
   SPACE_ROUTES,
@@ -273,7 +276,7 @@ test('a request signed for another node is refused on both APIs (misdirected_req
     'active',
   );
   // The space process checks it too, for anything that reaches its socket without the daemon.
-  const socket = spaceRunDir(t.config.runDir, a.space.id).apiSocket;
+  const socket = spaceRunDir(t.config.runDir, a.space.id).handedApiSocket;
   await t.client({ roles: ['monitor'], owner: ownerA }).call('GET', `${a.space.apiBase}/status`);
   const direct = await new Promise<number>((resolve, reject) => {
     const req = request(
@@ -382,5 +385,30 @@ test("Node's parser refusals answer with the JSON error body", async () => {
     assert.equal(statuses(raw)[0], status, `${name}: ${raw.slice(0, 120)}`);
     const body = raw.slice(raw.indexOf('\r\n\r\n') + 4);
     assert.equal((JSON.parse(body) as { error?: { code: string } }).error?.code, code, `${name}: ${raw}`);
+  }
+});
+
+test("a link the space plants where its API socket was never redirects the daemon's requests", async () => {
+  const a = await reserve(ownerA, 'org-a');
+  const owner = t.client({ roles: ALL, org: 'org-a', owner: ownerA });
+  await owner.call('GET', `${a.space.apiBase}/status`);
+  // The decoy: a socket the tenant would like the daemon (root) to talk to instead.
+  const dir = mkdtempSync(join(tmpdir(), 'ocs-decoy-'));
+  let decoyHits = 0;
+  const decoy = createServer((_req, res) => {
+    decoyHits++;
+    res.end('{}');
+  });
+  await new Promise<void>((resolve) => decoy.listen(join(dir, 'decoy.sock'), resolve));
+  try {
+    const planted = spaceRunDir(t.config.runDir, a.space.id).apiSocket;
+    rmSync(planted, { force: true });
+    symlinkSync(join(dir, 'decoy.sock'), planted);
+    const r = await owner.call<{ spaceId: string }>('GET', `${a.space.apiBase}/status`);
+    assert.equal(r.body.spaceId, a.space.id, 'answered by the space process itself');
+    assert.equal(decoyHits, 0);
+  } finally {
+    await new Promise<void>((resolve) => decoy.close(() => resolve()));
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -4,3 +4,4 @@ export { createLogger, type Logger } from './logger.js';
 export { ManualClock, systemClock, type Clock } from './clock.js';
 export { spaceCgroupLayout, spaceRunDir } from './spaces/layout.js';
 export { openDatabase, SpacesRepo, WorkloadsRepo } from './state/index.js';
+export { sandboxArgs, seccompProgram, DENIED_SYSCALLS, type SandboxSpec } from './spaces/sandbox.js';

@@ -194,6 +194,8 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     runDir: config.runDir,
     cgroupParent: config.cgroups.parent,
     spaceApiMain: fileURLToPath(import.meta.resolve('@ocs/space-api/bundle')),
+    // The install holding the bundle and node_modules (packages/space-api/dist/bundle.mjs → root).
+    installRoot: resolve(dirname(fileURLToPath(import.meta.resolve('@ocs/space-api/bundle'))), '../../..'),
     configFor: async (spaceId) => {
       const row = repo.get(spaceId);
       if (!row || row.state !== 'active') return undefined;

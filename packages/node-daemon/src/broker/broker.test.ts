@@ -10,6 +10,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, wri
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/host';
+import { OcsError } from '@ocs/protocol';
 import { AuditLog, WorkloadsRepo } from '../state/index.js';
 import { SPACE_A, SPACE_B, twoSpaces } from '../state/test-support.js';
 import { createLogger } from '../logger.js';
@@ -244,6 +245,29 @@ test('a host failure is host_failed (502) naming the part, never internal, and i
     assert.equal(err.status, 502);
     assert.ok(err.message.includes(part), err.message);
     assert.doesNotMatch(err.message, /KVM kernel module|layer 9f0c/);
+  }
+  s.db.close();
+});
+
+test('deleting a container or VM the host already lost removes the record, and a second delete is not_found', async () => {
+  const gone = () => {
+    throw new OcsError('not_found', 'no such container');
+  };
+  const s = setup(undefined, {
+    docker: recorder<DockerDriver>([], { remove: gone }),
+    vms: recorder<VmDriver>([], { stop: gone, undefine: gone }),
+  });
+  const budget = { cpuMillicores: 1000, memoryBytes: MiB, storageBytes: MiB };
+  const share = { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0, pids: 0 };
+  for (const [kind, id, op, arg] of [
+    ['container', 'ctr_aaaaaaaaaaaaaaaaaaaa', 'deleteContainer', 'container'],
+    ['vm', 'vm_aaaaaaaaaaaaaaaaaaaa', 'deleteVm', 'vm'],
+  ] as const) {
+    s.workloads.reserve(budget, { id, spaceId: A, kind, name: 'w', spec: {}, ...share });
+    s.workloads.markReady(id);
+    assert.deepEqual(await s.broker.call(A, op, { [arg]: 'w' }), {});
+    assert.equal(s.workloads.find(A, kind, 'w'), undefined, `${kind} record removed`);
+    await assert.rejects(s.broker.call(A, op, { [arg]: 'w' }), { code: 'not_found' });
   }
   s.db.close();
 });

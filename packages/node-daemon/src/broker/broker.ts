@@ -130,7 +130,11 @@ export class Broker {
       },
       deleteContainer: async (s, a) => {
         const w = d.workloads.get(s.id, 'container', a.container);
-        await this.docker().remove(s.id, w.id);
+        // Idempotent against a container already gone (a crash after the engine removed it,
+        // before the record went): the owner's retry removes the record instead of a 404 forever.
+        await this.docker()
+          .remove(s.id, w.id)
+          .catch((err: unknown) => this.ignoreGone(err));
         d.workloads.remove(w.id);
         return {};
       },
@@ -159,8 +163,13 @@ export class Broker {
       },
       deleteVm: async (s, a) => {
         const w = d.workloads.get(s.id, 'vm', a.vm);
-        await this.vmDriver().stop(s.id, w.id, { graceSeconds: 0 });
-        await this.vmDriver().undefine(s.id, w.id);
+        // Idempotent against a domain already gone, as for containers.
+        await this.vmDriver()
+          .stop(s.id, w.id, { graceSeconds: 0 })
+          .catch((err: unknown) => this.ignoreGone(err));
+        await this.vmDriver()
+          .undefine(s.id, w.id)
+          .catch((err: unknown) => this.ignoreGone(err));
         await rm(join((await this.data(s)).vms, w.id), { recursive: true, force: true });
         d.workloads.remove(w.id);
         return {};

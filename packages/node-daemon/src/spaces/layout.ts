@@ -26,6 +26,12 @@ export function spaceRunDir(runDir: string, spaceId: string) {
   const dir = join(runDir, 'spaces', spaceId);
   return {
     dir,
+    /**
+     * Where the daemon connects to the space's API: its listening socket, renamed out of the
+     * space's own directory into a root-only one once it is ready, so a link the space plants
+     * later cannot redirect the daemon (root) anywhere.
+     */
+    handedApiSocket: join(runDir, 'api', `${spaceId}.sock`),
     apiSocket: join(dir, 'api.sock'),
     brokerSocket: join(dir, 'broker.sock'),
     config: join(dir, 'config.json'),

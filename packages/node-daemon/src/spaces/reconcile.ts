@@ -81,10 +81,15 @@ export async function reconcile(d: {
         if (!info) {
           d.repo.setState(row.id, [row.state], 'failed');
           report.markedFailed.push(row.id);
-        } else if (row.state === 'active' && !info.unlocked) {
-          // After a reboot the kernel has forgotten the key: the owner must unlock again.
-          d.repo.setState(row.id, ['active'], 'locked');
-          report.markedLocked.push(row.id);
+        } else {
+          if (row.state === 'active' && !info.unlocked) {
+            // After a reboot (or a crash halfway through a lock) the key is gone: the owner must unlock again.
+            d.repo.setState(row.id, ['active'], 'locked');
+            report.markedLocked.push(row.id);
+          }
+          // What the records call locked is locked on the host: a lock cut short by a crash may
+          // have evicted the key and left the mount or the loop device. Idempotent.
+          if (row.state !== 'active' || !info.unlocked) await d.storage.lock(row.id);
         }
         break;
       }

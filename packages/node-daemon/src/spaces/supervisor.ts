@@ -7,6 +7,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
   chownSync,
+  lstatSync,
+  renameSync,
   closeSync,
   fchownSync,
   mkdirSync,
@@ -23,6 +25,8 @@ import type { CgroupDriver } from '@ocs/host';
 import { OcsError, isOcsError } from '@ocs/protocol';
 import type { Logger } from '../logger.js';
 import { spaceCgroupLayout, spaceRunDir } from './layout.js';
+import { sandboxArgs, seccompProgram } from './sandbox.js';
+import type { Writable } from 'node:stream';
 import type { SpaceProcesses } from './service.js';
 
 /** What the space process is told at start: public facts only, never a key that opens anything. */
@@ -53,6 +57,8 @@ export interface SupervisorOptions {
   cgroupParent: string;
   /** Absolute path of packages/space-api/dist/main.js. */
   spaceApiMain: string;
+  /** The node install (bundle and native modules), shown read-only in the sandbox. */
+  installRoot: string;
   nodePath?: string;
   readyTimeoutMs?: number;
   /** Fresh config for a space (from its record), or undefined if it may not run. */
@@ -84,6 +90,8 @@ export class SpaceSupervisor implements SpaceProcesses {
       mkdirSync(d, { recursive: true });
       chmodSync(d, 0o711);
     }
+    mkdirSync(join(o.runDir, 'api'), { recursive: true });
+    chmodSync(join(o.runDir, 'api'), 0o700);
   }
 
   /** The socket of a running space process, starting it if needed (concurrent callers share one start). */
@@ -149,27 +157,27 @@ export class SpaceSupervisor implements SpaceProcesses {
 
     // The shell waits for one line on stdin before exec'ing the sandbox, so the daemon can put
     // it into the space's cgroup first: nothing the space runs is ever charged elsewhere.
+    const SECCOMP_FD = 3;
     const child = spawn(
       '/bin/sh',
       [
         '-c',
         'read -r _ && exec "$@"',
         'ocs-space',
-        'setpriv',
-        `--reuid=${uid}`,
-        `--regid=${uid}`,
-        '--clear-groups',
-        '--inh-caps=-all',
-        '--bounding-set=-all',
-        '--no-new-privs',
-        '--',
-        this.o.nodePath ?? process.execPath,
-        '--enable-source-maps',
-        this.o.spaceApiMain,
-        paths.config,
+        'bwrap',
+        ...sandboxArgs({
+          uid,
+          installRoot: this.o.installRoot,
+          runDir: paths.dir,
+          dataDir: cfg.dataDir,
+          nodePath: this.o.nodePath ?? process.execPath,
+          seccompFd: SECCOMP_FD,
+          argv: [this.o.nodePath ?? process.execPath, '--enable-source-maps', this.o.spaceApiMain, paths.config],
+        }),
       ],
-      { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: '/usr/bin:/bin', NODE_ENV: 'production' }, cwd: '/' },
+      { stdio: ['pipe', 'pipe', 'pipe', 'pipe'], env: { PATH: '/usr/bin:/bin', NODE_ENV: 'production' }, cwd: '/' },
     );
+    (child.stdio[SECCOMP_FD] as Writable | null)?.end(seccompProgram());
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve())).then(closeBroker);
     try {
       if (child.pid === undefined) throw new Error('spawn failed');
@@ -178,6 +186,12 @@ export class SpaceSupervisor implements SpaceProcesses {
       await this.o.cgroups.addProcess(spaceCgroupLayout(this.o.cgroupParent, spaceId).api, child.pid);
       child.stdin!.end('go\n');
       await this.waitReady(child);
+      const ino = this.handOver(paths.apiSocket, paths.handedApiSocket, uid);
+      // Gone with the process; only ours: a newer process of the space may own the path by then.
+      void exited.then(() => {
+        if (lstatSync(paths.handedApiSocket, { throwIfNoEntry: false })?.ino === ino)
+          rmSync(paths.handedApiSocket, { force: true });
+      });
     } catch (err) {
       child.kill('SIGKILL');
       await exited;
@@ -185,11 +199,27 @@ export class SpaceSupervisor implements SpaceProcesses {
       this.o.logger.error({ err, spaceId }, 'space process failed to start');
       throw new OcsError('unavailable', 'the space process could not be started');
     }
-    const running: Running = { child, socket: paths.apiSocket, startedAt: Date.now(), stopping: false, exited };
+    const running: Running = { child, socket: paths.handedApiSocket, startedAt: Date.now(), stopping: false, exited };
     this.running.set(spaceId, running);
     this.failures.delete(spaceId);
     child.once('exit', (code, signal) => this.onExit(spaceId, running, code, signal));
     return running;
+  }
+
+  /**
+   * Moves the space's listening socket into the root-only `api/` directory. rename(2) moves a
+   * planted link itself, never what it points to, and the result must be a socket of the
+   * space's uid: a link or another file there is refused and removed.
+   */
+  private handOver(from: string, to: string, uid: number): number {
+    rmSync(to, { force: true });
+    renameSync(from, to);
+    const st = lstatSync(to);
+    if (!st.isSocket() || st.uid !== uid) {
+      rmSync(to, { force: true });
+      throw new Error('the space process left something other than its own socket');
+    }
+    return st.ino;
   }
 
   private waitReady(child: ChildProcess): Promise<void> {
@@ -277,6 +307,7 @@ export class SpaceSupervisor implements SpaceProcesses {
   async forget(spaceId: string): Promise<void> {
     await this.stop(spaceId);
     const paths = spaceRunDir(this.o.runDir, spaceId);
+    rmSync(paths.handedApiSocket, { force: true });
     for (const file of [paths.config, paths.apiSocket, paths.brokerSocket]) {
       try {
         unlinkSync(file);

@@ -1,0 +1,148 @@
+/**
+ * The space process's sandbox, on the real kernel: the live process of a real space is checked
+ * for its namespaces, seccomp, capabilities and uid; and a probe run in the very sandbox the
+ * supervisor builds (same function, same seccomp program) tries what a compromised space
+ * process would: TCP to the host's loopback, other uids' /proc, another space's storage, and
+ * making namespaces of its own.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import {
+  chmodSync,
+  chownSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Writable } from 'node:stream';
+import { generatePrivateKey, type CreateSpaceResponse } from '@ocs/protocol';
+import { sandboxArgs, seccompProgram, spaceCgroupLayout } from '@ocs/node-daemon';
+import { startTestNode, MiB, type TestNode } from './harness.js';
+
+let t: TestNode;
+before(async () => {
+  t = await startTestNode();
+});
+after(async () => {
+  await t?.stop();
+});
+
+const ALL = ['spaces', 'storage', 'containers', 'vms', 'monitor'] as const;
+
+function status(pid: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+    const i = line.indexOf(':');
+    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
+  }
+  return out;
+}
+
+test('a real space process runs in its own network, mount and PID namespaces, under seccomp, as its uid', async () => {
+  const owner = generatePrivateKey();
+  const c = t.client({ roles: [...ALL], owner });
+  const a = (
+    await c.call<CreateSpaceResponse>('POST', '/v1/spaces', {
+      ownerKey: owner.publicKey.toBase64url(),
+      resources: { cpuMillicores: 200, memoryBytes: 128 * MiB, storageBytes: 32 * MiB },
+      leaseSeconds: 600,
+    })
+  ).body;
+  await c.call('GET', `${a.space.apiBase}/status`);
+  const pids = await t.cgroups.processes(spaceCgroupLayout(t.config.cgroups.parent, a.space.id).api);
+  const node = pids.find((p) => readlinkSync(`/proc/${p}/exe`) === process.execPath);
+  assert.ok(node, `a node process among ${pids.join(',')}`);
+  for (const ns of ['net', 'mnt', 'pid', 'ipc', 'uts'])
+    assert.notEqual(readlinkSync(`/proc/${node}/ns/${ns}`), readlinkSync(`/proc/self/ns/${ns}`), `${ns} namespace`);
+  const st = status(node);
+  assert.equal(st.Seccomp, '2', 'seccomp filter mode');
+  assert.equal(st.NoNewPrivs, '1');
+  assert.equal(st.CapEff, '0000000000000000');
+  assert.equal(st.CapBnd, '0000000000000000');
+  const uid = t.node.repo.get(a.space.id)!.uid;
+  assert.equal(st.Uid!.split(/\s+/)[0], String(uid));
+  // What it can see of the file system: its own storage, not the others'.
+  const mounts = readFileSync(`/proc/${node}/mountinfo`, 'utf8');
+  assert.ok(!mounts.includes(t.config.stateDir), "the daemon's state directory is not in its mount namespace");
+});
+
+/** Runs `script` with node inside the supervisor's sandbox as `uid`; resolves with its stdout. */
+function inSandbox(
+  uid: number,
+  runDir: string,
+  dataDir: string,
+  script: string,
+): Promise<{ code: number; out: string }> {
+  const installRoot = join(fileURLToPath(new URL('.', import.meta.url)), '../..');
+  const args = sandboxArgs({
+    uid,
+    installRoot,
+    runDir,
+    dataDir,
+    nodePath: process.execPath,
+    seccompFd: 3,
+    argv: [process.execPath, '-e', script],
+  });
+  return new Promise((resolve) => {
+    const child = spawn('bwrap', args, { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], env: { PATH: '/usr/bin:/bin' } });
+    (child.stdio[3] as Writable).end(seccompProgram());
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('close', (code) => resolve({ code: code ?? -1, out }));
+  });
+}
+
+test('inside the sandbox: no TCP to the host, no other process, no other storage, no namespaces of its own', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ocs-sandbox-'));
+  chmodSync(dir, 0o711);
+  const uid = 470_000 + Math.floor(Math.random() * 10_000);
+  const runDir = join(dir, 'run');
+  const dataDir = join(dir, 'data');
+  const other = join(dir, 'other-space');
+  for (const d of [runDir, dataDir, other]) {
+    mkdirSync(d);
+    chownSync(d, uid, uid);
+  }
+  writeFileSync(join(other, 'secret'), 'another tenant');
+  chownSync(join(other, 'secret'), uid, uid); // even the same uid: it is simply not there
+  const server = createServer((s) => s.end('host service'));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  try {
+    const script = `
+      const fs = require('node:fs'); const net = require('node:net'); const cp = require('node:child_process');
+      const r = {};
+      r.ownData = (fs.writeFileSync(${JSON.stringify(join(dataDir, 'x'))}, 'ok'), 'ok');
+      try { fs.readFileSync(${JSON.stringify(join(other, 'secret'))}); r.other = 'read'; } catch (e) { r.other = e.code; }
+      try { fs.readFileSync('/proc/${process.pid}/cmdline'); r.proc = 'read'; } catch (e) { r.proc = e.code; }
+      r.pids = fs.readdirSync('/proc').filter((n) => /^\\d+$/.test(n)).length;
+      const u = cp.spawnSync('/usr/bin/unshare', ['--user', '--map-root-user', 'true'], { encoding: 'utf8' });
+      r.unshare = u.status;
+      const s = net.connect(${port}, '127.0.0.1');
+      s.on('data', () => { r.tcp = 'connected'; done(); });
+      s.on('error', (e) => { r.tcp = e.code; done(); });
+      function done() { console.log(JSON.stringify(r)); process.exit(0); }
+    `;
+    const { code, out } = await inSandbox(uid, runDir, dataDir, script);
+    assert.equal(code, 0, out);
+    const r = JSON.parse(out.trim().split('\n').pop()!) as Record<string, string | number>;
+    assert.equal(r.ownData, 'ok', 'its own home is writable');
+    assert.equal(r.other, 'ENOENT', "another space's storage is not in its world");
+    assert.equal(r.proc, 'ENOENT', "the daemon's process does not exist for it");
+    assert.ok(Number(r.pids) <= 3, `it sees ${r.pids} processes`);
+    assert.notEqual(r.unshare, 0, 'no namespaces of its own (seccomp)');
+    assert.match(String(r.tcp), /^(ENETUNREACH|ECONNREFUSED|EHOSTUNREACH)$/, `TCP to the host's loopback: ${r.tcp}`);
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
