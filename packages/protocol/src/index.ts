@@ -15,5 +15,6 @@ export * from './schemas/common.js';
 export * from './schemas/node.js';
 export * from './schemas/space.js';
 export * from './authorize.js';
+export * from './single-headers.js';
 export * from './token-cache.js';
 export * from './broker.js';
