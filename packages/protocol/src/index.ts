@@ -17,4 +17,5 @@ export * from './schemas/space.js';
 export * from './authorize.js';
 export * from './single-headers.js';
 export * from './token-cache.js';
+export * from './key-sets.js';
 export * from './broker.js';
