@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Type, type Static } from '@sinclair/typebox';
-import { Obj, OcsError, validate, GiB } from '@ocs/protocol';
+import { JsonWebKeySet, Obj, OcsError, RemoteKeysPolicy, validate, GiB } from '@ocs/protocol';
 
 const ResourcesConfig = Obj({
   cpuMillicores: Type.Integer({ minimum: 0 }),
@@ -12,12 +12,17 @@ const ResourcesConfig = Obj({
   storageBytes: Type.Integer({ minimum: 0 }),
 });
 
+/** One trusted issuer: exactly one of `jwks` and `jwksUri` (checked in resolveConfig). */
 const IssuerConfig = Obj({
   issuer: Type.String({ minLength: 1 }),
-  /** Inline JWKS (public keys only). */
-  jwks: Type.Optional(Type.Object({ keys: Type.Array(Type.Record(Type.String(), Type.Unknown())) })),
-  /** Fetched and cached by jose, rotated by kid. */
+  /** Inline JWKS (public keys only: anything else is dropped). */
+  jwks: Type.Optional(JsonWebKeySet),
+  /** Fetched by the daemon (cached, fetched again on an unknown kid) and handed to the space processes. */
   jwksUri: Type.Optional(Type.String({ pattern: '^https://' })),
+  /** PEM file of the CA(s) the `jwksUri` server's certificate must chain to, instead of the system's roots. */
+  caFile: Type.Optional(Type.String({ minLength: 1 })),
+  /** The `typ` header this issuer's tokens carry; default `at+jwt` (RFC 9068). */
+  tokenType: Type.Optional(Type.String({ minLength: 1, maxLength: 80 })),
 });
 
 export const ConfigSchema = Obj({
@@ -33,6 +38,8 @@ export const ConfigSchema = Obj({
     devIssuer: Type.Boolean(),
     maxTokenLifetimeSeconds: Type.Integer({ minimum: 30, maximum: 86400 }),
     clockToleranceSeconds: Type.Integer({ minimum: 0, maximum: 300 }),
+    /** How the keys of `jwksUri` issuers are kept fresh. */
+    remoteKeys: RemoteKeysPolicy,
   }),
   capacity: Obj({
     farmerReserve: ResourcesConfig,
@@ -81,7 +88,13 @@ export const DEFAULTS: Config = {
   runDir: '/run/ocs',
   listen: { host: '0.0.0.0', port: 8443 },
   tls: {},
-  auth: { issuers: [], devIssuer: true, maxTokenLifetimeSeconds: 900, clockToleranceSeconds: 30 },
+  auth: {
+    issuers: [],
+    devIssuer: true,
+    maxTokenLifetimeSeconds: 900,
+    clockToleranceSeconds: 30,
+    remoteKeys: { refreshSeconds: 300, cooldownSeconds: 30, maxStaleSeconds: 3600 },
+  },
   capacity: { farmerReserve: { cpuMillicores: 500, memoryBytes: 1 * GiB, storageBytes: 2 * GiB }, storageBytes: 0 },
   storage: { backend: 'fscrypt', root: '/var/lib/ocs-storage' },
   cgroups: { root: '/sys/fs/cgroup', parent: 'ocs.slice' },
@@ -114,8 +127,9 @@ export function mergeConfig(base: unknown, over: unknown): unknown {
 
 /** Validates a partial config merged over the defaults; errors name the field. */
 export function resolveConfig(partial: unknown): Config {
+  let config: Config;
   try {
-    return validate(ConfigSchema, mergeConfig(DEFAULTS, partial ?? {}));
+    config = validate(ConfigSchema, mergeConfig(DEFAULTS, partial ?? {}));
   } catch (err) {
     if (err instanceof OcsError) {
       const field = String(err.details?.field ?? '/');
@@ -123,6 +137,13 @@ export function resolveConfig(partial: unknown): Config {
     }
     throw err;
   }
+  config.auth.issuers.forEach((i, n) => {
+    if ((i.jwks === undefined) === (i.jwksUri === undefined))
+      throw new Error(`configuration /auth/issuers/${n}: needs exactly one of jwks and jwksUri`);
+    if (i.caFile !== undefined && i.jwksUri === undefined)
+      throw new Error(`configuration /auth/issuers/${n}/caFile: only applies to a jwksUri`);
+  });
+  return config;
 }
 
 export function loadConfigFile(path: string | undefined): Config {

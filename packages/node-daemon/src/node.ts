@@ -7,16 +7,8 @@ import { availableParallelism, hostname } from 'node:os';
 import { existsSync, mkdirSync, readFileSync, statfsSync, statSync, chmodSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createRemoteJWKSet } from 'jose';
 import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/host';
-import {
-  TableNonceStore,
-  cacheTokens,
-  createTokenVerifier,
-  type IssuerConfig,
-  type NodeInfo,
-  type Resources,
-} from '@ocs/protocol';
+import { TableNonceStore, cacheTokens, createTokenVerifier, type NodeInfo, type Resources } from '@ocs/protocol';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { systemClock, type Clock } from './clock.js';
@@ -34,6 +26,7 @@ import { createApp } from './http/app.js';
 import { createForwarder } from './http/forward.js';
 import { createMetrics } from './metrics.js';
 import { writeSecretFile } from './files.js';
+import { createNodeIssuers } from './auth/issuers.js';
 import { newId } from './ids.js';
 
 export const VERSION = '0.1.0';
@@ -146,19 +139,24 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const devIssuer = config.auth.devIssuer ? loadOrCreateDevIssuer(config.stateDir, nodeId) : undefined;
   const tls = await loadOrCreateTls({ ...config.tls, stateDir: config.stateDir, names: [nodeId, hostname()] });
 
-  const issuers: IssuerConfig[] = config.auth.issuers.map((i) => ({
-    issuer: i.issuer,
-    keys: i.jwksUri ? createRemoteJWKSet(new URL(i.jwksUri)) : (i.jwks as never),
-  }));
-  if (devIssuer) issuers.push({ issuer: devIssuer.issuer, keys: { keys: [devIssuer.publicJwk] } as never });
+  const issuers = createNodeIssuers({
+    config,
+    devIssuer,
+    logger: logger.child({ svc: 'issuers' }),
+    clock,
+    // A key that went must take the tokens it signed with it, cached or not.
+    onKeysChanged: () => cachedVerifier.clear(),
+  });
   const audiences = [nodeId, ...(config.cluster ? [config.cluster] : [])];
   const verifier = createTokenVerifier({
-    issuers,
+    issuers: issuers.policy,
     audiences,
     maxLifetimeSeconds: config.auth.maxTokenLifetimeSeconds,
     clockToleranceSeconds: config.auth.clockToleranceSeconds,
   });
   const cachedVerifier = cacheTokens(verifier);
+  // In the background: an issuer that is down delays nothing, and is tried again on the first token.
+  void issuers.warm();
   const verifyToken = (t: string | undefined) => cachedVerifier(t, { now: new Date(clock.now()) });
 
   const db = openDatabase(join(config.stateDir, 'node.db'));
@@ -182,6 +180,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     workloadUid: (uid) => uid + config.spaces.uidCount,
     logger: logger.child({ svc: 'broker' }),
     clock,
+    issuerKeys: () => issuers.remoteKeys(),
   });
   const supervisor = new SpaceSupervisor({
     cgroups,
@@ -200,14 +199,12 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
         org: row.org,
         resources: resourcesOf(row),
         auth: {
-          // Remote JWKS issuers are passed by URI: the space process fetches and caches them itself.
-          issuers: [
-            ...config.auth.issuers,
-            ...(devIssuer ? [{ issuer: devIssuer.issuer, jwks: { keys: [devIssuer.publicJwk] } }] : []),
-          ],
+          // Key sets, never URIs: the space process has no network; it asks the broker for fresher ones.
+          issuers: issuers.forSpace(),
           audiences,
           maxTokenLifetimeSeconds: config.auth.maxTokenLifetimeSeconds,
           clockToleranceSeconds: config.auth.clockToleranceSeconds,
+          remoteKeys: config.auth.remoteKeys,
         },
         idleSeconds: config.spaces.idleSeconds,
       };

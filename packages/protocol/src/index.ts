@@ -14,6 +14,7 @@ export * from './routes.js';
 export * from './schemas/common.js';
 export * from './schemas/node.js';
 export * from './schemas/space.js';
+export * from './schemas/space-process.js';
 export * from './authorize.js';
 export * from './single-headers.js';
 export * from './token-cache.js';

@@ -39,6 +39,16 @@ function recorder<T extends object>(
   });
 }
 
+const ISSUER_KEYS = {
+  issuers: [
+    {
+      issuer: 'https://idp.example',
+      jwks: { keys: [{ kty: 'OKP', crv: 'Ed25519', x: 'x', kid: 'k1' }] },
+      fetchedAt: 1,
+    },
+  ],
+};
+
 function setup(mountpoint = '/nonexistent/data') {
   const { db, spaces } = twoSpaces();
   const calls: string[] = [];
@@ -58,6 +68,7 @@ function setup(mountpoint = '/nonexistent/data') {
     workloadUid: (u) => u + 1000,
     logger: createLogger({ level: 'silent' }),
     clock: { now: () => Date.now() },
+    issuerKeys: () => ISSUER_KEYS,
   });
   return { db, spaces, workloads, broker, calls, audit: new AuditLog(db) };
 }
@@ -200,4 +211,15 @@ test('links the space planted in its own storage are refused, never followed, by
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('issuerKeys hands a running space the remote issuer keys the daemon holds: read-only, unaudited, active spaces only', async () => {
+  const s = setup();
+  const before = s.audit.page({ limit: 1000 }).entries.length;
+  assert.deepEqual(await s.broker.call(A, 'issuerKeys', {}), ISSUER_KEYS);
+  assert.equal(s.audit.page({ limit: 1000 }).entries.length, before, 'a read is not audited');
+  await assert.rejects(s.broker.call(A, 'issuerKeys', { issuer: 'x' }), { code: 'invalid_request' });
+  s.spaces.setState(A, ['active'], 'locked');
+  await assert.rejects(s.broker.call(A, 'issuerKeys', {}), { code: 'space_locked' });
+  assert.deepEqual(s.calls, [], 'no host driver was touched');
 });
