@@ -3,8 +3,17 @@
  * daemon runs as a development node; a bad file fails the boot with a message naming the field.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { Type, type Static } from '@sinclair/typebox';
-import { JsonWebKeySet, Obj, OcsError, RemoteKeysPolicy, validate, GiB } from '@ocs/protocol';
+import {
+  JsonWebKeySet,
+  MAX_TOKEN_LIFETIME_SECONDS,
+  Obj,
+  OcsError,
+  RemoteKeysPolicy,
+  validate,
+  GiB,
+} from '@ocs/protocol';
 
 const ResourcesConfig = Obj({
   cpuMillicores: Type.Integer({ minimum: 0 }),
@@ -36,7 +45,8 @@ export const ConfigSchema = Obj({
     issuers: Type.Array(IssuerConfig),
     /** A local issuer whose private key is written 0600 to the state dir, so `ocs` can mint tokens for the farmer. */
     devIssuer: Type.Boolean(),
-    maxTokenLifetimeSeconds: Type.Integer({ minimum: 30, maximum: 86400 }),
+    /** At most 15 minutes: the product promises that a token dies that soon by itself. */
+    maxTokenLifetimeSeconds: Type.Integer({ minimum: 30, maximum: MAX_TOKEN_LIFETIME_SECONDS }),
     clockToleranceSeconds: Type.Integer({ minimum: 0, maximum: 300 }),
     /** How the keys of `jwksUri` issuers are kept fresh. */
     remoteKeys: RemoteKeysPolicy,
@@ -146,6 +156,11 @@ export function resolveConfig(partial: unknown): Config {
   return config;
 }
 
+/**
+ * A config file states whether the node runs a development issuer: that one choice decides
+ * whether a key on this machine can mint tokens for it, so it is never left to a default that
+ * suits a laptop. Without any file the node is a development node, as documented.
+ */
 export function loadConfigFile(path: string | undefined): Config {
   if (path === undefined) return resolveConfig({});
   let parsed: unknown;
@@ -154,5 +169,31 @@ export function loadConfigFile(path: string | undefined): Config {
   } catch (err) {
     throw new Error(`configuration ${path}: ${(err as Error).message}`);
   }
+  const auth = isPlainObject(parsed) ? parsed.auth : undefined;
+  if (!isPlainObject(auth) || auth.devIssuer === undefined) {
+    throw new Error(
+      `configuration /auth/devIssuer: must be set in a config file (${path}): ` +
+        'false for production, true for a development node whose own key mints tokens',
+    );
+  }
   return resolveConfig(parsed);
+}
+
+function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost' || host === '::1') return true;
+  const v4 = host.startsWith('::ffff:') ? host.slice(7) : host;
+  return isIP(v4) === 4 && v4.startsWith('127.');
+}
+
+/** What an operator must hear at every start: logged and printed in the banner. */
+export function configWarnings(config: Config): string[] {
+  const warnings: string[] = [];
+  if (config.auth.devIssuer && !isLoopbackHost(config.listen.host)) {
+    warnings.push(
+      `the development issuer is on and the node listens on ${config.listen.host}, not on loopback only: ` +
+        'tokens signed by the key in its state directory are accepted from the network; ' +
+        'set auth.devIssuer to false for production',
+    );
+  }
+  return warnings;
 }

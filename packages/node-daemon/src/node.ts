@@ -9,7 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/host';
 import { TableNonceStore, cacheTokens, createTokenVerifier, type NodeInfo, type Resources } from '@ocs/protocol';
-import type { Config } from './config.js';
+import { configWarnings, type Config } from './config.js';
 import type { Logger } from './logger.js';
 import { systemClock, type Clock } from './clock.js';
 import { loadOrCreateDevIssuer, loadOrCreateIdentity, type DevIssuer, type NodeIdentity } from './identity.js';
@@ -56,6 +56,8 @@ export interface RunningNode {
   tls: TlsMaterial;
   identity: NodeIdentity;
   devIssuer: DevIssuer | undefined;
+  /** What the operator must hear at every start (also in the log): see configWarnings. */
+  warnings: string[];
   service: SpaceService;
   broker: Broker;
   supervisor: SpaceSupervisor;
@@ -131,6 +133,8 @@ function loadOrCreateNodeId(config: Config): string {
 export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const { config, logger } = o;
   const clock = o.clock ?? systemClock;
+  const warnings = configWarnings(config);
+  for (const w of warnings) logger.warn({ listen: config.listen.host }, w);
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
   chmodSync(config.stateDir, 0o700);
   checkTraversable(config.storage.root);
@@ -303,6 +307,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     tls,
     identity,
     devIssuer,
+    warnings,
     service,
     broker,
     supervisor,
