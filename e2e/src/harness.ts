@@ -73,6 +73,8 @@ export interface TestNodeOptions {
   workloads?: boolean;
   /** Start again on the state of a previous test node (after `stop({ keepHost: true })`). */
   reuse?: { dir: string; tag: string };
+  /** Merged over the defaults' `auth` (e.g. remote issuers); the dev issuer stays on unless set. */
+  auth?: Record<string, unknown>;
 }
 
 export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNode> {
@@ -94,6 +96,7 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
       graceSeconds: 60,
     },
     log: { level: 'debug' },
+    ...(opts.auth ? { auth: opts.auth } : {}),
   });
   const logs: string[] = [];
   const sink = new Writable({
