@@ -93,17 +93,19 @@ export function createKeySetCache(o: KeySetCacheOptions): KeySetCache {
   let lastFailed = false;
   let pending: Promise<boolean> | undefined;
 
-  function install(raw: unknown, fetchedAt: number): void {
+  /** Holds a fetched set; true if its keys differ from the ones held before. */
+  function install(raw: unknown, fetchedAt: number): boolean {
     const jwks = publicKeySet(raw);
     if (!Number.isFinite(fetchedAt)) throw new TypeError('fetchedAt must be a number');
     // A copy can arrive late; never go back to an older set than the one held.
-    if (held && fetchedAt < held.fetchedAt) return;
+    if (held && fetchedAt < held.fetchedAt) return false;
     const text = JSON.stringify(jwks);
     const changed = held?.text !== text;
     held = { jwks, fetchedAt, text, local: changed || !held ? createLocalJWKSet(jwks) : held.local };
-    if (changed) o.onChange?.({ jwks, fetchedAt });
+    return changed;
   }
 
+  // The initial set is no change: nothing was verified before it.
   if (o.initial) {
     try {
       install(o.initial.jwks, o.initial.fetchedAt);
@@ -116,16 +118,18 @@ export function createKeySetCache(o: KeySetCacheOptions): KeySetCache {
     if (pending) return pending;
     lastAttempt = now();
     const p = (async () => {
+      let changed: boolean;
       try {
         const r = await o.load();
-        install(r.jwks, r.fetchedAt ?? now());
-        lastFailed = false;
-        return true;
+        changed = install(r.jwks, r.fetchedAt ?? now());
       } catch (err) {
         lastFailed = true;
         o.onError?.(err);
         return false;
       }
+      lastFailed = false;
+      if (changed && held) o.onChange?.({ jwks: held.jwks, fetchedAt: held.fetchedAt });
+      return true;
     })();
     pending = p;
     void p.finally(() => {

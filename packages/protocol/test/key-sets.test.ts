@@ -187,6 +187,8 @@ test('an initial set serves without a fetch; an older copy never replaces a newe
   const { c, check } = cache(s, { initial: { jwks: { keys: [a.jwk] }, fetchedAt: T0 } });
   await check(a);
   assert.equal(s.fetches, 0);
+  assert.equal(s.changes, 0, 'the initial set is no change');
+  assert.equal(s.errors, 0);
   const older = createKeySetCache({
     load: async () => ({ jwks: { keys: [b.jwk] }, fetchedAt: T0 - 1 }),
     initial: { jwks: { keys: [a.jwk] }, fetchedAt: T0 },
