@@ -43,6 +43,8 @@ const config = {
   capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 }, storageBytes: 64 * 1024 * MiB },
   spaces: { uidBase: 500_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000, idleSeconds: 2 },
   log: { level: 'warn' },
+  // A config file must say so: this node's own dev issuer mints the benchmark's tokens.
+  auth: { devIssuer: true },
 };
 writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
 

@@ -89,7 +89,8 @@ const pool = await Promise.all(
       { method: 'POST', url, headers: baseHeaders },
       { keyId: 'owner', sign: (m) => new Uint8Array(sign(null, m, privateKey)), expiresIn: 300 },
     );
-    return { method: 'POST', url, headers: { ...baseHeaders, ...sig }, body };
+    const headers = { ...baseHeaders, ...sig };
+    return { method: 'POST', url, headers, body, rawHeaders: Object.entries(headers).flat() };
   }),
 );
 

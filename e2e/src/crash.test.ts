@@ -66,6 +66,8 @@ test('kill -9 during reserve, lock and destroy: after restart no orphan, no lost
     capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 }, storageBytes: 2048 * MiB },
     spaces: { uidBase: 400_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000 },
     log: { level: 'warn' },
+    // A config file must say so: this node's own dev issuer mints the test's tokens.
+    auth: { devIssuer: true },
   };
   const configPath = join(dir, 'config.json');
   writeFileSync(configPath, JSON.stringify(config));

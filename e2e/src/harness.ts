@@ -75,6 +75,8 @@ export interface TestNodeOptions {
   reuse?: { dir: string; tag: string };
   /** Listen on this port (default: any free one), e.g. the port of the node being restarted. */
   port?: number;
+  /** Merged over the defaults' `auth` (e.g. remote issuers); the dev issuer stays on unless set. */
+  auth?: Record<string, unknown>;
 }
 
 export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNode> {
@@ -96,6 +98,7 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
       graceSeconds: 60,
     },
     log: { level: 'debug' },
+    ...(opts.auth ? { auth: opts.auth } : {}),
   });
   const logs: string[] = [];
   const sink = new Writable({

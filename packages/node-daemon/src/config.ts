@@ -3,8 +3,17 @@
  * daemon runs as a development node; a bad file fails the boot with a message naming the field.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { Type, type Static } from '@sinclair/typebox';
-import { Obj, OcsError, validate, GiB } from '@ocs/protocol';
+import {
+  JsonWebKeySet,
+  MAX_TOKEN_LIFETIME_SECONDS,
+  Obj,
+  OcsError,
+  RemoteKeysPolicy,
+  validate,
+  GiB,
+} from '@ocs/protocol';
 
 const ResourcesConfig = Obj({
   cpuMillicores: Type.Integer({ minimum: 0 }),
@@ -12,12 +21,17 @@ const ResourcesConfig = Obj({
   storageBytes: Type.Integer({ minimum: 0 }),
 });
 
+/** One trusted issuer: exactly one of `jwks` and `jwksUri` (checked in resolveConfig). */
 const IssuerConfig = Obj({
   issuer: Type.String({ minLength: 1 }),
-  /** Inline JWKS (public keys only). */
-  jwks: Type.Optional(Type.Object({ keys: Type.Array(Type.Record(Type.String(), Type.Unknown())) })),
-  /** Fetched and cached by jose, rotated by kid. */
+  /** Inline JWKS (public keys only: anything else is dropped). */
+  jwks: Type.Optional(JsonWebKeySet),
+  /** Fetched by the daemon (cached, fetched again on an unknown kid) and handed to the space processes. */
   jwksUri: Type.Optional(Type.String({ pattern: '^https://' })),
+  /** PEM file of the CA(s) the `jwksUri` server's certificate must chain to, instead of the system's roots. */
+  caFile: Type.Optional(Type.String({ minLength: 1 })),
+  /** The `typ` header this issuer's tokens carry; default `at+jwt` (RFC 9068). */
+  tokenType: Type.Optional(Type.String({ minLength: 1, maxLength: 80 })),
 });
 
 export const ConfigSchema = Obj({
@@ -40,8 +54,11 @@ export const ConfigSchema = Obj({
     issuers: Type.Array(IssuerConfig),
     /** A local issuer whose private key is written 0600 to the state dir, so `ocs` can mint tokens for the farmer. */
     devIssuer: Type.Boolean(),
-    maxTokenLifetimeSeconds: Type.Integer({ minimum: 30, maximum: 86400 }),
+    /** At most 15 minutes: the product promises that a token dies that soon by itself. */
+    maxTokenLifetimeSeconds: Type.Integer({ minimum: 30, maximum: MAX_TOKEN_LIFETIME_SECONDS }),
     clockToleranceSeconds: Type.Integer({ minimum: 0, maximum: 300 }),
+    /** How the keys of `jwksUri` issuers are kept fresh. */
+    remoteKeys: RemoteKeysPolicy,
   }),
   capacity: Obj({
     farmerReserve: ResourcesConfig,
@@ -93,7 +110,13 @@ export const DEFAULTS: Config = {
   runDir: '/run/ocs',
   listen: { host: '0.0.0.0', port: 8443 },
   tls: {},
-  auth: { issuers: [], devIssuer: true, maxTokenLifetimeSeconds: 900, clockToleranceSeconds: 30 },
+  auth: {
+    issuers: [],
+    devIssuer: true,
+    maxTokenLifetimeSeconds: 900,
+    clockToleranceSeconds: 30,
+    remoteKeys: { refreshSeconds: 300, cooldownSeconds: 30, maxStaleSeconds: 3600 },
+  },
   capacity: { farmerReserve: { cpuMillicores: 500, memoryBytes: 1 * GiB, storageBytes: 2 * GiB }, storageBytes: 0 },
   storage: { backend: 'fscrypt', root: '/var/lib/ocs-storage' },
   cgroups: { root: '/sys/fs/cgroup', parent: 'ocs.slice' },
@@ -126,8 +149,9 @@ export function mergeConfig(base: unknown, over: unknown): unknown {
 
 /** Validates a partial config merged over the defaults; errors name the field. */
 export function resolveConfig(partial: unknown): Config {
+  let config: Config;
   try {
-    return validate(ConfigSchema, mergeConfig(DEFAULTS, partial ?? {}));
+    config = validate(ConfigSchema, mergeConfig(DEFAULTS, partial ?? {}));
   } catch (err) {
     if (err instanceof OcsError) {
       const field = String(err.details?.field ?? '/');
@@ -135,8 +159,20 @@ export function resolveConfig(partial: unknown): Config {
     }
     throw err;
   }
+  config.auth.issuers.forEach((i, n) => {
+    if ((i.jwks === undefined) === (i.jwksUri === undefined))
+      throw new Error(`configuration /auth/issuers/${n}: needs exactly one of jwks and jwksUri`);
+    if (i.caFile !== undefined && i.jwksUri === undefined)
+      throw new Error(`configuration /auth/issuers/${n}/caFile: only applies to a jwksUri`);
+  });
+  return config;
 }
 
+/**
+ * A config file states whether the node runs a development issuer: that one choice decides
+ * whether a key on this machine can mint tokens for it, so it is never left to a default that
+ * suits a laptop. Without any file the node is a development node, as documented.
+ */
 export function loadConfigFile(path: string | undefined): Config {
   if (path === undefined) return resolveConfig({});
   let parsed: unknown;
@@ -145,5 +181,31 @@ export function loadConfigFile(path: string | undefined): Config {
   } catch (err) {
     throw new Error(`configuration ${path}: ${(err as Error).message}`);
   }
+  const auth = isPlainObject(parsed) ? parsed.auth : undefined;
+  if (!isPlainObject(auth) || auth.devIssuer === undefined) {
+    throw new Error(
+      `configuration /auth/devIssuer: must be set in a config file (${path}): ` +
+        'false for production, true for a development node whose own key mints tokens',
+    );
+  }
   return resolveConfig(parsed);
+}
+
+function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost' || host === '::1') return true;
+  const v4 = host.startsWith('::ffff:') ? host.slice(7) : host;
+  return isIP(v4) === 4 && v4.startsWith('127.');
+}
+
+/** What an operator must hear at every start: logged and printed in the banner. */
+export function configWarnings(config: Config): string[] {
+  const warnings: string[] = [];
+  if (config.auth.devIssuer && !isLoopbackHost(config.listen.host)) {
+    warnings.push(
+      `the development issuer is on and the node listens on ${config.listen.host}, not on loopback only: ` +
+        'tokens signed by the key in its state directory are accepted from the network; ' +
+        'set auth.devIssuer to false for production',
+    );
+  }
+  return warnings;
 }

@@ -51,6 +51,7 @@ program
               `  farmer token:    ocs-node token --state-dir ${config.stateDir} --role farmer`,
             ]
           : []),
+        ...node.warnings.map((w) => `  WARNING:         ${w}`),
         '',
       ].join('\n'),
     );

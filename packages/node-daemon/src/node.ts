@@ -7,7 +7,6 @@ import { availableParallelism, hostname } from 'node:os';
 import { existsSync, mkdirSync, readFileSync, statfsSync, statSync, chmodSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createRemoteJWKSet } from 'jose';
 import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/host';
 import {
   authoritySet,
@@ -15,11 +14,10 @@ import {
   TableNonceStore,
   cacheTokens,
   createTokenVerifier,
-  type IssuerConfig,
   type NodeInfo,
   type Resources,
 } from '@ocs/protocol';
-import type { Config } from './config.js';
+import { configWarnings, type Config } from './config.js';
 import type { Logger } from './logger.js';
 import { systemClock, type Clock } from './clock.js';
 import { loadOrCreateDevIssuer, loadOrCreateIdentity, type DevIssuer, type NodeIdentity } from './identity.js';
@@ -37,6 +35,7 @@ import { createForwarder } from './http/forward.js';
 import { defaultPublicNames } from './http/public-names.js';
 import { createMetrics } from './metrics.js';
 import { writeSecretFile } from './files.js';
+import { createNodeIssuers } from './auth/issuers.js';
 import { newId } from './ids.js';
 
 export const VERSION = '0.1.0';
@@ -66,6 +65,8 @@ export interface RunningNode {
   tls: TlsMaterial;
   identity: NodeIdentity;
   devIssuer: DevIssuer | undefined;
+  /** What the operator must hear at every start (also in the log): see configWarnings. */
+  warnings: string[];
   service: SpaceService;
   broker: Broker;
   supervisor: SpaceSupervisor;
@@ -141,6 +142,8 @@ function loadOrCreateNodeId(config: Config): string {
 export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const { config } = o;
   const clock = o.clock ?? systemClock;
+  const warnings = configWarnings(config);
+  for (const w of warnings) o.logger.warn({ listen: config.listen.host }, w);
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
   chmodSync(config.stateDir, 0o700);
   checkTraversable(config.storage.root);
@@ -151,19 +154,24 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const devIssuer = config.auth.devIssuer ? loadOrCreateDevIssuer(config.stateDir, nodeId) : undefined;
   const tls = await loadOrCreateTls({ ...config.tls, stateDir: config.stateDir, names: [nodeId, hostname()] });
 
-  const issuers: IssuerConfig[] = config.auth.issuers.map((i) => ({
-    issuer: i.issuer,
-    keys: i.jwksUri ? createRemoteJWKSet(new URL(i.jwksUri)) : (i.jwks as never),
-  }));
-  if (devIssuer) issuers.push({ issuer: devIssuer.issuer, keys: { keys: [devIssuer.publicJwk] } as never });
+  const issuers = createNodeIssuers({
+    config,
+    devIssuer,
+    logger: logger.child({ svc: 'issuers' }),
+    clock,
+    // A key that went must take the tokens it signed with it, cached or not.
+    onKeysChanged: () => cachedVerifier.clear(),
+  });
   const audiences = [nodeId, ...(config.cluster ? [config.cluster] : [])];
   const verifier = createTokenVerifier({
-    issuers,
+    issuers: issuers.policy,
     audiences,
     maxLifetimeSeconds: config.auth.maxTokenLifetimeSeconds,
     clockToleranceSeconds: config.auth.clockToleranceSeconds,
   });
   const cachedVerifier = cacheTokens(verifier);
+  // In the background: an issuer that is down delays nothing, and is tried again on the first token.
+  void issuers.warm();
   const verifyToken = (t: string | undefined) => cachedVerifier(t, { now: new Date(clock.now()) });
 
   const db = openDatabase(join(config.stateDir, 'node.db'));
@@ -187,6 +195,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     workloadUid: (uid) => uid + config.spaces.uidCount,
     logger: logger.child({ svc: 'broker' }),
     clock,
+    issuerKeys: () => issuers.remoteKeys(),
   });
   const supervisor = new SpaceSupervisor({
     cgroups,
@@ -207,14 +216,12 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
         org: row.org,
         resources: resourcesOf(row),
         auth: {
-          // Remote JWKS issuers are passed by URI: the space process fetches and caches them itself.
-          issuers: [
-            ...config.auth.issuers,
-            ...(devIssuer ? [{ issuer: devIssuer.issuer, jwks: { keys: [devIssuer.publicJwk] } }] : []),
-          ],
+          // Key sets, never URIs: the space process has no network; it asks the broker for fresher ones.
+          issuers: issuers.forSpace(),
           audiences,
           maxTokenLifetimeSeconds: config.auth.maxTokenLifetimeSeconds,
           clockToleranceSeconds: config.auth.clockToleranceSeconds,
+          remoteKeys: config.auth.remoteKeys,
         },
         idleSeconds: config.spaces.idleSeconds,
         authorities: [...authorities],
@@ -321,6 +328,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     tls,
     identity,
     devIssuer,
+    warnings,
     service,
     broker,
     supervisor,

@@ -7,6 +7,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Empty, Name, Obj } from './schemas/common.js';
 import * as S from './schemas/space.js';
+import { IssuerKeySets } from './schemas/space-process.js';
 
 const Ref = <K extends string>(key: K) => Obj({ [key]: Name } as { [P in K]: typeof Name });
 const Tail = <K extends string>(key: K, max: number) =>
@@ -42,6 +43,11 @@ export const BROKER_OPS = {
   stopVm: { args: Ref('vm'), result: S.Vm },
   deleteVm: { args: Ref('vm'), result: Empty },
   vmConsole: { args: Tail('vm', 1024 * 1024), result: S.LogChunk },
+  /**
+   * The keys of the issuers the daemon fetches from the network: the space process has no
+   * network, and asks here when its copy is old or a token names a `kid` it lacks.
+   */
+  issuerKeys: { args: Empty, result: IssuerKeySets },
 } as const satisfies Record<string, { args: TSchema; result: TSchema }>;
 
 export type BrokerOp = keyof typeof BROKER_OPS;

@@ -26,6 +26,7 @@ export const ERROR_STATUS = {
   token_signature_invalid: 401,
   token_issuer_unknown: 401,
   token_key_unknown: 401,
+  token_type_invalid: 401,
   token_audience_invalid: 401,
   token_expired: 401,
   token_not_yet_valid: 401,

@@ -34,8 +34,23 @@ export type Role = (typeof ROLES)[number];
 export const TOKEN_ALGORITHMS = ['EdDSA', 'Ed25519', 'ES256', 'ES384', 'RS256', 'PS256'] as const;
 export type TokenAlgorithm = (typeof TOKEN_ALGORITHMS)[number];
 
-export const DEFAULT_MAX_TOKEN_LIFETIME_SECONDS = 900;
+/**
+ * The longest token lifetime any node accepts: the product promises that a token dies within
+ * 15 minutes (requirement 2). A policy may ask for less, never for more.
+ */
+export const MAX_TOKEN_LIFETIME_SECONDS = 900;
+export const DEFAULT_MAX_TOKEN_LIFETIME_SECONDS = MAX_TOKEN_LIFETIME_SECONDS;
 export const DEFAULT_CLOCK_TOLERANCE_SECONDS = 30;
+
+/**
+ * The `typ` header a token must carry unless its issuer is configured otherwise: RFC 9068's
+ * access-token type. Explicit typing (RFC 8725 section 3.11) keeps an ID token or a logout token
+ * of the same identity provider, signed with the same key, from passing as an access token here.
+ * Compared as a media type: case-insensitive, `application/` optional (RFC 7515 section 4.1.9).
+ */
+export const DEFAULT_TOKEN_TYPE = 'at+jwt';
+// A media type's subtype, optionally with its `application/` prefix; nothing else is a token type.
+const TOKEN_TYPE_RE = /^(?:application\/)?[A-Za-z0-9][A-Za-z0-9.+-]{0,62}$/;
 
 /** A trusted issuer and where its public keys come from. */
 export interface IssuerConfig {
@@ -48,13 +63,15 @@ export interface IssuerConfig {
   keys: JWTVerifyGetKey | JSONWebKeySet;
   /** Narrows {@link TOKEN_ALGORITHMS} for this issuer. */
   algorithms?: TokenAlgorithm[];
+  /** The `typ` header its tokens must carry; default {@link DEFAULT_TOKEN_TYPE}. */
+  tokenType?: string;
 }
 
 export interface TokenPolicy {
   issuers: IssuerConfig[];
   /** This node's id and/or its cluster name; a token's `aud` must name one of them. */
   audiences: string[];
-  /** Longest accepted `exp - iat`, in seconds. Default 900 (15 minutes). */
+  /** Longest accepted `exp - iat`, in seconds. Default and ceiling 900 (15 minutes). */
   maxLifetimeSeconds?: number;
   /** Leeway for clocks that disagree, applied to `exp`, `nbf` and `iat`. Default 30 s. */
   clockToleranceSeconds?: number;
@@ -97,6 +114,7 @@ interface Trusted {
   issuer: string;
   getKey: JWTVerifyGetKey;
   algorithms: TokenAlgorithm[];
+  tokenType: string;
 }
 
 /**
@@ -105,15 +123,17 @@ interface Trusted {
  *
  * The returned function resolves to the caller's {@link Principal} or rejects with an OcsError:
  * token_missing, token_malformed, token_algorithm_refused, token_issuer_unknown, token_key_unknown,
- * token_signature_invalid, token_audience_invalid, token_expired, token_not_yet_valid,
- * token_lifetime_too_long, token_claims_invalid (and `unavailable` when a remote JWKS times out).
+ * token_signature_invalid, token_type_invalid, token_audience_invalid, token_expired,
+ * token_not_yet_valid, token_lifetime_too_long, token_claims_invalid (and `unavailable` when the
+ * issuer's keys cannot be had).
  */
 export function createTokenVerifier(
   policy: TokenPolicy,
 ): (token: string | undefined, opts?: VerifyTokenOptions) => Promise<Principal> {
   const maxLifetime = policy.maxLifetimeSeconds ?? DEFAULT_MAX_TOKEN_LIFETIME_SECONDS;
   const tolerance = policy.clockToleranceSeconds ?? DEFAULT_CLOCK_TOLERANCE_SECONDS;
-  if (!(maxLifetime > 0)) throw new TypeError('maxLifetimeSeconds must be positive');
+  if (!(maxLifetime > 0 && maxLifetime <= MAX_TOKEN_LIFETIME_SECONDS))
+    throw new TypeError(`maxLifetimeSeconds must be 1 to ${MAX_TOKEN_LIFETIME_SECONDS}`);
   if (!(tolerance >= 0)) throw new TypeError('clockToleranceSeconds must not be negative');
   const audiences = [...policy.audiences];
   if (audiences.length === 0 || audiences.some((a) => typeof a !== 'string' || a === '')) {
@@ -128,8 +148,11 @@ export function createTokenVerifier(
     for (const alg of algorithms) {
       if (!isTokenAlgorithm(alg)) throw new TypeError(`issuer ${cfg.issuer}: algorithm ${String(alg)} is not allowed`);
     }
+    const tokenType = cfg.tokenType ?? DEFAULT_TOKEN_TYPE;
+    if (typeof tokenType !== 'string' || !TOKEN_TYPE_RE.test(tokenType))
+      throw new TypeError(`issuer ${cfg.issuer}: tokenType must be a media type such as ${DEFAULT_TOKEN_TYPE}`);
     const getKey = typeof cfg.keys === 'function' ? cfg.keys : createLocalJWKSet(cfg.keys);
-    trusted.set(cfg.issuer, { issuer: cfg.issuer, getKey, algorithms });
+    trusted.set(cfg.issuer, { issuer: cfg.issuer, getKey, algorithms, tokenType });
   }
 
   return async (token, opts = {}) => {
@@ -154,6 +177,7 @@ export function createTokenVerifier(
     try {
       ({ payload } = await jwtVerify(token, issuer.getKey, {
         algorithms: issuer.algorithms,
+        typ: issuer.tokenType,
         issuer: issuer.issuer,
         audience: audiences,
         clockTolerance: tolerance,
@@ -214,6 +238,8 @@ function fromJose(err: unknown): OcsError {
   if (err instanceof errors.JWTExpired) return refuse('token_expired', 'the token has expired');
   if (err instanceof errors.JWTClaimValidationFailed) {
     switch (err.claim) {
+      case 'typ':
+        return refuse('token_type_invalid', 'the token is not of the type this node accepts from its issuer');
       case 'aud':
         return refuse('token_audience_invalid', 'the token is not meant for this node');
       case 'iss':
@@ -271,6 +297,8 @@ export interface MintTokenOptions {
   now?: Date;
   /** Optional `jti`, for audit correlation. */
   tokenId?: string;
+  /** The `typ` header; default {@link DEFAULT_TOKEN_TYPE}, which the verifiers expect by default. */
+  typ?: string;
 }
 
 /** Signs a token for the development issuer and the `ocs` client. */
@@ -280,7 +308,7 @@ export async function mintToken(opts: MintTokenOptions): Promise<string> {
   if (!isTokenAlgorithm(opts.alg)) throw new TypeError('alg is not an allowed token algorithm');
   const iat = Math.floor((opts.now ?? new Date()).getTime() / 1000);
   const jwt = new SignJWT({ org: opts.org, roles: [...opts.roles] })
-    .setProtectedHeader({ alg: opts.alg, kid: opts.kid, typ: 'JWT' })
+    .setProtectedHeader({ alg: opts.alg, kid: opts.kid, typ: opts.typ ?? DEFAULT_TOKEN_TYPE })
     .setIssuer(opts.issuer)
     .setAudience(opts.audience)
     .setSubject(opts.subject)

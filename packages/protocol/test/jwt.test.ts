@@ -5,6 +5,7 @@ import {
   SignJWT,
   base64url,
   createLocalJWKSet,
+  decodeProtectedHeader,
   exportJWK,
   exportSPKI,
   generateKeyPair,
@@ -82,7 +83,9 @@ function claims(over: Record<string, unknown> = {}): JWTPayload {
 
 /** Signs exactly the given claims: no builder helpers, so a test controls every field. */
 async function sign(payload: JWTPayload, s: Signer = a1, header: Record<string, unknown> = {}): Promise<string> {
-  return new SignJWT(payload).setProtectedHeader({ alg: s.alg, kid: s.kid, typ: 'JWT', ...header }).sign(s.privateKey);
+  return new SignJWT(payload)
+    .setProtectedHeader({ alg: s.alg, kid: s.kid, typ: 'at+jwt', ...header })
+    .sign(s.privateKey);
 }
 
 function b64json(value: unknown): string {
@@ -162,6 +165,7 @@ test('mintToken produces a token the verifier accepts', async () => {
     now: NOW,
     tokenId: 'j-1',
   });
+  assert.equal(decodeProtectedHeader(token).typ, 'at+jwt');
   const p = await verify(token, at);
   assert.equal(p.subject, 'farmer@localhost');
   assert.deepEqual([...p.roles], ['farmer', 'spaces']);
@@ -232,6 +236,13 @@ const attacks: [name: string, token: () => Promise<string | undefined> | string 
     () => sign(claims({ iss: ISS_B }), a1),
     'token_algorithm_refused',
   ],
+  // Token type (RFC 8725 explicit typing): only the access-token type the issuer is configured for.
+  ['typ JWT (an ID token of the same issuer)', () => sign(claims(), a1, { typ: 'JWT' }), 'token_type_invalid'],
+  ['no typ at all', () => sign(claims(), a1, { typ: undefined }), 'token_type_invalid'],
+  ['typ id+jwt', () => sign(claims(), a1, { typ: 'id+jwt' }), 'token_type_invalid'],
+  ['typ logout+jwt', () => sign(claims(), a1, { typ: 'logout+jwt' }), 'token_type_invalid'],
+  ['typ at+jwt with a suffix', () => sign(claims(), a1, { typ: 'at+jwt2' }), 'token_type_invalid'],
+  ['typ not a string', () => sign(claims(), a1, { typ: ['at+jwt'] }), 'token_type_invalid'],
   // Time.
   ['expired', () => sign(claims({ iat: T - 400, exp: T - 100 })), 'token_expired'],
   ['expired just beyond the leeway', () => sign(claims({ iat: T - 300, exp: T - 31 })), 'token_expired'],
@@ -331,6 +342,44 @@ test('HMAC tokens are refused before any key is looked up', async () => {
   assert.equal(lookups, 0);
   await v(valid, at);
   assert.equal(lookups, 1);
+});
+
+test('the token type is compared as a media type, and is set per issuer', async () => {
+  for (const typ of ['at+jwt', 'AT+JWT', 'application/at+jwt', 'Application/At+JWT']) {
+    assert.ok(await verify(await sign(claims(), a1, { typ }), at), typ);
+  }
+  const plain = createTokenVerifier({
+    issuers: [{ issuer: ISS_A, keys: { keys: [a1.publicJwk] }, tokenType: 'JWT' }],
+    audiences: [NODE],
+  });
+  assert.ok(await plain(await sign(claims(), a1, { typ: 'JWT' }), at));
+  await refusal(await sign(claims(), a1), 'token_type_invalid', plain);
+  await refusal(await sign(claims(), a1, { typ: undefined }), 'token_type_invalid', plain);
+  // A forged token of the right type still fails on its signature first: typ is read only after it verified.
+  await refusal(await sign(claims(), intruder, { typ: 'JWT' }), 'token_signature_invalid');
+  for (const tokenType of ['', 'at jwt', 'text/html', 'application/', 'a'.repeat(80)]) {
+    assert.throws(
+      () =>
+        createTokenVerifier({
+          issuers: [{ issuer: ISS_A, keys: { keys: [a1.publicJwk] }, tokenType }],
+          audiences: [NODE],
+        }),
+      TypeError,
+      tokenType,
+    );
+  }
+});
+
+test('no policy may accept tokens living longer than 15 minutes', () => {
+  const keys = { keys: [a1.publicJwk] };
+  for (const maxLifetimeSeconds of [901, 3600, 86400, Infinity, 0, -1, NaN]) {
+    assert.throws(
+      () => createTokenVerifier({ issuers: [{ issuer: ISS_A, keys }], audiences: [NODE], maxLifetimeSeconds }),
+      TypeError,
+      String(maxLifetimeSeconds),
+    );
+  }
+  assert.ok(createTokenVerifier({ issuers: [{ issuer: ISS_A, keys }], audiences: [NODE], maxLifetimeSeconds: 900 }));
 });
 
 test('within the clock leeway a token passes', async () => {

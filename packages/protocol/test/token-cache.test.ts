@@ -41,3 +41,15 @@ test('the cache is bounded', async () => {
   for (const t of ['a', 'b', 'c', 'a']) await cached(t);
   assert.equal(calls, 4);
 });
+
+test('clear() forgets every verdict: after a key change each token is verified again', async () => {
+  let calls = 0;
+  const exp = Date.now() + 60_000;
+  const cached = cacheTokens(async () => (calls++, principal(exp)));
+  await cached('t1');
+  await cached('t1');
+  assert.equal(calls, 1);
+  cached.clear();
+  await cached('t1');
+  assert.equal(calls, 2);
+});

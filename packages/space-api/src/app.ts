@@ -57,11 +57,14 @@ export function createSpaceApp(d: SpaceAppDeps): Koa {
       method: ctx.method,
       url: `https://${ctx.get('host')}${ctx.originalUrl}`,
       headers: ctx.headers as Record<string, string>,
+      rawHeaders: ctx.req.rawHeaders,
       body,
     };
     await authorize(req, {
       verifyToken: d.verifyToken,
       roles: spec.roles,
+      // The daemon checks the org before it forwards; this process trusts the daemon for nothing.
+      org: d.config.org,
       signature: {
         resolveKey: (keyId) => {
           if (keyId !== ownerId) throw new OcsError('not_owner', 'this space is bound to another key');

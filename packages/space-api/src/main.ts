@@ -6,11 +6,11 @@
 import { createServer } from 'node:http';
 import { rmSync } from 'node:fs';
 import { pino } from 'pino';
-import { cacheTokens, createTokenVerifier } from '@ocs/protocol';
 import { loadConfig } from './config.js';
 import { createSpaceApp } from './app.js';
 import { brokerClient } from './broker-client.js';
 import { openSpaceState } from './state.js';
+import { spaceTokenVerifier } from './token-verifier.js';
 
 const configPath = process.argv[2];
 if (!configPath) {
@@ -20,20 +20,14 @@ if (!configPath) {
 const config = loadConfig(configPath);
 const logger = pino({ level: 'info', base: { svc: 'ocs-space', spaceId: config.spaceId } }, pino.destination(2));
 
-const verifier = cacheTokens(
-  createTokenVerifier({
-    issuers: config.auth.issuers.map((i) => ({ issuer: i.issuer, keys: i.jwks as never })),
-    audiences: config.auth.audiences,
-    maxLifetimeSeconds: config.auth.maxTokenLifetimeSeconds,
-    clockToleranceSeconds: config.auth.clockToleranceSeconds,
-  }),
-);
+const broker = brokerClient(config.brokerSocket);
+const verifier = spaceTokenVerifier(config.auth, broker, logger);
 const state = openSpaceState(config.dataDir);
 const app = createSpaceApp({
   config,
   verifyToken: (t) => verifier(t),
   state,
-  broker: brokerClient(config.brokerSocket),
+  broker,
   logger,
 });
 

@@ -40,6 +40,16 @@ function recorder<T extends object>(
   });
 }
 
+const ISSUER_KEYS = {
+  issuers: [
+    {
+      issuer: 'https://idp.example',
+      jwks: { keys: [{ kty: 'OKP', crv: 'Ed25519', x: 'x', kid: 'k1' }] },
+      fetchedAt: 1,
+    },
+  ],
+};
+
 function setup(mountpoint = '/nonexistent/data', overrides: Partial<BrokerDeps> = {}) {
   const { db, spaces } = twoSpaces();
   const calls: string[] = [];
@@ -59,6 +69,7 @@ function setup(mountpoint = '/nonexistent/data', overrides: Partial<BrokerDeps> 
     workloadUid: (u) => u + 1000,
     logger: createLogger({ level: 'silent' }),
     clock: { now: () => Date.now() },
+    issuerKeys: () => ISSUER_KEYS,
     ...overrides,
   });
   return { db, spaces, workloads, broker, calls, audit: new AuditLog(db) };
@@ -270,4 +281,15 @@ test('deleting a container or VM the host already lost removes the record, and a
     await assert.rejects(s.broker.call(A, op, { [arg]: 'w' }), { code: 'not_found' });
   }
   s.db.close();
+});
+
+test('issuerKeys hands a running space the remote issuer keys the daemon holds: read-only, unaudited, active spaces only', async () => {
+  const s = setup();
+  const before = s.audit.page({ limit: 1000 }).entries.length;
+  assert.deepEqual(await s.broker.call(A, 'issuerKeys', {}), ISSUER_KEYS);
+  assert.equal(s.audit.page({ limit: 1000 }).entries.length, before, 'a read is not audited');
+  await assert.rejects(s.broker.call(A, 'issuerKeys', { issuer: 'x' }), { code: 'invalid_request' });
+  s.spaces.setState(A, ['active'], 'locked');
+  await assert.rejects(s.broker.call(A, 'issuerKeys', {}), { code: 'space_locked' });
+  assert.deepEqual(s.calls, [], 'no host driver was touched');
 });

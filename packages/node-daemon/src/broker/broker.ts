@@ -26,6 +26,7 @@ import {
   type BrokerOp,
   type BrokerResult,
   type Container,
+  type IssuerKeySets,
   type Vm,
   type Volume,
 } from '@ocs/protocol';
@@ -57,6 +58,8 @@ export interface BrokerDeps {
   workloadUid(spaceUid: number): number;
   /** A container that names no pids limit gets this many (bounded by what the space has left). */
   defaultContainerPids?: number;
+  /** The remote issuers' keys as the daemon holds them now (the space process has no network). */
+  issuerKeys(): IssuerKeySets;
 }
 
 /** Operations that change nothing: audited only when refused. Every operation needs an active space. */
@@ -71,6 +74,7 @@ const READ_ONLY = new Set<BrokerOp>([
   'listVms',
   'getVm',
   'vmConsole',
+  'issuerKeys',
 ]);
 
 const DEFAULT_CONTAINER_PIDS = 256;
@@ -178,6 +182,7 @@ export class Broker {
         const w = d.workloads.get(s.id, 'vm', a.vm);
         return this.vmDriver().readConsole(s.id, w.id, { tailBytes: a.tail });
       },
+      issuerKeys: async () => d.issuerKeys(),
     };
   }
 

@@ -81,6 +81,7 @@ export function createApp(d: AppDeps): Koa {
     // The target URI as the client addressed it: TLS always, authority from Host.
     url: `https://${ctx.get('host')}${ctx.originalUrl}`,
     headers: ctx.headers as Record<string, string | string[] | undefined>,
+    rawHeaders: ctx.req.rawHeaders,
     body,
   });
 

@@ -22,33 +22,12 @@ import {
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { CgroupDriver } from '@ocs/host';
-import { OcsError, isOcsError } from '@ocs/protocol';
+import { OcsError, isOcsError, type SpaceProcessConfig } from '@ocs/protocol';
 import type { Logger } from '../logger.js';
 import { spaceCgroupLayout, spaceRunDir } from './layout.js';
 import { sandboxArgs, seccompProgram } from './sandbox.js';
 import type { Writable } from 'node:stream';
 import type { SpaceProcesses } from './service.js';
-
-/** What the space process is told at start: public facts only, never a key that opens anything. */
-export interface SpaceProcessConfig {
-  spaceId: string;
-  ownerKey: string;
-  org: string;
-  resources: { cpuMillicores: number; memoryBytes: number; storageBytes: number; pids?: number };
-  auth: {
-    issuers: { issuer: string; jwks?: { keys: Record<string, unknown>[] }; jwksUri?: string }[];
-    audiences: string[];
-    maxTokenLifetimeSeconds: number;
-    clockToleranceSeconds: number;
-  };
-  socket: string;
-  brokerSocket: string;
-  /** The space process's home in its encrypted storage (its own uid). */
-  dataDir: string;
-  idleSeconds: number;
-  /** The node's own authorities (`host:port`), checked again by the space process. */
-  authorities: string[];
-}
 
 export interface SupervisorOptions {
   cgroups: CgroupDriver;

@@ -1,0 +1,69 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { configWarnings, loadConfigFile, resolveConfig } from './config.js';
+
+function file(t: { after(fn: () => void): void }, content: unknown): string {
+  const dir = mkdtempSync(join(tmpdir(), 'ocs-config-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'config.json');
+  writeFileSync(path, JSON.stringify(content));
+  return path;
+}
+
+const JWKS = { keys: [{ kty: 'OKP', crv: 'Ed25519', x: '11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo', kid: 'k' }] };
+
+test('maxTokenLifetimeSeconds is capped at 900 (the 15-minute promise), and the error names the field', () => {
+  assert.equal(resolveConfig({ auth: { maxTokenLifetimeSeconds: 900 } }).auth.maxTokenLifetimeSeconds, 900);
+  for (const v of [901, 3600, 86400]) {
+    assert.throws(() => resolveConfig({ auth: { maxTokenLifetimeSeconds: v } }), /\/auth\/maxTokenLifetimeSeconds/);
+  }
+});
+
+test('a config file must say whether the node runs a dev issuer; no file at all is a development node', (t) => {
+  assert.equal(loadConfigFile(undefined).auth.devIssuer, true);
+  for (const content of [{}, { auth: {} }, { auth: { issuers: [] } }, { stateDir: '/tmp/x' }]) {
+    assert.throws(
+      () => loadConfigFile(file(t, content)),
+      (err: Error) => err.message.startsWith('configuration /auth/devIssuer: must be set'),
+      JSON.stringify(content),
+    );
+  }
+  assert.equal(loadConfigFile(file(t, { auth: { devIssuer: false } })).auth.devIssuer, false);
+  assert.equal(loadConfigFile(file(t, { auth: { devIssuer: true } })).auth.devIssuer, true);
+  assert.throws(() => loadConfigFile(file(t, { auth: { devIssuer: 'yes' } })), /\/auth\/devIssuer/);
+});
+
+test('a dev issuer on a non-loopback address warns; on loopback or without a dev issuer it does not', () => {
+  const at = (host: string, devIssuer = true) =>
+    configWarnings(resolveConfig({ listen: { host, port: 8443 }, auth: { devIssuer } }));
+  for (const host of ['0.0.0.0', '::', '10.0.0.5', 'node.example', '128.0.0.1']) {
+    const w = at(host);
+    assert.equal(w.length, 1, host);
+    assert.match(w[0]!, /development issuer/);
+    assert.match(w[0]!, /auth\.devIssuer/);
+  }
+  for (const host of ['127.0.0.1', '127.1.2.3', '::1', 'localhost', '::ffff:127.0.0.1']) assert.deepEqual(at(host), []);
+  assert.deepEqual(at('0.0.0.0', false), []);
+});
+
+test('an issuer needs exactly one of jwks and jwksUri; caFile goes with jwksUri; typ is a string', () => {
+  const issuers = (i: Record<string, unknown>) => ({ auth: { issuers: [{ issuer: 'https://idp', ...i }] } });
+  assert.throws(() => resolveConfig(issuers({})), /\/auth\/issuers\/0: needs exactly one of jwks and jwksUri/);
+  assert.throws(
+    () => resolveConfig(issuers({ jwks: JWKS, jwksUri: 'https://idp/jwks' })),
+    /\/auth\/issuers\/0: needs exactly one/,
+  );
+  assert.throws(() => resolveConfig(issuers({ jwks: JWKS, caFile: '/ca.pem' })), /\/auth\/issuers\/0\/caFile/);
+  assert.throws(() => resolveConfig(issuers({ jwksUri: 'http://idp/jwks' })), /\/auth\/issuers\/0\/jwksUri/);
+  assert.throws(() => resolveConfig(issuers({ jwks: JWKS, tokenType: 7 })), /\/auth\/issuers\/0\/tokenType/);
+  const ok = resolveConfig(issuers({ jwksUri: 'https://idp/jwks', caFile: '/ca.pem', tokenType: 'JWT' }));
+  assert.equal(ok.auth.issuers[0]!.tokenType, 'JWT');
+  assert.deepEqual(ok.auth.remoteKeys, { refreshSeconds: 300, cooldownSeconds: 30, maxStaleSeconds: 3600 });
+  assert.throws(
+    () => resolveConfig({ auth: { remoteKeys: { cooldownSeconds: 0 } } }),
+    /\/auth\/remoteKeys\/cooldownSeconds/,
+  );
+});
