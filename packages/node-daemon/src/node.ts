@@ -10,7 +10,6 @@ import { fileURLToPath } from 'node:url';
 import { createRemoteJWKSet } from 'jose';
 import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/host';
 import {
-  TableNonceStore,
   cacheTokens,
   createTokenVerifier,
   type IssuerConfig,
@@ -22,7 +21,7 @@ import type { Logger } from './logger.js';
 import { systemClock, type Clock } from './clock.js';
 import { loadOrCreateDevIssuer, loadOrCreateIdentity, type DevIssuer, type NodeIdentity } from './identity.js';
 import { loadOrCreateTls, type TlsMaterial } from './tls.js';
-import { openDatabase, SpacesRepo, Ledger, AuditLog, WorkloadsRepo, type Database } from './state/index.js';
+import { openDatabase, openNonceStore, SpacesRepo, Ledger, AuditLog, WorkloadsRepo } from './state/index.js';
 import { SpaceService, resourcesOf } from './spaces/service.js';
 import { spaceDataLayout } from './spaces/layout.js';
 import { Broker } from './broker/broker.js';
@@ -92,18 +91,6 @@ function minus(a: Resources, b: { cpuMillicores: number; memoryBytes: number; st
     memoryBytes: Math.max(0, a.memoryBytes - b.memoryBytes),
     storageBytes: Math.max(0, a.storageBytes - b.storageBytes),
   };
-}
-
-/** The daemon's replay cache, in its own database (see migration 3). */
-function nonceStoreOf(db: Database): TableNonceStore {
-  const insert = db.prepare('INSERT INTO nonces (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING');
-  const sweep = db.prepare('DELETE FROM nonces WHERE expires_at < ?');
-  const count = db.prepare('SELECT count(*) FROM nonces').pluck();
-  return new TableNonceStore({
-    insert: (key, expiresAt) => insert.run(key, expiresAt).changes,
-    sweep: (now) => void sweep.run(now),
-    count: () => count.get() as number,
-  });
 }
 
 /**
@@ -277,7 +264,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     repo,
     audit,
     verifyToken,
-    nonceStore: nonceStoreOf(db),
+    nonceStore: openNonceStore(db),
     clock,
     logger,
     nodeInfo,
