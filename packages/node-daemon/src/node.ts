@@ -9,19 +9,14 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRemoteJWKSet } from 'jose';
 import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/host';
-import {
-  cacheTokens,
-  createTokenVerifier,
-  type IssuerConfig,
-  type NodeInfo,
-  type Resources,
-} from '@ocs/protocol';
+import { cacheTokens, createTokenVerifier, type IssuerConfig, type NodeInfo, type Resources } from '@ocs/protocol';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { systemClock, type Clock } from './clock.js';
 import { loadOrCreateDevIssuer, loadOrCreateIdentity, type DevIssuer, type NodeIdentity } from './identity.js';
 import { loadOrCreateTls, type TlsMaterial } from './tls.js';
 import { openDatabase, openNonceStore, SpacesRepo, Ledger, AuditLog, WorkloadsRepo } from './state/index.js';
+import { RefusalLog } from './state/refusals.js';
 import { SpaceService, resourcesOf } from './spaces/service.js';
 import { spaceDataLayout } from './spaces/layout.js';
 import { Broker } from './broker/broker.js';
@@ -154,12 +149,14 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const repo = new SpacesRepo(db, { uidBase: config.spaces.uidBase, uidCount: config.spaces.uidCount });
   const ledger = new Ledger(db, { allocatable });
   const audit = new AuditLog(db);
+  const refusals = new RefusalLog({ audit, clock, logger });
 
   const { cgroups, storage } = o.drivers;
   const broker = new Broker({
     spaces: repo,
     workloads: new WorkloadsRepo(db, { clock }),
     audit,
+    refusals,
     storage,
     cgroups,
     docker: o.drivers.docker,
@@ -249,6 +246,10 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
       );
     },
   });
+  refusals.count = (code) => metrics.refusals.inc({ code });
+  // Summaries of dropped refusals are due once a window ends, also for a caller that went quiet.
+  const refusalFlush = setInterval(() => refusals.flush(), 60_000);
+  refusalFlush.unref();
   const nodeInfo = (): NodeInfo => ({
     id: nodeId,
     version: VERSION,
@@ -263,6 +264,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     service,
     repo,
     audit,
+    refusals,
     verifyToken,
     nonceStore: openNonceStore(db),
     clock,
@@ -311,6 +313,8 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
       clearTimeout(deadline);
       await leases.stop();
       await supervisor.close();
+      clearInterval(refusalFlush);
+      refusals.flush(true);
       db.close();
     },
   };
