@@ -11,7 +11,6 @@ import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/h
 import {
   authoritySet,
   parserRefusalResponse,
-  TableNonceStore,
   cacheTokens,
   createTokenVerifier,
   type NodeInfo,
@@ -22,7 +21,8 @@ import type { Logger } from './logger.js';
 import { systemClock, type Clock } from './clock.js';
 import { loadOrCreateDevIssuer, loadOrCreateIdentity, type DevIssuer, type NodeIdentity } from './identity.js';
 import { loadOrCreateTls, type TlsMaterial } from './tls.js';
-import { openDatabase, SpacesRepo, Ledger, AuditLog, WorkloadsRepo, type Database } from './state/index.js';
+import { openDatabase, openNonceStore, SpacesRepo, Ledger, AuditLog, WorkloadsRepo } from './state/index.js';
+import { RefusalLog } from './state/refusals.js';
 import { SpaceService, resourcesOf } from './spaces/service.js';
 import { spaceDataLayout } from './spaces/layout.js';
 import { Broker } from './broker/broker.js';
@@ -98,18 +98,6 @@ function minus(a: Resources, b: { cpuMillicores: number; memoryBytes: number; st
   };
 }
 
-/** The daemon's replay cache, in its own database (see migration 3). */
-function nonceStoreOf(db: Database): TableNonceStore {
-  const insert = db.prepare('INSERT INTO nonces (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING');
-  const sweep = db.prepare('DELETE FROM nonces WHERE expires_at < ?');
-  const count = db.prepare('SELECT count(*) FROM nonces').pluck();
-  return new TableNonceStore({
-    insert: (key, expiresAt) => insert.run(key, expiresAt).changes,
-    sweep: (now) => void sweep.run(now),
-    count: () => count.get() as number,
-  });
-}
-
 /**
  * Space processes run as their own uids and reach their homes below the storage root: every
  * directory above it must let others pass (o+x). Refused at boot, naming the culprit, rather
@@ -180,12 +168,14 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const repo = new SpacesRepo(db, { uidBase: config.spaces.uidBase, uidCount: config.spaces.uidCount });
   const ledger = new Ledger(db, { allocatable });
   const audit = new AuditLog(db);
+  const refusals = new RefusalLog({ audit, clock, logger });
 
   const { cgroups, storage } = o.drivers;
   const broker = new Broker({
     spaces: repo,
     workloads: new WorkloadsRepo(db, { clock }),
     audit,
+    refusals,
     storage,
     cgroups,
     docker: o.drivers.docker,
@@ -269,6 +259,10 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     runningProcesses: () => supervisor.count,
     capacity: () => ({ allocatable, used: ledger.used() }),
   });
+  refusals.count = (code) => metrics.refusals.inc({ code });
+  // Summaries of dropped refusals are due once a window ends, also for a caller that went quiet.
+  const refusalFlush = setInterval(() => refusals.flush(), 60_000);
+  refusalFlush.unref();
   const nodeInfo = (): NodeInfo => ({
     id: nodeId,
     version: VERSION,
@@ -286,8 +280,9 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     service,
     repo,
     audit,
+    refusals,
     verifyToken,
-    nonceStore: nonceStoreOf(db),
+    nonceStore: openNonceStore(db),
     clock,
     logger,
     nodeInfo,
@@ -347,6 +342,8 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
       clearTimeout(deadline);
       await leases.stop();
       await supervisor.close();
+      clearInterval(refusalFlush);
+      refusals.flush(true);
       // Unlocked spaces stay mounted (their workloads outlive a daemon restart); what the
       // driver holds for itself, such as fscrypt's shared bind mount of <root>/mnt, goes once
       // no space needs it.

@@ -20,6 +20,7 @@ import {
 } from 'structured-headers';
 import { OcsError } from './errors.js';
 import { utf8 } from './internal/bytes.js';
+import type { NonceStore } from './replay-cache.js';
 
 /** A request as both ends see it. `url` is the absolute target URI: scheme://authority/path?query. */
 export interface SignableRequest {
@@ -188,43 +189,6 @@ export async function signRequest(req: SignableRequest, opts: SignOptions): Prom
   };
 }
 
-/** Remembers nonces until their signature expires; `false` means the nonce was seen before. */
-export interface NonceStore {
-  remember(keyId: string, nonce: string, expiresAt: number, now: number): boolean | Promise<boolean>;
-}
-
-/**
- * Bounded in-memory replay cache. Entries live until their signature's `expires`; when full, the
- * store refuses new nonces (fail closed) instead of evicting live ones an attacker could replay.
- */
-export class MemoryNonceStore implements NonceStore {
-  private readonly seen = new Map<string, number>();
-  private lastSweep = 0;
-
-  constructor(private readonly maxEntries = 1_000_000) {}
-
-  remember(keyId: string, nonce: string, expiresAt: number, now: number): boolean {
-    if (now - this.lastSweep >= 1 || this.seen.size >= this.maxEntries) this.sweep(now);
-    const key = `${keyId}\u0000${nonce}`;
-    const until = this.seen.get(key);
-    if (until !== undefined && until >= now) return false;
-    if (this.seen.size >= this.maxEntries) {
-      throw new OcsError('unavailable', 'the replay cache is full; retry shortly');
-    }
-    this.seen.set(key, expiresAt);
-    return true;
-  }
-
-  get size(): number {
-    return this.seen.size;
-  }
-
-  private sweep(now: number): void {
-    this.lastSweep = now;
-    for (const [k, until] of this.seen) if (until < now) this.seen.delete(k);
-  }
-}
-
 export interface VerifyPolicy {
   /** The public key for a keyid, or undefined. May throw an OcsError (e.g. `not_owner`). */
   resolveKey(keyId: string): Uint8Array | undefined | Promise<Uint8Array | undefined>;
@@ -242,6 +206,11 @@ export interface VerifyPolicy {
   clockSkewSeconds?: number;
   /** Without a nonce store, replay protection is off: only for tests of the parts below it. */
   nonceStore?: NonceStore;
+  /**
+   * Whose share of the replay cache the nonce counts against; default the signature's keyid.
+   * A route where anyone may bring a new key (proof of possession) charges the token's principal.
+   */
+  noncePartition?: string;
   /** Required `tag`; null accepts any (or none). Default SIGNATURE_TAG. */
   tag?: string | null;
   /** Strict by default; only interop tests with foreign signers (e.g. the RFC's examples) relax these. */
@@ -384,45 +353,8 @@ export async function verifyRequest(req: SignableRequest, policy: VerifyPolicy):
   if (!ok) throw new OcsError('signature_invalid', 'the signature does not verify');
 
   if (policy.nonceStore && nonce !== undefined) {
-    const fresh = await policy.nonceStore.remember(keyId, nonce, until + skew, now);
+    const fresh = await policy.nonceStore.remember(keyId, nonce, until + skew, now, policy.noncePartition ?? keyId);
     if (!fresh) throw new OcsError('replayed', 'this signed request was already used');
   }
   return { label, keyId, publicKey, components, created, expires, nonce };
-}
-
-/** The two statements a SQL-backed replay cache needs; the caller owns the database. */
-export interface NonceTable {
-  /** `INSERT … ON CONFLICT DO NOTHING` of (key, expiresAt); returns how many rows were inserted. */
-  insert(key: string, expiresAt: number): number;
-  /** Deletes entries that expired before `now`. */
-  sweep(now: number): void;
-  count(): number;
-}
-
-/**
- * A replay cache kept in a database, so a restart does not forget which nonces were used while
- * their signatures are still valid. Like the in-memory store it fails closed when full.
- */
-export class TableNonceStore implements NonceStore {
-  private lastSweep = 0;
-
-  constructor(
-    private readonly table: NonceTable,
-    private readonly maxEntries = 1_000_000,
-  ) {}
-
-  remember(keyId: string, nonce: string, expiresAt: number, now: number): boolean {
-    // Counting rows is a scan: done at each sweep, and kept up to date by our own inserts.
-    if (now - this.lastSweep >= 10 || this.size >= this.maxEntries) {
-      this.table.sweep(now);
-      this.lastSweep = now;
-      this.size = this.table.count();
-    }
-    if (this.size >= this.maxEntries) throw new OcsError('unavailable', 'the replay cache is full; retry shortly');
-    const fresh = this.table.insert(`${keyId}\u0000${nonce}`, expiresAt) === 1;
-    if (fresh) this.size++;
-    return fresh;
-  }
-
-  private size = 0;
 }

@@ -11,7 +11,6 @@ import { httpbis, createSigner, createVerifier } from 'http-message-signatures';
 import {
   contentDigest,
   MemoryNonceStore,
-  TableNonceStore,
   OcsError,
   signatureBase,
   signRequest,
@@ -407,26 +406,4 @@ test('the RFC test key signs the RFC base to the RFC signature with our signer p
     { ...RFC_REQUEST, headers: { ...headers, ...sig } },
     { ...rfcPolicy, requireExpires: true, requireNonce: true },
   );
-});
-
-test('TableNonceStore: a nonce is accepted once, swept after it expires, and the store fails closed when full', () => {
-  const rows = new Map<string, number>();
-  const table = {
-    insert: (key: string, expiresAt: number) => (rows.has(key) ? 0 : (rows.set(key, expiresAt), 1)),
-    sweep: (now: number) => {
-      for (const [k, until] of rows) if (until < now) rows.delete(k);
-    },
-    count: () => rows.size,
-  };
-  const store = new TableNonceStore(table, 3);
-  assert.equal(store.remember('k', 'n1', 100, 50), true);
-  assert.equal(store.remember('k', 'n1', 100, 51), false, 'replayed');
-  assert.equal(store.remember('other-key', 'n1', 100, 51), true, 'nonces are per key');
-  assert.equal(store.remember('k', 'n2', 100, 52), true);
-  assert.throws(() => store.remember('k', 'n3', 100, 53), { code: 'unavailable' }, 'full: refuse, never evict');
-  // Once the first entries expire, a sweep makes room.
-  assert.equal(store.remember('k', 'n3', 200, 101), true);
-  assert.equal(rows.size, 1);
-  // A fresh store over the same table (a restart) still refuses what was seen.
-  assert.equal(new TableNonceStore(table, 3).remember('k', 'n3', 200, 102), false);
 });

@@ -52,6 +52,7 @@ const server = createServer((req, res) => {
 
 function shutdown(code: number): void {
   server.close(() => {
+    state.flush();
     state.close();
     process.exit(code);
   });

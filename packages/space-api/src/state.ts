@@ -6,7 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { TableNonceStore, type NonceStore } from '@ocs/protocol';
+import { RefusalBudget, TableNonceStore, printable, type DroppedRefusals, type NonceStore } from '@ocs/protocol';
 
 export interface FileRecord {
   name: string;
@@ -19,13 +19,31 @@ export interface SpaceState extends NonceStore {
   putFile(f: FileRecord): void;
   listFiles(): FileRecord[];
   deleteFile(name: string): boolean;
-  journal(entry: { op: string; target?: string; outcome: 'ok' | 'refused' | 'failed'; code?: string }): void;
+  /**
+   * Records what the owner asked for. `target` is caller text (bounded and escaped here);
+   * refusals are bounded per window, the rest counted into one summary row.
+   */
+  journal(entry: {
+    op: string;
+    target?: string | undefined;
+    outcome: 'ok' | 'refused' | 'failed';
+    code?: string;
+  }): void;
+  /** Writes the summaries of refusals not journaled (at exit). */
+  flush(): void;
   close(): void;
 }
 
 const MAX_NONCES = 1_000_000;
+/** Only the owner's key enters this cache, so its share is the whole of it. */
+const NONCES_PER_PARTITION = MAX_NONCES;
 
-export function openSpaceState(dataDir: string): SpaceState {
+export function openSpaceState(
+  dataDir: string,
+  opts: { now?: () => number; refusals?: RefusalBudget } = {},
+): SpaceState {
+  const now = opts.now ?? Date.now;
+  const refusals = opts.refusals ?? new RefusalBudget();
   const dir = join(dataDir, 'state');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const db = new BetterSqlite3(join(dir, 'space.db'));
@@ -53,10 +71,16 @@ export function openSpaceState(dataDir: string): SpaceState {
       code    TEXT
     ) STRICT;
   `);
+  // Columns added later; a space created before them keeps its database.
+  addColumn(db, 'nonces', 'charged_to', `TEXT NOT NULL DEFAULT ''`);
+  addColumn(db, 'journal', 'detail', 'TEXT');
   const stmt = {
+    expired: db.prepare('SELECT charged_to AS p, count(*) AS n FROM nonces WHERE expires_at < ? GROUP BY charged_to'),
     sweep: db.prepare('DELETE FROM nonces WHERE expires_at < ?'),
-    count: db.prepare('SELECT count(*) AS n FROM nonces').pluck(),
-    insert: db.prepare('INSERT INTO nonces (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING'),
+    held: db.prepare('SELECT charged_to AS p, count(*) AS n FROM nonces GROUP BY charged_to'),
+    insert: db.prepare(
+      'INSERT INTO nonces (key, charged_to, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING',
+    ),
     putFile: db.prepare(
       'INSERT INTO files (name, size_bytes, sha256, uploaded_at) VALUES (@name, @sizeBytes, @sha256, @uploadedAt)',
     ),
@@ -64,18 +88,31 @@ export function openSpaceState(dataDir: string): SpaceState {
       'SELECT name, size_bytes AS sizeBytes, sha256, uploaded_at AS uploadedAt FROM files ORDER BY name',
     ),
     deleteFile: db.prepare('DELETE FROM files WHERE name = ?'),
-    journal: db.prepare('INSERT INTO journal (at, op, target, outcome, code) VALUES (?, ?, ?, ?, ?)'),
+    journal: db.prepare('INSERT INTO journal (at, op, target, outcome, code, detail) VALUES (?, ?, ?, ?, ?, ?)'),
   };
+  const rows = (r: unknown[]) => (r as { p: string; n: number }[]).map((x) => [x.p, x.n] as const);
   const nonces = new TableNonceStore(
     {
-      insert: (key, expiresAt) => stmt.insert.run(key, expiresAt).changes,
-      sweep: (now) => void stmt.sweep.run(now),
-      count: () => stmt.count.get() as number,
+      insert: (key, partition, expiresAt) => stmt.insert.run(key, partition, expiresAt).changes,
+      sweep: db.transaction((t: number) => {
+        const removed = rows(stmt.expired.all(t));
+        stmt.sweep.run(t);
+        return removed;
+      }),
+      countByPartition: () => rows(stmt.held.all()),
     },
-    MAX_NONCES,
+    { maxEntries: MAX_NONCES, maxPerPartition: NONCES_PER_PARTITION },
   );
+  const write = (op: string, target: string | null, outcome: string, code: string | null, detail: string | null) =>
+    stmt.journal.run(new Date(now()).toISOString(), op, target, outcome, code, detail);
+  const summarize = (dropped: DroppedRefusals[]) => {
+    for (const d of dropped) {
+      const detail = JSON.stringify({ dropped: d.dropped, codes: d.codes, from: d.from, until: d.until });
+      write('journal.refusals-dropped', null, 'refused', null, detail);
+    }
+  };
   return {
-    remember: (keyId, nonce, expiresAt, now) => nonces.remember(keyId, nonce, expiresAt, now),
+    remember: (keyId, nonce, expiresAt, t, partition) => nonces.remember(keyId, nonce, expiresAt, t, partition),
     putFile(f) {
       stmt.putFile.run(f);
     },
@@ -86,10 +123,25 @@ export function openSpaceState(dataDir: string): SpaceState {
       return stmt.deleteFile.run(name).changes === 1;
     },
     journal(e) {
-      stmt.journal.run(new Date().toISOString(), e.op, e.target ?? null, e.outcome, e.code ?? null);
+      const target = e.target === undefined ? null : printable(e.target);
+      if (e.outcome === 'ok') {
+        write(e.op, target, e.outcome, null, null);
+        return;
+      }
+      const { record, due } = refusals.admit('owner', 'owner', e.code ?? 'internal', now());
+      summarize(due);
+      if (record) write(e.op, target, e.outcome, e.code ?? null, null);
+    },
+    flush() {
+      summarize(refusals.drain(now(), true));
     },
     close() {
       db.close();
     },
   };
+}
+
+function addColumn(db: BetterSqlite3.Database, table: string, column: string, decl: string): void {
+  const cols = db.pragma(`table_info(${table})`) as { name: string }[];
+  if (!cols.some((c) => c.name === column)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${decl}`);
 }

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/host';
 import { OcsError } from '@ocs/protocol';
 import { AuditLog, WorkloadsRepo } from '../state/index.js';
+import { RefusalLog } from '../state/refusals.js';
 import { SPACE_A, SPACE_B, twoSpaces } from '../state/test-support.js';
 import { createLogger } from '../logger.js';
 import { Broker, type BrokerDeps } from './broker.js';
@@ -54,10 +55,14 @@ function setup(mountpoint = '/nonexistent/data', overrides: Partial<BrokerDeps> 
   const { db, spaces } = twoSpaces();
   const calls: string[] = [];
   const workloads = new WorkloadsRepo(db);
+  const audit = new AuditLog(db);
+  const logger = createLogger({ level: 'silent' });
+  const clock = { now: () => Date.now() };
   const broker = new Broker({
     spaces,
     workloads,
-    audit: new AuditLog(db),
+    audit,
+    refusals: new RefusalLog({ audit, clock, logger }),
     storage: recorder<StorageDriver>(calls, { info: () => ({ mountpoint }) }),
     cgroups: { dockerParent: (p: string) => `/${p}` } as unknown as CgroupDriver,
     docker: recorder<DockerDriver>(calls, {
@@ -67,12 +72,12 @@ function setup(mountpoint = '/nonexistent/data', overrides: Partial<BrokerDeps> 
     vms: recorder<VmDriver>(calls),
     cgroupParent: 'ocs.slice',
     workloadUid: (u) => u + 1000,
-    logger: createLogger({ level: 'silent' }),
-    clock: { now: () => Date.now() },
+    logger,
+    clock,
     issuerKeys: () => ISSUER_KEYS,
     ...overrides,
   });
-  return { db, spaces, workloads, broker, calls, audit: new AuditLog(db) };
+  return { db, spaces, workloads, broker, calls, audit };
 }
 
 function post(
@@ -292,4 +297,13 @@ test('issuerKeys hands a running space the remote issuer keys the daemon holds: 
   s.spaces.setState(A, ['active'], 'locked');
   await assert.rejects(s.broker.call(A, 'issuerKeys', {}), { code: 'space_locked' });
   assert.deepEqual(s.calls, [], 'no host driver was touched');
+});
+
+test('a space flooding refused operations leaves at most its budget in the audit log', async () => {
+  const s = setup();
+  for (let i = 0; i < 500; i++)
+    await assert.rejects(s.broker.call(SPACE_A, 'deleteVolume', { volume: `nope-${i}` }), { code: 'not_found' });
+  const chained = s.audit.page({ limit: 1000 }).entries.filter((e) => e.actor === `space:${SPACE_A}`);
+  assert.equal(chained.length, 60);
+  assert.equal(s.audit.verify().ok, true);
 });

@@ -31,6 +31,7 @@ import {
   type Volume,
 } from '@ocs/protocol';
 import type { AuditLog, Budget, SpaceRow, SpacesRepo, WorkloadRow, WorkloadsRepo } from '../state/index.js';
+import type { RefusalLog } from '../state/refusals.js';
 import type { Logger } from '../logger.js';
 import type { Clock } from '../clock.js';
 import { newId } from '../ids.js';
@@ -41,6 +42,8 @@ export interface BrokerDeps {
   spaces: SpacesRepo;
   workloads: WorkloadsRepo;
   audit: AuditLog;
+  /** Refusals: counted, and chained under the space within its budget. */
+  refusals: RefusalLog;
   storage: StorageDriver;
   cgroups: CgroupDriver;
   /** Absent: the node runs no containers (`unavailable`). */
@@ -207,14 +210,13 @@ export class Broker {
     } catch (err) {
       const e = isOcsError(err) ? err : hostFailed(op);
       if (!isOcsError(err)) this.d.logger.error({ err, spaceId, op }, 'broker operation failed');
-      if (mutating || e.code !== 'not_found')
-        this.d.audit.append({
-          actor,
-          action: `broker.${op}`,
-          target: spaceId,
-          outcome: e.code === 'host_failed' ? 'failed' : 'refused',
-          code: e.code,
-        });
+      this.d.refusals.record({
+        // A read that finds nothing is routine: counted, not chained.
+        chainAs: mutating || e.code !== 'not_found' ? { key: actor, actor } : undefined,
+        action: `broker.${op}`,
+        target: spaceId,
+        code: e.code,
+      });
       throw e;
     }
   }

@@ -8,9 +8,12 @@ import Router from '@koa/router';
 import {
   NODE_ROUTES,
   OcsError,
+  SpaceId,
   authorize,
   checkAuthority,
+  bearerToken,
   parsePublicKey,
+  printable,
   validate,
   precompile,
   type Principal,
@@ -30,6 +33,7 @@ import type { Logger } from '../logger.js';
 import type { Clock } from '../clock.js';
 import type { SpaceService } from '../spaces/service.js';
 import type { SpacesRepo, AuditLog, SpaceRow } from '../state/index.js';
+import type { RefusalLog } from '../state/refusals.js';
 import { nodeHashes, nodeVerify } from '../crypto.js';
 import { errorMiddleware } from './errors.js';
 import { parseJson, readBody } from './body.js';
@@ -42,6 +46,8 @@ export interface AppDeps {
   service: SpaceService;
   repo: SpacesRepo;
   audit: AuditLog;
+  /** Counts every refusal and chains those of known principals, bounded per principal. */
+  refusals: RefusalLog;
   verifyToken: TokenVerifier;
   nonceStore: NonceStore;
   clock: Clock;
@@ -54,6 +60,11 @@ export interface AppDeps {
 
 const JSON_LIMIT = 64 * 1024;
 const SPACE_API_RE = /^\/v1\/spaces\/([a-z0-9_]{1,64})\/api(?:\/|$)/;
+/** The protocol's own id pattern: a path segment that does not match names no space. */
+const SPACE_ID_RE = new RegExp(SpaceId.pattern!);
+
+/** One principal, whoever its issuer: what refusal budgets and replay-cache shares count by. */
+const principalKey = (p: Principal): string => `token:${p.issuer} ${p.subject}`;
 
 type RouteId = (typeof NODE_ROUTES)[number]['id'];
 const route = (id: RouteId): RouteSpec => NODE_ROUTES.find((r) => r.id === id)!;
@@ -134,6 +145,11 @@ export function createApp(d: AppDeps): Koa {
   }
 
   const router = new Router();
+  // Ids are checked against the protocol's pattern before anything uses them (lookups, logs).
+  router.param('spaceId', (id, _ctx, next) => {
+    if (!SPACE_ID_RE.test(id)) throw new OcsError('not_found', 'no such space');
+    return next();
+  });
   router.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok' };
   });
@@ -153,16 +169,22 @@ export function createApp(d: AppDeps): Koa {
     const { principal } = await tokenOnly(ctx, spec, body);
     const req = validate(CreateSpaceRequest, parseJson(body));
     const owner = parsePublicKey(req.ownerKey);
-    // Proof of possession: the request is signed by the very key it binds.
+    // What the reservation would refuse anyway is refused before the signature's nonce is stored.
+    d.service.checkCreate(req);
+    // Proof of possession: the request is signed by the very key it binds. Anyone may bring a
+    // new key here, so the nonce is charged to the token's principal, not to the key.
     await authorize(requestOf(ctx, body), {
       verifyToken: d.verifyToken,
       roles: [],
-      signature: signaturePolicy((keyId) => {
-        if (keyId !== owner.fingerprint()) {
-          throw new OcsError('not_owner', 'the request must be signed by the key it binds');
-        }
-        return owner.bytes;
-      }),
+      signature: {
+        ...signaturePolicy((keyId) => {
+          if (keyId !== owner.fingerprint()) {
+            throw new OcsError('not_owner', 'the request must be signed by the key it binds');
+          }
+          return owner.bytes;
+        }),
+        noncePartition: principalKey(principal!),
+      },
       hashes: nodeHashes,
     });
     ctx.status = 201;
@@ -237,15 +259,33 @@ export function createApp(d: AppDeps): Koa {
       );
     }
   });
+  /**
+   * Who a refused request came from, if it proved it: the principal of a verified token. A
+   * refusal before the route checked the token (an unknown path, a malformed id, a missing
+   * role) still names its caller when the token verifies (verified tokens are cached).
+   */
+  async function callerOf(ctx: Context, err: OcsError): Promise<Principal | undefined> {
+    const known = ctx.state.principal as Principal | undefined;
+    if (known) return known;
+    if (err.code.startsWith('token_') || ctx.get('authorization') === '') return undefined;
+    try {
+      return await d.verifyToken(bearerToken(ctx.get('authorization')));
+    } catch {
+      return undefined;
+    }
+  }
   app.use(
-    errorMiddleware(d.logger, (ctx, err) => {
-      const principal = ctx.state.principal as Principal | undefined;
-      d.audit.append({
-        actor: principal?.subject ?? 'anonymous',
-        action: `${ctx.method} ${(ctx as { _matchedRoute?: string })._matchedRoute ?? ctx.path}`.slice(0, 200),
-        target: (ctx.params as Record<string, string> | undefined)?.spaceId,
-        outcome: err.code === 'internal' ? 'failed' : 'refused',
+    errorMiddleware(d.logger, async (ctx, err) => {
+      const principal = await callerOf(ctx, err);
+      const matched = (ctx as { _matchedRoute?: string })._matchedRoute;
+      const spaceId = (ctx.params as Record<string, string> | undefined)?.spaceId;
+      d.refusals.record({
+        chainAs: principal && { key: principalKey(principal), actor: principal.subject },
+        // The route's pattern, never the caller's path: the path goes into the bounded detail.
+        action: `${ctx.method.slice(0, 16)} ${matched ?? '(no route)'}`,
+        target: spaceId,
         code: err.code,
+        detail: matched === undefined ? { path: printable(ctx.path, 128) } : undefined,
       });
     }),
   );

@@ -86,17 +86,26 @@ export class SpaceService {
     return row;
   }
 
+  /**
+   * What `create` would refuse without touching the host: the lease's length and whether the
+   * space fits now. Cheap, so the API runs it before a signature's nonce is stored.
+   */
+  checkCreate(req: CreateSpaceRequest): void {
+    if (req.leaseSeconds > this.d.maxLeaseSeconds) {
+      throw new OcsError('invalid_request', `leaseSeconds is over this node's maximum of ${this.d.maxLeaseSeconds}`, {
+        field: '/leaseSeconds',
+      });
+    }
+    this.d.ledger.check({ ...req.resources, pids: req.resources.pids ?? null });
+  }
+
   /** Reserve → cgroups → storage with a fresh key wrapped to the owner → active. */
   async create(
     principal: Principal,
     req: CreateSpaceRequest,
     owner: Ed25519PublicKey,
   ): Promise<{ space: Space; wrappedKey: string }> {
-    if (req.leaseSeconds > this.d.maxLeaseSeconds) {
-      throw new OcsError('invalid_request', `leaseSeconds is over this node's maximum of ${this.d.maxLeaseSeconds}`, {
-        field: '/leaseSeconds',
-      });
-    }
+    this.checkCreate(req);
     const now = this.d.clock.now();
     const id = newId('sp');
     const row = this.d.ledger.reserve({

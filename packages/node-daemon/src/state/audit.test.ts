@@ -278,17 +278,31 @@ test('canonical JSON does not depend on key order, so neither does the hash', ()
   assert.equal(one.hash, two.hash);
 });
 
-test('append refuses malformed fields (a caller bug, not something to record)', () => {
+test('append refuses malformed fields our own code chose (a bug, not something to record)', () => {
   const { audit } = setup();
   const bad: AuditInput[] = [
     { actor: '', action: 'x', outcome: 'ok' },
     { actor: 'a', action: 'x\nforged line', outcome: 'ok' },
-    { actor: 'a'.repeat(300), action: 'x', outcome: 'ok' },
-    { actor: 'a', action: 'x', target: '', outcome: 'ok' },
+    { actor: 'a', action: 'x'.repeat(300), outcome: 'ok' },
     { actor: 'a', action: 'x', outcome: 'maybe' as 'ok' },
   ];
   for (const b of bad) assert.throws(() => audit.append(b), TypeError, JSON.stringify(b));
   assert.equal(audit.head().seq, 0);
+});
+
+test('append stores hostile actors and targets escaped and bounded, never failing on them', () => {
+  const { audit } = setup();
+  const hostile = ['sp_\n\u001b[31m', 'x\u0000y', 'a'.repeat(300), '', 'line\u2028break', '\ud83d'.repeat(300)];
+  for (const v of hostile) {
+    const rec = audit.append({ actor: v || 'a', action: 'x', target: v, outcome: 'refused', code: 'not_found' });
+    for (const text of [rec.actor, rec.target!]) {
+      assert.ok(text.length >= 1 && text.length <= 256, `${text.length} characters`);
+      // eslint-disable-next-line no-control-regex -- control characters are what is looked for
+      assert.doesNotMatch(text, /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/);
+    }
+  }
+  assert.equal(audit.page({ limit: 10 }).entries[0]!.target, 'sp_\\u000a\\u001b[31m');
+  assert.equal(audit.verify().ok, true);
 });
 
 function tempDir(t: { after(fn: () => void): void }): string {

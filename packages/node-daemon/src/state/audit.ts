@@ -7,7 +7,7 @@
  * leaves a valid shorter chain: only a head recorded elsewhere (`verify({ anchor })`) shows it.
  */
 import { createHash } from 'node:crypto';
-import type { AuditEntry, ErrorCode } from '@ocs/protocol';
+import { printable, type AuditEntry, type ErrorCode } from '@ocs/protocol';
 import type { Clock } from '../clock.js';
 import type { Database } from './db.js';
 
@@ -20,11 +20,11 @@ export type JsonValue = null | boolean | number | string | JsonValue[] | { [key:
 
 /** What a caller records. `detail` is small and never secret (and is scrubbed anyway). */
 export interface AuditInput {
-  /** Token subject, owner key fingerprint, or 'node'. */
+  /** Token subject, owner key fingerprint, or 'node'. Caller-chosen text: stored escaped and bounded. */
   actor: string;
-  /** What was attempted, e.g. 'space.create'. */
+  /** What was attempted, e.g. 'space.create'. Chosen by our code: refused if malformed. */
   action: string;
-  /** What it was attempted on, e.g. a space id. */
+  /** What it was attempted on, e.g. a space id. Caller-chosen text: stored escaped and bounded. */
   target?: string | undefined;
   outcome: AuditOutcome;
   /** The error code when refused or failed. */
@@ -277,12 +277,18 @@ export class AuditLog {
   /**
    * Appends one entry at the head of the chain. BEGIN IMMEDIATE: reading the head and writing
    * after it must not interleave with another process doing the same.
-   * @throws TypeError for a malformed actor, action, target, outcome or code (a caller bug).
+   * The actor and target come from callers (a token's subject, an id from a path): they are
+   * escaped and bounded (`printable`), so what a caller sent can never make the entry fail.
+   * @throws TypeError for a missing actor, or a malformed action, outcome or code (our bug).
    */
-  append(input: AuditInput): AuditRecord {
-    checkText('actor', input.actor, true);
+  append(raw: AuditInput): AuditRecord {
+    if (typeof raw.actor !== 'string' || raw.actor === '') throw new TypeError('audit actor is required');
+    const input: AuditInput = {
+      ...raw,
+      actor: printable(raw.actor, MAX_TEXT),
+      target: raw.target === undefined ? undefined : printable(raw.target, MAX_TEXT),
+    };
     checkText('action', input.action, true);
-    checkText('target', input.target, false);
     checkText('code', input.code, false);
     if (input.outcome !== 'ok' && input.outcome !== 'refused' && input.outcome !== 'failed') {
       throw new TypeError('audit outcome must be ok, refused or failed');

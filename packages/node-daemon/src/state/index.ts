@@ -13,5 +13,6 @@ export type { LedgerOptions } from './ledger.js';
 export { AuditLog, GENESIS_HASH, PAGE_LIMIT_MAX, canonicalJson, entryHash, scrubDetail } from './audit.js';
 export type { AuditInput, AuditRecord, AuditOutcome, AuditAnchor, VerifyResult, JsonValue } from './audit.js';
 export { verifyAuditFile } from './audit-file.js';
+export { openNonceStore, NONCES_PER_PARTITION } from './nonces.js';
 export { WorkloadsRepo } from './workloads-repo.js';
 export type { WorkloadRow, WorkloadKind, Share, Budget } from './workloads-repo.js';

@@ -67,31 +67,50 @@ export class Ledger {
    */
   reserve(space: NewSpace): SpaceRow {
     checkNewSpace(space);
-    const limitsPids = this.allocatable.pids !== undefined;
-    if (limitsPids && space.pids == null) {
+    this.checkPids(space.pids);
+    return this.db
+      .transaction(() => {
+        this.checkFits(this.sumStmt.get() as Record<Dimension, bigint>, space);
+        return insertSpace(this.db, space, this.clock.now());
+      })
+      .immediate();
+  }
+
+  /**
+   * The refusals `reserve` would give now, without reserving: cheap, so a request that cannot
+   * fit is refused before anything costlier (a signature's nonce, host work). Advisory only:
+   * `reserve` decides, in its transaction.
+   */
+  check(space: Pick<NewSpace, 'cpuMillicores' | 'memoryBytes' | 'storageBytes' | 'pids'>): void {
+    this.checkPids(space.pids);
+    this.checkFits(this.sumStmt.get() as Record<Dimension, bigint>, space);
+  }
+
+  private checkPids(pids: number | null | undefined): void {
+    if (this.allocatable.pids !== undefined && pids == null) {
       throw new OcsError('invalid_request', 'this node limits processes: the space must ask for a pids limit', {
         field: '/resources/pids',
       });
     }
-    return this.db
-      .transaction(() => {
-        const used = this.sumStmt.get() as Record<Dimension, bigint>;
-        for (const d of DIMENSIONS) {
-          const limit = this.allocatable[d];
-          if (limit === undefined) continue;
-          const requested = (d === 'pids' ? space.pids : space[d]) ?? 0;
-          const available = BigInt(limit) - used[d];
-          if (BigInt(requested) > available) {
-            throw new OcsError('capacity_exceeded', `not enough ${d} left on this node`, {
-              resource: d,
-              requested,
-              available: Number(available > 0n ? available : 0n),
-            });
-          }
-        }
-        return insertSpace(this.db, space, this.clock.now());
-      })
-      .immediate();
+  }
+
+  private checkFits(
+    used: Record<Dimension, bigint>,
+    space: Pick<NewSpace, 'cpuMillicores' | 'memoryBytes' | 'storageBytes' | 'pids'>,
+  ): void {
+    for (const d of DIMENSIONS) {
+      const limit = this.allocatable[d];
+      if (limit === undefined) continue;
+      const requested = (d === 'pids' ? space.pids : space[d]) ?? 0;
+      const available = BigInt(limit) - used[d];
+      if (BigInt(requested) > available) {
+        throw new OcsError('capacity_exceeded', `not enough ${d} left on this node`, {
+          resource: d,
+          requested,
+          available: Number(available > 0n ? available : 0n),
+        });
+      }
+    }
   }
 
   /**

@@ -119,6 +119,15 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 4,
+    name: 'replay cache entries charged to a partition',
+    up(db) {
+      // Whose share an entry counts against (a signing key, or the principal of a proof of
+      // possession). Entries from before have none; they expire within minutes.
+      db.exec(`ALTER TABLE nonces ADD COLUMN charged_to TEXT NOT NULL DEFAULT ''`);
+    },
+  },
 ];
 
 /** The schema version this code writes and understands. */
