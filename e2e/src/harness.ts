@@ -10,6 +10,9 @@ import { Writable } from 'node:stream';
 import { Encrypter, armor } from 'age-encryption';
 import {
   createDockerDriver,
+  guardHostInput,
+  hostGuarded,
+  unguardHostInput,
   createVmDriver,
   detectCgroups,
   createStorageDriver,
@@ -48,7 +51,8 @@ export interface TestNode {
   token(roles: Role[], opts?: { org?: string; sub?: string }): Promise<string>;
   client(opts: { roles?: Role[]; org?: string; owner?: Ed25519PrivateKey; token?: () => Promise<string> }): OcsClient;
   /**
-   * One signed request, captured: its exact headers and body, to send again as they are
+   * One signed request (for `path` on this node, or for a full `https://` URL of any node),
+   * captured: its exact headers and body, to send again as they are
    * (`client({ token }).send(method, path, undefined, { raw: body, headers, sign: false })`).
    */
   captureSigned(
@@ -114,6 +118,9 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
   const storage = await createStorageDriver(config.storage);
   const clock = opts.clock ?? { now: () => Date.now() };
   const docker = opts.workloads ? createDockerDriver() : undefined;
+  // As the daemon does with containers on; removed at stop only if this node installed it.
+  const installedGuard = opts.workloads ? !(await hostGuarded()) : false;
+  if (opts.workloads) await guardHostInput();
   // TCG, always: a KVM that only looks usable must not decide whether the suite passes.
   const vms = opts.workloads ? await createVmDriver({ accelerator: 'tcg' }) : undefined;
   const node = await startNode({
@@ -155,7 +162,8 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
         ...(c.owner ? { ownerKey: c.owner } : {}),
       }),
     async captureSigned(owner, method, path, roles, json) {
-      const url = `${node.url}${path}`;
+      // A full URL signs for whatever node it names (the cross-node replay tests).
+      const url = path.startsWith('https://') ? path : `${node.url}${path}`;
       const tok = await token(roles);
       const body = json === undefined ? undefined : new TextEncoder().encode(JSON.stringify(json));
       const headers: Record<string, string> = { authorization: `Bearer ${tok}`, host: new URL(url).host };
@@ -194,6 +202,7 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
         await vms?.removeAllForSpace(id);
       }
       await vms?.close();
+      if (installedGuard) await unguardHostInput();
       // Remove what this run made, by its own ids: spaces first, then the cgroup parent and files.
       for (const id of await storage.list()) await storage.destroy(id);
       await storage.close();

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -123,15 +123,19 @@ test('the space process answers its owner only, runs sandboxed in the space cgro
     .call<{ spaceId: string }>('GET', `${space.apiBase}/status`);
   assert.equal(status.body.spaceId, space.id);
 
-  const pid = t.node.supervisor.pidOf(space.id)!;
+  // The supervisor's child is the sandbox (bwrap, root); the space's own code is the Node
+  // process inside it, in the same cgroup.
+  const layout = spaceCgroupLayout(t.config.cgroups.parent, space.id);
+  const inCgroup = await t.cgroups.processes(layout.api);
+  assert.ok(inCgroup.includes(t.node.supervisor.pidOf(space.id)!), 'the sandbox is in the api cgroup');
+  const pid = inCgroup.find((p) => readlinkSync(`/proc/${p}/exe`) === process.execPath)!;
+  assert.ok(pid, `the space's Node process among ${inCgroup.join(',')}`);
   const procStatus = readFileSync(`/proc/${pid}/status`, 'utf8');
   const uid = Number(/^Uid:\s+(\d+)/m.exec(procStatus)![1]);
   assert.ok(uid >= t.config.spaces.uidBase && uid < t.config.spaces.uidBase + t.config.spaces.uidCount, `uid ${uid}`);
   assert.match(procStatus, /^NoNewPrivs:\s+1$/m);
   assert.match(procStatus, /^CapEff:\s+0000000000000000$/m);
   assert.match(procStatus, /^CapBnd:\s+0000000000000000$/m);
-  const layout = spaceCgroupLayout(t.config.cgroups.parent, space.id);
-  assert.ok((await t.cgroups.processes(layout.api)).includes(pid));
 
   // Unsigned, another owner's signature, another org's token: refused for the right reason.
   const unsigned = await t.client({ roles: ['monitor'] }).send('GET', `${space.apiBase}/status`);

@@ -13,9 +13,7 @@ import { join } from 'node:path';
 import {
   NODE_ROUTES,
   SPACE_ROUTES,
-  contentDigest,
   generatePrivateKey,
-  signRequest,
   type CreateSpaceResponse,
   type Ed25519PrivateKey,
   type Role,
@@ -214,22 +212,9 @@ test('a renew never moves the expiry earlier, and needs the owner or the farmer'
 
 // ---- authority ---------------------------------------------------------------------------------
 
-/** One request, signed by `owner` for `url` (whatever node that names), sent to this node as it is. */
-async function signedFor(owner: Ed25519PrivateKey, method: string, url: string, roles: Role[], json?: unknown) {
-  const token = await t.token(roles);
-  const body = json === undefined ? undefined : new TextEncoder().encode(JSON.stringify(json));
-  const headers: Record<string, string> = { authorization: `Bearer ${token}`, host: new URL(url).host };
-  if (body) {
-    headers['content-type'] = 'application/json';
-    headers['content-length'] = String(body.length);
-    headers['content-digest'] = contentDigest(body);
-  }
-  Object.assign(
-    headers,
-    await signRequest({ method, url, headers }, { keyId: owner.publicKey.fingerprint(), sign: (m) => owner.sign(m) }),
-  );
-  return { headers, body };
-}
+/** One request, signed by `owner` for `url` (whatever node that names), to send to this node as it is. */
+const signedFor = (owner: Ed25519PrivateKey, method: string, url: string, roles: Role[], json?: unknown) =>
+  t.captureSigned(owner, method, url, roles, json);
 
 /** Raw bytes over TLS to this node; resolves with everything it answered before closing. */
 function rawTls(bytes: string | Buffer, waitMs = 3000): Promise<string> {

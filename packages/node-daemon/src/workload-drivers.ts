@@ -3,7 +3,7 @@
  * `auto`, when their daemon answers at start. A node without them still reserves spaces; their
  * container and VM calls are then `unavailable`.
  */
-import { createDockerDriver, createVmDriver, type DockerDriver, type VmDriver } from '@ocs/host';
+import { createDockerDriver, createVmDriver, guardHostInput, type DockerDriver, type VmDriver } from '@ocs/host';
 import { join } from 'node:path';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
@@ -18,10 +18,15 @@ export async function openWorkloadDrivers(
     const candidate = createDockerDriver({ socketPath: d.socket });
     try {
       await candidate.listAllSpaces();
+      // Fail closed: without the rule every container could reach the daemon's port.
+      await guardHostInput();
       docker = candidate;
     } catch (err) {
       if (d.enabled === true) throw err;
-      logger.warn({ socket: d.socket }, 'dockerd does not answer: containers are off on this node');
+      logger.warn(
+        { socket: d.socket, err },
+        'dockerd does not answer, or the host could not be shielded from space bridges: containers are off on this node',
+      );
     }
   }
   let vms: VmDriver | undefined;

@@ -14,6 +14,7 @@ export type {
   SpaceImage,
 } from './types.js';
 export { createDockerDriver, DEFAULT_DOCKER_SOCKET, DEFAULT_MAX_IMAGE_BYTES, DOCKER_API_VERSION } from './driver.js';
+export { guardHostInput, hostGuarded, unguardHostInput } from './host-guard.js';
 export {
   CONTAINER_BOUNDS,
   FORBIDDEN_SOURCE_TREES,

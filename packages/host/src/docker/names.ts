@@ -67,12 +67,15 @@ export function networkName(spaceId: string): string {
 
 /**
  * Linux name of the space's bridge: `ocsbr` + 10 hex digits of a hash of the space id (IFNAMSIZ
- * allows 15 characters). The fixed prefix lets an operator write one firewall rule for all
- * space bridges, e.g. `iptables -I INPUT -i ocsbr+ -j DROP`: Docker itself does not stop a
- * container from reaching host services through its network's gateway address.
+ * allows 15 characters). The fixed prefix makes one firewall rule cover all space bridges
+ * (host-guard.ts): Docker itself does not stop a container from reaching host services through
+ * its network's gateway address.
  */
+/** The prefix of every space bridge's name (iptables matches `ocsbr+`). */
+export const BRIDGE_PREFIX = 'ocsbr';
+
 export function bridgeName(spaceId: string): string {
-  return `ocsbr${createHash('sha256').update(spaceId).digest('hex').slice(0, 10)}`;
+  return `${BRIDGE_PREFIX}${createHash('sha256').update(spaceId).digest('hex').slice(0, 10)}`;
 }
 
 /** Repository prefix of a space's images: `ocs-<spaceId>/`. */

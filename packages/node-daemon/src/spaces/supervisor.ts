@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import {
   chownSync,
   lstatSync,
+  readlinkSync,
   renameSync,
   closeSync,
   fchownSync,
@@ -270,11 +271,38 @@ export class SpaceSupervisor implements SpaceProcesses {
     const r = this.running.get(spaceId);
     if (!r) return;
     r.stopping = true;
-    r.child.kill('SIGTERM');
+    await this.terminate(spaceId, r);
     const timer = setTimeout(() => r.child.kill('SIGKILL'), 3000);
     await r.exited;
     clearTimeout(timer);
     this.running.delete(spaceId);
+  }
+
+  /**
+   * SIGTERM to the space's Node process itself, so it drains and closes its database: bwrap
+   * does not pass signals on, and killing bwrap kills the sandbox outright. The process is found
+   * in the space's own `api` cgroup by its executable; bwrap is signalled only if it is not there.
+   */
+  private async terminate(spaceId: string, r: Running): Promise<void> {
+    const node = this.o.nodePath ?? process.execPath;
+    const pids = await this.o.cgroups
+      .processes(spaceCgroupLayout(this.o.cgroupParent, spaceId).api)
+      .catch(() => [] as number[]);
+    const inner = pids.filter((pid) => {
+      try {
+        return pid !== r.child.pid && readlinkSync(`/proc/${pid}/exe`) === node;
+      } catch {
+        return false;
+      }
+    });
+    if (inner.length === 0) r.child.kill('SIGTERM');
+    for (const pid of inner) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        /* gone already */
+      }
+    }
   }
 
   /**
