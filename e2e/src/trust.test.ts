@@ -343,13 +343,15 @@ test(
 
 // ---- races and the parser -----------------------------------------------------------------------
 
-test('two deletes of one space race: one wins, the other is a 4xx', async () => {
+test('deletes of one space race: one wins, the others are 4xx', async () => {
   const a = await reserve(ownerA, 'org-a');
   const c = t.client({ roles: ['spaces'], org: 'org-a', owner: ownerA });
-  const rs = await Promise.all([0, 1].map(() => c.send('DELETE', `/v1/spaces/${a.space.id}`)));
+  // Four at once widen the window in which a second teardown used to start under the first.
+  const rs = await Promise.all([0, 1, 2, 3].map(() => c.send('DELETE', `/v1/spaces/${a.space.id}`)));
   const got = rs.map((r) => r.status).sort();
   assert.equal(got[0], 204, JSON.stringify(rs.map((r) => r.body)));
-  assert.ok(got[1]! >= 400 && got[1]! < 500, `the loser got ${got[1]}`);
+  for (const s of got.slice(1))
+    assert.ok(s >= 400 && s < 500, `a loser got ${s}: ${JSON.stringify(rs.map((r) => r.body))}`);
   assert.equal((await c.send('GET', `/v1/spaces/${a.space.id}`)).status, 404);
 });
 

@@ -68,7 +68,8 @@ export async function childDirs(dir: string): Promise<string[]> {
       .map((d) => d.name)
       .sort();
   } catch (err) {
-    if (errno(err) === 'ENOENT' || errno(err) === 'ENOTDIR') return [];
+    // ENODEV: the group was removed while we read it.
+    if (errno(err) === 'ENOENT' || errno(err) === 'ENOTDIR' || errno(err) === 'ENODEV') return [];
     throw err;
   }
 }
@@ -82,9 +83,19 @@ export async function subtreeDeepestFirst(dir: string, rel = ''): Promise<string
   return out;
 }
 
-/** Pids listed in a cgroup.procs file; empty when the group is gone. */
+/**
+ * Pids listed in a cgroup.procs file; empty when the group is gone. A group removed between
+ * the open and the read (runc removing a container's group while we walk the tree) reads as
+ * ENODEV: gone too.
+ */
 export async function readPids(file: string): Promise<number[]> {
-  const text = await readOptional(file);
+  let text: string | undefined;
+  try {
+    text = await readOptional(file);
+  } catch (err) {
+    if (errno(err) === 'ENODEV') return [];
+    throw err;
+  }
   if (!text) return [];
   return text
     .split('\n')

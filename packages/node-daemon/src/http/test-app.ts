@@ -82,7 +82,12 @@ export interface TestApp {
 }
 
 export async function startTestApp(
-  o: { uidCount?: number; allocatable?: { cpuMillicores: number; memoryBytes: number; storageBytes: number } } = {},
+  o: {
+    uidCount?: number;
+    allocatable?: { cpuMillicores: number; memoryBytes: number; storageBytes: number };
+    /** A cgroup driver of the test's own (e.g. one that records or slows teardown). */
+    cgroups?: CgroupDriver;
+  } = {},
 ): Promise<TestApp> {
   const ZERO = { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 };
   const clock = new ManualClock(Date.UTC(2030, 0, 1));
@@ -116,7 +121,7 @@ export async function startTestApp(
     repo,
     ledger,
     audit,
-    cgroups: inert<CgroupDriver>(),
+    cgroups: o.cgroups ?? inert<CgroupDriver>(),
     storage: inert<StorageDriver>({ kind: 'fscrypt' }),
     processes: inert(),
     workloads: inert(),
