@@ -20,7 +20,8 @@ fi
 nohup node packages/node-daemon/dist/main.js start --state-dir "$STATE_DIR" ${OCS_CONFIG:+--config "$OCS_CONFIG"} \
   >/var/log/ocs/ocs-node.out 2>/var/log/ocs/ocs-node.log &
 echo $! > /run/ocs/ocs-node.pid
-for _ in $(seq 1 300); do
+# Up to 2 minutes: the first start boots the guest kernel to decide between KVM and TCG.
+for _ in $(seq 1 1200); do
   if grep -q '^  url:' /var/log/ocs/ocs-node.out 2>/dev/null; then
     cat /var/log/ocs/ocs-node.out
     echo "  logs:            /var/log/ocs/ocs-node.log (JSON)"
@@ -34,5 +35,5 @@ for _ in $(seq 1 300); do
   fi
   sleep 0.1
 done
-echo "the node daemon did not come up in 30 s; see /var/log/ocs/ocs-node.log" >&2
+echo "the node daemon did not come up in 120 s; see /var/log/ocs/ocs-node.log" >&2
 exit 1

@@ -4,6 +4,7 @@
  * container and VM calls are then `unavailable`.
  */
 import { createDockerDriver, createVmDriver, guardHostInput, type DockerDriver, type VmDriver } from '@ocs/host';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
@@ -33,6 +34,8 @@ export async function openWorkloadDrivers(
   const v = config.workloads.libvirt;
   if (v.enabled !== false) {
     try {
+      // The probe's verdict is kept there; on a first start the daemon has not made it yet.
+      mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
       vms = await createVmDriver({
         uri: v.uri,
         accelerator: v.accelerator,
