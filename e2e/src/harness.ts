@@ -123,13 +123,32 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
   if (opts.workloads) await guardHostInput();
   // TCG, always: a KVM that only looks usable must not decide whether the suite passes.
   const vms = opts.workloads ? await createVmDriver({ accelerator: 'tcg' }) : undefined;
-  const node = await startNode({
-    config,
-    logger,
-    drivers: { cgroups, storage, docker, vms },
-    clock,
-    total: opts.total ?? { cpuMillicores: 64_000, memoryBytes: 4 * GiB, storageBytes: 4 * GiB },
-  });
+  let node: RunningNode;
+  try {
+    node = await startNode({
+      config,
+      logger,
+      drivers: { cgroups, storage, docker, vms },
+      clock,
+      total: opts.total ?? { cpuMillicores: 64_000, memoryBytes: 4 * GiB, storageBytes: 4 * GiB },
+    });
+  } catch (err) {
+    // A node that fails to start (e.g. in a restart's reconciliation) is never stopped by its
+    // test: remove what this run made here, by its own ids, before failing.
+    for (const id of await storage.list().catch(() => [] as string[])) {
+      await docker?.removeAllForSpace(id).catch(() => undefined);
+      await vms?.removeAllForSpace(id).catch(() => undefined);
+      await storage.destroy(id).catch(() => undefined);
+    }
+    await storage.close().catch(() => undefined);
+    await vms?.close().catch(() => undefined);
+    if (installedGuard) await unguardHostInput().catch(() => undefined);
+    for (const child of await cgroups.children(config.cgroups.parent).catch(() => [] as string[]))
+      await cgroups.destroy(`${config.cgroups.parent}/${child}`).catch(() => undefined);
+    await cgroups.destroy(config.cgroups.parent).catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   const issuer = node.devIssuer!;
   const token = (roles: Role[], o: { org?: string; sub?: string } = {}) =>
     mintToken({
@@ -194,6 +213,8 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
       await node.stop();
       if (o.keepHost) {
         await vms?.close();
+        // The node started on this state installs it again, and then owns it.
+        if (installedGuard) await unguardHostInput();
         return;
       }
       // Containers and VMs of this run's spaces, by their space ids.
