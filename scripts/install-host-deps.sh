@@ -7,7 +7,7 @@ PKGS=(
   openssh-client          
   openssl
   fscrypt e2fsprogs util-linux acl bubblewrap
-  docker.io               
+  docker.io podman catatonit
   busybox-static          
   libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils linux-image-amd64 
   iproute2 procps psmisc curl

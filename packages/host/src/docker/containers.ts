@@ -4,10 +4,11 @@
  * `not_found` and never touched, even if a name or id were guessed.
  */
 import { OcsError } from '@ocs/protocol';
-import { call, type DriverContext } from './context.js';
+import { call, libpod, type DriverContext } from './context.js';
 import { statusOf, toOcsError } from './errors.js';
 import {
   buildCreateOptions,
+  buildLibpodSpec,
   checkCgroupParentExists,
   checkMountSource,
   uncoveredImageVolumes,
@@ -60,6 +61,17 @@ export async function createContainer(ctx: DriverContext, spec: ContainerSpec): 
     });
   }
   await ensureNetwork(ctx, spec.spaceId);
+  if (ctx.podman) {
+    const body = buildLibpodSpec(spec, capAdd, image.Id, networkName(spec.spaceId), ctx.podman.idMap);
+    const created = await call(
+      'create the container',
+      () => libpod<{ Id: string }>(ctx, 'POST', '/containers/create', body),
+      {
+        reason: true,
+      },
+    );
+    return { dockerId: created.Id };
+  }
   const options = buildCreateOptions(spec, capAdd, image.Id, networkName(spec.spaceId));
   const created = await call('create the container', () => ctx.docker.createContainer(options), { reason: true });
   return { dockerId: created.id };

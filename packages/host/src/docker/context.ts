@@ -4,12 +4,15 @@
  */
 import type Dockerode from 'dockerode';
 import { toOcsError } from './errors.js';
+import type { IdMap } from './hardening.js';
 
 export interface DriverContext {
   docker: Dockerode;
   tmpDir: string | undefined;
   maxImageBytes: number;
   cgroupRoot: string;
+  /** Set when the engine is a space's podman: creates go through libpod with the space's id map. */
+  podman: { idMap: IdMap; subnet: string; libpod: Dockerode } | undefined;
   /** Runs `fn` after every earlier call with the same key has settled. */
   serialize<T>(key: string, fn: () => Promise<T>): Promise<T>;
 }
@@ -43,4 +46,36 @@ export function keyedSerializer(): DriverContext['serialize'] {
     });
     return run;
   };
+}
+
+/**
+ * A call to podman's own (libpod) API, through a second dockerode client whose version prefix
+ * is podman's (libpod routes refuse a Docker API version).
+ */
+export function libpod<T>(
+  ctx: DriverContext,
+  method: 'POST' | 'GET' | 'DELETE',
+  path: string,
+  body?: Record<string, unknown>,
+): Promise<T> {
+  return new Promise((resolve, reject) => {
+    if (!ctx.podman) throw new Error('libpod call on a Docker engine');
+    ctx.podman.libpod.modem.dial(
+      {
+        path: `/libpod${path}`,
+        method,
+        ...(body !== undefined ? { options: body } : {}),
+        statusCodes: {
+          200: true,
+          201: true,
+          204: true,
+          400: 'bad request',
+          404: 'not found',
+          409: 'conflict',
+          500: 'server error',
+        },
+      },
+      (err: unknown, data: unknown) => (err ? reject(err) : resolve(data as T)),
+    );
+  });
 }

@@ -23,6 +23,8 @@ import type { DockerDriver, DockerDriverOptions } from './types.js';
 
 /** The API version we speak: what docker.io 20.10 offers; newer engines still serve it. */
 export const DOCKER_API_VERSION = 'v1.41';
+/** The libpod API version asked of podman (Debian 12 ships 4.3). */
+export const LIBPOD_API_VERSION = 'v4.0.0';
 export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 export const DEFAULT_MAX_IMAGE_BYTES = 16 * 1024 ** 3;
 
@@ -37,6 +39,10 @@ export function createDockerDriver(opts: DockerDriverOptions = {}): DockerDriver
     tmpDir: opts.tmpDir,
     maxImageBytes: opts.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES,
     cgroupRoot: opts.cgroupRoot ?? '/sys/fs/cgroup',
+    podman: opts.podman && {
+      ...opts.podman,
+      libpod: new Dockerode({ socketPath: opts.socketPath ?? DEFAULT_DOCKER_SOCKET, version: LIBPOD_API_VERSION }),
+    },
     serialize: keyedSerializer(),
   };
 

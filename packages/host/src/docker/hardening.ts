@@ -3,6 +3,7 @@
  * re-validated here and the Docker create options are built from it by one pure function, so a
  * test can read exactly what dockerd will be told.
  */
+import { readFileSync } from 'node:fs';
 import { lstat, realpath, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
 import type Dockerode from 'dockerode';
@@ -329,5 +330,100 @@ export function buildCreateOptions(
     HostConfig: hostConfig,
     // The owner's name resolves on the space's network (Docker's embedded DNS is per network).
     NetworkingConfig: { EndpointsConfig: { [network]: { Aliases: [spec.name] } } },
+  };
+}
+
+/** Max processes per host uid for a space's containers: ours, at most 16384 (podman lowers its own to 32768). */
+const NPROC_LIMIT = Math.min(16_384, ownHardLimit('Max processes') ?? 4096);
+
+function ownHardLimit(name: string): number | undefined {
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(name));
+    const hard = line?.slice(name.length).trim().split(/\s+/)[1];
+    return hard === undefined || hard === 'unlimited' ? undefined : Number(hard);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The space's subordinate ids as the engine maps them (container id 0 = host id `base`). */
+export interface IdMap {
+  base: number;
+  size: number;
+}
+
+/**
+ * The libpod create body (podman's own API: the Docker-compatible one cannot set an id map) for a
+ * validated spec: the same hardening as {@link buildCreateOptions}, plus a user namespace mapped
+ * to the space's own subordinate ids, so the container's root is an unprivileged host uid no
+ * other space has. Pure.
+ */
+export function buildLibpodSpec(
+  spec: ContainerSpec,
+  capAdd: string[],
+  imageId: string,
+  network: string,
+  idMap: IdMap,
+): Record<string, unknown> {
+  const map = [{ container_id: 0, host_id: idMap.base, size: idMap.size }];
+  return {
+    name: containerName(spec.spaceId, spec.containerId),
+    image: imageId,
+    ...(spec.command !== undefined ? { command: spec.command } : {}),
+    env: { ...(spec.env ?? {}) },
+    labels: {
+      [LABEL_SPACE]: spec.spaceId,
+      [LABEL_CONTAINER]: spec.containerId,
+      [LABEL_NAME]: spec.name,
+      [LABEL_IMAGE]: spec.image,
+    },
+    terminal: false,
+    stdin: false,
+    cgroup_parent: spec.cgroupParent,
+    cgroups_mode: 'enabled',
+    resource_limits: {
+      // Equal to the limit: no swap, so nothing pages to the host's disk.
+      memory: { limit: spec.memoryBytes, swap: spec.memoryBytes },
+      cpu: { quota: spec.cpuMillicores * 100, period: 100_000 },
+      pids: { limit: spec.pids },
+    },
+    // Explicit: runc may not raise a limit above the engine's own hard limit, and podman's
+    // defaults are above ours. nproc counts per host uid, so it bounds the whole space (its
+    // pids cgroup is the real bound).
+    r_limits: [
+      { type: 'nofile', hard: 1024, soft: 1024 },
+      { type: 'nproc', hard: NPROC_LIMIT, soft: NPROC_LIMIT },
+    ],
+    cap_drop: ['ALL'],
+    cap_add: capAdd,
+    no_new_privileges: true,
+    privileged: false,
+    userns: { nsmode: 'private' },
+    idmappings: { UIDMap: map, GIDMap: map },
+    pidns: { nsmode: 'private' },
+    ipcns: { nsmode: 'private' },
+    utsns: { nsmode: 'private' },
+    cgroupns: { nsmode: 'private' },
+    netns: { nsmode: 'bridge' },
+    Networks: { [network]: { aliases: [spec.name] } },
+    devices: [],
+    portmappings: [],
+    publish_image_ports: false,
+    mounts: spec.mounts.map((m) => ({
+      destination: m.target,
+      source: m.source,
+      type: 'bind',
+      options: ['rbind', 'rprivate', 'nosuid', 'nodev', m.readOnly ? 'ro' : 'rw'],
+    })),
+    // The image's VOLUMEs were checked to be covered by mounts; none is made in the store.
+    image_volume_mode: 'ignore',
+    read_only_filesystem: spec.readOnlyRootfs === true,
+    // catatonit as PID 1 reaps zombies and forwards SIGTERM.
+    init: true,
+    restart_policy: 'no',
+    remove: false,
+    log_configuration: { driver: 'k8s-file' },
   };
 }

@@ -15,7 +15,11 @@ import type { LoadImageOptions, SpaceImage } from './types.js';
 export async function inspectSpaceImage(ctx: DriverContext, spaceId: string, name: string) {
   const ref = imageRef(spaceId, name);
   const info = await call('find the image', () => ctx.docker.getImage(ref).inspect());
-  if (!info.RepoTags?.includes(ref)) throw new OcsError('not_found', 'no such image in this space');
+  const ours = (t: string) => {
+    const p = parseImageRef(t);
+    return p?.spaceId === spaceId && p.name === name;
+  };
+  if (!(info.RepoTags ?? []).some(ours)) throw new OcsError('not_found', 'no such image in this space');
   return info;
 }
 
@@ -69,7 +73,8 @@ export async function listImages(ctx: DriverContext, spaceId: string): Promise<S
   // The reference filter is a glob on the repository name; `*` does not cross `/`. dockerd also
   // trims each image's RepoTags to the matching ones, and we parse them again anyway.
   const images = await call('list images', () =>
-    ctx.docker.listImages({ filters: { reference: [`${imageRepoPrefix(spaceId)}*`] } }),
+    // The engine of a space holds only its images; the names are still checked below.
+    ctx.docker.listImages(ctx.podman ? {} : { filters: { reference: [`${imageRepoPrefix(spaceId)}*`] } }),
   );
   const out: SpaceImage[] = [];
   for (const img of images) {
@@ -103,7 +108,7 @@ export async function removeImage(ctx: DriverContext, spaceId: string, name: str
     );
     // Another name of this space for the same content keeps it alive, so only the last one conflicts.
     const otherNames = (info.RepoTags ?? []).filter(
-      (t) => t !== imageRef(spaceId, name) && parseImageRef(t)?.spaceId === spaceId,
+      (t) => parseImageRef(t)?.spaceId === spaceId && parseImageRef(t)?.name !== name,
     );
     if (otherNames.length === 0 && mine.some((c) => c.ImageID === info.Id)) {
       throw new OcsError('conflict', `image ${name} is used by a container of this space`);
@@ -123,7 +128,9 @@ export async function untag(ctx: DriverContext, ref: string): Promise<void> {
 
 /** Every space that has an image name here. */
 export async function imageSpaces(ctx: DriverContext): Promise<Set<string>> {
-  const images = await call('list images', () => ctx.docker.listImages({ filters: { reference: ['ocs-sp_*/*'] } }));
+  const images = await call('list images', () =>
+    ctx.docker.listImages(ctx.podman ? {} : { filters: { reference: ['ocs-sp_*/*'] } }),
+  );
   const spaces = new Set<string>();
   for (const img of images)
     for (const tag of img.RepoTags ?? []) {

@@ -94,7 +94,8 @@ export function imageRef(spaceId: string, name: string): string {
 
 /** The (space, name) of one of our image references, or undefined for anything else. */
 export function parseImageRef(ref: string): { spaceId: string; name: string } | undefined {
-  const m = /^ocs-(sp_[a-z0-9]{1,40})\/([a-z0-9][a-z0-9_.-]{0,62}):latest$/.exec(ref);
+  // podman names a loaded image without a registry `localhost/…`; the rest is the same.
+  const m = /^(?:localhost\/)?ocs-(sp_[a-z0-9]{1,40})\/([a-z0-9][a-z0-9_.-]{0,62}):latest$/.exec(ref);
   if (!m || m[1] === undefined || m[2] === undefined) return undefined;
   return { spaceId: m[1], name: m[2] };
 }

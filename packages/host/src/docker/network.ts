@@ -12,7 +12,7 @@
  * addresses, or the operator drops input from the `ocsbr+` bridges (see {@link bridgeName}).
  */
 import { OcsError } from '@ocs/protocol';
-import { call, type DriverContext } from './context.js';
+import { call, libpod, type DriverContext } from './context.js';
 import { statusOf, toOcsError } from './errors.js';
 import { LABEL_SPACE, bridgeName, checkSpaceId, isSpaceId, networkName } from './names.js';
 
@@ -40,6 +40,22 @@ export async function ensureNetwork(ctx: DriverContext, spaceId: string): Promis
   return ctx.serialize(`net:${spaceId}`, async () => {
     const found = await findNetwork(ctx, spaceId);
     if (found) return found.Id;
+    if (ctx.podman) {
+      // Each space's engine knows only its own network, so the daemon hands out the subnets.
+      const created = await call('create the network', () =>
+        libpod<{ id: string }>(ctx, 'POST', '/networks/create', {
+          name: networkName(spaceId),
+          driver: 'bridge',
+          network_interface: bridgeName(spaceId),
+          subnets: [{ subnet: ctx.podman!.subnet }],
+          internal: true,
+          dns_enabled: false,
+          ipv6_enabled: false,
+          labels: { [LABEL_SPACE]: spaceId },
+        }),
+      );
+      return created.id;
+    }
     const net = await call('create the network', () =>
       ctx.docker.createNetwork({
         Name: networkName(spaceId),

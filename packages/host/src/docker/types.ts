@@ -106,6 +106,11 @@ export interface DockerDriverOptions {
   maxImageBytes?: number;
   /** Where cgroup hierarchies are mounted, to check that a container's cgroup parent exists. Default `/sys/fs/cgroup`. */
   cgroupRoot?: string;
+  /**
+   * The engine is a space's own podman (see `SpaceEngines`): containers are created through
+   * libpod with the space's subordinate id map, and the network gets the space's subnet.
+   */
+  podman?: { idMap: { base: number; size: number }; subnet: string };
 }
 
 /**

@@ -1,0 +1,323 @@
+/**
+ * One container engine per space: rootful podman whose image store, containers, logs and
+ * network definition live in the space's own encrypted storage, served to the Docker driver
+ * through podman's Docker-compatible API on a socket in the space's run directory.
+ *
+ * An engine runs only while it is used: `podman system service` exits after `idleSeconds`
+ * without a request, and conmon keeps the space's containers running without it. It runs inside
+ * a mount namespace of its own (see {@link namespaceBinds}), anchored by one tiny process, so
+ * that nothing podman, runc or the CNI plugins write lands on the host's disk; the anchor, the
+ * engine and every conmon are in the space's `engine` cgroup, charged to the space.
+ *
+ * A stop (lock, expiry, destroy) stops the containers, kills what is left in the engine's
+ * group (which frees the namespace with its mounts) and removes the run directory.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, openSync, closeSync } from 'node:fs';
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { OcsError } from '@ocs/protocol';
+import type { CgroupDriver } from '../cgroups/types.js';
+import { run } from '../exec.js';
+import { createDockerDriver } from '../docker/driver.js';
+import { bridgeName } from '../docker/names.js';
+import type { DockerDriver } from '../docker/types.js';
+import {
+  containersConf,
+  engineEnv,
+  engineLayout,
+  namespaceBinds,
+  podmanGlobalArgs,
+  registriesConf,
+  storageConf,
+  type EngineLayout,
+} from './config-files.js';
+
+/** What the engine of one space is made from; all of it decided by the daemon. */
+export interface EngineSpace {
+  spaceId: string;
+  /** Root-owned directory (0700) inside the space's encrypted storage. */
+  dataDir: string;
+  /** The space's subordinate ids: container uid/gid 0 is `base` on the host. */
+  idMap: { base: number; size: number };
+  /** The space's container network, e.g. `10.128.0.0/26`. */
+  subnet: string;
+  /** cgroup (driver-relative) for the anchor, the engine and conmon. Created if missing. */
+  engineGroup: string;
+  /** cgroup (driver-relative) under which the containers' groups go. Created if missing. */
+  containersGroup: string;
+}
+
+export interface SpaceEnginesOptions {
+  /** Where the engines' run directories go (tmpfs), e.g. `/run/ocs/engines`. */
+  runRoot: string;
+  cgroups: CgroupDriver;
+  /** Where cgroup hierarchies are mounted. Default `/sys/fs/cgroup`. */
+  cgroupRoot?: string;
+  /** The engine exits after this long without a request. Default 60 s. */
+  idleSeconds?: number;
+  /** Passed to every space's driver. */
+  maxImageBytes?: number;
+  podman?: string;
+  /** How long a stop lets containers shut down before SIGKILL. Default 5 s. */
+  stopTimeoutSeconds?: number;
+}
+
+const READY_TIMEOUT_MS = 15_000;
+
+export class SpaceEngines {
+  private readonly podman: string;
+  private readonly idleSeconds: number;
+  private readonly starting = new Map<string, Promise<void>>();
+  private readonly drivers = new Map<string, DockerDriver>();
+
+  constructor(private readonly o: SpaceEnginesOptions) {
+    // <runRoot>/sp_<20>/rr must stay within podman's 50 characters for a runroot.
+    if (o.runRoot.length > 24) throw new Error(`the engines' run root ${o.runRoot} is longer than 24 characters`);
+    this.podman = o.podman ?? '/usr/bin/podman';
+    this.idleSeconds = o.idleSeconds ?? 60;
+  }
+
+  layout(space: Pick<EngineSpace, 'spaceId' | 'dataDir'>): EngineLayout {
+    return engineLayout(space.dataDir, this.runDirOf(space.spaceId));
+  }
+
+  runDirOf(spaceId: string): string {
+    if (!/^sp_[a-z0-9]{1,40}$/.test(spaceId)) throw new OcsError('invalid_request', 'not a space id');
+    return join(this.o.runRoot, spaceId);
+  }
+
+  /** The space's Docker driver, its engine started first if it is not serving. */
+  async driver(space: EngineSpace): Promise<DockerDriver> {
+    await this.ensure(space);
+    let d = this.drivers.get(space.spaceId);
+    if (!d) {
+      d = createDockerDriver({
+        socketPath: this.layout(space).socket,
+        cgroupRoot: this.o.cgroupRoot,
+        maxImageBytes: this.o.maxImageBytes,
+        tmpDir: this.layout(space).tmp,
+        podman: { idMap: space.idMap, subnet: space.subnet },
+      });
+      this.drivers.set(space.spaceId, d);
+    }
+    return d;
+  }
+
+  /** Whether the engine's socket answers now. */
+  async serving(spaceId: string): Promise<boolean> {
+    return ping(join(this.runDirOf(spaceId), 'engine.sock'));
+  }
+
+  /** Starts the space's engine unless it is serving. One start at a time per space. */
+  async ensure(space: EngineSpace): Promise<void> {
+    const l = this.layout(space);
+    if (await ping(l.socket)) return;
+    let p = this.starting.get(space.spaceId);
+    if (!p) {
+      p = this.start(space, l).finally(() => this.starting.delete(space.spaceId));
+      this.starting.set(space.spaceId, p);
+    }
+    await p;
+  }
+
+  private async start(space: EngineSpace, l: EngineLayout): Promise<void> {
+    if (await ping(l.socket)) return;
+    const { cgroups } = this.o;
+    await cgroups.create(space.engineGroup);
+    await cgroups.create(space.containersGroup);
+    for (const dir of [l.dataDir, l.storage, l.varLib, l.varLibCni, l.networks, l.tmp, l.conf])
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+    await chmod(l.dataDir, 0o700);
+    await writeFile(join(l.conf, 'containers.conf'), containersConf(l), { mode: 0o600 });
+    await writeFile(join(l.conf, 'storage.conf'), storageConf(l), { mode: 0o600 });
+    await writeFile(join(l.conf, 'registries.conf'), registriesConf(), { mode: 0o600 });
+    for (const dir of [l.runDir, l.runRoot, l.libpodTmp, l.runcRoot, l.netns])
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+
+    const anchor = await this.anchor(space, l);
+    await rm(l.socket, { force: true });
+    const logFd = openSync(l.log, 'a', 0o600);
+    try {
+      await spawnInGroup(
+        cgroups,
+        space.engineGroup,
+        'nsenter',
+        [
+          `--target=${anchor}`,
+          '--mount',
+          '--',
+          this.podman,
+          ...podmanGlobalArgs(l),
+          'system',
+          'service',
+          '--time',
+          String(this.idleSeconds),
+          `unix://${l.socket}`,
+        ],
+        engineEnv(l),
+        logFd,
+      );
+    } finally {
+      closeSync(logFd);
+    }
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    while (!(await ping(l.socket))) {
+      if (Date.now() > deadline) {
+        const e = new OcsError('unavailable', 'the space container engine did not start');
+        // For the daemon's log only (the engine's own words can name the space's containers).
+        e.cause = new Error((await readFile(l.log, 'utf8').catch(() => '')).slice(-2000));
+        throw e;
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /**
+   * The pid of the process that holds the space's mount namespace, started (with the
+   * namespace's binds) if none is alive. A recorded pid counts only if that process is still
+   * in the space's engine group (pids are reused).
+   */
+  private async anchor(space: EngineSpace, l: EngineLayout): Promise<number> {
+    const recorded = Number((await readFile(l.anchorPid, 'utf8').catch(() => '')).trim());
+    if (Number.isSafeInteger(recorded) && recorded > 0) {
+      const inGroup = await this.o.cgroups.processes(space.engineGroup).catch(() => [] as number[]);
+      if (inGroup.includes(recorded)) return recorded;
+    }
+    // A new namespace: whatever ran in the old one is unreachable now and is ended, and the
+    // network leases it held (CNI's state, in the space) are stale.
+    await this.o.cgroups.destroy(space.containersGroup);
+    await this.o.cgroups.create(space.containersGroup);
+    await rm(l.varLibCni, { recursive: true, force: true });
+    await mkdir(l.varLibCni, { recursive: true, mode: 0o700 });
+    // Slave propagation: when the host unmounts another space's storage, the copy in here goes too.
+    const pid = await spawnInGroup(
+      this.o.cgroups,
+      space.engineGroup,
+      'unshare',
+      ['--mount', '--propagation', 'slave', '--', 'sleep', 'infinity'],
+      { PATH: '/usr/bin:/bin' },
+      'ignore',
+    );
+    try {
+      // unshare has exec'd sleep once /proc/<pid>/ns/mnt differs from ours.
+      const ours = await readlinkSafe('/proc/self/ns/mnt');
+      const deadline = Date.now() + 5000;
+      while ((await readlinkSafe(`/proc/${pid}/ns/mnt`)) === ours) {
+        if (Date.now() > deadline) throw new Error('the namespace anchor did not start');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      for (const b of namespaceBinds(l)) {
+        // An empty directory on the host is the mount point; nothing is ever written into it.
+        await mkdir(b.target, { recursive: true, mode: 0o755 });
+        await run('nsenter', [`--target=${pid}`, '--mount', '--', 'mount', '--bind', b.source, b.target]);
+      }
+      await writeFile(l.anchorPid, `${pid}\n`, { mode: 0o600 });
+      return pid;
+    } catch (err) {
+      process.kill(pid, 'SIGKILL');
+      throw err;
+    }
+  }
+
+  /**
+   * Stops the space's containers (SIGTERM, then SIGKILL after the timeout), then everything in
+   * its engine group (engine, conmon, the anchor: the namespace and its mounts go with it), and
+   * removes the run directory. Returns the ids of the containers that were running, so the
+   * caller can restore them. Safe to call when nothing runs.
+   */
+  async stop(space: EngineSpace): Promise<string[]> {
+    const l = this.layout(space);
+    let running: string[] = [];
+    if (existsSync(l.runDir) && (await this.o.cgroups.processes(space.engineGroup).catch(() => [])).length > 0) {
+      try {
+        const d = await this.driver(space);
+        const list = await d.list(space.spaceId);
+        running = list.filter((c) => c.state === 'running').map((c) => c.containerId);
+        await Promise.all(
+          running.map((id) => d.stop(space.spaceId, id, this.o.stopTimeoutSeconds ?? 5).catch(() => undefined)),
+        );
+      } catch {
+        // An engine that cannot answer is killed below with its containers.
+      }
+    }
+    await this.kill(space);
+    return running;
+  }
+
+  /** Kills everything of the space's engine and containers and removes its run directory. */
+  async kill(space: Pick<EngineSpace, 'spaceId' | 'engineGroup' | 'containersGroup'>): Promise<void> {
+    this.drivers.delete(space.spaceId);
+    // Containers first (their conmon would restart nothing, but would write exit files).
+    await this.o.cgroups.destroy(space.containersGroup);
+    await this.o.cgroups.destroy(space.engineGroup);
+    await rm(this.runDirOf(space.spaceId), { recursive: true, force: true });
+  }
+
+  /**
+   * For a space that is going away: everything {@link kill} does, and its network bridge
+   * (CNI never deletes one). The engine's store goes with the space's storage.
+   */
+  async remove(space: Pick<EngineSpace, 'spaceId' | 'engineGroup' | 'containersGroup'>): Promise<void> {
+    await this.kill(space);
+    const bridge = bridgeName(space.spaceId);
+    if (existsSync(`/sys/class/net/${bridge}`)) await run('ip', ['link', 'delete', bridge]);
+  }
+
+  /** Space ids that have a run directory here (an engine that may still run). */
+  async spacesWithRunDirs(): Promise<string[]> {
+    const names = await readdir(this.o.runRoot).catch(() => [] as string[]);
+    return names.filter((n) => /^sp_[a-z0-9]{1,40}$/.test(n)).sort();
+  }
+}
+
+/**
+ * Starts `cmd` detached in `group`: a shell waits for one line before exec'ing it, so the
+ * process is in the group before it runs anything (nothing is ever charged elsewhere).
+ */
+async function spawnInGroup(
+  cgroups: CgroupDriver,
+  group: string,
+  cmd: string,
+  args: string[],
+  env: Record<string, string>,
+  out: number | 'ignore',
+): Promise<number> {
+  const child = spawn('/bin/sh', ['-c', 'read -r _ && exec "$@"', 'ocs-engine', cmd, ...args], {
+    detached: true,
+    stdio: ['pipe', out, out],
+    env,
+    cwd: '/',
+  });
+  const pid = child.pid;
+  if (pid === undefined) throw new Error(`${cmd} could not be started`);
+  try {
+    await cgroups.addProcess(group, pid);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  child.stdin!.end('go\n');
+  child.unref();
+  return pid;
+}
+
+async function readlinkSafe(path: string): Promise<string> {
+  const { readlink } = await import('node:fs/promises');
+  return readlink(path).catch(() => '');
+}
+
+/** GET /_ping on a unix socket: true on 200 within a second. */
+export function ping(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (!existsSync(socketPath)) return resolve(false);
+    const req = request({ socketPath, path: '/_ping', method: 'GET', timeout: 1000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+    req.end();
+  });
+}
