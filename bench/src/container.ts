@@ -88,7 +88,8 @@ try {
 
   // Time spent in the Docker driver while the broker serves our create (the broker calls the
   // driver object the harness handed it, so wrapping its methods here sees every call).
-  const driver = t.docker!;
+  // The space's own engine's driver: SpaceEngines hands the broker this same object.
+  const driver = await t.containers!.driver(await t.engineSpace(reserved.body.space.id));
   const driverMs = { ensureNetwork: 0, create: 0, start: 0, inspect: 0 };
   const steps = Object.keys(driverMs) as (keyof typeof driverMs)[];
   for (const k of steps) {

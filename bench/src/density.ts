@@ -44,7 +44,7 @@ const config = {
   spaces: { uidBase: 500_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000, idleSeconds: 2 },
   log: { level: 'warn' },
   // No workloads: the benchmark measures spaces, and leaves no host firewall rule behind.
-  workloads: { docker: { enabled: false }, libvirt: { enabled: false } },
+  workloads: { containers: { enabled: false }, libvirt: { enabled: false } },
   // A config file must say so: this node's own dev issuer mints the benchmark's tokens.
   auth: { devIssuer: true },
 };

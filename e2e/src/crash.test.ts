@@ -67,7 +67,7 @@ test('kill -9 during reserve, lock and destroy: after restart no orphan, no lost
     spaces: { uidBase: 400_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000 },
     log: { level: 'warn' },
     // No workloads: nothing of the host's container or VM set-up (its INPUT rule) is this test's to leave behind.
-    workloads: { docker: { enabled: false }, libvirt: { enabled: false } },
+    workloads: { containers: { enabled: false }, libvirt: { enabled: false } },
     // A config file must say so: this node's own dev issuer mints the test's tokens.
     auth: { devIssuer: true },
   };

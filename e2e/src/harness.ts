@@ -8,8 +8,9 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { Encrypter, armor } from 'age-encryption';
+import Dockerode from 'dockerode';
 import {
-  createDockerDriver,
+  SpaceEngines,
   guardHostInput,
   hostGuarded,
   unguardHostInput,
@@ -17,12 +18,22 @@ import {
   detectCgroups,
   createStorageDriver,
   type CgroupDriver,
-  type DockerDriver,
+  type EngineSpace,
   type StorageDriver,
   type VmDriver,
 } from '@ocs/host';
 import type { ManualClock } from '@ocs/node-daemon';
-import { resolveConfig, startNode, createLogger, type RunningNode, type Config, type Clock } from '@ocs/node-daemon';
+import {
+  resolveConfig,
+  startNode,
+  createLogger,
+  spaceCgroupLayout,
+  spaceDataLayout,
+  spaceWorkloadIds,
+  type RunningNode,
+  type Config,
+  type Clock,
+} from '@ocs/node-daemon';
 import { OcsClient } from '@ocs/client';
 import {
   contentDigest,
@@ -42,8 +53,12 @@ export interface TestNode {
   config: Config;
   cgroups: CgroupDriver;
   storage: StorageDriver;
-  /** Present with `workloads: true`. */
-  docker: DockerDriver | undefined;
+  /** Present with `workloads: true`: the spaces' podman engines. */
+  containers: SpaceEngines | undefined;
+  /** dockerode on the space's own engine (started if idle), to read the live objects. */
+  engine(spaceId: string): Promise<Dockerode>;
+  /** The space's engine as the broker makes it (its store in the space, its ids and subnet). */
+  engineSpace(spaceId: string): Promise<EngineSpace>;
   vms: VmDriver | undefined;
   clock: Clock;
   /** Everything the daemon logged, for the no-secrets-in-logs test. */
@@ -117,7 +132,13 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
   const cgroups = await detectCgroups();
   const storage = await createStorageDriver(config.storage);
   const clock = opts.clock ?? { now: () => Date.now() };
-  const docker = opts.workloads ? createDockerDriver() : undefined;
+  const containers = opts.workloads
+    ? new SpaceEngines({ runRoot: `/run/ocs-t-${tag}`, cgroups, idleSeconds: 30 })
+    : undefined;
+  const engineGroups = (id: string) => {
+    const l = spaceCgroupLayout(config.cgroups.parent, id);
+    return { spaceId: id, engineGroup: l.engine, containersGroup: l.containers };
+  };
   // As the daemon does with containers on; removed at stop only if this node installed it.
   const installedGuard = opts.workloads ? !(await hostGuarded()) : false;
   if (opts.workloads) await guardHostInput();
@@ -128,7 +149,7 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
     node = await startNode({
       config,
       logger,
-      drivers: { cgroups, storage, docker, vms },
+      drivers: { cgroups, storage, containers, vms },
       clock,
       total: opts.total ?? { cpuMillicores: 64_000, memoryBytes: 4 * GiB, storageBytes: 4 * GiB },
     });
@@ -136,13 +157,14 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
     // A node that fails to start (e.g. in a restart's reconciliation) is never stopped by its
     // test: remove what this run made here, by its own ids, before failing.
     for (const id of await storage.list().catch(() => [] as string[])) {
-      await docker?.removeAllForSpace(id).catch(() => undefined);
+      await containers?.remove(engineGroups(id)).catch(() => undefined);
       await vms?.removeAllForSpace(id).catch(() => undefined);
       await storage.destroy(id).catch(() => undefined);
     }
     await storage.close().catch(() => undefined);
     await vms?.close().catch(() => undefined);
     if (installedGuard) await unguardHostInput().catch(() => undefined);
+    rmSync(`/run/ocs-t-${tag}`, { recursive: true, force: true });
     for (const child of await cgroups.children(config.cgroups.parent).catch(() => [] as string[]))
       await cgroups.destroy(`${config.cgroups.parent}/${child}`).catch(() => undefined);
     await cgroups.destroy(config.cgroups.parent).catch(() => undefined);
@@ -162,13 +184,29 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
       roles,
       now: new Date(clock.now()),
     });
+  async function engineSpace(spaceId: string): Promise<EngineSpace> {
+    const row = node.repo.get(spaceId);
+    if (!row) throw new Error(`no space ${spaceId}`);
+    const { mountpoint } = await storage.info(spaceId);
+    return {
+      ...engineGroups(spaceId),
+      dataDir: spaceDataLayout(mountpoint).engine,
+      ...spaceWorkloadIds({ uidBase: config.spaces.uidBase, ...config.workloads.containers }, row.uid),
+    };
+  }
   let stopped = false;
   return {
     node,
     config,
     cgroups,
     storage,
-    docker,
+    containers,
+    engineSpace,
+    async engine(spaceId) {
+      if (!containers) throw new Error('this test node runs no containers');
+      await containers.ensure(await engineSpace(spaceId));
+      return new Dockerode({ socketPath: containers.layout({ spaceId, dataDir: '' }).socket, version: 'v1.41' });
+    },
     vms,
     clock,
     logs,
@@ -219,9 +257,10 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
       }
       // Containers and VMs of this run's spaces, by their space ids.
       for (const id of spaceIds) {
-        await docker?.removeAllForSpace(id);
+        await containers?.remove(engineGroups(id));
         await vms?.removeAllForSpace(id);
       }
+      rmSync(`/run/ocs-t-${tag}`, { recursive: true, force: true });
       await vms?.close();
       if (installedGuard) await unguardHostInput();
       // Remove what this run made, by its own ids: spaces first, then the cgroup parent and files.

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { domainName } from '@ocs/host';
@@ -16,11 +16,11 @@ import { openDatabase, spaceCgroupLayout, SpacesRepo, WorkloadsRepo } from '@ocs
 import { generatePrivateKey, type Container, type CreateSpaceResponse } from '@ocs/protocol';
 import { startTestNode, MiB, type TestNode } from './harness.js';
 
-const containersOf = (spaceId: string) =>
-  execFileSync('docker', ['ps', '-aq', '--filter', `label=ocs.space=${spaceId}`], { encoding: 'utf8' })
-    .trim()
-    .split('\n')
-    .filter(Boolean);
+/** The `ocs.container` labels of what the space's own engine holds. */
+async function containersOf(t: TestNode, spaceId: string): Promise<string[]> {
+  const list = await (await t.engine(spaceId)).listContainers({ all: true });
+  return list.map((c) => c.Labels['ocs.container'] ?? '?').sort();
+}
 
 function domainExists(name: string): boolean {
   return execFileSync('virsh', ['-c', 'qemu:///system', 'list', '--all', '--name'], { encoding: 'utf8' })
@@ -73,8 +73,8 @@ test('restart: containers of gone spaces, unrecorded and half-made ones are remo
 
     // Behind the daemon's back, as a crash or a bug would leave them: a container no record
     // explains, and a record still `creating` whose container was made.
-    const docker = t.docker!;
-    const cgroupParent = t.cgroups.dockerParent(spaceCgroupLayout(t.config.cgroups.parent, live.space.id).workloads);
+    const docker = await t.containers!.driver(await t.engineSpace(live.space.id));
+    const cgroupParent = t.cgroups.dockerParent(spaceCgroupLayout(t.config.cgroups.parent, live.space.id).containers);
     const stray = `ctr_${'s'.repeat(20)}`;
     const half = `ctr_${'h'.repeat(20)}`;
     for (const [id, name] of [
@@ -94,7 +94,10 @@ test('restart: containers of gone spaces, unrecorded and half-made ones are remo
         mounts: [],
         capAdd: [],
       });
-    assert.equal(containersOf(live.space.id).length, 3);
+    assert.equal((await containersOf(t, live.space.id)).length, 3);
+    const goneEngine = t.containers!.layout({ spaceId: gone.space.id, dataDir: '' }).runDir;
+    await t.engine(gone.space.id);
+    assert.equal(existsSync(goneEngine), true);
 
     await t.stop({ keepHost: true });
     const db = openDatabase(join(t.config.stateDir, 'node.db'));
@@ -121,19 +124,17 @@ test('restart: containers of gone spaces, unrecorded and half-made ones are remo
     t = await startTestNode({ workloads: true, reuse: t.reuse });
     const r = await t.node.broker.reconcile();
     assert.deepEqual(r, { undone: [], orphanContainers: [], orphanVms: [], orphanSpaces: [] }, 'start already did it');
-    assert.deepEqual(containersOf(gone.space.id), [], "the destroyed space's container is gone");
+    assert.equal(existsSync(goneEngine), false, "the destroyed space's engine is gone");
+    assert.deepEqual(
+      await t.cgroups.processes(spaceCgroupLayout(t.config.cgroups.parent, gone.space.id).engine),
+      [],
+      "nothing of the destroyed space's engine runs",
+    );
     assert.equal(domainExists(domainName(gone.space.id, gone.vmId)), false, "the destroyed space's VM is gone");
     assert.equal(domainExists(domainName(live.space.id, live.vmId)), true, "the live space's VM stays");
     assert.equal(domainExists(domainName(foreign.space.id, foreign.vmId)), true, "another daemon's VM stays");
-    const left = execFileSync(
-      'docker',
-      ['ps', '-a', '--format', '{{.Label "ocs.container"}}', '--filter', `label=ocs.space=${live.space.id}`],
-      { encoding: 'utf8' },
-    )
-      .trim()
-      .split('\n');
-    assert.deepEqual(left, [live.container.id], 'only the recorded container stays');
-    assert.equal(containersOf(foreign.space.id).length, 1, "another daemon's space is untouched");
+    assert.deepEqual(await containersOf(t, live.space.id), [live.container.id], 'only the recorded container stays');
+    assert.equal((await containersOf(other, foreign.space.id)).length, 1, "another daemon's space is untouched");
     const api = t.client({ roles: ['containers'], owner: live.owner });
     const listed = await api.call<{ containers: Container[] }>('GET', `${live.space.apiBase}/containers`);
     assert.deepEqual(

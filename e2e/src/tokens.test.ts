@@ -294,7 +294,7 @@ test('a config file must set auth.devIssuer; a dev issuer off loopback warns in 
     storage: { backend: 'fscrypt', root: join(base, 'storage') },
     cgroups: { parent },
     capacity: { storageBytes: 256 * MiB },
-    workloads: { docker: { enabled: false }, libvirt: { enabled: false } },
+    workloads: { containers: { enabled: false }, libvirt: { enabled: false } },
     log: { level: 'info' },
   };
   const write = (c: unknown) => {

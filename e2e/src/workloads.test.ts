@@ -11,9 +11,9 @@ import { mkdtempSync, readFileSync, rmSync, existsSync, statSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { domainName } from '@ocs/host';
+import { bridgeName, domainName } from '@ocs/host';
 import { buildBusyboxImage, buildTestGuest, requireHost, testGuestUnavailable } from '@ocs/host/testing';
-import { spaceCgroupLayout } from '@ocs/node-daemon';
+import { spaceCgroupLayout, spaceWorkloadIds } from '@ocs/node-daemon';
 import {
   generatePrivateKey,
   unwrapKey,
@@ -74,34 +74,31 @@ const code = (r: { body: unknown }) => (r.body as { error?: { code: string } }).
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Inspect = Record<string, any>;
 
-function dockerInspect(spaceId: string, containerId: string): Inspect {
-  const ids = execFileSync(
-    'docker',
-    [
-      'ps',
-      '-aq',
-      '--no-trunc',
-      '--filter',
-      `label=ocs.space=${spaceId}`,
-      '--filter',
-      `label=ocs.container=${containerId}`,
-    ],
-    {
-      encoding: 'utf8',
-    },
-  )
-    .trim()
-    .split('\n')
-    .filter(Boolean);
-  assert.equal(ids.length, 1, `one docker container for ${containerId}`);
-  return JSON.parse(execFileSync('docker', ['inspect', ids[0]!], { encoding: 'utf8' }))[0];
+/** The container as the space's own engine has it (podman's Docker-compatible inspect). */
+async function engineInspect(spaceId: string, containerId: string): Promise<Inspect> {
+  const engine = await t.engine(spaceId);
+  const found = await engine.listContainers({
+    all: true,
+    filters: { label: [`ocs.space=${spaceId}`, `ocs.container=${containerId}`] },
+  });
+  assert.equal(found.length, 1, `one container for ${containerId}`);
+  return (await engine.getContainer(found[0]!.Id).inspect()) as Inspect;
 }
 
-function spaceContainers(spaceId: string): string[] {
-  return execFileSync('docker', ['ps', '-aq', '--filter', `label=ocs.space=${spaceId}`], { encoding: 'utf8' })
-    .trim()
-    .split('\n')
-    .filter(Boolean);
+async function spaceContainers(spaceId: string): Promise<string[]> {
+  const list = await (await t.engine(spaceId)).listContainers({ all: true });
+  return list.map((c) => c.Id);
+}
+
+/** Processes of the space's containers and engine, from the kernel (the engine may be stopped). */
+async function engineProcesses(spaceId: string): Promise<number[]> {
+  const l = spaceCgroupLayout(t.config.cgroups.parent, spaceId);
+  const inGroup = async (g: string): Promise<number[]> => {
+    const own = await t.cgroups.processes(g);
+    const kids = await t.cgroups.children(g);
+    return [...own, ...(await Promise.all(kids.map((k) => inGroup(`${g}/${k}`)))).flat()];
+  };
+  return [...(await inGroup(l.engine)), ...(await inGroup(l.containers))];
 }
 
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
@@ -138,21 +135,32 @@ test('an owner loads an image, makes a volume and runs a hardened container in t
   assert.equal(created.status, 201);
   assert.equal(created.body.state, 'running');
 
-  // The live container, as dockerd has it.
-  const live = dockerInspect(a.space.id, created.body.id);
+  // The live container, as the space's own engine has it, and as the kernel runs it.
+  const live = await engineInspect(a.space.id, created.body.id);
   const hc = live.HostConfig;
-  assert.deepEqual(hc.CapDrop, ['ALL']);
-  assert.ok(!hc.CapAdd || hc.CapAdd.length === 0, 'no capability added back');
   assert.equal(hc.Privileged, false);
-  assert.deepEqual(hc.SecurityOpt, ['no-new-privileges']);
   assert.equal(hc.Memory, 64 * MiB);
   assert.equal(hc.MemorySwap, 64 * MiB, 'no swap');
-  assert.equal(hc.NanoCpus, 250_000_000);
   assert.equal(hc.PidsLimit, 64);
   assert.ok(!['host'].includes(hc.NetworkMode) && !['host'].includes(hc.PidMode) && !['host'].includes(hc.IpcMode));
   assert.deepEqual(hc.Devices ?? [], []);
   const layout = spaceCgroupLayout(t.config.cgroups.parent, a.space.id);
-  assert.equal(hc.CgroupParent, t.cgroups.dockerParent(layout.workloads));
+  assert.equal(hc.CgroupParent, t.cgroups.dockerParent(layout.containers));
+  {
+    // The process itself: no capability, no_new_privs, uid 0 is the space's own subordinate uid.
+    const status = readFileSync(`/proc/${live.State.Pid as number}/status`, 'utf8');
+    const field = (f: string) => new RegExp(`^${f}:\\s+(.*)$`, 'm').exec(status)?.[1]?.trim();
+    assert.equal(field('CapEff'), '0000000000000000');
+    assert.equal(field('CapBnd'), '0000000000000000');
+    assert.equal(field('NoNewPrivs'), '1');
+    const row = t.node.repo.get(a.space.id)!;
+    const ids = spaceWorkloadIds({ uidBase: t.config.spaces.uidBase, ...t.config.workloads.containers }, row.uid);
+    assert.equal(field('Uid')?.split(/\s+/)[0], String(ids.idMap.base), 'container root is the space subordinate uid');
+    assert.match(
+      readFileSync(`/proc/${live.State.Pid as number}/uid_map`, 'utf8').trim(),
+      new RegExp(`^0\\s+${ids.idMap.base}\\s+65536$`),
+    );
+  }
   assert.equal(live.Config.Labels['ocs.space'], a.space.id);
   // Its only mount is the volume, which lies in the space's own storage.
   assert.equal(live.Mounts.length, 1);
@@ -166,7 +174,7 @@ test('an owner loads an image, makes a volume and runs a hardened container in t
   const memLine = readFileSync(`/proc/${pid}/cgroup`, 'utf8')
     .split('\n')
     .find((l) => /:memory:/.test(l));
-  assert.ok(memLine?.includes(`/${layout.workloads}/`), memLine);
+  assert.ok(memLine?.includes(`/${layout.containers}/`), memLine);
 
   const logs = await waitFor('the marker in the logs', async () => {
     const r = await a.api.call<{ text: string }>('GET', `${a.base}/containers/writer/logs?tail=10`);
@@ -193,7 +201,7 @@ test('an owner loads an image, makes a volume and runs a hardened container in t
   // Lock: the container stops, and the marker is on no raw image; unlock opens the volume too.
   const ctl = t.client({ roles: ['spaces', 'storage'], owner: a.owner });
   await ctl.call('POST', `/v1/spaces/${a.space.id}/lock`, {});
-  assert.notEqual(dockerInspect(a.space.id, created.body.id).State.Running, true);
+  assert.deepEqual(await engineProcesses(a.space.id), [], 'nothing of the engine or its containers runs');
   execFileSync('sync');
   const image = join(t.config.storage.root, 'images', `${a.space.id}.img`);
   if (existsSync(image))
@@ -221,7 +229,7 @@ test('an owner loads an image, makes a volume and runs a hardened container in t
   assert.equal(code(await a.api.send('DELETE', `${a.base}/volumes/data`)), 'conflict');
   for (const c of ['writer', 'reader'])
     assert.equal((await a.api.call('DELETE', `${a.base}/containers/${c}`)).status, 204);
-  assert.deepEqual(spaceContainers(a.space.id), []);
+  assert.deepEqual(await spaceContainers(a.space.id), []);
   assert.equal(code(await a.api.send('GET', `${a.base}/containers/writer`)), 'not_found');
   assert.equal((await a.api.call('DELETE', `${a.base}/volumes/data`)).status, 204);
   assert.equal((await a.api.call('DELETE', `${a.base}/images/busybox`)).status, 204);
@@ -264,7 +272,7 @@ test('the budget holds: a request over it is budget_exceeded and leaves nothing 
   assert.equal(over.status, 409);
   assert.equal(code(over), 'budget_exceeded');
   assert.equal((over.body as { error: { details: { resource: string } } }).error.details.resource, 'cpuMillicores');
-  assert.equal(spaceContainers(a.space.id).length, 1, 'nothing half-made');
+  assert.equal((await spaceContainers(a.space.id)).length, 1, 'nothing half-made');
   const mem = await a.api.send('POST', `${a.base}/containers`, {
     ...one,
     cpuMillicores: 100,
@@ -467,11 +475,10 @@ test('destroying a space removes its containers, VMs and network', async () => {
     cpuMillicores: 100,
     memoryBytes: 16 * MiB,
   });
-  assert.equal(spaceContainers(a.space.id).length, 1);
+  assert.equal((await spaceContainers(a.space.id)).length, 1);
+  const runDir = t.containers!.layout({ spaceId: a.space.id, dataDir: '' }).runDir;
   await t.client({ roles: ['farmer'] }).call('DELETE', `/v1/spaces/${a.space.id}`, undefined, { sign: false });
-  assert.deepEqual(spaceContainers(a.space.id), []);
-  const nets = execFileSync('docker', ['network', 'ls', '-q', '--filter', `label=ocs.space=${a.space.id}`], {
-    encoding: 'utf8',
-  }).trim();
-  assert.equal(nets, '');
+  assert.equal(existsSync(runDir), false, 'the engine is gone');
+  assert.equal(existsSync(`/sys/class/net/${bridgeName(a.space.id)}`), false, 'the network is gone');
+  assert.equal(existsSync(join(t.config.storage.root, 'images', `${a.space.id}.img`)), false, 'its store is gone');
 });

@@ -89,7 +89,19 @@ export const ConfigSchema = Obj({
   }),
   /** Workload backends. `auto`: used when the daemon's socket answers at start, else off. */
   workloads: Obj({
-    docker: Obj({ enabled: Type.Union([Type.Literal('auto'), Type.Boolean()]), socket: Type.String() }),
+    /**
+     * Containers: a podman engine per space, its store in the space's encrypted storage.
+     * `auto`: on when podman is installed. Each space gets 65,536 subordinate ids from
+     * `subidBase` and a /26 of `subnetPool`, by its uid's slot.
+     */
+    containers: Obj({
+      enabled: Type.Union([Type.Literal('auto'), Type.Boolean()]),
+      idleSeconds: Type.Integer({ minimum: 1 }),
+      subidBase: Type.Integer({ minimum: 65_536, maximum: 2 ** 32 - 1 }),
+      subnetPool: Type.String({ pattern: '^10\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}/[0-9]{1,2}$' }),
+      /** How long lock and expiry let containers and VMs shut down before they are killed. */
+      stopGraceSeconds: Type.Integer({ minimum: 0, maximum: 60 }),
+    }),
     libvirt: Obj({
       enabled: Type.Union([Type.Literal('auto'), Type.Boolean()]),
       uri: Type.String(),
@@ -129,7 +141,13 @@ export const DEFAULTS: Config = {
     maxLeaseSeconds: 30 * 86400,
   },
   workloads: {
-    docker: { enabled: 'auto', socket: '/var/run/docker.sock' },
+    containers: {
+      enabled: 'auto',
+      idleSeconds: 60,
+      subidBase: 1_000_000_000,
+      subnetPool: '10.128.0.0/9',
+      stopGraceSeconds: 3,
+    },
     libvirt: { enabled: 'auto', uri: 'qemu:///system', accelerator: 'auto' },
   },
   log: { level: 'info' },
@@ -165,7 +183,30 @@ export function resolveConfig(partial: unknown): Config {
     if (i.caFile !== undefined && i.jwksUri === undefined)
       throw new Error(`configuration /auth/issuers/${n}/caFile: only applies to a jwksUri`);
   });
+  checkWorkloadRanges(config);
   return config;
+}
+
+/**
+ * Every space's subordinate ids and subnet must fit: `uidCount` slots of 65,536 ids below 2^32,
+ * above the space and QEMU uids, and `uidCount` /26 networks in the pool.
+ */
+function checkWorkloadRanges(config: Config): void {
+  const { uidBase, uidCount } = config.spaces;
+  const c = config.workloads.containers;
+  if (c.subidBase < uidBase + 2 * uidCount)
+    throw new Error('configuration /workloads/containers/subidBase: must lie above the space and QEMU uids');
+  if (c.subidBase + uidCount * 65_536 > 2 ** 32)
+    throw new Error(
+      'configuration /workloads/containers/subidBase: uidCount ranges of 65536 ids do not fit below 2^32',
+    );
+  const [addr, bits] = c.subnetPool.split('/') as [string, string];
+  const octets = addr.split('.').map(Number);
+  const prefix = Number(bits);
+  if (octets.some((o) => o > 255) || prefix > 26 || prefix < 8)
+    throw new Error('configuration /workloads/containers/subnetPool: not an IPv4 network of /8 to /26');
+  if (2 ** (32 - prefix) / 64 < uidCount)
+    throw new Error('configuration /workloads/containers/subnetPool: too small for a /26 per space (uidCount)');
 }
 
 /**

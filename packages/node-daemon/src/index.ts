@@ -2,6 +2,6 @@ export { startNode, VERSION, type RunningNode, type NodeOptions, type NodeDriver
 export { resolveConfig, loadConfigFile, DEFAULTS, type Config } from './config.js';
 export { createLogger, type Logger } from './logger.js';
 export { ManualClock, systemClock, type Clock } from './clock.js';
-export { spaceCgroupLayout, spaceRunDir } from './spaces/layout.js';
+export { spaceCgroupLayout, spaceDataLayout, spaceRunDir, spaceWorkloadIds } from './spaces/layout.js';
 export { openDatabase, SpacesRepo, WorkloadsRepo } from './state/index.js';
 export { sandboxArgs, seccompProgram, DENIED_SYSCALLS, type SandboxSpec } from './spaces/sandbox.js';

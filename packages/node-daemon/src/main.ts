@@ -35,8 +35,8 @@ program
     const logger = createLogger({ level: config.log.level });
     const cgroups = await detectCgroups({ root: config.cgroups.root });
     const storage = await createStorageDriver(config.storage);
-    const { docker, vms } = await openWorkloadDrivers(config, logger);
-    const node = await startNode({ config, logger, drivers: { cgroups, storage, docker, vms } });
+    const { containers, vms } = await openWorkloadDrivers(config, logger, cgroups);
+    const node = await startNode({ config, logger, drivers: { cgroups, storage, containers, vms } });
     process.stdout.write(
       [
         `OpenCluster Spaces node ${node.nodeId} is running`,
@@ -44,7 +44,7 @@ program
         `  tls fingerprint: ${node.tls.fingerprint}`,
         `  unlock key:      ${node.identity.unlockRecipient}`,
         `  storage:         ${storage.kind} under ${config.storage.root}; cgroups ${cgroups.version}`,
-        `  workloads:       containers ${docker ? 'on' : 'off'}; VMs ${vms ? `on (${vms.accelerator}: ${vms.acceleratorReason})` : 'off'}`,
+        `  workloads:       containers ${containers ? 'on (podman per space)' : 'off'}; VMs ${vms ? `on (${vms.accelerator}: ${vms.acceleratorReason})` : 'off'}`,
         ...(node.devIssuer
           ? [
               `  dev issuer:      ${node.devIssuer.issuer} (key ${devIssuerKeyPath(config.stateDir)}, 0600)`,

@@ -7,7 +7,7 @@ import { availableParallelism, hostname } from 'node:os';
 import { existsSync, mkdirSync, readFileSync, statfsSync, statSync, chmodSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/host';
+import type { CgroupDriver, StorageDriver, VmDriver } from '@ocs/host';
 import {
   authoritySet,
   parserRefusalResponse,
@@ -24,8 +24,8 @@ import { loadOrCreateTls, type TlsMaterial } from './tls.js';
 import { openDatabase, openNonceStore, SpacesRepo, Ledger, AuditLog, WorkloadsRepo } from './state/index.js';
 import { RefusalLog } from './state/refusals.js';
 import { SpaceService, resourcesOf } from './spaces/service.js';
-import { spaceDataLayout } from './spaces/layout.js';
-import { Broker } from './broker/broker.js';
+import { spaceDataLayout, spaceWorkloadIds } from './spaces/layout.js';
+import { Broker, type ContainerEngines } from './broker/broker.js';
 import { openBrokerSocket } from './broker/server.js';
 import { SpaceSupervisor } from './spaces/supervisor.js';
 import { LeaseScheduler } from './spaces/leases.js';
@@ -43,8 +43,8 @@ export const VERSION = '0.1.0';
 export interface NodeDrivers {
   cgroups: CgroupDriver;
   storage: StorageDriver;
-  /** Absent: the node offers no containers (space API calls for them are `unavailable`). */
-  docker?: DockerDriver | undefined;
+  /** The spaces' container engines; absent: the node offers no containers (`unavailable`). */
+  containers?: ContainerEngines | undefined;
   /** Absent: the node offers no VMs. */
   vms?: VmDriver | undefined;
 }
@@ -178,7 +178,9 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     refusals,
     storage,
     cgroups,
-    docker: o.drivers.docker,
+    containers: o.drivers.containers,
+    workloadIds: (uid) => spaceWorkloadIds({ uidBase: config.spaces.uidBase, ...config.workloads.containers }, uid),
+    stopGraceSeconds: config.workloads.containers.stopGraceSeconds,
     vms: o.drivers.vms,
     cgroupParent: config.cgroups.parent,
     // The second half of the uid range: [uidBase + uidCount, uidBase + 2 * uidCount).

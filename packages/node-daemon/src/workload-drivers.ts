@@ -3,8 +3,8 @@
  * `auto`, when their daemon answers at start. A node without them still reserves spaces; their
  * container and VM calls are then `unavailable`.
  */
-import { createDockerDriver, createVmDriver, guardHostInput, type DockerDriver, type VmDriver } from '@ocs/host';
-import { mkdirSync } from 'node:fs';
+import { SpaceEngines, createVmDriver, guardHostInput, type CgroupDriver, type VmDriver } from '@ocs/host';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
@@ -12,21 +12,22 @@ import type { Logger } from './logger.js';
 export async function openWorkloadDrivers(
   config: Config,
   logger: Logger,
-): Promise<{ docker: DockerDriver | undefined; vms: VmDriver | undefined }> {
-  let docker: DockerDriver | undefined;
-  const d = config.workloads.docker;
-  if (d.enabled !== false) {
-    const candidate = createDockerDriver({ socketPath: d.socket });
+  cgroups: CgroupDriver,
+): Promise<{ containers: SpaceEngines | undefined; vms: VmDriver | undefined }> {
+  let containers: SpaceEngines | undefined;
+  const c = config.workloads.containers;
+  if (c.enabled !== false) {
     try {
-      await candidate.listAllSpaces();
+      if (!existsSync('/usr/bin/podman') || !existsSync('/usr/bin/catatonit'))
+        throw new Error('podman and catatonit are not installed (scripts/install-host-deps.sh)');
       // Fail closed: without the rule every container could reach the daemon's port.
       await guardHostInput();
-      docker = candidate;
+      containers = new SpaceEngines({ runRoot: engineRunRoot(config.runDir), cgroups, idleSeconds: c.idleSeconds });
     } catch (err) {
-      if (d.enabled === true) throw err;
+      if (c.enabled === true) throw err;
       logger.warn(
-        { socket: d.socket, err },
-        'dockerd does not answer, or the host could not be shielded from space bridges: containers are off on this node',
+        { err },
+        'no container engine, or the host could not be shielded from space bridges: containers are off on this node',
       );
     }
   }
@@ -48,5 +49,10 @@ export async function openWorkloadDrivers(
       logger.warn({ uri: v.uri }, 'libvirtd does not answer: VMs are off on this node');
     }
   }
-  return { docker, vms };
+  return { containers, vms };
+}
+
+/** Short on purpose: podman limits a runroot to 50 characters. */
+export function engineRunRoot(runDir: string): string {
+  return join(runDir, 'e');
 }

@@ -36,7 +36,9 @@ let inFlight = 0;
 function armIdle(): void {
   clearTimeout(idleTimer);
   if (inFlight > 0) return;
-  idleTimer = setTimeout(() => shutdown(0), config.idleSeconds * 1000);
+  // Nonces held only in memory (storage full) must outlive their validity in this process.
+  const hold = Math.max(0, state.unsavedUntil(Date.now()) - Date.now());
+  idleTimer = setTimeout(() => shutdown(0), Math.max(config.idleSeconds * 1000, hold + 1000));
 }
 
 const handle = app.callback();

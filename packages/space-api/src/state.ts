@@ -6,7 +6,14 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { RefusalBudget, TableNonceStore, printable, type DroppedRefusals, type NonceStore } from '@ocs/protocol';
+import {
+  OcsError,
+  RefusalBudget,
+  TableNonceStore,
+  printable,
+  type DroppedRefusals,
+  type NonceStore,
+} from '@ocs/protocol';
 
 export interface FileRecord {
   name: string;
@@ -31,6 +38,11 @@ export interface SpaceState extends NonceStore {
   }): void;
   /** Writes the summaries of refusals not journaled (at exit). */
   flush(): void;
+  /**
+   * Until when (ms) nonces are held only in memory because the space's storage was full: the
+   * process must not exit before then, or a replay of those requests would be accepted.
+   */
+  unsavedUntil(now: number): number;
   close(): void;
 }
 
@@ -91,9 +103,26 @@ export function openSpaceState(
     journal: db.prepare('INSERT INTO journal (at, op, target, outcome, code, detail) VALUES (?, ?, ?, ?, ?, ?)'),
   };
   const rows = (r: unknown[]) => (r as { p: string; n: number }[]).map((x) => [x.p, x.n] as const);
+  // A space whose storage its workloads filled must still take its owner's requests (to delete
+  // what filled it): nonces that cannot be written are kept here, and the process stays up
+  // until the last of them expires.
+  const unsaved = new Map<string, number>();
+  const insertNonce = (key: string, partition: string, expiresAt: number): number => {
+    // expiresAt is in seconds (the signature's `expires`), like the table's column.
+    const t = now() / 1000;
+    for (const [k, exp] of unsaved) if (exp <= t) unsaved.delete(k);
+    if (unsaved.has(key)) return 0;
+    try {
+      return stmt.insert.run(key, partition, expiresAt).changes;
+    } catch (err) {
+      if (!isStorageFull(err)) throw err;
+      unsaved.set(key, expiresAt);
+      return 1;
+    }
+  };
   const nonces = new TableNonceStore(
     {
-      insert: (key, partition, expiresAt) => stmt.insert.run(key, partition, expiresAt).changes,
+      insert: insertNonce,
       sweep: db.transaction((t: number) => {
         const removed = rows(stmt.expired.all(t));
         stmt.sweep.run(t);
@@ -103,8 +132,14 @@ export function openSpaceState(
     },
     { maxEntries: MAX_NONCES, maxPerPartition: NONCES_PER_PARTITION },
   );
-  const write = (op: string, target: string | null, outcome: string, code: string | null, detail: string | null) =>
-    stmt.journal.run(new Date(now()).toISOString(), op, target, outcome, code, detail);
+  // The journal is best effort when the space's storage is full (the broker audits the host side).
+  const write = (op: string, target: string | null, outcome: string, code: string | null, detail: string | null) => {
+    try {
+      stmt.journal.run(new Date(now()).toISOString(), op, target, outcome, code, detail);
+    } catch (err) {
+      if (!isStorageFull(err)) throw err;
+    }
+  };
   const summarize = (dropped: DroppedRefusals[]) => {
     for (const d of dropped) {
       const detail = JSON.stringify({ dropped: d.dropped, codes: d.codes, from: d.from, until: d.until });
@@ -114,7 +149,12 @@ export function openSpaceState(
   return {
     remember: (keyId, nonce, expiresAt, t, partition) => nonces.remember(keyId, nonce, expiresAt, t, partition),
     putFile(f) {
-      stmt.putFile.run(f);
+      try {
+        stmt.putFile.run(f);
+      } catch (err) {
+        if (!isStorageFull(err)) throw err;
+        throw new OcsError('budget_exceeded', "the space's storage is full", { resource: 'storageBytes' });
+      }
     },
     listFiles() {
       return stmt.listFiles.all() as FileRecord[];
@@ -135,10 +175,21 @@ export function openSpaceState(
     flush() {
       summarize(refusals.drain(now(), true));
     },
+    unsavedUntil(t) {
+      let until = 0;
+      for (const exp of unsaved.values()) if (exp * 1000 > t && exp * 1000 > until) until = exp * 1000;
+      return until;
+    },
     close() {
       db.close();
     },
   };
+}
+
+/** SQLite's "database or disk is full" (the space's storage, filled by its workloads). */
+function isStorageFull(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'SQLITE_FULL' || code === 'SQLITE_IOERR_WRITE';
 }
 
 function addColumn(db: BetterSqlite3.Database, table: string, column: string, decl: string): void {

@@ -28,9 +28,25 @@ import {
 } from './names.js';
 import { ensureNetwork } from './network.js';
 import { demuxLogs, tailText } from './streams.js';
+import { kernelOomKilled } from './kernel-oom.js';
 import type { ContainerLogs, ContainerSpec, ContainerStatsSample, ContainerStatus, ContainerSummary } from './types.js';
 
 const NEVER = '0001-01-01T00:00:00Z';
+
+/** podman's compatible API passes some libpod states through; they are Docker's under other names. */
+function dockerState(state: string): string {
+  switch (state) {
+    case 'stopped':
+      return 'exited';
+    case 'configured':
+    case 'initialized':
+      return 'created';
+    case 'stopping':
+      return 'running';
+    default:
+      return state;
+  }
+}
 
 /** The Docker id of the space's container, or `not_found`. */
 export async function findContainer(ctx: DriverContext, spaceId: string, containerId: string): Promise<string> {
@@ -140,9 +156,9 @@ export async function inspectContainer(
   const s = info.State;
   const ran = s.StartedAt !== undefined && s.StartedAt !== NEVER;
   return {
-    state: s.Status,
+    state: dockerState(s.Status),
     ...(ran && !s.Running && !s.Restarting ? { exitCode: s.ExitCode } : {}),
-    oomKilled: s.OOMKilled === true,
+    oomKilled: s.OOMKilled === true || (ctx.podman !== undefined && s.ExitCode === 137 && kernelOomKilled(info.Id)),
     ...(ran ? { startedAt: s.StartedAt } : {}),
   };
 }
@@ -156,7 +172,7 @@ export async function listContainers(ctx: DriverContext, spaceId: string): Promi
   for (const c of found) {
     const containerId = c.Labels[LABEL_CONTAINER];
     if (!isContainerId(containerId) || !c.Names.includes(`/${containerName(spaceId, containerId)}`)) continue;
-    out.push({ containerId, name: c.Labels[LABEL_NAME] ?? '', state: c.State });
+    out.push({ containerId, name: c.Labels[LABEL_NAME] ?? '', state: dockerState(c.State) });
   }
   return out.sort((a, b) => a.containerId.localeCompare(b.containerId));
 }

@@ -17,7 +17,7 @@ export interface EngineLayout {
   varLibCni: string;
   /** Bound over /etc/cni/net.d: the space's network definition. */
   networks: string;
-  /** Bound over /tmp and /var/tmp: image loads spool here, inside the space's budget. */
+  /** TMPDIR and podman's image copy directory: image loads spool here, inside the space's budget. */
   tmp: string;
   /** containers.conf, storage.conf, registries.conf. */
   conf: string;
@@ -65,9 +65,6 @@ export function namespaceBinds(l: EngineLayout): { target: string; source: strin
     { target: '/etc/cni/net.d', source: l.networks },
     { target: '/run/runc', source: l.runcRoot },
     { target: '/run/netns', source: l.netns },
-    // Last: a source under /tmp must be resolved before /tmp is covered.
-    { target: '/var/tmp', source: l.tmp },
-    { target: '/tmp', source: l.tmp },
   ];
 }
 
@@ -90,6 +87,7 @@ export function containersConf(l: EngineLayout): string {
     'events_logger = "none"',
     `tmp_dir = ${JSON.stringify(l.libpodTmp)}`,
     'image_default_transport = "docker-archive:"',
+    `image_copy_tmp_dir = ${JSON.stringify(l.tmp)}`,
     '',
     '[network]',
     'network_backend = "cni"',
@@ -123,7 +121,7 @@ export function engineEnv(l: EngineLayout): Record<string, string> {
     PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
     LC_ALL: 'C',
     HOME: l.dataDir,
-    TMPDIR: '/var/tmp',
+    TMPDIR: l.tmp,
     CONTAINERS_CONF: join(l.conf, 'containers.conf'),
     CONTAINERS_STORAGE_CONF: join(l.conf, 'storage.conf'),
     CONTAINERS_REGISTRIES_CONF: join(l.conf, 'registries.conf'),

@@ -15,7 +15,7 @@ import { AuditLog, WorkloadsRepo } from '../state/index.js';
 import { RefusalLog } from '../state/refusals.js';
 import { SPACE_A, SPACE_B, twoSpaces } from '../state/test-support.js';
 import { createLogger } from '../logger.js';
-import { Broker, type BrokerDeps } from './broker.js';
+import { Broker, type BrokerDeps, type ContainerEngines } from './broker.js';
 import { openBrokerSocket } from './server.js';
 import { spaceDataLayout } from '../spaces/layout.js';
 
@@ -39,6 +39,16 @@ function recorder<T extends object>(
       };
     },
   });
+}
+
+/** Every space's engine is this one driver double. */
+function oneEngine(driver: DockerDriver): ContainerEngines {
+  return {
+    driver: async () => driver,
+    stop: async () => [],
+    remove: async () => undefined,
+    spacesWithRunDirs: async () => [],
+  };
 }
 
 const ISSUER_KEYS = {
@@ -65,10 +75,13 @@ function setup(mountpoint = '/nonexistent/data', overrides: Partial<BrokerDeps> 
     refusals: new RefusalLog({ audit, clock, logger }),
     storage: recorder<StorageDriver>(calls, { info: () => ({ mountpoint }) }),
     cgroups: { dockerParent: (p: string) => `/${p}` } as unknown as CgroupDriver,
-    docker: recorder<DockerDriver>(calls, {
-      inspect: () => ({ state: 'running', oomKilled: false }),
-      listImages: () => [],
-    }),
+    containers: oneEngine(
+      recorder<DockerDriver>(calls, {
+        inspect: () => ({ state: 'running', oomKilled: false }),
+        listImages: () => [],
+      }),
+    ),
+    workloadIds: () => ({ idMap: { base: 1_000_000_000, size: 65536 }, subnet: '10.128.0.0/26' }),
     vms: recorder<VmDriver>(calls),
     cgroupParent: 'ocs.slice',
     workloadUid: (u) => u + 1000,
@@ -227,11 +240,13 @@ test('a host failure is host_failed (502) naming the part, never internal, and i
         throw new Error('Could not access KVM kernel module: Permission denied');
       },
     }),
-    docker: recorder<DockerDriver>([], {
-      listImages: () => {
-        throw new Error('dockerd: layer 9f0c... failed');
-      },
-    }),
+    containers: oneEngine(
+      recorder<DockerDriver>([], {
+        listImages: () => {
+          throw new Error('dockerd: layer 9f0c... failed');
+        },
+      }),
+    ),
   });
   const { broker } = s;
   const vm = s.workloads.reserve(
@@ -270,7 +285,7 @@ test('deleting a container or VM the host already lost removes the record, and a
     throw new OcsError('not_found', 'no such container');
   };
   const s = setup(undefined, {
-    docker: recorder<DockerDriver>([], { remove: gone }),
+    containers: oneEngine(recorder<DockerDriver>([], { remove: gone })),
     vms: recorder<VmDriver>([], { stop: gone, undefine: gone }),
   });
   const budget = { cpuMillicores: 1000, memoryBytes: MiB, storageBytes: MiB };

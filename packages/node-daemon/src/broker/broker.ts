@@ -6,12 +6,14 @@
  * container and VM lands in the space's cgroup. The drivers add the hardening on top.
  */
 import { constants } from 'node:fs';
-import { mkdir, open, rm, stat, type FileHandle } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, open, readFile, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   openExactFile,
   type CgroupDriver,
   type DockerDriver,
+  type EngineSpace,
   type StorageDriver,
   type VmDriver,
   type VmSpec,
@@ -37,6 +39,7 @@ import type { Clock } from '../clock.js';
 import { newId } from '../ids.js';
 import { spaceCgroupLayout, spaceDataLayout } from '../spaces/layout.js';
 import { newVolumeKey, readVolumeKey, shredVolumeKey, storeVolumeKey } from './volume-keys.js';
+import { readRecord, removeRecord, writeRecord } from './records.js';
 
 export interface BrokerDeps {
   spaces: SpacesRepo;
@@ -46,8 +49,12 @@ export interface BrokerDeps {
   refusals: RefusalLog;
   storage: StorageDriver;
   cgroups: CgroupDriver;
-  /** Absent: the node runs no containers (`unavailable`). */
-  docker?: DockerDriver | undefined;
+  /** The spaces' container engines; absent: the node runs no containers (`unavailable`). */
+  containers?: ContainerEngines | undefined;
+  /** How each space's engine is made: subordinate ids and subnet (from its uid's slot). */
+  workloadIds(uid: number): { idMap: { base: number; size: number }; subnet: string };
+  /** How long lock and expiry let containers and VMs shut down before they are killed. */
+  stopGraceSeconds?: number;
   /** Absent: the node runs no VMs (`unavailable`). */
   vms?: VmDriver | undefined;
   cgroupParent: string;
@@ -81,6 +88,25 @@ const READ_ONLY = new Set<BrokerOp>([
 ]);
 
 const DEFAULT_CONTAINER_PIDS = 256;
+const DEFAULT_STOP_GRACE_SECONDS = 3;
+
+/** The spaces' container engines, as the broker uses them (`SpaceEngines` on a real node). */
+export interface ContainerEngines {
+  /** The space's Docker driver, its engine started if it is not serving. */
+  driver(space: EngineSpace): Promise<DockerDriver>;
+  /** Stops the space's containers and its engine; returns the ids that were running. */
+  stop(space: EngineSpace): Promise<string[]>;
+  /** Kills everything of the space's engine (its store goes with the space's storage). */
+  remove(space: Pick<EngineSpace, 'spaceId' | 'engineGroup' | 'containersGroup'>): Promise<void>;
+  /** Spaces whose engine may still run here (after a crash, before reconciliation). */
+  spacesWithRunDirs(): Promise<string[]>;
+}
+
+/** What ran when a space was locked; unlock starts it again. Lives inside the space. */
+interface RunningAtLock {
+  containers: string[];
+  vms: string[];
+}
 /** QEMU's own threads and memory beyond the guest's are charged to the space's cgroup, not here. */
 const VM_CPU_PER_VCPU = 1000;
 
@@ -108,7 +134,7 @@ export class Broker {
       deleteVolume: (s, a) => this.deleteVolume(s, a.volume),
       loadImage: (s, a) => this.loadImage(s, a.image, a.file),
       listImages: async (s) => ({
-        images: (await this.docker().listImages(s.id)).map((i) => ({
+        images: (await (await this.docker(s)).listImages(s.id)).map((i) => ({
           name: i.name,
           tag: 'latest',
           dockerId: i.dockerId,
@@ -117,7 +143,7 @@ export class Broker {
         })),
       }),
       deleteImage: async (s, a) => {
-        await this.docker().removeImage(s.id, a.image);
+        await (await this.docker(s)).removeImage(s.id, a.image);
         return {};
       },
       createContainer: (s, a) => this.createContainer(s, a),
@@ -127,31 +153,29 @@ export class Broker {
       getContainer: (s, a) => this.containerView(s, d.workloads.get(s.id, 'container', a.container)),
       startContainer: async (s, a) => {
         const w = d.workloads.get(s.id, 'container', a.container);
-        await this.docker().start(s.id, w.id);
+        await (await this.docker(s)).start(s.id, w.id);
         return this.containerView(s, w);
       },
       stopContainer: async (s, a) => {
         const w = d.workloads.get(s.id, 'container', a.container);
-        await this.docker().stop(s.id, w.id);
+        await (await this.docker(s)).stop(s.id, w.id);
         return this.containerView(s, w);
       },
       deleteContainer: async (s, a) => {
         const w = d.workloads.get(s.id, 'container', a.container);
         // Idempotent against a container already gone (a crash after the engine removed it,
         // before the record went): the owner's retry removes the record instead of a 404 forever.
-        await this.docker()
-          .remove(s.id, w.id)
-          .catch((err: unknown) => this.ignoreGone(err));
+        await (await this.docker(s)).remove(s.id, w.id).catch((err: unknown) => this.ignoreGone(err));
         d.workloads.remove(w.id);
         return {};
       },
       containerLogs: async (s, a) => {
         const w = d.workloads.get(s.id, 'container', a.container);
-        return this.docker().logs(s.id, w.id, { tailLines: a.tail });
+        return (await this.docker(s)).logs(s.id, w.id, { tailLines: a.tail });
       },
       containerStats: async (s, a) => {
         const w = d.workloads.get(s.id, 'container', a.container);
-        return this.docker().stats(s.id, w.id);
+        return (await this.docker(s)).stats(s.id, w.id);
       },
       createVm: (s, a) => this.createVm(s, a),
       listVms: async (s) => ({
@@ -178,6 +202,7 @@ export class Broker {
           .undefine(s.id, w.id)
           .catch((err: unknown) => this.ignoreGone(err));
         await rm(join((await this.data(s)).vms, w.id), { recursive: true, force: true });
+        await removeRecord((await this.data(s)).records, w.id);
         d.workloads.remove(w.id);
         return {};
       },
@@ -230,7 +255,7 @@ export class Broker {
       spaceId: s.id,
       kind: 'volume',
       name: a.name,
-      spec: { name: a.name, sizeBytes: a.sizeBytes },
+      spec: { sizeBytes: a.sizeBytes },
       cpuMillicores: 0,
       memoryBytes: 0,
       storageBytes: a.sizeBytes,
@@ -243,7 +268,7 @@ export class Broker {
       // a volume whose key is lost.
       await storeVolumeKey(keys, id, key);
       const { path } = await this.d.storage.createVolume(s.id, id, a.sizeBytes, key);
-      this.d.workloads.markReady(id, { name: a.name, sizeBytes: a.sizeBytes, path });
+      this.d.workloads.markReady(id, { sizeBytes: a.sizeBytes, path });
       return this.volumeView(s, { ...row, state: 'ready' });
     } catch (err) {
       await this.d.storage.destroyVolume(s.id, id).catch(() => undefined);
@@ -257,9 +282,13 @@ export class Broker {
 
   private async deleteVolume(s: SpaceRow, nameOrId: string): Promise<Record<string, never>> {
     const w = this.d.workloads.get(s.id, 'volume', nameOrId);
-    const users = this.d.workloads
-      .list(s.id, 'container')
-      .filter((c) => (c.spec as { mounts?: { volume: string }[] }).mounts?.some((m) => m.volume === w.name));
+    const { records } = await this.data(s);
+    const users: WorkloadRow[] = [];
+    for (const c of this.d.workloads.list(s.id, 'container')) {
+      type Mounts = { mounts?: { volume: string }[] };
+      const r = (await readRecord<Mounts>(records, c.id)) ?? (c.spec as Mounts);
+      if (r?.mounts?.some((m) => m.volume === w.name || m.volume === w.id)) users.push(c);
+    }
     if (users.length > 0)
       throw new OcsError('conflict', 'containers mount this volume; delete them first', {
         containers: users.map((c) => c.name),
@@ -308,7 +337,9 @@ export class Broker {
     try {
       const size = (await fh.stat()).size;
       const left = s.storageBytes - this.d.workloads.used(s.id).storageBytes;
-      const { dockerId, sizeBytes } = await this.docker().loadImage(s.id, image, fh.createReadStream(), {
+      const { dockerId, sizeBytes } = await (
+        await this.docker(s)
+      ).loadImage(s.id, image, fh.createReadStream(), {
         tmpDir: data.spool,
         maxBytes: Math.max(0, Math.min(left, size)),
       });
@@ -321,7 +352,7 @@ export class Broker {
   // ---- containers ----------------------------------------------------------------------------
 
   private async createContainer(s: SpaceRow, a: BrokerArgs<'createContainer'>): Promise<Container> {
-    const docker = this.docker();
+    const docker = await this.docker(s);
     const budget = budgetOf(s);
     // Mounts name the space's own volumes; the host path comes from the storage driver, never the caller.
     const mounts = [];
@@ -332,6 +363,10 @@ export class Broker {
         throw new OcsError('conflict', `volume ${m.volume} is not ready`, { volume: m.volume });
       mounts.push({ source: path, target: m.target, readOnly: m.readOnly === true });
     }
+    // The container's root is the space's first subordinate uid, not the host's root: the
+    // volume's top directory is given to it (what is inside stays as the container made it).
+    const root = this.d.workloadIds(s.uid).idMap.base;
+    for (const m of mounts) await chownRoot(m.source, root);
     const left = budget.pids === undefined ? undefined : budget.pids - this.d.workloads.used(s.id).pids;
     const pids = a.pids ?? Math.min(this.d.defaultContainerPids ?? DEFAULT_CONTAINER_PIDS, left ?? Infinity);
     const id = newId('ctr');
@@ -340,13 +375,16 @@ export class Broker {
       spaceId: s.id,
       kind: 'container',
       name: a.name,
-      spec: { ...a, pids },
+      // The request (command, environment) is the owner's: it goes into the space, not here.
+      spec: {},
       cpuMillicores: a.cpuMillicores,
       memoryBytes: a.memoryBytes,
       storageBytes: 0,
       pids: Math.max(pids, 1),
     });
+    const { records } = await this.data(s);
     try {
+      await writeRecord(records, id, { ...a, pids });
       await docker.create({
         spaceId: s.id,
         containerId: id,
@@ -357,7 +395,7 @@ export class Broker {
         cpuMillicores: a.cpuMillicores,
         memoryBytes: a.memoryBytes,
         pids,
-        cgroupParent: this.d.cgroups.dockerParent(spaceCgroupLayout(this.d.cgroupParent, s.id).workloads),
+        cgroupParent: this.d.cgroups.dockerParent(spaceCgroupLayout(this.d.cgroupParent, s.id).containers),
         mounts,
         capAdd: a.capAdd ?? [],
         ...(a.readOnlyRootfs !== undefined ? { readOnlyRootfs: a.readOnlyRootfs } : {}),
@@ -367,23 +405,23 @@ export class Broker {
       return await this.containerView(s, { ...row, state: 'ready' });
     } catch (err) {
       await docker.remove(s.id, id).catch(() => undefined);
+      await removeRecord(records, id).catch(() => undefined);
       this.d.workloads.remove(id);
       throw err;
     }
   }
 
   private async containerView(s: SpaceRow, w: WorkloadRow): Promise<Container> {
-    const st = await this.docker()
-      .inspect(s.id, w.id)
-      .catch((err: unknown) => {
-        if (isOcsError(err) && err.code === 'not_found') return undefined;
-        throw err;
-      });
-    const spec = w.spec as { image: string };
+    const st = await (await this.docker(s)).inspect(s.id, w.id).catch((err: unknown) => {
+      if (isOcsError(err) && err.code === 'not_found') return undefined;
+      throw err;
+    });
+    const spec =
+      (await readRecord<{ image: string }>((await this.data(s)).records, w.id)) ?? (w.spec as { image: string });
     return {
       id: w.id,
       name: w.name,
-      image: spec.image,
+      image: spec.image ?? '',
       state: (st?.state ?? 'dead') as Container['state'],
       ...(st?.exitCode !== undefined ? { exitCode: st.exitCode } : {}),
       ...(st ? { oomKilled: st.oomKilled } : {}),
@@ -414,7 +452,7 @@ export class Broker {
         spaceId: s.id,
         kind: 'vm',
         name: a.name,
-        spec: a,
+        spec: {},
         cpuMillicores: a.vcpus * VM_CPU_PER_VCPU,
         memoryBytes: a.memoryBytes,
         storageBytes: (a.diskBytes ?? 0) + bootBytes,
@@ -427,6 +465,7 @@ export class Broker {
     const qemuUid = this.d.workloadUid(s.uid);
     const dir = join(data.vms, id);
     try {
+      await writeRecord(data.records, id, a);
       // Root's directory: the space cannot swap the disk or the console for a link.
       await mkdir(dir, { mode: 0o711 });
       let diskPath: string | undefined;
@@ -473,6 +512,7 @@ export class Broker {
       await vms.stop(s.id, id, { graceSeconds: 0 }).catch(() => undefined);
       await vms.undefine(s.id, id).catch(() => undefined);
       await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      await removeRecord(data.records, id).catch(() => undefined);
       this.d.workloads.remove(id);
       throw err;
     }
@@ -497,29 +537,88 @@ export class Broker {
 
   // ---- the space's workloads as a whole (lock, expiry, destroy, reconciliation) --------------
 
-  /** Stops every container and VM of the space (before its storage locks). */
+  /**
+   * Stops the space's containers (with its engine) and VMs before its storage locks, in
+   * parallel, each given `stopGraceSeconds` (default 3 s) to shut down before it is killed: the
+   * lock waits at most that long plus the kill. What was running is written into the space
+   * (still unlocked here), so unlock can start it again.
+   */
   async stopAll(spaceId: string): Promise<void> {
-    for (const w of this.d.workloads.list(spaceId)) {
-      if (w.kind === 'container' && this.d.docker)
-        await this.d.docker.stop(spaceId, w.id, 5).catch((err: unknown) => this.ignoreGone(err));
-      if (w.kind === 'vm' && this.d.vms)
-        await this.d.vms.stop(spaceId, w.id, { graceSeconds: 5 }).catch((err: unknown) => this.ignoreGone(err));
+    const s = this.d.spaces.get(spaceId);
+    if (!s) return;
+    const grace = this.d.stopGraceSeconds ?? DEFAULT_STOP_GRACE_SECONDS;
+    const info = await this.d.storage.info(spaceId).catch(() => undefined);
+    const running: RunningAtLock = { containers: [], vms: [] };
+    const vmStops = this.d.vms
+      ? this.d.workloads.list(spaceId, 'vm').map(async (w) => {
+          const vms = this.d.vms!;
+          const state = await vms.state(spaceId, w.id).catch(() => 'gone');
+          if (state === 'running') running.vms.push(w.id);
+          await vms.stop(spaceId, w.id, { graceSeconds: grace }).catch((err: unknown) => this.ignoreGone(err));
+        })
+      : [];
+    const containerStop = (async () => {
+      if (!this.d.containers || !info?.unlocked) {
+        await this.d.containers?.remove(this.engineGroups(spaceId));
+        return;
+      }
+      running.containers = await this.d.containers.stop(this.engineSpace(s, info.mountpoint));
+    })();
+    await Promise.all([containerStop, ...vmStops]);
+    if (info?.unlocked) {
+      const file = spaceDataLayout(info.mountpoint).runningAtLock;
+      await writeFile(file, JSON.stringify(running), { mode: 0o600 }).catch((err: unknown) =>
+        this.d.logger.warn({ err, spaceId }, 'could not record what ran at lock'),
+      );
     }
+  }
+
+  /**
+   * After unlock: starts again what ran when the space was locked (containers from the space's
+   * engine, whose store survived in the space; VMs from their definitions). A workload that
+   * cannot start is logged and left stopped; the owner sees its state.
+   */
+  async restore(spaceId: string, mountpoint: string): Promise<void> {
+    const s = this.d.spaces.get(spaceId);
+    if (!s) return;
+    const file = spaceDataLayout(mountpoint).runningAtLock;
+    const text = await readFile(file, 'utf8').catch(() => undefined);
+    if (text === undefined) return;
+    await rm(file, { force: true });
+    let running: RunningAtLock;
+    try {
+      running = JSON.parse(text) as RunningAtLock;
+    } catch {
+      return;
+    }
+    const known = new Set(this.d.workloads.list(spaceId).map((w) => w.id));
+    if (this.d.containers && running.containers.length > 0) {
+      const docker = await this.d.containers.driver(this.engineSpace(s, mountpoint));
+      for (const id of running.containers.filter((i) => known.has(i)))
+        await docker
+          .start(spaceId, id)
+          .catch((err: unknown) => this.d.logger.warn({ err, spaceId, id }, 'container not restored'));
+    }
+    for (const id of (running.vms ?? []).filter((i) => known.has(i)))
+      await this.d.vms
+        ?.start(spaceId, id)
+        .catch((err: unknown) => this.d.logger.warn({ err, spaceId, id }, 'VM not restored'));
   }
 
   /** Removes every container, VM, network and image name of the space, and forgets its records. */
   async removeAll(spaceId: string): Promise<void> {
     this.mountpoints.delete(spaceId);
-    if (this.d.docker) await this.d.docker.removeAllForSpace(spaceId);
+    // The engine's store is in the space's storage, destroyed with it.
+    if (this.d.containers) await this.d.containers.remove(this.engineGroups(spaceId));
     if (this.d.vms) await this.d.vms.removeAllForSpace(spaceId);
     this.d.workloads.removeSpace(spaceId);
   }
 
   /**
    * On start, after the spaces are reconciled: workloads half-made when the daemon died are
-   * undone, and containers and VMs that no record explains (their space is gone, or they were
-   * never recorded) are removed. Records are the truth for what a space holds; the host for
-   * what exists.
+   * undone, an engine left running for a space that is not active is stopped, and containers
+   * and VMs that no record explains are removed. Records are the truth for what a space holds;
+   * the host for what exists.
    */
   async reconcile(): Promise<{
     undone: string[];
@@ -535,18 +634,29 @@ export class Broker {
     };
     const records = this.d.spaces.list({});
     const live = new Set(records.filter((r) => ['active', 'locked', 'expired'].includes(r.state)).map((r) => r.id));
-    // A space this database never knew is another daemon's (tests run several on one dockerd):
+    const active = new Map(records.filter((r) => r.state === 'active').map((r) => [r.id, r]));
+    // A space this database never knew is another daemon's (tests run several on one host):
     // it is never touched. Ours are recorded before any host object is made, so none is missed.
     const ours = new Set(records.map((r) => r.id));
+    // Engines: one of a space that is not active any more is stopped (a gone one removed).
+    if (this.d.containers)
+      for (const spaceId of await this.d.containers.spacesWithRunDirs()) {
+        if (!ours.has(spaceId) || active.has(spaceId)) continue;
+        await this.d.containers.remove(this.engineGroups(spaceId));
+        if (!live.has(spaceId)) report.orphanSpaces.push(spaceId);
+      }
     for (const w of this.d.workloads.listAll()) {
       if (!live.has(w.spaceId)) {
         this.d.workloads.remove(w.id);
         continue;
       }
       if (w.state !== 'creating') continue;
+      const space = active.get(w.spaceId);
       switch (w.kind) {
         case 'container':
-          await this.d.docker?.remove(w.spaceId, w.id).catch((err: unknown) => this.ignoreGone(err));
+          // Only an active space's engine can be asked; otherwise the record waits for a later start.
+          if (!space) continue;
+          await (await this.docker(space)).remove(w.spaceId, w.id).catch((err: unknown) => this.ignoreGone(err));
           break;
         case 'vm':
           await this.d.vms?.stop(w.spaceId, w.id, { graceSeconds: 0 }).catch((err: unknown) => this.ignoreGone(err));
@@ -566,29 +676,32 @@ export class Broker {
       report.undone.push(w.id);
     }
     const known = new Set(this.d.workloads.listAll().map((w) => w.id));
-    for (const [driver, kind] of [
-      [this.d.docker, 'container'],
-      [this.d.vms, 'vm'],
-    ] as const) {
-      if (!driver) continue;
-      for (const [spaceId, ids] of await driver.listAllSpaces()) {
+    // Containers: each active space's engine, if it is running, lists what it holds.
+    if (this.d.containers)
+      for (const [spaceId, space] of active) {
+        const info = await this.d.storage.info(spaceId).catch(() => undefined);
+        if (!info?.unlocked || !existsSync(join(spaceDataLayout(info.mountpoint).engine, 'storage'))) continue;
+        const docker = await this.d.containers.driver(this.engineSpace(space, info.mountpoint));
+        for (const c of await docker.list(spaceId)) {
+          if (known.has(c.containerId)) continue;
+          await docker.remove(spaceId, c.containerId).catch((err: unknown) => this.ignoreGone(err));
+          report.orphanContainers.push(c.containerId);
+        }
+      }
+    if (this.d.vms)
+      for (const [spaceId, ids] of await this.d.vms.listAllSpaces()) {
         if (!ours.has(spaceId)) continue;
         if (!live.has(spaceId)) {
-          await driver.removeAllForSpace(spaceId);
+          await this.d.vms.removeAllForSpace(spaceId);
           report.orphanSpaces.push(spaceId);
           continue;
         }
         for (const id of ids.filter((i) => !known.has(i))) {
-          if (kind === 'container')
-            await this.d.docker!.remove(spaceId, id).catch((err: unknown) => this.ignoreGone(err));
-          else {
-            await this.d.vms!.stop(spaceId, id, { graceSeconds: 0 }).catch((err: unknown) => this.ignoreGone(err));
-            await this.d.vms!.undefine(spaceId, id).catch((err: unknown) => this.ignoreGone(err));
-          }
-          (kind === 'container' ? report.orphanContainers : report.orphanVms).push(id);
+          await this.d.vms.stop(spaceId, id, { graceSeconds: 0 }).catch((err: unknown) => this.ignoreGone(err));
+          await this.d.vms.undefine(spaceId, id).catch((err: unknown) => this.ignoreGone(err));
+          report.orphanVms.push(id);
         }
       }
-    }
     if (Object.values(report).some((v) => v.length > 0)) this.d.logger.warn(report, 'reconciled workloads');
     return report;
   }
@@ -600,9 +713,23 @@ export class Broker {
 
   // ---- helpers -------------------------------------------------------------------------------
 
-  private docker(): DockerDriver {
-    if (!this.d.docker) throw new OcsError('unavailable', 'this node runs no containers');
-    return this.d.docker;
+  /** The space's own engine (started if it is not serving), its store in the space. */
+  private async docker(s: SpaceRow): Promise<DockerDriver> {
+    if (!this.d.containers) throw new OcsError('unavailable', 'this node runs no containers');
+    return this.d.containers.driver(this.engineSpace(s, (await this.data(s)).root));
+  }
+
+  private engineGroups(spaceId: string): Pick<EngineSpace, 'spaceId' | 'engineGroup' | 'containersGroup'> {
+    const l = spaceCgroupLayout(this.d.cgroupParent, spaceId);
+    return { spaceId, engineGroup: l.engine, containersGroup: l.containers };
+  }
+
+  private engineSpace(s: SpaceRow, mountpoint: string): EngineSpace {
+    return {
+      ...this.engineGroups(s.id),
+      dataDir: spaceDataLayout(mountpoint).engine,
+      ...this.d.workloadIds(s.uid),
+    };
   }
 
   private vmDriver(): VmDriver {
@@ -641,6 +768,17 @@ async function openUploaded(path: string): Promise<FileHandle> {
   const fh = await openExactFile('file', path);
   if (!fh) throw new OcsError('not_found', 'no such uploaded file');
   return fh;
+}
+
+/** Gives a volume's top directory to `uid` unless it has it (opened without following a link). */
+async function chownRoot(dir: string, uid: number): Promise<void> {
+  const fh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  try {
+    const st = await fh.stat();
+    if (st.uid !== uid || st.gid !== uid) await fh.chown(uid, uid);
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Creates `path` (never following or replacing anything there), fills it, and gives it to `uid`. */

@@ -12,7 +12,15 @@ import { join } from 'node:path';
 export function spaceCgroupLayout(parent: string, spaceId: string) {
   const space = `${parent}/${spaceId}${SPACE_CGROUP_SUFFIX}`;
   const workloads = `${space}/workloads.slice`;
-  return { space, api: `${space}/api.slice`, workloads, vms: `${workloads}/vms.partition` };
+  return {
+    space,
+    api: `${space}/api.slice`,
+    workloads,
+    vms: `${workloads}/vms.partition`,
+    // podman (cgroupfs) refuses a parent whose name ends in `.slice`; these have no suffix.
+    engine: `${workloads}/engine`,
+    containers: `${workloads}/containers`,
+  };
 }
 
 export const SPACE_CGROUP_SUFFIX = '.space';
@@ -47,6 +55,9 @@ export function spaceRunDir(runDir: string, spaceId: string) {
  *   node/keys/      per-volume keys, encrypted at rest by the space key (root, 0700)
  *   node/spool/     image tarballs being checked before dockerd sees them (root, 0700)
  *   node/vms/<id>/  VM disks and console logs (root dir; the disk belongs to the space's uid, QEMU runs as it)
+ *   node/records/   what the owner asked for, per workload (command, environment, boot files; root, 0700)
+ *   node/engine/    the space's container engine: image layers, containers, their logs (root, 0700)
+ *   node/running-at-lock.json  what ran when the space was locked, started again by unlock
  */
 export function spaceDataLayout(mountpoint: string) {
   const space = join(mountpoint, 'space');
@@ -60,6 +71,9 @@ export function spaceDataLayout(mountpoint: string) {
     keys: join(node, 'keys'),
     spool: join(node, 'spool'),
     vms: join(node, 'vms'),
+    engine: join(node, 'engine'),
+    records: join(node, 'records'),
+    runningAtLock: join(node, 'running-at-lock.json'),
   };
 }
 
@@ -83,3 +97,26 @@ export function spaceCgroupLimits(row: SpaceLimitsInput, apiCpuMillicores: numbe
     workloads: { ...common, cpuMillicores: row.cpuMillicores },
   };
 }
+
+/** Subordinate ids per space: container uid/gid 0 is the first of them on the host. */
+export const SUBIDS_PER_SPACE = 65_536;
+
+/**
+ * The space's subordinate id range and container subnet, both derived from its slot (its uid's
+ * offset in the uid range), which no other live space holds: two spaces never share either.
+ */
+export function spaceWorkloadIds(
+  o: { uidBase: number; subidBase: number; subnetPool: string },
+  uid: number,
+): { idMap: { base: number; size: number }; subnet: string } {
+  const slot = uid - o.uidBase;
+  const [addr, prefix] = o.subnetPool.split('/') as [string, string];
+  const start = addr.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+  const n = start + slot * SUBNET_SIZE;
+  const ip = [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
+  void prefix;
+  return { idMap: { base: o.subidBase + slot * SUBIDS_PER_SPACE, size: SUBIDS_PER_SPACE }, subnet: `${ip}/26` };
+}
+
+/** Addresses per space network (a /26: 61 containers). */
+export const SUBNET_SIZE = 64;

@@ -89,7 +89,12 @@ export async function reconcile(d: {
           }
           // What the records call locked is locked on the host: a lock cut short by a crash may
           // have evicted the key and left the mount or the loop device. Idempotent.
-          if (row.state !== 'active' || !info.unlocked) await d.storage.lock(row.id);
+          if (row.state !== 'active' || !info.unlocked) {
+            // A container engine left running holds the storage (its mount namespace): end it first.
+            await d.cgroups.destroy(layout.containers);
+            await d.cgroups.destroy(layout.engine);
+            await d.storage.lock(row.id);
+          }
         }
         break;
       }

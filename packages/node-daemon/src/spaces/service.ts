@@ -39,6 +39,8 @@ export interface Workloads {
   removeAll(spaceId: string): Promise<void>;
   /** After the space's storage is unlocked: open its volumes too (their keys live inside it). */
   unlockVolumes(spaceId: string, mountpoint: string): Promise<void>;
+  /** Once the space is active again: start what ran when it was locked. */
+  restore(spaceId: string, mountpoint: string): Promise<void>;
 }
 
 export interface SpaceServiceDeps {
@@ -179,9 +181,11 @@ export class SpaceService {
     } finally {
       key.fill(0);
     }
-    await this.d.workloads.unlockVolumes(id, (await this.d.storage.info(id)).mountpoint);
+    const { mountpoint } = await this.d.storage.info(id);
+    await this.d.workloads.unlockVolumes(id, mountpoint);
     this.d.repo.setState(id, ['locked'], 'active');
     this.d.audit.append({ actor, action: 'space.unlock', target: id, outcome: 'ok' });
+    await this.d.workloads.restore(id, mountpoint);
     return this.view(this.get(id));
   }
 

@@ -45,6 +45,8 @@ export function openDatabase(path: string, opts: OpenDatabaseOptions = {}): Data
     db.pragma('foreign_keys = ON');
     // Schema code (triggers, defaults) must not call functions an attacker could have planted.
     db.pragma('trusted_schema = OFF');
+    // Deleted rows are overwritten, not left in free pages (a removed workload's name, a destroyed space's record).
+    db.pragma('secure_delete = ON');
     migrate(db);
     return db;
   } catch (err) {

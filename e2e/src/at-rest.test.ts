@@ -1,0 +1,163 @@
+/**
+ * A space's workloads keep their data inside its encrypted storage, on real podman, cgroups and
+ * fscrypt: markers written through a container's root filesystem, its stdout, its environment,
+ * its command line and a volume are, once the space is locked, on no file the node writes to and
+ * not in the raw backing image; the daemon's database never held them. Unlock brings the
+ * container back with its data. A container that writes past the space's size gets ENOSPC inside
+ * and the node's disk is not touched.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, rmSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { buildBusyboxImage } from '@ocs/host/testing';
+import {
+  generatePrivateKey,
+  unwrapKey,
+  type Container,
+  type CreateSpaceResponse,
+  type Ed25519PrivateKey,
+  type Space,
+} from '@ocs/protocol';
+import type { OcsClient } from '@ocs/client';
+import { startTestNode, MiB, type TestNode } from './harness.js';
+
+let t: TestNode;
+let imageTar: Buffer;
+let imageDir: string;
+
+before(async () => {
+  t = await startTestNode({ workloads: true });
+  const path = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
+  imageDir = dirname(path);
+  imageTar = readFileSync(path);
+});
+
+after(async () => {
+  await t.stop();
+  rmSync(imageDir, { recursive: true, force: true });
+});
+
+async function reserve(
+  storageBytes: number,
+): Promise<{ owner: Ed25519PrivateKey; space: Space; wrappedKey: string; api: OcsClient; base: string }> {
+  const owner = generatePrivateKey();
+  const r = await t.client({ roles: ['spaces'], owner }).call<CreateSpaceResponse>('POST', '/v1/spaces', {
+    ownerKey: owner.publicKey.toBase64url(),
+    resources: { cpuMillicores: 1000, memoryBytes: 256 * MiB, storageBytes },
+    leaseSeconds: 3600,
+  });
+  const api = t.client({ roles: ['storage', 'containers', 'spaces'], owner });
+  return { owner, space: r.body.space, wrappedKey: r.body.wrappedKey, api, base: r.body.space.apiBase };
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Files under `roots` holding any of `markers` (never printed: the list of files is the finding). */
+function filesHolding(markers: string[], roots: string[]): string[] {
+  const args = ['-rlaF', '--devices=skip', '-s', ...markers.flatMap((m) => ['-e', m]), ...roots];
+  try {
+    return execFileSync('grep', args, { encoding: 'utf8', maxBuffer: 16 * MiB })
+      .trim()
+      .split('\n')
+      .filter(Boolean);
+  } catch (err) {
+    // grep exits 1 when nothing matched.
+    if ((err as { status?: number }).status === 1) return [];
+    throw err;
+  }
+}
+
+test('locked: no marker of a container (root filesystem, stdout, env, command, volume) is on the host or the raw image', async () => {
+  const a = await reserve(256 * MiB);
+  const mark = (what: string) => `OCSMARK-${what}-${randomBytes(8).toString('hex')}`;
+  const m = { root: mark('root'), out: mark('out'), env: mark('env'), cmd: mark('cmd'), vol: mark('vol') };
+  await a.api.call('POST', `${a.base}/images/busybox`, undefined, { raw: imageTar });
+  await a.api.call('POST', `${a.base}/volumes`, { name: 'data', sizeBytes: 32 * MiB });
+  const created = await a.api.call<Container>('POST', `${a.base}/containers`, {
+    name: 'writer',
+    image: 'busybox',
+    env: { SECRET: m.env },
+    command: [
+      'sh',
+      '-c',
+      // The command itself carries a marker; the others are built from pieces, so only what the
+      // container writes can hold them whole.
+      `: ${m.cmd}; echo "$SECRET" > /tmp/env; echo ${m.root.slice(0, 8)}"${m.root.slice(8)}" > /tmp/m; echo ${m.vol.slice(0, 8)}"${m.vol.slice(8)}" > /data/v; echo ${m.out.slice(0, 8)}"${m.out.slice(8)}"; exec sleep 600`,
+    ],
+    cpuMillicores: 200,
+    memoryBytes: 32 * MiB,
+    mounts: [{ volume: 'data', target: '/data' }],
+  });
+  assert.equal(created.body.state, 'running');
+  await waitFor('the stdout marker in the logs', async () => {
+    const r = await a.api.call<{ text: string }>('GET', `${a.base}/containers/writer/logs?tail=10`);
+    return r.body.text.includes(m.out) ? true : undefined;
+  });
+  const markers = Object.values(m);
+  // The daemon's own records never hold the owner's command or environment, locked or not.
+  execFileSync('sync');
+  assert.deepEqual(filesHolding([m.env, m.cmd], [t.config.stateDir]), [], "the daemon's database holds tenant content");
+
+  await a.api.call('POST', `/v1/spaces/${a.space.id}/lock`, {});
+  execFileSync('sync');
+  const image = join(t.config.storage.root, 'images', `${a.space.id}.img`);
+  const roots = ['/var/lib', '/var/log', '/run', '/tmp', '/var/tmp', '/etc/libvirt', '/etc/cni', image];
+  assert.deepEqual(filesHolding(markers, roots), [], 'files holding a marker after lock');
+
+  // Unlock: the container runs again (it was running at lock), with its root filesystem and volume.
+  const key = await unwrapKey(a.wrappedKey, a.owner);
+  await a.api.call('POST', `/v1/spaces/${a.space.id}/unlock`, { sealedKey: await t.seal(key) });
+  key.fill(0);
+  const again = await a.api.call<Container>('GET', `${a.base}/containers/${created.body.id}`);
+  assert.equal(again.body.state, 'running', 'unlock restored the container');
+  const engine = await t.engine(a.space.id);
+  const [c] = await engine.listContainers({ filters: { label: [`ocs.container=${created.body.id}`] } });
+  const pid = (await engine.getContainer(c!.Id).inspect()).State.Pid;
+  assert.equal(readFileSync(`/proc/${pid}/root/tmp/m`, 'utf8').trim(), m.root, 'the root filesystem kept its data');
+  assert.equal(readFileSync(`/proc/${pid}/root/data/v`, 'utf8').trim(), m.vol, 'the volume kept its data');
+  await t.client({ roles: ['farmer'] }).call('DELETE', `/v1/spaces/${a.space.id}`, undefined, { sign: false });
+});
+
+test('a container that writes past the space size gets ENOSPC inside; the node disk is untouched', async () => {
+  const size = 64 * MiB;
+  const a = await reserve(size);
+  await a.api.call('POST', `${a.base}/images/busybox`, undefined, { raw: imageTar });
+  await a.api.call('POST', `${a.base}/containers`, {
+    name: 'filler',
+    image: 'busybox',
+    // 256 MiB into a 64 MiB space. Its logs cannot say so (they live in the full space too):
+    // dd's exit status does.
+    command: ['dd', 'if=/dev/zero', 'of=/tmp/fill', 'bs=1M', 'count=256'],
+    cpuMillicores: 200,
+    memoryBytes: 32 * MiB,
+  });
+  const done = await waitFor(
+    'dd to end',
+    async () => {
+      const r = await a.api.call<Container>('GET', `${a.base}/containers/filler`);
+      return r.body.state === 'exited' ? r.body : undefined;
+    },
+    60_000,
+  );
+  assert.equal(done.exitCode, 1, 'dd failed: the space is full');
+  // The space's backing image is sparse and never grows past the space's size.
+  const image = join(t.config.storage.root, 'images', `${a.space.id}.img`);
+  const st = statSync(image);
+  assert.ok(st.blocks * 512 <= size, `the image holds ${st.blocks * 512} bytes, more than the space's ${size}`);
+  // A full space still serves its owner, who can delete what filled it.
+  assert.equal((await a.api.call('DELETE', `${a.base}/containers/filler`)).status, 204);
+  const status = await a.api.call<{ used: { storageBytes: number } }>('GET', `${a.base}/status`);
+  assert.equal(status.status, 200);
+  await t.client({ roles: ['farmer'] }).call('DELETE', `/v1/spaces/${a.space.id}`, undefined, { sign: false });
+});
