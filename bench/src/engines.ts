@@ -77,12 +77,11 @@ try {
   const driver = await engines.driver(space);
   await driver.loadImage(space.spaceId, 'busybox', createReadStream(imagePath));
   const enginePids = async () => cgroups.processes(space.engineGroup);
-  const groupPids = async (g: string): Promise<number[]> => [
-    ...(await cgroups.processes(g)),
-    ...(await Promise.all((await cgroups.children(g)).map((c) => groupPids(`${g}/${c}`)))).flat(),
-  ];
   await sleep(500);
   results['podman: idle engine (service + namespace anchor) MiB'] = rssOf(await enginePids()) / MiB;
+  // After idleSeconds the service exits: what is left is the namespace's anchor (sleep).
+  results['podman: after its idle exit (anchor only) MiB'] =
+    rssOf((await enginePids()).filter((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('sleep'))) / MiB;
   const parentPath = cgroups.dockerParent(space.containersGroup);
   let n = 0;
   const spec = () => ({
@@ -162,6 +161,7 @@ try {
       Image: dImage,
       Cmd: ['sleep', '600'],
       HostConfig: {
+        Init: true, // like ours (catatonit): PID 1 forwards SIGTERM
         NetworkMode: 'none',
         Memory: 64 * MiB,
         MemorySwap: 64 * MiB,
@@ -178,9 +178,17 @@ try {
   const first = await podmanStart();
   const firstD = await dockerStart();
   await sleep(1000);
-  const conmons = (await groupPids(space.containersGroup)).filter((p) =>
-    readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('/usr/bin/conmon'),
-  );
+  const conmons = readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .map(Number)
+    .filter((p) => {
+      try {
+        const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8');
+        return cmd.startsWith('/usr/bin/conmon') && cmd.includes(`/run/ocs-be${tag}/`);
+      } catch {
+        return false;
+      }
+    });
   results['podman: + one running container (conmon, engine growth) MiB'] =
     (rssOf(await enginePids()) - before.p + rssOf(conmons)) / MiB;
   const dTree = tree(dockerd.pid!).filter((p) => !readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('sleep'));
@@ -215,14 +223,18 @@ try {
   report('engines', results);
 } finally {
   dockerd?.kill('SIGKILL');
-  await engines.remove(space).catch(() => undefined);
-  await cgroups.destroy(parent).catch(() => undefined);
+  // A killed dockerd leaves its containers' shims: ours carry this run's containerd namespace.
   execFileSync('sh', [
     '-c',
-    `umount -R /run/ocs-bd${tag} 2>/dev/null; rm -rf /run/ocs-bd${tag} /run/ocs-bd${tag}.sock /run/ocs-bd${tag}.pid /run/ocs-be${tag}`,
+    `for p in $(pgrep -f -- '-namespace ocs-bench-${tag} '); do pkill -KILL -P $p; kill -KILL $p; done; true`,
   ]);
-  // dockerd's own mounts of its data root go with it; the tree is ours.
-  execFileSync('sh', ['-c', `grep -o " ${work}[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l; true`]);
+  await engines.remove(space).catch(() => undefined);
+  await cgroups.destroy(parent).catch(() => undefined);
+  // dockerd's own mounts (its netns file, its data root's) are under our two trees only.
+  for (const top of [`/run/ocs-bd${tag}`, work])
+    execFileSync('sh', ['-c', `grep -o " ${top}[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l; true`]);
+  for (const f of [`/run/ocs-bd${tag}`, `/run/ocs-bd${tag}.sock`, `/run/ocs-bd${tag}.pid`, `/run/ocs-be${tag}`])
+    rmSync(f, { recursive: true, force: true });
   rmSync(work, { recursive: true, force: true });
   rmSync(join(imagePath, '..'), { recursive: true, force: true });
 }

@@ -7,7 +7,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { detectCgroups } from '../cgroups/detect.js';
@@ -65,6 +65,7 @@ after(async () => {
   await cgroups.destroy(root).catch(() => undefined);
   await rm(`/run/ocs-test-e${process.pid}`, { recursive: true, force: true });
   await rm(work, { recursive: true, force: true });
+  await rmdir('/var/lib/ocs-test').catch(() => undefined); // shared by concurrent runs: only if empty
 });
 
 test(
@@ -111,7 +112,13 @@ test(
     assert.ok(inSpace.includes('ctr.log'), 'the log is in the space');
     assert.deepEqual(mountsUnder(space.dataDir), [], 'no engine mount is visible on the host');
 
-    // Idle: the engine exits, the container keeps running; the next call starts the engine again.
+    // A second container comes and goes while the first runs (their mounts must not pin each other).
+  const second = specFor(A, cgroups.dockerParent(space.containersGroup), { command: ['sleep', '300'] });
+  await driver.create(second);
+  await driver.start(A, second.containerId);
+  await driver.remove(A, second.containerId);
+
+  // Idle: the engine exits, the container keeps running; the next call starts the engine again.
     // (Asked of the kernel, not of the socket: a ping is a request, and resets the idle timer.)
     const serviceRunning = async () =>
       (await cgroups.processes(space.engineGroup)).some((p) =>

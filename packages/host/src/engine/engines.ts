@@ -209,6 +209,10 @@ export class SpaceEngines {
         if (Date.now() > deadline) throw new Error('the namespace anchor did not start');
         await new Promise((r) => setTimeout(r, 10));
       }
+      // Shared inside (still a slave of the host): podman's mounts (layers, shm) then reach the
+      // containers' own namespaces as slaves, so an unmount by podman reaches them too; private
+      // copies would keep a removed container's shm busy in every other container.
+      await run('nsenter', [`--target=${pid}`, '--mount', '--', 'mount', '--make-rshared', '/']);
       for (const b of namespaceBinds(l)) {
         // An empty directory on the host is the mount point; nothing is ever written into it.
         await mkdir(b.target, { recursive: true, mode: 0o755 });
