@@ -26,6 +26,7 @@ const tag = `${process.pid}`;
 const work = `/var/lib/ocs-bench-engines-${tag}`;
 const cgroups = await detectCgroups();
 const parent = `ocs-bench-eng-${tag}`;
+const bridge = `ocsbe${tag}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
 
@@ -108,6 +109,7 @@ try {
   // ---- dockerd per space ---------------------------------------------------------------------
   const droot = join(work, 'dockerd');
   const dsock = `/run/ocs-bd${tag}.sock`;
+  execFileSync('ip', ['link', 'add', bridge, 'type', 'bridge']);
   mkdirSync(droot, { recursive: true });
   dockerd = spawn(
     'dockerd',
@@ -124,7 +126,9 @@ try {
       `ocs-bench-${tag}`,
       '--iptables=false',
       '--ip-masq=false',
-      '--bridge=none',
+      // A bridge of its own: `--bridge=none` would delete the host dockerd's docker0.
+      '--bridge',
+      bridge,
       '--exec-opt',
       'native.cgroupdriver=cgroupfs',
       '--default-ulimit',
@@ -226,7 +230,7 @@ try {
   // A killed dockerd leaves its containers' shims: ours carry this run's containerd namespace.
   execFileSync('sh', [
     '-c',
-    `for p in $(pgrep -f -- '-namespace ocs-bench-${tag} '); do pkill -KILL -P $p; kill -KILL $p; done; true`,
+    `for p in $(pgrep -f -- 'containerd-shim-runc-v2 [-]namespace ocs-bench-${tag} '); do pkill -KILL -P $p; kill -KILL $p; done; true`,
   ]);
   await engines.remove(space).catch(() => undefined);
   await cgroups.destroy(parent).catch(() => undefined);
@@ -237,4 +241,5 @@ try {
     rmSync(f, { recursive: true, force: true });
   rmSync(work, { recursive: true, force: true });
   rmSync(join(imagePath, '..'), { recursive: true, force: true });
+  if (existsSync(`/sys/class/net/${bridge}`)) execFileSync('ip', ['link', 'delete', bridge]);
 }

@@ -1,7 +1,7 @@
 /**
  * A space's workloads keep their data inside its encrypted storage, on real podman, cgroups and
  * fscrypt: markers written through a container's root filesystem, its stdout, its environment,
- * its command line and a volume are, once the space is locked, on no file the node writes to and
+ * its command line and a volume, and through a VM's disk and kernel command line, are, once the space is locked, on no file the node writes to and
  * not in the raw backing image; the daemon's database never held them. Unlock brings the
  * container back with its data. A container that writes past the space's size gets ENOSPC inside
  * and the node's disk is not touched.
@@ -9,10 +9,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { buildBusyboxImage } from '@ocs/host/testing';
+import { buildBusyboxImage, buildTestGuest, requireHost, testGuestUnavailable } from '@ocs/host/testing';
 import {
   generatePrivateKey,
   unwrapKey,
@@ -20,6 +22,7 @@ import {
   type CreateSpaceResponse,
   type Ed25519PrivateKey,
   type Space,
+  type Vm,
 } from '@ocs/protocol';
 import type { OcsClient } from '@ocs/client';
 import { startTestNode, MiB, type TestNode } from './harness.js';
@@ -42,14 +45,15 @@ after(async () => {
 
 async function reserve(
   storageBytes: number,
+  memoryBytes = 256 * MiB,
 ): Promise<{ owner: Ed25519PrivateKey; space: Space; wrappedKey: string; api: OcsClient; base: string }> {
   const owner = generatePrivateKey();
   const r = await t.client({ roles: ['spaces'], owner }).call<CreateSpaceResponse>('POST', '/v1/spaces', {
     ownerKey: owner.publicKey.toBase64url(),
-    resources: { cpuMillicores: 1000, memoryBytes: 256 * MiB, storageBytes },
+    resources: { cpuMillicores: 2000, memoryBytes, storageBytes, pids: 1024 },
     leaseSeconds: 3600,
   });
-  const api = t.client({ roles: ['storage', 'containers', 'spaces'], owner });
+  const api = t.client({ roles: ['storage', 'containers', 'vms', 'spaces'], owner });
   return { owner, space: r.body.space, wrappedKey: r.body.wrappedKey, api, base: r.body.space.apiBase };
 }
 
@@ -78,10 +82,20 @@ function filesHolding(markers: string[], roots: string[]): string[] {
   }
 }
 
-test('locked: no marker of a container (root filesystem, stdout, env, command, volume) is on the host or the raw image', async () => {
-  const a = await reserve(256 * MiB);
+test('locked: no marker of a container (root filesystem, stdout, env, command, volume) or a VM (disk, kernel command line) is on the host or the raw image', async (tc) => {
+  const why = requireHost('a test guest (kernel + busybox)', (await testGuestUnavailable()) ?? false);
+  if (why) return tc.skip(why);
+  const a = await reserve(256 * MiB, 768 * MiB);
   const mark = (what: string) => `OCSMARK-${what}-${randomBytes(8).toString('hex')}`;
-  const m = { root: mark('root'), out: mark('out'), env: mark('env'), cmd: mark('cmd'), vol: mark('vol') };
+  const m = {
+    root: mark('root'),
+    out: mark('out'),
+    env: mark('env'),
+    cmd: mark('cmd'),
+    vol: mark('vol'),
+    vmcmd: mark('vmcmd'),
+    vmdisk: mark('vmdisk'),
+  };
   await a.api.call('POST', `${a.base}/images/busybox`, undefined, { raw: imageTar });
   await a.api.call('POST', `${a.base}/volumes`, { name: 'data', sizeBytes: 32 * MiB });
   const created = await a.api.call<Container>('POST', `${a.base}/containers`, {
@@ -104,10 +118,45 @@ test('locked: no marker of a container (root filesystem, stdout, env, command, v
     const r = await a.api.call<{ text: string }>('GET', `${a.base}/containers/writer/logs?tail=10`);
     return r.body.text.includes(m.out) ? true : undefined;
   });
+  // A VM with the marker on its kernel command line and one on its disk (written from the host,
+  // as its guest would: the disk is a file of the space's storage).
+  const guestDir = mkdtempSync(join(tmpdir(), 'ocs-e2e-atrest-guest-'));
+  try {
+    const guest = await buildTestGuest(guestDir, 'hang');
+    await a.api.call('POST', `${a.base}/files/vmlinuz`, undefined, { raw: readFileSync(guest.kernel) });
+    await a.api.call('POST', `${a.base}/files/initrd`, undefined, { raw: readFileSync(guest.initrd) });
+    const vm = await a.api.call<Vm>('POST', `${a.base}/vms`, {
+      name: 'vm',
+      vcpus: 1,
+      memoryBytes: 128 * MiB,
+      boot: { kind: 'kernel', kernel: 'vmlinuz', initrd: 'initrd', cmdline: `${guest.cmdline} ocs.mark=${m.vmcmd}` },
+      diskBytes: 8 * MiB,
+    });
+    assert.equal(vm.body.state, 'running');
+    await waitFor(
+      'the guest to boot',
+      async () => {
+        const r = await a.api.call<{ text: string }>('GET', `${a.base}/vms/vm/console`);
+        return r.body.text.includes(guest.bootMarker) ? true : undefined;
+      },
+      90_000,
+    );
+    const disk = join((await t.storage.info(a.space.id)).mountpoint, 'node', 'vms', vm.body.id, 'disk.raw');
+    const fh = await open(disk, 'r+');
+    const bytes = Buffer.from(m.vmdisk);
+    await fh.write(bytes, 0, bytes.length, 4096);
+    await fh.close();
+  } finally {
+    rmSync(guestDir, { recursive: true, force: true });
+  }
   const markers = Object.values(m);
   // The daemon's own records never hold the owner's command or environment, locked or not.
   execFileSync('sync');
-  assert.deepEqual(filesHolding([m.env, m.cmd], [t.config.stateDir]), [], "the daemon's database holds tenant content");
+  assert.deepEqual(
+    filesHolding([m.env, m.cmd, m.vmcmd], [t.config.stateDir, '/etc/libvirt']),
+    [],
+    "the daemon's database or libvirt's configuration holds tenant content",
+  );
 
   await a.api.call('POST', `/v1/spaces/${a.space.id}/lock`, {});
   execFileSync('sync');
@@ -126,6 +175,8 @@ test('locked: no marker of a container (root filesystem, stdout, env, command, v
   const pid = (await engine.getContainer(c!.Id).inspect()).State.Pid;
   assert.equal(readFileSync(`/proc/${pid}/root/tmp/m`, 'utf8').trim(), m.root, 'the root filesystem kept its data');
   assert.equal(readFileSync(`/proc/${pid}/root/data/v`, 'utf8').trim(), m.vol, 'the volume kept its data');
+  const vmAgain = await a.api.call<Vm>('GET', `${a.base}/vms/vm`);
+  assert.equal(vmAgain.body.state, 'running', 'unlock restored the VM');
   await t.client({ roles: ['farmer'] }).call('DELETE', `/v1/spaces/${a.space.id}`, undefined, { sign: false });
 });
 

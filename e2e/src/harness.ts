@@ -143,7 +143,15 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
   const installedGuard = opts.workloads ? !(await hostGuarded()) : false;
   if (opts.workloads) await guardHostInput();
   // TCG, always: a KVM that only looks usable must not decide whether the suite passes.
-  const vms = opts.workloads ? await createVmDriver({ accelerator: 'tcg' }) : undefined;
+  const vms = opts.workloads
+    ? await createVmDriver({
+        accelerator: 'tcg',
+        vmsDir: async (id) => {
+          const info = await storage.info(id).catch(() => undefined);
+          return info?.unlocked ? spaceDataLayout(info.mountpoint).vms : undefined;
+        },
+      })
+    : undefined;
   let node: RunningNode;
   try {
     node = await startNode({

@@ -28,7 +28,7 @@ function domainExists(name: string): boolean {
     .includes(name);
 }
 
-async function spaceWithContainer(t: TestNode, tar: Buffer) {
+async function spaceWithContainer(t: TestNode, tar: Buffer, startVm = false) {
   const owner = generatePrivateKey();
   const { space } = (
     await t.client({ roles: ['spaces'], owner }).call<CreateSpaceResponse>('POST', '/v1/spaces', {
@@ -39,14 +39,15 @@ async function spaceWithContainer(t: TestNode, tar: Buffer) {
   ).body;
   const api = t.client({ roles: ['storage', 'containers', 'vms'], owner });
   await api.call('POST', `${space.apiBase}/images/busybox`, undefined, { raw: tar });
-  // A VM, defined but not started (no guest needed): reconciliation must find domains too.
+  // A VM (a disk of random bytes: QEMU runs, the firmware finds nothing to boot). Started, it is
+  // a running transient domain that reconciliation must find; not started, only a definition.
   await api.call('POST', `${space.apiBase}/files/disk.img`, undefined, { raw: randomBytes(64 * 1024) });
   const vm = await api.call<{ id: string }>('POST', `${space.apiBase}/vms`, {
     name: 'vm',
     vcpus: 1,
     memoryBytes: 64 * MiB,
     boot: { kind: 'disk', disk: 'disk.img' },
-    start: false,
+    start: startVm,
   });
   const c = await api.call<Container>('POST', `${space.apiBase}/containers`, {
     name: 'kept',
@@ -66,7 +67,7 @@ test('restart: containers of gone spaces, unrecorded and half-made ones are remo
   let other: TestNode | undefined;
   try {
     const live = await spaceWithContainer(t, tar);
-    const gone = await spaceWithContainer(t, tar);
+    const gone = await spaceWithContainer(t, tar, true);
     // Another daemon on the same dockerd, with a space this one never knew.
     other = await startTestNode({ workloads: true });
     const foreign = await spaceWithContainer(other, tar);
@@ -95,6 +96,7 @@ test('restart: containers of gone spaces, unrecorded and half-made ones are remo
         capAdd: [],
       });
     assert.equal((await containersOf(t, live.space.id)).length, 3);
+    assert.equal(domainExists(domainName(gone.space.id, gone.vmId)), true, 'the VM runs before the restart');
     const goneEngine = t.containers!.layout({ spaceId: gone.space.id, dataDir: '' }).runDir;
     await t.engine(gone.space.id);
     assert.equal(existsSync(goneEngine), true);
@@ -130,9 +132,11 @@ test('restart: containers of gone spaces, unrecorded and half-made ones are remo
       [],
       "nothing of the destroyed space's engine runs",
     );
+    // VMs not started exist only as definitions in their space's storage (transient domains).
     assert.equal(domainExists(domainName(gone.space.id, gone.vmId)), false, "the destroyed space's VM is gone");
-    assert.equal(domainExists(domainName(live.space.id, live.vmId)), true, "the live space's VM stays");
-    assert.equal(domainExists(domainName(foreign.space.id, foreign.vmId)), true, "another daemon's VM stays");
+    assert.equal(existsSync(join(t.config.storage.root, 'images', `${gone.space.id}.img`)), false);
+    assert.equal(await t.vms!.state(live.space.id, live.vmId), 'defined', "the live space's VM stays");
+    assert.equal(await other.vms!.state(foreign.space.id, foreign.vmId), 'defined', "another daemon's VM stays");
     assert.deepEqual(await containersOf(t, live.space.id), [live.container.id], 'only the recorded container stays');
     assert.equal((await containersOf(other, foreign.space.id)).length, 1, "another daemon's space is untouched");
     const api = t.client({ roles: ['containers'], owner: live.owner });

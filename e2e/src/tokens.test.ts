@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { createStorageDriver, detectCgroups } from '@ocs/host';
+import { cipherImplementation, createStorageDriver, detectCgroups } from '@ocs/host';
 import {
   generatePrivateKey,
   mintToken,
@@ -340,8 +340,12 @@ test('a config file must set auth.devIssuer; a dev issuer off loopback warns in 
       assert.equal(warned.length, 1, `start ${start}: ${r.err}`);
     }
     const quiet = await run(write({ ...config, listen: { host: '127.0.0.1', port: 0 }, auth: { devIssuer: true } }));
-    assert.doesNotMatch(quiet.out, /WARNING/);
+    assert.doesNotMatch(quiet.out, /WARNING: +the development issuer/);
     assert.match(quiet.out, /dev issuer:/);
+    // The banner names the cipher's implementation, and warns exactly when it is not accelerated.
+    const cipher = cipherImplementation();
+    assert.match(quiet.out, /cipher: +xts\(aes\) by \S/);
+    assert.equal(/WARNING: +space data is encrypted by/.test(quiet.out), !cipher.accelerated, quiet.out);
   } finally {
     const storage = await createStorageDriver(config.storage as { backend: 'fscrypt'; root: string });
     await storage.close();

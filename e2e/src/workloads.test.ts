@@ -443,10 +443,13 @@ test('an owner boots a VM from an uploaded kernel and initramfs, reads its conso
       boot: { kind: 'disk', disk: 'disk.img' },
       start: false,
     });
-    const dxml = execFileSync('virsh', ['-c', 'qemu:///system', 'dumpxml', domainName(a.space.id, dvm.body.id)], {
-      encoding: 'utf8',
-    });
-    const copy = /<source file='([^']+boot\.img)'/.exec(dxml)?.[1] ?? '';
+    // Not started: libvirt knows nothing of it; its definition is in the space's storage only.
+    const dname = domainName(a.space.id, dvm.body.id);
+    const known = execFileSync('virsh', ['-c', 'qemu:///system', 'list', '--all', '--name'], { encoding: 'utf8' });
+    assert.equal(known.split('\n').includes(dname), false, 'libvirt holds no definition');
+    assert.equal(existsSync(`/etc/libvirt/qemu/${dname}.xml`), false);
+    const dxml = readFileSync(join(storageRoot, 'node', 'vms', dvm.body.id, 'domain.xml'), 'utf8');
+    const copy = /<source file=["']([^"']+boot\.img)["']/.exec(dxml)?.[1] ?? '';
     assert.ok(copy.startsWith(`${storageRoot}/node/vms/${dvm.body.id}/`), dxml);
     assert.equal(statSync(copy).uid, apiUid + t.config.spaces.uidCount);
     assert.ok(readFileSync(copy).equals(image), 'the copy is the uploaded image');
@@ -457,6 +460,9 @@ test('an owner boots a VM from an uploaded kernel and initramfs, reads its conso
     await a.api.call('POST', `${a.base}/vms/tiny/stop`, {});
     const stopped = await a.api.call<Vm>('GET', `${a.base}/vms/tiny`);
     assert.equal(stopped.body.state, 'shutoff');
+    // Stopped, the transient domain is gone from libvirt, and so is QEMU's log (it held the command line).
+    assert.equal(existsSync(`/var/log/libvirt/qemu/${domain}.log`), false, "QEMU's log is removed at stop");
+    assert.equal(existsSync(`/etc/libvirt/qemu/${domain}.xml`), false);
     assert.equal((await a.api.call('DELETE', `${a.base}/vms/tiny`)).status, 204);
     assert.equal(code(await a.api.send('GET', `${a.base}/vms/tiny`)), 'not_found');
     assert.deepEqual((await a.api.call<{ vms: unknown[] }>('GET', `${a.base}/vms`)).body.vms, []);

@@ -6,7 +6,7 @@ import { Command, Option } from 'commander';
 import { join } from 'node:path';
 import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { detectCgroups, createStorageDriver } from '@ocs/host';
+import { cipherImplementation, detectCgroups, createStorageDriver } from '@ocs/host';
 import { ROLES, mintToken, type Role } from '@ocs/protocol';
 import { loadConfigFile, type Config } from './config.js';
 import { createLogger } from './logger.js';
@@ -24,6 +24,11 @@ function withOverrides(opts: { config?: string; stateDir?: string; port?: string
   return config;
 }
 
+function cipherLine(): string {
+  const c = cipherImplementation();
+  return `${c.algorithm} by ${c.driver}${c.accelerated ? ' (hardware)' : ' (NOT accelerated)'}`;
+}
+
 program
   .command('start')
   .description('run the daemon in the foreground')
@@ -35,7 +40,7 @@ program
     const logger = createLogger({ level: config.log.level });
     const cgroups = await detectCgroups({ root: config.cgroups.root });
     const storage = await createStorageDriver(config.storage);
-    const { containers, vms } = await openWorkloadDrivers(config, logger, cgroups);
+    const { containers, vms } = await openWorkloadDrivers(config, logger, cgroups, storage);
     const node = await startNode({ config, logger, drivers: { cgroups, storage, containers, vms } });
     process.stdout.write(
       [
@@ -44,6 +49,7 @@ program
         `  tls fingerprint: ${node.tls.fingerprint}`,
         `  unlock key:      ${node.identity.unlockRecipient}`,
         `  storage:         ${storage.kind} under ${config.storage.root}; cgroups ${cgroups.version}`,
+        `  cipher:          ${cipherLine()}`,
         `  workloads:       containers ${containers ? 'on (podman per space)' : 'off'}; VMs ${vms ? `on (${vms.accelerator}: ${vms.acceleratorReason})` : 'off'}`,
         ...(node.devIssuer
           ? [

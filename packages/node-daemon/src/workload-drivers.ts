@@ -3,7 +3,15 @@
  * `auto`, when their daemon answers at start. A node without them still reserves spaces; their
  * container and VM calls are then `unavailable`.
  */
-import { SpaceEngines, createVmDriver, guardHostInput, type CgroupDriver, type VmDriver } from '@ocs/host';
+import {
+  SpaceEngines,
+  createVmDriver,
+  guardHostInput,
+  type CgroupDriver,
+  type StorageDriver,
+  type VmDriver,
+} from '@ocs/host';
+import { spaceDataLayout } from './spaces/layout.js';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from './config.js';
@@ -13,6 +21,7 @@ export async function openWorkloadDrivers(
   config: Config,
   logger: Logger,
   cgroups: CgroupDriver,
+  storage: StorageDriver,
 ): Promise<{ containers: SpaceEngines | undefined; vms: VmDriver | undefined }> {
   let containers: SpaceEngines | undefined;
   const c = config.workloads.containers;
@@ -39,6 +48,11 @@ export async function openWorkloadDrivers(
       mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
       vms = await createVmDriver({
         uri: v.uri,
+        // Definitions live in the space (transient domains): reachable only while it is unlocked.
+        vmsDir: async (spaceId) => {
+          const info = await storage.info(spaceId).catch(() => undefined);
+          return info?.unlocked ? spaceDataLayout(info.mountpoint).vms : undefined;
+        },
         accelerator: v.accelerator,
         verdictFile: join(config.stateDir, 'accelerator.json'),
         ...(v.probeKernel === undefined ? {} : { probeKernel: v.probeKernel }),

@@ -86,14 +86,16 @@ export async function subtreeDeepestFirst(dir: string, rel = ''): Promise<string
 /**
  * Pids listed in a cgroup.procs file; empty when the group is gone. A group removed between
  * the open and the read (runc removing a container's group while we walk the tree) reads as
- * ENODEV: gone too.
+ * ENODEV: gone too. A threaded group of cgroup v2 (libvirt makes QEMU's vCPU and emulator
+ * groups threaded in the unified hierarchy) refuses cgroup.procs with EOPNOTSUPP: its
+ * processes are listed by the threaded domain above it.
  */
 export async function readPids(file: string): Promise<number[]> {
   let text: string | undefined;
   try {
     text = await readOptional(file);
   } catch (err) {
-    if (errno(err) === 'ENODEV') return [];
+    if (errno(err) === 'ENODEV' || errno(err) === 'EOPNOTSUPP' || errno(err) === 'ENOTSUP') return [];
     throw err;
   }
   if (!text) return [];

@@ -113,12 +113,12 @@ test(
     assert.deepEqual(mountsUnder(space.dataDir), [], 'no engine mount is visible on the host');
 
     // A second container comes and goes while the first runs (their mounts must not pin each other).
-  const second = specFor(A, cgroups.dockerParent(space.containersGroup), { command: ['sleep', '300'] });
-  await driver.create(second);
-  await driver.start(A, second.containerId);
-  await driver.remove(A, second.containerId);
+    const second = specFor(A, cgroups.dockerParent(space.containersGroup), { command: ['sleep', '300'] });
+    await driver.create(second);
+    await driver.start(A, second.containerId);
+    await driver.remove(A, second.containerId);
 
-  // Idle: the engine exits, the container keeps running; the next call starts the engine again.
+    // Idle: the engine exits, the container keeps running; the next call starts the engine again.
     // (Asked of the kernel, not of the socket: a ping is a request, and resets the idle timer.)
     const serviceRunning = async () =>
       (await cgroups.processes(space.engineGroup)).some((p) =>

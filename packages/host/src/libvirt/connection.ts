@@ -4,8 +4,9 @@
  * binding object leaves this file.
  *
  * Used from the binding: Hypervisor.connectOpen/connectClose, connectListAllDomains,
- * domainLookupByName, domainDefineXML, and on a Domain: getName, create, shutdown, destroy,
- * undefine, getInfo (state), getXMLDesc (live or INACTIVE). The binding has no
+ * domainLookupByName, domainCreateXML (transient domains only: libvirt keeps no definition, which
+ * would hold the owner's kernel command line in /etc/libvirt), and on a Domain: getName,
+ * shutdown, destroy, getInfo (state), getXMLDesc. The binding has no
  * virDomainGetState, so the reason of a shut-off state (never started / shut down / crashed)
  * comes from `virsh domstate --reason` (spawned without a shell) — see {@link shutoffReason}.
  * Its errors carry no libvirt error code (always -1), so "no such domain" is decided by
@@ -22,19 +23,17 @@ export type RawState =
 export interface LibvirtConnection {
   readonly uri: string;
   listDomainNames(): Promise<string[]>;
-  /** Defines (persistently) a domain from XML. */
-  define(xml: string): Promise<void>;
-  start(name: string): Promise<void>;
+  /** Creates and starts a transient domain from XML: libvirt keeps no definition of it. */
+  createTransient(xml: string): Promise<void>;
   /** Asks the guest to power off (ACPI power button). */
   shutdown(name: string): Promise<void>;
   /** Kills the domain's QEMU at once. */
   destroy(name: string): Promise<void>;
-  undefine(name: string): Promise<void>;
   state(name: string): Promise<RawState | undefined>;
   /** Why a shut-off domain is off: libvirt's reason word (`unknown` = never started), or undefined when unknown. */
   shutoffReason(name: string): Promise<string | undefined>;
-  /** The domain's XML: live when it runs, unless `inactive` asks for the persistent definition. */
-  xml(name: string, opts?: { inactive?: boolean }): Promise<string | undefined>;
+  /** The running domain's live XML. */
+  xml(name: string): Promise<string | undefined>;
   close(): Promise<void>;
 }
 
@@ -84,12 +83,8 @@ class UnraidConnection implements LibvirtConnection {
     return d;
   }
 
-  async define(xml: string): Promise<void> {
-    await this.hv.domainDefineXML(xml);
-  }
-
-  async start(name: string): Promise<void> {
-    await (await this.must(name)).create();
+  async createTransient(xml: string): Promise<void> {
+    await this.hv.domainCreateXML(xml);
   }
 
   async shutdown(name: string): Promise<void> {
@@ -100,24 +95,31 @@ class UnraidConnection implements LibvirtConnection {
     await (await this.must(name)).destroy();
   }
 
-  async undefine(name: string): Promise<void> {
-    await (await this.must(name)).undefine();
-  }
-
   async state(name: string): Promise<RawState | undefined> {
     const d = await this.lookup(name);
     if (!d) return undefined;
-    return STATES[(await d.getInfo()).state] ?? 'nostate';
+    try {
+      return STATES[(await d.getInfo()).state] ?? 'nostate';
+    } catch (err) {
+      // A transient domain ends (and is gone) the moment its guest powers off.
+      if (!(await this.listDomainNames()).includes(name)) return undefined;
+      throw err;
+    }
   }
 
   shutoffReason(name: string): Promise<string | undefined> {
     return shutoffReason(this.uri, name);
   }
 
-  async xml(name: string, opts: { inactive?: boolean } = {}): Promise<string | undefined> {
+  async xml(name: string): Promise<string | undefined> {
     const d = await this.lookup(name);
     if (!d) return undefined;
-    return d.getXMLDesc(opts.inactive ? DomainGetXMLDescFlags.INACTIVE : DomainGetXMLDescFlags.NONE);
+    try {
+      return await d.getXMLDesc(DomainGetXMLDescFlags.NONE);
+    } catch (err) {
+      if (!(await this.listDomainNames()).includes(name)) return undefined;
+      throw err;
+    }
   }
 
   async close(): Promise<void> {

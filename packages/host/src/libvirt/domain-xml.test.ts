@@ -46,7 +46,7 @@ test('a kernel-boot domain: qemu type, KiB memory, vCPUs, staged boot files, fil
   );
   assert.match(xml, /<controller type="usb" model="none"\/>/);
   assert.match(xml, /<memballoon model="none"\/>/);
-  assert.match(xml, /<on_crash>destroy<\/on_crash>/);
+  assert.match(xml, /<on_crash>preserve<\/on_crash>/);
   for (const banned of [
     '<graphics',
     '<video',

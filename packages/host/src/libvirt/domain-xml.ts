@@ -121,10 +121,11 @@ export function buildDomainXml(plan: DomainPlan): string {
     ...os(plan),
     '  <features><acpi/><apic/></features>',
     '  <clock offset="utc"/>',
-    // A guest power-off ends the VM; a guest reboot restarts it in place; a panic stops it as crashed.
+    // A guest power-off ends the VM; a guest reboot restarts it in place; a panic keeps the
+    // (transient) domain, paused, as crashed until it is stopped.
     '  <on_poweroff>destroy</on_poweroff>',
     '  <on_reboot>restart</on_reboot>',
-    '  <on_crash>destroy</on_crash>',
+    '  <on_crash>preserve</on_crash>',
     ...devices(plan),
   );
   if (spec.runAsUid !== undefined) {

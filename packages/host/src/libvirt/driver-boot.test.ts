@@ -33,6 +33,7 @@ import { readDomainFacts } from './xml-read.js';
 const skip = await libvirtSkipReason();
 let driver: VmDriver | undefined;
 let stagingDir: string | undefined;
+let definitionsDir: string | undefined;
 const d = (): VmDriver => {
   assert.ok(driver, 'driver created in before()');
   return driver;
@@ -42,12 +43,16 @@ before(async () => {
   if (skip) return;
   stagingDir = await mkdtemp('/tmp/ocs-libvirt-stage-');
   // TCG, always: this suite tests the driver, not the accelerator probe (accel.test.ts does).
-  driver = await createVmDriver({ stagingDir, accelerator: 'tcg' });
+  // Definitions as the broker keeps them in a space's storage: here, one scratch tree per run.
+  const defs = await mkdtemp('/tmp/ocs-libvirt-defs-');
+  definitionsDir = defs;
+  driver = await createVmDriver({ stagingDir, accelerator: 'tcg', vmsDir: async (spaceId) => join(defs, spaceId) });
 });
 
 after(async () => {
   await driver?.close();
   if (stagingDir) await rm(stagingDir, { recursive: true, force: true });
+  if (definitionsDir) await rm(definitionsDir, { recursive: true, force: true });
 });
 
 const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');

@@ -26,6 +26,7 @@ import type { VmDriver } from './types.js';
 const skip = await libvirtSkipReason();
 let driver: VmDriver | undefined;
 let stagingDir: string | undefined;
+let definitionsDir: string | undefined;
 const d = (): VmDriver => {
   assert.ok(driver, 'driver created in before()');
   return driver;
@@ -35,44 +36,53 @@ before(async () => {
   if (skip) return;
   stagingDir = await mkdtemp('/tmp/ocs-libvirt-stage-');
   // TCG, always: this suite tests the driver, not the accelerator probe (accel.test.ts does).
-  driver = await createVmDriver({ stagingDir, accelerator: 'tcg' });
+  // Definitions as the broker keeps them in a space's storage: here, one scratch tree per run.
+  const defs = await mkdtemp('/tmp/ocs-libvirt-defs-');
+  definitionsDir = defs;
+  driver = await createVmDriver({ stagingDir, accelerator: 'tcg', vmsDir: async (spaceId) => join(defs, spaceId) });
 });
 
 after(async () => {
   await driver?.close();
   if (stagingDir) await rm(stagingDir, { recursive: true, force: true });
+  if (definitionsDir) await rm(definitionsDir, { recursive: true, force: true });
 });
 
-test('list, listAllSpaces and removeAllForSpace see exactly their own space', { skip, timeout: 120_000 }, async (t) => {
-  const a = uniqueSpaceId();
-  const b = uniqueSpaceId();
-  cleanupSpace(t, d, a);
-  cleanupSpace(t, d, b);
-  const dir = await scratchDir(t);
-  const guest = await buildTestGuest(dir, 'hang');
-  await d().define(kernelSpec(a, 'vm_1', dir, guest));
-  await d().define(kernelSpec(a, 'vm_2', dir, guest));
-  await d().define(kernelSpec(b, 'vm_1', dir, guest));
-  await d().start(a, 'vm_2');
-  const pid = await qemuPid(a, 'vm_2');
+test(
+  'list, listAllSpaces (running domains) and removeAllForSpace see exactly their own space',
+  { skip, timeout: 120_000 },
+  async (t) => {
+    const a = uniqueSpaceId();
+    const b = uniqueSpaceId();
+    cleanupSpace(t, d, a);
+    cleanupSpace(t, d, b);
+    const dir = await scratchDir(t);
+    const guest = await buildTestGuest(dir, 'hang');
+    await d().define(kernelSpec(a, 'vm_1', dir, guest));
+    await d().define(kernelSpec(a, 'vm_2', dir, guest));
+    await d().define(kernelSpec(b, 'vm_1', dir, guest));
+    await d().start(a, 'vm_2');
+    const pid = await qemuPid(a, 'vm_2');
 
-  assert.deepEqual(await d().list(a), [
-    { vmId: 'vm_1', state: 'defined' },
-    { vmId: 'vm_2', state: 'running' },
-  ]);
-  assert.deepEqual(await d().list(b), [{ vmId: 'vm_1', state: 'defined' }]);
-  const all = await d().listAllSpaces();
-  assert.deepEqual(all.get(a), ['vm_1', 'vm_2']);
-  assert.deepEqual(all.get(b), ['vm_1']);
+    assert.deepEqual(await d().list(a), [
+      { vmId: 'vm_1', state: 'defined' },
+      { vmId: 'vm_2', state: 'running' },
+    ]);
+    assert.deepEqual(await d().list(b), [{ vmId: 'vm_1', state: 'defined' }]);
+    // libvirt holds only what runs (transient domains); definitions are in the spaces' storage.
+    const all = await d().listAllSpaces();
+    assert.deepEqual(all.get(a), ['vm_2']);
+    assert.equal(all.has(b), false);
 
-  await d().removeAllForSpace(a);
-  assert.deepEqual(await d().list(a), []);
-  assert.equal((await d().listAllSpaces()).has(a), false);
-  await assertOcsError(d().state(a, 'vm_2'), 'not_found');
-  await waitFor('the running VM of the removed space to be gone', async () => !existsSync(`/proc/${pid}`), 10_000);
-  assert.deepEqual(await d().list(b), [{ vmId: 'vm_1', state: 'defined' }], 'the other space is untouched');
-  await d().removeAllForSpace(a); // idempotent
-});
+    await d().removeAllForSpace(a);
+    assert.deepEqual(await d().list(a), []);
+    assert.equal((await d().listAllSpaces()).has(a), false);
+    await assertOcsError(d().state(a, 'vm_2'), 'not_found');
+    await waitFor('the running VM of the removed space to be gone', async () => !existsSync(`/proc/${pid}`), 10_000);
+    assert.deepEqual(await d().list(b), [{ vmId: 'vm_1', state: 'defined' }], 'the other space is untouched');
+    await d().removeAllForSpace(a); // idempotent
+  },
+);
 
 test('define refuses bad files and duplicates; unknown VMs are not_found', { skip, timeout: 60_000 }, async (t) => {
   const sp = uniqueSpaceId();

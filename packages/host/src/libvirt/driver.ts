@@ -3,11 +3,13 @@
  * {@link LibvirtConnection}. Every VM is the libvirt domain `ocs-<spaceId>-<vmId>`; the name
  * is built from checked ids, so an operation for one space can never reach another's domain.
  */
-import { stat } from 'node:fs/promises';
+import { constants, existsSync } from 'node:fs';
+import { mkdir, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { OcsError } from '@ocs/protocol';
 import { chooseAccelerator } from './accel.js';
 import { grantKvm, revokeKvm } from './kvm-access.js';
-import { NoSuchDomain, openLibvirt, type LibvirtConnection, type RawState } from './connection.js';
+import { openLibvirt, type LibvirtConnection, type RawState } from './connection.js';
 import { checkTailBytes, readTail } from './console.js';
 import { buildDomainXml } from './domain-xml.js';
 import { KeyedLock } from './keyed-lock.js';
@@ -23,6 +25,24 @@ import { readDomainFacts } from './xml-read.js';
 export const DEFAULT_STAGING_DIR = '/run/ocs-vm-boot';
 /** libvirt's per-domain state lives here, owned by its QEMU user and group. */
 const LIBVIRT_QEMU_DIR = '/var/lib/libvirt/qemu';
+/** libvirt writes each domain's QEMU command line (the owner's kernel command line) and stderr here. */
+const LIBVIRT_QEMU_LOG_DIR = '/var/log/libvirt/qemu';
+const DEFINITION = 'domain.xml';
+
+async function readDefinition(file: string): Promise<string | undefined> {
+  const fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
+  if (!fh) return undefined;
+  try {
+    return await fh.readFile('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Removes libvirt's log of a stopped domain: it holds the VM's command line in plain text. */
+async function removeQemuLog(name: string): Promise<void> {
+  await rm(join(LIBVIRT_QEMU_LOG_DIR, `${name}.log`), { force: true });
+}
 const DEFAULT_GRACE_SECONDS = 30;
 const MAX_GRACE_SECONDS = 3600;
 
@@ -53,6 +73,8 @@ export function apiState(raw: RawState, reason: string | undefined): VmState {
 
 /** Settings of one {@link LibvirtVmDriver}. */
 export interface DriverSettings {
+  /** Where the space's VM definitions live (`<dir>/<vmId>/domain.xml`); undefined = not reachable now. */
+  vmsDir(spaceId: string): Promise<string | undefined>;
   accelerator: Accelerator;
   acceleratorReason: string;
   stagingDir: string;
@@ -74,6 +96,11 @@ export class LibvirtVmDriver implements VmDriver {
     this.acceleratorReason = settings.acceleratorReason;
   }
 
+  /**
+   * Writes the domain's definition into the space's own storage (`<vmsDir>/<vmId>/domain.xml`,
+   * root 0600): libvirt never holds it, so nothing of the owner's VM (its kernel command line,
+   * its files) is on the host's disk, and a locked space's VMs are unreadable with it.
+   */
   async define(spec: VmSpec): Promise<void> {
     validateSpec(spec);
     if (spec.runAsUid !== undefined && this.settings.qemuGid === undefined) {
@@ -96,22 +123,35 @@ export class LibvirtVmDriver implements VmDriver {
         : {}),
       ...(this.settings.qemuGid === undefined ? {} : { qemuGid: this.settings.qemuGid }),
     });
+    const file = await this.definitionFile(spec.spaceId, spec.vmId);
     await this.lock.run(name, async () => {
-      if ((await this.conn.state(name)) !== undefined) {
+      if ((await this.conn.state(name)) !== undefined || (await readDefinition(file)) !== undefined) {
         throw new OcsError('conflict', `VM ${spec.vmId} is already defined`, { vmId: spec.vmId });
       }
-      await this.conn.define(xml);
+      await mkdir(dirname(file), { recursive: true, mode: 0o711 });
+      const fh = await open(
+        file,
+        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+        0o600,
+      );
+      try {
+        await fh.writeFile(xml);
+      } finally {
+        await fh.close();
+      }
     });
   }
 
   async start(spaceId: string, vmId: string): Promise<void> {
     const name = domainName(spaceId, vmId);
+    const file = await this.definitionFile(spaceId, vmId);
     await this.lock.run(name, async () => {
       const raw = await this.conn.state(name);
-      if (raw === undefined) throw notFound(vmId);
-      if (raw !== 'shutoff' && raw !== 'nostate') return;
-      const xml = await this.conn.xml(name, { inactive: true });
+      if (raw !== undefined && raw !== 'shutoff' && raw !== 'nostate' && raw !== 'crashed') return;
+      const xml = await readDefinition(file);
       if (xml === undefined) throw notFound(vmId);
+      // A crashed guest is kept (paused) until it is started again or stopped.
+      if (raw === 'crashed') await this.destroyIfActive(name);
       const facts = readDomainFacts(xml);
       const md = facts.metadata;
       if (!md || md.space !== spaceId || md.vm !== vmId) throw new Error(`domain ${name} has no matching OCS metadata`);
@@ -135,7 +175,8 @@ export class LibvirtVmDriver implements VmDriver {
             md.initrd === undefined ? { kernel: md.kernel } : { kernel: md.kernel, initrd: md.initrd },
           );
         }
-        await this.conn.start(name);
+        await this.conn.createTransient(xml);
+        await writeFile(`${file}.started`, '', { mode: 0o600 });
       } finally {
         await unstageBootFiles(this.settings.stagingDir, name);
       }
@@ -150,24 +191,30 @@ export class LibvirtVmDriver implements VmDriver {
         field: 'graceSeconds',
       });
     }
+    const file = await this.definitionFile(spaceId, vmId).catch(() => undefined);
     await this.lock.run(name, async () => {
       const raw = await this.conn.state(name);
-      if (raw === undefined) throw notFound(vmId);
-      if (raw === 'shutoff') return;
+      if (raw === undefined) {
+        if (file === undefined || (await readDefinition(file)) === undefined) throw notFound(vmId);
+        return;
+      }
       if (grace > 0 && (raw === 'running' || raw === 'blocked' || raw === 'shutdown')) {
         // The power button: a guest that handles ACPI powers off; one that ignores it is destroyed below.
         await this.conn.shutdown(name).catch(() => undefined);
         for (const deadline = Date.now() + grace * 1000; Date.now() < deadline;) {
-          if ((await this.conn.state(name)) === 'shutoff') return;
+          const now = await this.conn.state(name);
+          if (now === undefined || now === 'shutoff') break;
           await sleep(200);
         }
       }
       await this.destroyIfActive(name);
+      await removeQemuLog(name);
     });
   }
 
   /** Destroys the domain unless it is (or just became) shut off or gone. */
   private async destroyIfActive(name: string): Promise<void> {
+    if ((await this.conn.state(name)) === undefined) return;
     try {
       await this.conn.destroy(name);
     } catch (err) {
@@ -179,50 +226,54 @@ export class LibvirtVmDriver implements VmDriver {
 
   async undefine(spaceId: string, vmId: string): Promise<void> {
     const name = domainName(spaceId, vmId);
+    const file = await this.definitionFile(spaceId, vmId);
     await this.lock.run(name, async () => {
       const raw = await this.conn.state(name);
-      if (raw === undefined) throw notFound(vmId);
-      // libvirt would undefine a running domain and leave it running as a transient one.
-      if (raw !== 'shutoff') throw new OcsError('conflict', `VM ${vmId} is running; stop it first`, { vmId });
-      const uid = await this.runAsUidOf(name);
-      await this.conn.undefine(name);
+      if (raw !== undefined && raw !== 'shutoff')
+        throw new OcsError('conflict', `VM ${vmId} is running; stop it first`, { vmId });
+      const xml = await readDefinition(file);
+      if (xml === undefined) throw notFound(vmId);
+      await rm(file, { force: true });
+      await rm(`${file}.started`, { force: true });
       await unstageBootFiles(this.settings.stagingDir, name);
+      await removeQemuLog(name);
+      const uid = this.accelerator === 'kvm' ? readDomainFacts(xml).runAsUid : undefined;
       if (uid !== undefined && !(await this.listAllSpaces()).has(spaceId)) await revokeKvm(uid);
     });
   }
 
-  /** The uid the domain's QEMU runs as, when the domain is a KVM one (only those get a grant). */
-  private async runAsUidOf(name: string): Promise<number | undefined> {
-    if (this.accelerator !== 'kvm') return undefined;
-    const xml = await this.conn.xml(name, { inactive: true });
-    return xml === undefined ? undefined : readDomainFacts(xml).runAsUid;
-  }
-
   async state(spaceId: string, vmId: string): Promise<VmState> {
-    const name = domainName(spaceId, vmId);
-    const s = await this.stateOf(name);
+    const s = await this.stateOf(spaceId, vmId);
     if (s === undefined) throw notFound(vmId);
     return s;
   }
 
-  private async stateOf(name: string): Promise<VmState | undefined> {
-    const raw = await this.conn.state(name);
-    if (raw === undefined) return undefined;
-    const reason = raw === 'shutoff' || raw === 'nostate' ? await this.conn.shutoffReason(name) : undefined;
-    return apiState(raw, reason);
+  /** Running (or crashed, kept) from libvirt; otherwise from the definition in the space. */
+  private async stateOf(spaceId: string, vmId: string): Promise<VmState | undefined> {
+    const raw = await this.conn.state(domainName(spaceId, vmId));
+    if (raw !== undefined && raw !== 'shutoff' && raw !== 'nostate') return apiState(raw, undefined);
+    const file = await this.definitionFile(spaceId, vmId).catch(() => undefined);
+    if (file === undefined || !existsSync(file)) return undefined;
+    return existsSync(`${file}.started`) ? 'shutoff' : 'defined';
   }
 
+  /** The space's VMs (its definitions), sorted by id. */
   async list(spaceId: string): Promise<VmListEntry[]> {
     checkSpaceId(spaceId);
-    const vmIds = (await this.listAllSpaces()).get(spaceId) ?? [];
+    const dir = await this.settings.vmsDir(spaceId);
+    const ids = new Set((await this.listAllSpaces()).get(spaceId) ?? []);
+    if (dir !== undefined)
+      for (const e of await readdir(dir).catch(() => [] as string[]))
+        if (/^vm_[a-z0-9_]{1,40}$/.test(e) && existsSync(join(dir, e, DEFINITION))) ids.add(e);
     const out: VmListEntry[] = [];
-    for (const vmId of vmIds) {
-      const state = await this.stateOf(domainName(spaceId, vmId));
+    for (const vmId of [...ids].sort()) {
+      const state = await this.stateOf(spaceId, vmId);
       if (state !== undefined) out.push({ vmId, state }); // undefined: removed meanwhile
     }
     return out;
   }
 
+  /** Every space with a domain running here (transient domains exist only while they run). */
   async listAllSpaces(): Promise<Map<string, string[]>> {
     const bySpace = new Map<string, string[]>();
     for (const name of await this.conn.listDomainNames()) {
@@ -234,40 +285,52 @@ export class LibvirtVmDriver implements VmDriver {
     return new Map([...bySpace.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   }
 
+  /** Destroys every running VM of the space; its definitions go with the space's storage. Idempotent. */
   async removeAllForSpace(spaceId: string): Promise<void> {
     checkSpaceId(spaceId);
     const uids = new Set<number>();
     for (const vmId of (await this.listAllSpaces()).get(spaceId) ?? []) {
       const name = domainName(spaceId, vmId);
       await this.lock.run(name, async () => {
-        const raw = await this.conn.state(name);
-        if (raw === undefined) return;
-        const uid = await this.runAsUidOf(name);
+        const xml = await this.conn.xml(name);
+        const uid = this.accelerator === 'kvm' && xml !== undefined ? readDomainFacts(xml).runAsUid : undefined;
         if (uid !== undefined) uids.add(uid);
-        if (raw !== 'shutoff') await this.destroyIfActive(name);
-        try {
-          await this.conn.undefine(name);
-        } catch (err) {
-          if (!(err instanceof NoSuchDomain) && (await this.conn.state(name)) !== undefined) throw err;
-        }
+        await this.destroyIfActive(name);
         await unstageBootFiles(this.settings.stagingDir, name);
+        await removeQemuLog(name);
       });
     }
+    const dir = await this.settings.vmsDir(spaceId).catch(() => undefined);
+    if (dir !== undefined)
+      for (const e of await readdir(dir).catch(() => [] as string[])) {
+        if (!/^vm_[a-z0-9_]{1,40}$/.test(e)) continue;
+        await rm(join(dir, e, DEFINITION), { force: true });
+        await rm(join(dir, e, `${DEFINITION}.started`), { force: true });
+        await removeQemuLog(domainName(spaceId, e));
+      }
     for (const uid of uids) await revokeKvm(uid);
   }
 
+  private async definitionFile(spaceId: string, vmId: string): Promise<string> {
+    domainName(spaceId, vmId); // checks both ids
+    const dir = await this.settings.vmsDir(spaceId);
+    if (dir === undefined) throw notFound(vmId);
+    return join(dir, vmId, DEFINITION);
+  }
+
   async readConsole(spaceId: string, vmId: string, opts: { tailBytes: number }): Promise<ConsoleTail> {
-    const name = domainName(spaceId, vmId);
     checkTailBytes(opts?.tailBytes);
-    const xml = await this.conn.xml(name);
-    if (xml === undefined) throw notFound(vmId);
+    const xml = await this.dumpXml(spaceId, vmId);
     const path = readDomainFacts(xml).consolePath;
-    if (path === undefined) throw new Error(`domain ${name} has no serial console file`);
+    if (path === undefined) throw new Error(`VM ${vmId} of ${spaceId} has no serial console file`);
     return readTail(path, opts.tailBytes);
   }
 
+  /** The live XML of a running VM, else its definition. */
   async dumpXml(spaceId: string, vmId: string): Promise<string> {
-    const xml = await this.conn.xml(domainName(spaceId, vmId));
+    const xml =
+      (await this.conn.xml(domainName(spaceId, vmId))) ??
+      (await readDefinition(await this.definitionFile(spaceId, vmId)));
     if (xml === undefined) throw notFound(vmId);
     return xml;
   }
@@ -298,7 +361,7 @@ async function checkSpecFiles(spec: VmSpec): Promise<{ path: string; format: Dis
  * guest kernel must boot under KVM, or `accelerator` forces one). Requires root: it is meant
  * for the broker only.
  */
-export async function createVmDriver(opts: VmDriverOptions = {}): Promise<VmDriver> {
+export async function createVmDriver(opts: VmDriverOptions): Promise<VmDriver> {
   const conn = await openLibvirt(opts.uri ?? 'qemu:///system');
   try {
     const accel = await chooseAccelerator({
@@ -314,6 +377,7 @@ export async function createVmDriver(opts: VmDriverOptions = {}): Promise<VmDriv
       accelerator: accel.accelerator,
       acceleratorReason: accel.reason,
       stagingDir: opts.stagingDir ?? DEFAULT_STAGING_DIR,
+      vmsDir: opts.vmsDir,
       ...(qemuGid === undefined ? {} : { qemuGid }),
     });
   } catch (err) {

@@ -76,7 +76,7 @@ export interface VmDriver {
   readonly accelerator: Accelerator;
   /** Why that accelerator was chosen (for the daemon's log). */
   readonly acceleratorReason: string;
-  /** Defines (does not start) the VM; `conflict` if it exists already. */
+  /** Defines (does not start) the VM: its definition is written into the space; `conflict` if it exists already. */
   define(spec: VmSpec): Promise<void>;
   /** Starts a defined VM; no-op when it already runs. */
   start(spaceId: string, vmId: string): Promise<void>;
@@ -89,9 +89,9 @@ export interface VmDriver {
   list(spaceId: string): Promise<VmListEntry[]>;
   /** The last `tailBytes` (1 .. 1 MiB) of the serial console log. */
   readConsole(spaceId: string, vmId: string, opts: { tailBytes: number }): Promise<ConsoleTail>;
-  /** Every space that has domains here, with their VM ids, found by our domain names (for reconciliation). */
+  /** Every space with a domain running here, with their VM ids, by our domain names (for reconciliation). */
   listAllSpaces(): Promise<Map<string, string[]>>;
-  /** Destroys and undefines every VM of the space. Idempotent. */
+  /** Destroys every VM of the space and removes its definitions. Idempotent. */
   removeAllForSpace(spaceId: string): Promise<void>;
   /** The domain XML as libvirt has it now (live when running). */
   dumpXml(spaceId: string, vmId: string): Promise<string>;
@@ -115,4 +115,10 @@ export interface VmDriverOptions {
    * `/run/ocs/vm-boot`.
    */
   stagingDir?: string;
+  /**
+   * Where a space's VM definitions are kept: `<dir>/<vmId>/domain.xml`, inside the space's
+   * encrypted storage (libvirt only ever gets transient domains). Undefined when the space's
+   * storage is not reachable (locked).
+   */
+  vmsDir: (spaceId: string) => Promise<string | undefined>;
 }

@@ -20,6 +20,7 @@ export {
 } from './types.js';
 export { FscryptStorageDriver, DEFAULT_STORAGE_ROOT, type FscryptDriverOptions } from './fscrypt.js';
 export { ZfsStorageDriver, type ZfsDriverOptions } from './zfs.js';
+export { cipherImplementation, type CipherImplementation } from './cipher.js';
 
 /** The daemon's `storage` config section. */
 export interface StorageConfig {

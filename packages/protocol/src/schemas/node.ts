@@ -23,6 +23,16 @@ export const NodeInfo = Obj(
       description: 'age X25519 recipient (age1...): encrypt a space key to it to unlock the space.',
     }),
     storageBackend: Type.Union([Type.Literal('fscrypt'), Type.Literal('zfs')]),
+    storageCipher: Obj(
+      {
+        algorithm: Type.String(),
+        driver: Type.String({ description: 'The kernel driver that encrypts space data.' }),
+        accelerated: Type.Boolean({
+          description: 'false: the generic AES implementation; encrypted I/O runs at a fraction of plain I/O.',
+        }),
+      },
+      {},
+    ),
     capacity: Capacity,
     spaces: Type.Integer({ minimum: 0 }),
   },
