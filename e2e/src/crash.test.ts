@@ -4,53 +4,17 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync, existsSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes, createPrivateKey, X509Certificate } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
-import { OcsClient } from '@ocs/client';
+import { randomBytes } from 'node:crypto';
 import { detectCgroups } from '@ocs/host';
 import { spaceCgroupLayout } from '@ocs/node-daemon';
-import { generatePrivateKey, mintToken } from '@ocs/protocol';
+import { generatePrivateKey } from '@ocs/protocol';
+import { daemonClient, kill9, startDaemon, type Daemon } from './daemon-process.js';
 
-const MAIN = fileURLToPath(import.meta.resolve('@ocs/node-daemon/main'));
 const MiB = 1024 ** 2;
-
-interface Daemon {
-  child: ChildProcess;
-  url: string;
-}
-
-function startDaemon(configPath: string): Promise<Daemon> {
-  const child = spawn(process.execPath, [MAIN, 'start', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`daemon not up: ${out}`)), 30_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /url:\s+(\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, url: m[1]! });
-      }
-    });
-    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    child.once('exit', (c) => {
-      clearTimeout(timer);
-      reject(new Error(`daemon exited ${c}: ${out}`));
-    });
-  });
-}
-
-function kill9(d: Daemon): Promise<void> {
-  return new Promise((resolve) => {
-    if (d.child.exitCode !== null || d.child.signalCode !== null) return resolve();
-    d.child.once('exit', () => resolve());
-    d.child.kill('SIGKILL');
-  });
-}
 
 test('kill -9 during reserve, lock and destroy: after restart no orphan, no lost space, and a locked space is locked on the host', async () => {
   const tag = randomBytes(4).toString('hex');
@@ -81,23 +45,8 @@ test('kill -9 during reserve, lock and destroy: after restart no orphan, no lost
   try {
     for (let round = 0; round < 4; round++) {
       d = await startDaemon(configPath);
-      const nodeId = readFileSync(join(config.stateDir, 'node-id'), 'utf8').trim();
-      const jwk = readFileSync(join(config.stateDir, 'keys', 'dev-issuer.pem'), 'utf8');
-      const pub = createPrivateKey(jwk);
-      const x = (pub.export({ format: 'jwk' }) as { x: string }).x;
-      const token = () =>
-        mintToken({
-          privateKey: pub,
-          kid: `dev-${x.slice(0, 12)}`,
-          alg: 'EdDSA',
-          issuer: `ocs-dev:${nodeId}`,
-          audience: nodeId,
-          subject: 'crash',
-          org: 'org-crash',
-          roles: ['spaces', 'farmer', 'monitor'],
-        });
-      const cert = new X509Certificate(readFileSync(join(config.stateDir, 'tls', 'cert.pem'))).toString();
-      const client = (owner = generatePrivateKey()) => new OcsClient({ url: d!.url, ca: cert, token, ownerKey: owner });
+      const client = (owner = generatePrivateKey()) =>
+        daemonClient(config.stateDir, d!, { roles: ['spaces', 'farmer', 'monitor'], org: 'org-crash', owner });
 
       // The records the restarted daemon reports must match the host exactly.
       const listed = (await client().call<{ spaces: { id: string; state: string }[] }>('GET', '/v1/spaces')).body

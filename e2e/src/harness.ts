@@ -199,7 +199,11 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
     return {
       ...engineGroups(spaceId),
       dataDir: spaceDataLayout(mountpoint).engine,
-      ...spaceWorkloadIds({ uidBase: config.spaces.uidBase, ...config.workloads.containers }, row.uid),
+      // The recorded ones (the broker records them at the space's first container).
+      ...node.repo.workloadIds(
+        spaceId,
+        spaceWorkloadIds({ uidBase: config.spaces.uidBase, ...config.workloads.containers }, row.uid),
+      ),
     };
   }
   let stopped = false;

@@ -124,7 +124,7 @@ test('restart: containers of gone spaces, unrecorded and half-made ones are remo
     db.close();
 
     t = await startTestNode({ workloads: true, reuse: t.reuse });
-    const r = await t.node.broker.reconcile();
+    const r = await t.node.workloads.reconcile();
     assert.deepEqual(r, { undone: [], orphanContainers: [], orphanVms: [], orphanSpaces: [] }, 'start already did it');
     assert.equal(existsSync(goneEngine), false, "the destroyed space's engine is gone");
     assert.deepEqual(

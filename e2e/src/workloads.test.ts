@@ -156,6 +156,7 @@ test('an owner loads an image, makes a volume and runs a hardened container in t
     const row = t.node.repo.get(a.space.id)!;
     const ids = spaceWorkloadIds({ uidBase: t.config.spaces.uidBase, ...t.config.workloads.containers }, row.uid);
     assert.equal(field('Uid')?.split(/\s+/)[0], String(ids.idMap.base), 'container root is the space subordinate uid');
+    assert.equal(t.node.repo.get(a.space.id)!.subidBase, ids.idMap.base, 'the range is recorded with the space');
     assert.match(
       readFileSync(`/proc/${live.State.Pid as number}/uid_map`, 'utf8').trim(),
       new RegExp(`^0\\s+${ids.idMap.base}\\s+65536$`),

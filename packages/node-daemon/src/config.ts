@@ -101,6 +101,8 @@ export const ConfigSchema = Obj({
       subnetPool: Type.String({ pattern: '^10\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}/[0-9]{1,2}$' }),
       /** How long lock and expiry let containers and VMs shut down before they are killed. */
       stopGraceSeconds: Type.Integer({ minimum: 0, maximum: 60 }),
+      /** Where the engines' run directories go (tmpfs, at most 24 characters); default `<runDir>/e`. */
+      runRoot: Type.Optional(Type.String({ pattern: '^/[A-Za-z0-9_./-]{1,23}$' })),
     }),
     libvirt: Obj({
       enabled: Type.Union([Type.Literal('auto'), Type.Boolean()]),

@@ -25,7 +25,9 @@ import { openDatabase, openNonceStore, SpacesRepo, Ledger, AuditLog, WorkloadsRe
 import { RefusalLog } from './state/refusals.js';
 import { SpaceService, resourcesOf } from './spaces/service.js';
 import { spaceDataLayout, spaceWorkloadIds } from './spaces/layout.js';
-import { Broker, type ContainerEngines } from './broker/broker.js';
+import { Broker, BrokerContext, type ContainerEngines } from './broker/broker.js';
+import { VolumeOps } from './broker/volumes.js';
+import { WorkloadLifecycle } from './spaces/workload-lifecycle.js';
 import { openBrokerSocket } from './broker/server.js';
 import { SpaceSupervisor } from './spaces/supervisor.js';
 import { LeaseScheduler } from './spaces/leases.js';
@@ -69,6 +71,8 @@ export interface RunningNode {
   warnings: string[];
   service: SpaceService;
   broker: Broker;
+  /** The spaces' workloads as a whole (stop all, restore, remove, reconcile). */
+  workloads: WorkloadLifecycle;
   supervisor: SpaceSupervisor;
   leases: LeaseScheduler;
   repo: SpacesRepo;
@@ -176,7 +180,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const refusals = new RefusalLog({ audit, clock, logger });
 
   const { cgroups, storage } = o.drivers;
-  const broker = new Broker({
+  const brokerContext = new BrokerContext({
     spaces: repo,
     workloads: new WorkloadsRepo(db, { clock }),
     audit,
@@ -194,6 +198,8 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     clock,
     issuerKeys: () => issuers.remoteKeys(),
   });
+  const broker = new Broker(brokerContext);
+  const workloads = new WorkloadLifecycle(brokerContext, new VolumeOps(brokerContext));
   const supervisor = new SpaceSupervisor({
     cgroups,
     logger,
@@ -235,7 +241,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     cgroups,
     storage,
     processes: supervisor,
-    workloads: broker,
+    workloads,
     logger,
     clock,
     unlockIdentity: identity.unlockIdentity,
@@ -256,7 +262,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     apiCpuMillicores: config.spaces.apiCpuMillicores,
     logger,
   });
-  await broker.reconcile();
+  await workloads.reconcile();
   const leases = new LeaseScheduler(repo, service, clock, logger);
   await leases.tick();
   leases.start();
@@ -334,6 +340,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     warnings,
     service,
     broker,
+    workloads,
     supervisor,
     leases,
     repo,

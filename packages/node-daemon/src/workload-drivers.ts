@@ -31,7 +31,11 @@ export async function openWorkloadDrivers(
         throw new Error('podman and catatonit are not installed (scripts/install-host-deps.sh)');
       // Fail closed: without the rule every container could reach the daemon's port.
       await guardHostInput();
-      containers = new SpaceEngines({ runRoot: engineRunRoot(config.runDir), cgroups, idleSeconds: c.idleSeconds });
+      containers = new SpaceEngines({
+        runRoot: c.runRoot ?? engineRunRoot(config.runDir),
+        cgroups,
+        idleSeconds: c.idleSeconds,
+      });
     } catch (err) {
       if (c.enabled === true) throw err;
       logger.warn(
@@ -66,7 +70,10 @@ export async function openWorkloadDrivers(
   return { containers, vms };
 }
 
-/** Short on purpose: podman limits a runroot to 50 characters. */
+/**
+ * Short on purpose: podman limits a runroot to 50 characters, so `<root>/<space id>/rr` must fit;
+ * a `runDir` too long for that needs `workloads.containers.runRoot`.
+ */
 export function engineRunRoot(runDir: string): string {
   return join(runDir, 'e');
 }

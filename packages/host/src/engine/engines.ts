@@ -75,7 +75,9 @@ export class SpaceEngines {
   constructor(private readonly o: SpaceEnginesOptions) {
     // <runRoot>/sp_<20>/rr must stay within podman's 50 characters for a runroot.
     if (o.runRoot.length > 24 || !o.runRoot.startsWith('/'))
-      throw new Error(`the engines' run root ${o.runRoot} is longer than 24 characters`);
+      throw new Error(
+        `the engines' run root ${o.runRoot} must be absolute and at most 24 characters (podman limits its run paths): set workloads.containers.runRoot`,
+      );
     this.podman = o.podman ?? '/usr/bin/podman';
     this.idleSeconds = o.idleSeconds ?? 60;
   }

@@ -15,7 +15,7 @@ import { AuditLog, WorkloadsRepo } from '../state/index.js';
 import { RefusalLog } from '../state/refusals.js';
 import { SPACE_A, SPACE_B, twoSpaces } from '../state/test-support.js';
 import { createLogger } from '../logger.js';
-import { Broker, type BrokerDeps, type ContainerEngines } from './broker.js';
+import { Broker, BrokerContext, type BrokerDeps, type ContainerEngines } from './broker.js';
 import { openBrokerSocket } from './server.js';
 import { spaceDataLayout } from '../spaces/layout.js';
 
@@ -68,28 +68,30 @@ function setup(mountpoint = '/nonexistent/data', overrides: Partial<BrokerDeps> 
   const audit = new AuditLog(db);
   const logger = createLogger({ level: 'silent' });
   const clock = { now: () => Date.now() };
-  const broker = new Broker({
-    spaces,
-    workloads,
-    audit,
-    refusals: new RefusalLog({ audit, clock, logger }),
-    storage: recorder<StorageDriver>(calls, { info: () => ({ mountpoint }) }),
-    cgroups: { dockerParent: (p: string) => `/${p}` } as unknown as CgroupDriver,
-    containers: oneEngine(
-      recorder<DockerDriver>(calls, {
-        inspect: () => ({ state: 'running', oomKilled: false }),
-        listImages: () => [],
-      }),
-    ),
-    workloadIds: () => ({ idMap: { base: 1_000_000_000, size: 65536 }, subnet: '10.128.0.0/26' }),
-    vms: recorder<VmDriver>(calls),
-    cgroupParent: 'ocs.slice',
-    workloadUid: (u) => u + 1000,
-    logger,
-    clock,
-    issuerKeys: () => ISSUER_KEYS,
-    ...overrides,
-  });
+  const broker = new Broker(
+    new BrokerContext({
+      spaces,
+      workloads,
+      audit,
+      refusals: new RefusalLog({ audit, clock, logger }),
+      storage: recorder<StorageDriver>(calls, { info: () => ({ mountpoint }) }),
+      cgroups: { dockerParent: (p: string) => `/${p}` } as unknown as CgroupDriver,
+      containers: oneEngine(
+        recorder<DockerDriver>(calls, {
+          inspect: () => ({ state: 'running', oomKilled: false }),
+          listImages: () => [],
+        }),
+      ),
+      workloadIds: () => ({ idMap: { base: 1_000_000_000, size: 65536 }, subnet: '10.128.0.0/26' }),
+      vms: recorder<VmDriver>(calls),
+      cgroupParent: 'ocs.slice',
+      workloadUid: (u) => u + 1000,
+      logger,
+      clock,
+      issuerKeys: () => ISSUER_KEYS,
+      ...overrides,
+    }),
+  );
   return { db, spaces, workloads, broker, calls, audit };
 }
 

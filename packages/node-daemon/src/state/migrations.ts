@@ -128,6 +128,17 @@ export const MIGRATIONS: readonly Migration[] = [
       db.exec(`ALTER TABLE nonces ADD COLUMN charged_to TEXT NOT NULL DEFAULT ''`);
     },
   },
+  {
+    version: 5,
+    name: "a space's subordinate id range and container subnet, recorded at first use",
+    up(db) {
+      // Derived from the space's uid slot when its first container is made, then kept: a later
+      // change of the node's configuration never moves a space's ids (its layers are owned by
+      // them) or its network.
+      db.exec(`ALTER TABLE spaces ADD COLUMN subid_base INTEGER`);
+      db.exec(`ALTER TABLE spaces ADD COLUMN subnet TEXT`);
+    },
+  },
 ];
 
 /** The schema version this code writes and understands. */

@@ -258,3 +258,20 @@ test('the spaces table has no column for a key that opens storage', () => {
     ['owner_key'],
   );
 });
+
+test('a space keeps the subordinate ids and subnet recorded at first use; another space cannot take them', () => {
+  const { repo } = setup();
+  const a = repo.insert(newSpace());
+  const b = repo.insert(newSpace());
+  const ids = (base: number, subnet: string) => ({ idMap: { base, size: 65536 }, subnet });
+  assert.equal(repo.get(a.id)!.subidBase, null);
+  assert.deepEqual(repo.workloadIds(a.id, ids(1_000_000_000, '10.128.0.0/26')), ids(1_000_000_000, '10.128.0.0/26'));
+  // The node's configuration changed: what a was given stays.
+  assert.deepEqual(repo.workloadIds(a.id, ids(2_000_000_000, '10.200.0.0/26')), ids(1_000_000_000, '10.128.0.0/26'));
+  assert.equal(repo.get(a.id)!.subidBase, 1_000_000_000);
+  // A range overlapping a's, or its subnet, is never handed to b.
+  assert.throws(() => repo.workloadIds(b.id, ids(1_000_000_000 + 100, '10.128.0.64/26')), isCode('capacity_exceeded'));
+  assert.throws(() => repo.workloadIds(b.id, ids(1_000_065_536, '10.128.0.0/26')), isCode('capacity_exceeded'));
+  assert.deepEqual(repo.workloadIds(b.id, ids(1_000_065_536, '10.128.0.64/26')), ids(1_000_065_536, '10.128.0.64/26'));
+  assert.throws(() => repo.workloadIds('sp_nonexistent', ids(1, 'x')), isCode('not_found'));
+});

@@ -31,6 +31,10 @@ export interface SpaceRow {
   updatedAt: number;
   /** When the space stopped counting against capacity (see `Ledger.release`), else null. */
   releasedAt: number | null;
+  /** First of its 65,536 subordinate ids, once it ran a container; else null. */
+  subidBase: number | null;
+  /** Its container network, once it ran a container; else null. */
+  subnet: string | null;
 }
 
 /** What a caller supplies to create a record; the uid and bookkeeping times are filled in. */
@@ -116,6 +120,8 @@ interface DbRow {
   created_at: number;
   updated_at: number;
   released_at: number | null;
+  subid_base: number | null;
+  subnet: string | null;
 }
 
 function fromDb(r: DbRow): SpaceRow {
@@ -136,6 +142,8 @@ function fromDb(r: DbRow): SpaceRow {
     createdAt: r.created_at,
     updatedAt: r.updated_at,
     releasedAt: r.released_at,
+    subidBase: r.subid_base ?? null,
+    subnet: r.subnet ?? null,
   };
 }
 
@@ -385,6 +393,40 @@ export class SpacesRepo {
           )
           .run(now, now, id);
         return this.get(id)!;
+      })
+      .immediate();
+  }
+
+  /**
+   * The space's subordinate ids and subnet: the recorded ones, or `derived` recorded now. A
+   * derived range or subnet another space not destroyed already holds (the node's configuration
+   * changed in between) is refused with `capacity_exceeded`, never shared.
+   */
+  workloadIds(
+    id: string,
+    derived: { idMap: { base: number; size: number }; subnet: string },
+  ): { idMap: { base: number; size: number }; subnet: string } {
+    return this.db
+      .transaction(() => {
+        const r = this.db.prepare('SELECT subid_base, subnet FROM spaces WHERE id = ?').get(id) as
+          { subid_base: number | null; subnet: string | null } | undefined;
+        if (!r) throw new OcsError('not_found', 'no such space');
+        if (r.subid_base !== null && r.subnet !== null)
+          return { idMap: { base: r.subid_base, size: derived.idMap.size }, subnet: r.subnet };
+        const clash = this.db
+          .prepare(
+            `SELECT 1 FROM spaces WHERE id <> ? AND state <> 'destroyed'
+             AND ((subid_base IS NOT NULL AND abs(subid_base - ?) < ?) OR subnet = ?)`,
+          )
+          .get(id, derived.idMap.base, derived.idMap.size, derived.subnet);
+        if (clash)
+          throw new OcsError('capacity_exceeded', "this space's subordinate ids or subnet are held by another space", {
+            resource: 'subids',
+          });
+        this.db
+          .prepare('UPDATE spaces SET subid_base = ?, subnet = ? WHERE id = ?')
+          .run(derived.idMap.base, derived.subnet, id);
+        return derived;
       })
       .immediate();
   }

@@ -1,0 +1,157 @@
+/**
+ * kill -9 of the real daemon while containers are created, run and locked, then a restart:
+ * reconciliation must find every space's engine and containers and leave no orphan. What must
+ * hold after each restart, for every space the daemon lists:
+ *   - locked: nothing of its engine runs (no process in its engine or containers group, no run
+ *     directory);
+ *   - active: its engine holds exactly the containers the API lists, no half-made one;
+ * and no engine run directory belongs to a space that is not active.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import Dockerode from 'dockerode';
+import { bridgeName, detectCgroups, hostGuarded, unguardHostInput, type CgroupDriver } from '@ocs/host';
+import { buildBusyboxImage } from '@ocs/host/testing';
+import { spaceCgroupLayout } from '@ocs/node-daemon';
+import { generatePrivateKey, type Container, type Ed25519PrivateKey, type Space } from '@ocs/protocol';
+import { daemonClient, kill9, startDaemon, type Daemon } from './daemon-process.js';
+
+const MiB = 1024 ** 2;
+
+async function groupPids(cgroups: CgroupDriver, group: string): Promise<number[]> {
+  const own = await cgroups.processes(group).catch(() => [] as number[]);
+  const kids = await cgroups.children(group).catch(() => [] as string[]);
+  return [...own, ...(await Promise.all(kids.map((k) => groupPids(cgroups, `${group}/${k}`)))).flat()];
+}
+
+test('kill -9 while containers are made, run and locked: after restart engines and containers match the records', async () => {
+  const tag = randomBytes(4).toString('hex');
+  const dir = mkdtempSync(join(tmpdir(), `ocs-crashw-${tag}-`));
+  chmodSync(dir, 0o711);
+  const parent = `ocs-crashw-${tag}.slice`;
+  const runRoot = `/run/ocs-k${tag}`;
+  const config = {
+    stateDir: join(dir, 'state'),
+    runDir: join(dir, 'run'),
+    listen: { host: '127.0.0.1', port: 0 },
+    storage: { backend: 'fscrypt', root: join(dir, 'storage') },
+    cgroups: { parent },
+    capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 }, storageBytes: 2048 * MiB },
+    spaces: { uidBase: 600_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000 },
+    log: { level: 'warn' },
+    workloads: { containers: { enabled: true, runRoot, idleSeconds: 30 }, libvirt: { enabled: false } },
+    auth: { devIssuer: true },
+  };
+  const configPath = join(dir, 'config.json');
+  writeFileSync(configPath, JSON.stringify(config));
+  const cgroups = await detectCgroups();
+  // The daemon installs the host's INPUT rule; it is this test's to remove only if it was not there.
+  const guardWasThere = await hostGuarded();
+  const imagePath = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
+  const image = readFileSync(imagePath);
+  const owners = new Map<string, Ed25519PrivateKey>();
+  const seen = new Set<string>();
+  let d: Daemon | undefined;
+  try {
+    for (let round = 0; round < 3; round++) {
+      d = await startDaemon(configPath, 60_000);
+      const farmer = daemonClient(config.stateDir, d, { roles: ['spaces', 'farmer'], org: 'org-crashw' });
+      const owned = (id: string) =>
+        daemonClient(config.stateDir, d!, {
+          roles: ['spaces', 'storage', 'containers'],
+          org: 'org-crashw',
+          owner: owners.get(id)!,
+        });
+
+      // ---- what must hold after the restart ----------------------------------------------------
+      const listed = (await farmer.call<{ spaces: Space[] }>('GET', '/v1/spaces')).body.spaces;
+      const active = listed.filter((s) => s.state === 'active');
+      for (const s of listed.filter((x) => x.state === 'locked')) {
+        const l = spaceCgroupLayout(parent, s.id);
+        assert.deepEqual(
+          await groupPids(cgroups, l.engine),
+          [],
+          `round ${round}: locked ${s.id} has an engine process`,
+        );
+        assert.deepEqual(await groupPids(cgroups, l.containers), [], `round ${round}: locked ${s.id} runs a container`);
+        assert.equal(existsSync(join(runRoot, s.id)), false, `round ${round}: locked ${s.id} has an engine run dir`);
+      }
+      for (const s of active) {
+        const api = owned(s.id);
+        const recorded = (await api.call<{ containers: Container[] }>('GET', `${s.apiBase}/containers`)).body.containers
+          .map((c) => c.id)
+          .sort();
+        // The listing above started the engine if it was not serving.
+        const engine = new Dockerode({ socketPath: join(runRoot, s.id, 'engine.sock'), version: 'v1.41' });
+        const held = (await engine.listContainers({ all: true })).map((c) => c.Labels['ocs.container'] ?? '?').sort();
+        assert.deepEqual(held, recorded, `round ${round}: the engine of ${s.id} holds what is not recorded`);
+      }
+      const activeIds = new Set(active.map((s) => s.id));
+      for (const r of existsSync(runRoot) ? readdirSync(runRoot) : [])
+        assert.ok(activeIds.has(r), `round ${round}: an engine run dir of ${r}, which is not active`);
+
+      // ---- a space with a running container, then creates and a lock cut short by kill -9 ------
+      const owner = generatePrivateKey();
+      const made = await daemonClient(config.stateDir, d, { roles: ['spaces'], org: 'org-crashw', owner }).call<{
+        space: Space;
+      }>('POST', '/v1/spaces', {
+        ownerKey: owner.publicKey.toBase64url(),
+        resources: { cpuMillicores: 500, memoryBytes: 512 * MiB, storageBytes: 128 * MiB },
+        leaseSeconds: 600,
+      });
+      const s = made.body.space;
+      owners.set(s.id, owner);
+      seen.add(s.id);
+      const api = owned(s.id);
+      await api.call('POST', `${s.apiBase}/images/busybox`, undefined, { raw: image });
+      const run = (name: string) =>
+        api.call('POST', `${s.apiBase}/containers`, {
+          name,
+          image: 'busybox',
+          command: ['sleep', '600'],
+          cpuMillicores: 100,
+          memoryBytes: 16 * MiB,
+        });
+      await run('first');
+      const older = active[0];
+      const inflight = [
+        run('second').catch(() => undefined),
+        run('third').catch(() => undefined),
+        // A space from an earlier round, its containers running, is locked while the daemon dies.
+        older
+          ? owned(older.id)
+              .call('POST', `/v1/spaces/${older.id}/lock`, {})
+              .catch(() => undefined)
+          : Promise.resolve(),
+      ];
+      await new Promise((r) => setTimeout(r, 100 + round * 150));
+      await kill9(d);
+      await Promise.all(inflight);
+    }
+  } finally {
+    if (d) await kill9(d);
+    // Everything of this run, by its own names: the spaces' cgroups (engines, conmon and
+    // containers with them), storage, run directories, bridges, the INPUT rule if ours.
+    for (const c of await cgroups.children(parent).catch(() => [] as string[])) await cgroups.destroy(`${parent}/${c}`);
+    await cgroups.destroy(parent).catch(() => undefined);
+    const { createStorageDriver } = await import('@ocs/host');
+    const storage = await createStorageDriver(config.storage as { backend: 'fscrypt'; root: string });
+    for (const id of await storage.list().catch(() => [] as string[])) await storage.destroy(id).catch(() => undefined);
+    await storage.close();
+    rmSync(runRoot, { recursive: true, force: true });
+    for (const id of seen) {
+      const bridge = bridgeName(id);
+      if (existsSync(`/sys/class/net/${bridge}`)) {
+        const { execFileSync } = await import('node:child_process');
+        execFileSync('ip', ['link', 'delete', bridge]);
+      }
+    }
+    if (!guardWasThere) await unguardHostInput().catch(() => undefined);
+    rmSync(dirname(imagePath), { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,124 @@
+/**
+ * A space's images and containers, in the space's own engine. The owner's request (command,
+ * environment, mounts) is recorded in the space, not in the daemon's database.
+ */
+import { join } from 'node:path';
+import { OcsError, isOcsError, type BrokerArgs, type BrokerResult, type Container } from '@ocs/protocol';
+import type { SpaceRow, WorkloadRow } from '../state/index.js';
+import { newId } from '../ids.js';
+import { spaceCgroupLayout } from '../spaces/layout.js';
+import { budgetOf, type BrokerContext } from './context.js';
+import { readRecord, removeRecord, writeRecord } from './records.js';
+import { chownRoot, openUploaded } from './uploaded.js';
+
+const DEFAULT_CONTAINER_PIDS = 256;
+
+export class ContainerOps {
+  constructor(private readonly c: BrokerContext) {}
+
+  async loadImage(s: SpaceRow, image: string, file: string): Promise<BrokerResult<'loadImage'>> {
+    const data = await this.c.data(s);
+    const path = join(data.files, file);
+    const fh = await openUploaded(path);
+    try {
+      const size = (await fh.stat()).size;
+      const left = s.storageBytes - this.c.d.workloads.used(s.id).storageBytes;
+      const { dockerId, sizeBytes } = await (
+        await this.c.docker(s)
+      ).loadImage(s.id, image, fh.createReadStream(), {
+        tmpDir: data.spool,
+        maxBytes: Math.max(0, Math.min(left, size)),
+      });
+      return {
+        name: image,
+        tag: 'latest',
+        dockerId,
+        sizeBytes,
+        loadedAt: new Date(this.c.d.clock.now()).toISOString(),
+      };
+    } finally {
+      await fh.close().catch(() => undefined);
+    }
+  }
+
+  async createContainer(s: SpaceRow, a: BrokerArgs<'createContainer'>): Promise<Container> {
+    const docker = await this.c.docker(s);
+    const budget = budgetOf(s);
+    // Mounts name the space's own volumes; the host path comes from the storage driver, never the caller.
+    const mounts = [];
+    for (const m of a.mounts ?? []) {
+      const v = this.c.d.workloads.get(s.id, 'volume', m.volume);
+      const path = (v.spec as { path?: string }).path;
+      if (v.state !== 'ready' || !path)
+        throw new OcsError('conflict', `volume ${m.volume} is not ready`, { volume: m.volume });
+      mounts.push({ source: path, target: m.target, readOnly: m.readOnly === true });
+    }
+    // The container's root is the space's first subordinate uid, not the host's root: the
+    // volume's top directory is given to it (what is inside stays as the container made it).
+    const root = this.c.workloadIds(s).idMap.base;
+    for (const m of mounts) await chownRoot(m.source, root);
+    const left = budget.pids === undefined ? undefined : budget.pids - this.c.d.workloads.used(s.id).pids;
+    const pids = a.pids ?? Math.min(this.c.d.defaultContainerPids ?? DEFAULT_CONTAINER_PIDS, left ?? Infinity);
+    const id = newId('ctr');
+    const row = this.c.d.workloads.reserve(budget, {
+      id,
+      spaceId: s.id,
+      kind: 'container',
+      name: a.name,
+      // The request (command, environment) is the owner's: it goes into the space, not here.
+      spec: {},
+      cpuMillicores: a.cpuMillicores,
+      memoryBytes: a.memoryBytes,
+      storageBytes: 0,
+      pids: Math.max(pids, 1),
+    });
+    const { records } = await this.c.data(s);
+    try {
+      await writeRecord(records, id, { ...a, pids });
+      await docker.create({
+        spaceId: s.id,
+        containerId: id,
+        name: a.name,
+        image: a.image,
+        ...(a.command ? { command: a.command } : {}),
+        ...(a.env ? { env: a.env } : {}),
+        cpuMillicores: a.cpuMillicores,
+        memoryBytes: a.memoryBytes,
+        pids,
+        cgroupParent: this.c.d.cgroups.dockerParent(spaceCgroupLayout(this.c.d.cgroupParent, s.id).containers),
+        mounts,
+        capAdd: a.capAdd ?? [],
+        ...(a.readOnlyRootfs !== undefined ? { readOnlyRootfs: a.readOnlyRootfs } : {}),
+      });
+      if (a.start !== false) await docker.start(s.id, id);
+      this.c.d.workloads.markReady(id);
+      return await this.containerView(s, { ...row, state: 'ready' });
+    } catch (err) {
+      await docker.remove(s.id, id).catch(() => undefined);
+      await removeRecord(records, id).catch(() => undefined);
+      this.c.d.workloads.remove(id);
+      throw err;
+    }
+  }
+
+  async containerView(s: SpaceRow, w: WorkloadRow): Promise<Container> {
+    const st = await (await this.c.docker(s)).inspect(s.id, w.id).catch((err: unknown) => {
+      if (isOcsError(err) && err.code === 'not_found') return undefined;
+      throw err;
+    });
+    const spec =
+      (await readRecord<{ image: string }>((await this.c.data(s)).records, w.id)) ?? (w.spec as { image: string });
+    return {
+      id: w.id,
+      name: w.name,
+      image: spec.image ?? '',
+      state: (st?.state ?? 'dead') as Container['state'],
+      ...(st?.exitCode !== undefined ? { exitCode: st.exitCode } : {}),
+      ...(st ? { oomKilled: st.oomKilled } : {}),
+      cpuMillicores: w.cpuMillicores,
+      memoryBytes: w.memoryBytes,
+      pids: w.pids,
+      createdAt: new Date(w.createdAt).toISOString(),
+    };
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * What the broker's parts share: their dependencies, and the few lookups every part needs (the
+ * space's storage layout, its own container engine, the VM driver), each in one place.
+ */
+import { type CgroupDriver, type DockerDriver, type EngineSpace, type StorageDriver, type VmDriver } from '@ocs/host';
+import { OcsError, isOcsError, type IssuerKeySets } from '@ocs/protocol';
+import type { AuditLog, Budget, SpaceRow, SpacesRepo, WorkloadsRepo } from '../state/index.js';
+import type { RefusalLog } from '../state/refusals.js';
+import type { Logger } from '../logger.js';
+import type { Clock } from '../clock.js';
+import { spaceCgroupLayout, spaceDataLayout } from '../spaces/layout.js';
+
+export interface BrokerDeps {
+  spaces: SpacesRepo;
+  workloads: WorkloadsRepo;
+  audit: AuditLog;
+  /** Refusals: counted, and chained under the space within its budget. */
+  refusals: RefusalLog;
+  storage: StorageDriver;
+  cgroups: CgroupDriver;
+  /** The spaces' container engines; absent: the node runs no containers (`unavailable`). */
+  containers?: ContainerEngines | undefined;
+  /** A space's subordinate ids and subnet as derived from its uid's slot (recorded at first use). */
+  workloadIds(uid: number): { idMap: { base: number; size: number }; subnet: string };
+  /** How long lock and expiry let containers and VMs shut down before they are killed. */
+  stopGraceSeconds?: number;
+  /** Absent: the node runs no VMs (`unavailable`). */
+  vms?: VmDriver | undefined;
+  cgroupParent: string;
+  logger: Logger;
+  clock: Clock;
+  /**
+   * The uid QEMU runs as for a space whose API process has `spaceUid`: a second uid of the
+   * space's own, so a guest that escaped QEMU cannot reach the broker socket (which answers
+   * the API process's uid), nor another space's VMs.
+   */
+  workloadUid(spaceUid: number): number;
+  /** A container that names no pids limit gets this many (bounded by what the space has left). */
+  defaultContainerPids?: number;
+  /** The remote issuers' keys as the daemon holds them now (the space process has no network). */
+  issuerKeys(): IssuerKeySets;
+}
+
+/** The spaces' container engines, as the broker uses them (`SpaceEngines` on a real node). */
+export interface ContainerEngines {
+  /** The space's Docker driver, its engine started if it is not serving. */
+  driver(space: EngineSpace): Promise<DockerDriver>;
+  /** Stops the space's containers and its engine; returns the ids that were running. */
+  stop(space: EngineSpace): Promise<string[]>;
+  /** Kills everything of the space's engine (its store goes with the space's storage). */
+  remove(space: Pick<EngineSpace, 'spaceId' | 'engineGroup' | 'containersGroup'>): Promise<void>;
+  /** Spaces whose engine may still run here (after a crash, before reconciliation). */
+  spacesWithRunDirs(): Promise<string[]>;
+}
+
+export class BrokerContext {
+  private readonly mountpoints = new Map<string, string>();
+
+  constructor(readonly d: BrokerDeps) {}
+
+  /** The space's own engine (started if it is not serving), its store in the space. */
+  async docker(s: SpaceRow): Promise<DockerDriver> {
+    if (!this.d.containers) throw new OcsError('unavailable', 'this node runs no containers');
+    return this.d.containers.driver(this.engineSpace(s, (await this.data(s)).root));
+  }
+
+  engineGroups(spaceId: string): Pick<EngineSpace, 'spaceId' | 'engineGroup' | 'containersGroup'> {
+    const l = spaceCgroupLayout(this.d.cgroupParent, spaceId);
+    return { spaceId, engineGroup: l.engine, containersGroup: l.containers };
+  }
+
+  engineSpace(s: SpaceRow, mountpoint: string): EngineSpace {
+    return {
+      ...this.engineGroups(s.id),
+      dataDir: spaceDataLayout(mountpoint).engine,
+      ...this.workloadIds(s),
+    };
+  }
+
+  /** The space's recorded subordinate ids and subnet (recorded at first use). */
+  workloadIds(s: SpaceRow): { idMap: { base: number; size: number }; subnet: string } {
+    return this.d.spaces.workloadIds(s.id, this.d.workloadIds(s.uid));
+  }
+
+  vmDriver(): VmDriver {
+    if (!this.d.vms) throw new OcsError('unavailable', 'this node runs no VMs');
+    return this.d.vms;
+  }
+
+  /** The space's storage layout; the mountpoint is asked of the driver once per space. */
+  async data(s: SpaceRow): Promise<ReturnType<typeof spaceDataLayout>> {
+    let mp = this.mountpoints.get(s.id);
+    if (!mp) {
+      mp = (await this.d.storage.info(s.id)).mountpoint;
+      this.mountpoints.set(s.id, mp);
+    }
+    return spaceDataLayout(mp);
+  }
+
+  /** Forgets what is cached of a space that is going away. */
+  forget(spaceId: string): void {
+    this.mountpoints.delete(spaceId);
+  }
+
+  /** A host object already gone is what a removal wanted. */
+  ignoreGone(err: unknown): void {
+    if (isOcsError(err) && err.code === 'not_found') return;
+    throw err;
+  }
+}
+
+/** What a space may hold: its reservation. */
+export function budgetOf(s: SpaceRow): Budget {
+  return {
+    cpuMillicores: s.cpuMillicores,
+    memoryBytes: s.memoryBytes,
+    storageBytes: s.storageBytes,
+    ...(s.pids ? { pids: s.pids } : {}),
+  };
+}

@@ -1,0 +1,122 @@
+/**
+ * A space's VMs: transient libvirt domains whose definitions, disks and consoles live in the
+ * space's `node/vms/<id>/`, run by QEMU as the space's workload uid inside the space's cgroup.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { VmSpec } from '@ocs/host';
+import { isOcsError, type BrokerArgs, type Vm } from '@ocs/protocol';
+import type { SpaceRow, WorkloadRow } from '../state/index.js';
+import { newId } from '../ids.js';
+import { spaceCgroupLayout } from '../spaces/layout.js';
+import { budgetOf, type BrokerContext } from './context.js';
+import { removeRecord, writeRecord } from './records.js';
+import { copyHandle, openUploaded, requireUploaded, writeNewFile } from './uploaded.js';
+
+/** QEMU's own threads and memory beyond the guest's are charged to the space's cgroup, not here. */
+export const VM_CPU_PER_VCPU = 1000;
+
+export class VmOps {
+  constructor(private readonly c: BrokerContext) {}
+
+  async createVm(s: SpaceRow, a: BrokerArgs<'createVm'>): Promise<Vm> {
+    const vms = this.c.vmDriver();
+    const data = await this.c.data(s);
+    const id = newId('vm');
+    const file = (name: string) => join(data.files, name);
+    for (const name of a.boot.kind === 'kernel' ? [a.boot.kernel, a.boot.initrd] : [])
+      if (name !== undefined) await requireUploaded(file(name), name);
+    // A disk-booted VM gets its own copy of the uploaded image (the upload is a template, and
+    // QEMU runs as a uid that cannot read the space's home); the copy counts against storage.
+    const bootDisk = a.boot.kind === 'disk' ? await openUploaded(file(a.boot.disk)) : undefined;
+    const bootBytes = bootDisk ? (await bootDisk.stat()).size : 0;
+    let row: WorkloadRow;
+    try {
+      row = this.c.d.workloads.reserve(budgetOf(s), {
+        id,
+        spaceId: s.id,
+        kind: 'vm',
+        name: a.name,
+        spec: {},
+        cpuMillicores: a.vcpus * VM_CPU_PER_VCPU,
+        memoryBytes: a.memoryBytes,
+        storageBytes: (a.diskBytes ?? 0) + bootBytes,
+        pids: 0,
+      });
+    } catch (err) {
+      await bootDisk?.close();
+      throw err;
+    }
+    const qemuUid = this.c.d.workloadUid(s.uid);
+    const dir = join(data.vms, id);
+    try {
+      await writeRecord(data.records, id, a);
+      // Root's directory: the space cannot swap the disk or the console for a link.
+      await mkdir(dir, { mode: 0o711 });
+      let diskPath: string | undefined;
+      if (a.diskBytes) {
+        diskPath = join(dir, 'disk.raw');
+        await writeNewFile(diskPath, qemuUid, (fh) => fh.truncate(a.diskBytes));
+      }
+      let bootPath: string | undefined;
+      if (bootDisk) {
+        bootPath = join(dir, 'boot.img');
+        try {
+          await writeNewFile(bootPath, qemuUid, (fh) => copyHandle(bootDisk, fh));
+        } finally {
+          await bootDisk.close();
+        }
+      }
+      const spec: VmSpec = {
+        spaceId: s.id,
+        vmId: id,
+        name: a.name,
+        vcpus: a.vcpus,
+        memoryBytes: a.memoryBytes,
+        boot:
+          a.boot.kind === 'kernel'
+            ? {
+                kind: 'kernel',
+                kernel: file(a.boot.kernel),
+                ...(a.boot.initrd !== undefined ? { initrd: file(a.boot.initrd) } : {}),
+                ...(a.boot.cmdline !== undefined ? { cmdline: a.boot.cmdline } : {}),
+              }
+            : { kind: 'disk', disk: bootPath! },
+        ...(diskPath ? { diskPath } : {}),
+        consoleLogPath: join(dir, 'console.log'),
+        cgroupPartition: `/${spaceCgroupLayout(this.c.d.cgroupParent, s.id).vms}`,
+        runAsUid: qemuUid,
+        storageRoot: data.root,
+      };
+      await vms.define(spec);
+      if (a.start !== false) await vms.start(s.id, id);
+      this.c.d.workloads.markReady(id);
+      return await this.vmView(s, { ...row, state: 'ready' });
+    } catch (err) {
+      await bootDisk?.close().catch(() => undefined);
+      await vms.stop(s.id, id, { graceSeconds: 0 }).catch(() => undefined);
+      await vms.undefine(s.id, id).catch(() => undefined);
+      await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      await removeRecord(data.records, id).catch(() => undefined);
+      this.c.d.workloads.remove(id);
+      throw err;
+    }
+  }
+
+  async vmView(s: SpaceRow, w: WorkloadRow): Promise<Vm> {
+    const vms = this.c.vmDriver();
+    const state = await vms.state(s.id, w.id).catch((err: unknown) => {
+      if (isOcsError(err) && err.code === 'not_found') return 'crashed' as const;
+      throw err;
+    });
+    return {
+      id: w.id,
+      name: w.name,
+      state,
+      vcpus: w.cpuMillicores / VM_CPU_PER_VCPU,
+      memoryBytes: w.memoryBytes,
+      accelerator: vms.accelerator,
+      createdAt: new Date(w.createdAt).toISOString(),
+    };
+  }
+}
