@@ -25,7 +25,7 @@ import {
   type Vm,
 } from '@ocs/protocol';
 import type { OcsClient } from '@ocs/client';
-import { startTestNode, MiB, type TestNode } from './harness.js';
+import { startTestNode, waitFor, MiB, type TestNode } from './harness.js';
 
 let t: TestNode;
 let imageTar: Buffer;
@@ -55,16 +55,6 @@ async function reserve(
   });
   const api = t.client({ roles: ['storage', 'containers', 'vms', 'spaces'], owner });
   return { owner, space: r.body.space, wrappedKey: r.body.wrappedKey, api, base: r.body.space.apiBase };
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 /** Files under `roots` holding any of `markers` (never printed: the list of files is the finding). */

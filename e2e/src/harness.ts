@@ -288,3 +288,14 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
 }
 
 export { generatePrivateKey };
+
+/** Polls `fn` every 200 ms until it returns something, or fails after `ms` naming `what`. */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

@@ -25,7 +25,7 @@ import {
   type Volume,
 } from '@ocs/protocol';
 import type { OcsClient } from '@ocs/client';
-import { startTestNode, MiB, type TestNode } from './harness.js';
+import { startTestNode, waitFor, MiB, type TestNode } from './harness.js';
 
 let t: TestNode;
 let imageTar: Buffer;
@@ -99,16 +99,6 @@ async function engineProcesses(spaceId: string): Promise<number[]> {
     return [...own, ...(await Promise.all(kids.map((k) => inGroup(`${g}/${k}`)))).flat()];
   };
   return [...(await inGroup(l.engine)), ...(await inGroup(l.containers))];
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 test('an owner loads an image, makes a volume and runs a hardened container in the space that writes to it', async () => {
