@@ -21,6 +21,7 @@ import { buildBusyboxImage } from '@ocs/host/testing';
 import { generatePrivateKey, type Container, type CreateSpaceResponse } from '@ocs/protocol';
 import { startTestNode, MiB } from '@ocs/e2e/harness';
 import { percentile, report } from './measure.js';
+import { DOCKER_HARDENED, podmanBaseline } from './podman-baseline.js';
 
 const N = Number(process.env.BENCH_CONTAINERS ?? 15);
 const WARMUP = 2;
@@ -30,47 +31,6 @@ const COMMAND = ['sleep', '600'];
 // The same limits on every side: 250 millicores = 0.25 CPUs, 64 MiB without swap, 64 pids.
 const LIMITS = { cpuMillicores: 250, memoryBytes: 64 * MiB, pids: 64 };
 const DOCKER_LIMITS = ['--memory', '64m', '--memory-swap', '64m', '--cpus', '0.25', '--pids-limit', '64'];
-const DOCKER_HARDENED = [
-  '--init',
-  '--cap-drop',
-  'ALL',
-  '--security-opt',
-  'no-new-privileges',
-  '--ipc',
-  'private',
-  '--cgroupns',
-  'private',
-];
-
-const PODMAN_DIR = `/var/lib/ocs-bench-podman-${process.pid}`;
-const PODMAN_GLOBAL = [
-  '--root',
-  `${PODMAN_DIR}/root`,
-  '--runroot',
-  `/run/ocs-bp${process.pid}`,
-  '--tmpdir',
-  `/run/ocs-bp${process.pid}/libpod`,
-  '--cgroup-manager',
-  'cgroupfs',
-  '--runtime',
-  'runc',
-  '--events-backend',
-  'none',
-];
-const PODMAN_HARDENED = [
-  ...DOCKER_HARDENED,
-  '--ulimit',
-  'nofile=1024:1024',
-  '--ulimit',
-  'nproc=4096:4096',
-  '--uidmap',
-  '0:1980000000:65536',
-  '--gidmap',
-  '0:1980000000:65536',
-  '--network',
-  'none',
-];
-
 const ms = (a: bigint, b: bigint) => Number(b - a) / 1e6;
 const docker = (args: string[]) =>
   execFileSync('docker', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
@@ -89,6 +49,7 @@ let tagLoaded = false;
 let networkId: string | undefined;
 /** Baseline containers not yet removed, by their id. */
 const baselineIds = new Set<string>();
+const { pod, remove: podmanRemove, runFlags: podmanFlags, cleanup: cleanupPodman } = podmanBaseline();
 
 const t = await startTestNode({
   workloads: true,
@@ -180,15 +141,13 @@ try {
   const alike = () => dockerRun([...DOCKER_HARDENED, '--network', networkId!]);
   // The chosen engine's own CLI: podman run -d on a store of its own, same image, limits and
   // hardening, the same id map as a space's (its own user namespace), no network.
-  const pod = (args: string[]) =>
-    execFileSync('podman', [...PODMAN_GLOBAL, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
   pod(['load', '-q', '-i', path]);
   function podmanRun(): number {
     const t0 = process.hrtime.bigint();
-    const id = pod(['run', '-d', ...DOCKER_LIMITS, ...PODMAN_HARDENED, tag, ...COMMAND]);
+    const id = pod(['run', '-d', ...DOCKER_LIMITS, ...podmanFlags, tag, ...COMMAND]);
     const t1 = process.hrtime.bigint();
     if (!/^[0-9a-f]{64}$/.test(id)) throw new Error(`podman run printed ${JSON.stringify(id)}, not a container id`);
-    pod(['rm', '-f', '-t', '0', id]);
+    podmanRemove(id);
     return ms(t0, t1);
   }
 
@@ -249,15 +208,5 @@ try {
   if (tagLoaded) quietly(`image ${tag}`, () => docker(['rmi', tag]));
   if (imageDir) rmSync(imageDir, { recursive: true, force: true });
   // The baseline's store is this run's own directory: its containers, images and mounts only.
-  quietly('the podman baseline store', () => {
-    execFileSync('podman', [...PODMAN_GLOBAL, 'rm', '-a', '-f', '-t', '0'], { stdio: 'ignore' });
-    execFileSync('podman', [...PODMAN_GLOBAL, 'rmi', '-a', '-f'], { stdio: 'ignore' });
-    for (const top of [PODMAN_DIR, `/run/ocs-bp${process.pid}`])
-      execFileSync('sh', [
-        '-c',
-        `grep -o " ${top}[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l; true`,
-      ]);
-  });
-  rmSync(PODMAN_DIR, { recursive: true, force: true });
-  rmSync(`/run/ocs-bp${process.pid}`, { recursive: true, force: true });
+  cleanupPodman();
 }

@@ -88,7 +88,9 @@ export interface TestNodeOptions {
   clock?: ManualClock;
   total?: { cpuMillicores: number; memoryBytes: number; storageBytes: number };
   idleSeconds?: number;
-  /** Real dockerd and libvirtd behind the broker (they must be running). */
+  /** How long a space's idle container engine lives (default 30 s). */
+  engineIdleSeconds?: number;
+  /** Real container engines (podman per space) and libvirtd behind the broker (they must be installed and running). */
   workloads?: boolean;
   /** Start again on the state of a previous test node (after `stop({ keepHost: true })`). */
   reuse?: { dir: string; tag: string };
@@ -133,7 +135,7 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
   const storage = await createStorageDriver(config.storage);
   const clock = opts.clock ?? { now: () => Date.now() };
   const containers = opts.workloads
-    ? new SpaceEngines({ runRoot: `/run/ocs-t-${tag}`, cgroups, idleSeconds: 30 })
+    ? new SpaceEngines({ runRoot: `/run/ocs-t-${tag}`, cgroups, idleSeconds: opts.engineIdleSeconds ?? 30 })
     : undefined;
   const engineGroups = (id: string) => {
     const l = spaceCgroupLayout(config.cgroups.parent, id);

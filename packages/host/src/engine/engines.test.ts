@@ -119,11 +119,7 @@ test(
     await driver.remove(A, second.containerId);
 
     // Idle: the engine exits, the container keeps running; the next call starts the engine again.
-    // (Asked of the kernel, not of the socket: a ping is a request, and resets the idle timer.)
-    const serviceRunning = async () =>
-      (await cgroups.processes(space.engineGroup)).some((p) =>
-        readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('service'),
-      );
+    const serviceRunning = () => engines.serviceRunning(space);
     const until = Date.now() + 20_000;
     while ((await serviceRunning()) && Date.now() < until) await new Promise((r) => setTimeout(r, 250));
     assert.equal(await serviceRunning(), false, 'the idle engine exited');

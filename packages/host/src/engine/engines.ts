@@ -14,7 +14,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { OcsError } from '@ocs/protocol';
@@ -111,6 +111,18 @@ export class SpaceEngines {
   /** Whether the engine's socket answers now. */
   async serving(spaceId: string): Promise<boolean> {
     return ping(join(this.runDirOf(spaceId), 'engine.sock'));
+  }
+
+  /**
+   * Whether the engine's API service process is alive, asked of the kernel: a ping is a request
+   * and resets the service's idle timer (conmon and the namespace anchor do not count).
+   */
+  async serviceRunning(space: Pick<EngineSpace, 'engineGroup'>): Promise<boolean> {
+    for (const pid of await this.o.cgroups.processes(space.engineGroup).catch(() => [] as number[])) {
+      const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+      if (cmdline.includes('\0system\0service\0')) return true;
+    }
+    return false;
   }
 
   /** Starts the space's engine unless it is serving. One start at a time per space. */
@@ -311,7 +323,6 @@ async function spawnInGroup(
 }
 
 async function readlinkSafe(path: string): Promise<string> {
-  const { readlink } = await import('node:fs/promises');
   return readlink(path).catch(() => '');
 }
 
