@@ -8,6 +8,8 @@ import {
   SPACE_API_PREFIX,
   NAMED_SCHEMAS,
   ERROR_STATUS,
+  SpaceId,
+  refusalsOf,
 } from '../packages/protocol/dist/index.js';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -18,13 +20,21 @@ const version = JSON.parse(readFileSync(`${root}lerna.json`, 'utf8')).version;
 const byIdentity = new Map(Object.entries(NAMED_SCHEMAS).map(([name, schema]) => [schema, name]));
 const ref = (schema) => (byIdentity.has(schema) ? { $ref: `#/components/schemas/${byIdentity.get(schema)}` } : schema);
 
-function operation(route, prefix, tag) {
-  const params = [...(prefix + route.path).matchAll(/\{(\w+)\}/g)].map((m) => ({
-    name: m[1],
-    in: 'path',
-    required: true,
-    schema: { type: 'string' },
-  }));
+function operation(route, prefix, tag, api) {
+  const declared = (where, schema) =>
+    Object.entries(schema?.properties ?? {}).map(([name, s]) => ({
+      name,
+      in: where,
+      required: (schema.required ?? []).includes(name),
+      schema: s,
+      ...(s.description ? { description: s.description } : {}),
+    }));
+  const params = [
+    ...(prefix.includes('{spaceId}') ? [{ name: 'spaceId', in: 'path', required: true, schema: SpaceId }] : []),
+    ...declared('path', route.params),
+    ...declared('query', route.query),
+    ...declared('header', route.headers),
+  ];
   const op = {
     operationId: route.id,
     summary: route.summary,
@@ -49,19 +59,27 @@ function operation(route, prefix, tag) {
     ok.content = { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } };
   else if (route.response) ok.content = { 'application/json': { schema: ref(route.response) } };
   op.responses[String(route.status)] = ok;
-  op.responses.default = {
-    description: 'A refusal with a stable code',
-    content: { 'application/json': { schema: { $ref: '#/components/schemas/ErrorResponse' } } },
-  };
+  // Each refusal status with the codes this route can answer with (see refusalsOf).
+  const byStatus = new Map();
+  for (const code of refusalsOf(route, api)) {
+    const status = String(ERROR_STATUS[code]);
+    byStatus.set(status, [...(byStatus.get(status) ?? []), code]);
+  }
+  for (const [status, codes] of [...byStatus].sort()) {
+    op.responses[status] = {
+      description: codes.join(', '),
+      content: { 'application/json': { schema: { $ref: '#/components/schemas/ErrorResponse' } } },
+    };
+  }
   return op;
 }
 
 const paths = {};
-const add = (routes, prefix, tag) => {
+const add = (routes, prefix, api) => {
   for (const r of routes) {
     const p = prefix + r.path;
     paths[p] ??= {};
-    paths[p][r.method.toLowerCase()] = operation(r, prefix, tag);
+    paths[p][r.method.toLowerCase()] = operation(r, prefix, api, api);
   }
 };
 add(NODE_ROUTES, '', 'node');

@@ -34,7 +34,7 @@ export const BROKER_OPS = {
   startContainer: { args: Ref('container'), result: S.Container },
   stopContainer: { args: Ref('container'), result: S.Container },
   deleteContainer: { args: Ref('container'), result: Empty },
-  containerLogs: { args: Tail('container', 10_000), result: S.LogChunk },
+  containerLogs: { args: Tail('container', S.LOG_TAIL.max), result: S.LogChunk },
   containerStats: { args: Ref('container'), result: S.ContainerStats },
   createVm: { args: S.CreateVmRequest, result: S.Vm },
   listVms: { args: Empty, result: S.VmList },
@@ -42,7 +42,7 @@ export const BROKER_OPS = {
   startVm: { args: Ref('vm'), result: S.Vm },
   stopVm: { args: Ref('vm'), result: S.Vm },
   deleteVm: { args: Ref('vm'), result: Empty },
-  vmConsole: { args: Tail('vm', 1024 * 1024), result: S.LogChunk },
+  vmConsole: { args: Tail('vm', S.CONSOLE_TAIL.max), result: S.LogChunk },
   /**
    * The keys of the issuers the daemon fetches from the network: the space process has no
    * network, and asks here when its copy is old or a token names a `kid` it lacks.

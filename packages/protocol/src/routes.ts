@@ -2,8 +2,9 @@
  * The route catalogue of both APIs: one source for the servers (which bind handlers to these
  * entries and validate with their schemas), the client, and docs/api/openapi.json.
  */
-import type { TSchema } from '@sinclair/typebox';
-import { Empty, ErrorResponse, Resources } from './schemas/common.js';
+import { Type, type Static, type TObject, type TSchema } from '@sinclair/typebox';
+import { Empty, ErrorResponse, Name, Obj, Resources, SpaceId } from './schemas/common.js';
+import type { ErrorCode } from './errors.js';
 import * as N from './schemas/node.js';
 import * as S from './schemas/space.js';
 
@@ -26,10 +27,41 @@ export interface RouteSpec {
    * `owner-or-farmer`: either an owner signature, or a token with role farmer.
    */
   signature: 'none' | 'owner' | 'bound-key' | 'owner-or-farmer';
+  /** Path parameters: one property per `{name}` in path (the space API's `{spaceId}` prefix aside). */
+  params?: TObject;
+  /** Query parameters. Integers arrive as decimal strings and are converted before validation. */
+  query?: TObject;
+  /** Request headers the route reads (lowercase names), validated on their own; others pass. */
+  headers?: TObject;
   body?: TSchema | 'binary';
   response?: TSchema | 'text' | 'binary';
   status: number;
+  /** Refusals of this route beyond those every route of its kind can give (see `refusalsOf`). */
+  errors?: readonly ErrorCode[];
 }
+
+const Ref = <K extends string>(key: K) => Obj({ [key]: Name } as { [P in K]: typeof Name });
+const SpaceRef = Obj({ spaceId: SpaceId });
+const Tail = (t: { max: number; default: number }, unit: string) =>
+  Obj({
+    tail: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: t.max,
+        description: `How many ${unit} from the end (default ${t.default}).`,
+      }),
+    ),
+  });
+/** A client's key for one reservation: a retry with the same key returns the same space. */
+export const IdempotencyKey = Type.String({
+  pattern: '^[A-Za-z0-9_.:-]{16,128}$',
+  description: 'Chosen by the client (16 to 128 of A-Z a-z 0-9 _ . : -); kept for 24 hours.',
+});
+export const CreateSpaceHeaders = Obj({ 'idempotency-key': Type.Optional(IdempotencyKey) });
+export const AuditQuery = Obj({
+  after: Type.Optional(Type.Integer({ minimum: 0, description: 'Entries after this sequence number.' })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'At most this many (default 100).' })),
+});
 
 export const NODE_ROUTES = [
   {
@@ -66,12 +98,14 @@ export const NODE_ROUTES = [
     id: 'createSpace',
     method: 'POST',
     path: '/v1/spaces',
+    headers: CreateSpaceHeaders,
     summary: 'Reserve a space bound to an owner key',
     roles: ['spaces'],
     signature: 'bound-key',
     body: N.CreateSpaceRequest,
     response: N.CreateSpaceResponse,
     status: 201,
+    errors: ['capacity_exceeded', 'conflict', 'key_malformed', 'key_unsupported', 'key_encrypted'],
   },
   {
     id: 'listSpaces',
@@ -87,6 +121,7 @@ export const NODE_ROUTES = [
     id: 'getSpace',
     method: 'GET',
     path: '/v1/spaces/{spaceId}',
+    params: SpaceRef,
     summary: 'One space',
     roles: ['spaces', 'farmer', 'monitor'],
     signature: 'none',
@@ -97,50 +132,59 @@ export const NODE_ROUTES = [
     id: 'renewSpace',
     method: 'POST',
     path: '/v1/spaces/{spaceId}/renew',
+    params: SpaceRef,
     summary: 'Extend the lease (never shortens it)',
     roles: ['spaces', 'farmer'],
     signature: 'owner-or-farmer',
     body: N.RenewRequest,
     response: N.Space,
     status: 200,
+    errors: ['lease_expired'],
   },
   {
     id: 'lockSpace',
     method: 'POST',
     path: '/v1/spaces/{spaceId}/lock',
+    params: SpaceRef,
     summary: 'Stop workloads and evict the storage key',
     roles: ['spaces', 'storage'],
     signature: 'owner',
     body: Empty,
     response: N.Space,
     status: 200,
+    errors: ['space_locked', 'lease_expired'],
   },
   {
     id: 'unlockSpace',
     method: 'POST',
     path: '/v1/spaces/{spaceId}/unlock',
+    params: SpaceRef,
     summary: 'Load the space key, sealed to the node unlock recipient',
     roles: ['spaces', 'storage'],
     signature: 'owner',
     body: N.UnlockRequest,
     response: N.Space,
     status: 200,
+    errors: ['space_unlocked', 'unwrap_failed', 'lease_expired'],
   },
   {
     id: 'rotateSpaceKey',
     method: 'POST',
     path: '/v1/spaces/{spaceId}/rotate-key',
+    params: SpaceRef,
     summary: 'Re-wrap the storage under a fresh key',
     roles: ['spaces', 'storage'],
     signature: 'owner',
     body: N.RotateKeyRequest,
     response: N.RotateKeyResponse,
     status: 200,
+    errors: ['space_locked', 'unwrap_failed', 'lease_expired'],
   },
   {
     id: 'deleteSpace',
     method: 'DELETE',
     path: '/v1/spaces/{spaceId}',
+    params: SpaceRef,
     summary: 'Destroy the space and shred its keys',
     roles: ['spaces', 'farmer'],
     signature: 'owner-or-farmer',
@@ -150,6 +194,7 @@ export const NODE_ROUTES = [
     id: 'listAudit',
     method: 'GET',
     path: '/v1/audit',
+    query: AuditQuery,
     summary: 'The hash-chained audit log',
     roles: ['farmer', 'monitor'],
     signature: 'none',
@@ -179,6 +224,7 @@ export const SPACE_ROUTES = [
     body: S.CreateVolumeRequest,
     response: S.Volume,
     status: 201,
+    errors: ['budget_exceeded', 'conflict'],
   },
   {
     id: 'listVolumes',
@@ -194,21 +240,25 @@ export const SPACE_ROUTES = [
     id: 'deleteVolume',
     method: 'DELETE',
     path: '/volumes/{volume}',
+    params: Ref('volume'),
     summary: 'Destroy a volume and its key',
     roles: ['storage'],
     signature: 'owner',
     status: 204,
+    errors: ['conflict'],
   },
   {
     id: 'loadImage',
     method: 'POST',
     path: '/images/{image}',
+    params: Ref('image'),
     summary: 'Load a docker save tarball (streamed, with Content-Digest)',
     roles: ['storage', 'containers'],
     signature: 'owner',
     body: 'binary',
     response: S.Image,
     status: 201,
+    errors: ['budget_exceeded', 'conflict', 'unsupported_media_type'],
   },
   {
     id: 'listImages',
@@ -224,21 +274,25 @@ export const SPACE_ROUTES = [
     id: 'deleteImage',
     method: 'DELETE',
     path: '/images/{image}',
+    params: Ref('image'),
     summary: 'Remove an image',
     roles: ['storage', 'containers'],
     signature: 'owner',
     status: 204,
+    errors: ['conflict'],
   },
   {
     id: 'uploadFile',
     method: 'POST',
     path: '/files/{file}',
+    params: Ref('file'),
     summary: 'Upload a file (kernel, initramfs, disk image, image tarball) into the space storage',
     roles: ['storage', 'containers', 'vms'],
     signature: 'owner',
     body: 'binary',
     response: S.StoredFile,
     status: 201,
+    errors: ['budget_exceeded', 'conflict'],
   },
   {
     id: 'listFiles',
@@ -254,6 +308,7 @@ export const SPACE_ROUTES = [
     id: 'deleteFile',
     method: 'DELETE',
     path: '/files/{file}',
+    params: Ref('file'),
     summary: 'Delete an uploaded file',
     roles: ['storage', 'containers', 'vms'],
     signature: 'owner',
@@ -269,6 +324,7 @@ export const SPACE_ROUTES = [
     body: S.CreateContainerRequest,
     response: S.Container,
     status: 201,
+    errors: ['budget_exceeded', 'conflict'],
   },
   {
     id: 'listContainers',
@@ -284,6 +340,7 @@ export const SPACE_ROUTES = [
     id: 'getContainer',
     method: 'GET',
     path: '/containers/{container}',
+    params: Ref('container'),
     summary: 'Inspect a container',
     roles: ['containers', 'monitor'],
     signature: 'owner',
@@ -294,6 +351,7 @@ export const SPACE_ROUTES = [
     id: 'startContainer',
     method: 'POST',
     path: '/containers/{container}/start',
+    params: Ref('container'),
     summary: 'Start',
     roles: ['containers'],
     signature: 'owner',
@@ -305,6 +363,7 @@ export const SPACE_ROUTES = [
     id: 'stopContainer',
     method: 'POST',
     path: '/containers/{container}/stop',
+    params: Ref('container'),
     summary: 'Stop',
     roles: ['containers'],
     signature: 'owner',
@@ -316,6 +375,7 @@ export const SPACE_ROUTES = [
     id: 'deleteContainer',
     method: 'DELETE',
     path: '/containers/{container}',
+    params: Ref('container'),
     summary: 'Remove',
     roles: ['containers'],
     signature: 'owner',
@@ -325,6 +385,8 @@ export const SPACE_ROUTES = [
     id: 'containerLogs',
     method: 'GET',
     path: '/containers/{container}/logs',
+    params: Ref('container'),
+    query: Tail(S.LOG_TAIL, 'lines'),
     summary: 'Tail of stdout and stderr',
     roles: ['containers', 'monitor'],
     signature: 'owner',
@@ -335,6 +397,7 @@ export const SPACE_ROUTES = [
     id: 'containerStats',
     method: 'GET',
     path: '/containers/{container}/stats',
+    params: Ref('container'),
     summary: 'Memory, CPU and pids',
     roles: ['containers', 'monitor'],
     signature: 'owner',
@@ -351,6 +414,7 @@ export const SPACE_ROUTES = [
     body: S.CreateVmRequest,
     response: S.Vm,
     status: 201,
+    errors: ['budget_exceeded', 'conflict'],
   },
   {
     id: 'listVms',
@@ -366,6 +430,7 @@ export const SPACE_ROUTES = [
     id: 'getVm',
     method: 'GET',
     path: '/vms/{vm}',
+    params: Ref('vm'),
     summary: 'One VM',
     roles: ['vms', 'monitor'],
     signature: 'owner',
@@ -376,6 +441,7 @@ export const SPACE_ROUTES = [
     id: 'startVm',
     method: 'POST',
     path: '/vms/{vm}/start',
+    params: Ref('vm'),
     summary: 'Start',
     roles: ['vms'],
     signature: 'owner',
@@ -387,6 +453,7 @@ export const SPACE_ROUTES = [
     id: 'stopVm',
     method: 'POST',
     path: '/vms/{vm}/stop',
+    params: Ref('vm'),
     summary: 'Stop (force off after a grace period)',
     roles: ['vms'],
     signature: 'owner',
@@ -398,6 +465,7 @@ export const SPACE_ROUTES = [
     id: 'deleteVm',
     method: 'DELETE',
     path: '/vms/{vm}',
+    params: Ref('vm'),
     summary: 'Undefine and delete its disk',
     roles: ['vms'],
     signature: 'owner',
@@ -407,6 +475,8 @@ export const SPACE_ROUTES = [
     id: 'vmConsole',
     method: 'GET',
     path: '/vms/{vm}/console',
+    params: Ref('vm'),
+    query: Tail(S.CONSOLE_TAIL, 'bytes'),
     summary: 'Serial console log (read-only)',
     roles: ['vms', 'monitor'],
     signature: 'owner',
@@ -419,6 +489,88 @@ export const SPACE_API_PREFIX = '/v1/spaces/{spaceId}/api';
 
 function isSchema(v: unknown): v is TSchema {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && ('type' in v || 'anyOf' in v);
+}
+
+export type NodeRoute = (typeof NODE_ROUTES)[number];
+export type SpaceRoute = (typeof SPACE_ROUTES)[number];
+export type NodeRouteId = NodeRoute['id'];
+export type SpaceRouteId = SpaceRoute['id'];
+
+type StaticOr<T, D> = T extends TSchema ? Static<T> : D;
+// `{}` here is "no properties", what a route without parameters takes.
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+type None = {};
+/** What a route's handler receives and a client sends, typed from the catalogue entry. */
+export type ParamsOf<R> = R extends { params: infer P } ? StaticOr<P, None> : None;
+export type QueryOf<R> = R extends { query: infer Q } ? StaticOr<Q, None> : None;
+export type HeadersOf<R> = R extends { headers: infer H } ? StaticOr<H, None> : None;
+export type BodyOf<R> = R extends { body: infer B }
+  ? B extends 'binary'
+    ? 'binary'
+    : StaticOr<B, undefined>
+  : undefined;
+export type ResponseOf<R> = R extends { response: infer T }
+  ? T extends 'text'
+    ? string
+    : T extends 'binary'
+      ? Uint8Array
+      : StaticOr<T, unknown>
+  : undefined;
+
+export function nodeRoute<I extends NodeRouteId>(id: I): Extract<NodeRoute, { id: I }> {
+  return NODE_ROUTES.find((r) => r.id === id) as Extract<NodeRoute, { id: I }>;
+}
+export function spaceRoute<I extends SpaceRouteId>(id: I): Extract<SpaceRoute, { id: I }> {
+  return SPACE_ROUTES.find((r) => r.id === id) as Extract<SpaceRoute, { id: I }>;
+}
+
+/** A route changes something (and is journalled, and never retried blindly) unless it is a GET. */
+export const isReadOnly = (r: Pick<RouteSpec, 'method'>): boolean => r.method === 'GET';
+
+/**
+ * Every refusal code a route can answer with: those of its kind (token, signature, body, path
+ * parameters) and its own. docs/api/openapi.json lists them per status.
+ */
+export function refusalsOf(r: RouteSpec, api: 'node' | 'space'): ErrorCode[] {
+  const codes = new Set<ErrorCode>(['misdirected_request', 'not_found', 'method_not_allowed', 'rate_limited']);
+  // The daemon forwards to a space's process only while the space is active; the broker's host calls can fail.
+  if (api === 'space') codes.add('space_locked').add('lease_expired').add('unavailable').add('host_failed');
+  const add = (...c: ErrorCode[]) => c.forEach((x) => codes.add(x));
+  if (r.roles.length > 0)
+    add(
+      'token_missing',
+      'token_malformed',
+      'token_algorithm_refused',
+      'token_signature_invalid',
+      'token_issuer_unknown',
+      'token_key_unknown',
+      'token_type_invalid',
+      'token_audience_invalid',
+      'token_expired',
+      'token_not_yet_valid',
+      'token_lifetime_too_long',
+      'token_claims_invalid',
+      'role_missing',
+      'headers_too_large',
+    );
+  if (r.signature !== 'none')
+    add(
+      'signature_missing',
+      'signature_malformed',
+      'signature_algorithm_refused',
+      'signature_components_missing',
+      'signature_invalid',
+      'signature_expired',
+      'signature_not_yet_valid',
+      'signature_key_unknown',
+      'replayed',
+      'not_owner',
+    );
+  if (r.body) add('digest_missing', 'digest_malformed', 'digest_mismatch', 'body_too_large');
+  if (r.body && r.body !== 'binary') add('invalid_request', 'unsupported_media_type');
+  if (r.params || r.query || r.headers) add('invalid_request');
+  add(...(r.errors ?? []), 'internal');
+  return [...codes];
 }
 
 /** Named schemas for docs/api/openapi.json components. */

@@ -7,8 +7,14 @@ import {
   NODE_ROUTES,
   OcsError,
   SPACE_ROUTES,
+  nodeRoute,
   precompile,
+  refusalsOf,
+  spaceRoute,
   validate,
+  validateHeaders,
+  validateQuery,
+  type RouteSpec,
 } from '@ocs/protocol';
 
 const good = {
@@ -84,4 +90,51 @@ test('container requests cannot smuggle privileges', () => {
   ] as const) {
     assert.equal(refusal(() => validate(CreateContainerRequest, { ...base, ...extra })).code, 'invalid_request', what);
   }
+});
+
+test('every {param} of a path has a schema, and no schema names a parameter the path lacks', () => {
+  for (const r of [...NODE_ROUTES, ...SPACE_ROUTES] as readonly RouteSpec[]) {
+    const inPath = [...r.path.matchAll(/\{(\w+)\}/g)].map((m) => m[1]).sort();
+    assert.deepEqual(Object.keys(r.params?.properties ?? {}).sort(), inPath, r.id);
+  }
+});
+
+test('query parameters: integers converted, each given once, unknown ones and stray ones refused', () => {
+  const q = spaceRoute('containerLogs').query;
+  assert.deepEqual(validateQuery(q, { tail: '25' }), { tail: 25 });
+  assert.deepEqual(validateQuery(q, {}), {});
+  for (const bad of [
+    { tail: '0' },
+    { tail: '10001' },
+    { tail: '1e3' },
+    { tail: '-1' },
+    { tail: ['1', '2'] },
+    { x: '1' },
+  ])
+    assert.equal(refusal(() => validateQuery(q, bad)).code, 'invalid_request', JSON.stringify(bad));
+  // A route without a query schema takes none.
+  assert.match(refusal(() => validateQuery(undefined, { tail: '1' })).message, /no query parameters/);
+  assert.deepEqual(validateQuery(undefined, {}), {});
+});
+
+test('declared headers are checked, the rest pass', () => {
+  const h = nodeRoute('createSpace').headers;
+  assert.deepEqual(validateHeaders(h, { 'idempotency-key': 'k'.repeat(16), accept: 'x' }), {
+    'idempotency-key': 'k'.repeat(16),
+  });
+  assert.equal(refusal(() => validateHeaders(h, { 'idempotency-key': 'short' })).code, 'invalid_request');
+  assert.equal(
+    refusal(() => validateHeaders(h, { 'idempotency-key': ['a'.repeat(16), 'b'.repeat(16)] })).code,
+    'invalid_request',
+  );
+});
+
+test('refusals per route: token codes where a token is needed, signature codes where a signature is', () => {
+  const health = refusalsOf(nodeRoute('health'), 'node');
+  assert.ok(!health.includes('token_missing') && !health.includes('signature_missing'));
+  const lock = refusalsOf(nodeRoute('lockSpace'), 'node');
+  for (const c of ['token_expired', 'signature_invalid', 'replayed', 'not_owner', 'space_locked'] as const)
+    assert.ok(lock.includes(c), c);
+  assert.ok(refusalsOf(spaceRoute('createContainer'), 'space').includes('budget_exceeded'));
+  assert.ok(refusalsOf(spaceRoute('listVms'), 'space').includes('space_locked'));
 });

@@ -8,14 +8,22 @@ import Router from '@koa/router';
 import { rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  CONSOLE_TAIL,
+  LOG_TAIL,
   OcsError,
   SPACE_ROUTES,
+  isReadOnly,
+  validateQuery,
+  type BodyOf,
+  type ParamsOf,
+  type QueryOf,
+  type SpaceRoute,
+  type SpaceRouteId,
   authorize,
   checkAuthority,
   isOcsError,
   parsePublicKey,
   validate,
-  type BrokerArgs,
   type RouteSpec,
   type StoredFile,
   type TokenVerifier,
@@ -38,8 +46,12 @@ export interface SpaceAppDeps {
 }
 
 const JSON_LIMIT = 64 * 1024;
-const NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
-type RouteId = (typeof SPACE_ROUTES)[number]['id'];
+
+/** A route's handler: its path parameters, query and body already checked against the catalogue. */
+type Handler<R> = (
+  ctx: Context,
+  input: { params: ParamsOf<R>; query: QueryOf<R>; body: BodyOf<R> },
+) => Promise<unknown>;
 
 export function createSpaceApp(d: SpaceAppDeps): Koa {
   const owner = parsePublicKey(d.config.ownerKey);
@@ -81,18 +93,6 @@ export function createSpaceApp(d: SpaceAppDeps): Koa {
 
   const router = new Router({ prefix });
   const files = join(d.config.dataDir, 'files');
-  const name = (v: string | undefined, field: string): string => {
-    if (v === undefined || !NAME_RE.test(v))
-      throw new OcsError('invalid_request', `${field} is not a valid name`, { field });
-    return v;
-  };
-  const tail = (ctx: Context, max: number, dflt: number): number => {
-    const q = ctx.query.tail;
-    if (q === undefined) return dflt;
-    const n = typeof q === 'string' && /^[0-9]{1,8}$/.test(q) ? Number(q) : NaN;
-    if (!(n >= 1 && n <= max)) throw new OcsError('invalid_request', `tail must be 1 to ${max}`, { field: 'tail' });
-    return n;
-  };
   const upload = async (ctx: Context) =>
     receiveUpload(ctx.req, {
       dir: files,
@@ -101,24 +101,22 @@ export function createSpaceApp(d: SpaceAppDeps): Koa {
       hashes: nativeHashes,
     });
 
-  const handlers: Record<RouteId, (ctx: Context, body: unknown) => Promise<unknown>> = {
+  const handlers: { [K in SpaceRouteId]: Handler<Extract<SpaceRoute, { id: K }>> } = {
     spaceStatus: () => d.broker('status', {}),
-    createVolume: (_ctx, body) => d.broker('createVolume', body as BrokerArgs<'createVolume'>),
+    createVolume: (_ctx, { body }) => d.broker('createVolume', body),
     listVolumes: () => d.broker('listVolumes', {}),
-    deleteVolume: (ctx) => d.broker('deleteVolume', { volume: name(ctx.params.volume, 'volume') }),
-    loadImage: async (ctx) => {
-      const image = name(ctx.params.image, 'image');
+    deleteVolume: (_ctx, { params }) => d.broker('deleteVolume', params),
+    loadImage: async (ctx, { params }) => {
       const up = await upload(ctx);
       try {
-        return await d.broker('loadImage', { image, file: up.spoolName });
+        return await d.broker('loadImage', { image: params.image, file: up.spoolName });
       } finally {
         await rm(join(files, up.spoolName), { force: true });
       }
     },
     listImages: () => d.broker('listImages', {}),
-    deleteImage: (ctx) => d.broker('deleteImage', { image: name(ctx.params.image, 'image') }),
-    uploadFile: async (ctx) => {
-      const file = name(ctx.params.file, 'file');
+    deleteImage: (_ctx, { params }) => d.broker('deleteImage', params),
+    uploadFile: async (ctx, { params: { file } }) => {
       const up = await upload(ctx);
       await publishUpload(files, up.spoolName, file);
       const rec: StoredFile = {
@@ -132,8 +130,7 @@ export function createSpaceApp(d: SpaceAppDeps): Koa {
       return rec;
     },
     listFiles: async () => ({ files: d.state.listFiles() }),
-    deleteFile: async (ctx) => {
-      const file = name(ctx.params.file, 'file');
+    deleteFile: async (_ctx, { params: { file } }) => {
       const known = d.state.deleteFile(file);
       try {
         await unlink(join(files, file));
@@ -143,43 +140,50 @@ export function createSpaceApp(d: SpaceAppDeps): Koa {
       }
       return undefined;
     },
-    createContainer: (_ctx, body) => d.broker('createContainer', body as BrokerArgs<'createContainer'>),
+    createContainer: (_ctx, { body }) => d.broker('createContainer', body),
     listContainers: () => d.broker('listContainers', {}),
-    getContainer: (ctx) => d.broker('getContainer', { container: name(ctx.params.container, 'container') }),
-    startContainer: (ctx) => d.broker('startContainer', { container: name(ctx.params.container, 'container') }),
-    stopContainer: (ctx) => d.broker('stopContainer', { container: name(ctx.params.container, 'container') }),
-    deleteContainer: (ctx) => d.broker('deleteContainer', { container: name(ctx.params.container, 'container') }),
-    containerLogs: (ctx) =>
-      d.broker('containerLogs', { container: name(ctx.params.container, 'container'), tail: tail(ctx, 10_000, 200) }),
-    containerStats: (ctx) => d.broker('containerStats', { container: name(ctx.params.container, 'container') }),
-    createVm: (_ctx, body) => d.broker('createVm', body as BrokerArgs<'createVm'>),
+    getContainer: (_ctx, { params }) => d.broker('getContainer', params),
+    startContainer: (_ctx, { params }) => d.broker('startContainer', params),
+    stopContainer: (_ctx, { params }) => d.broker('stopContainer', params),
+    deleteContainer: (_ctx, { params }) => d.broker('deleteContainer', params),
+    containerLogs: (_ctx, { params, query }) =>
+      d.broker('containerLogs', { ...params, tail: query.tail ?? LOG_TAIL.default }),
+    containerStats: (_ctx, { params }) => d.broker('containerStats', params),
+    createVm: (_ctx, { body }) => d.broker('createVm', body),
     listVms: () => d.broker('listVms', {}),
-    getVm: (ctx) => d.broker('getVm', { vm: name(ctx.params.vm, 'vm') }),
-    startVm: (ctx) => d.broker('startVm', { vm: name(ctx.params.vm, 'vm') }),
-    stopVm: (ctx) => d.broker('stopVm', { vm: name(ctx.params.vm, 'vm') }),
-    deleteVm: (ctx) => d.broker('deleteVm', { vm: name(ctx.params.vm, 'vm') }),
-    vmConsole: (ctx) =>
-      d.broker('vmConsole', { vm: name(ctx.params.vm, 'vm'), tail: tail(ctx, 1024 * 1024, 64 * 1024) }),
+    getVm: (_ctx, { params }) => d.broker('getVm', params),
+    startVm: (_ctx, { params }) => d.broker('startVm', params),
+    stopVm: (_ctx, { params }) => d.broker('stopVm', params),
+    deleteVm: (_ctx, { params }) => d.broker('deleteVm', params),
+    vmConsole: (_ctx, { params, query }) =>
+      d.broker('vmConsole', { ...params, tail: query.tail ?? CONSOLE_TAIL.default }),
   };
 
+  // Every route of the catalogue, bound here and only here: auth, then path, query and body by their schemas.
   for (const spec of SPACE_ROUTES as readonly RouteSpec[]) {
-    const handler = handlers[spec.id as RouteId];
+    const handler = handlers[spec.id as SpaceRouteId] as Handler<RouteSpec>;
     const path = spec.path.replace(/\{(\w+)\}/g, ':$1');
     const method = spec.method.toLowerCase() as 'get' | 'post' | 'delete';
     router[method](path, async (ctx) => {
       const raw = await check(ctx, spec);
-      const body = spec.body && spec.body !== 'binary' ? validate(spec.body, parseJson(raw)) : undefined;
-      const mutating = spec.method !== 'GET';
+      const mutating = !isReadOnly(spec);
+      // The caller's own value, even when the schema refuses it (the journal makes it printable).
+      const target = Object.values(ctx.params as Record<string, string>)[0];
       try {
-        const result = await handler(ctx, body);
+        const input = {
+          params: spec.params ? validate(spec.params, { ...ctx.params }, 'path parameter') : {},
+          query: validateQuery(spec.query, ctx.query),
+          body: spec.body && spec.body !== 'binary' ? validate(spec.body, parseJson(raw)) : undefined,
+        };
+        const result = await handler(ctx, input as never);
         ctx.status = spec.status;
         if (spec.status !== 204) ctx.body = result;
-        if (mutating) d.state.journal({ op: spec.id, target: firstParam(ctx), outcome: 'ok' });
+        if (mutating) d.state.journal({ op: spec.id, target, outcome: 'ok' });
       } catch (err) {
         if (mutating)
           d.state.journal({
             op: spec.id,
-            target: firstParam(ctx),
+            target,
             outcome: isOcsError(err) && err.code !== 'internal' ? 'refused' : 'failed',
             code: isOcsError(err) ? err.code : 'internal',
           });
@@ -241,9 +245,4 @@ function parseJson(raw: Uint8Array): unknown {
   } catch {
     throw new OcsError('invalid_request', 'the body is not JSON');
   }
-}
-
-function firstParam(ctx: Context): string | undefined {
-  const p = ctx.params as Record<string, string> | undefined;
-  return p ? Object.values(p)[0] : undefined;
 }

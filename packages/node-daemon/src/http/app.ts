@@ -23,10 +23,15 @@ import {
   type VerifyPolicy,
   type NodeInfo,
   type AuditPage,
-  CreateSpaceRequest,
-  RenewRequest,
-  UnlockRequest,
-  RotateKeyRequest,
+  type NodeRoute,
+  type NodeRouteId,
+  type ParamsOf,
+  type QueryOf,
+  type HeadersOf,
+  type BodyOf,
+  validateQuery,
+  validateHeaders,
+  type TSchema,
 } from '@ocs/protocol';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../logger.js';
@@ -66,8 +71,21 @@ const SPACE_ID_RE = new RegExp(SpaceId.pattern!);
 /** One principal, whoever its issuer: what refusal budgets and replay-cache shares count by. */
 const principalKey = (p: Principal): string => `token:${p.issuer} ${p.subject}`;
 
-type RouteId = (typeof NODE_ROUTES)[number]['id'];
-const route = (id: RouteId): RouteSpec => NODE_ROUTES.find((r) => r.id === id)!;
+/** A route's handler: the caller checked as its catalogue entry says, and its inputs by their schemas. */
+type Handler<R> = (
+  ctx: Context,
+  input: {
+    principal: Principal | undefined;
+    /** The space an owner-signed route acts on, and who signed (the key id, or the farmer). */
+    row?: SpaceRow;
+    actor?: string;
+    raw: Uint8Array;
+    params: ParamsOf<R>;
+    query: QueryOf<R>;
+    headers: HeadersOf<R>;
+    body: BodyOf<R>;
+  },
+) => Promise<unknown>;
 
 interface Checked {
   principal: Principal | undefined;
@@ -76,7 +94,7 @@ interface Checked {
 }
 
 export function createApp(d: AppDeps): Koa {
-  precompile([CreateSpaceRequest, RenewRequest, UnlockRequest, RotateKeyRequest]);
+  precompile(NODE_ROUTES.flatMap((r: RouteSpec) => [r.params, r.query, r.headers, r.body].filter(isSchema)));
   const app = new Koa();
   app.proxy = false;
 
@@ -97,7 +115,11 @@ export function createApp(d: AppDeps): Koa {
   });
 
   /** Token and roles only. */
-  async function tokenOnly(ctx: Context, spec: RouteSpec, body: Uint8Array = new Uint8Array()): Promise<Checked> {
+  async function tokenOnly(
+    ctx: Context,
+    spec: Pick<RouteSpec, 'roles'>,
+    body: Uint8Array = new Uint8Array(),
+  ): Promise<Checked> {
     const { principal } = await authorize(requestOf(ctx, body), { verifyToken: d.verifyToken, roles: spec.roles });
     ctx.state.principal = principal;
     return { principal, body, keyId: undefined };
@@ -144,108 +166,92 @@ export function createApp(d: AppDeps): Koa {
     return { principal, body, row, actor: signature!.keyId };
   }
 
+  const handlers: { [K in NodeRouteId]: Handler<Extract<NodeRoute, { id: K }>> } = {
+    health: async () => ({ status: 'ok' }),
+    metrics: async (ctx) => {
+      ctx.type = d.registry.contentType;
+      return d.registry.metrics();
+    },
+    getNode: async () => d.nodeInfo(),
+    createSpace: async (ctx, { principal, raw, body }) => {
+      const owner = parsePublicKey(body.ownerKey);
+      // What the reservation would refuse anyway is refused before the signature's nonce is stored.
+      d.service.checkCreate(body);
+      // Proof of possession: the request is signed by the very key it binds. Anyone may bring a
+      // new key here, so the nonce is charged to the token's principal, not to the key.
+      await authorize(requestOf(ctx, raw), {
+        verifyToken: d.verifyToken,
+        roles: [],
+        signature: {
+          ...signaturePolicy((keyId) => {
+            if (keyId !== owner.fingerprint()) {
+              throw new OcsError('not_owner', 'the request must be signed by the key it binds');
+            }
+            return owner.bytes;
+          }),
+          noncePartition: principalKey(principal!),
+        },
+        hashes: nodeHashes,
+      });
+      return d.service.create(principal!, body, owner);
+    },
+    listSpaces: async (_ctx, { principal }) => {
+      const global = principal!.roles.has('farmer') || principal!.roles.has('monitor');
+      const rows = d.repo.list(global ? {} : { org: principal!.org }).filter((r) => r.state !== 'destroyed');
+      return { spaces: rows.map((r) => d.service.view(r)) };
+    },
+    getSpace: async (_ctx, { principal, params }) => d.service.view(visibleSpace(principal, params.spaceId)),
+    renewSpace: async (_ctx, { row, actor, body }) => d.service.renew(actor!, row!.id, body.leaseSeconds),
+    lockSpace: async (_ctx, { row, actor }) => d.service.lock(actor!, row!.id),
+    unlockSpace: async (_ctx, { row, actor, body }) => d.service.unlock(actor!, row!.id, body.sealedKey),
+    rotateSpaceKey: async (_ctx, { row, actor, body }) => d.service.rotateKey(actor!, row!.id, body.sealedKey),
+    deleteSpace: async (_ctx, { row, actor }) => {
+      await d.service.destroy(actor!, row!.id);
+      return undefined;
+    },
+    listAudit: async (_ctx, { query }) => {
+      const page: AuditPage = d.audit.page({ after: query.after ?? 0, limit: query.limit ?? 100 });
+      return page;
+    },
+  };
+
   const router = new Router();
   // Ids are checked against the protocol's pattern before anything uses them (lookups, logs).
   router.param('spaceId', (id, _ctx, next) => {
     if (!SPACE_ID_RE.test(id)) throw new OcsError('not_found', 'no such space');
     return next();
   });
-  router.get('/healthz', (ctx) => {
-    ctx.body = { status: 'ok' };
-  });
-  router.get('/metrics', async (ctx) => {
-    ctx.type = d.registry.contentType;
-    ctx.body = await d.registry.metrics();
-  });
-
-  router.get('/v1/node', async (ctx) => {
-    await tokenOnly(ctx, route('getNode'));
-    ctx.body = d.nodeInfo();
-  });
-
-  router.post('/v1/spaces', async (ctx) => {
-    const spec = route('createSpace');
-    const body = await readBody(ctx, JSON_LIMIT);
-    const { principal } = await tokenOnly(ctx, spec, body);
-    const req = validate(CreateSpaceRequest, parseJson(body));
-    const owner = parsePublicKey(req.ownerKey);
-    // What the reservation would refuse anyway is refused before the signature's nonce is stored.
-    d.service.checkCreate(req);
-    // Proof of possession: the request is signed by the very key it binds. Anyone may bring a
-    // new key here, so the nonce is charged to the token's principal, not to the key.
-    await authorize(requestOf(ctx, body), {
-      verifyToken: d.verifyToken,
-      roles: [],
-      signature: {
-        ...signaturePolicy((keyId) => {
-          if (keyId !== owner.fingerprint()) {
-            throw new OcsError('not_owner', 'the request must be signed by the key it binds');
-          }
-          return owner.bytes;
-        }),
-        noncePartition: principalKey(principal!),
-      },
-      hashes: nodeHashes,
+  // Every route of the catalogue, bound here and only here: the checks its entry names (token,
+  // owner signature), then path, query, headers and body by its schemas.
+  for (const spec of NODE_ROUTES as readonly RouteSpec[]) {
+    const handler = handlers[spec.id as NodeRouteId] as Handler<RouteSpec>;
+    const path = spec.path.replace(/\{(\w+)\}/g, ':$1');
+    const method = spec.method.toLowerCase() as 'get' | 'post' | 'delete';
+    router[method](path, async (ctx) => {
+      const params = (spec.params ? validate(spec.params, { ...ctx.params }, 'path parameter') : {}) as {
+        spaceId?: string;
+      };
+      let auth: { principal: Principal | undefined; body: Uint8Array; row?: SpaceRow; actor?: string };
+      if (spec.signature === 'owner' || spec.signature === 'owner-or-farmer') {
+        auth = await ownerSigned(ctx, spec, params.spaceId!, { farmerMayInstead: spec.signature !== 'owner' });
+      } else if (spec.roles.length > 0) {
+        auth = await tokenOnly(ctx, spec, spec.body ? await readBody(ctx, JSON_LIMIT) : undefined);
+      } else {
+        auth = { principal: undefined, body: new Uint8Array() };
+      }
+      const input = {
+        ...auth,
+        raw: auth.body,
+        params,
+        query: spec.id === 'health' ? {} : validateQuery(spec.query, ctx.query),
+        headers: spec.headers ? validateHeaders(spec.headers, ctx.headers) : {},
+        body: spec.body && spec.body !== 'binary' ? validate(spec.body, parseJson(auth.body)) : undefined,
+      };
+      const result = await handler(ctx, input as never);
+      ctx.status = spec.status;
+      if (spec.status !== 204) ctx.body = result;
     });
-    ctx.status = 201;
-    ctx.body = await d.service.create(principal!, req, owner);
-  });
-
-  router.get('/v1/spaces', async (ctx) => {
-    const { principal } = await tokenOnly(ctx, route('listSpaces'));
-    const global = principal!.roles.has('farmer') || principal!.roles.has('monitor');
-    const rows = d.repo.list(global ? {} : { org: principal!.org }).filter((r) => r.state !== 'destroyed');
-    ctx.body = { spaces: rows.map((r) => d.service.view(r)) };
-  });
-
-  router.get('/v1/spaces/:spaceId', async (ctx) => {
-    const { principal } = await tokenOnly(ctx, route('getSpace'));
-    ctx.body = d.service.view(visibleSpace(principal, ctx.params.spaceId!));
-  });
-
-  router.post('/v1/spaces/:spaceId/renew', async (ctx) => {
-    const { row, actor, body } = await ownerSigned(ctx, route('renewSpace'), ctx.params.spaceId!, {
-      farmerMayInstead: true,
-    });
-    const req = validate(RenewRequest, parseJson(body));
-    ctx.body = d.service.renew(actor, row.id, req.leaseSeconds);
-  });
-
-  router.post('/v1/spaces/:spaceId/lock', async (ctx) => {
-    const { row, actor } = await ownerSigned(ctx, route('lockSpace'), ctx.params.spaceId!);
-    ctx.body = await d.service.lock(actor, row.id);
-  });
-
-  router.post('/v1/spaces/:spaceId/unlock', async (ctx) => {
-    const { row, actor, body } = await ownerSigned(ctx, route('unlockSpace'), ctx.params.spaceId!);
-    const req = validate(UnlockRequest, parseJson(body));
-    ctx.body = await d.service.unlock(actor, row.id, req.sealedKey);
-  });
-
-  router.post('/v1/spaces/:spaceId/rotate-key', async (ctx) => {
-    const { row, actor, body } = await ownerSigned(ctx, route('rotateSpaceKey'), ctx.params.spaceId!);
-    const req = validate(RotateKeyRequest, parseJson(body));
-    ctx.body = await d.service.rotateKey(actor, row.id, req.sealedKey);
-  });
-
-  router.delete('/v1/spaces/:spaceId', async (ctx) => {
-    const { row, actor } = await ownerSigned(ctx, route('deleteSpace'), ctx.params.spaceId!, {
-      farmerMayInstead: true,
-    });
-    await d.service.destroy(actor, row.id);
-    ctx.status = 204;
-  });
-
-  router.get('/v1/audit', async (ctx) => {
-    await tokenOnly(ctx, route('listAudit'));
-    const after = Number(ctx.query.after ?? 0);
-    const limit = Math.min(Number(ctx.query.limit ?? 100), 1000);
-    if (!Number.isInteger(after) || after < 0 || !Number.isInteger(limit) || limit < 1) {
-      throw new OcsError('invalid_request', 'after and limit must be non-negative integers', { field: 'query' });
-    }
-    const page: AuditPage = d.audit.page({ after, limit });
-    ctx.body = page;
-  });
+  }
 
   app.use(async (ctx, next) => {
     const end = d.metrics.requestTimer();
@@ -300,10 +306,7 @@ export function createApp(d: AppDeps): Koa {
     if (!m) return next();
     const spaceId = m[1]!;
     ctx.params = { spaceId };
-    const { principal } = await tokenOnly(ctx, {
-      ...route('getSpace'),
-      roles: ['storage', 'containers', 'vms', 'monitor'],
-    });
+    const { principal } = await tokenOnly(ctx, { roles: ['storage', 'containers', 'vms', 'monitor'] });
     // A space's own API is for its org only, whatever node-wide roles (farmer, monitor) the token has.
     const row = d.service.get(spaceId);
     if (row.org !== principal?.org) throw new OcsError('not_found', 'no such space');
@@ -320,4 +323,8 @@ export function createApp(d: AppDeps): Koa {
     }),
   );
   return app;
+}
+
+function isSchema(v: unknown): v is TSchema {
+  return typeof v === 'object' && v !== null;
 }

@@ -146,6 +146,11 @@ export const Vm = Obj(
 export type Vm = Static<typeof Vm>;
 export const VmList = Obj({ vms: Type.Array(Vm) });
 
+/** How many lines of a container's log a read returns: at most, and when the caller does not say. */
+export const LOG_TAIL = { max: 10_000, default: 200 } as const;
+/** How many bytes of a VM's serial console a read returns. */
+export const CONSOLE_TAIL = { max: 1024 * 1024, default: 64 * 1024 } as const;
+
 export const LogChunk = Obj(
   { text: Type.String(), truncated: Type.Boolean() },
   { description: 'Tail of a log (container stdout/stderr or VM serial console).' },
