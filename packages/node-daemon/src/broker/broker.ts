@@ -14,6 +14,7 @@ import {
   BROKER_OPS,
   OcsError,
   isBrokerOp,
+  isReadOnlyOp,
   isOcsError,
   validate,
   type BrokerArgs,
@@ -28,21 +29,6 @@ import { VmOps } from './vms.js';
 import { VolumeOps } from './volumes.js';
 
 export { BrokerContext, budgetOf, type BrokerDeps, type ContainerEngines } from './context.js';
-
-/** Operations that change nothing: audited only when refused. Every operation needs an active space. */
-const READ_ONLY = new Set<BrokerOp>([
-  'status',
-  'listVolumes',
-  'listImages',
-  'listContainers',
-  'getContainer',
-  'containerLogs',
-  'containerStats',
-  'listVms',
-  'getVm',
-  'vmConsole',
-  'issuerKeys',
-]);
 
 type Handler<O extends BrokerOp> = (space: SpaceRow, args: BrokerArgs<O>) => Promise<BrokerResult<O>>;
 
@@ -163,7 +149,7 @@ export class Broker {
   async call(spaceId: string, op: string, args: unknown): Promise<unknown> {
     const actor = `space:${spaceId}`;
     if (!isBrokerOp(op)) throw new OcsError('not_found', 'no such broker operation');
-    const mutating = !READ_ONLY.has(op);
+    const mutating = !isReadOnlyOp(op);
     try {
       const checked = validate(BROKER_OPS[op].args, args);
       const space = this.context.d.spaces.get(spaceId);
