@@ -98,6 +98,33 @@ test('a space is reserved on real cgroups and encrypted storage; only its owner 
   await assert.rejects(unwrapKey(wrappedKey, other), (e: { code?: string }) => e.code === 'unwrap_failed');
 });
 
+test('a reservation retried under its idempotency key returns the same space, never a second', async () => {
+  const owner = generatePrivateKey();
+  const c = t.client({ roles: ['spaces'], owner });
+  const body = { ownerKey: owner.publicKey.toBase64url(), resources, leaseSeconds: 600 };
+  const headers = { 'idempotency-key': `e2e-${owner.publicKey.fingerprint().slice(7, 30)}` };
+  const before = t.node.repo.list({}).length;
+  // The second arrives while the first is still being made (cgroups, storage): it waits for it.
+  const [a, b] = await Promise.all([
+    c.call<CreateSpaceResponse>('POST', '/v1/spaces', body, { headers }),
+    c.call<CreateSpaceResponse>('POST', '/v1/spaces', body, { headers }),
+  ]);
+  const again = await c.call<CreateSpaceResponse>('POST', '/v1/spaces', body, { headers });
+  assert.equal(b.body.space.id, a.body.space.id);
+  assert.equal(again.body.space.id, a.body.space.id);
+  assert.equal(again.body.wrappedKey, a.body.wrappedKey);
+  assert.equal(again.headers['idempotent-replayed'], 'true');
+  assert.equal(t.node.repo.list({}).length, before + 1);
+  // The same key for another request is refused, and reserves nothing.
+  const other = await c.send('POST', '/v1/spaces', { ...body, leaseSeconds: 601 }, { headers });
+  assert.equal(other.status, 409);
+  assert.equal((other.body as { error: { code: string } }).error.code, 'conflict');
+  const bad = await c.send('POST', '/v1/spaces', body, { headers: { 'idempotency-key': 'short' } });
+  assert.equal((bad.body as { error: { code: string } }).error.code, 'invalid_request');
+  assert.equal(t.node.repo.list({}).length, before + 1);
+  await t.client({ roles: ['spaces'], owner }).call('DELETE', `/v1/spaces/${a.body.space.id}`);
+});
+
 test('reserving needs role spaces and proof of possession of the bound key', async () => {
   const owner = generatePrivateKey();
   const body = { ownerKey: owner.publicKey.toBase64url(), resources, leaseSeconds: 600 };

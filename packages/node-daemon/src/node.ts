@@ -39,6 +39,7 @@ import { createMetrics } from './metrics.js';
 import { writeSecretFile } from './files.js';
 import { createNodeIssuers } from './auth/issuers.js';
 import { newId } from './ids.js';
+import { ReservationKeys } from './spaces/reservation-keys.js';
 
 export const VERSION = '0.1.0';
 
@@ -297,6 +298,10 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     refusals,
     verifyToken,
     nonceStore: openNonceStore(db),
+    reservationKeys: new ReservationKeys(db, clock, (id) => {
+      const state = repo.get(id)?.state;
+      return state !== undefined && state !== 'failed' && state !== 'destroyed';
+    }),
     clock,
     logger,
     nodeInfo,

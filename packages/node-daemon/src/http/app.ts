@@ -43,6 +43,7 @@ import { nodeHashes, nodeVerify } from '../crypto.js';
 import { errorMiddleware } from './errors.js';
 import { parseJson, readBody } from './body.js';
 import type { Forwarder } from './forward.js';
+import type { ReservationKeys } from '../spaces/reservation-keys.js';
 import type { HttpMetrics } from '../metrics.js';
 
 export interface AppDeps {
@@ -55,6 +56,8 @@ export interface AppDeps {
   refusals: RefusalLog;
   verifyToken: TokenVerifier;
   nonceStore: NonceStore;
+  /** Idempotency keys of reservations (a retried reserve returns the same space). */
+  reservationKeys: ReservationKeys;
   clock: Clock;
   logger: Logger;
   nodeInfo(): NodeInfo;
@@ -173,10 +176,12 @@ export function createApp(d: AppDeps): Koa {
       return d.registry.metrics();
     },
     getNode: async () => d.nodeInfo(),
-    createSpace: async (ctx, { principal, raw, body }) => {
+    createSpace: async (ctx, { principal, raw, body, headers }) => {
       const owner = parsePublicKey(body.ownerKey);
-      // What the reservation would refuse anyway is refused before the signature's nonce is stored.
-      d.service.checkCreate(body);
+      const key = headers['idempotency-key'];
+      // What the reservation would refuse anyway is refused before the signature's nonce is
+      // stored; a retry under an idempotency key is checked when it is not a replay.
+      if (!key) d.service.checkCreate(body);
       // Proof of possession: the request is signed by the very key it binds. Anyone may bring a
       // new key here, so the nonce is charged to the token's principal, not to the key.
       await authorize(requestOf(ctx, raw), {
@@ -193,7 +198,12 @@ export function createApp(d: AppDeps): Koa {
         },
         hashes: nodeHashes,
       });
-      return d.service.create(principal!, body, owner);
+      if (!key) return d.service.create(principal!, body, owner);
+      const { response, replayed } = await d.reservationKeys.once(principalKey(principal!), key, raw, (reserved) =>
+        d.service.create(principal!, body, owner, reserved),
+      );
+      if (replayed) ctx.set('idempotent-replayed', 'true');
+      return response;
     },
     listSpaces: async (_ctx, { principal }) => {
       const global = principal!.roles.has('farmer') || principal!.roles.has('monitor');

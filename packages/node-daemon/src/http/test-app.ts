@@ -3,6 +3,7 @@
  * drivers that do nothing and a test issuer. Requests go straight into `app.callback()` (no
  * port, no TLS), signed for `https://<authority>` exactly as a client of the real node signs.
  */
+import { ReservationKeys } from '../spaces/reservation-keys.js';
 import { IncomingMessage, ServerResponse } from 'node:http';
 import { Duplex } from 'node:stream';
 import { generateKeyPairSync, sign as nodeSign, type KeyObject } from 'node:crypto';
@@ -141,6 +142,7 @@ export async function startTestApp(
     refusals,
     verifyToken: (t) => verifier(t, { now: new Date(clock.now()) }),
     nonceStore: openNonceStore(db),
+    reservationKeys: new ReservationKeys(db, clock, (id) => repo.get(id) !== undefined),
     clock,
     logger,
     nodeInfo: () => {

@@ -106,6 +106,8 @@ export class SpaceService {
     principal: Principal,
     req: CreateSpaceRequest,
     owner: Ed25519PublicKey,
+    /** Called with the new space's id as soon as the ledger holds it (idempotency keys record it). */
+    reserved?: (spaceId: string) => void,
   ): Promise<{ space: Space; wrappedKey: string }> {
     this.checkCreate(req);
     const now = this.d.clock.now();
@@ -125,6 +127,7 @@ export class SpaceService {
       graceUntil: now + (req.leaseSeconds + this.d.graceSeconds) * 1000,
       createdAt: now,
     });
+    reserved?.(id);
     const key = new Uint8Array(randomBytes(KEY_BYTES));
     try {
       const layout = spaceCgroupLayout(this.d.cgroupParent, id);

@@ -139,6 +139,26 @@ export const MIGRATIONS: readonly Migration[] = [
       db.exec(`ALTER TABLE spaces ADD COLUMN subnet TEXT`);
     },
   },
+  {
+    version: 6,
+    name: 'idempotency keys of reservations',
+    up(db) {
+      // Which space a client's key made, so that a retried reservation never makes a second
+      // one. The response itself (with the wrapped key) is kept in memory only: see
+      // http/idempotency.ts. Rows older than a day are swept.
+      db.exec(`
+        CREATE TABLE reservation_keys (
+          principal      TEXT NOT NULL,
+          idem_key       TEXT NOT NULL,
+          request_sha256 TEXT NOT NULL CHECK (length(request_sha256) = 64),
+          space_id       TEXT NOT NULL,
+          created_at     INTEGER NOT NULL,
+          PRIMARY KEY (principal, idem_key)
+        ) WITHOUT ROWID;
+        CREATE INDEX reservation_keys_created ON reservation_keys (created_at);
+      `);
+    },
+  },
 ];
 
 /** The schema version this code writes and understands. */
