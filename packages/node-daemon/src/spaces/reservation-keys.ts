@@ -6,7 +6,7 @@
  * ledger holds the reservation, so it survives a restart. The response itself carries the
  * space key wrapped to the owner, which the daemon never keeps on disk (see migration 1): it is
  * kept in memory only, so a retry after a restart of the daemon is refused with `conflict`
- * naming the space (its owner can rotate its key to recover it), rather than answered with a
+ * naming the space (its owner destroys it and reserves again), rather than answered with a
  * second space.
  */
 import { createHash } from 'node:crypto';
@@ -73,7 +73,7 @@ export class ReservationKeys {
       if (this.live(row.space_id))
         throw new OcsError(
           'conflict',
-          "this key's reservation was made before the node restarted; its wrapped key went to that request only and is not kept: rotate the space's key to recover it, or destroy it",
+          "this key's reservation was made before the node restarted; its wrapped key went to that request only and is not kept: destroy the space and reserve again under a new key",
           { spaceId: row.space_id },
         );
       this.q.drop.run(principal, key);
