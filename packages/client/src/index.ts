@@ -1,1 +1,3 @@
-export { OcsClient, type ClientOptions, type OcsResponse, type CallOptions } from './sdk.js';
+export * from './sdk.js';
+export * from './transport.js';
+export * from './resources.js';

@@ -1,11 +1,19 @@
 /**
- * The TypeScript SDK: talks to a node over TLS (pinned to the node's certificate), attaches a
- * token, and signs with the owner key where the route needs it. The `ocs` CLI is built on this.
+ * The TypeScript SDK: talks to one node over pinned, keep-alive TLS, attaches a fresh token to
+ * every request, and signs with the owner key where the route needs it. Typed operations
+ * (`client.spaces.reserve`, `client.space(id).containers.create`, …) are in resources.ts; this
+ * is the request layer under them, and `call`/`send` for any path.
+ *
+ * Retries: a request that fails on a connection the server had already closed is sent again
+ * (it never reached the server); GETs, and reservations under their idempotency key, are also
+ * retried on connection errors, with backoff. Each attempt is signed anew (a signature is good
+ * once). A certificate that does not match the pin is never retried.
  */
-import { request as httpRequest, type RequestOptions } from 'node:http';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-import { isIP } from 'node:net';
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import type { Agent } from 'node:http';
+import type { Readable } from 'node:stream';
 import {
   OcsError,
   contentDigest,
@@ -14,11 +22,12 @@ import {
   type Ed25519PrivateKey,
   type ErrorBody,
 } from '@ocs/protocol';
+import { PinMismatchError, pinnedAgent, send, type RawResponse } from './transport.js';
 
 export interface ClientOptions {
   /** https://host:port of the node daemon. */
   url: string;
-  /** The node's certificate (PEM) to trust; or pin by fingerprint below. */
+  /** The node's certificate (PEM) to trust; or pin by fingerprint below (or both). */
   ca?: string;
   /** SHA-256 fingerprint of the node's certificate, as `GET /v1/node` and the daemon print it. */
   fingerprint?: string;
@@ -27,6 +36,10 @@ export interface ClientOptions {
   /** The owner key for signed requests. */
   ownerKey?: Ed25519PrivateKey;
   timeoutMs?: number;
+  /** Attempts after the first for a retryable failure (default 3). */
+  retries?: number;
+  /** Connections kept open to the node at most (default 8). */
+  maxSockets?: number;
 }
 
 export interface OcsResponse<T = unknown> {
@@ -35,17 +48,48 @@ export interface OcsResponse<T = unknown> {
   body: T;
 }
 
+/** A request body streamed from a file: hashed first (for its Content-Digest), then sent. */
+export interface FileBody {
+  path: string;
+}
+
 export interface CallOptions {
   /** Sign with the owner key (default: whenever an owner key is configured). */
   sign?: boolean;
   headers?: Record<string, string>;
   /** Raw body bytes (e.g. an image tarball) instead of JSON. */
   raw?: Uint8Array;
+  /** A body streamed from a file (never held in memory whole). */
+  file?: FileBody;
   contentType?: string;
+  /** Safe to send again after a connection error (GETs are, whatever this says). */
+  idempotent?: boolean;
+  /** Bytes of the body sent so far, and the total. */
+  onProgress?: (sent: number, total: number) => void;
 }
 
-export class OcsClient {
-  constructor(private readonly o: ClientOptions) {}
+const NETWORK_ERRORS = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+]);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The request layer; {@link OcsClient} (resources.ts) adds the typed operations. */
+export class BaseClient {
+  private readonly agent: Agent;
+  private readonly digests = new Map<string, { digest: string; size: number; mtimeMs: number }>();
+
+  constructor(readonly options: ClientOptions) {
+    this.agent = pinnedAgent(options, { maxSockets: options.maxSockets, onConnect: () => this.connections++ });
+  }
+
+  /** TLS connections opened so far (each a handshake): with keep-alive, far fewer than requests. */
+  connections = 0;
 
   /** Performs a call; refusals are thrown as OcsError with the server's code. */
   async call<T = unknown>(
@@ -55,105 +99,100 @@ export class OcsClient {
     opts: CallOptions = {},
   ): Promise<OcsResponse<T>> {
     const res = await this.send(method, path, body, opts);
-    if (res.status >= 400) {
-      const err = (res.body as ErrorBody | undefined)?.error;
-      if (err && isErrorCode(err.code)) throw new OcsError(err.code, err.message, err.details);
-      throw new OcsError('internal', `unexpected ${res.status} from the node`);
-    }
+    if (res.status >= 400) throw refusal(res);
     return res as OcsResponse<T>;
   }
 
   /** Like call, but returns refusals instead of throwing (tests and scripts inspect them). */
   async send(method: string, path: string, body?: unknown, opts: CallOptions = {}): Promise<OcsResponse> {
-    const url = new URL(path, this.o.url);
+    const url = new URL(path, this.options.url);
+    const upload = opts.file ? await this.fileDigest(opts.file.path) : undefined;
     const bytes = opts.raw ?? (body === undefined ? undefined : new TextEncoder().encode(JSON.stringify(body)));
-    const headers: Record<string, string> = { accept: 'application/json', host: url.host, ...opts.headers };
-    if (bytes) {
-      headers['content-type'] = opts.contentType ?? (opts.raw ? 'application/octet-stream' : 'application/json');
-      headers['content-length'] = String(bytes.length);
-      headers['content-digest'] = contentDigest(bytes, 'sha-256', nodeSha);
-    }
-    if (this.o.token) headers.authorization = `Bearer ${await this.o.token()}`;
-    const key = this.o.ownerKey;
-    if (key && (opts.sign ?? true)) {
-      Object.assign(
-        headers,
-        await signRequest(
-          { method, url: url.toString(), headers },
-          { keyId: key.publicKey.fingerprint(), sign: (m) => key.sign(m) },
-        ),
-      );
-    }
-    return this.raw(url, method, headers, bytes);
-  }
-
-  /**
-   * TLS first, request second: with a pinned fingerprint the handshake completes and the
-   * certificate is compared before a single byte of the request (token included) is written.
-   */
-  private connect(url: URL): Promise<TLSSocket> {
-    const pin = this.o.fingerprint?.toUpperCase();
-    return new Promise((resolve, reject) => {
-      const socket = tlsConnect(
-        {
-          host: url.hostname,
-          port: Number(url.port || 443),
-          ...(isIP(url.hostname) ? {} : { servername: url.hostname }),
-          ...(this.o.ca ? { ca: this.o.ca, rejectUnauthorized: true } : { rejectUnauthorized: false }),
-        },
-        () => {
-          if (!this.o.ca && socket.getPeerCertificate().fingerprint256?.toUpperCase() !== pin) {
-            socket.destroy();
-            reject(new Error('the node certificate does not match the pinned fingerprint'));
-            return;
-          }
-          resolve(socket);
-        },
-      );
-      socket.once('error', reject);
-    });
-  }
-
-  private async raw(
-    url: URL,
-    method: string,
-    headers: Record<string, string>,
-    body: Uint8Array | undefined,
-  ): Promise<OcsResponse> {
-    if (!this.o.ca && !this.o.fingerprint) throw new Error('give the node certificate (ca) or its fingerprint to pin');
-    const socket = await this.connect(url);
-    const opts: RequestOptions = {
-      method,
-      path: `${url.pathname}${url.search}`,
-      headers,
-      timeout: this.o.timeoutMs ?? 120_000,
-      createConnection: () => socket,
-    };
-    return new Promise((resolve, reject) => {
-      const req = httpRequest(opts, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          socket.end();
-          const text = Buffer.concat(chunks).toString('utf8');
-          const type = String(res.headers['content-type'] ?? '');
-          let parsed: unknown = text;
-          if (type.includes('json') && text) {
-            try {
-              parsed = JSON.parse(text);
-            } catch {
-              parsed = text;
-            }
-          }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: parsed });
+    const retryable = method === 'GET' || opts.idempotent === true;
+    const retries = this.options.retries ?? 3;
+    for (let attempt = 0; ; attempt++) {
+      const headers: Record<string, string> = { accept: 'application/json', host: url.host, ...opts.headers };
+      if (upload) {
+        headers['content-type'] = opts.contentType ?? 'application/octet-stream';
+        headers['content-length'] = String(upload.size);
+        headers['content-digest'] = upload.digest;
+      } else if (bytes) {
+        headers['content-type'] = opts.contentType ?? (opts.raw ? 'application/octet-stream' : 'application/json');
+        headers['content-length'] = String(bytes.length);
+        headers['content-digest'] = contentDigest(bytes, 'sha-256', nodeSha);
+      }
+      if (this.options.token) headers.authorization = `Bearer ${await this.options.token()}`;
+      const key = this.options.ownerKey;
+      if (key && (opts.sign ?? true)) {
+        Object.assign(
+          headers,
+          await signRequest(
+            { method, url: url.toString(), headers },
+            { keyId: key.publicKey.fingerprint(), sign: (m) => key.sign(m) },
+          ),
+        );
+      }
+      const total = upload?.size ?? bytes?.length ?? 0;
+      try {
+        const res = await send(this.agent, {
+          url,
+          method,
+          headers,
+          body: upload ? (): Readable => createReadStream(opts.file!.path) : bytes,
+          timeoutMs: this.options.timeoutMs ?? 120_000,
+          ...(opts.onProgress ? { onProgress: (sent: number) => opts.onProgress!(sent, total) } : {}),
         });
-        res.on('error', reject);
-      });
-      req.on('timeout', () => req.destroy(new Error('request timed out')));
-      req.on('error', reject);
-      req.end(body);
-    });
+        return decode(res);
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException & { reusedSocket?: boolean };
+        if (e instanceof PinMismatchError || attempt >= retries) throw err;
+        // The server had closed a kept-alive connection as we wrote on it: it never saw the request.
+        const stale = e.reusedSocket === true && (e.code === 'ECONNRESET' || e.message === 'socket hang up');
+        const network = NETWORK_ERRORS.has(e.code ?? '') || e.message === 'socket hang up';
+        if (!stale && !(retryable && network)) throw err;
+        if (!stale) await sleep(100 * 2 ** attempt);
+      }
+    }
   }
+
+  /** Closes the connections kept to the node. */
+  close(): void {
+    this.agent.destroy();
+  }
+
+  /** SHA-256 Content-Digest of a file, read as a stream; remembered while the file is unchanged. */
+  private async fileDigest(path: string): Promise<{ digest: string; size: number }> {
+    const st = await stat(path);
+    if (!st.isFile()) throw new OcsError('invalid_request', `${path} is not a regular file`);
+    const known = this.digests.get(path);
+    if (known && known.size === st.size && known.mtimeMs === st.mtimeMs) return known;
+    const h = createHash('sha256');
+    for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+    const d = { digest: `sha-256=:${h.digest('base64')}:`, size: st.size, mtimeMs: st.mtimeMs };
+    this.digests.set(path, d);
+    return d;
+  }
+}
+
+function decode(res: RawResponse): OcsResponse {
+  const text = res.body.toString('utf8');
+  const type = String(res.headers['content-type'] ?? '');
+  let parsed: unknown = text;
+  if (type.includes('json') && text) {
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = text;
+    }
+  }
+  return { status: res.status, headers: res.headers, body: parsed };
+}
+
+/** A refusal as the OcsError the server meant (its code, message and details). */
+export function refusal(res: OcsResponse): OcsError {
+  const err = (res.body as ErrorBody | undefined)?.error;
+  if (err && isErrorCode(err.code)) return new OcsError(err.code, err.message, err.details);
+  return new OcsError('internal', `unexpected ${res.status} from the node`);
 }
 
 const nodeSha = (alg: 'sha-256' | 'sha-512') => {

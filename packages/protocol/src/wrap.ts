@@ -66,3 +66,28 @@ function ageFileBytes(wrapped: string | Uint8Array): Uint8Array {
   }
   throw new OcsError('unwrap_failed', 'not an age file');
 }
+
+/**
+ * Seals a data key to a node's unlock recipient (`age1…`, from `GET /v1/node`) for unlock and
+ * rotate-key: only that node's identity opens it, and only while it runs.
+ */
+export async function sealToNode(dataKey: Uint8Array, unlockRecipient: string): Promise<string> {
+  if (!(dataKey instanceof Uint8Array) || dataKey.length === 0) throw new TypeError('dataKey must be non-empty bytes');
+  const encrypter = new Encrypter();
+  encrypter.addRecipient(unlockRecipient);
+  return armor.encode(await encrypter.encrypt(dataKey));
+}
+
+/** Opens the owner's wrapped key and seals it to the node, never writing the plaintext anywhere. */
+export async function rewrapForNode(
+  wrapped: string,
+  owner: Ed25519PrivateKey,
+  unlockRecipient: string,
+): Promise<string> {
+  const key = await unwrapKey(wrapped, owner);
+  try {
+    return await sealToNode(key, unlockRecipient);
+  } finally {
+    key.fill(0);
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * Typed operations over the route catalogue: every method is one entry of NODE_ROUTES or
+ * SPACE_ROUTES, with its parameters, body and response types derived from the entry's schemas,
+ * so a change of contract is a compile error here, not a surprise at run time.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  SPACE_API_PREFIX,
+  nodeRoute,
+  rewrapForNode,
+  spaceRoute,
+  type BodyOf,
+  type HeadersOf,
+  type NodeRouteId,
+  type ParamsOf,
+  type QueryOf,
+  type ResponseOf,
+  type RouteSpec,
+  type SpaceRouteId,
+  type NodeRoute,
+  type SpaceRoute,
+} from '@ocs/protocol';
+import { BaseClient, type CallOptions, type ClientOptions, type FileBody } from './sdk.js';
+
+type N<I extends NodeRouteId> = Extract<NodeRoute, { id: I }>;
+type S<I extends SpaceRouteId> = Extract<SpaceRoute, { id: I }>;
+
+/** What a route takes: its path parameters, query, headers and body, as its schemas say. */
+export interface RouteInput<R> {
+  params?: ParamsOf<R>;
+  query?: QueryOf<R>;
+  headers?: Partial<HeadersOf<R>> & Record<string, string>;
+  body?: BodyOf<R> extends 'binary' ? FileBody | Uint8Array : BodyOf<R>;
+}
+
+export interface UploadOptions {
+  onProgress?: (sent: number, total: number) => void;
+}
+
+/** Fills `{name}` of a path, each value encoded as one segment. */
+export function fillPath(path: string, params: Record<string, unknown> = {}): string {
+  return path.replace(/\{(\w+)\}/g, (_, name: string) => {
+    const v = params[name];
+    if (typeof v !== 'string' || v === '') throw new TypeError(`missing path parameter ${name}`);
+    return encodeURIComponent(v);
+  });
+}
+
+/** A node's client: every operation of both APIs, typed, over one pool of pinned connections. */
+export class OcsClient extends BaseClient {
+  constructor(options: ClientOptions) {
+    super(options);
+  }
+
+  /** One catalogue route: path filled, query added, signed if the route is, typed both ways. */
+  async route<R extends RouteSpec>(
+    spec: R,
+    input: RouteInput<R> = {},
+    o: { prefix?: string; idempotent?: boolean } & UploadOptions = {},
+  ): Promise<ResponseOf<R>> {
+    let path = (o.prefix ?? '') + fillPath(spec.path, input.params as Record<string, unknown>);
+    const q = Object.entries((input.query ?? {}) as Record<string, unknown>).filter(([, v]) => v !== undefined);
+    if (q.length) path += `?${new URLSearchParams(q.map(([k, v]): [string, string] => [k, String(v)])).toString()}`;
+    const opts: CallOptions = {
+      sign: spec.signature !== 'none',
+      ...(input.headers ? { headers: input.headers as Record<string, string> } : {}),
+      ...(o.idempotent ? { idempotent: true } : {}),
+      ...(o.onProgress ? { onProgress: o.onProgress } : {}),
+    };
+    let json: unknown;
+    if (spec.body === 'binary') {
+      const b = input.body as FileBody | Uint8Array | undefined;
+      if (b instanceof Uint8Array) opts.raw = b;
+      else if (b) opts.file = b;
+      opts.contentType = 'application/x-tar';
+    } else if (spec.body) json = input.body ?? {};
+    const res = await this.call(spec.method, path, json, opts);
+    return (spec.status === 204 ? undefined : res.body) as ResponseOf<R>;
+  }
+
+  readonly node = {
+    info: () => this.route(nodeRoute('getNode')),
+    health: () => this.route(nodeRoute('health')),
+  };
+
+  readonly audit = {
+    list: (query: QueryOf<N<'listAudit'>> = {}) => this.route(nodeRoute('listAudit'), { query }),
+  };
+
+  readonly spaces = {
+    /**
+     * Reserves a space bound to this client's owner key. Under an idempotency key (one is made
+     * if none is given), so a retry after a lost response returns the same space.
+     */
+    reserve: (
+      body: Omit<BodyOf<N<'createSpace'>>, 'ownerKey'> & { ownerKey?: BodyOf<N<'createSpace'>>['ownerKey'] },
+      o: { idempotencyKey?: string } = {},
+    ) => {
+      const ownerKey = body.ownerKey ?? this.owner().publicKey.toBase64url();
+      return this.route(
+        nodeRoute('createSpace'),
+        {
+          body: { ...body, ownerKey },
+          headers: { 'idempotency-key': o.idempotencyKey ?? newIdempotencyKey() },
+        },
+        { idempotent: true },
+      );
+    },
+    list: () => this.route(nodeRoute('listSpaces')),
+    get: (spaceId: string) => this.route(nodeRoute('getSpace'), { params: { spaceId } }),
+    renew: (spaceId: string, leaseSeconds: number) =>
+      this.route(nodeRoute('renewSpace'), { params: { spaceId }, body: { leaseSeconds } }),
+    lock: (spaceId: string) => this.route(nodeRoute('lockSpace'), { params: { spaceId }, body: {} }),
+    /** Unlocks with the owner's wrapped key: opened here, sealed to the node; the plaintext never leaves memory. */
+    unlock: async (spaceId: string, wrappedKey: string) => {
+      const sealedKey = await rewrapForNode(wrappedKey, this.owner(), (await this.node.info()).unlockRecipient);
+      return this.route(nodeRoute('unlockSpace'), { params: { spaceId }, body: { sealedKey } });
+    },
+    /** A fresh key for the space's storage; returns the new wrapped key (the old one no longer opens it). */
+    rotateKey: async (spaceId: string, wrappedKey: string) => {
+      const sealedKey = await rewrapForNode(wrappedKey, this.owner(), (await this.node.info()).unlockRecipient);
+      return this.route(nodeRoute('rotateSpaceKey'), { params: { spaceId }, body: { sealedKey } });
+    },
+    destroy: (spaceId: string) => this.route(nodeRoute('deleteSpace'), { params: { spaceId } }),
+  };
+
+  /** The owner-only API of one space (forwarded by the node to the space's own process). */
+  space(spaceId: string) {
+    const prefix = fillPath(SPACE_API_PREFIX, { spaceId });
+    const r = <I extends SpaceRouteId>(id: I, input: RouteInput<S<I>> = {}, o: UploadOptions = {}) =>
+      this.route(spaceRoute(id), input, { prefix, ...o });
+    return {
+      status: () => r('spaceStatus'),
+      volumes: {
+        create: (body: BodyOf<S<'createVolume'>>) => r('createVolume', { body }),
+        list: () => r('listVolumes'),
+        delete: (volume: string) => r('deleteVolume', { params: { volume } }),
+      },
+      images: {
+        /** Loads a `docker save` tarball, streamed from its file. */
+        load: (image: string, source: FileBody | Uint8Array, o: UploadOptions = {}) =>
+          r('loadImage', { params: { image }, body: source }, o),
+        list: () => r('listImages'),
+        delete: (image: string) => r('deleteImage', { params: { image } }),
+      },
+      files: {
+        upload: (file: string, source: FileBody | Uint8Array, o: UploadOptions = {}) =>
+          r('uploadFile', { params: { file }, body: source }, o),
+        list: () => r('listFiles'),
+        delete: (file: string) => r('deleteFile', { params: { file } }),
+      },
+      containers: {
+        create: (body: BodyOf<S<'createContainer'>>) => r('createContainer', { body }),
+        list: () => r('listContainers'),
+        get: (container: string) => r('getContainer', { params: { container } }),
+        start: (container: string) => r('startContainer', { params: { container }, body: {} }),
+        stop: (container: string) => r('stopContainer', { params: { container }, body: {} }),
+        delete: (container: string) => r('deleteContainer', { params: { container } }),
+        logs: (container: string, query: QueryOf<S<'containerLogs'>> = {}) =>
+          r('containerLogs', { params: { container }, query }),
+        stats: (container: string) => r('containerStats', { params: { container } }),
+      },
+      vms: {
+        create: (body: BodyOf<S<'createVm'>>) => r('createVm', { body }),
+        list: () => r('listVms'),
+        get: (vm: string) => r('getVm', { params: { vm } }),
+        start: (vm: string) => r('startVm', { params: { vm }, body: {} }),
+        stop: (vm: string) => r('stopVm', { params: { vm }, body: {} }),
+        delete: (vm: string) => r('deleteVm', { params: { vm } }),
+        console: (vm: string, query: QueryOf<S<'vmConsole'>> = {}) => r('vmConsole', { params: { vm }, query }),
+      },
+    };
+  }
+
+  private owner() {
+    if (!this.options.ownerKey) throw new TypeError('this operation needs the owner key (ClientOptions.ownerKey)');
+    return this.options.ownerKey;
+  }
+}
+
+/** 32 random base64url characters: unique per reservation, from the client's own randomness. */
+export const newIdempotencyKey = (): string => `ocs-${randomBytes(24).toString('base64url')}`;
