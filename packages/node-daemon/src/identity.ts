@@ -11,6 +11,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject 
 import { join } from 'node:path';
 import { generateX25519Identity, identityToRecipient } from 'age-encryption';
 import { readSecretFile, writeSecretFile } from './files.js';
+import { devIssuer } from '@ocs/protocol';
 
 export interface NodeIdentity {
   identityKey: KeyObject;
@@ -59,15 +60,15 @@ export async function loadOrCreateIdentity(stateDir: string): Promise<NodeIdenti
 
 /** Path of the dev issuer's private key, for `ocs` on the same machine (root only). */
 export function devIssuerKeyPath(stateDir: string): string {
-  return join(stateDir, 'keys', 'dev-issuer.pem');
+  return join(stateDir, devIssuer.keyFile);
 }
 
 export function loadOrCreateDevIssuer(stateDir: string, nodeId: string): DevIssuer {
   const privateKey = loadOrCreateEd25519(devIssuerKeyPath(stateDir));
   const x = rawPublic(privateKey);
-  const kid = `dev-${x.slice(0, 12)}`;
+  const kid = devIssuer.kid(x);
   return {
-    issuer: `ocs-dev:${nodeId}`,
+    issuer: devIssuer.name(nodeId),
     kid,
     privateKey,
     publicJwk: { kty: 'OKP', crv: 'Ed25519', x, kid, alg: 'EdDSA', use: 'sig' },

@@ -317,3 +317,16 @@ export async function mintToken(opts: MintTokenOptions): Promise<string> {
   if (opts.tokenId !== undefined) jwt.setJti(opts.tokenId);
   return jwt.sign(opts.privateKey);
 }
+
+/**
+ * A development node's own issuer, named here so that the daemon and `ocs token` (on the same
+ * machine, root) agree: its name, its key id, and where the node keeps its private key.
+ */
+export const devIssuer = {
+  name: (nodeId: string) => `ocs-dev:${nodeId}`,
+  /** From the base64url `x` of its Ed25519 public key. */
+  kid: (x: string) => `dev-${x.slice(0, 12)}`,
+  /** Relative to the node's state directory. */
+  keyFile: 'keys/dev-issuer.pem',
+  nodeIdFile: 'node-id',
+} as const;

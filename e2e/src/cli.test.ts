@@ -1,0 +1,221 @@
+/**
+ * `ocs` driven as a user drives it: spawned processes with their own config directory, against
+ * a real node daemon, its space processes and its container engine. The happy path (key, node,
+ * reserve, image, volume, run, logs, lock, unlock, destroy) and the unhappy ones, each with its
+ * message and exit code (docs/cli.md).
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createPrivateKey, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildBusyboxImage } from '@ocs/host/testing';
+import { mintToken } from '@ocs/protocol';
+import { startTestNode, MiB, type TestNode } from './harness.js';
+
+const OCS = fileURLToPath(import.meta.resolve('@ocs/cli/main'));
+let t: TestNode;
+let dir: string;
+let imagePath: string;
+let token: string;
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `ocs args…` as a user would, with its own config directory, key and token. */
+function ocs(args: string[], env: Record<string, string> = {}): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [OCS, ...args], {
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        HOME: dir,
+        OCS_CONFIG_DIR: join(dir, 'config'),
+        OCS_KEY: join(dir, 'id_ed25519'),
+        OCS_TOKEN: token,
+        ...env,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+const ok = (r: Result) => {
+  assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}`);
+  return r.stdout;
+};
+const json = <T>(r: Result): T => JSON.parse(ok(r)) as T;
+/** A refusal as the user sees it: the exit code, the stable code and a hint on stderr. */
+function refused(r: Result, exit: number, code: string): void {
+  assert.equal(r.code, exit, `expected exit ${exit} (${code}), got ${r.code}: ${r.stderr}${r.stdout}`);
+  assert.match(r.stderr, new RegExp(`\\(${code}\\)`));
+  assert.doesNotMatch(r.stderr, /at .*\.js:\d+/, 'no stack trace');
+}
+
+before(async () => {
+  t = await startTestNode({ workloads: true });
+  dir = mkdtempSync(join(tmpdir(), 'ocs-cli-'));
+  imagePath = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
+  // The CLI's own way to a token on a development node.
+  token = (
+    await new Promise<string>((resolve, reject) => {
+      const p = spawn(process.execPath, [OCS, 'token', '--state-dir', t.config.stateDir, '--org', 'org-a'], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let out = '';
+      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      p.on('error', reject);
+      p.on('close', (c) => (c === 0 ? resolve(out) : reject(new Error(`ocs token exited ${c}`))));
+    })
+  ).trim();
+});
+
+after(async () => {
+  await t.stop();
+  rmSync(dir, { recursive: true, force: true });
+  rmSync(dirname(imagePath), { recursive: true, force: true });
+});
+
+test('an owner journey: key, node, reserve, image, volume, run, logs, lock, unlock, destroy', async () => {
+  const key = json<{ file: string; fingerprint: string }>(await ocs(['--json', 'key', 'new']));
+  assert.equal(statSync(key.file).mode & 0o777, 0o600);
+  assert.match(readFileSync(`${key.file}.pub`, 'utf8'), /^ssh-ed25519 /);
+
+  // Trust on first use: refused without a decision, accepted with the farmer's fingerprint.
+  const undecided = await ocs(['node', 'add', 'dev', t.node.url]);
+  assert.equal(undecided.code, 2);
+  assert.match(undecided.stderr, /fingerprint/);
+  ok(await ocs(['node', 'add', 'dev', t.node.url, '--fingerprint', t.node.tls.fingerprint]));
+  assert.match(ok(await ocs(['node', 'ls'])), /\*\s+dev\s+https:\/\/127\.0\.0\.1/);
+
+  const space = json<{ id: string; state: string }>(
+    await ocs([
+      '--json',
+      'space',
+      'reserve',
+      '--cpu',
+      '1',
+      '--memory',
+      '512MiB',
+      '--storage',
+      '128MiB',
+      '--lease',
+      '1h',
+    ]),
+  );
+  assert.equal(space.state, 'active');
+  const kept = join(dir, 'config', 'spaces', 'dev', `${space.id}.json`);
+  assert.equal(statSync(kept).mode & 0o777, 0o600);
+  assert.match(ok(await ocs(['space', 'ls'])), new RegExp(`\\*\\s+${space.id}\\s+active.*here`));
+
+  assert.match(ok(await ocs(['image', 'load', imagePath, '--name', 'busybox'])), /busybox: loaded/);
+  ok(await ocs(['volume', 'create', 'data', '--size', '16MiB']));
+  ok(
+    await ocs([
+      'run',
+      '--name',
+      'hello',
+      '-v',
+      'data:/data',
+      '-e',
+      'WHO=ocs',
+      'busybox',
+      '--',
+      'sh',
+      '-c',
+      'echo "hello from $WHO"; echo kept > /data/f',
+    ]),
+  );
+  const deadline = Date.now() + 20_000;
+  while (!/exited/.test(ok(await ocs(['container', 'ls']))) && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 300));
+  assert.match(ok(await ocs(['container', 'logs', 'hello'])), /hello from ocs/);
+
+  assert.match(ok(await ocs(['space', 'lock'])), /locked/);
+  refused(await ocs(['container', 'ls']), 5, 'space_locked');
+  assert.match(ok(await ocs(['space', 'unlock'])), /active/);
+  assert.match(ok(await ocs(['volume', 'ls'])), /data/);
+  assert.match(ok(await ocs(['space', 'key', 'export'])), /BEGIN AGE ENCRYPTED FILE/);
+
+  ok(await ocs(['container', 'rm', 'hello']));
+  ok(await ocs(['space', 'destroy', space.id]));
+  refused(await ocs(['space', 'show', space.id]), 4, 'not_found');
+});
+
+test('refusals say what went wrong and what to do, with their exit codes', async () => {
+  const home = { OCS_CONFIG_DIR: join(dir, 'config2'), OCS_KEY: join(dir, 'id2') };
+  ok(await ocs(['key', 'new'], home));
+  ok(await ocs(['node', 'add', 'dev', t.node.url, '--yes'], home));
+  const space = json<{ id: string }>(
+    await ocs(['--json', 'space', 'reserve', '--cpu', '0.5', '--memory', '128MiB', '--storage', '16MiB'], home),
+  );
+
+  // Another key: not the owner.
+  const other = join(dir, 'other_key');
+  ok(await ocs(['key', 'new', '--file', other], home));
+  refused(await ocs(['--key', other, 'space', 'lock', space.id], home), 3, 'not_owner');
+
+  // An expired token.
+  const issuerKey = createPrivateKey(readFileSync(join(t.config.stateDir, 'keys', 'dev-issuer.pem'), 'utf8'));
+  const expired = await mintToken({
+    privateKey: issuerKey,
+    kid: t.node.devIssuer!.kid,
+    alg: 'EdDSA',
+    issuer: t.node.devIssuer!.issuer,
+    audience: t.node.nodeId,
+    subject: 'late',
+    org: 'org-a',
+    roles: ['spaces'],
+    lifetimeSeconds: 60,
+    now: new Date(Date.now() - 3600_000),
+  });
+  const late = await ocs(['space', 'ls'], { ...home, OCS_TOKEN: expired });
+  refused(late, 3, 'token_expired');
+  assert.match(late.stderr, /fresh one/);
+
+  // The node is full.
+  refused(
+    await ocs(['space', 'reserve', '--cpu', '500', '--memory', '1GiB', '--storage', '1GiB'], home),
+    6,
+    'capacity_exceeded',
+  );
+
+  // An image larger than the space.
+  const big = join(dir, 'big.tar');
+  writeFileSync(big, randomBytes(20 * MiB));
+  refused(await ocs(['image', 'load', big, '--name', 'big'], home), 6, 'budget_exceeded');
+
+  // The node's certificate changed since it was added.
+  const nodesFile = join(home.OCS_CONFIG_DIR, 'nodes.json');
+  const saved = readFileSync(nodesFile, 'utf8');
+  const nodes = JSON.parse(saved) as { nodes: { fingerprint: string }[] };
+  nodes.nodes[0]!.fingerprint = '00'.repeat(31).match(/../g)!.join(':') + ':00';
+  writeFileSync(nodesFile, JSON.stringify(nodes));
+  const changed = await ocs(['space', 'ls'], home);
+  assert.equal(changed.code, 7);
+  assert.match(changed.stderr, /CERTIFICATE HAS CHANGED/);
+  writeFileSync(nodesFile, saved);
+
+  // --json errors are JSON too.
+  const j = await ocs(['--json', 'space', 'show', 'sp_aaaaaaaaaaaaaaaaaaaa'], home);
+  assert.equal(j.code, 4);
+  assert.equal((JSON.parse(j.stdout) as { error: { code: string } }).error.code, 'not_found');
+
+  // Usage errors never reach the node.
+  const usage = await ocs(['space', 'reserve', '--cpu', 'lots', '--memory', '1GiB', '--storage', '1GiB'], home);
+  assert.equal(usage.code, 2);
+  assert.match(usage.stderr, /not a CPU count/);
+
+  ok(await ocs(['space', 'destroy', space.id], home));
+});

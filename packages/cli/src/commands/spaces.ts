@@ -1,0 +1,216 @@
+/** `ocs space`: reserve, inspect, renew, lock, unlock, rotate and destroy spaces. */
+import type { Command } from 'commander';
+import type { Space } from '@ocs/protocol';
+import { UsageError, formatBytes, formatDuration, parseCpu, parseDuration, parseSize } from '../units.js';
+import { keyValues, print, table } from '../output.js';
+import type { Context } from '../context.js';
+import type { Run } from '../main.js';
+
+const leaseLeft = (s: Space) => formatDuration((Date.parse(s.lease.expiresAt) - Date.now()) / 1000);
+
+function showSpace(s: Space, keyHeld: boolean): string {
+  return keyValues([
+    ['space', s.id],
+    ['state', s.state],
+    ['cpu', (s.resources.cpuMillicores / 1000).toFixed(2)],
+    ['memory', formatBytes(s.resources.memoryBytes)],
+    [
+      'storage',
+      `${formatBytes(s.resources.storageBytes)} (${s.storage.backend}, ${s.storage.unlocked ? 'unlocked' : 'locked'})`,
+    ],
+    ['lease', `${s.lease.expiresAt} (${leaseLeft(s)} left)`],
+    ['owner', s.ownerFingerprint],
+    ['wrapped key', keyHeld ? 'kept here' : 'not on this machine'],
+  ]);
+}
+
+function wrappedKeyOf(ctx: Context, spaceId: string): string {
+  const node = ctx.node().name;
+  const e = ctx.store.space(node, spaceId);
+  if (!e)
+    throw new UsageError(
+      `no wrapped key for ${spaceId} here (it stays where the space was reserved; ocs space key import)`,
+    );
+  return e.wrappedKey;
+}
+
+export function spaceCommands(program: Command, run: Run): void {
+  const space = program.command('space').description('spaces: reservations of CPU, memory and encrypted storage');
+  space
+    .command('reserve')
+    .description('reserve a space bound to your key; its wrapped key is kept here (0600)')
+    .requiredOption('--cpu <n>', 'CPUs: 2, 0.5 or 500m')
+    .requiredOption('--memory <size>', 'memory, e.g. 4GiB')
+    .requiredOption('--storage <size>', 'encrypted storage, e.g. 20GiB')
+    .option('--pids <n>', 'processes at most')
+    .option('--lease <duration>', 'lease, e.g. 24h (renew before it ends)', '24h')
+    .option('--name <name>', 'a name for the space')
+    .option('--no-use', 'do not make it the current space')
+    .action(
+      run(
+        async (
+          ctx,
+          o: {
+            cpu: string;
+            memory: string;
+            storage: string;
+            pids?: string;
+            lease: string;
+            name?: string;
+            use: boolean;
+          },
+        ) => {
+          const node = ctx.node().name;
+          const c = ctx.client({ owner: true });
+          const { space: s, wrappedKey } = await c.spaces.reserve({
+            resources: {
+              cpuMillicores: parseCpu(o.cpu),
+              memoryBytes: parseSize(o.memory, 'memory'),
+              storageBytes: parseSize(o.storage, 'storage'),
+              ...(o.pids ? { pids: Number(o.pids) } : {}),
+            },
+            leaseSeconds: parseDuration(o.lease, 'lease'),
+            ...(o.name ? { name: o.name } : {}),
+          });
+          ctx.store.putSpace({ spaceId: s.id, node, wrappedKey, reservedAt: new Date().toISOString() });
+          if (o.use) ctx.store.use(node, s.id);
+          print(
+            ctx.out,
+            s,
+            () =>
+              `${showSpace(s, true)}${o.use ? `\n\nocs commands now act on ${s.id} (ocs space use to change)` : ''}`,
+          );
+        },
+      ),
+    );
+  space
+    .command('ls')
+    .description('your spaces on the node (all of them, for a farmer or monitor)')
+    .action(
+      run(async (ctx) => {
+        const node = ctx.node().name;
+        const { spaces } = await ctx.client().spaces.list();
+        const held = new Set(ctx.store.spaces(node).map((e) => e.spaceId));
+        const cur = ctx.store.current();
+        print(ctx.out, { spaces }, () =>
+          table(
+            ['', 'SPACE', 'STATE', 'CPU', 'MEMORY', 'STORAGE', 'LEASE LEFT', 'KEY'],
+            spaces.map((s) => [
+              cur?.node === node && cur.spaceId === s.id ? '*' : '',
+              s.id,
+              s.state,
+              (s.resources.cpuMillicores / 1000).toFixed(2),
+              formatBytes(s.resources.memoryBytes),
+              formatBytes(s.resources.storageBytes),
+              leaseLeft(s),
+              held.has(s.id) ? 'here' : '-',
+            ]),
+            'no spaces: ocs space reserve --cpu 1 --memory 1GiB --storage 4GiB',
+          ),
+        );
+      }),
+    );
+  space
+    .command('show [id]')
+    .description('one space (default: the current one)')
+    .action(
+      run(async (ctx, id?: string) => {
+        const spaceId = id ?? ctx.space().spaceId;
+        const s = await ctx.client().spaces.get(spaceId);
+        print(ctx.out, s, () => showSpace(s, ctx.store.space(ctx.node().name, spaceId) !== undefined));
+      }),
+    );
+  space
+    .command('use <id>')
+    .description('make a space the current one for in-space commands')
+    .action(
+      run(async (ctx, id: string) => {
+        const node = ctx.node().name;
+        await ctx.client().spaces.get(id);
+        ctx.store.use(node, id);
+        print(ctx.out, { node, spaceId: id }, () => `ocs commands now act on ${id}`);
+      }),
+    );
+  space
+    .command('renew [id]')
+    .description('extend the lease (never shortens it)')
+    .requiredOption('--lease <duration>', 'the lease from now, e.g. 24h')
+    .action(
+      run(async (ctx, id: string | undefined, o: { lease: string }) => {
+        const s = await ctx
+          .client({ owner: true })
+          .spaces.renew(id ?? ctx.space().spaceId, parseDuration(o.lease, 'lease'));
+        print(ctx.out, s, () => `${s.id}: lease until ${s.lease.expiresAt} (${leaseLeft(s)})`);
+      }),
+    );
+  space
+    .command('lock [id]')
+    .description('stop its workloads and evict its key: its data is unreadable until unlock')
+    .action(
+      run(async (ctx, id?: string) => {
+        const s = await ctx.client({ owner: true }).spaces.lock(id ?? ctx.space().spaceId);
+        print(ctx.out, s, () => `${s.id}: ${s.state}`);
+      }),
+    );
+  space
+    .command('unlock [id]')
+    .description('open the wrapped key with your key and seal it to the node (in memory only)')
+    .action(
+      run(async (ctx, id?: string) => {
+        const spaceId = id ?? ctx.space().spaceId;
+        const s = await ctx.client({ owner: true }).spaces.unlock(spaceId, wrappedKeyOf(ctx, spaceId));
+        print(ctx.out, s, () => `${s.id}: ${s.state}`);
+      }),
+    );
+  space
+    .command('rotate-key [id]')
+    .description("re-encrypt the space's storage key under a fresh key; the new wrapped key replaces the old here")
+    .action(
+      run(async (ctx, id?: string) => {
+        const spaceId = id ?? ctx.space().spaceId;
+        const node = ctx.node().name;
+        const { wrappedKey } = await ctx.client({ owner: true }).spaces.rotateKey(spaceId, wrappedKeyOf(ctx, spaceId));
+        ctx.store.putSpace({ spaceId, node, wrappedKey, reservedAt: ctx.store.space(node, spaceId)!.reservedAt });
+        print(
+          ctx.out,
+          { spaceId, rotated: true },
+          () => `${spaceId}: key rotated; the old wrapped key no longer opens it`,
+        );
+      }),
+    );
+  space
+    .command('destroy <id>')
+    .description('destroy the space and shred its keys (irreversible)')
+    .action(
+      run(async (ctx, id: string) => {
+        const node = ctx.node().name;
+        await ctx.client({ owner: true }).spaces.destroy(id);
+        ctx.store.forgetSpace(node, id);
+        print(ctx.out, { destroyed: id }, () => `${id}: destroyed`);
+      }),
+    );
+  const key = space.command('key').description("a space's wrapped key (encrypted to your key)");
+  key
+    .command('export [id]')
+    .description("print the wrapped key (for an orchestrator's records; only your private key opens it)")
+    .action(
+      run(async (ctx, id?: string) => {
+        const spaceId = id ?? ctx.space().spaceId;
+        const wrappedKey = wrappedKeyOf(ctx, spaceId);
+        print(ctx.out, { spaceId, wrappedKey }, () => wrappedKey.trimEnd());
+      }),
+    );
+  key
+    .command('import <id> <file>')
+    .description('keep a wrapped key exported elsewhere, to unlock the space from here')
+    .action(
+      run(async (ctx, id: string, file: string) => {
+        const { readFileSync } = await import('node:fs');
+        const wrappedKey = readFileSync(file, 'utf8');
+        if (!wrappedKey.includes('BEGIN AGE ENCRYPTED FILE'))
+          throw new UsageError(`${file} is not an armored age file`);
+        ctx.store.putSpace({ spaceId: id, node: ctx.node().name, wrappedKey, reservedAt: new Date().toISOString() });
+        print(ctx.out, { spaceId: id, imported: true }, () => `${id}: wrapped key kept`);
+      }),
+    );
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env node
+/**
+ * ocs: the command line of OpenCluster Spaces, for farmers, owners and orchestrators. Built on
+ * the SDK (`@ocs/client`); every command takes `--json`. Exit codes are in docs/cli.md.
+ */
+import { Command, CommanderError } from 'commander';
+import { Context, type GlobalOptions } from './context.js';
+import { EXIT, report } from './output.js';
+import { auditCommands } from './commands/audit.js';
+import { keyCommands } from './commands/keys.js';
+import { nodeCommands } from './commands/nodes.js';
+import { spaceCommands } from './commands/spaces.js';
+import { tokenCommand } from './commands/token.js';
+import { workloadCommands } from './commands/workloads.js';
+
+/** Wraps a command's action: builds its context, reports a failure with its exit code. */
+export type Run = <A extends unknown[]>(
+  fn: (ctx: Context, ...args: A) => Promise<void>,
+) => (...args: [...A, ...unknown[]]) => Promise<void>;
+
+export function buildProgram(): Command {
+  const program = new Command('ocs')
+    .description('OpenCluster Spaces: reserve spaces on a node and run containers and VMs in them')
+    .option('--node <name>', 'the node (default: the default node; $OCS_NODE)')
+    .option('--key <path>', 'your owner key (default: $OCS_KEY, else ~/.ssh/id_ed25519)')
+    .option(
+      '--token-file <path>',
+      'read the token from this file at each request (default: $OCS_TOKEN_FILE, $OCS_TOKEN)',
+    )
+    .option('--config-dir <dir>', 'where ocs keeps nodes and wrapped keys (default: $OCS_CONFIG_DIR, ~/.config/ocs)')
+    .option('--json', 'print JSON (for scripts)')
+    .showHelpAfterError()
+    .exitOverride();
+  const run: Run =
+    (fn) =>
+    async (...args) => {
+      const cmd = args[args.length - 1] as Command;
+      const ctx = new Context(cmd.optsWithGlobals() as GlobalOptions);
+      try {
+        await fn(ctx, ...(args.slice(0, -1) as never));
+      } catch (err) {
+        process.exitCode = report(ctx.out, err);
+      } finally {
+        ctx.close();
+      }
+    };
+  keyCommands(program, run);
+  tokenCommand(program, run);
+  nodeCommands(program, run);
+  spaceCommands(program, run);
+  workloadCommands(program, run);
+  auditCommands(program, run);
+  return program;
+}
+
+async function main(): Promise<void> {
+  try {
+    await buildProgram().parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version are not failures; anything else commander refused is a usage error.
+      process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+      return;
+    }
+    throw err;
+  }
+}
+
+await main();
