@@ -96,6 +96,8 @@ export interface TestNodeOptions {
   reuse?: { dir: string; tag: string };
   /** Listen on this port (default: any free one), e.g. the port of the node being restarted. */
   port?: number;
+  /** Listen on this loopback address (default 127.0.0.1). */
+  listenHost?: string;
   /** Merged over the defaults' `auth` (e.g. remote issuers); the dev issuer stays on unless set. */
   auth?: Record<string, unknown>;
 }
@@ -108,7 +110,7 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
   const config = resolveConfig({
     stateDir: join(dir, 'state'),
     runDir: join(dir, 'run'),
-    listen: { host: '127.0.0.1', port: opts.port ?? 0 },
+    listen: { host: opts.listenHost ?? '127.0.0.1', port: opts.port ?? 0 },
     storage: { backend: 'fscrypt', root: join(dir, 'storage') },
     cgroups: { parent: `ocs-test-${tag}.slice` },
     capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 } },

@@ -8,6 +8,7 @@ import { Context, type GlobalOptions } from './context.js';
 import { EXIT, report } from './output.js';
 import { auditCommands } from './commands/audit.js';
 import { keyCommands } from './commands/keys.js';
+import { leaseCommands } from './commands/leases.js';
 import { nodeCommands } from './commands/nodes.js';
 import { spaceCommands } from './commands/spaces.js';
 import { tokenCommand } from './commands/token.js';
@@ -49,6 +50,7 @@ export function buildProgram(): Command {
   nodeCommands(program, run);
   spaceCommands(program, run);
   workloadCommands(program, run);
+  leaseCommands(program, run);
   auditCommands(program, run);
   return program;
 }

@@ -108,7 +108,11 @@ export function report(o: Out, err: unknown): number {
     code = 'unreachable';
     hint = 'is the node running, and is its URL right? (ocs node ls)';
   }
-  if (o.json) process.stdout.write(`${JSON.stringify({ error: { code, message, ...(hint ? { hint } : {}) } })}\n`);
+  const details = err instanceof OcsError ? err.details : undefined;
+  if (o.json)
+    process.stdout.write(
+      `${JSON.stringify({ error: { code, message, ...(details ? { details } : {}), ...(hint ? { hint } : {}) } })}\n`,
+    );
   else process.stderr.write(`error: ${message} (${code})\n${hint ? `  ${hint}\n` : ''}`);
   return exit;
 }

@@ -1,3 +1,4 @@
 export * from './sdk.js';
 export * from './transport.js';
 export * from './resources.js';
+export * from './leases.js';
