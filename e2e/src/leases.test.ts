@@ -22,7 +22,7 @@ const ISSUER = 'https://org.example.test';
 const issuerKey = generateKeyPairSync('ed25519');
 const jwk = { ...issuerKey.publicKey.export({ format: 'jwk' }), kid: 'org-1', alg: 'EdDSA', use: 'sig' };
 
-let nodes: TestNode[] = [];
+const nodes: TestNode[] = [];
 let dir: string;
 let token = '';
 
