@@ -101,7 +101,8 @@ export async function startContainer(ctx: DriverContext, spaceId: string, contai
   const id = await findContainer(ctx, spaceId, containerId);
   const c = ctx.docker.getContainer(id);
   const info = await call('inspect the container', () => c.inspect());
-  for (const m of info.HostConfig.Mounts ?? []) {
+  // The top-level list: podman's Docker API leaves HostConfig.Mounts empty (it reports Binds).
+  for (const m of info.Mounts ?? []) {
     if (m.Type !== 'bind') throw new OcsError('invalid_request', 'the container has a mount that is not a bind mount');
     await checkMountSource(m.Source, 'mounts.source');
   }
