@@ -84,6 +84,12 @@ export async function removeNetwork(ctx: DriverContext, spaceId: string): Promis
       throw err;
     });
     if (!found) return;
+    // podman removes a network that containers still use (dockerd refuses while one runs): ask first,
+    // stopped containers included, since they could not start again without it.
+    const users = await call('list containers', () =>
+      ctx.docker.listContainers({ all: true, filters: { network: [networkName(spaceId)] } }),
+    );
+    if (users.length > 0) throw new OcsError('conflict', 'containers of the space still use its network');
     try {
       // By id: the name could have been re-pointed between inspect and remove.
       await ctx.docker.getNetwork(found.Id).remove();
