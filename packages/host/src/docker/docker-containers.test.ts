@@ -212,7 +212,7 @@ test('a mount source that is a symlink to /etc is refused, at create and at star
 });
 
 test(
-  "a container past its memory limit is OOM-killed (the kernel's record); a plain SIGKILL is not; its sibling keeps running",
+  "past its memory limit a container is OOM-killed (the kernel's record), a plain SIGKILL is not; a sibling runs on",
   { skip },
   async () => {
     const sibling = specFor(A, a.parent, { name: 'sibling' });

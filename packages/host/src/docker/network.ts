@@ -40,39 +40,21 @@ export async function ensureNetwork(ctx: DriverContext, spaceId: string): Promis
   return ctx.serialize(`net:${spaceId}`, async () => {
     const found = await findNetwork(ctx, spaceId);
     if (found) return found.Id;
-    if (ctx.podman) {
-      // Each space's engine knows only its own network, so the daemon hands out the subnets.
-      const created = await call('create the network', () =>
-        libpod<{ id: string }>(ctx, 'POST', '/networks/create', {
-          name: networkName(spaceId),
-          driver: 'bridge',
-          network_interface: bridgeName(spaceId),
-          subnets: [{ subnet: ctx.podman!.subnet }],
-          internal: true,
-          dns_enabled: false,
-          ipv6_enabled: false,
-          labels: { [LABEL_SPACE]: spaceId },
-        }),
-      );
-      return created.id;
-    }
-    const net = await call('create the network', () =>
-      ctx.docker.createNetwork({
-        Name: networkName(spaceId),
-        Driver: 'bridge',
-        CheckDuplicate: true,
-        Internal: true,
-        Attachable: false,
-        EnableIPv6: false,
-        Labels: { [LABEL_SPACE]: spaceId },
-        Options: {
-          'com.docker.network.bridge.name': bridgeName(spaceId),
-          'com.docker.network.bridge.enable_icc': 'true',
-          'com.docker.network.bridge.enable_ip_masquerade': 'false',
-        },
+    // Each space's engine knows only its own network, so the daemon hands out the subnets
+    // (and the bridge name, which the host's guard matches).
+    const created = await call('create the network', () =>
+      libpod<{ id: string }>(ctx, 'POST', '/networks/create', {
+        name: networkName(spaceId),
+        driver: 'bridge',
+        network_interface: bridgeName(spaceId),
+        subnets: [{ subnet: ctx.podman.subnet }],
+        internal: true,
+        dns_enabled: false,
+        ipv6_enabled: false,
+        labels: { [LABEL_SPACE]: spaceId },
       }),
     );
-    return net.id;
+    return created.id;
   });
 }
 

@@ -16,8 +16,8 @@ import { OcsError } from '@ocs/protocol';
 import { detectCgroups } from '../cgroups/detect.js';
 import type { CgroupDriver } from '../cgroups/types.js';
 import { SpaceEngines, type EngineSpace } from '../engine/engines.js';
-import { DEFAULT_DOCKER_SOCKET, DOCKER_API_VERSION, LIBPOD_API_VERSION } from './driver.js';
-import { buildBusyboxImage, type BusyboxImageOptions } from './test-image.js';
+import { DOCKER_API_VERSION, LIBPOD_API_VERSION } from './driver.js';
+import { DEFAULT_DOCKER_SOCKET, buildBusyboxImage, type BusyboxImageOptions } from './test-image.js';
 import type { ContainerSpec, DockerDriver } from './types.js';
 import { requireHost } from '../require-host.js';
 
@@ -50,7 +50,8 @@ async function builderUnavailable(): Promise<false | string> {
   try {
     await imageBuilder.ping();
   } catch (err) {
-    return `dockerd is not reachable at ${BUILDER_SOCKET} (${(err as Error).message}); start it with scripts/start-services.sh`;
+    const why = (err as Error).message;
+    return `dockerd is not reachable at ${BUILDER_SOCKET} (${why}); start it with scripts/start-services.sh`;
   }
   if (!existsSync('/bin/busybox')) return 'Debian busybox-static (/bin/busybox) is not installed';
   if (!existsSync(join(CGROUP_ROOT, 'memory')) && !existsSync(join(CGROUP_ROOT, 'cgroup.controllers'))) {
