@@ -1,15 +1,15 @@
 /**
- * One bridge network per space, `internal`.
+ * One bridge network per space, in the space's own engine, `internal`, on the subnet and bridge
+ * name the daemon gives it.
  *
- * Why internal: Docker already drops traffic between different bridge networks, but a normal
- * bridge also routes (and NATs) everything else: the outside world, the host's other addresses,
- * and every other space's *published* ports through them. An internal network's iptables rules
- * drop every packet whose source or destination lies outside the network's own subnet, so a
- * space's containers reach each other and nothing else. Nodes have no registry or internet
- * access by design; egress, if it is ever wanted, should be an explicit, audited path (a proxy),
- * not a default. What internal does not stop (measured on docker 20.10): the host itself is
- * reachable at the network's gateway address, so host services must not listen on all
- * addresses, or the operator drops input from the `ocsbr+` bridges (see {@link bridgeName}).
+ * Why internal: a normal bridge routes (and NATs) everything beyond its subnet: the outside
+ * world, the host's addresses, and every other space's bridge. podman's internal network (CNI)
+ * puts no address of the host on the bridge and gives the containers a route to their own
+ * subnet only, so a space's containers reach each other and nothing else, the host included
+ * (tested). Nodes have no registry or internet access by design; egress, if it is ever wanted,
+ * should be an explicit, audited path (a proxy), not a default. Should a bridge ever hold an
+ * address of the host (dockerd's internal networks do: their gateway), the host's `INPUT` rule
+ * on `ocsbr+` still drops what arrives from it (host-guard.ts, {@link bridgeName}).
  */
 import { OcsError } from '@ocs/protocol';
 import { call, libpod, type DriverContext } from './context.js';

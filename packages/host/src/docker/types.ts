@@ -23,7 +23,10 @@ export interface ContainerSpec {
   spaceId: string;
   /** Our container id (`ctr_…`); goes into the container's name and its `ocs.container` label. */
   containerId: string;
-  /** The owner's name for the container; also its DNS alias on the space's network. */
+  /**
+   * The owner's name for the container; also its alias on the space's network (which has no DNS,
+   * so other containers do not resolve it).
+   */
   name: string;
   /** The space-local image name given to {@link DockerDriver.loadImage}. */
   image: string;
