@@ -4,7 +4,7 @@
 # HTTP, and end-to-end against the real kernel). .ci/run runs it too, after its lint steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "run as root: the tests use cgroups, loop devices, mounts, dockerd and libvirtd" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "run as root: the tests use cgroups, loop devices, mounts, podman, dockerd and libvirtd" >&2; exit 1; }
 
 bash scripts/install-host-deps.sh
 # npm ci deletes node_modules and installs everything again: only when it is missing or older

@@ -35,7 +35,7 @@ if (selected.length === 0) {
   console.error('no test files found (did the build run?)');
   process.exit(1);
 }
-// Files run one at a time: many tests use real kernel objects (cgroups, loop devices, dockerd)
+// Files run one at a time: many tests use real kernel objects (cgroups, loop devices, podman engines)
 // and a 2-core machine gains little from running them side by side.
 const result = spawnSync(
   process.execPath,

@@ -109,10 +109,11 @@ try {
     const r = await api
       .call<Container>('POST', `${base}/containers`, { name, image: 'busybox', command: COMMAND, ...LIMITS })
       .catch((err: unknown) => {
-        // Another node daemon started on this dockerd removes every space it has no record of
-        // (Broker.reconcile), ours included: say so rather than leave a bare not_found.
+        // Another node daemon started with the same engines' run root removes every space it has
+        // no record of (the workloads' reconcile), ours included: say so rather than leave a bare
+        // not_found.
         throw new Error(
-          `creating ${name} failed (is another node daemon or e2e run using this dockerd?): ${String(err)}`,
+          `creating ${name} failed (is another node daemon or e2e run using this run root?): ${String(err)}`,
           { cause: err },
         );
       });

@@ -1,8 +1,8 @@
 /**
- * On start the daemon reconciles containers and VMs against its records, on real dockerd and libvirtd: a container
- * whose space is gone, one no record explains, and one whose create the daemon did not finish
- * are removed; recorded containers of live spaces are kept. Nothing of another daemon's spaces is
- * touched.
+ * On start the daemon reconciles containers and VMs against its records, on the spaces' own
+ * podman engines and libvirtd: a container whose space is gone, one no record explains, and one
+ * whose create the daemon did not finish are removed; recorded containers of live spaces are
+ * kept. Nothing of another daemon's spaces is touched.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -68,7 +68,7 @@ test('restart: containers of gone spaces, unrecorded and half-made ones are remo
   try {
     const live = await spaceWithContainer(t, tar);
     const gone = await spaceWithContainer(t, tar, true);
-    // Another daemon on the same dockerd, with a space this one never knew.
+    // Another daemon on the same host (and libvirtd), with a space this one never knew.
     other = await startTestNode({ workloads: true });
     const foreign = await spaceWithContainer(other, tar);
 

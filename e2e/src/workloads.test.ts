@@ -1,8 +1,9 @@
 /**
- * The space API end to end, against real dockerd, libvirtd, cgroups and fscrypt: an owner loads
- * an image, makes a volume, runs a container that writes to it, boots a VM, reads their logs,
- * stops and deletes them, with signed requests alone. Every hardening rule is checked on the live
- * object (`docker inspect`, the cgroup files, `virsh dumpxml`), not on what we asked for.
+ * The space API end to end, against the spaces' own podman engines, libvirtd, cgroups and
+ * fscrypt: an owner loads an image, makes a volume, runs a container that writes to it, boots a
+ * VM, reads their logs, stops and deletes them, with signed requests alone. Every hardening rule
+ * is checked on the live object (the engine's inspect, the cgroup files, `virsh dumpxml`), not on
+ * what we asked for.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';

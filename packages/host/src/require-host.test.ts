@@ -21,20 +21,29 @@ test('a missing service is a skip outside CI and a failure under OCS_REQUIRE_HOS
   );
 });
 
-test('a Docker test file fails, not skips, when dockerd is gone under OCS_REQUIRE_HOST=1', () => {
-  // The real test file, run against a socket nobody listens on.
-  const file = new URL('./docker/docker-spaces.test.js', import.meta.url).pathname;
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    OCS_REQUIRE_HOST: '1',
-    OCS_DOCKER_SOCKET: '/nonexistent/docker.sock',
-  };
+/** Runs the real test file with `env` added, as a runner of its own; returns its status and output. */
+function runTestFile(path: string, extra: NodeJS.ProcessEnv) {
+  const file = new URL(path, import.meta.url).pathname;
+  const env: NodeJS.ProcessEnv = { ...process.env, OCS_REQUIRE_HOST: '1', ...extra };
   delete env.NODE_TEST_CONTEXT; // a runner of its own, not a child of ours
   const r = spawnSync(process.execPath, ['--test', '--test-reporter=tap', file], {
     env,
     encoding: 'utf8',
     timeout: 60_000,
   });
-  assert.notEqual(r.status, 0, r.stdout);
-  assert.match(r.stdout + r.stderr, /OCS_REQUIRE_HOST=1 but dockerd is not usable here/);
+  return { status: r.status, output: r.stdout + r.stderr };
+}
+
+test('a Docker driver test file fails, not skips, when podman is missing under OCS_REQUIRE_HOST=1', () => {
+  // The spaces' engines: a podman binary that is not there.
+  const r = runTestFile('./docker/docker-spaces.test.js', { OCS_PODMAN: '/nonexistent/podman' });
+  assert.notEqual(r.status, 0, r.output);
+  assert.match(r.output, /OCS_REQUIRE_HOST=1 but podman is not usable here: podman \(\/nonexistent\/podman\)/);
+});
+
+test('a Docker driver test file fails, not skips, when its image builder is gone under OCS_REQUIRE_HOST=1', () => {
+  // dockerd builds the test image: a socket nobody listens on.
+  const r = runTestFile('./docker/docker-spaces.test.js', { OCS_DOCKER_SOCKET: '/nonexistent/docker.sock' });
+  assert.notEqual(r.status, 0, r.output);
+  assert.match(r.output, /OCS_REQUIRE_HOST=1 but dockerd \(it builds the test image\) is not usable here/);
 });

@@ -1,5 +1,5 @@
 /**
- * Skips for missing services, made honest: a test of dockerd, libvirtd or QEMU may skip on a
+ * Skips for missing services, made honest: a test of podman, dockerd, libvirtd or QEMU may skip on a
  * developer's machine that lacks them, but under CI (`OCS_REQUIRE_HOST=1`, set by .ci/run) a
  * missing service fails the run instead of turning its tests green. Skips for what the kernel
  * cannot do (cgroup v2 controllers, ZFS) do not go through here: they stay skips, and say so.

@@ -7,7 +7,6 @@ import { OcsError } from '@ocs/protocol';
 import { call, libpod, type DriverContext } from './context.js';
 import { statusOf, toOcsError } from './errors.js';
 import {
-  buildCreateOptions,
   buildLibpodSpec,
   checkCgroupParentExists,
   checkMountSource,
@@ -77,20 +76,14 @@ export async function createContainer(ctx: DriverContext, spec: ContainerSpec): 
     });
   }
   await ensureNetwork(ctx, spec.spaceId);
-  if (ctx.podman) {
-    const body = buildLibpodSpec(spec, capAdd, image.Id, networkName(spec.spaceId), ctx.podman.idMap);
-    const created = await call(
-      'create the container',
-      () => libpod<{ Id: string }>(ctx, 'POST', '/containers/create', body),
-      {
-        reason: true,
-      },
-    );
-    return { dockerId: created.Id };
-  }
-  const options = buildCreateOptions(spec, capAdd, image.Id, networkName(spec.spaceId));
-  const created = await call('create the container', () => ctx.docker.createContainer(options), { reason: true });
-  return { dockerId: created.id };
+  // podman's own API: its Docker-compatible create cannot set the space's id map.
+  const body = buildLibpodSpec(spec, capAdd, image.Id, networkName(spec.spaceId), ctx.podman.idMap);
+  const created = await call(
+    'create the container',
+    () => libpod<{ Id: string }>(ctx, 'POST', '/containers/create', body),
+    { reason: true },
+  );
+  return { dockerId: created.Id };
 }
 
 /**
@@ -101,7 +94,8 @@ export async function startContainer(ctx: DriverContext, spaceId: string, contai
   const id = await findContainer(ctx, spaceId, containerId);
   const c = ctx.docker.getContainer(id);
   const info = await call('inspect the container', () => c.inspect());
-  for (const m of info.HostConfig.Mounts ?? []) {
+  // The top-level list: podman's Docker API leaves HostConfig.Mounts empty (it reports Binds).
+  for (const m of info.Mounts ?? []) {
     if (m.Type !== 'bind') throw new OcsError('invalid_request', 'the container has a mount that is not a bind mount');
     await checkMountSource(m.Source, 'mounts.source');
   }
@@ -158,7 +152,8 @@ export async function inspectContainer(
   return {
     state: dockerState(s.Status),
     ...(ran && !s.Running && !s.Restarting ? { exitCode: s.ExitCode } : {}),
-    oomKilled: s.OOMKilled === true || (ctx.podman !== undefined && s.ExitCode === 137 && kernelOomKilled(info.Id)),
+    // podman does not see OOM kills on this kernel's hybrid cgroup v1 (see kernel-oom.ts).
+    oomKilled: s.OOMKilled === true || (s.ExitCode === 137 && kernelOomKilled(info.Id)),
     ...(ran ? { startedAt: s.StartedAt } : {}),
   };
 }
@@ -178,7 +173,7 @@ export async function listContainers(ctx: DriverContext, spaceId: string): Promi
 }
 
 /**
- * The last `tailLines` lines of stdout and stderr. One line more is asked of dockerd to learn
+ * The last `tailLines` lines of stdout and stderr. One line more is asked of the engine to learn
  * whether older lines exist; the text is capped at {@link MAX_LOG_BYTES} as well.
  */
 export async function containerLogs(

@@ -1,6 +1,7 @@
 /**
- * What the parts of the driver share: the dockerode client, the options, a per-key lock, and a
- * wrapper that turns dockerode failures into our refusals.
+ * What the parts of the driver share: the dockerode clients of the space's engine (its
+ * Docker-compatible API and podman's own), the options, a per-key lock, and a wrapper that turns
+ * dockerode failures into our refusals.
  */
 import type Dockerode from 'dockerode';
 import { toOcsError } from './errors.js';
@@ -11,8 +12,8 @@ export interface DriverContext {
   tmpDir: string | undefined;
   maxImageBytes: number;
   cgroupRoot: string;
-  /** Set when the engine is a space's podman: creates go through libpod with the space's id map. */
-  podman: { idMap: IdMap; subnet: string; libpod: Dockerode } | undefined;
+  /** The space's podman: creates go through libpod with the space's id map, its network gets the subnet. */
+  podman: { idMap: IdMap; subnet: string; libpod: Dockerode };
   /** Runs `fn` after every earlier call with the same key has settled. */
   serialize<T>(key: string, fn: () => Promise<T>): Promise<T>;
 }
@@ -59,7 +60,6 @@ export function libpod<T>(
   body?: Record<string, unknown>,
 ): Promise<T> {
   return new Promise((resolve, reject) => {
-    if (!ctx.podman) throw new Error('libpod call on a Docker engine');
     ctx.podman.libpod.modem.dial(
       {
         path: `/libpod${path}`,

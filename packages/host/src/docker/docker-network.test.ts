@@ -1,40 +1,39 @@
 /**
- * Per-space networks against the real dockerd: containers of one space reach each other (by
- * IP and by the owner's container name); a container of another space cannot.
+ * Per-space networks, each in its space's own podman engine: containers of one space reach each
+ * other; a container of another space cannot.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createReadStream } from 'node:fs';
-import { createDockerDriver } from './driver.js';
+import { createReadStream, existsSync } from 'node:fs';
 import { LABEL_SPACE, bridgeName, networkName } from './names.js';
 import {
   busyboxTarball,
-  cleanupSpaces,
-  docker,
-  dockerSkip,
+  engineSkip,
   newSpaceId,
   rejectsWith,
   specFor,
-  testCgroups,
+  testEngines,
   waitForState,
+  type TestEngines,
 } from './test-support.js';
+import type { DockerDriver } from './types.js';
 
-const skip = await dockerSkip();
-const driver = createDockerDriver();
+const skip = await engineSkip();
 const A = newSpaceId();
 const B = newSpaceId();
-const cgroups = testCgroups();
-let parentA = '';
-let parentB = '';
+let t: TestEngines;
+const drivers = new Map<string, DockerDriver>();
+const driverOf = (spaceId: string) => drivers.get(spaceId)!;
 
 before(async () => {
   if (skip) return;
-  parentA = cgroups.parentFor(A);
-  parentB = cgroups.parentFor(B);
+  t = await testEngines();
   const tb = await busyboxTarball();
   try {
-    await driver.loadImage(A, 'busybox', createReadStream(tb.path));
-    await driver.loadImage(B, 'busybox', createReadStream(tb.path));
+    for (const s of [A, B]) {
+      drivers.set(s, await t.driver(s));
+      await driverOf(s).loadImage(s, 'busybox', createReadStream(tb.path));
+    }
   } finally {
     tb.remove();
   }
@@ -42,13 +41,13 @@ before(async () => {
 
 after(async () => {
   if (skip) return;
-  await cleanupSpaces([A, B]);
-  cgroups.remove();
+  await t.cleanup();
 });
 
-/** Runs a client that tries `nc` to `host`:8080 up to `tries` times; returns its exit code and output. */
-async function probe(spaceId: string, parent: string, host: string, tries: number) {
-  const spec = specFor(spaceId, parent, {
+/** Runs a client in the space that tries `nc` to `host`:8080 up to `tries` times; returns its exit code and output. */
+async function probe(spaceId: string, host: string, tries: number) {
+  const driver = driverOf(spaceId);
+  const spec = specFor(spaceId, t.space(spaceId).parent, {
     name: `probe-${Math.random().toString(36).slice(2, 8)}`,
     command: [
       'sh',
@@ -63,67 +62,102 @@ async function probe(spaceId: string, parent: string, host: string, tries: numbe
   return { exitCode: s.exitCode, text: out.text };
 }
 
-test('ensureNetwork: one internal, labelled bridge per space, created once', { skip }, async () => {
-  const id = await driver.ensureNetwork(A);
-  assert.equal(await driver.ensureNetwork(A), id, 'idempotent');
-  const [x, y] = await Promise.all([driver.ensureNetwork(B), driver.ensureNetwork(B)]);
-  assert.equal(x, y, 'concurrent calls agree');
-  const info = await docker.getNetwork(id).inspect();
-  assert.equal(info.Name, networkName(A));
-  assert.equal(info.Driver, 'bridge');
-  assert.equal(info.Internal, true);
-  assert.equal(info.Labels?.[LABEL_SPACE], A);
-  assert.equal(info.Options?.['com.docker.network.bridge.name'], bridgeName(A));
-});
+test(
+  "ensureNetwork: one internal, labelled network per space, on the space's subnet and bridge, created once",
+  { skip },
+  async () => {
+    const id = await driverOf(A).ensureNetwork(A);
+    assert.equal(await driverOf(A).ensureNetwork(A), id, 'idempotent');
+    const [x, y] = await Promise.all([driverOf(B).ensureNetwork(B), driverOf(B).ensureNetwork(B)]);
+    assert.equal(x, y, 'concurrent calls agree');
+    const info = await (await t.docker(A)).getNetwork(id).inspect();
+    assert.equal(info.Name, networkName(A));
+    assert.equal(info.Driver, 'bridge');
+    assert.equal(info.Internal, true);
+    assert.equal(info.Labels?.[LABEL_SPACE], A);
+    // The daemon's choices, as the engine recorded them (libpod: the Docker API shows no bridge name).
+    const own = await t.libpod<{
+      network_interface: string;
+      subnets: { subnet: string }[];
+      internal: boolean;
+      dns_enabled: boolean;
+    }>(A, `/networks/${networkName(A)}/json`);
+    assert.equal(own.network_interface, bridgeName(A));
+    assert.deepEqual(
+      own.subnets.map((s) => s.subnet),
+      [t.space(A).subnet],
+    );
+    assert.equal(own.internal, true);
+    // Each engine knows its own network only.
+    assert.deepEqual(
+      (await (await t.docker(A)).listNetworks()).map((n) => n.Name).filter((n) => n.startsWith('ocs-')),
+      [networkName(A)],
+    );
+    assert.deepEqual(
+      (await (await t.docker(B)).listNetworks()).map((n) => n.Name).filter((n) => n.startsWith('ocs-')),
+      [networkName(B)],
+    );
+  },
+);
 
-test('containers of one space reach each other; another space cannot', { skip }, async (t) => {
-  const server = specFor(A, parentA, {
+test('containers of one space reach each other; another space cannot', { skip }, async (tc) => {
+  const server = specFor(A, t.space(A).parent, {
     name: 'server',
     command: ['sh', '-c', 'while true; do echo pong | nc -l -p 8080; done'],
   });
-  const { dockerId } = await driver.create(server);
-  await driver.start(A, server.containerId);
-  const ip = (await docker.getContainer(dockerId).inspect()).NetworkSettings.Networks[networkName(A)]?.IPAddress;
+  const { dockerId } = await driverOf(A).create(server);
+  await driverOf(A).start(A, server.containerId);
+  const ip = (await (await t.docker(A)).getContainer(dockerId).inspect()).NetworkSettings.Networks[networkName(A)]
+    ?.IPAddress;
   assert.ok(ip, 'the server has an address on the space network');
+  assert.ok(existsSync(`/sys/class/net/${bridgeName(A)}`), "the space's bridge exists on the host");
 
-  const byIp = await probe(A, parentA, ip, 10);
+  const byIp = await probe(A, ip, 10);
   assert.equal(byIp.exitCode, 0, byIp.text);
   assert.match(byIp.text, /pong/);
-  const byName = await probe(A, parentA, 'server', 10);
-  assert.equal(byName.exitCode, 0, `the owner's container name resolves on the space network: ${byName.text}`);
-  assert.match(byName.text, /pong/);
 
   // The server is known to be listening now; B tries its address directly.
   const t0 = Date.now();
-  const cross = await probe(B, parentB, ip, 1);
-  t.diagnostic(`cross-space attempt failed after ${Date.now() - t0} ms: ${JSON.stringify(cross.text.trim())}`);
+  const cross = await probe(B, ip, 1);
+  tc.diagnostic(`cross-space attempt failed after ${Date.now() - t0} ms: ${JSON.stringify(cross.text.trim())}`);
   assert.notEqual(cross.exitCode, 0);
   assert.doesNotMatch(cross.text, /pong/);
-  const crossName = await probe(B, parentB, 'server', 1);
+  const crossName = await probe(B, 'server', 1);
   assert.notEqual(crossName.exitCode, 0, "A's names do not resolve in B");
+  assert.doesNotMatch(crossName.text, /pong/);
 });
 
-test('removeNetwork: conflict while containers are attached, then gone, then idempotent', { skip }, async () => {
-  await rejectsWith(driver.removeNetwork(A), 'conflict');
-  for (const c of await driver.list(A)) await driver.remove(A, c.containerId);
-  await driver.removeNetwork(A);
-  await assert.rejects(
-    docker.getNetwork(networkName(A)).inspect(),
-    (e: { statusCode?: number }) => e.statusCode === 404,
-  );
-  await driver.removeNetwork(A);
-});
+test(
+  'removeNetwork: conflict while containers are attached, running or not, then gone, then idempotent',
+  { skip },
+  async () => {
+    const driver = driverOf(A);
+    await rejectsWith(driver.removeNetwork(A), 'conflict');
+    // Stopped containers count too: they could not start again without their network.
+    for (const c of await driver.list(A)) await driver.stop(A, c.containerId, 0);
+    await rejectsWith(driver.removeNetwork(A), 'conflict');
+    for (const c of await driver.list(A)) await driver.remove(A, c.containerId);
+    await driver.removeNetwork(A);
+    await assert.rejects(
+      (await t.docker(A)).getNetwork(networkName(A)).inspect(),
+      (e: { statusCode?: number }) => e.statusCode === 404,
+    );
+    await driver.removeNetwork(A);
+  },
+);
 
 test('a network that only borrows the name is never adopted or removed', { skip }, async () => {
+  // In A's engine, a network with the name of space C's network but not its label.
   const C = newSpaceId();
-  const squatter = await docker.createNetwork({
+  const engine = await t.docker(A);
+  const squatter = await engine.createNetwork({
     Name: networkName(C),
     Internal: true,
     Labels: { [LABEL_SPACE]: 'sp_someoneelse' },
   });
   try {
-    await rejectsWith(driver.ensureNetwork(C), 'conflict');
-    await driver.removeNetwork(C);
+    await rejectsWith(driverOf(A).ensureNetwork(C), 'conflict');
+    await driverOf(A).removeNetwork(C);
     await squatter.inspect(); // still there
   } finally {
     await squatter.remove();

@@ -1,38 +1,48 @@
 /**
- * Reconciliation helpers against the real dockerd: listAllSpaces finds every space's objects,
- * removeAllForSpace removes exactly one space's and nothing of another's.
+ * Reconciliation helpers against spaces' own podman engines: listAllSpaces finds every space's
+ * objects in an engine, removeAllForSpace removes exactly one space's and nothing of another's,
+ * also when another space's objects were found in the same engine.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createReadStream } from 'node:fs';
-import { createDockerDriver } from './driver.js';
+import type Dockerode from 'dockerode';
 import { imageRef, networkName } from './names.js';
-import { busyboxTarball, cleanupSpaces, docker, dockerSkip, newSpaceId, specFor, testCgroups } from './test-support.js';
+import { busyboxTarball, engineSkip, newSpaceId, specFor, testEngines, type TestEngines } from './test-support.js';
+import type { DockerDriver } from './types.js';
 
-const skip = await dockerSkip();
-const driver = createDockerDriver();
+const skip = await engineSkip();
+/** A's engine holds A's containers and image, and an image of C's (what a reconcile may find). */
 const A = newSpaceId();
 const B = newSpaceId();
 /** Has only an image: no containers, no network. */
 const C = newSpaceId();
-const cgroups = testCgroups();
+let t: TestEngines;
+let driverA: DockerDriver;
+let driverB: DockerDriver;
+let engineA: Dockerode;
 const ids: Record<string, string[]> = { [A]: [], [B]: [] };
+const is404 = (e: { statusCode?: number }) => e.statusCode === 404;
 
 before(async () => {
   if (skip) return;
+  t = await testEngines();
+  driverA = await t.driver(A);
+  driverB = await t.driver(B);
+  engineA = await t.docker(A);
   const tb = await busyboxTarball();
   try {
-    for (const s of [A, B, C]) await driver.loadImage(s, 'busybox', createReadStream(tb.path));
+    for (const s of [A, C]) await driverA.loadImage(s, 'busybox', createReadStream(tb.path));
+    await driverB.loadImage(B, 'busybox', createReadStream(tb.path));
   } finally {
     tb.remove();
   }
-  for (const [space, n] of [
-    [A, 2],
-    [B, 1],
+  for (const [space, driver, n] of [
+    [A, driverA, 2],
+    [B, driverB, 1],
   ] as const) {
-    const parent = cgroups.parentFor(space);
     for (let i = 0; i < n; i++) {
-      const spec = specFor(space, parent, { name: `c${i}` });
+      const spec = specFor(space, t.space(space).parent, { name: `c${i}` });
       await driver.create(spec);
       await driver.start(space, spec.containerId);
       ids[space]?.push(spec.containerId);
@@ -42,44 +52,43 @@ before(async () => {
 
 after(async () => {
   if (skip) return;
-  await cleanupSpaces([A, B, C]);
-  cgroups.remove();
+  await t.cleanup();
 });
 
-test(
-  'listAllSpaces finds each space with its containers (others on this host are ignored here)',
-  { skip },
-  async () => {
-    const all = await driver.listAllSpaces();
-    assert.deepEqual(all.get(A), [...(ids[A] ?? [])].sort());
-    assert.deepEqual(all.get(B), ids[B]);
-    assert.deepEqual(all.get(C), [], 'a space with only an image is found too');
-  },
-);
+test("listAllSpaces finds each space of the engine with its containers, and only the engine's", { skip }, async () => {
+  const inA = await driverA.listAllSpaces();
+  assert.deepEqual([...inA.keys()].sort(), [A, C].sort());
+  assert.deepEqual(inA.get(A), [...(ids[A] ?? [])].sort());
+  assert.deepEqual(inA.get(C), [], 'a space with only an image is found too');
+  const inB = await driverB.listAllSpaces();
+  assert.deepEqual([...inB.entries()], [[B, ids[B]]]);
+});
 
 test('removeAllForSpace removes exactly that space, idempotently', { skip }, async () => {
-  const sharedImage = (await docker.getImage(imageRef(B, 'busybox')).inspect()).Id;
-  await driver.removeAllForSpace(A);
-  await driver.removeAllForSpace(A);
+  const sharedImage = (await engineA.getImage(imageRef(C, 'busybox')).inspect()).Id;
+  assert.equal((await engineA.getImage(imageRef(A, 'busybox')).inspect()).Id, sharedImage, 'one content, two names');
+  await driverA.removeAllForSpace(A);
+  await driverA.removeAllForSpace(A);
+  // Asking B's engine to remove A's objects finds none and touches nothing of B's.
+  await driverB.removeAllForSpace(A);
 
-  const all = await driver.listAllSpaces();
-  assert.ok(!all.has(A));
-  assert.deepEqual(await driver.list(A), []);
-  assert.deepEqual(await driver.listImages(A), []);
-  assert.deepEqual(await docker.listContainers({ all: true, filters: { label: [`ocs.space=${A}`] } }), []);
-  await assert.rejects(
-    docker.getNetwork(networkName(A)).inspect(),
-    (e: { statusCode?: number }) => e.statusCode === 404,
-  );
+  const inA = await driverA.listAllSpaces();
+  assert.ok(!inA.has(A));
+  assert.deepEqual(await driverA.list(A), []);
+  assert.deepEqual(await driverA.listImages(A), []);
+  assert.deepEqual(await engineA.listContainers({ all: true, filters: { label: [`ocs.space=${A}`] } }), []);
+  await assert.rejects(engineA.getNetwork(networkName(A)).inspect(), is404);
 
-  // B and C untouched, including the image content A shared with them.
-  assert.deepEqual(all.get(B), ids[B]);
-  assert.deepEqual(all.get(C), []);
-  assert.equal((await driver.inspect(B, ids[B]?.[0] ?? '')).state, 'running');
-  assert.equal((await docker.getImage(imageRef(B, 'busybox')).inspect()).Id, sharedImage);
-  await docker.getNetwork(networkName(B)).inspect();
+  // C (in the same engine) and B (in its own) untouched, including the content A's name shared with C's.
+  assert.deepEqual(inA.get(C), []);
+  assert.equal((await engineA.getImage(imageRef(C, 'busybox')).inspect()).Id, sharedImage);
+  assert.deepEqual((await driverB.listAllSpaces()).get(B), ids[B]);
+  assert.equal((await driverB.inspect(B, ids[B]?.[0] ?? '')).state, 'running');
+  await (await t.docker(B)).getNetwork(networkName(B)).inspect();
+  assert.equal((await driverB.listImages(B)).length, 1);
 
-  await driver.removeAllForSpace(C);
-  assert.ok(!(await driver.listAllSpaces()).has(C));
-  assert.equal((await driver.listImages(B)).length, 1);
+  await driverA.removeAllForSpace(C);
+  assert.deepEqual([...(await driverA.listAllSpaces()).keys()], []);
+  await assert.rejects(engineA.getImage(sharedImage).inspect(), is404, 'the content went with its last name');
+  assert.equal((await driverB.listImages(B)).length, 1);
 });

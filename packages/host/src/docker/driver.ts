@@ -1,5 +1,7 @@
 /**
- * The Docker driver: the only code that talks to dockerd. See {@link DockerDriver}.
+ * The Docker driver: the only code that talks to a space's container engine (the space's own
+ * podman, through its Docker-compatible API and, for creates and networks, its own). See
+ * {@link DockerDriver}.
  */
 import Dockerode from 'dockerode';
 import { keyedSerializer, type DriverContext } from './context.js';
@@ -21,27 +23,28 @@ import { checkSpaceId, imageRef } from './names.js';
 import { ensureNetwork, networkSpaces, removeNetwork } from './network.js';
 import type { DockerDriver, DockerDriverOptions } from './types.js';
 
-/** The API version we speak: what docker.io 20.10 offers; newer engines still serve it. */
+/** The Docker API version we speak: what podman 4.3's compatible API (and docker.io 20.10) offers. */
 export const DOCKER_API_VERSION = 'v1.41';
 /** The libpod API version asked of podman (Debian 12 ships 4.3). */
 export const LIBPOD_API_VERSION = 'v4.0.0';
-export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 export const DEFAULT_MAX_IMAGE_BYTES = 16 * 1024 ** 3;
 
 /**
- * Creates the driver. It connects lazily: nothing is sent until the first call, and an
- * unreachable dockerd makes each call fail with `unavailable`.
+ * Creates the driver for one space's engine (`SpaceEngines.driver` makes it). It connects
+ * lazily: nothing is sent until the first call, and an engine that does not answer makes each
+ * call fail with `unavailable`.
  */
-export function createDockerDriver(opts: DockerDriverOptions = {}): DockerDriver {
+export function createDockerDriver(opts: DockerDriverOptions): DockerDriver {
   const ctx: DriverContext = {
     // An explicit socket path: dockerode would otherwise honour DOCKER_HOST from the environment.
-    docker: new Dockerode({ socketPath: opts.socketPath ?? DEFAULT_DOCKER_SOCKET, version: DOCKER_API_VERSION }),
+    docker: new Dockerode({ socketPath: opts.socketPath, version: DOCKER_API_VERSION }),
     tmpDir: opts.tmpDir,
     maxImageBytes: opts.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES,
     cgroupRoot: opts.cgroupRoot ?? '/sys/fs/cgroup',
-    podman: opts.podman && {
-      ...opts.podman,
-      libpod: new Dockerode({ socketPath: opts.socketPath ?? DEFAULT_DOCKER_SOCKET, version: LIBPOD_API_VERSION }),
+    podman: {
+      idMap: opts.podman.idMap,
+      subnet: opts.podman.subnet,
+      libpod: new Dockerode({ socketPath: opts.socketPath, version: LIBPOD_API_VERSION }),
     },
     serialize: keyedSerializer(),
   };

@@ -1,12 +1,12 @@
 /**
- * Turns what dockerode throws into our refusals. dockerd's own messages are kept out of the
+ * Turns what dockerode throws into our refusals. The engine's own messages are kept out of the
  * message (they can name other spaces' container or image ids, e.g. in a removal conflict) and
  * only passed, trimmed, as `details.reason` where the object is the caller's own and the text
  * helps (a bad command, a refused option).
  */
 import { OcsError } from '@ocs/protocol';
 
-/** Socket-level failures: dockerd is not there (or not ours to reach). */
+/** Socket-level failures: the engine is not there (or not ours to reach). */
 const UNREACHABLE = new Set(['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'EACCES', 'ETIMEDOUT', 'ENOTSOCK']);
 
 interface DockerodeError {
@@ -23,7 +23,7 @@ export function statusOf(err: unknown): number | undefined {
   return typeof s === 'number' ? s : undefined;
 }
 
-/** dockerd's message for the error, trimmed; never put in an error message, only in details. */
+/** The engine's message for the error, trimmed; never put in an error message, only in details. */
 export function dockerReason(err: unknown): string {
   const e = err as DockerodeError | null;
   const json = e?.json as { message?: unknown } | null | undefined;
@@ -43,7 +43,7 @@ function withCause(e: OcsError, cause: unknown): OcsError {
 
 /**
  * Maps an error from a Docker call. `what` names the operation for the message ("start the
- * container"); `reason` says whether dockerd's text may go into details.
+ * container"); `reason` says whether the engine's text may go into details.
  */
 export function toOcsError(err: unknown, what: string, opts: { reason?: boolean } = {}): Error {
   if (err instanceof OcsError) return err;

@@ -1,5 +1,5 @@
 /**
- * The hardening, without dockerd: what the create options say, and what the spec checks refuse.
+ * The hardening, without an engine: what the create body says, and what the spec checks refuse.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { OcsError } from '@ocs/protocol';
 import {
-  buildCreateOptions,
+  buildLibpodSpec,
   checkMountSource,
   normalizeCapabilities,
   uncoveredImageVolumes,
@@ -30,50 +30,113 @@ function invalid(fn: () => unknown, field?: string): void {
   });
 }
 
-test('create options carry every hardening field', () => {
+test('the create body carries every hardening field', () => {
   const spec = specFor(SPACE, PARENT, {
     containerId: 'ctr_bbbbbbbbbbbbbbbbbbbb',
     mounts: [{ source: '/srv/vol', target: '/data', readOnly: true }],
     capAdd: ['NET_BIND_SERVICE'],
     env: { A: '1' },
+    command: ['sleep', '1'],
     readOnlyRootfs: true,
   });
   const { capAdd } = validateSpec(spec);
-  const o = buildCreateOptions(spec, capAdd, 'sha256:abc', 'ocs-net');
-  const h = o.HostConfig;
+  const idMap = { base: 1_900_065_536, size: 65536 };
+  const o = buildLibpodSpec(spec, capAdd, 'sha256:abc', 'ocs-net', idMap);
   assert.equal(o.name, `ocs-${SPACE}-ctr_bbbbbbbbbbbbbbbbbbbb`);
-  assert.equal(o.Image, 'sha256:abc');
-  assert.deepEqual(o.Labels, {
+  assert.equal(o.image, 'sha256:abc');
+  assert.deepEqual(o.command, ['sleep', '1']);
+  assert.deepEqual(o.labels, {
     'ocs.space': SPACE,
     'ocs.container': 'ctr_bbbbbbbbbbbbbbbbbbbb',
     'ocs.name': 'c',
     'ocs.image': 'busybox',
   });
-  assert.deepEqual(o.Env, ['A=1']);
-  assert.equal(h.CgroupParent, PARENT);
-  assert.equal(h.Memory, 64 * MiB);
-  assert.equal(h.MemorySwap, 64 * MiB);
-  assert.equal(h.NanoCpus, 500_000_000);
-  assert.equal(h.PidsLimit, 64);
-  assert.deepEqual(h.CapDrop, ['ALL']);
-  assert.deepEqual(h.CapAdd, ['CAP_NET_BIND_SERVICE']);
-  assert.deepEqual(h.SecurityOpt, ['no-new-privileges']);
-  assert.equal(h.Privileged, false);
-  assert.equal(h.NetworkMode, 'ocs-net');
-  assert.equal(h.IpcMode, 'private');
-  assert.equal(h.CgroupnsMode, 'private');
-  assert.equal(h.PidMode, '');
-  assert.deepEqual(h.Devices, []);
-  assert.deepEqual(h.PortBindings, {});
-  assert.equal(h.PublishAllPorts, false);
-  assert.deepEqual(h.Binds, []);
-  assert.deepEqual(h.Mounts, [
-    { Type: 'bind', Source: '/srv/vol', Target: '/data', ReadOnly: true, BindOptions: { Propagation: 'rprivate' } },
+  assert.deepEqual(o.env, { A: '1' });
+  assert.equal(o.terminal, false);
+  assert.equal(o.stdin, false);
+  assert.equal(o.cgroup_parent, PARENT);
+  assert.deepEqual(o.resource_limits, {
+    memory: { limit: 64 * MiB, swap: 64 * MiB },
+    cpu: { quota: 50_000, period: 100_000 },
+    pids: { limit: 64 },
+  });
+  const limits = o.r_limits as { type: string; soft: number; hard: number }[];
+  assert.deepEqual(
+    limits.find((l) => l.type === 'nofile'),
+    { type: 'nofile', hard: 1024, soft: 1024 },
+  );
+  const nproc = limits.find((l) => l.type === 'nproc');
+  assert.ok(nproc && nproc.soft === nproc.hard && nproc.hard <= 16_384, JSON.stringify(nproc));
+  assert.deepEqual(o.cap_drop, ['ALL']);
+  assert.deepEqual(o.cap_add, ['CAP_NET_BIND_SERVICE']);
+  assert.equal(o.no_new_privileges, true);
+  assert.equal(o.privileged, false);
+  // Container uid and gid 0 are the space's first subordinate id; nothing maps to a host id below it.
+  const map = [{ container_id: 0, host_id: 1_900_065_536, size: 65536 }];
+  assert.deepEqual(o.userns, { nsmode: 'private' });
+  assert.deepEqual(o.idmappings, { UIDMap: map, GIDMap: map });
+  for (const ns of ['pidns', 'ipcns', 'utsns', 'cgroupns'] as const) assert.deepEqual(o[ns], { nsmode: 'private' }, ns);
+  assert.deepEqual(o.netns, { nsmode: 'bridge' });
+  assert.deepEqual(o.Networks, { 'ocs-net': { aliases: ['c'] } });
+  assert.deepEqual(o.devices, []);
+  assert.deepEqual(o.portmappings, []);
+  assert.equal(o.publish_image_ports, false);
+  assert.deepEqual(o.mounts, [
+    { destination: '/data', source: '/srv/vol', type: 'bind', options: ['rbind', 'rprivate', 'nosuid', 'nodev', 'ro'] },
   ]);
-  assert.equal(h.ReadonlyRootfs, true);
-  assert.equal(h.Init, true);
-  assert.deepEqual(h.LogConfig, { Type: 'json-file', Config: { 'max-size': '8m', 'max-file': '2' } });
-  assert.deepEqual(o.NetworkingConfig, { EndpointsConfig: { 'ocs-net': { Aliases: ['c'] } } });
+  assert.equal(o.image_volume_mode, 'ignore');
+  assert.equal(o.read_only_filesystem, true);
+  assert.equal(o.init, true);
+  assert.equal(o.restart_policy, 'no');
+  assert.equal(o.remove, false);
+  assert.deepEqual(o.log_configuration, { driver: 'k8s-file' });
+  // No field we did not mean to send (each would be one more thing the engine decides).
+  assert.deepEqual(Object.keys(o).sort(), [
+    'Networks',
+    'cap_add',
+    'cap_drop',
+    'cgroup_parent',
+    'cgroupns',
+    'cgroups_mode',
+    'command',
+    'devices',
+    'env',
+    'idmappings',
+    'image',
+    'image_volume_mode',
+    'init',
+    'ipcns',
+    'labels',
+    'log_configuration',
+    'mounts',
+    'name',
+    'netns',
+    'no_new_privileges',
+    'pidns',
+    'portmappings',
+    'privileged',
+    'publish_image_ports',
+    'r_limits',
+    'read_only_filesystem',
+    'remove',
+    'resource_limits',
+    'restart_policy',
+    'stdin',
+    'terminal',
+    'userns',
+    'utsns',
+  ]);
+  // Without a command the image's own stays; a writable mount is rw; the root file system is writable by default.
+  const plain = buildLibpodSpec(
+    specFor(SPACE, PARENT, { command: undefined, mounts: [{ source: '/srv/v', target: '/v', readOnly: false }] }),
+    [],
+    'sha256:abc',
+    'ocs-net',
+    idMap,
+  );
+  assert.equal('command' in plain, false);
+  assert.deepEqual((plain.mounts as { options: string[] }[])[0]?.options.at(-1), 'rw');
+  assert.equal(plain.read_only_filesystem, false);
 });
 
 test('capabilities: only the allow-list, with or without CAP_, deduplicated', () => {
@@ -85,7 +148,7 @@ test('capabilities: only the allow-list, with or without CAP_, deduplicated', ()
   invalid(() => validateSpec(specFor(SPACE, PARENT, { capAdd: ['SYS_ADMIN'] })), 'capAdd');
 });
 
-test('limits that Docker would read as "unlimited" or nonsense are refused', () => {
+test('limits that the engine would read as "unlimited" or nonsense are refused', () => {
   const bad: Partial<ContainerSpec>[] = [
     { memoryBytes: 0 },
     { memoryBytes: -1 },

@@ -1,12 +1,11 @@
 /**
  * The hardening every container gets, whatever the broker passed (defence in depth): the spec is
- * re-validated here and the Docker create options are built from it by one pure function, so a
- * test can read exactly what dockerd will be told.
+ * re-validated here and the engine's create body is built from it by one pure function, so a
+ * test can read exactly what podman will be told.
  */
 import { readFileSync } from 'node:fs';
 import { lstat, realpath, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
-import type Dockerode from 'dockerode';
 import { ALLOWED_CAPABILITIES, OcsError } from '@ocs/protocol';
 import {
   LABEL_CONTAINER,
@@ -20,18 +19,17 @@ import {
 } from './names.js';
 import type { ContainerMount, ContainerSpec } from './types.js';
 
-/** Bounds on a container's limits; outside them the spec is refused, not clamped. 0 would mean "unlimited" to Docker. */
+/**
+ * Bounds on a container's limits; outside them the spec is refused, not clamped. 0 would mean
+ * "unlimited" to the engine.
+ */
 export const CONTAINER_BOUNDS = {
   /** The kernel's CFS quota floor is 1 ms per 100 ms period. */
   cpuMillicores: { min: 10, max: 1_024_000 },
-  /** Docker refuses less than 6 MiB. */
+  /** podman (like dockerd) refuses less than 6 MiB. */
   memoryBytes: { min: 6 * 1024 * 1024, max: 2 ** 50 },
   pids: { min: 1, max: 4_194_304 },
 } as const;
-
-/** json-file rotation: at most 2 × 8 MiB of logs per container on the host disk. */
-export const LOG_MAX_SIZE = '8m';
-export const LOG_MAX_FILES = '2';
 
 /**
  * Host trees never bind-mounted into a container, even if the broker let one through: the
@@ -235,9 +233,9 @@ export async function checkCgroupParentExists(cgroupRoot: string, cgroupParent: 
 }
 
 /**
- * Paths the image declares as `VOLUME` that no mount of the spec covers. Docker would create an
- * anonymous volume for each under /var/lib/docker: unencrypted, outside the space's storage
- * budget, so such a container is refused and the owner is told where to mount a volume.
+ * Paths the image declares as `VOLUME` that no mount of the spec covers. The engine would create
+ * an anonymous volume for each, outside the space's own volumes (the libpod body also tells it to
+ * make none), so such a container is refused and the owner is told where to mount a volume.
  */
 export function uncoveredImageVolumes(
   imageVolumes: Record<string, unknown> | null | undefined,
@@ -247,90 +245,6 @@ export function uncoveredImageVolumes(
   return Object.keys(imageVolumes ?? {})
     .map((v) => (v.length > 1 ? v.replace(/\/+$/, '') : v))
     .filter((v) => !targets.has(v));
-}
-
-/** The HostConfig fields we send; a superset of what @types/dockerode declares (CgroupnsMode is missing there). */
-export interface HardenedHostConfig extends Dockerode.HostConfig {
-  CgroupnsMode: 'private';
-}
-
-/**
- * Docker create options for a validated spec. Pure: same input, same output. `imageId` is the
- * resolved `sha256:` id (not the name), so what was checked is what runs.
- */
-export function buildCreateOptions(
-  spec: ContainerSpec,
-  capAdd: string[],
-  imageId: string,
-  network: string,
-): Dockerode.ContainerCreateOptions & { HostConfig: HardenedHostConfig } {
-  const hostConfig: HardenedHostConfig = {
-    CgroupParent: spec.cgroupParent,
-    Memory: spec.memoryBytes,
-    // Equal to Memory: no swap, so the limit is a real limit and nothing pages to the host disk.
-    MemorySwap: spec.memoryBytes,
-    NanoCpus: spec.cpuMillicores * 1_000_000,
-    PidsLimit: spec.pids,
-    CapDrop: ['ALL'],
-    CapAdd: capAdd,
-    SecurityOpt: ['no-new-privileges'],
-    Privileged: false,
-    NetworkMode: network,
-    // Private namespaces, spelled out rather than left to daemon defaults ("shareable" IPC would
-    // let a later container join this one's IPC namespace).
-    PidMode: '',
-    IpcMode: 'private',
-    UTSMode: '',
-    UsernsMode: '',
-    CgroupnsMode: 'private',
-    Devices: [],
-    DeviceRequests: [],
-    DeviceCgroupRules: [],
-    // Nothing is published: a space is reached through its own API, and published ports would
-    // be reachable from every other space through the host's addresses.
-    PortBindings: {},
-    PublishAllPorts: false,
-    Mounts: spec.mounts.map((m) => ({
-      Type: 'bind' as const,
-      Source: m.source,
-      Target: m.target,
-      ReadOnly: m.readOnly,
-      // No propagation back to the host or in from it.
-      BindOptions: { Propagation: 'rprivate' as const },
-    })),
-    Binds: [],
-    VolumesFrom: [],
-    ReadonlyRootfs: spec.readOnlyRootfs === true,
-    // docker-init as PID 1 reaps zombies (they count against the pids limit) and forwards
-    // SIGTERM, so stop() does not always wait for the kill timeout.
-    Init: true,
-    RestartPolicy: { Name: 'no' },
-    AutoRemove: false,
-    OomKillDisable: false,
-    LogConfig: { Type: 'json-file', Config: { 'max-size': LOG_MAX_SIZE, 'max-file': LOG_MAX_FILES } },
-  };
-  return {
-    name: containerName(spec.spaceId, spec.containerId),
-    Image: imageId,
-    ...(spec.command !== undefined ? { Cmd: spec.command } : {}),
-    Env: Object.entries(spec.env ?? {}).map(([k, v]) => `${k}=${v}`),
-    // Ours are set last and win over any label the image's config carries (the owner wrote those).
-    Labels: {
-      [LABEL_SPACE]: spec.spaceId,
-      [LABEL_CONTAINER]: spec.containerId,
-      [LABEL_NAME]: spec.name,
-      [LABEL_IMAGE]: spec.image,
-    },
-    Tty: false,
-    OpenStdin: false,
-    StdinOnce: false,
-    AttachStdin: false,
-    AttachStdout: false,
-    AttachStderr: false,
-    HostConfig: hostConfig,
-    // The owner's name resolves on the space's network (Docker's embedded DNS is per network).
-    NetworkingConfig: { EndpointsConfig: { [network]: { Aliases: [spec.name] } } },
-  };
 }
 
 /** Max processes per host uid for a space's containers: ours, at most 16384 (podman lowers its own to 32768). */
@@ -356,9 +270,11 @@ export interface IdMap {
 
 /**
  * The libpod create body (podman's own API: the Docker-compatible one cannot set an id map) for a
- * validated spec: the same hardening as {@link buildCreateOptions}, plus a user namespace mapped
- * to the space's own subordinate ids, so the container's root is an unprivileged host uid no
- * other space has. Pure.
+ * validated spec. `imageId` is the resolved `sha256:` id (not the name), so what was checked is
+ * what runs. Every capability dropped but the allowed ones asked for, no new privileges, private
+ * namespaces, the space's network only, nothing published, no devices, the limits without swap,
+ * and a user namespace mapped to the space's own subordinate ids, so the container's root is an
+ * unprivileged host uid no other space has. Pure: same input, same output.
  */
 export function buildLibpodSpec(
   spec: ContainerSpec,

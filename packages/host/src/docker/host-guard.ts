@@ -1,10 +1,10 @@
 /**
- * Containers must not reach the host itself. An internal Docker network stops routed traffic,
- * but the host answers on the network's gateway address (the bridge's own IP), so anything that
- * listens on all addresses, the node daemon's API among them, would be one hop away from every
- * container. One rule drops every packet that arrives on a space bridge (`ocsbr+`, see
- * {@link bridgeName}) for the host; containers never need the host (Docker's DNS for them lives
- * inside their own network namespace).
+ * Containers must not reach the host itself: anything that listens on all addresses, the node
+ * daemon's API among them, would otherwise be one hop away from every container. A space's
+ * internal podman network holds no address of the host (see network.ts), and behind that, one
+ * rule drops every packet that arrives on a space bridge (`ocsbr+`, see {@link bridgeName}) for
+ * the host, whatever address the bridge may come to hold (dockerd's internal networks put the
+ * host at their gateway address); containers never need the host.
  */
 import { run, type Runner } from '../exec.js';
 import { BRIDGE_PREFIX } from './names.js';

@@ -1,17 +1,17 @@
 /**
- * Checks a `docker save` tarball and rewrites it so dockerd loads exactly one image under exactly
+ * Checks a `docker save` tarball and rewrites it so the space's engine loads exactly one image under exactly
  * the name we choose.
  *
- * Why not hand the owner's tarball to dockerd and re-tag afterwards: `docker load` applies the
+ * Why not hand the owner's tarball to the engine and re-tag afterwards: `docker load` applies the
  * tags in the archive's manifest (and its legacy `repositories` file) as it loads, so a tarball
  * naming `ocs-<another space>/app:latest` would silently re-point another space's image, and any
- * tag would be visible globally until we removed it. A manifest `Parent` would link the image to
+ * tag would be visible in the engine until we removed it. A manifest `Parent` would link the image to
  * an existing one (blocking that image's removal). And a tarball without a manifest is loaded by
- * dockerd's legacy path as untagged images nobody would ever find again.
+ * the engine's legacy path as untagged images nobody would ever find again.
  *
  * So the tarball is spooled to a private file while a streaming parser checks its structure;
- * then dockerd receives the same bytes minus `manifest.json`, `repositories` and `index.json`,
- * plus one manifest of ours appended last (`RepoTags: [our name]`, no `Parent`). dockerd never
+ * then the engine receives the same bytes minus `manifest.json`, `repositories` and `index.json`,
+ * plus one manifest of ours appended last (`RepoTags: [our name]`, no `Parent`). The engine never
  * sees a byte of an archive we did not fully check, so nothing needs aborting half-way.
  */
 import { once } from 'node:events';
@@ -24,7 +24,7 @@ import { OcsError } from '@ocs/protocol';
 import { TarFormatError, TarScanner, tarEnd, ustarFile } from './tar.js';
 import type { TarEntry } from './tar.js';
 
-/** Entries dockerd would read for names or layout; all are dropped, and our manifest replaces the first. */
+/** Entries the engine would read for names or layout; all are dropped, and our manifest replaces the first. */
 const DROPPED = ['manifest.json', 'repositories', 'index.json'];
 const MAX_MANIFEST = 1024 * 1024;
 
@@ -36,7 +36,7 @@ export interface ManifestEntry {
 export interface CheckedArchive {
   /** The one image's entry of the original manifest (config and layer paths inside the archive). */
   image: ManifestEntry;
-  /** The archive dockerd should load: original bytes, our manifest; read it once. */
+  /** The archive the engine should load: original bytes, our manifest; read it once. */
   rewritten(repoTag: string): Readable;
   /** Removes the spool file. Idempotent. */
   cleanup(): Promise<void>;

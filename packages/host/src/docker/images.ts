@@ -1,13 +1,14 @@
 /**
- * A space's images. Each has exactly one Docker name of ours, `ocs-<spaceId>/<name>:latest`; a
- * space sees, runs and removes only images under its own prefix. Images are found by name, never
- * by label (their labels come from the owner-written config).
+ * A space's images, in the space's own engine. Each has exactly one name of ours,
+ * `ocs-<spaceId>/<name>:latest` (podman prefixes it `localhost/`); a space sees, runs and removes
+ * only images under its own prefix, whatever else its engine holds. Images are found by name,
+ * never by label (their labels come from the owner-written config).
  */
 import { OcsError } from '@ocs/protocol';
 import { call, type DriverContext } from './context.js';
 import { statusOf, toOcsError } from './errors.js';
 import { checkImageArchive } from './image-archive.js';
-import { LABEL_SPACE, checkName, checkSpaceId, imageRef, imageRepoPrefix, parseImageRef } from './names.js';
+import { LABEL_SPACE, checkName, checkSpaceId, imageRef, parseImageRef } from './names.js';
 import { progressError, readProgress } from './streams.js';
 import type { LoadImageOptions, SpaceImage } from './types.js';
 
@@ -70,12 +71,8 @@ export async function loadImage(
 
 export async function listImages(ctx: DriverContext, spaceId: string): Promise<SpaceImage[]> {
   checkSpaceId(spaceId);
-  // The reference filter is a glob on the repository name; `*` does not cross `/`. dockerd also
-  // trims each image's RepoTags to the matching ones, and we parse them again anyway.
-  const images = await call('list images', () =>
-    // The engine of a space holds only its images; the names are still checked below.
-    ctx.docker.listImages(ctx.podman ? {} : { filters: { reference: [`${imageRepoPrefix(spaceId)}*`] } }),
-  );
+  // The engine of a space holds only its images; the names are still checked below.
+  const images = await call('list images', () => ctx.docker.listImages());
   const out: SpaceImage[] = [];
   for (const img of images) {
     for (const tag of img.RepoTags ?? []) {
@@ -94,9 +91,8 @@ export async function listImages(ctx: DriverContext, spaceId: string): Promise<S
 
 /**
  * Removes the space's name for an image; the content goes with it when no other name or
- * container holds it. `conflict` if a container of this space uses it. Containers of other
- * spaces are not this space's business: with `force`, dockerd only untags an image a running
- * container uses, and a stopped container keeps its layers either way.
+ * container holds it. `conflict` if a container of this space uses it (the last name only: another
+ * name of the space for the same content keeps it alive).
  */
 export async function removeImage(ctx: DriverContext, spaceId: string, name: string): Promise<void> {
   checkSpaceId(spaceId);
@@ -128,9 +124,7 @@ export async function untag(ctx: DriverContext, ref: string): Promise<void> {
 
 /** Every space that has an image name here. */
 export async function imageSpaces(ctx: DriverContext): Promise<Set<string>> {
-  const images = await call('list images', () =>
-    ctx.docker.listImages(ctx.podman ? {} : { filters: { reference: ['ocs-sp_*/*'] } }),
-  );
+  const images = await call('list images', () => ctx.docker.listImages());
   const spaces = new Set<string>();
   for (const img of images)
     for (const tag of img.RepoTags ?? []) {

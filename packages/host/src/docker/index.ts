@@ -1,5 +1,6 @@
 /**
- * The Docker driver: per-space images, networks and hardened containers over dockerd's socket.
+ * The Docker driver: per-space images, networks and hardened containers in the space's own
+ * podman engine (see `SpaceEngines`).
  */
 export type {
   ContainerLogs,
@@ -13,14 +14,12 @@ export type {
   LoadImageOptions,
   SpaceImage,
 } from './types.js';
-export { createDockerDriver, DEFAULT_DOCKER_SOCKET, DEFAULT_MAX_IMAGE_BYTES, DOCKER_API_VERSION } from './driver.js';
+export { createDockerDriver, DEFAULT_MAX_IMAGE_BYTES, DOCKER_API_VERSION } from './driver.js';
 export { guardHostInput, hostGuarded, unguardHostInput } from './host-guard.js';
 export {
   CONTAINER_BOUNDS,
   FORBIDDEN_SOURCE_TREES,
-  LOG_MAX_FILES,
-  LOG_MAX_SIZE,
-  buildCreateOptions,
+  buildLibpodSpec,
   normalizeCapabilities,
   validateSpec,
 } from './hardening.js';
@@ -39,5 +38,6 @@ export {
   busyboxRootfsTar,
   importBusyboxImage,
   BUSYBOX_PATH,
+  DEFAULT_DOCKER_SOCKET,
   type BusyboxImageOptions,
 } from './test-image.js';

@@ -68,8 +68,7 @@ export function networkName(spaceId: string): string {
 /**
  * Linux name of the space's bridge: `ocsbr` + 10 hex digits of a hash of the space id (IFNAMSIZ
  * allows 15 characters). The fixed prefix makes one firewall rule cover all space bridges
- * (host-guard.ts): Docker itself does not stop a container from reaching host services through
- * its network's gateway address.
+ * (host-guard.ts), a second line behind the internal network that keeps the host out of reach.
  */
 /** The prefix of every space bridge's name (iptables matches `ocsbr+`). */
 export const BRIDGE_PREFIX = 'ocsbr';

@@ -1,15 +1,15 @@
 /**
- * One bridge network per space, `internal`.
+ * One bridge network per space, in the space's own engine, `internal`, on the subnet and bridge
+ * name the daemon gives it.
  *
- * Why internal: Docker already drops traffic between different bridge networks, but a normal
- * bridge also routes (and NATs) everything else: the outside world, the host's other addresses,
- * and every other space's *published* ports through them. An internal network's iptables rules
- * drop every packet whose source or destination lies outside the network's own subnet, so a
- * space's containers reach each other and nothing else. Nodes have no registry or internet
- * access by design; egress, if it is ever wanted, should be an explicit, audited path (a proxy),
- * not a default. What internal does not stop (measured on docker 20.10): the host itself is
- * reachable at the network's gateway address, so host services must not listen on all
- * addresses, or the operator drops input from the `ocsbr+` bridges (see {@link bridgeName}).
+ * Why internal: a normal bridge routes (and NATs) everything beyond its subnet: the outside
+ * world, the host's addresses, and every other space's bridge. podman's internal network (CNI)
+ * puts no address of the host on the bridge and gives the containers a route to their own
+ * subnet only, so a space's containers reach each other and nothing else, the host included
+ * (tested). Nodes have no registry or internet access by design; egress, if it is ever wanted,
+ * should be an explicit, audited path (a proxy), not a default. Should a bridge ever hold an
+ * address of the host (dockerd's internal networks do: their gateway), the host's `INPUT` rule
+ * on `ocsbr+` still drops what arrives from it (host-guard.ts, {@link bridgeName}).
  */
 import { OcsError } from '@ocs/protocol';
 import { call, libpod, type DriverContext } from './context.js';
@@ -40,39 +40,21 @@ export async function ensureNetwork(ctx: DriverContext, spaceId: string): Promis
   return ctx.serialize(`net:${spaceId}`, async () => {
     const found = await findNetwork(ctx, spaceId);
     if (found) return found.Id;
-    if (ctx.podman) {
-      // Each space's engine knows only its own network, so the daemon hands out the subnets.
-      const created = await call('create the network', () =>
-        libpod<{ id: string }>(ctx, 'POST', '/networks/create', {
-          name: networkName(spaceId),
-          driver: 'bridge',
-          network_interface: bridgeName(spaceId),
-          subnets: [{ subnet: ctx.podman!.subnet }],
-          internal: true,
-          dns_enabled: false,
-          ipv6_enabled: false,
-          labels: { [LABEL_SPACE]: spaceId },
-        }),
-      );
-      return created.id;
-    }
-    const net = await call('create the network', () =>
-      ctx.docker.createNetwork({
-        Name: networkName(spaceId),
-        Driver: 'bridge',
-        CheckDuplicate: true,
-        Internal: true,
-        Attachable: false,
-        EnableIPv6: false,
-        Labels: { [LABEL_SPACE]: spaceId },
-        Options: {
-          'com.docker.network.bridge.name': bridgeName(spaceId),
-          'com.docker.network.bridge.enable_icc': 'true',
-          'com.docker.network.bridge.enable_ip_masquerade': 'false',
-        },
+    // Each space's engine knows only its own network, so the daemon hands out the subnets
+    // (and the bridge name, which the host's guard matches).
+    const created = await call('create the network', () =>
+      libpod<{ id: string }>(ctx, 'POST', '/networks/create', {
+        name: networkName(spaceId),
+        driver: 'bridge',
+        network_interface: bridgeName(spaceId),
+        subnets: [{ subnet: ctx.podman.subnet }],
+        internal: true,
+        dns_enabled: false,
+        ipv6_enabled: false,
+        labels: { [LABEL_SPACE]: spaceId },
       }),
     );
-    return net.id;
+    return created.id;
   });
 }
 
@@ -84,6 +66,12 @@ export async function removeNetwork(ctx: DriverContext, spaceId: string): Promis
       throw err;
     });
     if (!found) return;
+    // podman removes a network that containers still use (dockerd refuses while one runs): ask first,
+    // stopped containers included, since they could not start again without it.
+    const users = await call('list containers', () =>
+      ctx.docker.listContainers({ all: true, filters: { network: [networkName(spaceId)] } }),
+    );
+    if (users.length > 0) throw new OcsError('conflict', 'containers of the space still use its network');
     try {
       // By id: the name could have been re-pointed between inspect and remove.
       await ctx.docker.getNetwork(found.Id).remove();

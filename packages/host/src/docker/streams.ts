@@ -1,5 +1,5 @@
 /**
- * Pure helpers for what dockerd sends back: multiplexed log frames and JSON progress streams.
+ * Pure helpers for what the engine (Docker API) sends back: multiplexed log frames and JSON progress streams.
  */
 
 /** Bytes of log text returned at most; older text is cut (on a line boundary) and `truncated` set. */
@@ -7,7 +7,7 @@ export const MAX_LOG_BYTES = 1024 * 1024;
 
 /**
  * Joins the payloads of Docker's multiplexed stream (8-byte header: stream 0/1/2, 3 zero bytes,
- * big-endian length). Frames stay in the order dockerd wrote them, so stdout and stderr come out
+ * big-endian length). Frames stay in the order the engine wrote them, so stdout and stderr come out
  * interleaved as the container wrote them. Input that does not start with a frame header
  * (a TTY container's raw stream) is returned as it is.
  */
@@ -28,7 +28,7 @@ export function demuxLogs(buf: Buffer): Buffer {
 
 /**
  * The last `tailLines` lines of `text`, and whether anything older was cut. The caller asks
- * dockerd for one line more than `tailLines`, so more lines than asked for means older lines
+ * the engine for one line more than `tailLines`, so more lines than asked for means older lines
  * exist. The result is also capped at {@link MAX_LOG_BYTES}, cut at a line boundary.
  */
 export function tailText(text: string, tailLines: number): { text: string; truncated: boolean } {
@@ -61,8 +61,9 @@ export interface ProgressMessage {
 }
 
 /**
- * Reads a JSON-lines progress stream to its end. dockerd reports failures of these calls inside
- * the body of a 200 response, so the messages must be read for `error`.
+ * Reads a JSON-lines progress stream to its end. The Docker API (podman's as dockerd's) reports
+ * failures of these calls inside the body of a 200 response, so the messages must be read for
+ * `error`.
  */
 export async function readProgress(stream: NodeJS.ReadableStream): Promise<ProgressMessage[]> {
   const messages: ProgressMessage[] = [];

@@ -1,10 +1,10 @@
 /**
- * A small tar reader and writer: enough to check a `docker save` archive before dockerd sees it,
+ * A small tar reader and writer: enough to check a `docker save` archive before the engine sees it,
  * and to write a tiny rootfs for the test image. No dependency: the archive's structure is a
  * security boundary here, so the parser is short enough to read in one sitting.
  *
- * The reader deliberately reads the way Go's archive/tar (dockerd's reader) does, and refuses
- * whatever could make the two disagree about an entry's name or where the next header starts:
+ * The reader deliberately reads the way Go's archive/tar (podman's reader, as dockerd's) does, and
+ * refuses whatever could make the two disagree about an entry's name or where the next header starts:
  * V7 and STAR headers, global PAX headers, GNU sparse files, data on header-only entries
  * (directories, links, devices), bad checksums, archives without an end marker.
  */
@@ -21,7 +21,7 @@ export class TarFormatError extends Error {
 
 /** One logical entry: its extension headers (PAX `x`, GNU `L`/`K`), its header and its data. */
 export interface TarEntry {
-  /** Name as dockerd will see it: PAX `path` / GNU long name applied, then cleaned (no `./`, no leading `/`). */
+  /** Name as the engine will see it: PAX `path` / GNU long name applied, then cleaned (no `./`, no leading `/`). */
   name: string;
   /** Type flag as a character: `0` regular, `1` hard link, `2` symlink, `5` directory. */
   type: string;
@@ -99,10 +99,10 @@ function parsePax(data: Buffer): Map<string, string> {
   return out;
 }
 
-/** Cleans a name the way dockerd's untar does (`filepath.Clean`, joined under the target); refuses escapes. */
+/** Cleans a name the way the engine's untar does (`filepath.Clean`, joined under the target); refuses escapes. */
 export function cleanName(raw: string): string {
   if (raw === '' || raw.includes('\0')) throw new TarFormatError('empty name');
-  // Like filepath.Clean: a relative name keeps a leading `..` (dockerd then refuses it as a
+  // Like filepath.Clean: a relative name keeps a leading `..` (the engine then refuses it as a
   // breakout); an absolute one cannot climb above `/` and lands inside the target.
   const cleaned = posix.normalize(raw);
   if (cleaned === '..' || cleaned.startsWith('../')) throw new TarFormatError('name escapes the archive');
@@ -144,7 +144,7 @@ export class TarScanner {
     while (buf.length > 0) {
       const st = this.state;
       if (st.kind === 'end') {
-        this.offset += buf.length; // trailing padding or garbage: ignored, as dockerd does
+        this.offset += buf.length; // trailing padding or garbage: ignored, as Go's reader does
         return;
       }
       if (st.kind === 'data') {

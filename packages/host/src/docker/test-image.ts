@@ -1,7 +1,8 @@
 /**
  * A minimal image for tests, made without any registry: Debian's static busybox and its applet
- * links, imported into dockerd (`docker import`) and exported again as a `docker save` tarball,
- * the form an owner uploads.
+ * links, imported into the host's dockerd (`docker import`) and exported again as a
+ * `docker save` tarball, the form an owner uploads. dockerd builds test images (and bench
+ * baselines) only: spaces' containers run in their own podman engines.
  */
 import { createWriteStream } from 'node:fs';
 import { mkdtemp, readFile } from 'node:fs/promises';
@@ -11,9 +12,12 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { execFileSync } from 'node:child_process';
 import Dockerode from 'dockerode';
-import { DEFAULT_DOCKER_SOCKET, DOCKER_API_VERSION } from './driver.js';
+import { DOCKER_API_VERSION } from './driver.js';
 import { progressError, readProgress } from './streams.js';
 import { tarEnd, ustarFile, ustarHeader } from './tar.js';
+
+/** The host's dockerd, which builds the test image. */
+export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 
 /** Debian's `busybox-static`. */
 export const BUSYBOX_PATH = '/bin/busybox';

@@ -1,37 +1,57 @@
 /**
- * Helpers for the Docker driver's tests against the real dockerd. Cleanup here goes straight to
- * dockerode, not through the driver under test, and touches only the given space ids' objects
- * (by label and exact name); nothing is ever pruned or matched by a broad pattern.
+ * Helpers for the Docker driver's tests against the real kernel. The driver runs, as in
+ * production, against a space's own podman engine: each test file makes a `SpaceEngines` of its
+ * own (its own run root, cgroup tree and root-owned data directory) and an `EngineSpace` per
+ * test space id. Cleanup goes straight to the engines and the file system, not through the driver
+ * under test, and touches only what the test made (its space ids, its tree, its directories);
+ * nothing is ever pruned or matched by a broad pattern.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, rmdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import assert from 'node:assert/strict';
 import Dockerode from 'dockerode';
 import { OcsError } from '@ocs/protocol';
-import { DEFAULT_DOCKER_SOCKET, DOCKER_API_VERSION } from './driver.js';
-import { buildBusyboxImage, type BusyboxImageOptions } from './test-image.js';
-import { LABEL_SPACE, imageRepoPrefix, networkName } from './names.js';
+import { detectCgroups } from '../cgroups/detect.js';
+import type { CgroupDriver } from '../cgroups/types.js';
+import { SpaceEngines, type EngineSpace } from '../engine/engines.js';
+import { DOCKER_API_VERSION, LIBPOD_API_VERSION } from './driver.js';
+import { DEFAULT_DOCKER_SOCKET, buildBusyboxImage, type BusyboxImageOptions } from './test-image.js';
 import type { ContainerSpec, DockerDriver } from './types.js';
 import { requireHost } from '../require-host.js';
 
 export const MiB = 1024 * 1024;
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 
-/** The tests' dockerd; OCS_DOCKER_SOCKET points them elsewhere (the require-host test uses a dead one). */
-const SOCKET = process.env.OCS_DOCKER_SOCKET ?? DEFAULT_DOCKER_SOCKET;
-export const docker = new Dockerode({ socketPath: SOCKET, version: DOCKER_API_VERSION });
+/**
+ * The host's dockerd, which only builds the test image (`docker import` and `save`);
+ * OCS_DOCKER_SOCKET points the tests elsewhere (the require-host test uses a dead one).
+ */
+const BUILDER_SOCKET = process.env.OCS_DOCKER_SOCKET ?? DEFAULT_DOCKER_SOCKET;
+export const imageBuilder = new Dockerode({ socketPath: BUILDER_SOCKET, version: DOCKER_API_VERSION });
+/** The podman the spaces' engines run; OCS_PODMAN points the tests elsewhere (the require-host test). */
+const PODMAN = process.env.OCS_PODMAN ?? '/usr/bin/podman';
+const CATATONIT = '/usr/bin/catatonit';
 
-/** `false`, or why the Docker tests are skipped; under OCS_REQUIRE_HOST=1 a reason throws instead. */
-export async function dockerSkip(): Promise<false | string> {
-  return requireHost('dockerd', await dockerUnavailable());
+/**
+ * `false`, or why the driver's tests are skipped; under OCS_REQUIRE_HOST=1 a reason throws
+ * instead. Needs podman (the spaces' engines) and dockerd (it builds the test image).
+ */
+export async function engineSkip(): Promise<false | string> {
+  const podman =
+    existsSync(PODMAN) && existsSync(CATATONIT)
+      ? false
+      : `podman (${PODMAN}) and catatonit are not installed (scripts/install-host-deps.sh)`;
+  return requireHost('podman', podman) || requireHost('dockerd (it builds the test image)', await builderUnavailable());
 }
 
-async function dockerUnavailable(): Promise<false | string> {
+async function builderUnavailable(): Promise<false | string> {
   try {
-    await docker.ping();
+    await imageBuilder.ping();
   } catch (err) {
-    return `dockerd is not reachable at ${SOCKET} (${(err as Error).message}); start it with scripts/start-services.sh`;
+    const why = (err as Error).message;
+    return `dockerd is not reachable at ${BUILDER_SOCKET} (${why}); start it with scripts/start-services.sh`;
   }
   if (!existsSync('/bin/busybox')) return 'Debian busybox-static (/bin/busybox) is not installed';
   if (!existsSync(join(CGROUP_ROOT, 'memory')) && !existsSync(join(CGROUP_ROOT, 'cgroup.controllers'))) {
@@ -56,70 +76,120 @@ export async function rejectsWith(p: Promise<unknown>, code: string, message?: R
   });
 }
 
-/** Removes every container, the network and the image names of these spaces, directly through dockerode. */
-export async function cleanupSpaces(spaceIds: string[]): Promise<void> {
-  for (const spaceId of spaceIds) {
-    const containers = await docker.listContainers({ all: true, filters: { label: [`${LABEL_SPACE}=${spaceId}`] } });
-    for (const c of containers)
-      await docker
-        .getContainer(c.Id)
-        .remove({ force: true, v: true })
-        .catch(() => undefined);
-    const nets = await docker.listNetworks({ filters: { label: [`${LABEL_SPACE}=${spaceId}`] } });
-    for (const n of nets)
-      if (n.Name === networkName(spaceId))
-        await docker
-          .getNetwork(n.Id)
-          .remove()
-          .catch(() => undefined);
-    const images = await docker.listImages({ filters: { reference: [`${imageRepoPrefix(spaceId)}*`] } });
-    for (const img of images) {
-      for (const tag of img.RepoTags ?? []) {
-        if (tag.startsWith(imageRepoPrefix(spaceId)))
-          await docker
-            .getImage(tag)
-            .remove({ force: true })
-            .catch(() => undefined);
-      }
-    }
-  }
+/** One test space's engine, as the daemon would describe it. */
+export interface TestSpace extends EngineSpace {
+  /** The containers' cgroup parent (cgroupfs form of {@link EngineSpace.containersGroup}). */
+  parent: string;
 }
 
 /**
- * A cgroup tree of the test's own (`/ocs-test-<random>`), with a `<spaceId>/workloads` parent
- * per space created in the memory hierarchy (runc creates the rest). `remove()` deletes the
- * tree bottom-up in every hierarchy, after the containers are gone.
+ * Engines of the test file's own: a `SpaceEngines` with run root `/run/ocs-td<pid>`, a cgroup
+ * tree `ocs-test-d<pid>` and a root-owned 0700 directory under /var/lib/ocs-test (not under /tmp,
+ * so that nothing of it is inside another mount). Each space id gets, in order of first use, the
+ * k-th 65,536-id subordinate range from 1,900,000,000 and the k-th /26 of 10.251.0.0/16 (offset by
+ * the pid, so a leftover bridge of a killed run does not share its subnet).
  */
-export function testCgroups() {
-  const root = `/ocs-test-${base32(8)}`;
-  const v1 = existsSync(join(CGROUP_ROOT, 'memory'));
+export interface TestEngines {
+  readonly engines: SpaceEngines;
+  readonly cgroups: CgroupDriver;
+  /** The test's own root-owned directory, for volumes and other files of the test. */
+  readonly work: string;
+  space(spaceId: string): TestSpace;
+  /** The space's driver (its engine started if it is not serving). */
+  driver(spaceId: string): Promise<DockerDriver>;
+  /** A Docker API client on the space's engine socket, engine started; for looking at live objects. */
+  docker(spaceId: string): Promise<Dockerode>;
+  /** GET on the space engine's own (libpod) API, for what the Docker API does not show. */
+  libpod<T>(spaceId: string, path: string): Promise<T>;
+  /** Removes every space's engine, containers and bridge, the cgroup tree, run root and directory. */
+  cleanup(): Promise<void>;
+}
+
+export async function testEngines(): Promise<TestEngines> {
+  const cgroups = await detectCgroups();
+  const runRoot = `/run/ocs-td${process.pid}`;
+  const cgroupRoot = `ocs-test-d${process.pid}`;
+  await mkdir(TEST_VAR, { recursive: true, mode: 0o700 });
+  const work = await mkdtemp(join(TEST_VAR, 'docker-'));
+  const engines = new SpaceEngines({ runRoot, cgroups, podman: PODMAN, idleSeconds: 600 });
+  const spaces = new Map<string, TestSpace>();
+  const clients = new Map<string, { docker: Dockerode; libpod: Dockerode }>();
+  const subnetBase = (process.pid % 64) * 16;
+
+  const space = (spaceId: string): TestSpace => {
+    let s = spaces.get(spaceId);
+    if (!s) {
+      const k = spaces.size;
+      if (k >= 16) throw new Error('a test file has at most 16 spaces');
+      const n = subnetBase + k;
+      const containersGroup = `${cgroupRoot}/${spaceId}.space/workloads.slice/containers`;
+      s = {
+        spaceId,
+        dataDir: join(work, spaceId, 'engine'),
+        idMap: { base: 1_900_000_000 + k * 65536, size: 65536 },
+        subnet: `10.251.${n >> 2}.${(n & 3) * 64}/26`,
+        engineGroup: `${cgroupRoot}/${spaceId}.space/workloads.slice/engine`,
+        containersGroup,
+        parent: cgroups.dockerParent(containersGroup),
+      };
+      spaces.set(spaceId, s);
+    }
+    return s;
+  };
+  const clientsOf = async (spaceId: string) => {
+    await engines.ensure(space(spaceId));
+    let c = clients.get(spaceId);
+    if (!c) {
+      const socketPath = engines.layout(space(spaceId)).socket;
+      c = {
+        docker: new Dockerode({ socketPath, version: DOCKER_API_VERSION }),
+        libpod: new Dockerode({ socketPath, version: LIBPOD_API_VERSION }),
+      };
+      clients.set(spaceId, c);
+    }
+    return c;
+  };
+
   return {
-    root,
-    parentFor(spaceId: string): string {
-      const parent = `${root}/${spaceId}/workloads`;
-      mkdirSync(v1 ? join(CGROUP_ROOT, 'memory', parent) : join(CGROUP_ROOT, parent), { recursive: true });
-      return parent;
+    engines,
+    cgroups,
+    work,
+    space,
+    driver: (spaceId) => engines.driver(space(spaceId)),
+    docker: async (spaceId) => (await clientsOf(spaceId)).docker,
+    async libpod<T>(spaceId: string, path: string): Promise<T> {
+      const { libpod } = await clientsOf(spaceId);
+      return new Promise<T>((resolve, reject) =>
+        libpod.modem.dial(
+          { path: `/libpod${path}`, method: 'GET', statusCodes: { 200: true, 404: 'not found', 500: 'server error' } },
+          (err: unknown, data: unknown) => (err ? reject(err) : resolve(data as T)),
+        ),
+      );
     },
-    remove(): void {
-      const hierarchies = v1 ? readdirSync(CGROUP_ROOT).map((c) => join(CGROUP_ROOT, c)) : [CGROUP_ROOT];
-      for (const h of hierarchies) {
-        const top = join(h, root);
-        if (existsSync(top)) removeTree(top);
-      }
+    async cleanup() {
+      // Every step is tried; the first failure is reported after the rest ran.
+      const failures: unknown[] = [];
+      const attempt = async (fn: () => Promise<unknown>) => fn().catch((err: unknown) => failures.push(err));
+      for (const s of spaces.values()) await attempt(() => engines.remove(s));
+      await attempt(() => cgroups.destroy(cgroupRoot));
+      await attempt(() => rm(runRoot, { recursive: true, force: true }));
+      await attempt(() => rm(work, { recursive: true, force: true }));
+      await rmdir(TEST_VAR).catch(() => undefined); // shared by other test files: only if empty
+      if (failures.length > 0) throw failures[0];
     },
   };
 }
 
-function removeTree(dir: string): void {
-  for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) removeTree(join(dir, e.name));
-  rmdirSync(dir);
-}
+const TEST_VAR = '/var/lib/ocs-test';
 
 /** Builds the busybox tarball (by default under a unique temporary tag); returns its path and a cleanup. */
 export async function busyboxTarball(
   opts: BusyboxImageOptions & { tag?: string } = {},
 ): Promise<{ path: string; remove(): void }> {
-  const path = await buildBusyboxImage(opts.tag ?? `ocs-test-tmp/busybox-${base32(10)}:latest`, opts);
+  const path = await buildBusyboxImage(opts.tag ?? `ocs-test-tmp/busybox-${base32(10)}:latest`, {
+    socketPath: BUILDER_SOCKET,
+    ...opts,
+  });
   return { path, remove: () => rmSync(dirname(path), { recursive: true, force: true }) };
 }
 

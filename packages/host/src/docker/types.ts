@@ -1,7 +1,7 @@
 /**
  * The Docker driver's contract with the node daemon's broker. The broker calls it on behalf of
- * one space at a time; every call names that space, and the driver only ever sees, changes or
- * removes Docker objects that carry that space's label or name.
+ * one space at a time, through that space's own engine; every call names that space, and the
+ * driver only ever sees, changes or removes engine objects that carry that space's label or name.
  */
 
 /** One bind mount into a container. */
@@ -23,7 +23,10 @@ export interface ContainerSpec {
   spaceId: string;
   /** Our container id (`ctr_…`); goes into the container's name and its `ocs.container` label. */
   containerId: string;
-  /** The owner's name for the container; also its DNS alias on the space's network. */
+  /**
+   * The owner's name for the container; also its alias on the space's network (which has no DNS,
+   * so other containers do not resolve it).
+   */
   name: string;
   /** The space-local image name given to {@link DockerDriver.loadImage}. */
   image: string;
@@ -98,8 +101,8 @@ export interface LoadImageOptions {
 }
 
 export interface DockerDriverOptions {
-  /** Docker's unix socket; `DOCKER_HOST` is deliberately ignored. Default `/var/run/docker.sock`. */
-  socketPath?: string;
+  /** The unix socket of the space's engine (`podman system service`); `DOCKER_HOST` is deliberately ignored. */
+  socketPath: string;
   /** Default spool directory for image tarballs. Default: the OS temp directory. */
   tmpDir?: string;
   /** Default cap on an image tarball's size. Default 16 GiB. */
@@ -107,24 +110,25 @@ export interface DockerDriverOptions {
   /** Where cgroup hierarchies are mounted, to check that a container's cgroup parent exists. Default `/sys/fs/cgroup`. */
   cgroupRoot?: string;
   /**
-   * The engine is a space's own podman (see `SpaceEngines`): containers are created through
-   * libpod with the space's subordinate id map, and the network gets the space's subnet.
+   * The space's own podman (see `SpaceEngines`): containers are created through libpod with the
+   * space's subordinate id map, and the space's network gets the space's subnet.
    */
-  podman?: { idMap: { base: number; size: number }; subnet: string };
+  podman: { idMap: { base: number; size: number }; subnet: string };
 }
 
 /**
- * The only code that talks to dockerd. Every method takes the space it acts for; an object of
- * another space is `not_found`, never touched. Hardening is applied here whatever the caller
- * passes. Errors are `OcsError`s: `invalid_request`, `not_found`, `conflict`,
- * `budget_exceeded`, `unavailable` (dockerd unreachable); anything else is an internal error.
+ * The only code that talks to a space's container engine. Every method takes the space it acts
+ * for; an object of another space is `not_found`, never touched. Hardening is applied here
+ * whatever the caller passes. Errors are `OcsError`s: `invalid_request`, `not_found`,
+ * `conflict`, `budget_exceeded`, `unavailable` (the engine does not answer); anything else is an
+ * internal error.
  */
 export interface DockerDriver {
   /**
    * Loads a `docker save` tarball holding exactly one image and names it
-   * `ocs-<spaceId>/<name>:latest`. The tarball is checked before dockerd sees it and its
-   * manifest is rewritten, so the tags it brought are never applied (nothing appears in the
-   * global namespace, no other space's tag is overwritten). `conflict` if the name exists (the
+   * `ocs-<spaceId>/<name>:latest`. The tarball is checked before the engine sees it and its
+   * manifest is rewritten, so the tags it brought are never applied (no name but ours appears
+   * in the engine, no other name is re-pointed). `conflict` if the name exists (the
    * stream is then left unread); `invalid_request` for a malformed tarball or one with more than
    * one image; `budget_exceeded` past `maxBytes`.
    */

@@ -53,7 +53,7 @@ export function spaceRunDir(runDir: string, spaceId: string) {
  *
  *   space/          the space process's home (its uid, 0700): state/ (its database), files/ (uploads)
  *   node/keys/      per-volume keys, encrypted at rest by the space key (root, 0700)
- *   node/spool/     image tarballs being checked before dockerd sees them (root, 0700)
+ *   node/spool/     image tarballs being checked before the engine sees them (root, 0700)
  *   node/vms/<id>/  VM disks and console logs (root dir; the disk belongs to the space's uid, QEMU runs as it)
  *   node/records/   what the owner asked for, per workload (command, environment, boot files; root, 0700)
  *   node/engine/    the space's container engine: image layers, containers, their logs (root, 0700)
