@@ -52,7 +52,51 @@ export function buildProgram(): Command {
   workloadCommands(program, run);
   leaseCommands(program, run);
   auditCommands(program, run);
+  completionCommands(program);
   return program;
+}
+
+/**
+ * Shell completion: `ocs completion bash` prints a script whose function asks
+ * `ocs __complete WORDS…` for the candidates, read from the command tree itself (so it never
+ * goes stale).
+ */
+function completionCommands(program: Command): void {
+  program
+    .command('completion')
+    .description('print a shell completion script: source <(ocs completion bash)')
+    .argument('[shell]', 'bash (zsh reads it too, with bashcompinit)', 'bash')
+    .action((shell: string) => {
+      if (shell !== 'bash') {
+        process.stderr.write(`error: no completion for ${shell} (bash, or zsh with bashcompinit)\n`);
+        process.exitCode = EXIT.usage;
+        return;
+      }
+      process.stdout.write(
+        [
+          '_ocs() {',
+          "  local IFS=$'\\n'",
+          '  COMPREPLY=($(compgen -W "$(ocs __complete "${COMP_WORDS[@]:1:COMP_CWORD-1}" 2>/dev/null)" -- "${COMP_WORDS[COMP_CWORD]}"))',
+          '}',
+          'complete -o default -F _ocs ocs',
+          '',
+        ].join('\n'),
+      );
+    });
+  program
+    .command('__complete', { hidden: true })
+    .argument('[words...]')
+    .allowUnknownOption()
+    .action((words: string[]) => {
+      let cmd: Command = program;
+      for (const w of words) {
+        const sub = cmd.commands.find((c) => c.name() === w || c.aliases().includes(w));
+        if (sub) cmd = sub;
+      }
+      const names = cmd.commands.filter((c) => !c.name().startsWith('__')).map((c) => c.name());
+      const options = [...cmd.options, ...(cmd === program ? [] : program.options)].map((o) => o.long ?? o.short ?? '');
+      process.stdout.write(`${[...names, ...options.filter(Boolean)].join('\n')}\n`);
+    });
 }
 
 async function main(): Promise<void> {
