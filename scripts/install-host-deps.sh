@@ -11,6 +11,7 @@ PKGS=(
   busybox-static          
   libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils linux-image-amd64 
   iproute2 procps psmisc curl
+  chromium                # the SDK's signing code, tested in a headless browser
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -10,6 +10,9 @@ bash scripts/install-host-deps.sh
 [ -d node_modules ] && [ node_modules -nt package-lock.json ] || npm ci --no-audit --no-fund
 npm run build --silent
 bash scripts/start-services.sh
+# `ocs` on PATH: a wrapper around this checkout's build (docs/cli.md).
+printf '#!/bin/sh\nexec node %s/packages/cli/dist/main.js "$@"\n' "$(pwd)" > /usr/local/bin/ocs
+chmod 755 /usr/local/bin/ocs
 
 STATE_DIR=${OCS_STATE_DIR:-/var/lib/ocs}
 mkdir -p /run/ocs /var/log/ocs
@@ -25,7 +28,7 @@ for _ in $(seq 1 1200); do
   if grep -q '^  url:' /var/log/ocs/ocs-node.out 2>/dev/null; then
     cat /var/log/ocs/ocs-node.out
     echo "  logs:            /var/log/ocs/ocs-node.log (JSON)"
-    echo "  try:             curl -sk -H \"authorization: Bearer \$(node packages/node-daemon/dist/main.js token --state-dir $STATE_DIR --role monitor)\" https://localhost:8443/v1/node"
+    echo "  try:             export OCS_TOKEN=\$(ocs token --state-dir $STATE_DIR); ocs node add dev https://localhost:8443 --yes; ocs node info"
     exit 0
   fi
   if ! kill -0 "$(cat /run/ocs/ocs-node.pid)" 2>/dev/null; then

@@ -148,6 +148,7 @@ test('an owner journey: key, node, reserve, image, volume, run, logs, lock, unlo
   assert.match(ok(await ocs(['volume', 'ls'])), /data/);
   assert.match(ok(await ocs(['space', 'key', 'export'])), /BEGIN AGE ENCRYPTED FILE/);
 
+  assert.match(ok(await ocs(['audit', 'verify'])), /entries, chain intact, head [0-9a-f]{64}/);
   ok(await ocs(['container', 'rm', 'hello']));
   ok(await ocs(['space', 'destroy', space.id]));
   refused(await ocs(['space', 'show', space.id]), 4, 'not_found');

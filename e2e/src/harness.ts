@@ -150,6 +150,8 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
   const vms = opts.workloads
     ? await createVmDriver({
         accelerator: 'tcg',
+        // This run's own (removed at stop), not the node's default /run/ocs-vm-boot.
+        stagingDir: `/run/ocs-tv-${tag}`,
         vmsDir: async (id) => {
           const info = await storage.info(id).catch(() => undefined);
           return info?.unlocked ? spaceDataLayout(info.mountpoint).vms : undefined;
@@ -177,6 +179,7 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
     await vms?.close().catch(() => undefined);
     if (installedGuard) await unguardHostInput().catch(() => undefined);
     rmSync(`/run/ocs-t-${tag}`, { recursive: true, force: true });
+    rmSync(`/run/ocs-tv-${tag}`, { recursive: true, force: true });
     for (const child of await cgroups.children(config.cgroups.parent).catch(() => [] as string[]))
       await cgroups.destroy(`${config.cgroups.parent}/${child}`).catch(() => undefined);
     await cgroups.destroy(config.cgroups.parent).catch(() => undefined);
@@ -277,6 +280,7 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
         await vms?.removeAllForSpace(id);
       }
       rmSync(`/run/ocs-t-${tag}`, { recursive: true, force: true });
+      rmSync(`/run/ocs-tv-${tag}`, { recursive: true, force: true });
       await vms?.close();
       if (installedGuard) await unguardHostInput();
       // Remove what this run made, by its own ids: spaces first, then the cgroup parent and files.

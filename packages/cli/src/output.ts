@@ -137,3 +137,23 @@ export function progressBar(label: string): { update(sent: number, total: number
     },
   };
 }
+
+/**
+ * For what may take more than a second (reserve, lock, unlock, run, …): after a second, a line
+ * on stderr with the time so far, when stderr is a terminal; cleared when done.
+ */
+export async function busy<T>(label: string, work: Promise<T>): Promise<T> {
+  if (process.stderr.isTTY !== true) return work;
+  const start = Date.now();
+  let shown = false;
+  const timer = setInterval(() => {
+    shown = true;
+    process.stderr.write(`\r${label}… ${Math.floor((Date.now() - start) / 1000)} s `);
+  }, 1000);
+  try {
+    return await work;
+  } finally {
+    clearInterval(timer);
+    if (shown) process.stderr.write('\r\x1b[K');
+  }
+}

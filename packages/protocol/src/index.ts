@@ -25,3 +25,4 @@ export * from './key-sets.js';
 export * from './broker.js';
 export * from './authority.js';
 export * from './client-error.js';
+export * from './audit-chain.js';

@@ -5,6 +5,7 @@ import { connect } from 'node:tls';
 import { isIP } from 'node:net';
 import type { Command } from 'commander';
 import { normalizeFingerprint, PinMismatchError } from '@ocs/client';
+import { nodeRoute } from '@ocs/protocol';
 import { UsageError, formatBytes } from '../units.js';
 import { keyValues, print, table } from '../output.js';
 import type { Run } from '../main.js';
@@ -106,6 +107,15 @@ export function nodeCommands(program: Command, run: Run): void {
             ['spaces', info.spaces],
           ]),
         );
+      }),
+    );
+  node
+    .command('metrics [name]')
+    .description("the node's Prometheus metrics, as its /metrics serves them")
+    .action(
+      run(async (ctx, name?: string) => {
+        const text = await ctx.client({ ...(name ? { node: name } : {}) }).route(nodeRoute('metrics'));
+        process.stdout.write(text);
       }),
     );
   node

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { Space } from '@ocs/protocol';
 import { UsageError, formatBytes, formatDuration, parseCpu, parseDuration, parseSize } from '../units.js';
-import { keyValues, print, table } from '../output.js';
+import { busy, keyValues, print, table } from '../output.js';
 import type { Context } from '../context.js';
 import type { Run } from '../main.js';
 
@@ -62,16 +62,19 @@ export function spaceCommands(program: Command, run: Run): void {
         ) => {
           const node = ctx.node().name;
           const c = ctx.client({ owner: true });
-          const { space: s, wrappedKey } = await c.spaces.reserve({
-            resources: {
-              cpuMillicores: parseCpu(o.cpu),
-              memoryBytes: parseSize(o.memory, 'memory'),
-              storageBytes: parseSize(o.storage, 'storage'),
-              ...(o.pids ? { pids: Number(o.pids) } : {}),
-            },
-            leaseSeconds: parseDuration(o.lease, 'lease'),
-            ...(o.name ? { name: o.name } : {}),
-          });
+          const { space: s, wrappedKey } = await busy(
+            'reserving',
+            c.spaces.reserve({
+              resources: {
+                cpuMillicores: parseCpu(o.cpu),
+                memoryBytes: parseSize(o.memory, 'memory'),
+                storageBytes: parseSize(o.storage, 'storage'),
+                ...(o.pids ? { pids: Number(o.pids) } : {}),
+              },
+              leaseSeconds: parseDuration(o.lease, 'lease'),
+              ...(o.name ? { name: o.name } : {}),
+            }),
+          );
           ctx.store.putSpace({ spaceId: s.id, node, wrappedKey, reservedAt: new Date().toISOString() });
           if (o.use) ctx.store.use(node, s.id);
           print(
@@ -148,7 +151,7 @@ export function spaceCommands(program: Command, run: Run): void {
     .description('stop its workloads and evict its key: its data is unreadable until unlock')
     .action(
       run(async (ctx, id?: string) => {
-        const s = await ctx.client({ owner: true }).spaces.lock(id ?? ctx.space().spaceId);
+        const s = await busy('locking', ctx.client({ owner: true }).spaces.lock(id ?? ctx.space().spaceId));
         print(ctx.out, s, () => `${s.id}: ${s.state}`);
       }),
     );
@@ -158,7 +161,10 @@ export function spaceCommands(program: Command, run: Run): void {
     .action(
       run(async (ctx, id?: string) => {
         const spaceId = id ?? ctx.space().spaceId;
-        const s = await ctx.client({ owner: true }).spaces.unlock(spaceId, wrappedKeyOf(ctx, spaceId));
+        const s = await busy(
+          'unlocking',
+          ctx.client({ owner: true }).spaces.unlock(spaceId, wrappedKeyOf(ctx, spaceId)),
+        );
         print(ctx.out, s, () => `${s.id}: ${s.state}`);
       }),
     );
@@ -184,7 +190,7 @@ export function spaceCommands(program: Command, run: Run): void {
     .action(
       run(async (ctx, id: string) => {
         const node = ctx.node().name;
-        await ctx.client({ owner: true }).spaces.destroy(id);
+        await busy('destroying', ctx.client({ owner: true }).spaces.destroy(id));
         ctx.store.forgetSpace(node, id);
         print(ctx.out, { destroyed: id }, () => `${id}: destroyed`);
       }),

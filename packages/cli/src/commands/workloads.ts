@@ -8,7 +8,7 @@ import { statSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { Container } from '@ocs/protocol';
 import { UsageError, formatBytes, parseCpu, parseSize } from '../units.js';
-import { keyValues, print, progressBar, table } from '../output.js';
+import { busy, keyValues, print, progressBar, table } from '../output.js';
 import type { Context } from '../context.js';
 import type { Run } from '../main.js';
 
@@ -210,16 +210,19 @@ export function workloadCommands(program: Command, run: Run): void {
             throw new UsageError(`--volume ${JSON.stringify(v)} is not NAME:/path or NAME:/path:ro`);
           return { volume: volumeName, target, ...(mode === 'ro' ? { readOnly: true } : {}) };
         });
-        const c = await inSpace(ctx, o.space).containers.create({
-          name: o.name,
-          image: img,
-          ...(command.length ? { command } : {}),
-          ...(Object.keys(env).length ? { env } : {}),
-          ...(mounts.length ? { mounts } : {}),
-          cpuMillicores: parseCpu(o.cpu),
-          memoryBytes: parseSize(o.memory, 'memory'),
-          ...(o.pids ? { pids: Number(o.pids) } : {}),
-        });
+        const c = await busy(
+          'starting',
+          inSpace(ctx, o.space).containers.create({
+            name: o.name,
+            image: img,
+            ...(command.length ? { command } : {}),
+            ...(Object.keys(env).length ? { env } : {}),
+            ...(mounts.length ? { mounts } : {}),
+            cpuMillicores: parseCpu(o.cpu),
+            memoryBytes: parseSize(o.memory, 'memory'),
+            ...(o.pids ? { pids: Number(o.pids) } : {}),
+          }),
+        );
         print(ctx.out, c, () => `${c.name}: ${c.state}`);
       },
     ),

@@ -46,6 +46,7 @@ export const FORBIDDEN_SOURCE_TREES = [
   '/var/run',
   '/var/lib/docker',
   '/var/lib/containerd',
+  '/var/lib/containers',
   '/usr',
   '/bin',
   '/sbin',

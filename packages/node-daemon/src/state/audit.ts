@@ -6,17 +6,24 @@
  * Triggers refuse UPDATE and DELETE; the chain catches whoever drops them. Truncating the tail
  * leaves a valid shorter chain: only a head recorded elsewhere (`verify({ anchor })`) shows it.
  */
-import { createHash } from 'node:crypto';
-import { printable, type AuditEntry, type ErrorCode } from '@ocs/protocol';
+import {
+  GENESIS_HASH,
+  canonicalJson,
+  entryHash,
+  printable,
+  type AuditEntry,
+  type ErrorCode,
+  type HashedFields,
+  type JsonValue,
+} from '@ocs/protocol';
+
+export { GENESIS_HASH, canonicalJson, entryHash, type JsonValue };
 import type { Clock } from '../clock.js';
 import type { Database } from './db.js';
 
 /** The `prevHash` of the first entry. */
-export const GENESIS_HASH = '0'.repeat(64);
 
 export type AuditOutcome = 'ok' | 'refused' | 'failed';
-
-export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 
 /** What a caller records. `detail` is small and never secret (and is scrubbed anyway). */
 export interface AuditInput {
@@ -114,36 +121,6 @@ function scrub(value: unknown, depth: number): JsonValue | undefined {
   }
   // typeof has no other answers, but the compiler cannot see that the switch covers them all.
   return undefined;
-}
-
-/**
- * JSON with object keys sorted (by UTF-16 code units, as RFC 8785 does) and no whitespace:
- * the same value always hashes the same, whoever wrote it.
- */
-export function canonicalJson(value: JsonValue): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value);
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  const keys = Object.keys(value).sort();
-  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k] as JsonValue)}`).join(',')}}`;
-}
-
-interface HashedFields {
-  seq: number;
-  at: string;
-  actor: string;
-  action: string;
-  target: string | null;
-  outcome: string;
-  code: string | null;
-  detail: JsonValue;
-  prevHash: string;
-}
-
-/** hex SHA-256 over the canonical JSON of the entry's fields and the previous hash. */
-export function entryHash(f: HashedFields): string {
-  return createHash('sha256')
-    .update(canonicalJson({ ...f }), 'utf8')
-    .digest('hex');
 }
 
 interface DbRow {
