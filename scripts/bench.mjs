@@ -5,7 +5,7 @@ import { readdirSync } from 'node:fs';
 
 const dir = new URL('../bench/dist/', import.meta.url).pathname;
 const all = readdirSync(dir)
-  .filter((f) => f.endsWith('.js') && !['measure.js', 'podman-baseline.js'].includes(f) && !f.startsWith('_'))
+  .filter((f) => f.endsWith('.js') && !['measure.js', 'podman-baseline.js', 'daemon.js'].includes(f) && !f.startsWith('_'))
   .map((f) => f.replace(/\.js$/, ''));
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : all) {

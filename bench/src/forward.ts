@@ -1,6 +1,9 @@
 /**
  * bench/forward: what a signed request to a space's own API costs over kept-alive connections.
  *
+ * Every side is a process of its own, as in production: the benchmark (the client, signing with
+ * Node's native Ed25519), the node daemon, the space process, and the baseline server.
+ *
  * Ours: `GET {apiBase}/status` through the node daemon (TLS, token, authority and org checks),
  * forwarded over a kept-alive unix socket to the space process (token and RFC 9421 signature
  * verified again, replay cache in the space's own database), which asks the broker for the
@@ -11,15 +14,15 @@
  * Goals: requests per second ours / bare at least 0.4; p50 of one warm signed GET (one at a
  * time) at most 2 ms.
  */
-import { readFileSync } from 'node:fs';
-import { createServer } from 'node:https';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import type { AddressInfo } from 'node:net';
-import Koa from 'koa';
+import { fileURLToPath } from 'node:url';
 import { BaseClient, OcsClient } from '@ocs/client';
 import { generatePrivateKey } from '@ocs/protocol';
-import { startTestNode, MiB } from '@ocs/e2e/harness';
+import { startBenchDaemon } from './daemon.js';
 import { percentile, report } from './measure.js';
+
+const MiB = 1024 ** 2;
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
@@ -44,19 +47,12 @@ async function rate(call: () => Promise<unknown>, seconds: number, inFlight: num
   return n / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
 
-const t = await startTestNode({ idleSeconds: 600 });
-const bare = new Koa();
-let server: ReturnType<typeof createServer> | undefined;
+const d = await startBenchDaemon('forward', { idleSeconds: 600 });
+let bare: ChildProcess | undefined;
 try {
   const owner = generatePrivateKey();
-  const token = await t.token(['spaces', 'monitor']);
-  const ours = new OcsClient({
-    url: t.node.url,
-    ca: t.node.tls.cert,
-    token: () => token,
-    ownerKey: owner,
-    maxSockets: IN_FLIGHT,
-  });
+  const token = await d.token(['spaces', 'monitor']);
+  const ours = new OcsClient({ url: d.url, ca: d.ca, token: () => token, ownerKey: owner, maxSockets: IN_FLIGHT });
   const { space } = await ours.spaces.reserve({
     resources: { cpuMillicores: 1000, memoryBytes: 256 * MiB, storageBytes: 32 * MiB },
     leaseSeconds: 3600,
@@ -64,18 +60,22 @@ try {
   const s = ours.space(space.id);
   const body = await s.status();
 
-  // The baseline: the same answer from a bare Koa route, the same certificate and key.
-  bare.use((ctx) => {
-    ctx.body = body;
+  // The baseline: the same answer from a bare Koa route in a process of its own, same certificate.
+  bare = spawn(
+    process.execPath,
+    [
+      fileURLToPath(new URL('./_bare-server.js', import.meta.url)),
+      join(d.stateDir, 'tls', 'cert.pem'),
+      join(d.stateDir, 'tls', 'key.pem'),
+      JSON.stringify(body),
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const port = await new Promise<string>((resolve, reject) => {
+    bare!.stdout!.once('data', (b: Buffer) => resolve(b.toString().trim()));
+    bare!.once('exit', (c) => reject(new Error(`the bare server exited ${c}`)));
   });
-  const key = readFileSync(join(t.config.stateDir, 'tls', 'key.pem'), 'utf8');
-  server = createServer({ cert: t.node.tls.cert, key }, bare.callback());
-  await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
-  const plain = new BaseClient({
-    url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    ca: t.node.tls.cert,
-    maxSockets: IN_FLIGHT,
-  });
+  const plain = new BaseClient({ url: `https://127.0.0.1:${port}`, ca: d.ca, maxSockets: IN_FLIGHT });
 
   const signedGet = () => s.status();
   const bareGet = () => plain.call('GET', '/status');
@@ -120,6 +120,10 @@ try {
   ours.close();
   plain.close();
 } finally {
-  if (server) await new Promise<void>((r) => server!.close(() => r()));
-  await t.stop();
+  if (bare && bare.exitCode === null) {
+    const exited = new Promise((r) => bare!.once('exit', r));
+    bare.kill('SIGTERM');
+    await exited;
+  }
+  await d.stop();
 }

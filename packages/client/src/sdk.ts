@@ -9,7 +9,7 @@
  * retried on connection errors, with backoff. Each attempt is signed anew (a signature is good
  * once). A certificate that does not match the pin is never retried.
  */
-import { createHash } from 'node:crypto';
+import { createHash, createPrivateKey, sign as nativeSign, type KeyObject } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { Agent } from 'node:http';
@@ -90,6 +90,14 @@ export class BaseClient {
 
   /** TLS connections opened so far (each a handshake): with keep-alive, far fewer than requests. */
   connections = 0;
+  /** The owner key as Node's native Ed25519 (about ten times the pure-JS signer's speed). */
+  private native?: { of: Ed25519PrivateKey; key: KeyObject };
+
+  private signer(key: Ed25519PrivateKey): (m: Uint8Array) => Uint8Array {
+    if (this.native?.of !== key) this.native = { of: key, key: createPrivateKey(key.toPkcs8Pem()) };
+    const k = this.native.key;
+    return (m) => new Uint8Array(nativeSign(null, m, k));
+  }
 
   /** Performs a call; refusals are thrown as OcsError with the server's code. */
   async call<T = unknown>(
@@ -128,7 +136,7 @@ export class BaseClient {
           headers,
           await signRequest(
             { method, url: url.toString(), headers },
-            { keyId: key.publicKey.fingerprint(), sign: (m) => key.sign(m) },
+            { keyId: key.publicKey.fingerprint(), sign: this.signer(key) },
           ),
         );
       }
