@@ -10,6 +10,6 @@ const all = readdirSync(dir)
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : all) {
   console.log(`\n# bench/${name}`);
-  const r = spawnSync(process.execPath, ['--enable-source-maps', `${dir}${name}.js`], { stdio: 'inherit' });
+  const r = spawnSync(process.execPath, ['--enable-source-maps', '--expose-gc', `${dir}${name}.js`], { stdio: 'inherit' });
   if (r.status !== 0) process.exit(r.status ?? 1);
 }
