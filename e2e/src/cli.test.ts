@@ -141,6 +141,22 @@ test('an owner journey: key, node, reserve, image, volume, run, logs, lock, unlo
   while (!/exited/.test(ok(await ocs(['container', 'ls']))) && Date.now() < deadline)
     await new Promise((r) => setTimeout(r, 300));
   assert.match(ok(await ocs(['container', 'logs', 'hello'])), /hello from ocs/);
+  // -f prints each line once, as it comes, and ends when the container does.
+  ok(
+    await ocs([
+      'run',
+      '--name',
+      'ticker',
+      'busybox',
+      '--',
+      'sh',
+      '-c',
+      'for i in 1 2 3; do echo tick $i; sleep 1; done',
+    ]),
+  );
+  const followed = ok(await ocs(['container', 'logs', '-f', 'ticker']));
+  assert.deepEqual(followed.trim().split('\n'), ['tick 1', 'tick 2', 'tick 3']);
+  ok(await ocs(['container', 'rm', 'ticker']));
 
   assert.match(ok(await ocs(['space', 'lock'])), /locked/);
   refused(await ocs(['container', 'ls']), 5, 'space_locked');
@@ -217,6 +233,13 @@ test('refusals say what went wrong and what to do, with their exit codes', async
   const usage = await ocs(['space', 'reserve', '--cpu', 'lots', '--memory', '1GiB', '--storage', '1GiB'], home);
   assert.equal(usage.code, 2);
   assert.match(usage.stderr, /not a CPU count/);
+
+  // A reservation repeated under its idempotency key (a script retrying) is the same space.
+  const again = ['--json', 'space', 'reserve', '--cpu', '0.1', '--memory', '64MiB', '--storage', '16MiB'];
+  const key = ['--idempotency-key', `cli-test-${randomBytes(8).toString('hex')}`];
+  const first = json<{ id: string }>(await ocs([...again, ...key], home));
+  assert.equal(json<{ id: string }>(await ocs([...again, ...key], home)).id, first.id);
+  ok(await ocs(['space', 'destroy', first.id], home));
 
   ok(await ocs(['space', 'destroy', space.id], home));
 });

@@ -45,6 +45,7 @@ export function spaceCommands(program: Command, run: Run): void {
     .option('--pids <n>', 'processes at most')
     .option('--lease <duration>', 'lease, e.g. 24h (renew before it ends)', '24h')
     .option('--name <name>', 'a name for the space')
+    .option('--idempotency-key <key>', 'the same key again (within a day) returns the same space, never a second')
     .option('--no-use', 'do not make it the current space')
     .action(
       run(
@@ -57,6 +58,7 @@ export function spaceCommands(program: Command, run: Run): void {
             pids?: string;
             lease: string;
             name?: string;
+            idempotencyKey?: string;
             use: boolean;
           },
         ) => {
@@ -64,16 +66,19 @@ export function spaceCommands(program: Command, run: Run): void {
           const c = ctx.client({ owner: true });
           const { space: s, wrappedKey } = await busy(
             'reserving',
-            c.spaces.reserve({
-              resources: {
-                cpuMillicores: parseCpu(o.cpu),
-                memoryBytes: parseSize(o.memory, 'memory'),
-                storageBytes: parseSize(o.storage, 'storage'),
-                ...(o.pids ? { pids: Number(o.pids) } : {}),
+            c.spaces.reserve(
+              {
+                resources: {
+                  cpuMillicores: parseCpu(o.cpu),
+                  memoryBytes: parseSize(o.memory, 'memory'),
+                  storageBytes: parseSize(o.storage, 'storage'),
+                  ...(o.pids ? { pids: Number(o.pids) } : {}),
+                },
+                leaseSeconds: parseDuration(o.lease, 'lease'),
+                ...(o.name ? { name: o.name } : {}),
               },
-              leaseSeconds: parseDuration(o.lease, 'lease'),
-              ...(o.name ? { name: o.name } : {}),
-            }),
+              o.idempotencyKey ? { idempotencyKey: o.idempotencyKey } : {},
+            ),
           );
           ctx.store.putSpace({ spaceId: s.id, node, wrappedKey, reservedAt: new Date().toISOString() });
           if (o.use) ctx.store.use(node, s.id);

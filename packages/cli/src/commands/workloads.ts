@@ -271,17 +271,11 @@ export function workloadCommands(program: Command, run: Run): void {
         if (ctx.out.json && !o.follow) return print(ctx.out, first, () => '');
         process.stdout.write(first.text);
         if (!o.follow) return;
-        // Polled: the API returns tails, so each round prints what follows the last text seen.
-        let seen = first.text;
-        for (;;) {
-          await sleep(1000);
-          const next = (await s.containers.logs(name, { tail: 10_000 })).text;
-          const at = seen ? next.lastIndexOf(seen.slice(-Math.min(seen.length, 4096))) : -1;
-          const fresh = at >= 0 ? next.slice(at + Math.min(seen.length, 4096)) : next;
-          if (fresh) process.stdout.write(fresh);
-          seen = next;
-          if ((await s.containers.get(name)).state !== 'running') return;
-        }
+        await follow(
+          first.text,
+          async () => (await s.containers.logs(name, { tail: 10_000 })).text,
+          async () => (await s.containers.get(name)).state === 'running',
+        );
       }),
     );
   spaced(container.command('stats <name>'))
@@ -406,13 +400,43 @@ export function workloadCommands(program: Command, run: Run): void {
         print(ctx.out, { removed: name }, () => `${name}: removed`);
       }),
     );
-  spaced(vm.command('console <name>').option('--tail <bytes>', 'bytes from the end', '65536'))
+  spaced(
+    vm
+      .command('console <name>')
+      .option('--tail <bytes>', 'bytes from the end', '65536')
+      .option('-f, --follow', 'keep printing new output while the VM runs (Ctrl-C ends)'),
+  )
     .description("the VM's serial console (read-only)")
     .action(
-      run(async (ctx, name: string, o: { tail: string; space?: string }) => {
-        const r = await inSpace(ctx, o.space).vms.console(name, { tail: Number(o.tail) });
-        if (ctx.out.json) return print(ctx.out, r, () => '');
+      run(async (ctx, name: string, o: { tail: string; follow?: boolean; space?: string }) => {
+        const s = inSpace(ctx, o.space);
+        const r = await s.vms.console(name, { tail: Number(o.tail) });
+        if (ctx.out.json && !o.follow) return print(ctx.out, r, () => '');
         process.stdout.write(r.text);
+        if (!o.follow) return;
+        await follow(
+          r.text,
+          async () => (await s.vms.console(name, { tail: 1024 * 1024 })).text,
+          async () => (await s.vms.get(name)).state === 'running',
+        );
       }),
     );
+}
+
+/**
+ * Prints what a tail-only source adds, once a second, while `alive()`: each round's text is
+ * matched against the end of the previous one, and only what follows it is printed.
+ */
+async function follow(first: string, next: () => Promise<string>, alive: () => Promise<boolean>): Promise<void> {
+  let seen = first;
+  for (;;) {
+    await sleep(1000);
+    const text = await next();
+    const anchor = seen.slice(-Math.min(seen.length, 4096));
+    const at = anchor ? text.lastIndexOf(anchor) : -1;
+    const fresh = at >= 0 ? text.slice(at + anchor.length) : text;
+    if (fresh) process.stdout.write(fresh);
+    seen = text;
+    if (!(await alive())) return;
+  }
 }
