@@ -11,53 +11,21 @@ import { createPrivateKey, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { buildBusyboxImage } from '@ocs/host/testing';
 import { mintToken } from '@ocs/protocol';
 import { startTestNode, MiB, type TestNode } from './harness.js';
+import { OCS, ok, runOcs, type OcsResult } from './ocs-process.js';
 
-const OCS = fileURLToPath(import.meta.resolve('@ocs/cli/main'));
 let t: TestNode;
 let dir: string;
 let imagePath: string;
 let token: string;
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs `ocs args…` as a user would, with its own config directory, key and token. */
-function ocs(args: string[], env: Record<string, string> = {}): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [OCS, ...args], {
-      env: {
-        PATH: process.env.PATH ?? '/usr/bin:/bin',
-        HOME: dir,
-        OCS_CONFIG_DIR: join(dir, 'config'),
-        OCS_KEY: join(dir, 'id_ed25519'),
-        OCS_TOKEN: token,
-        ...env,
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
-
-const ok = (r: Result) => {
-  assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}`);
-  return r.stdout;
-};
-const json = <T>(r: Result): T => JSON.parse(ok(r)) as T;
+const ocs = (args: string[], env: Record<string, string> = {}) => runOcs(dir, token, args, env);
+const json = <T>(r: OcsResult): T => JSON.parse(ok(r)) as T;
 /** A refusal as the user sees it: the exit code, the stable code and a hint on stderr. */
-function refused(r: Result, exit: number, code: string): void {
+function refused(r: OcsResult, exit: number, code: string): void {
   assert.equal(r.code, exit, `expected exit ${exit} (${code}), got ${r.code}: ${r.stderr}${r.stdout}`);
   assert.match(r.stderr, new RegExp(`\\(${code}\\)`));
   assert.doesNotMatch(r.stderr, /at .*\.js:\d+/, 'no stack trace');

@@ -7,17 +7,15 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { mintToken } from '@ocs/protocol';
 import { startTestNode, GiB, type TestNode } from './harness.js';
+import { ocsProcess as spawnOcs, ok, runOcs } from './ocs-process.js';
 
-const OCS = fileURLToPath(import.meta.resolve('@ocs/cli/main'));
 const ISSUER = 'https://org.example.test';
 const issuerKey = generateKeyPairSync('ed25519');
 const jwk = { ...issuerKey.publicKey.export({ format: 'jwk' }), kid: 'org-1', alg: 'EdDSA', use: 'sig' };
@@ -26,41 +24,8 @@ const nodes: TestNode[] = [];
 let dir: string;
 let token = '';
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function ocsProcess(args: string[]): ChildProcess {
-  return spawn(process.execPath, [OCS, ...args], {
-    env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      HOME: dir,
-      OCS_CONFIG_DIR: join(dir, 'config'),
-      OCS_KEY: join(dir, 'id_ed25519'),
-      OCS_TOKEN: token,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-}
-
-function ocs(args: string[]): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const p = ocsProcess(args);
-    let stdout = '';
-    let stderr = '';
-    p.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
-
-const ok = (r: Result) => {
-  assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}${r.stdout}`);
-  return r.stdout;
-};
+const ocsProcess = (args: string[]) => spawnOcs(dir, token, args);
+const ocs = (args: string[]) => runOcs(dir, token, args);
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'ocs-leases-'));
