@@ -6,7 +6,7 @@ PKGS=(
   age                     
   openssh-client          
   openssl
-  fscrypt e2fsprogs util-linux acl bubblewrap
+  fscrypt e2fsprogs util-linux bsdutils acl bubblewrap
   docker.io podman catatonit
   busybox-static          
   libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils linux-image-amd64 

@@ -14,7 +14,7 @@ import { dirname, join } from 'node:path';
 import { buildBusyboxImage } from '@ocs/host/testing';
 import { mintToken } from '@ocs/protocol';
 import { startTestNode, MiB, type TestNode } from './harness.js';
-import { OCS, ok, runOcs, type OcsResult } from './ocs-process.js';
+import { OCS, ok, runOcs, runOcsOnTerminal, type OcsResult } from './ocs-process.js';
 
 let t: TestNode;
 let dir: string;
@@ -210,4 +210,26 @@ test('refusals say what went wrong and what to do, with their exit codes', async
   ok(await ocs(['space', 'destroy', first.id], home));
 
   ok(await ocs(['space', 'destroy', space.id], home));
+});
+
+test('on a terminal, node add shows the fingerprint and asks: no adds nothing, yes pins it', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'ocs-cli-tty-'));
+  try {
+    const asked = /Trust it\? \[y\/N\]/;
+    const no = await runOcsOnTerminal(home, token, ['node', 'add', 'dev', t.node.url], 'n\r', asked);
+    assert.equal(no.code, 2, no.stdout);
+    assert.match(no.stdout, new RegExp(`fingerprint is ${t.node.tls.fingerprint}`));
+    assert.match(no.stdout, /not added/);
+    assert.doesNotMatch(ok(await runOcs(home, token, ['node', 'ls'])), /dev/);
+
+    const yes = await runOcsOnTerminal(home, token, ['node', 'add', 'dev', t.node.url], 'yes\r', asked);
+    assert.equal(yes.code, 0, yes.stdout);
+    assert.match(yes.stdout, new RegExp(`pinned ${t.node.tls.fingerprint}`));
+    assert.match(
+      ok(await runOcs(home, token, ['node', 'ls'])),
+      new RegExp(`dev\\s+${t.node.url.replace(/[.]/g, '\\.')}`),
+    );
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
 });

@@ -23,15 +23,59 @@ export function ocsProcess(
   extra: Record<string, string> = {},
 ): ChildProcess {
   return spawn(process.execPath, [OCS, ...args], {
-    env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      HOME: home,
-      OCS_CONFIG_DIR: join(home, 'config'),
-      OCS_KEY: join(home, 'id_ed25519'),
-      OCS_TOKEN: token,
-      ...extra,
-    },
+    env: ocsEnv(home, token, extra),
     stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+export function ocsEnv(home: string, token: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: home,
+    OCS_CONFIG_DIR: join(home, 'config'),
+    OCS_KEY: join(home, 'id_ed25519'),
+    OCS_TOKEN: token,
+    ...extra,
+  };
+}
+
+/**
+ * Runs `ocs args…` on a terminal of its own (util-linux `script` gives it a pty), typing
+ * `typed` once it has asked: what a person at a prompt sees. The output is the terminal's.
+ */
+export function runOcsOnTerminal(
+  home: string,
+  token: string,
+  args: string[],
+  typed: string,
+  asked: RegExp,
+): Promise<OcsResult> {
+  const quote = (a: string) => `'${a.replaceAll("'", `'\\''`)}'`;
+  const cmd = [process.execPath, OCS, ...args].map(quote).join(' ');
+  return new Promise((resolve, reject) => {
+    // -e: script exits with the command's code; -q: no banner; the log goes nowhere.
+    const p = spawn('script', ['-qec', cmd, '/dev/null'], {
+      env: ocsEnv(home, token),
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let typedYet = false;
+    const seen = (d: Buffer) => {
+      out += d.toString();
+      if (!typedYet && asked.test(out)) {
+        typedYet = true;
+        p.stdin!.write(typed);
+      }
+    };
+    p.stdout!.on('data', seen);
+    p.stderr!.on('data', seen);
+    p.on('error', reject);
+    // A prompt that never comes fails the test rather than hanging it.
+    const timer = setTimeout(() => p.kill(), 20_000);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout: out, stderr: '' });
+    });
   });
 }
 
