@@ -12,6 +12,7 @@ PKGS=(
   libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils linux-image-amd64 
   iproute2 procps psmisc curl
   chromium                # the SDK's signing code, tested in a headless browser
+  debootstrap             # the production-like guest (scripts/guest/build.sh)
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -19,3 +19,14 @@ export function requireHost(what: string, why: string | false): string | false {
   if (hostRequired()) throw new Error(`OCS_REQUIRE_HOST=1 but ${what} is not usable here: ${why}`);
   return `${why} (set OCS_REQUIRE_HOST=1 to make this a failure)`;
 }
+
+/**
+ * For what the kernel cannot do (ZFS, cgroup v2 controllers): a skip that says so, except
+ * where the run names the feature in `OCS_REQUIRE_KERNEL` (comma-separated; the production
+ * guest sets `zfs,cgroup-v2`), which is there to prove it can: then the missing feature fails.
+ */
+export function kernelSkip(feature: 'zfs' | 'cgroup-v2', why: string): string {
+  const required = (process.env.OCS_REQUIRE_KERNEL ?? '').split(',').map((s) => s.trim());
+  if (required.includes(feature)) throw new Error(`OCS_REQUIRE_KERNEL names ${feature}, but ${why}`);
+  return why;
+}

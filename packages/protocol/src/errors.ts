@@ -116,3 +116,14 @@ export function isOcsError(err: unknown): err is OcsError {
 export function assertNever(value: never, what = 'value'): never {
   throw new Error(`unexpected ${what}: ${String(value)}`);
 }
+
+/**
+ * A write refused for want of room: ENOSPC (a full filesystem, the fscrypt image) or EDQUOT (a
+ * ZFS dataset at its quota). Node 20's libuv has no name for EDQUOT and reports it as
+ * `UNKNOWN` with errno -122, so the number is checked too (seen in the production guest).
+ */
+export function isOutOfSpace(err: unknown): boolean {
+  const e = err as { code?: unknown; errno?: unknown } | null;
+  // -122 is Linux's EDQUOT; the node runs on Linux only.
+  return e?.code === 'ENOSPC' || e?.code === 'EDQUOT' || e?.errno === -122;
+}

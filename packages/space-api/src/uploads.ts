@@ -9,7 +9,7 @@ import { constants } from 'node:fs';
 import { link, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { OcsError, createDigestVerifier, type HashFactory } from '@ocs/protocol';
+import { OcsError, createDigestVerifier, isOutOfSpace, type HashFactory } from '@ocs/protocol';
 
 /** Names of uploads in flight: never a valid owner name, so never listed or overwritten by one. */
 export const SPOOL_PREFIX = '.upload-';
@@ -49,7 +49,7 @@ export async function receiveUpload(
       }
     } catch (err) {
       if (err instanceof OcsError) throw err;
-      if ((err as NodeJS.ErrnoException).code === 'ENOSPC')
+      if (isOutOfSpace(err))
         throw new OcsError('budget_exceeded', 'the space storage is full', { resource: 'storageBytes' });
       throw new OcsError('invalid_request', 'the upload could not be read');
     }

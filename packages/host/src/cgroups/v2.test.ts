@@ -1,12 +1,16 @@
 /**
  * The v2 driver against the real cgroup2 mount: /sys/fs/cgroup on a v2 host, /sys/fs/cgroup/unified
- * on a hybrid one. Where the kernel does not offer cpu, memory and pids there, the limit tests
- * say so and skip; everything else still runs on the real tree.
+ * on a hybrid one, or the group systemd delegated to us (`OCS_CGROUP2_ROOT`, as the production
+ * guest sets it: everything is written below it, nothing at the hierarchy's root). Where the
+ * kernel does not offer cpu, memory and pids there, the limit tests say so and skip
+ * (`OCS_REQUIRE_KERNEL=cgroup-v2` makes that a failure); everything else still runs on the real
+ * tree.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { kernelSkip } from '../require-host.js';
 import { parseCgroupMounts } from './detect.js';
 import { V2CgroupDriver, V2_REQUIRED } from './v2.js';
 import {
@@ -27,22 +31,25 @@ import {
 } from './test-support.js';
 
 const mounts = parseCgroupMounts(readFileSync('/proc/self/mountinfo', 'utf8')).filter((m) => m.type === 'cgroup2');
-const ROOT = (mounts.find((m) => m.mountPoint === '/sys/fs/cgroup') ?? mounts[0])?.mountPoint;
+const MOUNT = (mounts.find((m) => m.mountPoint === '/sys/fs/cgroup') ?? mounts[0])?.mountPoint;
+const ROOT = process.env.OCS_CGROUP2_ROOT ?? MOUNT;
+/** A group's path as /proc/PID/cgroup names it: from the hierarchy's root, not ours. */
+const fromMount = (path: string) => `${MOUNT && ROOT ? ROOT.slice(MOUNT.length) : ''}/${path}`;
 const driver = ROOT ? new V2CgroupDriver({ root: ROOT }) : undefined;
 const v2 = () => driver as V2CgroupDriver;
 const offered = ROOT ? readFileSync(join(ROOT, 'cgroup.controllers'), 'utf8').trim().split(/\s+/).filter(Boolean) : [];
 const hasLimits = V2_REQUIRED.every((c) => offered.includes(c));
-const NO_LIMITS = `cgroup v2 cpu/memory/pids controllers not available on this kernel: ${ROOT} offers [${offered.join(' ')}]`;
+const NO_LIMITS_WHY = `cgroup v2 cpu/memory/pids controllers not available on this kernel: ${ROOT} offers [${offered.join(' ')}]`;
 
 const skip = await (async () => {
-  if (!driver) return 'no cgroup2 mount on this host';
+  if (!driver) return kernelSkip('cgroup-v2', 'no cgroup2 mount on this host');
   const probe = uniquePrefix();
   try {
     await driver.create(probe);
     await driver.destroy(probe);
     return false;
   } catch (err) {
-    return `the cgroup2 tree at ${ROOT} is not writable here: ${(err as Error).message}`;
+    return kernelSkip('cgroup-v2', `the cgroup2 tree at ${ROOT} is not writable here: ${(err as Error).message}`);
   }
 })();
 
@@ -92,7 +99,7 @@ test('addProcess moves a process into the group; processes live only in leaves',
   await v2().addProcess(api, held.pid);
   held.release();
   assert.ok(procsOf(join(ROOT!, api, 'cgroup.procs')).includes(held.pid));
-  assert.equal(procCgroup(held.pid, ''), `/${api}`, '/proc/pid/cgroup 0:: line');
+  assert.equal(procCgroup(held.pid, ''), fromMount(api), '/proc/pid/cgroup 0:: line');
   assert.deepEqual(await v2().processes(api), [held.pid]);
   assert.deepEqual(await v2().processes(sp), []);
   await assert.rejects(v2().addProcess(sp, held.pid), /leaf/);
@@ -162,13 +169,13 @@ test('delegate lets an unprivileged uid subdivide its group but not leave it', {
   await v2().addProcess(g, held.pid);
   held.release();
   await withTimeout(held.exit, 10_000, 'the delegated shell');
-  assert.match(held.output(), new RegExp(`0::/${g}/child`));
+  assert.match(held.output(), new RegExp(`0::${fromMount(g)}/child`));
   assert.match(held.output(), /limit-denied/);
   assert.match(held.output(), /escape-denied/);
 });
 
 test('limits are written to cpu.max, memory.max, memory.swap.max, pids.max and read back', { skip }, async (t) => {
-  if (!hasLimits) return t.skip(NO_LIMITS);
+  if (!hasLimits) return t.skip(kernelSkip('cgroup-v2', NO_LIMITS_WHY));
   const sp = `${scoped(t)}/sp_1`;
   await v2().create(sp, { cpuMillicores: 1500, memoryBytes: 256 * MiB, pids: 100 });
   assert.equal(raw(sp, 'cpu.max'), '150000 100000');
@@ -188,7 +195,7 @@ test('limits are written to cpu.max, memory.max, memory.swap.max, pids.max and r
 });
 
 test('the memory limit OOM-kills the hog and only the hog', { skip }, async (t) => {
-  if (!hasLimits) return t.skip(NO_LIMITS);
+  if (!hasLimits) return t.skip(kernelSkip('cgroup-v2', NO_LIMITS_WHY));
   const p = scoped(t);
   const [space, other] = [`${p}/sp_a`, `${p}/sp_b`];
   await v2().create(space, { cpuMillicores: 1000, memoryBytes: 256 * MiB, pids: 200 });
@@ -210,7 +217,7 @@ test('the memory limit OOM-kills the hog and only the hog', { skip }, async (t) 
 });
 
 test('the pids limit refuses forks beyond it', { skip }, async (t) => {
-  if (!hasLimits) return t.skip(NO_LIMITS);
+  if (!hasLimits) return t.skip(kernelSkip('cgroup-v2', NO_LIMITS_WHY));
   const g = `${scoped(t)}/sp/api`;
   await v2().create(g, { ...GOOD_LIMITS, pids: 5 });
   const sh = await runIn(v2(), g, 'i=0; while [ $i -lt 20 ]; do sleep 600 & i=$((i+1)); done; echo all-forked; wait');

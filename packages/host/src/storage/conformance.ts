@@ -21,7 +21,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isOcsError, type ErrorCode } from '@ocs/protocol';
+import { isOcsError, isOutOfSpace, type ErrorCode } from '@ocs/protocol';
 import { run } from '../exec.js';
 import type { StorageDriver } from './types.js';
 
@@ -34,6 +34,12 @@ export interface ConformanceSubject {
   rawPaths(id: string): Promise<string[]>;
   /** Bytes the space occupies on the host. */
   hostBytes(id: string): Promise<number>;
+  /**
+   * How far past its size a full space may occupy, by the filesystem's own accounting: 0 for an
+   * image file. ZFS checks a quota against what is already committed, so writes in flight in the
+   * open transaction group can run past it a little (100 KiB past 64 MiB, seen in the guest).
+   */
+  overshootBytes?: number;
   /** Kernel and filesystem objects still present for `id` (loop devices, mounts, datasets, files); [] when gone. */
   leftovers(id: string): Promise<string[]>;
   /** A second driver on the same storage, as after a daemon restart. */
@@ -217,9 +223,11 @@ export function storageConformance(
       assert.equal(await rawHas(id, spaceMarker), false);
     });
 
-    void test('writing past sizeBytes fails with ENOSPC; the host is unaffected', async () => {
+    void test('writing past sizeBytes fails with ENOSPC; the host is unaffected', async (t) => {
       const mp = (await d.info(id)).mountpoint;
       const fill = join(mp, 'fill.bin');
+      // Whatever this test finds, the space is not left full for the tests after it.
+      t.after(() => rmSync(fill, { force: true }));
       const fd = openSync(fill, 'w');
       let written = 0;
       let error: NodeJS.ErrnoException | undefined;
@@ -245,11 +253,13 @@ export function storageConformance(
         closeSync(fd);
       }
       assert.ok(error, `wrote ${written} bytes into a ${size}-byte space without an error`);
-      assert.ok(['ENOSPC', 'EDQUOT'].includes(error.code ?? ''), `got ${error.code}`);
+      // ENOSPC from a full image, EDQUOT from a dataset at its quota (Node 20 names it UNKNOWN).
+      assert.ok(isOutOfSpace(error), `got ${error.code} (errno ${error.errno})`);
       assert.ok(written <= size, `wrote ${written} bytes into a ${size}-byte space`);
-      assert.ok((await s.hostBytes(id)) <= size, 'the space occupies no more than its size on the host');
+      const occupied = await s.hostBytes(id);
+      const allowed = size + (s.overshootBytes ?? 0);
+      assert.ok(occupied <= allowed, `the space occupies ${occupied} bytes on the host, more than ${allowed}`);
       writeFileSync(join(scratch, 'host-still-writable'), randomBytes(MiB));
-      rmSync(fill);
       // The marker survived the full disk.
       assert.deepEqual(readFileSync(join(mp, 'marker.bin')), markerFile(spaceMarker));
     });

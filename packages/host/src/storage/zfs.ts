@@ -218,15 +218,16 @@ export class ZfsStorageDriver implements StorageDriver {
       await this.requireUnlocked(ds);
       const vol = this.vol(id, volumeId);
       if (await this.exists(vol)) throw new OcsError('conflict', 'the volume already exists');
-      const spaceBytes = Number((await this.props(ds, ['quota'])).quota);
-      let declared = 0;
-      for (const v of await this.children(`${ds}/volumes`))
-        declared += Number((await this.props(this.vol(id, v), ['quota'])).quota);
-      if (declared + sizeBytes > spaceBytes) {
+      // The space's quota covers its data and every volume's reservation (`used` counts both),
+      // so what is left is quota - used. Data counts too: in a full space even the volume's
+      // mountpoint directory cannot be made (ZFS then says ENOENT, seen in the guest).
+      const p = await this.props(ds, ['quota', 'used']);
+      const available = Math.max(0, Number(p.quota) - Number(p.used));
+      if (sizeBytes > available) {
         throw new OcsError('budget_exceeded', "the volume does not fit in the space's storage", {
           resource: 'storageBytes',
           requested: sizeBytes,
-          available: Math.max(0, spaceBytes - declared),
+          available,
         });
       }
       const size = String(sizeBytes);

@@ -1,0 +1,46 @@
+/**
+ * The production tier (issue 10): what our machines cannot run, run for real in the guest
+ * scripts/guest/build.sh makes: systemd as PID 1, the unified cgroup v2 hierarchy, OpenZFS 2.3.
+ *
+ * Inside: the storage conformance suite (the one the fscrypt driver passes) on a real pool, and
+ * the cgroup v2 driver's tests inside the group systemd delegated to the unit (`Delegate=yes`).
+ * `OCS_REQUIRE_KERNEL=zfs,cgroup-v2` turns their "the kernel cannot" skips into failures, so
+ * this passes only if they ran. Times go to the diagnostics (the closing note quotes them).
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildGuest, runInGuest, type GuestImage, type GuestResult } from './guest.js';
+
+let image: GuestImage;
+const results: GuestResult[] = [];
+after(() => results.forEach((r) => r.cleanup()));
+
+test('the guest builds from Debian packages (or comes from its cache)', { timeout: 30 * 60_000 }, async (t) => {
+  image = await buildGuest();
+  t.diagnostic(`guest image ${image.dir} in ${image.seconds.toFixed(0)} s`);
+});
+
+test(
+  'in the guest: the zfs driver passes storage conformance on a real pool; the cgroup v2 driver runs in the delegated group',
+  { timeout: 45 * 60_000 },
+  async (t) => {
+    assert.ok(image, 'the guest was built');
+    const r = await runInGuest(
+      image,
+      `set -eu
+modprobe zfs
+echo "zfs module $(cat /sys/module/zfs/version), $(zfs version | head -1)"
+export OCS_REQUIRE_KERNEL=zfs,cgroup-v2 OCS_CGROUP2_ROOT="$OCS_GUEST_CGROUP"
+node scripts/test.mjs host/dist/storage/zfs host/dist/cgroups/v2
+`,
+    );
+    results.push(r);
+    t.diagnostic(`guest ran ${r.seconds.toFixed(0)} s under ${r.accelerator}`);
+    assert.equal(r.code, 0, `the suite failed in the guest:\n${r.log.slice(-8000)}`);
+    assert.match(r.log, /zfs module 2\.3\./);
+    assert.match(r.log, /storage conformance: zfs/);
+    assert.match(r.log, /limits are written to cpu\.max, memory\.max, memory\.swap\.max, pids\.max and read back/);
+    assert.match(r.log, /ℹ fail 0/);
+    assert.match(r.log, /ℹ skipped 0/);
+  },
+);
