@@ -5,10 +5,14 @@
  * Inside: the storage conformance suite (the one the fscrypt driver passes) on a real pool, and
  * the cgroup v2 driver's tests inside the group systemd delegated to the unit (`Delegate=yes`).
  * `OCS_REQUIRE_KERNEL=zfs,cgroup-v2` turns their "the kernel cannot" skips into failures, so
- * this passes only if they ran. Times go to the diagnostics (the closing note quotes them).
+ * this passes only if they ran. Then the at-rest check on a pool of the guest's second disk,
+ * read from the host once the guest has locked the space and exported the pool.
+ * Times go to the diagnostics (the closing note quotes them).
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { rawContains } from '@ocs/host/testing';
 import { buildGuest, runInGuest, type GuestImage, type GuestResult } from './guest.js';
 
 let image: GuestImage;
@@ -42,5 +46,36 @@ node scripts/test.mjs host/dist/storage/zfs host/dist/cgroups/v2
     assert.match(r.log, /limits are written to cpu\.max, memory\.max, memory\.swap\.max, pids\.max and read back/);
     assert.match(r.log, /ℹ fail 0/);
     assert.match(r.log, /ℹ skipped 0/);
+  },
+);
+
+test(
+  'at rest on ZFS: once locked, neither the space nor its volume shows in the raw pool disk read from the host, and the dataset does not mount without the key',
+  { timeout: 45 * 60_000 },
+  async (t) => {
+    assert.ok(image, 'the guest was built');
+    const m = () => `OCS-MARKER-${randomBytes(16).toString('hex')}-END`;
+    const [space, volume, control] = [m(), m(), m()];
+    const r = await runInGuest(
+      image,
+      `set -eu
+modprobe zfs
+node e2e/dist/guest-zfs-at-rest.js /dev/disk/by-id/virtio-pool ${space} ${volume} ${control}
+`,
+      { disks: [{ name: 'pool', bytes: 512 * 1024 ** 2 }] },
+    );
+    results.push(r);
+    t.diagnostic(`guest ran ${r.seconds.toFixed(0)} s`);
+    assert.equal(r.code, 0, `the at-rest script failed in the guest:\n${r.log.slice(-8000)}`);
+    const line = /AT-REST (\{.*\})/.exec(r.log);
+    assert.ok(line, r.log);
+    const got = JSON.parse(line[1]!) as { keystatus: string; mountWithoutKey: string };
+    assert.equal(got.keystatus, 'unavailable');
+    assert.match(got.mountWithoutKey, /encryption key not loaded/);
+    const disk = r.disks.pool!;
+    // The control: plaintext written to an unencrypted dataset of the same pool is on the disk.
+    assert.equal(rawContains(disk, Buffer.from(control)), true, 'the control marker is on the raw disk');
+    assert.equal(rawContains(disk, Buffer.from(space)), false, "the space's marker is on the raw disk");
+    assert.equal(rawContains(disk, Buffer.from(volume)), false, "the volume's marker is on the raw disk");
   },
 );

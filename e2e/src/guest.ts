@@ -108,7 +108,11 @@ export async function runInGuest(
       join(run, 'root.qcow2'),
     ]);
     const disks: Record<string, string> = {};
-    const drives: string[] = ['-drive', `file=${join(run, 'root.qcow2')},if=virtio,format=qcow2`];
+    // The root first, so it is /dev/vda whatever else is attached.
+    const drives: string[] = [
+      ...['-drive', `file=${join(run, 'root.qcow2')},if=none,format=qcow2,id=root`],
+      ...['-device', 'virtio-blk-pci,drive=root'],
+    ];
     for (const d of o.disks ?? []) {
       const file = join(run, `${d.name}.img`);
       const fd = openSync(file, 'w', 0o600);
@@ -127,7 +131,8 @@ export async function runInGuest(
       ...['-m', String(o.memoryMiB ?? 3072), '-smp', '2', '-display', 'none', '-monitor', 'none', '-serial', 'stdio'],
       '-no-reboot',
       ...['-kernel', join(image.dir, 'vmlinuz'), '-initrd', join(image.dir, 'initrd.img')],
-      ...['-append', 'root=/dev/vda rw console=ttyS0 panic=1 systemd.show_status=0 loglevel=4'],
+      // rootdelay: under TCG on a busy machine the disk can take a while to appear.
+      ...['-append', 'root=/dev/vda rootdelay=300 rw console=ttyS0 panic=1 systemd.show_status=0 loglevel=4'],
       ...drives,
       ...['-virtfs', `local,path=${ROOT},mount_tag=ocs-work,security_model=none,readonly=on`],
       ...['-virtfs', `local,path=${out},mount_tag=ocs-out,security_model=none`],

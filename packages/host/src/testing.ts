@@ -11,4 +11,5 @@ export {
   type TestGuest,
   type GuestBehaviour,
 } from './libvirt/test-guest.js';
-export { requireHost, hostRequired } from './require-host.js';
+export { requireHost, hostRequired, kernelSkip } from './require-host.js';
+export { rawContains } from './storage/conformance.js';
