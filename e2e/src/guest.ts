@@ -25,7 +25,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chooseAccelerator } from '@ocs/host';
+import { chooseAccelerator, run as runCommand } from '@ocs/host';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BUILD = join(ROOT, 'scripts', 'guest', 'build.sh');
@@ -96,7 +96,7 @@ export async function runInGuest(
     writeFileSync(join(out, 'workdir'), ROOT.replace(/\/$/, ''));
     writeFileSync(join(out, 'cmd'), script);
     copyFileSync(RUNNER, join(out, 'runner'));
-    await qemuImg([
+    await runCommand('qemu-img', [
       'create',
       '-q',
       '-f',
@@ -170,12 +170,4 @@ export async function runInGuest(
     cleanup();
     throw err;
   }
-}
-
-function qemuImg(args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('qemu-img', args, { stdio: ['ignore', 'ignore', 'inherit'] });
-    p.on('error', reject);
-    p.on('close', (c) => (c === 0 ? resolve() : reject(new Error(`qemu-img ${args[0]} exited ${c}`))));
-  });
 }
