@@ -39,6 +39,10 @@ linux-headers-amd64=$(candidate linux-headers-amd64)
 systemd=$(candidate systemd)
 zfs-dkms=$(backport zfs-dkms)
 zfsutils-linux=$(backport zfsutils-linux)"
+# What the node daemon runs with (as scripts/install-host-deps.sh installs on a host): podman per
+# space with its runtime, the space process's sandbox, the host guard, the test image's busybox.
+NODE_PKGS=(podman catatonit runc conmon containernetworking-plugins iptables iproute2 procps bubblewrap openssl busybox-static)
+for p in "${NODE_PKGS[@]}"; do versions+=$'\n'"$p=$(candidate "$p")"; done
 if grep -qE '=(\(none\))?$' <<<"$versions"; then
   printf '%s\n' "$versions" >&2
   log "the archive does not offer every package the guest needs"
@@ -85,6 +89,9 @@ in_root apt-get -y -qq --no-install-recommends -t bookworm-backports install \
 kver=$(ls "$root/lib/modules")
 [[ -n $(find "$root/lib/modules/$kver" -name 'zfs.ko*' -print -quit) ]] || { log "dkms built no zfs.ko for $kver"; exit 1; }
 log "zfs built for $kver"
+in_root apt-get -y -qq --no-install-recommends install $(for p in "${NODE_PKGS[@]}"; do echo "$p=$(pin "$p")"; done) \
+  >"$work/node-deps.log" 2>&1 || { tail -20 "$work/node-deps.log" >&2; exit 1; }
+log "the daemon's packages installed"
 in_root apt-get -qq clean
 
 # systemd boots with the unified hierarchy (bookworm's default). The image holds only a fixed

@@ -76,6 +76,12 @@ export const ConfigSchema = Obj({
       pattern: '^[A-Za-z0-9][A-Za-z0-9_-]*([.][A-Za-z0-9_-]+)+$',
       description: 'One cgroup name with a dot suffix (libvirt keeps only such names verbatim), e.g. ocs.slice.',
     }),
+    /**
+     * The daemon's own limits. On cgroup v2 inside a delegated group (the systemd unit) the
+     * daemon moves itself into the leaf `daemon` beside `parent` and caps it there; the unit's
+     * own limits bound the whole tree, spaces included.
+     */
+    daemon: Obj({ memoryBytes: Type.Integer({ minimum: 64 * 1024 * 1024 }), pids: Type.Integer({ minimum: 64 }) }),
   }),
   spaces: Obj({
     uidBase: Type.Integer({ minimum: 1000 }),
@@ -133,7 +139,7 @@ export const DEFAULTS: Config = {
   },
   capacity: { farmerReserve: { cpuMillicores: 500, memoryBytes: 1 * GiB, storageBytes: 2 * GiB }, storageBytes: 0 },
   storage: { backend: 'fscrypt', root: '/var/lib/ocs-storage' },
-  cgroups: { root: '/sys/fs/cgroup', parent: 'ocs.slice' },
+  cgroups: { root: '/sys/fs/cgroup', parent: 'ocs.slice', daemon: { memoryBytes: 1 * GiB, pids: 4096 } },
   spaces: {
     uidBase: 200_000,
     uidCount: 50_000,

@@ -6,7 +6,7 @@ import { Command, Option } from 'commander';
 import { join } from 'node:path';
 import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { cipherImplementation, detectCgroups, createStorageDriver } from '@ocs/host';
+import { cipherImplementation, detectCgroups, createStorageDriver, V2CgroupDriver } from '@ocs/host';
 import { ROLES, mintToken, type Role } from '@ocs/protocol';
 import { loadConfigFile, type Config } from './config.js';
 import { createLogger } from './logger.js';
@@ -14,6 +14,9 @@ import { startNode, VERSION } from './node.js';
 import { openWorkloadDrivers } from './workload-drivers.js';
 import { devIssuerKeyPath, loadOrCreateDevIssuer } from './identity.js';
 import { verifyAuditFile } from './state/index.js';
+
+/** The daemon's own leaf in a delegated cgroup v2 root, beside `cgroups.parent`. */
+const DAEMON_GROUP = 'daemon';
 
 const program = new Command('ocs-node').description('OpenCluster Spaces reservation daemon').version(VERSION);
 
@@ -39,6 +42,8 @@ program
     const config = withOverrides(opts);
     const logger = createLogger({ level: config.log.level });
     const cgroups = await detectCgroups({ root: config.cgroups.root });
+    const ownGroup =
+      cgroups instanceof V2CgroupDriver ? await cgroups.enterLeaf(DAEMON_GROUP, config.cgroups.daemon) : undefined;
     const storage = await createStorageDriver(config.storage);
     const { containers, vms } = await openWorkloadDrivers(config, logger, cgroups, storage);
     const node = await startNode({ config, logger, drivers: { cgroups, storage, containers, vms } });
@@ -48,7 +53,7 @@ program
         `  url:             ${node.url}`,
         `  tls fingerprint: ${node.tls.fingerprint}`,
         `  unlock key:      ${node.identity.unlockRecipient}`,
-        `  storage:         ${storage.kind} under ${config.storage.root}; cgroups ${cgroups.version}`,
+        `  storage:         ${storage.kind} under ${config.storage.root}; cgroups ${cgroups.version}${ownGroup ? ` (delegated; the daemon in ${ownGroup})` : ''}`,
         `  cipher:          ${cipherLine()}`,
         `  workloads:       containers ${containers ? 'on (podman per space)' : 'off'}; VMs ${vms ? `on (${vms.accelerator}: ${vms.acceleratorReason})` : 'off'}`,
         ...(node.devIssuer

@@ -1,11 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { detectCgroups, parseCgroupMounts } from './detect.js';
+import { detectCgroups, parseCgroupMounts, unifiedGroupOf } from './detect.js';
 import { V1CgroupDriver } from './v1.js';
+import { V2CgroupDriver } from './v2.js';
 
 const mounts = parseCgroupMounts(readFileSync('/proc/self/mountinfo', 'utf8'));
 
@@ -58,6 +59,57 @@ test('a cgroup2 root without cpu/memory/pids, or a plain directory, is refused w
     await assert.rejects(
       detectCgroups({ root: dir }),
       /no usable cgroups under .*no cgroup2 mount.*v1 controllers mounted: \[\]/,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a process's unified group is read from /proc/PID/cgroup; a path outside our namespace is not a root", () => {
+  assert.equal(unifiedGroupOf('0::/\n'), '/');
+  assert.equal(unifiedGroupOf('0::/system.slice/ocs-node.service\n'), '/system.slice/ocs-node.service');
+  assert.equal(unifiedGroupOf('12:memory:/\n1:name=systemd:/x\n0::/a.slice/b\n'), '/a.slice/b');
+  assert.equal(unifiedGroupOf('12:memory:/\n'), undefined, 'v1 only');
+  assert.equal(unifiedGroupOf('0::/../../outside\n'), undefined);
+  assert.equal(unifiedGroupOf('0::/gone (deleted)\n'), undefined);
+  assert.equal(unifiedGroupOf(readFileSync('/proc/self/cgroup', 'utf8'))?.startsWith('/'), true);
+});
+
+test('on cgroup v2 the driver is rooted in the group this process was started in, and names absolute paths to engines', async () => {
+  // A stand-in mount: a directory the mount table says is cgroup2, and a self-cgroup file.
+  const dir = mkdtempSync(join(tmpdir(), 'ocs-cg-detect-'));
+  try {
+    const svc = join(dir, 'system.slice', 'ocs-node.service');
+    mkdirSync(svc, { recursive: true });
+    writeFileSync(join(svc, 'cgroup.controllers'), 'cpuset cpu io memory pids\n');
+    writeFileSync(join(dir, 'mountinfo'), `30 1 0:26 / ${dir} rw - cgroup2 cgroup2 rw,nsdelegate\n`);
+    writeFileSync(join(dir, 'self'), '0::/system.slice/ocs-node.service\n');
+    const d = await detectCgroups({ root: dir, mountinfo: join(dir, 'mountinfo'), selfCgroup: join(dir, 'self') });
+    assert.ok(d instanceof V2CgroupDriver);
+    assert.equal(d.root, svc);
+    assert.equal(d.delegated, true);
+    assert.equal(
+      d.dockerParent('ocs.slice/sp_a/containers'),
+      '/system.slice/ocs-node.service/ocs.slice/sp_a/containers',
+    );
+    // A group without the controllers (no Delegate=yes) is refused, and the message says so.
+    writeFileSync(join(svc, 'cgroup.controllers'), 'memory pids\n');
+    await assert.rejects(
+      detectCgroups({ root: dir, mountinfo: join(dir, 'mountinfo'), selfCgroup: join(dir, 'self') }),
+      /cgroup2 at .*ocs-node\.service offers \[memory pids\].*Delegate=yes/,
+    );
+    // At the hierarchy's root the driver is the mount itself.
+    writeFileSync(join(dir, 'cgroup.controllers'), 'cpu memory pids\n');
+    writeFileSync(join(dir, 'self'), '0::/\n');
+    const r = await detectCgroups({ root: dir, mountinfo: join(dir, 'mountinfo'), selfCgroup: join(dir, 'self') });
+    assert.ok(r instanceof V2CgroupDriver);
+    assert.equal(r.root, dir);
+    assert.equal(r.delegated, false);
+    assert.equal(r.dockerParent('ocs.slice/sp_a/containers'), '/ocs.slice/sp_a/containers');
+    assert.equal(
+      await r.enterLeaf('daemon', { memoryBytes: 1 << 30, pids: 100 }),
+      undefined,
+      'nothing moves at the root',
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });

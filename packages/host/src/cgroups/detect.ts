@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { CgroupDriver, CgroupDriverOptions, V1Controller } from './types.js';
 import { V1CgroupDriver, V1_REQUIRED } from './v1.js';
 import { V2CgroupDriver, V2_REQUIRED } from './v2.js';
@@ -11,6 +11,8 @@ export interface DetectOptions extends CgroupDriverOptions {
   root?: string;
   /** The mount table to read. Default /proc/self/mountinfo. */
   mountinfo?: string;
+  /** This process's cgroups (proc(5)). Default /proc/self/cgroup. */
+  selfCgroup?: string;
 }
 
 /** One cgroup file system mount, from /proc/self/mountinfo. */
@@ -56,8 +58,24 @@ export function parseCgroupMounts(mountinfo: string): CgroupMount[] {
 }
 
 /**
+ * This process's group in the unified hierarchy, from a /proc/PID/cgroup text (the `0::` line):
+ * `/` at the root, `/system.slice/ocs-node.service` in a systemd service. Undefined on a v1-only host.
+ */
+export function unifiedGroupOf(procCgroup: string): string | undefined {
+  const line = procCgroup.split('\n').find((l) => l.startsWith('0::'));
+  const path = line?.slice(3);
+  // "(deleted)" or a path outside our cgroup namespace ("/../..") cannot be a root to write under.
+  if (path === undefined || !path.startsWith('/') || path.split('/').includes('..') || path.endsWith(' (deleted)'))
+    return undefined;
+  return path;
+}
+
+/**
  * Picks the driver for this host: v2 when `root` itself is a cgroup2 mount whose root offers
- * cpu, memory and pids; otherwise v1 when memory, cpu, pids and devices hierarchies are
+ * cpu, memory and pids; the driver's root is then the group this process was started in when
+ * that is not the hierarchy's root: a service manager's delegated group (systemd's
+ * `Delegate=yes`, packaging/systemd/ocs-node.service), so that nothing is written above it.
+ * Otherwise v1 when memory, cpu, pids and devices hierarchies are
  * mounted below `root` (a hybrid host's cgroup2 at root/unified is then ignored); otherwise
  * an Error that says what was found.
  */
@@ -67,9 +85,13 @@ export async function detectCgroups(opts: DetectOptions = {}): Promise<CgroupDri
   const common = opts.killTimeoutMs === undefined ? {} : { killTimeoutMs: opts.killTimeoutMs };
 
   let v2Offers: string[] | undefined;
+  let v2Root = root;
   if (mounts.some((m) => m.type === 'cgroup2' && m.mountPoint === root)) {
-    v2Offers = ((await readOptional(`${root}/cgroup.controllers`)) ?? '').split(/\s+/).filter(Boolean);
-    if (V2_REQUIRED.every((c) => v2Offers?.includes(c))) return new V2CgroupDriver({ root, ...common });
+    const own = unifiedGroupOf((await readOptional(opts.selfCgroup ?? '/proc/self/cgroup')) ?? '') ?? '/';
+    v2Root = own === '/' ? root : join(root, own);
+    v2Offers = ((await readOptional(`${v2Root}/cgroup.controllers`)) ?? '').split(/\s+/).filter(Boolean);
+    if (V2_REQUIRED.every((c) => v2Offers?.includes(c)))
+      return new V2CgroupDriver({ root: v2Root, hierarchyPath: own, ...common });
   }
 
   const v1: Partial<Record<V1Controller, string>> = {};
@@ -84,7 +106,7 @@ export async function detectCgroups(opts: DetectOptions = {}): Promise<CgroupDri
 
   const found = [
     v2Offers
-      ? `cgroup2 at ${root} offers [${v2Offers.join(' ')}] (needs ${V2_REQUIRED.join(', ')})`
+      ? `cgroup2 at ${v2Root} offers [${v2Offers.join(' ')}] (needs ${V2_REQUIRED.join(', ')}${v2Root === root ? '' : '; a service needs Delegate=yes'})`
       : `no cgroup2 mount at ${root}`,
     `cgroup v1 controllers mounted: [${Object.keys(v1).join(' ')}] (needs ${V1_REQUIRED.join(', ')})`,
   ];

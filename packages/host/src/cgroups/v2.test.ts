@@ -109,6 +109,43 @@ test('addProcess moves a process into the group; processes live only in leaves',
   for (const bad of [0, -1, 1.5, Number.NaN]) await assertInvalid(v2().addProcess(api, bad), `pid ${bad}`);
 });
 
+test(
+  'a daemon started at the top of a delegated group moves itself into a leaf with its own limits, and then hands controllers down',
+  { skip },
+  async (t) => {
+    if (!hasLimits) return t.skip(kernelSkip('cgroup-v2', NO_LIMITS_WHY));
+    // The group stands in for the one systemd gives the unit: the daemon starts at its top.
+    const top = scoped(t);
+    await v2().create(top);
+    const delegated = { root: join(ROOT!, top), hierarchyPath: fromMount(top) };
+    const script = `const { V2CgroupDriver } = await import(${JSON.stringify(new URL('./v2.js', import.meta.url).href)});
+const d = new V2CgroupDriver(${JSON.stringify(delegated)});
+process.stdout.write((await d.enterLeaf('daemon', { memoryBytes: 256 * 1024 * 1024, pids: 300 })) + '\\n');
+setInterval(() => {}, 1000);`;
+    const daemon = spawnHeld(process.execPath, ['--input-type=module', '-e', script]);
+    t.after(() => daemon.child.kill('SIGKILL'));
+    await v2().addProcess(top, daemon.pid);
+    daemon.release();
+    await withTimeout(
+      (async () => {
+        while (!daemon.output().includes('\n')) await new Promise((r) => setTimeout(r, 50));
+      })(),
+      20_000,
+      `enterLeaf: ${daemon.output()}`,
+    );
+    assert.equal(daemon.output().trim(), join(ROOT!, top, 'daemon'));
+    assert.equal(procCgroup(daemon.pid, ''), fromMount(`${top}/daemon`));
+    assert.equal(raw(`${top}/daemon`, 'memory.max'), String(256 * MiB));
+    assert.equal(raw(`${top}/daemon`, 'pids.max'), '300');
+    for (const c of V2_REQUIRED)
+      assert.ok(raw(top, 'cgroup.subtree_control').split(' ').includes(c), `${c} handed down`);
+    const d = new V2CgroupDriver(delegated);
+    await d.create('ocs.slice/sp/api', { cpuMillicores: 100, memoryBytes: 64 * MiB });
+    assert.equal(raw(`${top}/ocs.slice/sp/api`, 'memory.max'), String(64 * MiB));
+    assert.equal(d.dockerParent('ocs.slice/sp/containers'), fromMount(`${top}/ocs.slice/sp/containers`));
+  },
+);
+
 test('destroy kills the whole subtree (cgroup.kill) and removes it bottom-up', { skip }, async (t) => {
   const p = scoped(t);
   const sp = `${p}/sp`;

@@ -24,19 +24,60 @@ export const V2_REQUIRED = ['cpu', 'memory', 'pids'] as const;
 
 /** Options of {@link V2CgroupDriver}. */
 export interface V2Options extends CgroupDriverOptions {
-  /** Where the cgroup2 hierarchy is mounted, e.g. /sys/fs/cgroup (or /sys/fs/cgroup/unified on a hybrid host). */
+  /**
+   * The group every path is below: where the cgroup2 hierarchy is mounted (/sys/fs/cgroup, or
+   * /sys/fs/cgroup/unified on a hybrid host), or a group delegated to us inside it.
+   */
   root: string;
+  /**
+   * Where `root` is in the hierarchy, as /proc/PID/cgroup names it (`/system.slice/ocs-node.service`
+   * for the group systemd delegated to the unit); default `/`, the hierarchy's root. Engines are
+   * told absolute paths ({@link V2CgroupDriver.dockerParent}).
+   */
+  hierarchyPath?: string;
 }
 
 /** cgroup v2: one unified tree; controllers are handed down through cgroup.subtree_control. */
 export class V2CgroupDriver implements CgroupDriver {
   readonly version = 'v2' as const;
   readonly root: string;
+  readonly hierarchyPath: string;
   private readonly killTimeoutMs: number;
 
   constructor(opts: V2Options) {
     this.root = opts.root;
+    this.hierarchyPath = opts.hierarchyPath === undefined ? '/' : opts.hierarchyPath;
+    if (!this.hierarchyPath.startsWith('/') || this.hierarchyPath.split('/').some((s) => s === '..'))
+      throw new Error(`hierarchyPath must be an absolute cgroup path, not ${opts.hierarchyPath}`);
     this.killTimeoutMs = opts.killTimeoutMs ?? 10_000;
+  }
+
+  /** Whether `root` is a group delegated to us rather than the hierarchy's root. */
+  get delegated(): boolean {
+    return this.hierarchyPath !== '/';
+  }
+
+  /**
+   * Moves this process into the leaf `name` of a delegated root, with its own limits: cgroup v2
+   * lets a group with processes hand no controllers down, and a service manager starts us in the
+   * top of our delegated group. Only this process moves (its threads with it): anything else
+   * left in the group is not ours to move, and `create` then fails naming it. At the
+   * hierarchy's root nothing moves (the root is exempt, and its processes are the host's).
+   */
+  async enterLeaf(name: string, limits: Pick<CgroupLimits, 'memoryBytes' | 'pids'>): Promise<string | undefined> {
+    if (!this.delegated) return undefined;
+    const segs = parseCgroupPath(name);
+    if (segs.length !== 1) throw new Error(`the daemon's own group is one name below the root, not ${name}`);
+    const dir = this.dir(segs);
+    // Out first: the controllers can be handed down only once the root holds no process.
+    await mkdirOnce(dir);
+    await writeValue(join(dir, 'cgroup.procs'), String(process.pid));
+    await this.create(name);
+    await writeValue(join(dir, 'memory.max'), String(limits.memoryBytes));
+    if ((await readOptional(join(dir, 'memory.swap.max'))) !== undefined)
+      await writeValue(join(dir, 'memory.swap.max'), '0');
+    await writeValue(join(dir, 'pids.max'), limits.pids === undefined ? 'max' : String(limits.pids));
+    return dir;
   }
 
   private dir(segs: string[]): string {
@@ -203,7 +244,7 @@ export class V2CgroupDriver implements CgroupDriver {
   }
 
   dockerParent(path: string): string {
-    return `/${parseCgroupPath(path).join('/')}`;
+    return `/${[...this.hierarchyPath.split('/').filter(Boolean), ...parseCgroupPath(path)].join('/')}`;
   }
 
   async delegate(path: string, uid: number, gid: number): Promise<void> {

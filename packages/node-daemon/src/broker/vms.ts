@@ -84,7 +84,8 @@ export class VmOps {
             : { kind: 'disk', disk: bootPath! },
         ...(diskPath ? { diskPath } : {}),
         consoleLogPath: join(dir, 'console.log'),
-        cgroupPartition: `/${spaceCgroupLayout(this.c.d.cgroupParent, s.id).vms}`,
+        // Absolute in the hierarchy: below the daemon's delegated group when it has one.
+        cgroupPartition: this.c.d.cgroups.dockerParent(spaceCgroupLayout(this.c.d.cgroupParent, s.id).vms),
         runAsUid: qemuUid,
         storageRoot: data.root,
       };
