@@ -7,7 +7,7 @@ PKGS=(
   openssh-client          
   openssl
   fscrypt e2fsprogs util-linux bsdutils acl bubblewrap
-  docker.io podman catatonit
+  docker.io podman catatonit fuse-overlayfs   # fuse-overlayfs: container layers on ZFS (podman 4.3)
   busybox-static          
   libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils linux-image-amd64 
   iproute2 procps psmisc curl

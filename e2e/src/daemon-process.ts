@@ -50,7 +50,7 @@ export function kill9(d: Daemon): Promise<void> {
 /** A client of the daemon at `d.url`, with tokens of `org` carrying `roles`, signing as `owner`. */
 export function daemonClient(
   stateDir: string,
-  d: Daemon,
+  d: Pick<Daemon, 'url'>,
   opts: { roles: Role[]; org: string; owner?: Ed25519PrivateKey },
 ): OcsClient {
   const nodeId = readFileSync(join(stateDir, 'node-id'), 'utf8').trim();

@@ -81,7 +81,13 @@ export interface GuestResult {
 export async function runInGuest(
   image: GuestImage,
   script: string,
-  o: { disks?: GuestDisk[]; timeoutSeconds?: number; memoryMiB?: number } = {},
+  o: {
+    disks?: GuestDisk[];
+    /** Host files copied into the share: the guest reads them as /run/ocs-guest/NAME. */
+    files?: Record<string, string>;
+    timeoutSeconds?: number;
+    memoryMiB?: number;
+  } = {},
 ): Promise<GuestResult> {
   const accel = await chooseAccelerator({
     setting: (process.env.OCS_GUEST_ACCEL as 'auto' | 'tcg' | 'kvm' | undefined) ?? 'auto',
@@ -96,6 +102,11 @@ export async function runInGuest(
     writeFileSync(join(out, 'workdir'), ROOT.replace(/\/$/, ''));
     writeFileSync(join(out, 'cmd'), script);
     copyFileSync(RUNNER, join(out, 'runner'));
+    for (const [name, path] of Object.entries(o.files ?? {})) {
+      if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name) || ['cmd', 'runner', 'workdir', 'log', 'rc'].includes(name))
+        throw new Error(`a shared file cannot be named ${name}`);
+      copyFileSync(path, join(out, name));
+    }
     await runCommand('qemu-img', [
       'create',
       '-q',

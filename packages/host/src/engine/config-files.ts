@@ -97,7 +97,19 @@ export function containersConf(l: EngineLayout): string {
   ].join('\n');
 }
 
-export function storageConf(l: EngineLayout): string {
+/**
+ * podman 4.3's containers/storage refuses the kernel's overlay on a ZFS graphroot (OpenZFS 2.2+
+ * supports it, containers/storage 1.45+ knows): there the layers are mounted by fuse-overlayfs,
+ * which also shifts the space's user ids, in the engine's cgroup and namespace.
+ */
+export const FUSE_OVERLAYFS = '/usr/bin/fuse-overlayfs';
+
+/** The overlay driver's options: in storage.conf and, because podman drops them there once `--root` is given, on its command line. */
+export function overlayOptions(o: { mountProgram?: string } = {}): Record<string, string> {
+  return { mountopt: 'nodev', ...(o.mountProgram === undefined ? {} : { mount_program: o.mountProgram }) };
+}
+
+export function storageConf(l: EngineLayout, o: { mountProgram?: string } = {}): string {
   return [
     '[storage]',
     'driver = "overlay"',
@@ -105,7 +117,7 @@ export function storageConf(l: EngineLayout): string {
     `runroot = ${JSON.stringify(l.runRoot)}`,
     '',
     '[storage.options.overlay]',
-    'mountopt = "nodev"',
+    ...Object.entries(overlayOptions(o)).map(([k, v]) => `${k} = ${JSON.stringify(v)}`),
     '',
   ].join('\n');
 }
@@ -129,8 +141,9 @@ export function engineEnv(l: EngineLayout): Record<string, string> {
 }
 
 /** podman's global flags: the same on every start, so conmon's cleanup command matches. */
-export function podmanGlobalArgs(l: EngineLayout): string[] {
+export function podmanGlobalArgs(l: EngineLayout, o: { mountProgram?: string } = {}): string[] {
   return [
+    ...Object.entries(overlayOptions(o)).flatMap(([k, v]) => ['--storage-opt', `overlay.${k}=${v}`]),
     '--root',
     l.storage,
     '--runroot',

@@ -14,7 +14,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, readlink, rm, statfs, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { OcsError } from '@ocs/protocol';
@@ -24,6 +24,7 @@ import { createDockerDriver } from '../docker/driver.js';
 import { bridgeName } from '../docker/names.js';
 import type { DockerDriver } from '../docker/types.js';
 import {
+  FUSE_OVERLAYFS,
   containersConf,
   engineEnv,
   engineLayout,
@@ -146,7 +147,8 @@ export class SpaceEngines {
       await mkdir(dir, { recursive: true, mode: 0o700 });
     await chmod(l.dataDir, 0o700);
     await writeFile(join(l.conf, 'containers.conf'), containersConf(l), { mode: 0o600 });
-    await writeFile(join(l.conf, 'storage.conf'), storageConf(l), { mode: 0o600 });
+    const layers = await layerMounts(l.storage);
+    await writeFile(join(l.conf, 'storage.conf'), storageConf(l, layers), { mode: 0o600 });
     await writeFile(join(l.conf, 'registries.conf'), registriesConf(), { mode: 0o600 });
     for (const dir of [l.runDir, l.runRoot, l.libpodTmp, l.runcRoot, l.netns])
       await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -164,7 +166,7 @@ export class SpaceEngines {
           '--mount',
           '--',
           this.podman,
-          ...podmanGlobalArgs(l),
+          ...podmanGlobalArgs(l, layers),
           'system',
           'service',
           '--time',
@@ -324,6 +326,17 @@ async function spawnInGroup(
 
 async function readlinkSafe(path: string): Promise<string> {
   return readlink(path).catch(() => '');
+}
+
+/** ZFS's f_type (statfs(2)): zfs_vfsops.c, ZFS_SUPER_MAGIC. */
+const ZFS_SUPER_MAGIC = 0x2fc12fc1;
+
+/** How the engine mounts layers on the file system that holds its store (see {@link FUSE_OVERLAYFS}). */
+async function layerMounts(storage: string): Promise<{ mountProgram?: string }> {
+  if ((await statfs(storage)).type !== ZFS_SUPER_MAGIC) return {};
+  if (!existsSync(FUSE_OVERLAYFS))
+    throw new OcsError('unavailable', 'containers on ZFS need fuse-overlayfs, which this node does not have');
+  return { mountProgram: FUSE_OVERLAYFS };
 }
 
 /** GET /_ping on a unix socket: true on 200 within a second. */

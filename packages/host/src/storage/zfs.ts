@@ -124,6 +124,13 @@ export class ZfsStorageDriver implements StorageDriver {
             'setuid=off',
             '-o',
             'devices=off',
+            // POSIX ACLs, and xattrs in the dnode (fast, and what Linux tools expect): containers'
+            // layers need them (fuse-overlayfs 1.10 copies ACLs and fails with EOPNOTSUPP
+            // without). Volumes inherit both.
+            '-o',
+            'acltype=posixacl',
+            '-o',
+            'xattr=sa',
             ds,
           ],
           { stdin: key },
