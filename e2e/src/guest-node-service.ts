@@ -168,9 +168,10 @@ async function main(): Promise<Record<string, unknown>> {
   const mountpoint = sh('findmnt', '-n', '-o', 'TARGET', '--source', dataset);
   const holding = sh('grep', '-rl', '-F', m.file, mountpoint).split('\n').filter(Boolean);
   assert.equal(holding.length, 1, `the marker is in one file of the space: ${holding.join(', ')}`);
+  // The space's data is its own child dataset (`<space>/data`), under the same encryption root.
   assert.equal(
     sh('findmnt', '-n', '-o', 'SOURCE', '--target', holding[0]!),
-    dataset,
+    `${dataset}/data`,
     'the file is on the space dataset',
   );
   report.space = { dataset, engineProcesses: engine.length };
