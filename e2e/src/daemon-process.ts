@@ -18,8 +18,11 @@ export interface Daemon {
   url: string;
 }
 
-export function startDaemon(configPath: string, timeoutMs = 30_000): Promise<Daemon> {
-  const child = spawn(process.execPath, [MAIN, 'start', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** `prefix`: a command the daemon runs under (e.g. setpriv), which execs it in the same process. */
+export function startDaemon(configPath: string, timeoutMs = 30_000, o: { prefix?: string[] } = {}): Promise<Daemon> {
+  const argv = [process.execPath, MAIN, 'start', '--config', configPath];
+  const [cmd, ...args] = [...(o.prefix ?? []), ...argv] as [string, ...string[]];
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`daemon not up: ${out}`)), timeoutMs);

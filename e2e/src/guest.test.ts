@@ -7,12 +7,15 @@
  * `OCS_REQUIRE_KERNEL=zfs,cgroup-v2` turns their "the kernel cannot" skips into failures, so
  * this passes only if they ran. Then the at-rest check on a pool of the guest's second disk,
  * read from the host once the guest has locked the space and exported the pool.
+ * Last, the daemon as the systemd unit we ship (e2e/src/guest-node-service.ts).
  * Times go to the diagnostics (the closing note quotes them).
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { rawContains } from '@ocs/host/testing';
+import { rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { buildBusyboxImage, rawContains } from '@ocs/host/testing';
 import { buildGuest, runInGuest, type GuestImage, type GuestResult } from './guest.js';
 
 let image: GuestImage;
@@ -77,5 +80,35 @@ node e2e/dist/guest-zfs-at-rest.js /dev/disk/by-id/virtio-pool ${space} ${volume
     assert.equal(rawContains(disk, Buffer.from(control)), true, 'the control marker is on the raw disk');
     assert.equal(rawContains(disk, Buffer.from(space)), false, "the space's marker is on the raw disk");
     assert.equal(rawContains(disk, Buffer.from(volume)), false, "the volume's marker is on the raw disk");
+  },
+);
+
+test(
+  'the node as the systemd service we ship, on ZFS and cgroup v2: a space, its container and its data, locked (nothing on the raw pool disk), unlocked, destroyed',
+  { timeout: 45 * 60_000 },
+  async (t) => {
+    assert.ok(image, 'the guest was built');
+    const tar = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
+    try {
+      const r = await runInGuest(
+        image,
+        `set -eu
+echo "guest up $(cut -d' ' -f1 /proc/uptime) s when the script began"
+modprobe zfs
+node e2e/dist/guest-node-service.js /dev/disk/by-id/virtio-pool /run/ocs-guest/busybox.tar
+`,
+        { disks: [{ name: 'pool', bytes: 512 * 1024 ** 2 }], files: { 'busybox.tar': tar } },
+      );
+      results.push(r);
+      t.diagnostic(`guest ran ${r.seconds.toFixed(0)} s`);
+      assert.equal(r.code, 0, `the service run failed in the guest:\n${r.log.slice(-12000)}`);
+      const line = /NODE-SERVICE (\{.*\})/.exec(r.log);
+      assert.ok(line, r.log);
+      const got = JSON.parse(line[1]!) as { daemon: { cgroup: string }; seconds: Record<string, number> };
+      assert.equal(got.daemon.cgroup, '/system.slice/ocs-node.service/daemon');
+      t.diagnostic(`service run: ${JSON.stringify(got.seconds)}`);
+    } finally {
+      rmSync(dirname(tar), { recursive: true, force: true });
+    }
   },
 );

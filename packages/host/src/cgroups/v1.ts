@@ -27,6 +27,8 @@ import {
  * narrower here, and every Docker container in the space would fail to start. Plus /dev/kvm
  * (10:232), which a space's QEMU needs under KVM: the cgroup only permits it; the file's ACL
  * (libvirt/kvm-access.ts) decides which uid may open it, and containers get runc's list only.
+ * And /dev/fuse (10:229), which the space's engine opens where fuse-overlayfs mounts its
+ * layers (a store on ZFS); runc's list for each container has no such rule.
  */
 export const V1_DEVICE_RULES: readonly string[] = [
   'c *:* m',
@@ -42,6 +44,7 @@ export const V1_DEVICE_RULES: readonly string[] = [
   'c 136:* rwm',
   'c 10:200 rwm',
   'c 10:232 rwm',
+  'c 10:229 rwm',
 ];
 
 /** Controllers without which the v1 driver cannot keep its promises. */

@@ -30,6 +30,8 @@ let cgroups: CgroupDriver;
 let work = '';
 let engines: SpaceEngines;
 const A = newSpaceId();
+const F = newSpaceId();
+let fuseEngines: SpaceEngines;
 const base = 1_900_000_000 + (process.pid % 1000) * 65536;
 
 function spaceOf(spaceId: string, n: number): EngineSpace {
@@ -57,11 +59,19 @@ before(async () => {
   await mkdir('/var/lib/ocs-test', { recursive: true, mode: 0o700 });
   work = await mkdtemp('/var/lib/ocs-test/engine-');
   engines = new SpaceEngines({ runRoot: `/run/ocs-test-e${process.pid}`, cgroups, idleSeconds: 2 });
+  fuseEngines = new SpaceEngines({
+    runRoot: `/run/ocs-test-f${process.pid}`,
+    cgroups,
+    idleSeconds: 30,
+    fuseOverlayfs: 'always',
+  });
 });
 
 after(async () => {
   if (skip) return;
   await engines.remove(spaceOf(A, 0)).catch(() => undefined);
+  await fuseEngines.remove(spaceOf(F, 1)).catch(() => undefined);
+  await rm(`/run/ocs-test-f${process.pid}`, { recursive: true, force: true });
   await cgroups.destroy(root).catch(() => undefined);
   await rm(`/run/ocs-test-e${process.pid}`, { recursive: true, force: true });
   await rm(work, { recursive: true, force: true });
@@ -139,5 +149,48 @@ test(
     await again.removeAllForSpace(A);
     await engines.remove(space);
     assert.equal(existsSync(`/sys/class/net/${bridgeName(A)}`), false, 'the bridge is gone with the space');
+  },
+);
+
+test(
+  "with fuse-overlayfs (the engine's layers on ZFS), the container's root owns its root filesystem and writes to it",
+  { skip: skip || (existsSync('/usr/bin/fuse-overlayfs') ? false : 'fuse-overlayfs is not installed') },
+  async () => {
+    const space = spaceOf(F, 1);
+    const driver = await fuseEngines.driver(space);
+    const tb = await busyboxTarball();
+    try {
+      await driver.loadImage(F, 'busybox', createReadStream(tb.path));
+    } finally {
+      tb.remove();
+    }
+    const spec = specFor(F, cgroups.dockerParent(space.containersGroup), {
+      command: [
+        'sh',
+        '-c',
+        'echo "owner $(stat -c %u /etc) uid $(id -u)"; echo w > /etc/ocs-w && echo wrote; exec sleep 300',
+      ],
+    });
+    await driver.create(spec);
+    await driver.start(F, spec.containerId);
+    await waitForState(driver, F, spec.containerId, ['running']);
+    const logs = await driver.logs(F, spec.containerId, { tailLines: 10 });
+    // Shifted once: what the image's root owns is the container's root's (not the overflow id).
+    assert.match(logs.text, /owner 0 uid 0/);
+    assert.match(logs.text, /wrote/);
+    const pid = Number(
+      execFileSync('pgrep', ['-f', '^sleep 300$'], { encoding: 'utf8' })
+        .trim()
+        .split('\n')
+        .find((p) => readFileSync(`/proc/${p}/cgroup`, 'utf8').includes(`${F}.space/workloads.slice/containers`)),
+    );
+    assert.ok(pid > 0, 'the container process is in the space containers group');
+    const rootMount = readFileSync(`/proc/${pid}/mountinfo`, 'utf8')
+      .split('\n')
+      .find((l) => l.split(' ')[4] === '/');
+    assert.match(rootMount ?? '', / - fuse\.fuse-overlayfs /, 'the root filesystem is mounted by fuse-overlayfs');
+    assert.match(readFileSync(`/proc/${pid}/status`, 'utf8'), new RegExp(`^Uid:\\s+${space.idMap.base}\\s`, 'm'));
+    await driver.removeAllForSpace(F);
+    await fuseEngines.remove(space);
   },
 );

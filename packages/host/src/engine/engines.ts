@@ -63,6 +63,11 @@ export interface SpaceEnginesOptions {
   podman?: string;
   /** How long a stop lets containers shut down before SIGKILL. Default 5 s. */
   stopTimeoutSeconds?: number;
+  /**
+   * When the layers are mounted by fuse-overlayfs: `auto` (the default) where the store is on
+   * ZFS, `always` everywhere (so a host without ZFS can test that path).
+   */
+  fuseOverlayfs?: 'auto' | 'always';
 }
 
 const READY_TIMEOUT_MS = 15_000;
@@ -147,11 +152,12 @@ export class SpaceEngines {
       await mkdir(dir, { recursive: true, mode: 0o700 });
     await chmod(l.dataDir, 0o700);
     await writeFile(join(l.conf, 'containers.conf'), containersConf(l), { mode: 0o600 });
-    const layers = await layerMounts(l.storage);
+    const layers = await layerMounts(l.storage, this.o.fuseOverlayfs ?? 'auto');
     await writeFile(join(l.conf, 'storage.conf'), storageConf(l, layers), { mode: 0o600 });
     await writeFile(join(l.conf, 'registries.conf'), registriesConf(), { mode: 0o600 });
     for (const dir of [l.runDir, l.runRoot, l.libpodTmp, l.runcRoot, l.netns])
       await mkdir(dir, { recursive: true, mode: 0o700 });
+    if (layers.mountProgram !== undefined) await noIdmappedLowerLayers(l.runRoot);
 
     const anchor = await this.anchor(space, l);
     await rm(l.socket, { force: true });
@@ -332,11 +338,27 @@ async function readlinkSafe(path: string): Promise<string> {
 const ZFS_SUPER_MAGIC = 0x2fc12fc1;
 
 /** How the engine mounts layers on the file system that holds its store (see {@link FUSE_OVERLAYFS}). */
-async function layerMounts(storage: string): Promise<{ mountProgram?: string }> {
-  if ((await statfs(storage)).type !== ZFS_SUPER_MAGIC) return {};
+async function layerMounts(storage: string, mode: 'auto' | 'always'): Promise<{ mountProgram?: string }> {
+  if (mode === 'auto' && (await statfs(storage)).type !== ZFS_SUPER_MAGIC) return {};
   if (!existsSync(FUSE_OVERLAYFS))
     throw new OcsError('unavailable', 'containers on ZFS need fuse-overlayfs, which this node does not have');
   return { mountProgram: FUSE_OVERLAYFS };
+}
+
+/**
+ * With a mount program, containers/storage before 1.46 (bookworm's podman 4.3 has 1.43) shifts
+ * a user namespace's ids twice: it mounts the lower layers idmapped (where the kernel can) and also
+ * tells fuse-overlayfs the mapping, so the container's root sees its whole root filesystem as
+ * the overflow id and cannot even create /etc/hosts there ("OCI permission denied"). It asks
+ * the kernel only once per run root and caches the answer as a file there; recording "no"
+ * before the engine first starts leaves the shifting to fuse-overlayfs alone, which is what
+ * 1.46 does itself (it skips idmapped lower layers under a mount program). If the file's name
+ * changes, the engine asks the kernel again and the fuse-overlayfs test in engines.test.ts fails.
+ */
+async function noIdmappedLowerLayers(runRoot: string): Promise<void> {
+  await mkdir(join(runRoot, 'overlay'), { recursive: true, mode: 0o700 });
+  await rm(join(runRoot, 'overlay', 'idmapped-lower-dir-true'), { force: true });
+  await writeFile(join(runRoot, 'overlay', 'idmapped-lower-dir-false'), '', { mode: 0o600 });
 }
 
 /** GET /_ping on a unix socket: true on 200 within a second. */

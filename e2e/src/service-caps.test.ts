@@ -1,0 +1,135 @@
+/**
+ * The capability bounding set of the systemd unit we ship (packaging/systemd/ocs-node.service)
+ * is enough for what the daemon does on this host: the real daemon, started under exactly that
+ * bounding set (read from the unit file, applied with setpriv), reserves a space on fscrypt,
+ * loads an image, runs a container in the space's user namespace and destroys the space. A
+ * capability dropped from the unit that the daemon or its engines need fails this here, not
+ * first on an operator's node. (The guest tier runs the unit itself under systemd.)
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { bridgeName, createStorageDriver, detectCgroups, hostGuarded, unguardHostInput } from '@ocs/host';
+import { buildBusyboxImage } from '@ocs/host/testing';
+import { generatePrivateKey } from '@ocs/protocol';
+import { daemonClient, kill9, startDaemon, type Daemon } from './daemon-process.js';
+
+const MiB = 1024 ** 2;
+const UNIT = fileURLToPath(new URL('../../packaging/systemd/ocs-node.service', import.meta.url));
+
+/** The unit's CapabilityBoundingSet=, as setpriv names them (`sys_admin`). */
+function unitCapabilities(): string[] {
+  const line = readFileSync(UNIT, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('CapabilityBoundingSet='));
+  assert.ok(line, 'the unit sets CapabilityBoundingSet=');
+  return line
+    .slice('CapabilityBoundingSet='.length)
+    .trim()
+    .split(/\s+/)
+    .map((c) => c.replace(/^CAP_/, '').toLowerCase());
+}
+
+function capBnd(pid: string): string {
+  return /CapBnd:\s+(\S+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]!;
+}
+
+/** The capability names of a CapBnd mask, as `capsh --decode` prints them. */
+function decode(mask: string): string[] {
+  const out = execFileSync('capsh', [`--decode=${mask}`], { encoding: 'utf8' }).trim();
+  return out
+    .slice(out.indexOf('=') + 1)
+    .split(',')
+    .filter(Boolean)
+    .map((c) => c.replace(/^cap_/, ''));
+}
+
+test("the daemon runs a space's container under exactly the unit's capability bounding set", async () => {
+  const tag = randomBytes(4).toString('hex');
+  const dir = mkdtempSync(join(tmpdir(), `ocs-caps-${tag}-`));
+  chmodSync(dir, 0o711);
+  const parent = `ocs-caps-${tag}.slice`;
+  const runRoot = `/run/ocs-c${tag}`;
+  const config = {
+    stateDir: join(dir, 'state'),
+    runDir: join(dir, 'run'),
+    listen: { host: '127.0.0.1', port: 0 },
+    storage: { backend: 'fscrypt', root: join(dir, 'storage') },
+    cgroups: { parent },
+    capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 }, storageBytes: 1024 * MiB },
+    spaces: { uidBase: 700_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000 },
+    log: { level: 'warn' },
+    workloads: { containers: { enabled: true, runRoot, idleSeconds: 30 }, libvirt: { enabled: false } },
+    auth: { devIssuer: true },
+  };
+  const configPath = join(dir, 'config.json');
+  writeFileSync(configPath, JSON.stringify(config));
+  const cgroups = await detectCgroups();
+  const guardWasThere = await hostGuarded();
+  const caps = unitCapabilities();
+  const imagePath = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
+  let d: Daemon | undefined;
+  let spaceId: string | undefined;
+  try {
+    d = await startDaemon(configPath, 60_000, {
+      prefix: ['setpriv', `--bounding-set=-all,${caps.map((c) => `+${c}`).join(',')}`, '--'],
+    });
+    // What the daemon holds is the unit's set, less what this machine withholds from us all.
+    const mine = decode(capBnd('self'));
+    assert.deepEqual(
+      decode(capBnd(String(d.child.pid))).sort(),
+      caps.filter((x) => mine.includes(x)).sort(),
+      "the daemon's bounding set is the unit's",
+    );
+
+    const owner = generatePrivateKey();
+    const c = daemonClient(config.stateDir, d, {
+      roles: ['spaces', 'storage', 'containers', 'farmer'],
+      org: 'org-caps',
+      owner,
+    });
+    const { space } = await c.spaces.reserve({
+      resources: { cpuMillicores: 500, memoryBytes: 256 * MiB, storageBytes: 128 * MiB },
+      leaseSeconds: 600,
+    });
+    spaceId = space.id;
+    const s = c.space(space.id);
+    await s.images.load('busybox', { path: imagePath });
+    const said = `bounded-${randomBytes(6).toString('hex')}`;
+    await s.containers.create({
+      name: 'hello',
+      image: 'busybox',
+      command: ['sh', '-c', `echo ${said.slice(0, 8)}"${said.slice(8)}"; id -u`],
+      cpuMillicores: 100,
+      memoryBytes: 16 * MiB,
+    });
+    const end = Date.now() + 60_000;
+    while ((await s.containers.get('hello')).state !== 'exited') {
+      assert.ok(Date.now() < end, 'the container did not exit');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const logs = (await s.containers.logs('hello', { tail: 10 })).text;
+    assert.match(logs, new RegExp(said), "the container ran and its output is in the space's log");
+    assert.match(logs, /^0$/m, "the container's root (its own user namespace)");
+    await c.spaces.destroy(space.id);
+    spaceId = undefined;
+  } finally {
+    if (d) await kill9(d);
+    for (const g of await cgroups.children(parent).catch(() => [] as string[])) await cgroups.destroy(`${parent}/${g}`);
+    await cgroups.destroy(parent).catch(() => undefined);
+    const storage = await createStorageDriver(config.storage as { backend: 'fscrypt'; root: string });
+    for (const id of await storage.list().catch(() => [] as string[])) await storage.destroy(id).catch(() => undefined);
+    await storage.close();
+    rmSync(runRoot, { recursive: true, force: true });
+    if (spaceId && existsSync(`/sys/class/net/${bridgeName(spaceId)}`))
+      execFileSync('ip', ['link', 'delete', bridgeName(spaceId)]);
+    if (!guardWasThere) await unguardHostInput().catch(() => undefined);
+    rmSync(dirname(imagePath), { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
