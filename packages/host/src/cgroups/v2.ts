@@ -73,10 +73,7 @@ export class V2CgroupDriver implements CgroupDriver {
     await mkdirOnce(dir);
     await writeValue(join(dir, 'cgroup.procs'), String(process.pid));
     await this.create(name);
-    await writeValue(join(dir, 'memory.max'), String(limits.memoryBytes));
-    if ((await readOptional(join(dir, 'memory.swap.max'))) !== undefined)
-      await writeValue(join(dir, 'memory.swap.max'), '0');
-    await writeValue(join(dir, 'pids.max'), limits.pids === undefined ? 'max' : String(limits.pids));
+    await writeMemoryAndPids(dir, limits);
     return dir;
   }
 
@@ -154,11 +151,7 @@ export class V2CgroupDriver implements CgroupDriver {
     await this.requireControllers(path, segs, V2_REQUIRED);
     const dir = this.dir(segs);
     await writeValue(join(dir, 'cpu.max'), `${limits.cpuMillicores * (CPU_PERIOD_US / 1000)} ${CPU_PERIOD_US}`);
-    await writeValue(join(dir, 'memory.max'), String(limits.memoryBytes));
-    // Present only with swap accounting; without the file there is no swap to cap.
-    if ((await readOptional(join(dir, 'memory.swap.max'))) !== undefined)
-      await writeValue(join(dir, 'memory.swap.max'), '0');
-    await writeValue(join(dir, 'pids.max'), limits.pids === undefined ? 'max' : String(limits.pids));
+    await writeMemoryAndPids(dir, limits);
   }
 
   async readLimits(path: string): Promise<CgroupLimits> {
@@ -262,4 +255,13 @@ export class V2CgroupDriver implements CgroupDriver {
   private async requireGroup(path: string, segs: string[]): Promise<void> {
     if (!(await isDirectory(this.dir(segs)))) throw new Error(`cgroup ${path} does not exist under ${this.root}`);
   }
+}
+
+/** memory.max with no swap beyond it, and pids.max, of the group at `dir`. */
+async function writeMemoryAndPids(dir: string, limits: Pick<CgroupLimits, 'memoryBytes' | 'pids'>): Promise<void> {
+  await writeValue(join(dir, 'memory.max'), String(limits.memoryBytes));
+  // Present only with swap accounting; without the file there is no swap to cap.
+  if ((await readOptional(join(dir, 'memory.swap.max'))) !== undefined)
+    await writeValue(join(dir, 'memory.swap.max'), '0');
+  await writeValue(join(dir, 'pids.max'), limits.pids === undefined ? 'max' : String(limits.pids));
 }
