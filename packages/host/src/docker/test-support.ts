@@ -227,3 +227,19 @@ export async function waitForState(
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** The container's log once it matches `pattern`: "running" says nothing about what it has printed yet. */
+export async function waitForLogs(
+  driver: DockerDriver,
+  spaceId: string,
+  containerId: string,
+  pattern: RegExp,
+  timeoutMs = 20_000,
+): Promise<string> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const { text } = await driver.logs(spaceId, containerId, { tailLines: 100 });
+    if (pattern.test(text) || Date.now() > until) return text;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { detectCgroups } from '../cgroups/detect.js';
 import type { CgroupDriver } from '../cgroups/types.js';
 import { bridgeName } from '../docker/names.js';
-import { busyboxTarball, newSpaceId, specFor, waitForState } from '../docker/test-support.js';
+import { busyboxTarball, newSpaceId, specFor, waitForLogs, waitForState } from '../docker/test-support.js';
 import { requireHost } from '../require-host.js';
 import { SpaceEngines, ping } from './engines.js';
 import type { EngineSpace } from './engines.js';
@@ -113,8 +113,7 @@ test(
       readFileSync(`/proc/${pids[0]}/uid_map`, 'utf8'),
       new RegExp(`^\\s*0\\s+${space.idMap.base}\\s+65536`),
     );
-    const logs = await driver.logs(A, spec.containerId, { tailLines: 10 });
-    assert.match(logs.text, /MARK-OUT-engine/);
+    assert.match(await waitForLogs(driver, A, spec.containerId, /MARK-OUT-engine/), /MARK-OUT-engine/);
     // The writable layer and the log are in the space's directory, and no mount of the engine is on the host.
     const inSpace = execFileSync('grep', ['-rl', '-e', 'MARK-ROOT-engine', '-e', 'MARK-OUT-engine', space.dataDir], {
       encoding: 'utf8',
@@ -174,10 +173,10 @@ test(
     await driver.create(spec);
     await driver.start(F, spec.containerId);
     await waitForState(driver, F, spec.containerId, ['running']);
-    const logs = await driver.logs(F, spec.containerId, { tailLines: 10 });
+    const logs = await waitForLogs(driver, F, spec.containerId, /wrote|denied|Permission/);
     // Shifted once: what the image's root owns is the container's root's (not the overflow id).
-    assert.match(logs.text, /owner 0 uid 0/);
-    assert.match(logs.text, /wrote/);
+    assert.match(logs, /owner 0 uid 0/);
+    assert.match(logs, /wrote/);
     const pid = Number(
       execFileSync('pgrep', ['-f', '^sleep 300$'], { encoding: 'utf8' })
         .trim()
