@@ -1,7 +1,7 @@
 /**
  * The capability bounding set of the systemd unit we ship (packaging/systemd/ocs-node.service)
  * is enough for what the daemon does on this host: the real daemon, started under exactly that
- * bounding set (read from the unit file, applied with setpriv), reserves a space on fscrypt,
+ * bounding set and umask (read from the unit file, applied with setpriv and the shell), reserves a space on fscrypt,
  * loads an image, runs a container in the space's user namespace and destroys the space. A
  * capability dropped from the unit that the daemon or its engines need fails this here, not
  * first on an operator's node. (The guest tier runs the unit itself under systemd.)
@@ -33,6 +33,13 @@ function unitCapabilities(): string[] {
     .trim()
     .split(/\s+/)
     .map((c) => c.replace(/^CAP_/, '').toLowerCase());
+}
+
+/** The unit's UMask=. */
+function unitUmask(): string {
+  const m = /^UMask=([0-7]{3,4})$/m.exec(readFileSync(UNIT, 'utf8'));
+  assert.ok(m, 'the unit sets UMask=');
+  return m[1]!;
 }
 
 function capBnd(pid: string): string {
@@ -77,7 +84,16 @@ test("the daemon runs a space's container under exactly the unit's capability bo
   let spaceId: string | undefined;
   try {
     d = await startDaemon(configPath, 60_000, {
-      prefix: ['setpriv', `--bounding-set=-all,${caps.map((c) => `+${c}`).join(',')}`, '--'],
+      // The unit's UMask= too: what the daemon and its engines create must not depend on 022.
+      prefix: [
+        '/bin/sh',
+        '-c',
+        `umask ${unitUmask()} && exec "$@"`,
+        'ocs-unit',
+        'setpriv',
+        `--bounding-set=-all,${caps.map((c) => `+${c}`).join(',')}`,
+        '--',
+      ],
     });
     // What the daemon holds is the unit's set, less what this machine withholds from us all.
     const mine = decode(capBnd('self'));
@@ -86,6 +102,8 @@ test("the daemon runs a space's container under exactly the unit's capability bo
       caps.filter((x) => mine.includes(x)).sort(),
       "the daemon's bounding set is the unit's",
     );
+    const umask = /Umask:\s+([0-7]+)/.exec(readFileSync(`/proc/${d.child.pid}/status`, 'utf8'))![1]!;
+    assert.equal(parseInt(umask, 8), parseInt(unitUmask(), 8), "the daemon's umask is the unit's");
 
     const owner = generatePrivateKey();
     const c = daemonClient(config.stateDir, d, {

@@ -1,6 +1,6 @@
 /** Small file helpers with the quirks of cgroupfs in mind. */
 import { constants } from 'node:fs';
-import { mkdir, open, readFile, readdir, rmdir, stat } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, readdir, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -109,6 +109,11 @@ export async function readPids(file: string): Promise<number[]> {
 export async function mkdirOnce(path: string): Promise<boolean> {
   try {
     await mkdir(path);
+    // 0755 whatever the daemon's umask (the unit's is 0077), as systemd makes its own groups: a
+    // container's root is an unprivileged id on the host, and the kernel walks the path to its
+    // cgroup namespace's root with that id when the container mounts cgroup2 (EACCES on a 0700
+    // ancestor: runc's "error mounting cgroup to rootfs at /sys/fs/cgroup: permission denied").
+    await chmod(path, 0o755);
     return true;
   } catch (err) {
     if (errno(err) === 'EEXIST' && (await isDirectory(path))) return false;

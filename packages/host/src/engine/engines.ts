@@ -301,7 +301,9 @@ export class SpaceEngines {
 
 /**
  * Starts `cmd` detached in `group`: a shell waits for one line before exec'ing it, so the
- * process is in the group before it runs anything (nothing is ever charged elsewhere).
+ * process is in the group before it runs anything (nothing is ever charged elsewhere). The
+ * engine gets umask 022, not the daemon's 0077: what it creates for a container (its cgroups,
+ * its run files) must be traversable by the container's root, an unprivileged id on the host.
  */
 async function spawnInGroup(
   cgroups: CgroupDriver,
@@ -311,7 +313,7 @@ async function spawnInGroup(
   env: Record<string, string>,
   out: number | 'ignore',
 ): Promise<number> {
-  const child = spawn('/bin/sh', ['-c', 'read -r _ && exec "$@"', 'ocs-engine', cmd, ...args], {
+  const child = spawn('/bin/sh', ['-c', 'umask 022 && read -r _ && exec "$@"', 'ocs-engine', cmd, ...args], {
     detached: true,
     stdio: ['pipe', out, out],
     env,
