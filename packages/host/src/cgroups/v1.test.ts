@@ -204,6 +204,17 @@ test('devices outside the allow-list cannot be opened from inside the group', { 
   assert.match(inside.output(), /Operation not permitted/);
 });
 
+test('groups made at once under a new parent all get the device allow-list, the parent too', { skip }, async (t) => {
+  // The kernel refuses deny-all on a devices group that already has children: made at once,
+  // the groups must not race to restrict their shared parent.
+  const p = `${scoped(t)}/parent`;
+  const kids = Array.from({ length: 20 }, (_, i) => `${p}/sp_${i}`);
+  await Promise.all(kids.map((k) => v1().create(k, GOOD_LIMITS)));
+  for (const g of [p, ...kids]) {
+    assert.deepEqual(raw('devices', g, 'devices.list').split('\n').sort(), [...V1_DEVICE_RULES].sort(), g);
+  }
+});
+
 test('destroy kills everything below the group and leaves no directory in any hierarchy', { skip }, async (t) => {
   const p = scoped(t);
   const sp = `${p}/sp`;

@@ -91,7 +91,22 @@ export class V1CgroupDriver implements CgroupDriver {
     return this.mounts[ctrl] === hierarchy;
   }
 
-  async create(path: string, limits?: CgroupLimits): Promise<void> {
+  /** The tail of the creates in flight: see {@link create}. */
+  private creating: Promise<unknown> = Promise.resolve();
+
+  /**
+   * One create at a time. The kernel refuses to turn a devices group with children from
+   * allow-all to deny-all (EINVAL), so two reservations that race to make the same parent
+   * would otherwise fail one of them: the second makes its child before the first restricts
+   * the parent (seen in 100 concurrent reservations).
+   */
+  create(path: string, limits?: CgroupLimits): Promise<void> {
+    const run = this.creating.then(() => this.createNow(path, limits));
+    this.creating = run.catch(() => undefined);
+    return run;
+  }
+
+  private async createNow(path: string, limits?: CgroupLimits): Promise<void> {
     const segs = parseCgroupPath(path);
     if (limits !== undefined) validateLimits(limits);
     await this.refuseInternalProcesses(path, segs);
