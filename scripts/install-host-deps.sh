@@ -10,7 +10,7 @@ PKGS=(
   docker.io podman catatonit fuse-overlayfs   # fuse-overlayfs: container layers on ZFS (podman 4.3)
   busybox-static          
   libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils linux-image-amd64 
-  iproute2 procps psmisc curl
+  iproute2 nftables procps psmisc curl   # nftables: the spaces' firewall (packages/host/src/network)
   chromium                # the SDK's signing code, tested in a headless browser
   debootstrap             # the production-like guest (scripts/guest/build.sh)
 )

@@ -12,4 +12,5 @@ export {
   type GuestBehaviour,
 } from './libvirt/test-guest.js';
 export { requireHost, hostRequired, kernelSkip } from './require-host.js';
+export { NetnsLab, type Target, type Answer } from './network/netns-lab.js';
 export { rawContains } from './storage/conformance.js';

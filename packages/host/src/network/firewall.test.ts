@@ -1,0 +1,239 @@
+/**
+ * The space firewall against the real kernel, in a lab of network namespaces: a node with two
+ * space bridges and a container on each, a client on the farmer's network, an "internet" host
+ * (with a cloud metadata address and a resolver behind it), and a service of the node's own.
+ * The first test shows the lab wide open without our rules, so every refusal after it is theirs.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { bridgeName } from '../docker/names.js';
+import { run } from '../exec.js';
+import { requireHost } from '../require-host.js';
+import { NetworkFirewall } from './firewall.js';
+import { NetnsLab, type Target } from './netns-lab.js';
+import { DEFAULT_DENIED, type Egress, type NodeNetworkPolicy, type SpaceNetwork } from './types.js';
+
+async function labSkip(): Promise<string | false> {
+  const why = await Promise.all([
+    run('nft', ['--version']).then(
+      () => false,
+      () => 'nft is not installed (scripts/install-host-deps.sh)',
+    ),
+    run('ip', ['netns', 'list']).then(
+      () => false,
+      () => 'ip netns does not work here',
+    ),
+  ]);
+  const first = why.find((w): w is string => w !== false);
+  return requireHost('nftables and network namespaces', first ?? false);
+}
+
+const skip = await labSkip();
+const A = 'sp_fwtesta';
+const B = 'sp_fwtestb';
+const lab = new NetnsLab();
+const policy: NodeNetworkPolicy = {
+  // The farmer's own network (where the client is) is one of the node's other networks.
+  denied: [...DEFAULT_DENIED, '192.0.2.0/24'],
+  dns: ['10.53.0.53'],
+};
+let fw: NetworkFirewall;
+
+function space(id: string, egress: Egress, published: SpaceNetwork['published'] = []): SpaceNetwork {
+  return id === A
+    ? { spaceId: A, bridge: bridgeName(A), subnet: '10.128.0.0/26', egress, published }
+    : { spaceId: B, bridge: bridgeName(B), subnet: '10.128.0.64/26', egress, published };
+}
+const publishA: SpaceNetwork['published'] = [
+  { protocol: 'tcp', hostPort: 30080, address: '10.128.0.2', port: 8080 },
+  { protocol: 'udp', hostPort: 30080, address: '10.128.0.2', port: 8080 },
+];
+
+const tcp = (host: string, port: number): Target => ({ proto: 'tcp', host, port });
+const udp = (host: string, port: number): Target => ({ proto: 'udp', host, port });
+/** What a container of a space tries that must never work: the node, the other space, metadata. */
+const forbiddenFromA = [
+  tcp('10.128.0.1', 9999), // the node on A's own gateway address
+  tcp('192.0.2.1', 9999), // the node on the farmer's network
+  tcp('203.0.113.1', 9999), // the node's public address
+  tcp('10.128.0.66', 8080), // B's container
+  tcp('10.128.0.65', 9999), // the node on B's gateway
+  tcp('169.254.169.254', 80), // cloud metadata
+  tcp('192.0.2.2', 7000), // a host on the node's other network
+];
+
+before(async () => {
+  if (skip) return;
+  await lab.host('node');
+  await lab.host('client');
+  await lab.host('inet');
+  await lab.host('ctra');
+  await lab.host('ctrb');
+  await lab.link(
+    { host: 'node', dev: 'farm0', addr: '192.0.2.1/24' },
+    { host: 'client', dev: 'eth0', addr: '192.0.2.2/24' },
+  );
+  await lab.link(
+    { host: 'node', dev: 'wan0', addr: '203.0.113.1/24' },
+    { host: 'inet', dev: 'eth0', addr: '203.0.113.2/24' },
+  );
+  await lab.ip('inet', ['addr', 'add', '203.0.113.3/24', 'dev', 'eth0']);
+  await lab.ip('inet', ['addr', 'add', '169.254.169.254/32', 'dev', 'lo']);
+  await lab.ip('inet', ['addr', 'add', '10.53.0.53/32', 'dev', 'lo']);
+  await lab.ip('node', ['route', 'add', 'default', 'via', '203.0.113.2']);
+  await lab.ip('node', ['route', 'add', '169.254.169.254/32', 'via', '203.0.113.2']);
+  await lab.ip('node', ['route', 'add', '10.53.0.53/32', 'via', '203.0.113.2']);
+  // Routes back to the spaces, so that without our rules (no masquerade) everything would answer.
+  await lab.ip('inet', ['route', 'add', '10.128.0.0/16', 'via', '203.0.113.1']);
+  await lab.ip('client', ['route', 'add', '10.128.0.0/16', 'via', '192.0.2.1']);
+  await lab.bridge('node', bridgeName(A), '10.128.0.1/26');
+  await lab.bridge('node', bridgeName(B), '10.128.0.65/26');
+  await lab.attach('ctra', 'node', bridgeName(A), '10.128.0.2/26', '10.128.0.1', 'vctra');
+  await lab.attach('ctrb', 'node', bridgeName(B), '10.128.0.66/26', '10.128.0.65', 'vctrb');
+  await lab.exec('node', 'sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
+  await lab.serve('node', 'node', { tcp: [9999] });
+  await lab.serve('client', 'client', { tcp: [7000] });
+  await lab.serve('inet', 'inet', { tcp: [80] });
+  await lab.serve('inet', 'dns', { tcp: [53], udp: [53], bind: '10.53.0.53' });
+  await lab.serve('ctra', 'A', { tcp: [8080], udp: [8080] });
+  await lab.serve('ctrb', 'B', { tcp: [8080] });
+  fw = new NetworkFirewall({ policy, prefix: lab.prefix('node') });
+});
+
+after(async () => {
+  if (skip) return;
+  await lab.cleanup(); // the namespaces take their links, bridges and nft tables with them
+});
+
+test('without our rules the lab is wide open (the control for every refusal below)', { skip }, async () => {
+  const got = await lab.probe('ctra', [...forbiddenFromA, tcp('203.0.113.2', 80)]);
+  assert.deepEqual(
+    got.map((g) => g !== null),
+    [...forbiddenFromA, 0].map(() => true),
+    JSON.stringify(got),
+  );
+  // Unmasqueraded: the internet host sees the container's own address.
+  assert.equal(got.at(-1), 'inet@203.0.113.2 from 10.128.0.2');
+});
+
+test('reconcile: published ports answer, and a space with no egress reaches nothing', { skip }, async () => {
+  const { removed } = await fw.reconcile([space(A, { mode: 'none' }, publishA), space(B, { mode: 'none' })]);
+  assert.deepEqual(removed, []);
+  assert.deepEqual((await fw.spaces()).sort(), [A, B]);
+  const client = await lab.probe('client', [
+    tcp('192.0.2.1', 30080),
+    udp('192.0.2.1', 30080),
+    tcp('10.128.0.2', 8080), // the container's own address, not published
+    tcp('192.0.2.1', 30081),
+  ]);
+  assert.match(client[0] ?? '', /^A@10\.128\.0\.2 from 192\.0\.2\.2$/);
+  assert.equal(client[1], 'A from 192.0.2.2');
+  assert.deepEqual(client.slice(2), [null, null]);
+
+  const fromA = await lab.probe('ctra', [
+    ...forbiddenFromA,
+    tcp('203.0.113.2', 80),
+    udp('10.53.0.53', 53),
+    tcp('10.53.0.53', 53),
+  ]);
+  assert.deepEqual(
+    fromA,
+    fromA.map(() => null),
+    JSON.stringify(fromA),
+  );
+  // Another space reaches A neither directly nor through A's published port on any node address.
+  const fromB = await lab.probe('ctrb', [
+    tcp('10.128.0.2', 8080),
+    tcp('192.0.2.1', 30080),
+    tcp('203.0.113.1', 30080),
+    tcp('10.128.0.65', 30080),
+    tcp('10.128.0.1', 30080),
+    udp('192.0.2.1', 30080),
+  ]);
+  assert.deepEqual(
+    fromB,
+    fromB.map(() => null),
+    JSON.stringify(fromB),
+  );
+});
+
+test(
+  'egress all: the internet and the resolver, masqueraded; never the node, metadata or the node networks',
+  { skip },
+  async () => {
+    await fw.apply(space(A, { mode: 'all' }, publishA));
+    const got = await lab.probe('ctra', [
+      tcp('203.0.113.2', 80),
+      udp('10.53.0.53', 53),
+      tcp('10.53.0.53', 53),
+      ...forbiddenFromA,
+    ]);
+    assert.equal(got[0], 'inet@203.0.113.2 from 203.0.113.1');
+    assert.equal(got[1], 'dns from 203.0.113.1');
+    assert.equal(got[2], 'dns@10.53.0.53 from 203.0.113.1');
+    assert.deepEqual(
+      got.slice(3),
+      forbiddenFromA.map(() => null),
+      JSON.stringify(got),
+    );
+    // B asked for nothing and still gets nothing.
+    assert.deepEqual(await lab.probe('ctrb', [tcp('203.0.113.2', 80)]), [null]);
+  },
+);
+
+test('egress list: only the listed destinations', { skip }, async () => {
+  await fw.apply(space(A, { mode: 'list', allow: ['203.0.113.2/32'] }, publishA));
+  const got = await lab.probe('ctra', [tcp('203.0.113.2', 80), tcp('203.0.113.3', 80), udp('10.53.0.53', 53)]);
+  assert.deepEqual(got, ['inet@203.0.113.2 from 203.0.113.1', null, 'dns from 203.0.113.1']);
+});
+
+test("the farmer's egress rate caps what a space sends", { skip }, async () => {
+  await lab.serve('ctra', 'bulk', { tcp: [9000], bulk: true });
+  const capped = new NetworkFirewall({
+    policy: { ...policy, egressBytesPerSecond: 256 * 1024 },
+    prefix: lab.prefix('node'),
+  });
+  const published = [...publishA, { protocol: 'tcp' as const, hostPort: 30090, address: '10.128.0.2', port: 9000 }];
+  await fw.apply(space(A, { mode: 'none' }, published));
+  const free = await lab.download('client', { host: '192.0.2.1', port: 30090 }, 2000);
+  await capped.apply(space(A, { mode: 'none' }, published));
+  const limited = await lab.download('client', { host: '192.0.2.1', port: 30090 }, 2000);
+  // The kernel's bucket starts full: one second of the rate plus the burst, then 2 s at the rate.
+  assert.ok(limited <= 3 * 256 * 1024 + 64 * 1024, `capped space sent ${limited} bytes in 2 s`);
+  assert.ok(limited > 64 * 1024, `capped space sent only ${limited} bytes`);
+  assert.ok(free > 4 * limited, `uncapped ${free} bytes against capped ${limited}`);
+});
+
+test(
+  'remove: the space is cut off (the node fails closed without its table), the other space is untouched',
+  { skip },
+  async () => {
+    await fw.apply(space(A, { mode: 'all' }, publishA));
+    await fw.remove(A, bridgeName(A));
+    assert.deepEqual(await fw.spaces(), [B]);
+    assert.deepEqual(await lab.probe('client', [tcp('192.0.2.1', 30080), tcp('10.128.0.2', 8080)]), [null, null]);
+    assert.deepEqual(await lab.probe('ctra', [tcp('203.0.113.2', 80), tcp('10.128.0.1', 9999)]), [null, null]);
+    await fw.remove(A, bridgeName(A)); // twice is fine
+  },
+);
+
+test('reconcile after a crash: a gone space loses its table, a lost table comes back', { skip }, async () => {
+  await fw.apply(space(A, { mode: 'all' }, publishA));
+  // The daemon restarts knowing only B: A was destroyed while it was down.
+  const { removed } = await fw.reconcile([space(B, { mode: 'none' })]);
+  assert.deepEqual(removed, [A]);
+  assert.deepEqual(await fw.spaces(), [B]);
+  // A table lost behind the daemon's back (an operator's `nft flush ruleset`) comes back.
+  await lab.exec('node', 'nft', ['flush', 'ruleset']);
+  assert.deepEqual(await lab.probe('ctra', [tcp('203.0.113.2', 80)]), ['inet@203.0.113.2 from 10.128.0.2']);
+  await fw.reconcile([space(A, { mode: 'none' }, publishA), space(B, { mode: 'none' })]);
+  assert.deepEqual((await fw.spaces()).sort(), [A, B]);
+  const got = await lab.probe('ctra', [tcp('203.0.113.2', 80), ...forbiddenFromA]);
+  assert.deepEqual(
+    got,
+    got.map(() => null),
+  );
+  assert.match((await lab.probe('client', [tcp('192.0.2.1', 30080)]))[0] ?? '', /^A@/);
+  await fw.removeAll();
+  assert.deepEqual((await lab.exec('node', 'nft', ['list', 'tables'])).stdout.trim(), '');
+});

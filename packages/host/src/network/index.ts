@@ -1,0 +1,3 @@
+export * from './types.js';
+export { NetworkFirewall, type NetworkFirewallOptions } from './firewall.js';
+export { spaceTable, spaceOfTable, checkCidr, NODE_TABLE } from './nft-rules.js';

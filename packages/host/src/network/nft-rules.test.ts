@@ -1,0 +1,50 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { isOcsError } from '@ocs/protocol';
+import { bridgeName } from '../docker/names.js';
+import { nodeTableScript, removeSpaceScript, spaceOfTable, spaceTable, spaceTableScript } from './nft-rules.js';
+import type { NodeNetworkPolicy, SpaceNetwork } from './types.js';
+
+const policy: NodeNetworkPolicy = { denied: ['10.0.0.0/8'], dns: ['10.0.0.2'] };
+const base: SpaceNetwork = {
+  spaceId: 'sp_abc',
+  bridge: bridgeName('sp_abc'),
+  subnet: '10.128.0.0/26',
+  egress: { mode: 'none' },
+  published: [],
+};
+const refused = (fn: () => unknown) => assert.throws(fn, (e: unknown) => isOcsError(e) && e.code === 'invalid_request');
+
+test('table names round-trip and nothing else is taken for a space', () => {
+  assert.equal(spaceOfTable(spaceTable('sp_abc')), 'sp_abc');
+  for (const t of ['ocs', 'ocs_sp_', 'ocs_sp_ABC', 'nat', 'ocs_sp_a;b']) assert.equal(spaceOfTable(t), undefined);
+});
+
+test('every value is checked before it is written into a script', () => {
+  refused(() => spaceTable('sp_a"; flush ruleset'));
+  refused(() => spaceTableScript({ ...base, bridge: 'eth0' }, policy));
+  refused(() => spaceTableScript({ ...base, subnet: '10.0.0.0/33' }, policy));
+  refused(() =>
+    spaceTableScript({ ...base, egress: { mode: 'list', allow: ['1.2.3.4 } ; flush ruleset ; {'] } }, policy),
+  );
+  refused(() => spaceTableScript({ ...base, egress: { mode: 'all' } }, { ...policy, dns: ['::1'] }));
+  const pub = { protocol: 'tcp' as const, hostPort: 30000, address: '10.128.0.2', port: 80 };
+  refused(() => spaceTableScript({ ...base, published: [{ ...pub, hostPort: 0 }] }, policy));
+  refused(() => spaceTableScript({ ...base, published: [{ ...pub, port: 65536 }] }, policy));
+  refused(() => spaceTableScript({ ...base, published: [{ ...pub, address: '10.128.0.2:1' }] }, policy));
+  refused(() => spaceTableScript({ ...base, published: [{ ...pub, protocol: 'sctp' as unknown as 'tcp' }] }, policy));
+  refused(() => spaceTableScript(base, { ...policy, egressBytesPerSecond: 1.5 }));
+  refused(() => nodeTableScript(['ocsbr*']));
+  refused(() => removeSpaceScript('sp_abc', 'lo'));
+});
+
+test('no egress: no masquerade, no accept beyond replies and the space itself', () => {
+  const s = spaceTableScript(base, policy);
+  assert.doesNotMatch(s, /masquerade/);
+  assert.doesNotMatch(s, /dport 53/);
+  const all = spaceTableScript({ ...base, egress: { mode: 'all' } }, policy);
+  assert.match(all, /masquerade/);
+  // The resolver is let through before the node's denied networks, which come before `accept`.
+  assert.ok(all.indexOf('dport 53 accept') < all.indexOf('ip daddr { 10.0.0.0/8 } drop'));
+  assert.ok(all.indexOf('ip daddr { 10.0.0.0/8 } drop') < all.indexOf('    accept\n'));
+});
