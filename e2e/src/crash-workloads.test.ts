@@ -5,7 +5,9 @@
  *   - locked: nothing of its engine runs (no process in its engine or containers group, no run
  *     directory);
  *   - active: its engine holds exactly the containers the API lists, no half-made one;
- * and no engine run directory belongs to a space that is not active.
+ * and no engine run directory belongs to a space that is not active. The spaces' network rules
+ * too: every live space has its table, a space destroyed has none, whatever the kernel held when
+ * the daemon died (the test removes a live space's table and puts back a gone one's meanwhile).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,11 +16,13 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import Dockerode from 'dockerode';
-import { bridgeName, detectCgroups, hostGuarded, unguardHostInput, type CgroupDriver } from '@ocs/host';
+import { execFileSync } from 'node:child_process';
+import { bridgeName, detectCgroups, type CgroupDriver } from '@ocs/host';
 import { buildBusyboxImage } from '@ocs/host/testing';
 import { spaceCgroupLayout } from '@ocs/node-daemon';
 import { generatePrivateKey, type Container, type Ed25519PrivateKey, type Space } from '@ocs/protocol';
 import { daemonClient, kill9, startDaemon, type Daemon } from './daemon-process.js';
+import { hostFirewall, removeSpaceRules, spaceTables } from './space-rules.js';
 
 const MiB = 1024 ** 2;
 
@@ -49,15 +53,16 @@ test('kill -9 while containers are made, run and locked: after restart engines a
   const configPath = join(dir, 'config.json');
   writeFileSync(configPath, JSON.stringify(config));
   const cgroups = await detectCgroups();
-  // The daemon installs the host's INPUT rule; it is this test's to remove only if it was not there.
-  const guardWasThere = await hostGuarded();
+  // The daemon installs the node's table; it is this test's to remove only if it was not there.
+  const nodeTableWasThere = await hostFirewall().installed();
   const imagePath = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
   const image = readFileSync(imagePath);
   const owners = new Map<string, Ed25519PrivateKey>();
   const seen = new Set<string>();
+  const destroyed = new Set<string>();
   let d: Daemon | undefined;
   try {
-    for (let round = 0; round < 3; round++) {
+    for (let round = 0; round < 4; round++) {
       d = await startDaemon(configPath, 60_000);
       const farmer = daemonClient(config.stateDir, d, { roles: ['spaces', 'farmer'], org: 'org-crashw' });
       const owned = (id: string) =>
@@ -93,6 +98,20 @@ test('kill -9 while containers are made, run and locked: after restart engines a
       const activeIds = new Set(active.map((s) => s.id));
       for (const r of existsSync(runRoot) ? readdirSync(runRoot) : [])
         assert.ok(activeIds.has(r), `round ${round}: an engine run dir of ${r}, which is not active`);
+      // Every space here ran a container, so each live one has rules; a destroyed one has none.
+      const tables = await spaceTables();
+      for (const s of listed.filter((x) => ['active', 'locked'].includes(x.state)))
+        assert.ok(tables.has(s.id), `round ${round}: live ${s.id} (${s.state}) has no network rules`);
+      for (const id of destroyed) assert.ok(!tables.has(id), `round ${round}: destroyed ${id} still has rules`);
+
+      // ---- a space destroyed for good, while the others stay -----------------------------------
+      if (round === 2 && active.length > 1) {
+        const gone = active[active.length - 1]!;
+        const r = await farmer.call('DELETE', `/v1/spaces/${gone.id}`, undefined, { sign: false });
+        assert.equal(r.status, 204, JSON.stringify(r.body));
+        assert.ok(!(await spaceTables()).has(gone.id), "destroy removes the space's rules");
+        destroyed.add(gone.id);
+      }
 
       // ---- a space with a running container, then creates and a lock cut short by kill -9 ------
       const owner = generatePrivateKey();
@@ -131,11 +150,17 @@ test('kill -9 while containers are made, run and locked: after restart engines a
       await new Promise((r) => setTimeout(r, 100 + round * 150));
       await kill9(d);
       await Promise.all(inflight);
+      // While the daemon is down the kernel drifts: a live space's rules are lost, a gone
+      // space's table comes back. The restart must undo both.
+      const lost = listed.find((x) => x.state === 'active' && !destroyed.has(x.id));
+      if (lost) execFileSync('nft', ['delete', 'table', 'inet', `ocs_${lost.id}`]);
+      for (const id of destroyed) execFileSync('nft', ['add', 'table', 'inet', `ocs_${id}`]);
     }
+    assert.equal(destroyed.size, 1, 'a space was destroyed and checked across a restart');
   } finally {
     if (d) await kill9(d);
     // Everything of this run, by its own names: the spaces' cgroups (engines, conmon and
-    // containers with them), storage, run directories, bridges, the INPUT rule if ours.
+    // containers with them), storage, run directories, bridges, the spaces' rules.
     for (const c of await cgroups.children(parent).catch(() => [] as string[])) await cgroups.destroy(`${parent}/${c}`);
     await cgroups.destroy(parent).catch(() => undefined);
     const { createStorageDriver } = await import('@ocs/host');
@@ -146,11 +171,10 @@ test('kill -9 while containers are made, run and locked: after restart engines a
     for (const id of seen) {
       const bridge = bridgeName(id);
       if (existsSync(`/sys/class/net/${bridge}`)) {
-        const { execFileSync } = await import('node:child_process');
         execFileSync('ip', ['link', 'delete', bridge]);
       }
     }
-    if (!guardWasThere) await unguardHostInput().catch(() => undefined);
+    await removeSpaceRules(seen, nodeTableWasThere).catch(() => undefined);
     rmSync(dirname(imagePath), { recursive: true, force: true });
     rmSync(dir, { recursive: true, force: true });
   }

@@ -11,9 +11,6 @@ import { Encrypter, armor } from 'age-encryption';
 import Dockerode from 'dockerode';
 import {
   SpaceEngines,
-  guardHostInput,
-  hostGuarded,
-  unguardHostInput,
   createVmDriver,
   detectCgroups,
   createStorageDriver,
@@ -25,6 +22,7 @@ import {
 import type { ManualClock } from '@ocs/node-daemon';
 import {
   resolveConfig,
+  spacesFirewall,
   startNode,
   createLogger,
   spaceCgroupLayout,
@@ -35,6 +33,7 @@ import {
   type Clock,
 } from '@ocs/node-daemon';
 import { OcsClient } from '@ocs/client';
+import { removeSpaceRules } from './space-rules.js';
 import {
   contentDigest,
   generatePrivateKey,
@@ -102,6 +101,9 @@ export interface TestNodeOptions {
   auth?: Record<string, unknown>;
 }
 
+/** Runs (by tag) whose first node brought the node's table: a node restarted on their state owns it. */
+const broughtNodeTable = new Set<string>();
+
 export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNode> {
   const tag = opts.reuse?.tag ?? randomBytes(4).toString('hex');
   const dir = opts.reuse?.dir ?? mkdtempSync(join(tmpdir(), `ocs-e2e-${tag}-`));
@@ -143,9 +145,15 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
     const l = spaceCgroupLayout(config.cgroups.parent, id);
     return { spaceId: id, engineGroup: l.engine, containersGroup: l.containers };
   };
-  // As the daemon does with containers on; removed at stop only if this node installed it.
-  const installedGuard = opts.workloads ? !(await hostGuarded()) : false;
-  if (opts.workloads) await guardHostInput();
+  // As the daemon does with workloads on; the node's table is removed at stop only if this node
+  // brought it (and no space of another has rules).
+  const firewall = opts.workloads ? spacesFirewall(config) : undefined;
+  const nodeTableWasThere = firewall ? !broughtNodeTable.has(tag) && (await firewall.installed()) : true;
+  if (!nodeTableWasThere) broughtNodeTable.add(tag);
+  const removeRules = async (ids: string[]) => {
+    if (firewall) await removeSpaceRules(ids, nodeTableWasThere);
+    broughtNodeTable.delete(tag);
+  };
   // TCG, always: a KVM that only looks usable must not decide whether the suite passes.
   const vms = opts.workloads
     ? await createVmDriver({
@@ -163,21 +171,22 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
     node = await startNode({
       config,
       logger,
-      drivers: { cgroups, storage, containers, vms },
+      drivers: { cgroups, storage, containers, vms, firewall },
       clock,
       total: opts.total ?? { cpuMillicores: 64_000, memoryBytes: 4 * GiB, storageBytes: 4 * GiB },
     });
   } catch (err) {
     // A node that fails to start (e.g. in a restart's reconciliation) is never stopped by its
     // test: remove what this run made here, by its own ids, before failing.
-    for (const id of await storage.list().catch(() => [] as string[])) {
+    const made = await storage.list().catch(() => [] as string[]);
+    for (const id of made) {
       await containers?.remove(engineGroups(id)).catch(() => undefined);
       await vms?.removeAllForSpace(id).catch(() => undefined);
       await storage.destroy(id).catch(() => undefined);
     }
+    await removeRules(made).catch(() => undefined);
     await storage.close().catch(() => undefined);
     await vms?.close().catch(() => undefined);
-    if (installedGuard) await unguardHostInput().catch(() => undefined);
     rmSync(`/run/ocs-t-${tag}`, { recursive: true, force: true });
     rmSync(`/run/ocs-tv-${tag}`, { recursive: true, force: true });
     for (const child of await cgroups.children(config.cgroups.parent).catch(() => [] as string[]))
@@ -269,9 +278,8 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
       const spaceIds = node.repo.list({}).map((r) => r.id);
       await node.stop();
       if (o.keepHost) {
+        // The rules stay, as after a crash: the node started on this state reconciles them.
         await vms?.close();
-        // The node started on this state installs it again, and then owns it.
-        if (installedGuard) await unguardHostInput();
         return;
       }
       // Containers and VMs of this run's spaces, by their space ids.
@@ -282,7 +290,7 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
       rmSync(`/run/ocs-t-${tag}`, { recursive: true, force: true });
       rmSync(`/run/ocs-tv-${tag}`, { recursive: true, force: true });
       await vms?.close();
-      if (installedGuard) await unguardHostInput();
+      await removeRules(spaceIds);
       // Remove what this run made, by its own ids: spaces first, then the cgroup parent and files.
       for (const id of await storage.list()) await storage.destroy(id);
       await storage.close();

@@ -14,10 +14,11 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { bridgeName, createStorageDriver, detectCgroups, hostGuarded, unguardHostInput } from '@ocs/host';
+import { bridgeName, createStorageDriver, detectCgroups } from '@ocs/host';
 import { buildBusyboxImage } from '@ocs/host/testing';
 import { generatePrivateKey } from '@ocs/protocol';
 import { daemonClient, kill9, startDaemon, type Daemon } from './daemon-process.js';
+import { hostFirewall, removeSpaceRules } from './space-rules.js';
 
 const MiB = 1024 ** 2;
 const UNIT = fileURLToPath(new URL('../../packaging/systemd/ocs-node.service', import.meta.url));
@@ -77,7 +78,7 @@ test("the daemon runs a space's container under exactly the unit's capability bo
   const configPath = join(dir, 'config.json');
   writeFileSync(configPath, JSON.stringify(config));
   const cgroups = await detectCgroups();
-  const guardWasThere = await hostGuarded();
+  const nodeTableWasThere = await hostFirewall().installed();
   const caps = unitCapabilities();
   const imagePath = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
   let d: Daemon | undefined;
@@ -146,7 +147,7 @@ test("the daemon runs a space's container under exactly the unit's capability bo
     rmSync(runRoot, { recursive: true, force: true });
     if (spaceId && existsSync(`/sys/class/net/${bridgeName(spaceId)}`))
       execFileSync('ip', ['link', 'delete', bridgeName(spaceId)]);
-    if (!guardWasThere) await unguardHostInput().catch(() => undefined);
+    await removeSpaceRules(spaceId ? [spaceId] : [], nodeTableWasThere).catch(() => undefined);
     rmSync(dirname(imagePath), { recursive: true, force: true });
     rmSync(dir, { recursive: true, force: true });
   }

@@ -40,8 +40,9 @@ systemd=$(candidate systemd)
 zfs-dkms=$(backport zfs-dkms)
 zfsutils-linux=$(backport zfsutils-linux)"
 # What the node daemon runs with (as scripts/install-host-deps.sh installs on a host): podman per
-# space with its runtime, the space process's sandbox, the host guard, the test image's busybox.
-NODE_PKGS=(podman catatonit runc conmon containernetworking-plugins fuse-overlayfs iptables iproute2 procps bubblewrap openssl busybox-static)
+# space with its runtime, the space process's sandbox, the spaces' firewall (nftables; iptables
+# for dockerd's chain), the test image's busybox.
+NODE_PKGS=(podman catatonit runc conmon containernetworking-plugins fuse-overlayfs nftables iptables iproute2 procps bubblewrap openssl busybox-static)
 for p in "${NODE_PKGS[@]}"; do versions+=$'\n'"$p=$(candidate "$p")"; done
 if grep -qE '=(\(none\))?$' <<<"$versions"; then
   printf '%s\n' "$versions" >&2

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { Type, type Static } from '@sinclair/typebox';
+import { DEFAULT_DENIED, checkCidr } from '@ocs/host';
 import {
   JsonWebKeySet,
   MAX_TOKEN_LIFETIME_SECONDS,
@@ -14,6 +15,9 @@ import {
   validate,
   GiB,
 } from '@ocs/protocol';
+
+/** An IPv4 address or network; its octets and prefix are checked in resolveConfig. */
+const CIDR = '^[0-9]{1,3}([.][0-9]{1,3}){3}(/[0-9]{1,2})?$';
 
 const ResourcesConfig = Obj({
   cpuMillicores: Type.Integer({ minimum: 0 }),
@@ -118,6 +122,18 @@ export const ConfigSchema = Obj({
       /** The kernel the KVM probe boots; default the newest /boot/vmlinuz-*. */
       probeKernel: Type.Optional(Type.String({ minLength: 1 })),
     }),
+    /** The spaces' networks: the node's rules, the same for every space (see docs/operations.md). */
+    network: Obj({
+      /**
+       * What no space reaches, whatever egress it has: by default every network that is not the
+       * internet (the node's own, loopback, link-local with the cloud's metadata address).
+       */
+      denied: Type.Array(Type.String({ pattern: CIDR }), { maxItems: 256 }),
+      /** Resolvers a space with egress may ask, even inside `denied`; they go in its containers' resolv.conf. */
+      dns: Type.Array(Type.String({ pattern: CIDR }), { maxItems: 8 }),
+      /** Each space's outgoing traffic is dropped above this rate; absent: no cap. */
+      egressBytesPerSecond: Type.Optional(Type.Integer({ minimum: 1024 })),
+    }),
   }),
   log: Obj({
     level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l))),
@@ -157,6 +173,7 @@ export const DEFAULTS: Config = {
       stopGraceSeconds: 3,
     },
     libvirt: { enabled: 'auto', uri: 'qemu:///system', accelerator: 'auto' },
+    network: { denied: [...DEFAULT_DENIED], dns: [] },
   },
   log: { level: 'info' },
 };
@@ -192,6 +209,15 @@ export function resolveConfig(partial: unknown): Config {
       throw new Error(`configuration /auth/issuers/${n}/caFile: only applies to a jwksUri`);
   });
   checkWorkloadRanges(config);
+  const net = config.workloads.network;
+  for (const [field, list] of [['denied', net.denied] as const, ['dns', net.dns] as const])
+    list.forEach((v, n) => {
+      try {
+        checkCidr(v);
+      } catch {
+        throw new Error(`configuration /workloads/network/${field}/${n}: not an IPv4 address or network`);
+      }
+    });
   return config;
 }
 

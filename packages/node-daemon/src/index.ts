@@ -5,3 +5,4 @@ export { ManualClock, systemClock, type Clock } from './clock.js';
 export { spaceCgroupLayout, spaceDataLayout, spaceRunDir, spaceWorkloadIds } from './spaces/layout.js';
 export { openDatabase, SpacesRepo, WorkloadsRepo } from './state/index.js';
 export { sandboxArgs, seccompProgram, DENIED_SYSCALLS, type SandboxSpec } from './spaces/sandbox.js';
+export { spacesFirewall } from './workload-drivers.js';

@@ -45,8 +45,8 @@ program
     const ownGroup =
       cgroups instanceof V2CgroupDriver ? await cgroups.enterLeaf(DAEMON_GROUP, config.cgroups.daemon) : undefined;
     const storage = await createStorageDriver(config.storage);
-    const { containers, vms } = await openWorkloadDrivers(config, logger, cgroups, storage);
-    const node = await startNode({ config, logger, drivers: { cgroups, storage, containers, vms } });
+    const { containers, vms, firewall } = await openWorkloadDrivers(config, logger, cgroups, storage);
+    const node = await startNode({ config, logger, drivers: { cgroups, storage, containers, vms, firewall } });
     process.stdout.write(
       [
         `OpenCluster Spaces node ${node.nodeId} is running`,

@@ -7,7 +7,13 @@ import { availableParallelism, hostname } from 'node:os';
 import { existsSync, mkdirSync, readFileSync, statfsSync, statSync, chmodSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cipherImplementation, type CgroupDriver, type StorageDriver, type VmDriver } from '@ocs/host';
+import {
+  cipherImplementation,
+  type CgroupDriver,
+  type NetworkFirewall,
+  type StorageDriver,
+  type VmDriver,
+} from '@ocs/host';
 import {
   authoritySet,
   parserRefusalResponse,
@@ -32,6 +38,7 @@ import { openBrokerSocket } from './broker/server.js';
 import { SpaceSupervisor } from './spaces/supervisor.js';
 import { LeaseScheduler } from './spaces/leases.js';
 import { reconcile } from './spaces/reconcile.js';
+import { SpaceNetworks } from './spaces/networks.js';
 import { createApp } from './http/app.js';
 import { createForwarder } from './http/forward.js';
 import { defaultPublicNames } from './http/public-names.js';
@@ -50,6 +57,8 @@ export interface NodeDrivers {
   containers?: ContainerEngines | undefined;
   /** Absent: the node offers no VMs. */
   vms?: VmDriver | undefined;
+  /** The spaces' firewall; required with containers or VMs (their networks fail closed without it). */
+  firewall?: NetworkFirewall | undefined;
 }
 
 export interface NodeOptions {
@@ -181,7 +190,13 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const refusals = new RefusalLog({ audit, clock, logger });
 
   const { cgroups, storage } = o.drivers;
+  if ((o.drivers.containers || o.drivers.vms) && !o.drivers.firewall)
+    throw new Error("a node with containers or VMs needs the spaces' firewall (drivers.firewall)");
+  const networks = o.drivers.firewall
+    ? new SpaceNetworks(o.drivers.firewall, repo, logger.child({ svc: 'network' }))
+    : undefined;
   const brokerContext = new BrokerContext({
+    networks,
     spaces: repo,
     workloads: new WorkloadsRepo(db, { clock }),
     audit,
@@ -252,6 +267,8 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     maxLeaseSeconds: config.spaces.maxLeaseSeconds,
   });
 
+  // First: finishing a destroy below removes the space's rules, which needs the node's table.
+  await networks?.reconcile();
   await reconcile({
     repo,
     ledger,

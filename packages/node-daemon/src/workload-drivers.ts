@@ -4,9 +4,9 @@
  * container and VM calls are then `unavailable`.
  */
 import {
+  NetworkFirewall,
   SpaceEngines,
   createVmDriver,
-  guardHostInput,
   type CgroupDriver,
   type StorageDriver,
   type VmDriver,
@@ -22,15 +22,21 @@ export async function openWorkloadDrivers(
   logger: Logger,
   cgroups: CgroupDriver,
   storage: StorageDriver,
-): Promise<{ containers: SpaceEngines | undefined; vms: VmDriver | undefined }> {
+): Promise<{
+  containers: SpaceEngines | undefined;
+  vms: VmDriver | undefined;
+  firewall: NetworkFirewall | undefined;
+}> {
+  // The node's rules go in when the node starts (SpaceNetworks.reconcile), before any workload runs.
+  const firewall = existsSync('/usr/sbin/nft') ? spacesFirewall(config) : undefined;
   let containers: SpaceEngines | undefined;
   const c = config.workloads.containers;
   if (c.enabled !== false) {
     try {
       if (!existsSync('/usr/bin/podman') || !existsSync('/usr/bin/catatonit'))
         throw new Error('podman and catatonit are not installed (scripts/install-host-deps.sh)');
-      // Fail closed: without the rule every container could reach the daemon's port.
-      await guardHostInput();
+      // Fail closed: without the node's rules a space's containers could reach the daemon's port.
+      if (!firewall) throw new Error('nftables (/usr/sbin/nft) is not installed (scripts/install-host-deps.sh)');
       containers = new SpaceEngines({
         runRoot: c.runRoot ?? engineRunRoot(config.runDir),
         cgroups,
@@ -40,7 +46,7 @@ export async function openWorkloadDrivers(
       if (c.enabled === true) throw err;
       logger.warn(
         { err },
-        'no container engine, or the host could not be shielded from space bridges: containers are off on this node',
+        "no container engine, or no nftables to rule the spaces' networks: containers are off on this node",
       );
     }
   }
@@ -48,6 +54,7 @@ export async function openWorkloadDrivers(
   const v = config.workloads.libvirt;
   if (v.enabled !== false) {
     try {
+      if (!firewall) throw new Error('nftables (/usr/sbin/nft) is not installed (scripts/install-host-deps.sh)');
       // The probe's verdict is kept there; on a first start the daemon has not made it yet.
       mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
       vms = await createVmDriver({
@@ -64,10 +71,22 @@ export async function openWorkloadDrivers(
       logger.info({ accelerator: vms.accelerator, reason: vms.acceleratorReason }, 'VMs on');
     } catch (err) {
       if (v.enabled === true) throw err;
-      logger.warn({ uri: v.uri }, 'libvirtd does not answer: VMs are off on this node');
+      logger.warn({ uri: v.uri, err }, 'libvirtd does not answer, or no nftables: VMs are off on this node');
     }
   }
-  return { containers, vms };
+  return { containers, vms, firewall: containers || vms ? firewall : undefined };
+}
+
+/** The node's firewall for the spaces' networks, with the farmer's policy. */
+export function spacesFirewall(config: Config): NetworkFirewall {
+  const n = config.workloads.network;
+  return new NetworkFirewall({
+    policy: {
+      denied: n.denied,
+      dns: n.dns,
+      ...(n.egressBytesPerSecond === undefined ? {} : { egressBytesPerSecond: n.egressBytesPerSecond }),
+    },
+  });
 }
 
 /**

@@ -13,7 +13,7 @@ export interface DriverContext {
   maxImageBytes: number;
   cgroupRoot: string;
   /** The space's podman: creates go through libpod with the space's id map, its network gets the subnet. */
-  podman: { idMap: IdMap; subnet: string; libpod: Dockerode };
+  podman: { idMap: IdMap; subnet: string; networksDir: string; libpod: Dockerode };
   /** Runs `fn` after every earlier call with the same key has settled. */
   serialize<T>(key: string, fn: () => Promise<T>): Promise<T>;
 }

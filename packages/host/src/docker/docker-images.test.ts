@@ -183,7 +183,7 @@ test('an engine that does not answer is unavailable', async () => {
   // A socket path nobody listens on: an engine that is not running.
   const offline = createDockerDriver({
     socketPath: join('/nonexistent', `ocs-${process.pid}`, 'engine.sock'),
-    podman: { idMap: { base: 1_900_000_000, size: 65536 }, subnet: '10.251.255.0/26' },
+    podman: { idMap: { base: 1_900_000_000, size: 65536 }, subnet: '10.251.255.0/26', networksDir: '/nonexistent' },
   });
   await rejectsWith(offline.listImages(A), 'unavailable');
   await rejectsWith(offline.list(A), 'unavailable');

@@ -1,11 +1,13 @@
 /**
- * Per-space networks, each in its space's own podman engine: containers of one space reach each
- * other; a container of another space cannot.
+ * Per-space networks, each in its space's own podman engine and under the node's rules for the
+ * space (as the daemon runs them): containers of one space reach each other; a container of
+ * another space cannot.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createReadStream, existsSync } from 'node:fs';
 import { LABEL_SPACE, bridgeName, networkName } from './names.js';
+import { spaceSubnet } from './network-conflist.js';
 import {
   busyboxTarball,
   engineSkip,
@@ -63,7 +65,7 @@ async function probe(spaceId: string, host: string, tries: number) {
 }
 
 test(
-  "ensureNetwork: one internal, labelled network per space, on the space's subnet and bridge, created once",
+  "ensureNetwork: one labelled network per space, on the space's subnet, gateway and bridge, from the daemon's file, made once",
   { skip },
   async () => {
     const id = await driverOf(A).ensureNetwork(A);
@@ -73,21 +75,25 @@ test(
     const info = await (await t.docker(A)).getNetwork(id).inspect();
     assert.equal(info.Name, networkName(A));
     assert.equal(info.Driver, 'bridge');
-    assert.equal(info.Internal, true);
+    assert.equal(info.Internal, false, 'the bridge holds the gateway; the rules decide what passes');
     assert.equal(info.Labels?.[LABEL_SPACE], A);
     // The daemon's choices, as the engine recorded them (libpod: the Docker API shows no bridge name).
     const own = await t.libpod<{
       network_interface: string;
-      subnets: { subnet: string }[];
+      subnets: { subnet: string; gateway: string; lease_range?: { start_ip: string; end_ip: string } }[];
       internal: boolean;
       dns_enabled: boolean;
     }>(A, `/networks/${networkName(A)}/json`);
     assert.equal(own.network_interface, bridgeName(A));
-    assert.deepEqual(
-      own.subnets.map((s) => s.subnet),
-      [t.space(A).subnet],
-    );
-    assert.equal(own.internal, true);
+    const sub = spaceSubnet(t.space(A).subnet);
+    assert.deepEqual(own.subnets, [
+      {
+        subnet: sub.subnet,
+        gateway: sub.gateway,
+        lease_range: { start_ip: sub.containers.first, end_ip: sub.containers.last },
+      },
+    ]);
+    assert.equal(own.dns_enabled, false);
     // Each engine knows its own network only.
     assert.deepEqual(
       (await (await t.docker(A)).listNetworks()).map((n) => n.Name).filter((n) => n.startsWith('ocs-')),

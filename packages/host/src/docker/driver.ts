@@ -44,6 +44,7 @@ export function createDockerDriver(opts: DockerDriverOptions): DockerDriver {
     podman: {
       idMap: opts.podman.idMap,
       subnet: opts.podman.subnet,
+      networksDir: opts.podman.networksDir,
       libpod: new Dockerode({ socketPath: opts.socketPath, version: LIBPOD_API_VERSION }),
     },
     serialize: keyedSerializer(),

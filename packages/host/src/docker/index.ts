@@ -15,7 +15,6 @@ export type {
   SpaceImage,
 } from './types.js';
 export { createDockerDriver, DEFAULT_MAX_IMAGE_BYTES, DOCKER_API_VERSION } from './driver.js';
-export { guardHostInput, hostGuarded, unguardHostInput } from './host-guard.js';
 export {
   CONTAINER_BOUNDS,
   FORBIDDEN_SOURCE_TREES,

@@ -1,20 +1,18 @@
 /**
- * One bridge network per space, in the space's own engine, `internal`, on the subnet and bridge
- * name the daemon gives it.
- *
- * Why internal: a normal bridge routes (and NATs) everything beyond its subnet: the outside
- * world, the host's addresses, and every other space's bridge. podman's internal network (CNI)
- * puts no address of the host on the bridge and gives the containers a route to their own
- * subnet only, so a space's containers reach each other and nothing else, the host included
- * (tested). Nodes have no registry or internet access by design; egress, if it is ever wanted,
- * should be an explicit, audited path (a proxy), not a default. Should a bridge ever hold an
- * address of the host (dockerd's internal networks do: their gateway), the host's `INPUT` rule
- * on `ocsbr+` still drops what arrives from it (host-guard.ts, {@link bridgeName}).
+ * One bridge network per space, in the space's own engine, on the subnet and bridge name the
+ * daemon gives it, defined by a CNI file the daemon writes (network-conflist.ts): the bridge holds
+ * the workloads' gateway, and every forwarding and NAT decision is the node's nftables table for
+ * the space (network/nft-rules.ts): replies to published ports, egress as the farmer and the owner
+ * allow it, and never another space, the host itself, the metadata address or the node's other
+ * networks. Until the space's table is in, the node's table drops everything on the bridge.
  */
 import { OcsError } from '@ocs/protocol';
-import { call, libpod, type DriverContext } from './context.js';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { call, type DriverContext } from './context.js';
+import { conflistFile, spaceNetworkConflist } from './network-conflist.js';
 import { statusOf, toOcsError } from './errors.js';
-import { LABEL_SPACE, bridgeName, checkSpaceId, isSpaceId, networkName } from './names.js';
+import { LABEL_SPACE, checkSpaceId, isSpaceId, networkName } from './names.js';
 
 /** The space's network if it exists and is really ours (name and label), else undefined. */
 async function findNetwork(ctx: DriverContext, spaceId: string): Promise<{ Id: string } | undefined> {
@@ -35,26 +33,29 @@ async function findNetwork(ctx: DriverContext, spaceId: string): Promise<{ Id: s
   return { Id: info.Id as string };
 }
 
+/**
+ * Writes the space's network definition unless it is already the one wanted (a node upgraded from
+ * internal networks gets its file replaced in place: containers name their network, not its file),
+ * then returns the network's id as the engine knows it.
+ */
 export async function ensureNetwork(ctx: DriverContext, spaceId: string): Promise<string> {
   checkSpaceId(spaceId);
   return ctx.serialize(`net:${spaceId}`, async () => {
+    // A network of the name that is not ours is refused before anything is written.
+    await findNetwork(ctx, spaceId);
+    const dir = ctx.podman.networksDir;
+    const path = join(dir, conflistFile(spaceId));
+    const want = `${JSON.stringify(spaceNetworkConflist(spaceId, ctx.podman.subnet), null, 2)}\n`;
+    const have = await readFile(path, 'utf8').catch(() => undefined);
+    if (have !== want) {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      // The engine reloads the directory when it changes: it must never see half a file.
+      await writeFile(`${path}.tmp`, want, { mode: 0o600 });
+      await rename(`${path}.tmp`, path);
+    }
     const found = await findNetwork(ctx, spaceId);
-    if (found) return found.Id;
-    // Each space's engine knows only its own network, so the daemon hands out the subnets
-    // (and the bridge name, which the host's guard matches).
-    const created = await call('create the network', () =>
-      libpod<{ id: string }>(ctx, 'POST', '/networks/create', {
-        name: networkName(spaceId),
-        driver: 'bridge',
-        network_interface: bridgeName(spaceId),
-        subnets: [{ subnet: ctx.podman.subnet }],
-        internal: true,
-        dns_enabled: false,
-        ipv6_enabled: false,
-        labels: { [LABEL_SPACE]: spaceId },
-      }),
-    );
-    return created.id;
+    if (!found) throw new OcsError('unavailable', "the space's engine did not load its network");
+    return found.Id;
   });
 }
 

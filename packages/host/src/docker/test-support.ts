@@ -16,6 +16,9 @@ import { OcsError } from '@ocs/protocol';
 import { detectCgroups } from '../cgroups/detect.js';
 import type { CgroupDriver } from '../cgroups/types.js';
 import { SpaceEngines, type EngineSpace } from '../engine/engines.js';
+import { NetworkFirewall } from '../network/firewall.js';
+import { DEFAULT_DENIED, type SpaceNetwork } from '../network/types.js';
+import { bridgeName } from './names.js';
 import { DOCKER_API_VERSION, LIBPOD_API_VERSION } from './driver.js';
 import { DEFAULT_DOCKER_SOCKET, buildBusyboxImage, type BusyboxImageOptions } from './test-image.js';
 import type { ContainerSpec, DockerDriver } from './types.js';
@@ -95,13 +98,23 @@ export interface TestEngines {
   /** The test's own root-owned directory, for volumes and other files of the test. */
   readonly work: string;
   space(spaceId: string): TestSpace;
+  /**
+   * The node's firewall, as the daemon runs it: each test space gets its table (egress none,
+   * nothing published) before its engine starts; {@link rules} changes it.
+   */
+  readonly firewall: NetworkFirewall;
+  /** Replaces the space's rules (egress, published ports); the rest as the daemon would make them. */
+  rules(spaceId: string, over: Partial<Pick<SpaceNetwork, 'egress' | 'published'>>): Promise<void>;
   /** The space's driver (its engine started if it is not serving). */
   driver(spaceId: string): Promise<DockerDriver>;
   /** A Docker API client on the space's engine socket, engine started; for looking at live objects. */
   docker(spaceId: string): Promise<Dockerode>;
   /** GET on the space engine's own (libpod) API, for what the Docker API does not show. */
   libpod<T>(spaceId: string, path: string): Promise<T>;
-  /** Removes every space's engine, containers and bridge, the cgroup tree, run root and directory. */
+  /**
+   * Removes every space's engine, containers, bridge and rules (the node's table too if this file
+   * brought it), the cgroup tree, run root and directory.
+   */
   cleanup(): Promise<void>;
 }
 
@@ -115,6 +128,26 @@ export async function testEngines(): Promise<TestEngines> {
   const spaces = new Map<string, TestSpace>();
   const clients = new Map<string, { docker: Dockerode; libpod: Dockerode }>();
   const subnetBase = (process.pid % 64) * 16;
+  const firewall = new NetworkFirewall({ policy: { denied: [...DEFAULT_DENIED], dns: [] } });
+  const nodeTableWasThere = await firewall.installed();
+  const ruled = new Set<string>();
+  const rules = async (spaceId: string, over: Partial<Pick<SpaceNetwork, 'egress' | 'published'>> = {}) => {
+    // Another daemon's or test's tables are kept (ours: none yet), as a reconcile of a node does.
+    if (!(await firewall.installed())) await firewall.reconcile([], { ours: () => false });
+    const s = space(spaceId);
+    await firewall.apply({
+      spaceId,
+      bridge: bridgeName(spaceId),
+      subnet: s.subnet,
+      egress: { mode: 'none' },
+      published: [],
+      ...over,
+    });
+    ruled.add(spaceId);
+  };
+  const ensureRules = async (spaceId: string) => {
+    if (!ruled.has(spaceId)) await rules(spaceId);
+  };
 
   const space = (spaceId: string): TestSpace => {
     let s = spaces.get(spaceId);
@@ -137,6 +170,7 @@ export async function testEngines(): Promise<TestEngines> {
     return s;
   };
   const clientsOf = async (spaceId: string) => {
+    await ensureRules(spaceId);
     await engines.ensure(space(spaceId));
     let c = clients.get(spaceId);
     if (!c) {
@@ -155,7 +189,12 @@ export async function testEngines(): Promise<TestEngines> {
     cgroups,
     work,
     space,
-    driver: (spaceId) => engines.driver(space(spaceId)),
+    firewall,
+    rules,
+    driver: async (spaceId) => {
+      await ensureRules(spaceId);
+      return engines.driver(space(spaceId));
+    },
     docker: async (spaceId) => (await clientsOf(spaceId)).docker,
     async libpod<T>(spaceId: string, path: string): Promise<T> {
       const { libpod } = await clientsOf(spaceId);
@@ -171,6 +210,8 @@ export async function testEngines(): Promise<TestEngines> {
       const failures: unknown[] = [];
       const attempt = async (fn: () => Promise<unknown>) => fn().catch((err: unknown) => failures.push(err));
       for (const s of spaces.values()) await attempt(() => engines.remove(s));
+      for (const id of ruled) await attempt(() => firewall.remove(id, bridgeName(id)));
+      if (!nodeTableWasThere) await attempt(() => firewall.removeNodeTableIfUnused());
       await attempt(() => cgroups.destroy(cgroupRoot));
       await attempt(() => rm(runRoot, { recursive: true, force: true }));
       await attempt(() => rm(work, { recursive: true, force: true }));

@@ -113,7 +113,12 @@ export interface DockerDriverOptions {
    * The space's own podman (see `SpaceEngines`): containers are created through libpod with the
    * space's subordinate id map, and the space's network gets the space's subnet.
    */
-  podman: { idMap: { base: number; size: number }; subnet: string };
+  podman: {
+    idMap: { base: number; size: number };
+    subnet: string;
+    /** The engine's CNI directory as the daemon sees it: the space's network file goes there. */
+    networksDir: string;
+  };
 }
 
 /**

@@ -107,7 +107,7 @@ export class SpaceEngines {
         cgroupRoot: this.o.cgroupRoot,
         maxImageBytes: this.o.maxImageBytes,
         tmpDir: this.layout(space).tmp,
-        podman: { idMap: space.idMap, subnet: space.subnet },
+        podman: { idMap: space.idMap, subnet: space.subnet, networksDir: this.layout(space).networks },
       });
       this.drivers.set(space.spaceId, d);
     }

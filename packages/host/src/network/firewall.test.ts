@@ -237,3 +237,25 @@ test('reconcile after a crash: a gone space loses its table, a lost table comes 
   await fw.removeAll();
   assert.deepEqual((await lab.exec('node', 'nft', ['list', 'tables'])).stdout.trim(), '');
 });
+
+test(
+  "reconcile keeps another daemon's space (its table, its bridge ruled); the node's table goes when unused",
+  {
+    skip,
+  },
+  async () => {
+    await fw.reconcile([space(A, { mode: 'none' }, publishA), space(B, { mode: 'none' })]);
+    // A second daemon on the host knows only A: B is not its to remove, and stays reachable.
+    const { removed } = await fw.reconcile([space(A, { mode: 'none' }, publishA)], { ours: (id) => id === A });
+    assert.deepEqual(removed, []);
+    assert.deepEqual((await fw.spaces()).sort(), [A, B]);
+    assert.deepEqual(await lab.probe('ctrb', [tcp('10.128.0.66', 8080)]), ['B@10.128.0.66 from 10.128.0.66']);
+    assert.match((await lab.probe('client', [tcp('192.0.2.1', 30080)]))[0] ?? '', /^A@/);
+    await fw.removeNodeTableIfUnused();
+    assert.equal(await fw.installed(), true, 'spaces still have tables');
+    await fw.remove(A, bridgeName(A));
+    await fw.remove(B, bridgeName(B));
+    await fw.removeNodeTableIfUnused();
+    assert.equal(await fw.installed(), false);
+  },
+);

@@ -5,7 +5,16 @@
  */
 import { OcsError } from '@ocs/protocol';
 import { CommandError, run, type Runner } from '../exec.js';
-import { NODE_TABLE, nodeTableScript, removeSpaceScript, spaceOfTable, spaceTableScript } from './nft-rules.js';
+import { bridgeName } from '../docker/names.js';
+import { closeDockerForward, openDockerForward, removeLegacyInputRule } from './iptables.js';
+import {
+  NODE_TABLE,
+  nodeTableScript,
+  removeSpaceScript,
+  spaceOfTable,
+  spaceTable,
+  spaceTableScript,
+} from './nft-rules.js';
 import type { NodeNetworkPolicy, SpaceNetwork } from './types.js';
 
 export interface NetworkFirewallOptions {
@@ -30,20 +39,30 @@ export class NetworkFirewall {
   }
 
   /**
-   * Makes the kernel's rules exactly those of `spaces`: the node's table, a table for each of
-   * them, none for anything else (a space gone while the daemon was down). Turns forwarding on,
-   * which spaces' networks need. Run at start, before any workload is reachable.
+   * Makes the kernel's rules those of `spaces`: the node's table, a table for each of them, none
+   * for any other space that `ours` claims (one gone while the daemon was down). A table `ours`
+   * does not claim is another daemon's (tests run several on one host): it is kept, and its
+   * bridge stays ruled. Turns forwarding on, which spaces' networks need. Run at start, before
+   * any workload is reachable.
    */
-  async reconcile(spaces: SpaceNetwork[]): Promise<{ removed: string[] }> {
+  async reconcile(
+    spaces: SpaceNetwork[],
+    opts: { ours?: (spaceId: string) => boolean } = {},
+  ): Promise<{ removed: string[] }> {
+    const ours = opts.ours ?? (() => true);
     return this.serial(async () => {
       const live = new Set(spaces.map((s) => s.spaceId));
-      const removed = (await this.tables()).filter((id) => !live.has(id));
+      const present = (await this.tables()).filter((id) => !live.has(id));
+      const removed = present.filter((id) => ours(id));
+      const foreign = present.filter((id) => !ours(id));
       const script = [
-        nodeTableScript(spaces.map((s) => s.bridge)),
-        ...removed.map((id) => `delete table inet ${`ocs_${id}`}`),
+        nodeTableScript([...spaces.map((s) => s.bridge), ...foreign.map((id) => bridgeName(id))]),
+        ...removed.map((id) => `delete table inet ${spaceTable(id)}`),
         ...spaces.map((s) => spaceTableScript(s, this.o.policy)),
       ].join('\n');
       await this.nft(script);
+      await removeLegacyInputRule((c, a) => this.exec(c, a));
+      await openDockerForward((c, a) => this.exec(c, a));
       await this.exec('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
       return { removed };
     });
@@ -51,7 +70,11 @@ export class NetworkFirewall {
 
   /** Makes or replaces the space's rules. The node's table must be there (a reconcile ran). */
   async apply(space: SpaceNetwork): Promise<void> {
-    await this.serial(() => this.nft(spaceTableScript(space, this.o.policy)));
+    await this.serial(async () => {
+      await this.nft(spaceTableScript(space, this.o.policy));
+      // dockerd may have started since the reconcile (see iptables.ts).
+      await openDockerForward((c, a) => this.exec(c, a));
+    });
   }
 
   /** Removes the space's rules; nothing to remove is fine. */
@@ -64,17 +87,31 @@ export class NetworkFirewall {
     return this.serial(() => this.tables());
   }
 
-  /** Removes the node's table too (tests that made it). */
+  /** Removes the node's table too (tests that made it, in a namespace of their own). */
   async removeAll(): Promise<void> {
     await this.serial(async () => {
       const ids = await this.tables();
       const hasNode = await this.hasNodeTable();
       const script = [
-        ...ids.map((id) => `delete table inet ocs_${id}`),
+        ...ids.map((id) => `delete table inet ${spaceTable(id)}`),
         ...(hasNode ? [`delete table inet ${NODE_TABLE}`] : []),
       ];
       if (script.length > 0) await this.nft(script.join('\n'));
     });
+  }
+
+  /** Removes the node's table if no space has a table any more (a test's node that made it). */
+  async removeNodeTableIfUnused(): Promise<void> {
+    await this.serial(async () => {
+      if ((await this.tables()).length > 0 || !(await this.hasNodeTable())) return;
+      await this.nft(`delete table inet ${NODE_TABLE}`);
+      await closeDockerForward((c, a) => this.exec(c, a));
+    });
+  }
+
+  /** Whether the node's table is in the kernel. */
+  async installed(): Promise<boolean> {
+    return this.serial(() => this.hasNodeTable());
   }
 
   private async tables(): Promise<string[]> {

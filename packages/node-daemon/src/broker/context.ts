@@ -9,6 +9,7 @@ import type { RefusalLog } from '../state/refusals.js';
 import type { Logger } from '../logger.js';
 import type { Clock } from '../clock.js';
 import { spaceCgroupLayout, spaceDataLayout } from '../spaces/layout.js';
+import type { SpaceNetworks } from '../spaces/networks.js';
 
 export interface BrokerDeps {
   spaces: SpacesRepo;
@@ -20,6 +21,8 @@ export interface BrokerDeps {
   cgroups: CgroupDriver;
   /** The spaces' container engines; absent: the node runs no containers (`unavailable`). */
   containers?: ContainerEngines | undefined;
+  /** The spaces' firewall rules; absent only where the node runs no workloads. */
+  networks?: SpaceNetworks | undefined;
   /** A space's subordinate ids and subnet as derived from its uid's slot (recorded at first use). */
   workloadIds(uid: number): { idMap: { base: number; size: number }; subnet: string };
   /** How long lock and expiry let containers and VMs shut down before they are killed. */
@@ -61,7 +64,10 @@ export class BrokerContext {
   /** The space's own engine (started if it is not serving), its store in the space. */
   async docker(s: SpaceRow): Promise<DockerDriver> {
     if (!this.d.containers) throw new OcsError('unavailable', 'this node runs no containers');
-    return this.d.containers.driver(this.engineSpace(s, (await this.data(s)).root));
+    const space = this.engineSpace(s, (await this.data(s)).root);
+    // The subnet is recorded now (first use): the space's rules go in before any container runs.
+    await this.d.networks?.ensure(s);
+    return this.d.containers.driver(space);
   }
 
   engineGroups(spaceId: string): Pick<EngineSpace, 'spaceId' | 'engineGroup' | 'containersGroup'> {

@@ -99,12 +99,13 @@ export class WorkloadLifecycle {
         .catch((err: unknown) => this.c.d.logger.warn({ err, spaceId, id }, 'VM not restored'));
   }
 
-  /** Removes every container, VM, network and image name of the space, and forgets its records. */
+  /** Removes every container, VM, network (and its rules) and image name of the space, and forgets its records. */
   async removeAll(spaceId: string): Promise<void> {
     this.c.forget(spaceId);
     // The engine's store is in the space's storage, destroyed with it.
     if (this.c.d.containers) await this.c.d.containers.remove(this.c.engineGroups(spaceId));
     if (this.c.d.vms) await this.c.d.vms.removeAllForSpace(spaceId);
+    await this.c.d.networks?.remove(spaceId);
     this.c.d.workloads.removeSpace(spaceId);
   }
 
