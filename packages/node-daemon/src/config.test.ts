@@ -67,3 +67,17 @@ test('an issuer needs exactly one of jwks and jwksUri; caFile goes with jwksUri;
     /\/auth\/remoteKeys\/cooldownSeconds/,
   );
 });
+
+test("the spaces' network policy: by default nothing but the internet, every value checked with its field", () => {
+  const d = resolveConfig({}).workloads.network;
+  for (const net of ['10.0.0.0/8', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.168.0.0/16'])
+    assert.ok(d.denied.includes(net), net);
+  assert.deepEqual(d.dns, []);
+  assert.equal(d.egressBytesPerSecond, undefined);
+  const set = (network: Record<string, unknown>) => resolveConfig({ workloads: { network } });
+  assert.deepEqual(set({ dns: ['9.9.9.9'] }).workloads.network.dns, ['9.9.9.9']);
+  assert.throws(() => set({ dns: ['999.1.1.1'] }), /\/workloads\/network\/dns\/0/);
+  assert.throws(() => set({ denied: ['10.0.0.0/40'] }), /\/workloads\/network\/denied\/0/);
+  assert.throws(() => set({ denied: ['example.com'] }), /\/workloads\/network\/denied\/0/);
+  assert.throws(() => set({ egressBytesPerSecond: 10 }), /\/workloads\/network\/egressBytesPerSecond/);
+});
