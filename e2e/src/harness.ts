@@ -99,6 +99,8 @@ export interface TestNodeOptions {
   listenHost?: string;
   /** Merged over the defaults' `auth` (e.g. remote issuers); the dev issuer stays on unless set. */
   auth?: Record<string, unknown>;
+  /** Merged over the defaults' `workloads.network` (the spaces' firewall policy, the port range). */
+  network?: Record<string, unknown>;
 }
 
 /** Runs (by tag) whose first node brought the node's table: a node restarted on their state owns it. */
@@ -124,6 +126,13 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
     },
     log: { level: 'debug' },
     ...(opts.auth ? { auth: opts.auth } : {}),
+    // Each run its own ports (other nodes on this host publish too): 16 from a slot of the tag.
+    workloads: {
+      network: {
+        ports: { first: 40_000 + (parseInt(tag, 16) % 1500) * 16, last: 40_015 + (parseInt(tag, 16) % 1500) * 16 },
+        ...opts.network,
+      },
+    },
   });
   const logs: string[] = [];
   const sink = new Writable({

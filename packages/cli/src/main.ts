@@ -13,6 +13,7 @@ import { nodeCommands } from './commands/nodes.js';
 import { spaceCommands } from './commands/spaces.js';
 import { tokenCommand } from './commands/token.js';
 import { workloadCommands } from './commands/workloads.js';
+import { networkCommands } from './commands/network.js';
 
 /** Wraps a command's action: builds its context, reports a failure with its exit code. */
 export type Run = <A extends unknown[]>(
@@ -50,6 +51,7 @@ export function buildProgram(): Command {
   nodeCommands(program, run);
   spaceCommands(program, run);
   workloadCommands(program, run);
+  networkCommands(program, run);
   leaseCommands(program, run);
   auditCommands(program, run);
   completionCommands(program);

@@ -68,3 +68,31 @@ export class UsageError extends Error {
     this.name = 'UsageError';
   }
 }
+
+/** A whole number of something (ports, say) from a flag: digits only. */
+export function parseCount(text: string, what: string): number {
+  if (!/^[0-9]{1,6}$/.test(text)) throw new UsageError(`${what}: a whole number, e.g. 2 (got ${JSON.stringify(text)})`);
+  return Number(text);
+}
+
+/**
+ * What `ocs net publish` forwards to: `[container/|vm/]<name>:<port>[/tcp|/udp]` (a bare name is
+ * a container's).
+ */
+export function parsePublishTarget(text: string): {
+  target: { kind: 'container' | 'vm'; name: string };
+  port: number;
+  protocol: 'tcp' | 'udp';
+} {
+  const m = /^(?:(container|vm)\/)?([a-z0-9][a-z0-9_.-]{0,62}):([0-9]{1,5})(?:\/(tcp|udp))?$/.exec(text);
+  const port = Number(m?.[3]);
+  if (!m || !m[2] || port < 1 || port > 65535)
+    throw new UsageError(
+      `expected [container/|vm/]<name>:<port>[/tcp|/udp], e.g. web:8080 (got ${JSON.stringify(text)})`,
+    );
+  return {
+    target: { kind: (m[1] ?? 'container') as 'container' | 'vm', name: m[2] },
+    port,
+    protocol: (m[4] ?? 'tcp') as 'tcp' | 'udp',
+  };
+}

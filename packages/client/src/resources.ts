@@ -169,6 +169,13 @@ export class OcsClient extends BaseClient {
         delete: (vm: string) => r('deleteVm', { params: { vm } }),
         console: (vm: string, query: QueryOf<S<'vmConsole'>> = {}) => r('vmConsole', { params: { vm }, query }),
       },
+      network: {
+        get: () => r('getNetwork'),
+        /** Within the node's policy; `{ mode: 'none' }` takes it back. */
+        setEgress: (egress: BodyOf<S<'setEgress'>>) => r('setEgress', { body: egress }),
+        publish: (body: BodyOf<S<'publishPort'>>) => r('publishPort', { body }),
+        unpublish: (hostPort: number) => r('unpublishPort', { params: { hostPort: String(hostPort) } }),
+      },
     };
   }
 

@@ -133,6 +133,23 @@ export const ConfigSchema = Obj({
       dns: Type.Array(Type.String({ pattern: CIDR }), { maxItems: 8 }),
       /** Each space's outgoing traffic is dropped above this rate; absent: no cap. */
       egressBytesPerSecond: Type.Optional(Type.Integer({ minimum: 1024 })),
+      /**
+       * The node's ports spaces publish on (every address of the node). A space reserves a number
+       * of them with its resources (`ports`); the ledger counts them like CPU and memory.
+       */
+      ports: Obj({
+        first: Type.Integer({ minimum: 1024, maximum: 65_535 }),
+        last: Type.Integer({ minimum: 1024, maximum: 65_535 }),
+      }),
+      /**
+       * Where spaces may reach out, at most: nowhere, anywhere not denied, or the listed
+       * destinations. Each space asks within it; a space's default is nowhere.
+       */
+      egress: Type.Union([
+        Type.Literal('none'),
+        Type.Literal('all'),
+        Obj({ allow: Type.Array(Type.String({ pattern: CIDR }), { minItems: 1, maxItems: 256 }) }),
+      ]),
     }),
   }),
   log: Obj({
@@ -173,7 +190,7 @@ export const DEFAULTS: Config = {
       stopGraceSeconds: 3,
     },
     libvirt: { enabled: 'auto', uri: 'qemu:///system', accelerator: 'auto' },
-    network: { denied: [...DEFAULT_DENIED], dns: [] },
+    network: { denied: [...DEFAULT_DENIED], dns: [], ports: { first: 30_000, last: 30_999 }, egress: 'none' },
   },
   log: { level: 'info' },
 };
@@ -210,7 +227,14 @@ export function resolveConfig(partial: unknown): Config {
   });
   checkWorkloadRanges(config);
   const net = config.workloads.network;
-  for (const [field, list] of [['denied', net.denied] as const, ['dns', net.dns] as const])
+  if (net.ports.last < net.ports.first)
+    throw new Error('configuration /workloads/network/ports: last must not be below first');
+  const allow = typeof net.egress === 'object' ? net.egress.allow : [];
+  for (const [field, list] of [
+    ['denied', net.denied] as const,
+    ['dns', net.dns] as const,
+    ['egress/allow', allow] as const,
+  ])
     list.forEach((v, n) => {
       try {
         checkCidr(v);

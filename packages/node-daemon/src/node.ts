@@ -27,7 +27,7 @@ import type { Logger } from './logger.js';
 import { systemClock, type Clock } from './clock.js';
 import { loadOrCreateDevIssuer, loadOrCreateIdentity, type DevIssuer, type NodeIdentity } from './identity.js';
 import { loadOrCreateTls, type TlsMaterial } from './tls.js';
-import { openDatabase, openNonceStore, SpacesRepo, Ledger, AuditLog, WorkloadsRepo } from './state/index.js';
+import { openDatabase, openNonceStore, SpacesRepo, Ledger, AuditLog, WorkloadsRepo, PortsRepo } from './state/index.js';
 import { RefusalLog } from './state/refusals.js';
 import { SpaceService, resourcesOf } from './spaces/service.js';
 import { spaceDataLayout, spaceWorkloadIds } from './spaces/layout.js';
@@ -182,8 +182,11 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const verifyToken = (t: string | undefined) => cachedVerifier(t, { now: new Date(clock.now()) });
 
   const db = openDatabase(join(config.stateDir, 'node.db'));
-  const total = o.total ?? detectTotal(config);
-  const allocatable = minus(total, config.capacity.farmerReserve);
+  const net = config.workloads.network;
+  // Ports are counted only where workloads have networks (the firewall publishes them).
+  const portCount = o.drivers.firewall ? { ports: net.ports.last - net.ports.first + 1 } : {};
+  const total = { ...(o.total ?? detectTotal(config)), ...portCount };
+  const allocatable = { ...minus(total, config.capacity.farmerReserve), ...portCount };
   const repo = new SpacesRepo(db, { uidBase: config.spaces.uidBase, uidCount: config.spaces.uidCount });
   const ledger = new Ledger(db, { allocatable });
   const audit = new AuditLog(db);
@@ -192,11 +195,23 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const { cgroups, storage } = o.drivers;
   if ((o.drivers.containers || o.drivers.vms) && !o.drivers.firewall)
     throw new Error("a node with containers or VMs needs the spaces' firewall (drivers.firewall)");
+  const ports = new PortsRepo(db, { clock });
   const networks = o.drivers.firewall
-    ? new SpaceNetworks(o.drivers.firewall, repo, logger.child({ svc: 'network' }))
+    ? new SpaceNetworks({
+        firewall: o.drivers.firewall,
+        repo,
+        ports,
+        range: net.ports,
+        egress: net.egress,
+        logger: logger.child({ svc: 'network' }),
+      })
     : undefined;
   const brokerContext = new BrokerContext({
     networks,
+    ports,
+    nodeEgress: net.egress,
+    portRange: net.ports,
+    dns: net.dns,
     spaces: repo,
     workloads: new WorkloadsRepo(db, { clock }),
     audit,
@@ -265,6 +280,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     apiCpuMillicores: config.spaces.apiCpuMillicores,
     graceSeconds: config.spaces.graceSeconds,
     maxLeaseSeconds: config.spaces.maxLeaseSeconds,
+    ...(networks ? { published: (id: string) => networks.published(id) } : {}),
   });
 
   // First: finishing a destroy below removes the space's rules, which needs the node's table.

@@ -43,6 +43,10 @@ export const BROKER_OPS = {
   stopVm: { args: Ref('vm'), result: S.Vm },
   deleteVm: { args: Ref('vm'), result: Empty },
   vmConsole: { args: Tail('vm', S.CONSOLE_TAIL.max), result: S.LogChunk, readOnly: true },
+  getNetwork: { args: Empty, result: S.SpaceNetworkView, readOnly: true },
+  setEgress: { args: Obj({ egress: S.Egress }), result: S.SpaceNetworkView },
+  publishPort: { args: S.PublishPortRequest, result: S.PublishedPort },
+  unpublishPort: { args: Obj({ hostPort: Type.Integer({ minimum: 1, maximum: 65_535 }) }), result: Empty },
   /**
    * The keys of the issuers the daemon fetches from the network: the space process has no
    * network, and asks here when its copy is old or a token names a `kid` it lacks.

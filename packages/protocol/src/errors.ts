@@ -56,6 +56,7 @@ export const ERROR_STATUS = {
 
   // Ownership and resources
   not_owner: 403,
+  egress_refused: 403,
   capacity_exceeded: 409,
   budget_exceeded: 409,
   space_locked: 409,

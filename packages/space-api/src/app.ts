@@ -155,6 +155,10 @@ export function createSpaceApp(d: SpaceAppDeps): Koa {
     startVm: (_ctx, { params }) => d.broker('startVm', params),
     stopVm: (_ctx, { params }) => d.broker('stopVm', params),
     deleteVm: (_ctx, { params }) => d.broker('deleteVm', params),
+    getNetwork: () => d.broker('getNetwork', {}),
+    setEgress: (_ctx, { body }) => d.broker('setEgress', { egress: body }),
+    publishPort: (_ctx, { body }) => d.broker('publishPort', body),
+    unpublishPort: (_ctx, { params }) => d.broker('unpublishPort', { hostPort: Number(params.hostPort) }),
     vmConsole: (_ctx, { params, query }) =>
       d.broker('vmConsole', { ...params, tail: query.tail ?? CONSOLE_TAIL.default }),
   };

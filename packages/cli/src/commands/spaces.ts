@@ -1,7 +1,7 @@
 /** `ocs space`: reserve, inspect, renew, lock, unlock, rotate and destroy spaces. */
 import type { Command } from 'commander';
 import type { Space } from '@ocs/protocol';
-import { UsageError, formatBytes, formatDuration, parseCpu, parseDuration, parseSize } from '../units.js';
+import { UsageError, formatBytes, formatDuration, parseCount, parseCpu, parseDuration, parseSize } from '../units.js';
 import { busy, keyValues, print, table } from '../output.js';
 import type { Context } from '../context.js';
 import type { Run } from '../main.js';
@@ -43,6 +43,7 @@ export function spaceCommands(program: Command, run: Run): void {
     .requiredOption('--memory <size>', 'memory, e.g. 4GiB')
     .requiredOption('--storage <size>', 'encrypted storage, e.g. 20GiB')
     .option('--pids <n>', 'processes at most')
+    .option('--ports <n>', "ports of the node it may publish at once (from the farmer's range)")
     .option('--lease <duration>', 'lease, e.g. 24h (renew before it ends)', '24h')
     .option('--name <name>', 'a name for the space')
     .option('--idempotency-key <key>', 'the same key again (within a day) returns the same space, never a second')
@@ -56,6 +57,7 @@ export function spaceCommands(program: Command, run: Run): void {
             memory: string;
             storage: string;
             pids?: string;
+            ports?: string;
             lease: string;
             name?: string;
             idempotencyKey?: string;
@@ -73,6 +75,7 @@ export function spaceCommands(program: Command, run: Run): void {
                   memoryBytes: parseSize(o.memory, 'memory'),
                   storageBytes: parseSize(o.storage, 'storage'),
                   ...(o.pids ? { pids: Number(o.pids) } : {}),
+                  ...(o.ports ? { ports: parseCount(o.ports, '--ports') } : {}),
                 },
                 leaseSeconds: parseDuration(o.lease, 'lease'),
                 ...(o.name ? { name: o.name } : {}),

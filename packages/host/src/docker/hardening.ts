@@ -3,6 +3,7 @@
  * re-validated here and the engine's create body is built from it by one pure function, so a
  * test can read exactly what podman will be told.
  */
+import { isIPv4 } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { lstat, realpath, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
@@ -163,6 +164,9 @@ export function validateSpec(spec: ContainerSpec): { capAdd: string[] } {
   checkInt('memoryBytes', spec.memoryBytes);
   checkInt('pids', spec.pids);
   checkCgroupParent(spec.cgroupParent, spec.spaceId);
+  if (spec.address !== undefined && !isIPv4(spec.address)) throw invalid('address must be an IPv4 address', 'address');
+  if (spec.dns !== undefined && !(Array.isArray(spec.dns) && spec.dns.length <= 8 && spec.dns.every((a) => isIPv4(a))))
+    throw invalid('dns must be up to 8 IPv4 addresses', 'dns');
   if (spec.command !== undefined) {
     if (
       !Array.isArray(spec.command) ||
@@ -324,7 +328,8 @@ export function buildLibpodSpec(
     utsns: { nsmode: 'private' },
     cgroupns: { nsmode: 'private' },
     netns: { nsmode: 'bridge' },
-    Networks: { [network]: { aliases: [spec.name] } },
+    Networks: { [network]: { aliases: [spec.name], ...(spec.address ? { static_ips: [spec.address] } : {}) } },
+    ...(spec.dns && spec.dns.length > 0 ? { dns_server: spec.dns } : {}),
     devices: [],
     portmappings: [],
     publish_image_ports: false,

@@ -40,3 +40,4 @@ export {
   DEFAULT_DOCKER_SOCKET,
   type BusyboxImageOptions,
 } from './test-image.js';
+export { spaceSubnet, VM_ADDRESSES, type SpaceSubnet } from './network-conflist.js';

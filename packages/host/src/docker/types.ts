@@ -45,6 +45,10 @@ export interface ContainerSpec {
   /** Capabilities to add back after dropping all; each must be in `ALLOWED_CAPABILITIES`. */
   capAdd: string[];
   readOnlyRootfs?: boolean;
+  /** Its address on the space's network (from the daemon, so that published ports follow it); default: the engine picks. */
+  address?: string;
+  /** The resolvers in its resolv.conf; default: the engine's (the host's). */
+  dns?: string[];
 }
 
 /** An image as one space sees it. */

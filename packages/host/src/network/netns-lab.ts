@@ -2,7 +2,8 @@
  * A small network made of network namespaces, for tests and benchmarks of what crosses a node:
  * hosts (namespaces), veth links between them, bridges, and tiny servers and probes written in
  * Node itself (no tool beyond iproute2 and nsenter). Every name carries the lab's own tag and is
- * removed by that name; nothing of the host's own namespace is touched.
+ * removed by that name; of the host's own namespace only the lab's links to it are touched
+ * (they go with the lab's namespaces).
  * Not for production code.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -121,6 +122,21 @@ export class NetnsLab {
       if (end.addr) await this.ip(end.host, ['addr', 'add', end.addr, 'dev', end.dev]);
       await this.ip(end.host, ['link', 'set', end.dev, 'up']);
     }
+  }
+
+  /**
+   * A veth between a host of the lab and the namespace this process runs in (a real node's),
+   * the root end named `<tag>` + `suffix` and addressed; it goes with the lab's namespace.
+   */
+  async linkToRoot(a: { host: string; dev: string; addr: string }, root: { suffix: string; addr: string }) {
+    const rootDev = `${this.tag}${root.suffix}`;
+    if (rootDev.length > 15) throw new Error(`interface name ${rootDev} is too long`);
+    await run('ip', ['link', 'add', rootDev, 'type', 'veth', 'peer', 'name', a.dev, 'netns', this.ns(a.host)]);
+    await run('ip', ['addr', 'add', root.addr, 'dev', rootDev]);
+    await run('ip', ['link', 'set', rootDev, 'up']);
+    await this.ip(a.host, ['addr', 'add', a.addr, 'dev', a.dev]);
+    await this.ip(a.host, ['link', 'set', a.dev, 'up']);
+    return rootDev;
   }
 
   async bridge(host: string, name: string, addr: string): Promise<void> {

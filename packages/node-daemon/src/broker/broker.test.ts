@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/host';
 import { OcsError } from '@ocs/protocol';
-import { AuditLog, WorkloadsRepo } from '../state/index.js';
+import { AuditLog, PortsRepo, WorkloadsRepo } from '../state/index.js';
 import { RefusalLog } from '../state/refusals.js';
 import { SPACE_A, SPACE_B, twoSpaces } from '../state/test-support.js';
 import { createLogger } from '../logger.js';
@@ -89,6 +89,8 @@ function setup(mountpoint = '/nonexistent/data', overrides: Partial<BrokerDeps> 
       logger,
       clock,
       issuerKeys: () => ISSUER_KEYS,
+      ports: new PortsRepo(db),
+      nodeEgress: 'none',
       ...overrides,
     }),
   );

@@ -25,6 +25,7 @@ import type { SpaceRow } from '../state/index.js';
 import { ContainerOps } from './containers.js';
 import { budgetOf, type BrokerContext } from './context.js';
 import { removeRecord } from './records.js';
+import { NetworkOps } from './network.js';
 import { VmOps } from './vms.js';
 import { VolumeOps } from './volumes.js';
 
@@ -41,6 +42,7 @@ export class Broker {
     const volumes = new VolumeOps(context);
     const containers = new ContainerOps(context);
     const vms = new VmOps(context);
+    const network = new NetworkOps(context);
     this.handlers = {
       status: async (s) => {
         const used = d.workloads.used(s.id);
@@ -92,6 +94,8 @@ export class Broker {
         // before the record went): the owner's retry removes the record instead of a 404 forever.
         await (await c.docker(s)).remove(s.id, w.id).catch((err: unknown) => c.ignoreGone(err));
         d.workloads.remove(w.id);
+        // What it published went with its record: the space's rules follow.
+        await d.networks?.update(s.id);
         return {};
       },
       containerLogs: async (s, a) => {
@@ -131,12 +135,17 @@ export class Broker {
         await rm(join((await c.data(s)).vms, w.id), { recursive: true, force: true });
         await removeRecord((await c.data(s)).records, w.id);
         d.workloads.remove(w.id);
+        await d.networks?.update(s.id);
         return {};
       },
       vmConsole: async (s, a) => {
         const w = d.workloads.get(s.id, 'vm', a.vm);
         return c.vmDriver().readConsole(s.id, w.id, { tailBytes: a.tail });
       },
+      getNetwork: async (s) => network.view(s),
+      setEgress: (s, a) => network.setEgress(s, a),
+      publishPort: (s, a) => network.publishPort(s, a),
+      unpublishPort: (s, a) => network.unpublishPort(s, a),
       issuerKeys: async () => d.issuerKeys(),
     };
   }
@@ -176,12 +185,14 @@ export class Broker {
 
 /** A host failure the caller cannot fix, named by the part of the host it hit; the detail is in the log. */
 export function hostFailed(op: BrokerOp): OcsError {
-  const part = /Vm|vm/.test(op)
-    ? 'libvirt/QEMU'
-    : /Container|Image|container|image/.test(op)
-      ? 'the container engine'
-      : /Volume/.test(op)
-        ? 'the storage'
-        : 'the host';
+  const part = /Port|Egress|Network/.test(op)
+    ? "the node's firewall"
+    : /Vm|vm/.test(op)
+      ? 'libvirt/QEMU'
+      : /Container|Image|container|image/.test(op)
+        ? 'the container engine'
+        : /Volume/.test(op)
+          ? 'the storage'
+          : 'the host';
   return new OcsError('host_failed', `${part} failed to carry out ${op}; the node's log has the detail`, { op });
 }

@@ -60,18 +60,24 @@ export class ContainerOps {
     const left = budget.pids === undefined ? undefined : budget.pids - this.c.d.workloads.used(s.id).pids;
     const pids = a.pids ?? Math.min(this.c.d.defaultContainerPids ?? DEFAULT_CONTAINER_PIDS, left ?? Infinity);
     const id = newId('ctr');
-    const row = this.c.d.workloads.reserve(budget, {
-      id,
-      spaceId: s.id,
-      kind: 'container',
-      name: a.name,
-      // The request (command, environment) is the owner's: it goes into the space, not here.
-      spec: {},
-      cpuMillicores: a.cpuMillicores,
-      memoryBytes: a.memoryBytes,
-      storageBytes: 0,
-      pids: Math.max(pids, 1),
-    });
+    const { subnet } = this.c.workloadIds(s);
+    const addresses = this.c.d.networks?.addresses(subnet, 'container');
+    const row = this.c.d.workloads.reserve(
+      budget,
+      {
+        id,
+        spaceId: s.id,
+        kind: 'container',
+        name: a.name,
+        // The request (command, environment) is the owner's: it goes into the space, not here.
+        spec: {},
+        cpuMillicores: a.cpuMillicores,
+        memoryBytes: a.memoryBytes,
+        storageBytes: 0,
+        pids: Math.max(pids, 1),
+      },
+      addresses ? { addresses } : {},
+    );
     const { records } = await this.c.data(s);
     try {
       await writeRecord(records, id, { ...a, pids });
@@ -89,6 +95,8 @@ export class ContainerOps {
         mounts,
         capAdd: a.capAdd ?? [],
         ...(a.readOnlyRootfs !== undefined ? { readOnlyRootfs: a.readOnlyRootfs } : {}),
+        ...(row.address !== null ? { address: row.address } : {}),
+        ...(this.c.d.dns && this.c.d.dns.length > 0 ? { dns: this.c.d.dns } : {}),
       });
       if (a.start !== false) await docker.start(s.id, id);
       this.c.d.workloads.markReady(id);

@@ -4,7 +4,8 @@
  */
 import { type CgroupDriver, type DockerDriver, type EngineSpace, type StorageDriver, type VmDriver } from '@ocs/host';
 import { OcsError, isOcsError, type IssuerKeySets } from '@ocs/protocol';
-import type { AuditLog, Budget, SpaceRow, SpacesRepo, WorkloadsRepo } from '../state/index.js';
+import type { AuditLog, Budget, PortRange, PortsRepo, SpaceRow, SpacesRepo, WorkloadsRepo } from '../state/index.js';
+import type { NodeEgress } from '../spaces/egress-policy.js';
 import type { RefusalLog } from '../state/refusals.js';
 import type { Logger } from '../logger.js';
 import type { Clock } from '../clock.js';
@@ -23,6 +24,14 @@ export interface BrokerDeps {
   containers?: ContainerEngines | undefined;
   /** The spaces' firewall rules; absent only where the node runs no workloads. */
   networks?: SpaceNetworks | undefined;
+  /** The node's published ports. */
+  ports: PortsRepo;
+  /** The farmer's egress policy, which an owner's request must stay within. */
+  nodeEgress: NodeEgress;
+  /** The resolvers in every container's resolv.conf (the node's policy lets spaces with egress reach them). */
+  dns?: string[] | undefined;
+  /** The farmer's range of published ports; absent: the node publishes none. */
+  portRange?: PortRange | undefined;
   /** A space's subordinate ids and subnet as derived from its uid's slot (recorded at first use). */
   workloadIds(uid: number): { idMap: { base: number; size: number }; subnet: string };
   /** How long lock and expiry let containers and VMs shut down before they are killed. */
@@ -86,6 +95,17 @@ export class BrokerContext {
   /** The space's recorded subordinate ids and subnet (recorded at first use). */
   workloadIds(s: SpaceRow): { idMap: { base: number; size: number }; subnet: string } {
     return this.d.spaces.workloadIds(s.id, this.d.workloadIds(s.uid));
+  }
+
+  /** The space's networks and rules; `unavailable` on a node that runs no workloads. */
+  network(): SpaceNetworks {
+    if (!this.d.networks) throw new OcsError('unavailable', 'this node runs no workload networks');
+    return this.d.networks;
+  }
+
+  range(): PortRange {
+    if (!this.d.portRange) throw new OcsError('unavailable', 'this node publishes no ports');
+    return this.d.portRange;
   }
 
   vmDriver(): VmDriver {

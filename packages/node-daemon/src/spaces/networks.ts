@@ -1,57 +1,110 @@
 /**
  * The spaces' networks as the node's firewall holds them: a space has rules from the moment its
- * subnet is recorded (its first workload) until it is destroyed, and after a restart the kernel
- * is made to hold exactly the rules of the spaces the records say are live (a `kill -9` leaves
- * the tables in the kernel; a space destroyed meanwhile loses its table, a live one whose table
- * was lost gets it back).
+ * subnet is recorded (its first workload) until it is destroyed, replaced whenever what it
+ * publishes or its egress changes, and after a restart the kernel is made to hold exactly the
+ * rules of the spaces the records say are live (a `kill -9` leaves the tables in the kernel; a
+ * space destroyed meanwhile loses its table, a live one whose table was lost gets it back).
  */
-import { bridgeName, type NetworkFirewall, type SpaceNetwork } from '@ocs/host';
-import type { SpaceRow, SpacesRepo } from '../state/index.js';
+import { bridgeName, spaceSubnet, type NetworkFirewall, type SpaceNetwork } from '@ocs/host';
+import type { PublishedPort, SpaceNetworkView } from '@ocs/protocol';
+import type { PortRange, PortsRepo, SpaceRow, SpacesRepo } from '../state/index.js';
 import type { Logger } from '../logger.js';
+import { effectiveEgress, type NodeEgress } from './egress-policy.js';
 
 /** A space whose records say it may still hold workloads. */
 const LIVE = new Set(['creating', 'active', 'locked', 'expired']);
+
+export interface SpaceNetworksOptions {
+  firewall: NetworkFirewall;
+  repo: SpacesRepo;
+  ports: PortsRepo;
+  /** The farmer's range of published ports. */
+  range: PortRange;
+  /** The farmer's egress policy: each space's egress is cut to it. */
+  egress: NodeEgress;
+  logger: Logger;
+}
 
 export class SpaceNetworks {
   /** Spaces whose table this process made or checked since it started. */
   private readonly applied = new Set<string>();
 
-  constructor(
-    private readonly firewall: NetworkFirewall,
-    private readonly repo: SpacesRepo,
-    private readonly logger: Logger,
-  ) {}
+  constructor(private readonly o: SpaceNetworksOptions) {}
 
   /** The space's network as its rules are made from it; undefined before it has a subnet. */
   of(s: SpaceRow): SpaceNetwork | undefined {
     if (s.subnet === null) return undefined;
-    return { spaceId: s.id, bridge: bridgeName(s.id), subnet: s.subnet, egress: { mode: 'none' }, published: [] };
+    return {
+      spaceId: s.id,
+      bridge: bridgeName(s.id),
+      subnet: s.subnet,
+      egress: effectiveEgress(this.o.egress, s.egress),
+      published: this.o.ports
+        .list(s.id)
+        .map((p) => ({ protocol: p.protocol, hostPort: p.hostPort, address: p.address, port: p.port })),
+    };
+  }
+
+  /** What the space publishes, as its owner and the farmer see it. */
+  published(spaceId: string): PublishedPort[] {
+    return this.o.ports.list(spaceId).map((p) => ({
+      hostPort: p.hostPort,
+      protocol: p.protocol,
+      target: { kind: p.kind, name: p.name },
+      port: p.port,
+      address: p.address,
+      createdAt: new Date(p.createdAt).toISOString(),
+    }));
+  }
+
+  view(s: SpaceRow): SpaceNetworkView {
+    return {
+      ...(s.subnet !== null ? { subnet: s.subnet } : {}),
+      egress: s.egress,
+      published: this.published(s.id),
+      ports: { reserved: s.ports, first: this.o.range.first, last: this.o.range.last },
+    };
+  }
+
+  /** The addresses a new container (or VM) of the space may get, in order. */
+  addresses(subnet: string, kind: 'container' | 'vm'): string[] {
+    const r = spaceSubnet(subnet)[kind === 'container' ? 'containers' : 'vms'];
+    const toInt = (ip: string) => ip.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+    const out: string[] = [];
+    for (let n = toInt(r.first); n <= toInt(r.last); n++)
+      out.push([24, 16, 8, 0].map((sh) => Math.floor(n / 2 ** sh) % 256).join('.'));
+    return out;
   }
 
   /** At start: the rules of the live spaces with a network, none of a space of ours not live. */
   async reconcile(): Promise<{ removed: string[] }> {
-    const rows = this.repo.list({});
+    const rows = this.o.repo.list({});
     const ours = new Set(rows.map((r) => r.id));
     const live = rows.filter((r) => LIVE.has(r.state)).flatMap((r) => this.of(r) ?? []);
     // A table of a space this database never knew is another daemon's (tests run several on one host).
-    const report = await this.firewall.reconcile(live, { ours: (id) => ours.has(id) });
+    const report = await this.o.firewall.reconcile(live, { ours: (id) => ours.has(id) });
     for (const s of live) this.applied.add(s.spaceId);
-    if (report.removed.length > 0) this.logger.warn(report, 'removed the network rules of spaces that are gone');
+    if (report.removed.length > 0) this.o.logger.warn(report, 'removed the network rules of spaces that are gone');
     return report;
   }
 
   /** Before the space's first workload starts: its rules, unless they are in already. */
   async ensure(s: SpaceRow): Promise<void> {
-    if (this.applied.has(s.id)) return;
-    const n = this.of(this.repo.get(s.id) ?? s);
+    if (!this.applied.has(s.id)) await this.update(s.id);
+  }
+
+  /** The space's rules made again from its records (after a publish, an unpublish, a change of egress). */
+  async update(spaceId: string): Promise<void> {
+    const row = this.o.repo.get(spaceId);
+    const n = row && this.of(row);
     if (!n) return;
-    await this.firewall.apply(n);
-    this.applied.add(s.id);
+    await this.o.firewall.apply(n);
+    this.applied.add(spaceId);
   }
 
   /** When the space is destroyed (after its workloads are gone). */
   async remove(spaceId: string): Promise<void> {
-    await this.firewall.remove(spaceId, bridgeName(spaceId));
+    await this.o.firewall.remove(spaceId, bridgeName(spaceId));
     this.applied.delete(spaceId);
   }
 }

@@ -58,6 +58,8 @@ export interface SpaceServiceDeps {
   apiCpuMillicores: number;
   graceSeconds: number;
   maxLeaseSeconds: number;
+  /** What the space publishes where (absent: a node without workload networks publishes nothing). */
+  published?: (spaceId: string) => Space['network']['published'];
 }
 
 const KEY_BYTES = 32;
@@ -79,6 +81,7 @@ export class SpaceService {
       createdAt: iso(row.createdAt),
       apiBase: `/v1/spaces/${row.id}/api`,
       storage: { backend: this.d.storage.kind, sizeBytes: row.storageBytes, unlocked: row.state === 'active' },
+      network: { egress: row.egress, published: this.d.published?.(row.id) ?? [] },
     };
   }
 
@@ -122,6 +125,7 @@ export class SpaceService {
       memoryBytes: req.resources.memoryBytes,
       storageBytes: req.resources.storageBytes,
       pids: req.resources.pids ?? null,
+      ports: req.resources.ports ?? 0,
       state: 'creating',
       leaseExpiresAt: now + req.leaseSeconds * 1000,
       graceUntil: now + (req.leaseSeconds + this.d.graceSeconds) * 1000,
@@ -330,5 +334,6 @@ export function resourcesOf(row: SpaceRow): Resources {
     memoryBytes: row.memoryBytes,
     storageBytes: row.storageBytes,
     ...(row.pids ? { pids: row.pids } : {}),
+    ...(row.ports ? { ports: row.ports } : {}),
   };
 }

@@ -16,3 +16,5 @@ export { verifyAuditFile } from './audit-file.js';
 export { openNonceStore, NONCES_PER_PARTITION } from './nonces.js';
 export { WorkloadsRepo } from './workloads-repo.js';
 export type { WorkloadRow, WorkloadKind, Share, Budget } from './workloads-repo.js';
+export { PortsRepo } from './ports-repo.js';
+export type { PublishedRow, PortRange } from './ports-repo.js';

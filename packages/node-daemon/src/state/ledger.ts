@@ -13,13 +13,14 @@ import type { NewSpace, SpaceRow } from './spaces-repo.js';
 export interface LedgerOptions {
   /**
    * What spaces may use in total: the detected machine minus the farmer's reserve. Without
-   * `pids` the node does not limit processes and the ledger does not count them.
+   * `pids` the node does not limit processes and the ledger does not count them; without
+   * `ports` the node publishes none (a space may reserve none).
    */
   allocatable: Resources;
   clock?: Clock;
 }
 
-const DIMENSIONS = ['cpuMillicores', 'memoryBytes', 'storageBytes', 'pids'] as const;
+const DIMENSIONS = ['cpuMillicores', 'memoryBytes', 'storageBytes', 'pids', 'ports'] as const;
 type Dimension = (typeof DIMENSIONS)[number];
 
 /**
@@ -50,7 +51,8 @@ export class Ledger {
     this.sumStmt = db
       .prepare(
         `SELECT coalesce(sum(cpu_millicores), 0) AS cpuMillicores, coalesce(sum(memory_bytes), 0) AS memoryBytes,
-                coalesce(sum(storage_bytes), 0) AS storageBytes, coalesce(sum(pids), 0) AS pids
+                coalesce(sum(storage_bytes), 0) AS storageBytes, coalesce(sum(pids), 0) AS pids,
+                coalesce(sum(ports), 0) AS ports
          FROM spaces WHERE ${HELD}`,
       )
       .safeIntegers(true);
@@ -81,7 +83,7 @@ export class Ledger {
    * fit is refused before anything costlier (a signature's nonce, host work). Advisory only:
    * `reserve` decides, in its transaction.
    */
-  check(space: Pick<NewSpace, 'cpuMillicores' | 'memoryBytes' | 'storageBytes' | 'pids'>): void {
+  check(space: Pick<NewSpace, 'cpuMillicores' | 'memoryBytes' | 'storageBytes' | 'pids' | 'ports'>): void {
     this.checkPids(space.pids);
     this.checkFits(this.sumStmt.get() as Record<Dimension, bigint>, space);
   }
@@ -96,12 +98,13 @@ export class Ledger {
 
   private checkFits(
     used: Record<Dimension, bigint>,
-    space: Pick<NewSpace, 'cpuMillicores' | 'memoryBytes' | 'storageBytes' | 'pids'>,
+    space: Pick<NewSpace, 'cpuMillicores' | 'memoryBytes' | 'storageBytes' | 'pids' | 'ports'>,
   ): void {
     for (const d of DIMENSIONS) {
-      const limit = this.allocatable[d];
+      const requested = space[d] ?? 0;
+      // A node that publishes no ports has none to give; other dimensions without a limit are not counted.
+      const limit = this.allocatable[d] ?? (d === 'ports' && requested > 0 ? 0 : undefined);
       if (limit === undefined) continue;
-      const requested = (d === 'pids' ? space.pids : space[d]) ?? 0;
       const available = BigInt(limit) - used[d];
       if (BigInt(requested) > available) {
         throw new OcsError('capacity_exceeded', `not enough ${d} left on this node`, {
@@ -134,7 +137,7 @@ export class Ledger {
       .immediate();
   }
 
-  /** What the spaces holding capacity reserved, summed (`pids` only when the node limits them). */
+  /** What the spaces holding capacity reserved, summed (`pids` and `ports` only when the node counts them). */
   used(): Resources {
     const u = this.sumStmt.get() as Record<Dimension, bigint>;
     return this.shape((d) => Number(u[d]));
@@ -156,6 +159,7 @@ export class Ledger {
       storageBytes: value('storageBytes'),
     };
     if (this.allocatable.pids !== undefined) out.pids = value('pids');
+    if (this.allocatable.ports !== undefined) out.ports = value('ports');
     return out;
   }
 }

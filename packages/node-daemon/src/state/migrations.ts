@@ -159,6 +159,31 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 7,
+    name: "the spaces' networks: reserved ports, egress, workload addresses and published ports",
+    up(db) {
+      // ports: how many of the node's ports the space reserved (counted by the ledger); egress:
+      // the owner's choice as JSON (NULL: none); a workload's address on the space network,
+      // given by the daemon so that what is published to it survives restarts.
+      db.exec(`
+        ALTER TABLE spaces ADD COLUMN ports INTEGER NOT NULL DEFAULT 0 CHECK (ports >= 0);
+        ALTER TABLE spaces ADD COLUMN egress TEXT;
+        ALTER TABLE workloads ADD COLUMN address TEXT;
+        CREATE UNIQUE INDEX workloads_address ON workloads (space_id, address) WHERE address IS NOT NULL;
+        CREATE TABLE published_ports (
+          host_port   INTEGER PRIMARY KEY CHECK (host_port BETWEEN 1 AND 65535),
+          space_id    TEXT NOT NULL REFERENCES spaces (id),
+          protocol    TEXT NOT NULL CHECK (protocol IN ('tcp','udp')),
+          workload_id TEXT NOT NULL REFERENCES workloads (id) ON DELETE CASCADE,
+          port        INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+          created_at  INTEGER NOT NULL
+        ) STRICT;
+        CREATE UNIQUE INDEX published_ports_target ON published_ports (workload_id, protocol, port);
+        CREATE INDEX published_ports_space ON published_ports (space_id);
+      `);
+    },
+  },
 ];
 
 /** The schema version this code writes and understands. */

@@ -4,7 +4,7 @@
  * through `insertSpace` below so that the check and the insert share one transaction.
  */
 import { OcsError, assertNever } from '@ocs/protocol';
-import type { SpaceState } from '@ocs/protocol';
+import type { Egress, SpaceState } from '@ocs/protocol';
 import type { Clock } from '../clock.js';
 import type { Database } from './db.js';
 
@@ -35,6 +35,10 @@ export interface SpaceRow {
   subidBase: number | null;
   /** Its container network, once it ran a container; else null. */
   subnet: string | null;
+  /** How many of the node's ports it may publish at once (counted by the ledger). */
+  ports: number;
+  /** Where its workloads may reach out (the owner's choice within the node's policy). */
+  egress: Egress;
 }
 
 /** What a caller supplies to create a record; the uid and bookkeeping times are filled in. */
@@ -48,6 +52,8 @@ export interface NewSpace {
   memoryBytes: number;
   storageBytes: number;
   pids?: number | null;
+  /** Ports it may publish; default 0. */
+  ports?: number;
   /** Defaults to 'creating'. */
   state?: SpaceState;
   leaseExpiresAt: number;
@@ -122,6 +128,14 @@ interface DbRow {
   released_at: number | null;
   subid_base: number | null;
   subnet: string | null;
+  ports: number | null;
+  egress: string | null;
+}
+
+function parseEgress(text: string | null): Egress {
+  if (text === null) return { mode: 'none' };
+  const e = JSON.parse(text) as Egress;
+  return e.mode === 'list' ? { mode: 'list', allow: [...e.allow] } : { mode: e.mode };
 }
 
 function fromDb(r: DbRow): SpaceRow {
@@ -144,6 +158,8 @@ function fromDb(r: DbRow): SpaceRow {
     releasedAt: r.released_at,
     subidBase: r.subid_base ?? null,
     subnet: r.subnet ?? null,
+    ports: r.ports ?? 0,
+    egress: parseEgress(r.egress ?? null),
   };
 }
 
@@ -164,6 +180,7 @@ export function checkNewSpace(s: NewSpace): void {
     if (!isCount(s[k])) bad(k, 'must be a non-negative integer');
   }
   if (s.pids != null && !(isCount(s.pids) && s.pids > 0)) bad('pids', 'must be a positive integer');
+  if (s.ports !== undefined && !(isCount(s.ports) && s.ports <= 65_535)) bad('ports', 'must be 0 to 65535');
   if (!Number.isSafeInteger(s.leaseExpiresAt)) bad('leaseExpiresAt', 'must be unix milliseconds');
   if (!Number.isSafeInteger(s.graceUntil) || s.graceUntil < s.leaseExpiresAt)
     bad('graceUntil', 'must not precede leaseExpiresAt');
@@ -217,8 +234,8 @@ export function insertSpace(db: Database, s: NewSpace, now: number): SpaceRow {
       try {
         db.prepare(
           `INSERT INTO spaces (id, org, owner_key, owner_fingerprint, name, cpu_millicores, memory_bytes, storage_bytes,
-           pids, state, uid, lease_expires_at, grace_until, created_at, updated_at, released_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`,
+           pids, ports, state, uid, lease_expires_at, grace_until, created_at, updated_at, released_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`,
         ).run(
           s.id,
           s.org,
@@ -229,6 +246,7 @@ export function insertSpace(db: Database, s: NewSpace, now: number): SpaceRow {
           s.memoryBytes,
           s.storageBytes,
           s.pids ?? null,
+          s.ports ?? 0,
           s.state ?? 'creating',
           uid,
           s.leaseExpiresAt,
@@ -429,6 +447,14 @@ export class SpacesRepo {
         return derived;
       })
       .immediate();
+  }
+
+  /** Records where the space's workloads may reach out (checked against the node's policy by the caller). */
+  setEgress(id: string, egress: Egress): SpaceRow {
+    const text = egress.mode === 'none' ? null : JSON.stringify(egress);
+    if (this.db.prepare('UPDATE spaces SET egress = ? WHERE id = ?').run(text, id).changes === 0)
+      throw new OcsError('not_found', 'no such space');
+    return this.get(id)!;
   }
 
   /** The uid the next insert would get (informational: the insert allocates its own). */

@@ -27,6 +27,8 @@ export interface WorkloadRow extends Share {
   spec: unknown;
   state: 'creating' | 'ready';
   createdAt: number;
+  /** Containers and VMs: the address on the space's network the daemon gave it (null before networks had them). */
+  address: string | null;
 }
 
 /** What a space may hold in all; `pids` undefined = the space has no pids limit. */
@@ -49,6 +51,7 @@ interface Raw {
   spec: string;
   state: 'creating' | 'ready';
   created_at: number;
+  address: string | null;
 }
 
 const DIMENSIONS = ['cpuMillicores', 'memoryBytes', 'storageBytes', 'pids'] as const;
@@ -66,6 +69,7 @@ function fromRaw(r: Raw): WorkloadRow {
     spec: JSON.parse(r.spec) as unknown,
     state: r.state,
     createdAt: r.created_at,
+    address: r.address ?? null,
   };
 }
 
@@ -86,8 +90,8 @@ export class WorkloadsRepo {
       ),
       count: db.prepare('SELECT kind, count(*) AS n FROM workloads WHERE space_id = ? GROUP BY kind'),
       insert: db.prepare(
-        `INSERT INTO workloads (id, space_id, kind, name, cpu_millicores, memory_bytes, storage_bytes, pids, spec, state, created_at)
-         VALUES (@id, @spaceId, @kind, @name, @cpuMillicores, @memoryBytes, @storageBytes, @pids, @spec, 'creating', @createdAt)`,
+        `INSERT INTO workloads (id, space_id, kind, name, cpu_millicores, memory_bytes, storage_bytes, pids, spec, state, created_at, address)
+         VALUES (@id, @spaceId, @kind, @name, @cpuMillicores, @memoryBytes, @storageBytes, @pids, @spec, 'creating', @createdAt, @address)`,
       ),
       byName: db.prepare('SELECT * FROM workloads WHERE space_id = ? AND kind = ? AND (name = ? OR id = ?)'),
       list: db.prepare('SELECT * FROM workloads WHERE space_id = ? AND kind = ? ORDER BY created_at, id'),
@@ -96,6 +100,7 @@ export class WorkloadsRepo {
       ready: db.prepare(
         `UPDATE workloads SET state = 'ready', spec = coalesce(?, spec) WHERE id = ? AND state = 'creating'`,
       ),
+      addresses: db.prepare('SELECT address FROM workloads WHERE space_id = ? AND address IS NOT NULL').pluck(),
       remove: db.prepare('DELETE FROM workloads WHERE id = ?'),
       removeSpace: db.prepare('DELETE FROM workloads WHERE space_id = ?'),
     };
@@ -115,11 +120,14 @@ export class WorkloadsRepo {
   /**
    * Inserts a `creating` row if its share fits in what the space has left, in one write
    * transaction. `budget_exceeded` names the first dimension that does not fit; `conflict` when
-   * the space already has a workload of that kind and name.
+   * the space already has a workload of that kind and name. With `addresses`, the workload gets
+   * the first of them no other workload of the space holds (`budget_exceeded` on `addresses` when
+   * none is left), in the same transaction.
    */
   reserve(
     budget: Budget,
     w: { id: string; spaceId: string; kind: WorkloadKind; name: string; spec: unknown } & Share,
+    opts: { addresses?: readonly string[] } = {},
   ): WorkloadRow {
     return this.db
       .transaction(() => {
@@ -142,8 +150,19 @@ export class WorkloadsRepo {
             });
           }
         }
+        let address: string | null = null;
+        if (opts.addresses) {
+          const held = new Set(this.stmt.addresses.all(w.spaceId) as string[]);
+          address = opts.addresses.find((a) => !held.has(a)) ?? null;
+          if (address === null)
+            throw new OcsError('budget_exceeded', `no address is left on the space's network for another ${w.kind}`, {
+              resource: 'addresses',
+              requested: 1,
+              available: 0,
+            });
+        }
         const createdAt = this.clock.now();
-        this.stmt.insert.run({ ...w, spec: JSON.stringify(w.spec), createdAt });
+        this.stmt.insert.run({ ...w, spec: JSON.stringify(w.spec), createdAt, address });
         return fromRaw(this.stmt.byName.get(w.spaceId, w.kind, w.name, w.name) as Raw);
       })
       .immediate();

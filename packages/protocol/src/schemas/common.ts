@@ -37,8 +37,15 @@ export const Resources = Obj(
     memoryBytes: Type.Integer({ minimum: 16 * MiB, maximum: 64 * 1024 * GiB }),
     storageBytes: Type.Integer({ minimum: 0, maximum: 1024 * 1024 * GiB }),
     pids: Type.Optional(Type.Integer({ minimum: 16, maximum: 4_194_304 })),
+    ports: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 65_535,
+        description: "Ports of the node the space may publish at once (from the farmer's range); default 0.",
+      }),
+    ),
   },
-  { description: 'A reservation of CPU, memory, storage and (optionally) processes.' },
+  { description: 'A reservation of CPU, memory, storage and (optionally) processes and published ports.' },
 );
 export type Resources = Static<typeof Resources>;
 

@@ -1,6 +1,7 @@
 /** Bodies of the node daemon's farmer-facing API (`/v1/...`). */
 import { Type, type Static } from '@sinclair/typebox';
 import { Obj, PublicKeyInput, Resources, SpaceId, Timestamp } from './common.js';
+import { Egress, PublishedPort } from './space.js';
 
 export const Capacity = Obj(
   {
@@ -63,6 +64,8 @@ export const Space = Obj(
     createdAt: Timestamp,
     apiBase: Type.String({ description: 'Path prefix of the space API.' }),
     storage: Obj({ backend: Type.String(), sizeBytes: Type.Integer(), unlocked: Type.Boolean() }),
+    /** Where the space may reach out, and what it publishes where. */
+    network: Obj({ egress: Egress, published: Type.Array(PublishedPort) }, {}),
   },
   {},
 );

@@ -167,3 +167,71 @@ export const StoredFile = Obj(
 );
 export type StoredFile = Static<typeof StoredFile>;
 export const FileList = Obj({ files: Type.Array(StoredFile) });
+
+/** An IPv4 address or network (`a.b.c.d` or `a.b.c.d/n`); the node checks the octets. */
+export const Cidr = Type.String({ pattern: '^[0-9]{1,3}([.][0-9]{1,3}){3}(/[0-9]{1,2})?$', maxLength: 18 });
+
+/**
+ * Where the space's workloads may open connections beyond its own network, within the node's
+ * policy: nowhere (the default), anywhere the node allows, or the listed destinations only. The
+ * node's denied networks (its own, loopback, the cloud's metadata address) stay out of reach
+ * whatever is asked.
+ */
+export const Egress = Type.Union(
+  [
+    Obj({ mode: Type.Literal('none') }, {}),
+    Obj({ mode: Type.Literal('all') }, {}),
+    Obj({ mode: Type.Literal('list'), allow: Type.Array(Cidr, { minItems: 1, maxItems: 64 }) }, {}),
+  ],
+  {},
+);
+export type Egress = Static<typeof Egress>;
+
+export const PortProtocol = Type.Union([Type.Literal('tcp'), Type.Literal('udp')]);
+export const WorkloadRef = Obj({ kind: Type.Union([Type.Literal('container'), Type.Literal('vm')]), name: Name }, {});
+
+export const PublishPortRequest = Obj(
+  {
+    target: WorkloadRef,
+    port: Type.Integer({ minimum: 1, maximum: 65_535, description: "The workload's own port." }),
+    protocol: Type.Optional(PortProtocol),
+    hostPort: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 65_535,
+        description: "A port of the farmer's range; default: the node picks a free one.",
+      }),
+    ),
+  },
+  {},
+);
+export type PublishPortRequest = Static<typeof PublishPortRequest>;
+
+/** A port of the node forwarded to a workload of the space, on every address of the node. */
+export const PublishedPort = Obj(
+  {
+    hostPort: Type.Integer(),
+    protocol: PortProtocol,
+    target: WorkloadRef,
+    port: Type.Integer(),
+    /** The workload's address on the space's network. */
+    address: Type.String(),
+    createdAt: Timestamp,
+  },
+  {},
+);
+export type PublishedPort = Static<typeof PublishedPort>;
+
+/** The space's network as its owner sees it. */
+export const SpaceNetworkView = Obj(
+  {
+    /** Absent until the space's first workload. */
+    subnet: Type.Optional(Type.String()),
+    egress: Egress,
+    published: Type.Array(PublishedPort),
+    /** How many ports the space reserved, and the node's range they come from. */
+    ports: Obj({ reserved: Type.Integer(), first: Type.Integer(), last: Type.Integer() }, {}),
+  },
+  {},
+);
+export type SpaceNetworkView = Static<typeof SpaceNetworkView>;
