@@ -8,50 +8,60 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { DEFAULT_DENIED, spaceSubnet } from '@ocs/host';
-import { NetnsLab, buildBusyboxImage } from '@ocs/host/testing';
+import { DEFAULT_DENIED, nodeNetworks, spaceSubnet } from '@ocs/host';
+import { NetnsLab, buildBusyboxImage, buildTestGuest, requireHost, testGuestUnavailable } from '@ocs/host/testing';
 import {
   generatePrivateKey,
   type Container,
   type CreateSpaceResponse,
+  type Ed25519PrivateKey,
   type PublishedPort,
   type Space,
   type SpaceNetworkView,
+  type Vm,
 } from '@ocs/protocol';
 import type { OcsClient } from '@ocs/client';
 import { startTestNode, waitFor, MiB, type TestNode } from './harness.js';
 import { spaceTables } from './space-rules.js';
 
 const lab = new NetnsLab();
-// The farmer's network (the client) and the internet, as seen from the node.
-const NODE_FARM = '192.0.2.1';
-const CLIENT = '192.0.2.2';
-const NODE_WAN = '198.51.100.1';
-const INET = '198.51.100.2';
-const RESOLVER = '198.51.100.53';
+// The farmer's network (the client), and the internet behind a router, as seen from the node
+// (198.18.0.0/15 is for benchmarks, 203.0.113.0/24 for documentation: neither is this host's).
+const NODE_FARM = '198.18.0.1';
+const CLIENT = '198.18.0.2';
+const NODE_WAN = '198.19.0.1';
+const ROUTER = '198.19.0.2';
+const INET = '203.0.113.10';
+const RESOLVER = '203.0.113.53';
 let t: TestNode;
 let imageTar: Buffer;
 let imageDir: string;
 
-const network = {
-  egress: 'all',
-  dns: [RESOLVER],
-  // The farmer's own network is one of the node's other networks: no space reaches it.
-  denied: [...DEFAULT_DENIED, '192.0.2.0/24'],
-};
+// The node's own networks (the farmer's, the router's) are denied without being listed.
+const network = { egress: 'all', dns: [RESOLVER], denied: [...DEFAULT_DENIED] };
 
 before(async () => {
+  const mine = nodeNetworks().filter((n) => /^(198\.1[89]\.|203\.0\.113\.)/.test(n));
+  assert.deepEqual(mine, [], 'this host is on a network the test would build');
   await lab.host('client');
   await lab.host('inet');
   await lab.linkToRoot({ host: 'client', dev: 'eth0', addr: `${CLIENT}/24` }, { suffix: 'c', addr: `${NODE_FARM}/24` });
-  await lab.linkToRoot({ host: 'inet', dev: 'eth0', addr: `${INET}/24` }, { suffix: 'w', addr: `${NODE_WAN}/24` });
-  await lab.ip('inet', ['addr', 'add', `${RESOLVER}/24`, 'dev', 'eth0']);
+  const wan = await lab.linkToRoot(
+    { host: 'inet', dev: 'eth0', addr: `${ROUTER}/24` },
+    { suffix: 'w', addr: `${NODE_WAN}/24` },
+  );
+  // The internet's hosts are beyond the router; the route goes with the lab's link.
+  for (const a of [INET, RESOLVER]) await lab.ip('inet', ['addr', 'add', `${a}/32`, 'dev', 'lo']);
+  execFileSync('ip', ['route', 'add', '203.0.113.0/24', 'via', ROUTER, 'dev', wan]);
   await lab.serve('client', 'client', { tcp: [7000] });
-  await lab.serve('inet', 'inet', { tcp: [80] });
-  await lab.serve('inet', 'dns', { udp: [53], bind: RESOLVER });
+  await lab.serve('inet', 'router', { tcp: [7000], bind: ROUTER });
+  await lab.serve('inet', 'inet', { tcp: [80], bind: INET });
+  await lab.serve('inet', 'dns', { tcp: [53], bind: RESOLVER });
   t = await startTestNode({
     workloads: true,
     listenHost: '0.0.0.0',
@@ -70,16 +80,17 @@ after(async () => {
 });
 
 interface Owned {
+  owner: Ed25519PrivateKey;
   space: Space;
   api: OcsClient;
   base: string;
 }
 
-async function reserve(ports: number): Promise<Owned> {
+async function reserve(ports: number, cpuMillicores = 1000): Promise<Owned> {
   const owner = generatePrivateKey();
   const r = await t.client({ roles: ['spaces'], owner }).call<CreateSpaceResponse>('POST', '/v1/spaces', {
     ownerKey: owner.publicKey.toBase64url(),
-    resources: { cpuMillicores: 1000, memoryBytes: 512 * MiB, storageBytes: 256 * MiB, pids: 256, ports },
+    resources: { cpuMillicores, memoryBytes: 512 * MiB, storageBytes: 256 * MiB, pids: 256, ports },
     leaseSeconds: 3600,
   });
   assert.equal(r.status, 201, JSON.stringify(r.body));
@@ -87,7 +98,7 @@ async function reserve(ports: number): Promise<Owned> {
   const base = r.body.space.apiBase;
   const img = await api.call('POST', `${base}/images/busybox`, undefined, { raw: imageTar });
   assert.equal(img.status, 201, JSON.stringify(img.body));
-  return { space: r.body.space, api, base };
+  return { owner, space: r.body.space, api, base };
 }
 
 async function run(o: Owned, name: string, script: string): Promise<Container> {
@@ -97,6 +108,7 @@ async function run(o: Owned, name: string, script: string): Promise<Container> {
     command: ['sh', '-c', script],
     cpuMillicores: 100,
     memoryBytes: 32 * MiB,
+    pids: 16,
   });
   assert.equal(r.status, 201, JSON.stringify(r.body));
   return r.body;
@@ -161,30 +173,30 @@ test('a published port answers clients with the container, and GET of the space 
 
 test("ports are the space's reservation: no more than reserved, none for a space that reserved none", async () => {
   await run(b, 'web', 'while true; do echo "answer-of-B" | nc -l -p 8080; done');
-  const none = await b.api.call('POST', `${b.base}/network/ports`, {
+  const none = await b.api.send('POST', `${b.base}/network/ports`, {
     target: { kind: 'container', name: 'web' },
     port: 8080,
   });
   assert.equal(none.status, 409);
   assert.equal(code(none), 'budget_exceeded');
-  const again = await a.api.call('POST', `${a.base}/network/ports`, {
+  const again = await a.api.send('POST', `${a.base}/network/ports`, {
     target: { kind: 'container', name: 'web' },
     port: 8080,
   });
   assert.equal(code(again), 'conflict', 'the same port twice');
-  const taken = await a.api.call('POST', `${a.base}/network/ports`, {
+  const taken = await a.api.send('POST', `${a.base}/network/ports`, {
     target: { kind: 'container', name: 'web' },
     port: 8081,
     hostPort: published.hostPort,
   });
   assert.equal(code(taken), 'conflict');
-  const nobody = await a.api.call('POST', `${a.base}/network/ports`, {
+  const nobody = await a.api.send('POST', `${a.base}/network/ports`, {
     target: { kind: 'container', name: 'ghost' },
     port: 1,
   });
   assert.equal(code(nobody), 'not_found');
   // Another space cannot take A's port away.
-  assert.equal(code(await b.api.call('DELETE', `${b.base}/network/ports/${published.hostPort}`)), 'not_found');
+  assert.equal(code(await b.api.send('DELETE', `${b.base}/network/ports/${published.hostPort}`)), 'not_found');
 });
 
 test("another space reaches neither A's container nor the node, on any address", async () => {
@@ -220,7 +232,7 @@ test("another space reaches neither A's container nor the node, on any address",
 });
 
 test("egress: none by default, then as the owner asks within the node's policy; DNS with it", async () => {
-  const before = await output(a, 'out-0', `wget -q -T 3 -O - http://${INET}/ ; echo done`);
+  const before = await output(a, 'out-0', `nc -w 3 ${INET} 80 </dev/null; echo done`);
   assert.doesNotMatch(before, /inet@/, before);
   const all = await a.api.call<SpaceNetworkView>('POST', `${a.base}/network/egress`, { mode: 'all' });
   assert.equal(all.status, 200, JSON.stringify(all.body));
@@ -228,18 +240,19 @@ test("egress: none by default, then as the owner asks within the node's policy; 
   const after = await output(
     a,
     'out-1',
-    `nc -w 3 ${INET} 80 </dev/null; echo hi | nc -u -w 2 ${RESOLVER} 53; echo; cat /etc/resolv.conf`,
+    `nc -w 3 ${INET} 80 </dev/null; nc -w 3 ${RESOLVER} 53 </dev/null; cat /etc/resolv.conf`,
   );
   // Masqueraded: the internet sees the node's address.
   assert.match(after, new RegExp(`inet@${INET} from ${NODE_WAN}`), after);
-  assert.match(after, new RegExp(`dns from ${NODE_WAN}`), after);
+  assert.match(after, new RegExp(`dns@${RESOLVER} from ${NODE_WAN}`), after);
   assert.match(after, new RegExp(`nameserver ${RESOLVER.replaceAll('.', '\\.')}`), after);
-  // Never the farmer's network, whatever egress the space has.
+  // Never the node's own networks (the farmer's, the router's), whatever egress the space has.
   const farm = await output(
     a,
     'out-2',
     tries([
       [CLIENT, 7000],
+      [ROUTER, 7000],
       [NODE_FARM, daemonPort()],
     ]),
   );
@@ -251,24 +264,90 @@ test("egress: none by default, then as the owner asks within the node's policy; 
   // B asked for nothing.
   const bOut = await output(b, 'out-b', `nc -w 3 ${INET} 80 </dev/null; echo done`);
   assert.doesNotMatch(bOut, /inet@/, bOut);
-  const bad = await a.api.call('POST', `${a.base}/network/egress`, { mode: 'list', allow: ['999.0.0.1'] });
+  const bad = await a.api.send('POST', `${a.base}/network/egress`, { mode: 'list', allow: ['999.0.0.1'] });
   assert.equal(bad.status, 400);
   const back = await a.api.call<SpaceNetworkView>('POST', `${a.base}/network/egress`, { mode: 'none' });
   assert.deepEqual(back.body.egress, { mode: 'none' });
+});
+
+test('a VM on the space network: its published port answers, and it reaches nothing by default', async (tc) => {
+  const why = requireHost('a test guest (kernel + busybox)', (await testGuestUnavailable()) ?? false);
+  if (why) return tc.skip(why);
+  const c = await reserve(1, 1500);
+  const dir = mkdtempSync(join(tmpdir(), 'ocs-e2e-netvm-'));
+  try {
+    const guest = await buildTestGuest(dir, 'serve');
+    for (const [name, path] of [
+      ['vmlinuz', guest.kernel],
+      ['initrd', guest.initrd],
+    ] as const)
+      assert.equal(
+        (await c.api.call('POST', `${c.base}/files/${name}`, undefined, { raw: readFileSync(path) })).status,
+        201,
+      );
+    const vmApi = t.client({ roles: ['vms', 'containers', 'monitor'], owner: c.owner });
+    const vm = await vmApi.call<Vm>('POST', `${c.base}/vms`, {
+      name: 'vmweb',
+      vcpus: 1,
+      memoryBytes: 128 * MiB,
+      boot: { kind: 'kernel', kernel: 'vmlinuz', initrd: 'initrd', cmdline: `${guest.cmdline} ocs.probe=${INET}:80` },
+    });
+    assert.equal(vm.status, 201, JSON.stringify(vm.body));
+    const sub = spaceSubnet((await c.api.call<SpaceNetworkView>('GET', `${c.base}/network`)).body.subnet!);
+    assert.equal(vm.body.network?.address, `${sub.vms.first}/${sub.prefix}`, 'the first VM gets the first VM address');
+    assert.equal(vm.body.network?.gateway, sub.gateway);
+    const consoleText = await waitFor(
+      "the guest's egress probe on its console",
+      async () => {
+        const r = await vmApi.call<{ text: string }>('GET', `${c.base}/vms/vmweb/console`);
+        return /OCS-VM-PROBE-(OPEN|SHUT)/.test(r.body.text) ? r.body.text : undefined;
+      },
+      180_000,
+    );
+    assert.match(consoleText, /OCS-VM-NET-UP/, `the guest set its address: ${consoleText}`);
+    assert.match(consoleText, /OCS-VM-PROBE-SHUT/, 'a VM has no egress until the owner asks');
+    // The control: a container of its own space reaches it.
+    const own = await output(c, 'probe-own-vm', tries([[sub.vms.first, 8080]]));
+    assert.match(own, /answer-of-vm/, `${own}\n${consoleText}`);
+    const p = await vmApi.call<PublishedPort>('POST', `${c.base}/network/ports`, {
+      target: { kind: 'vm', name: 'vmweb' },
+      port: 8080,
+    });
+    assert.equal(p.status, 201, JSON.stringify(p.body));
+    await waitFor(
+      "the VM's published port to answer",
+      async () =>
+        (await lab.probe('client', [tcp(NODE_FARM, p.body.hostPort)]))[0] === 'answer-of-vm' ? true : undefined,
+      30_000,
+    );
+    // Another space reaches it on no address.
+    const cross = await output(b, 'probe-vm', tries([[sub.vms.first, 8080]]));
+    assert.deepEqual(opened(cross), [], cross);
+    assert.doesNotMatch(cross, /answer-of-vm/, cross);
+  } finally {
+    const farmer = t.client({ roles: ['farmer'] });
+    assert.equal((await farmer.call('DELETE', `/v1/spaces/${c.space.id}`, undefined, { sign: false })).status, 204);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  assert.ok(!(await spaceTables()).has(c.space.id));
 });
 
 test('published ports follow the records across a restart, also after the rules were lost', async () => {
   const reuse = t.reuse;
   const port = daemonPort();
   await t.stop({ keepHost: true });
-  // While the daemon is down its rules stay: the container keeps answering.
-  assert.equal((await lab.probe('client', [tcp(NODE_FARM, published.hostPort)]))[0], 'answer-of-A');
-  const { execFileSync } = await import('node:child_process');
-  execFileSync('nft', ['delete', 'table', 'inet', `ocs_${a.space.id}`]);
-  t = await startTestNode({ workloads: true, listenHost: '0.0.0.0', network, reuse, port });
+  try {
+    // While the daemon is down its rules stay: the container keeps answering.
+    assert.equal((await lab.probe('client', [tcp(NODE_FARM, published.hostPort)]))[0], 'answer-of-A');
+    execFileSync('nft', ['delete', 'table', 'inet', `ocs_${a.space.id}`]);
+    assert.deepEqual(await lab.probe('client', [tcp(NODE_FARM, published.hostPort)]), [null], 'no rules, no answer');
+  } finally {
+    // Always again: a stopped node's host objects are removed only by a node on its state.
+    t = await startTestNode({ workloads: true, listenHost: '0.0.0.0', network, reuse, port });
+  }
   assert.ok((await spaceTables()).has(a.space.id));
   await waitFor(
-    'the published port to answer',
+    'the published port to answer again',
     async () =>
       (await lab.probe('client', [tcp(NODE_FARM, published.hostPort)]))[0] === 'answer-of-A' ? true : undefined,
     15_000,

@@ -5,6 +5,7 @@
  */
 import {
   NetworkFirewall,
+  nodeNetworks,
   SpaceEngines,
   createVmDriver,
   type CgroupDriver,
@@ -77,12 +78,15 @@ export async function openWorkloadDrivers(
   return { containers, vms, firewall: containers || vms ? firewall : undefined };
 }
 
-/** The node's firewall for the spaces' networks, with the farmer's policy. */
+/**
+ * The node's firewall for the spaces' networks, with the farmer's policy. The networks the node
+ * is on at start are denied too: no space reaches its neighbours, whatever the farmer listed.
+ */
 export function spacesFirewall(config: Config): NetworkFirewall {
   const n = config.workloads.network;
   return new NetworkFirewall({
     policy: {
-      denied: n.denied,
+      denied: [...new Set([...n.denied, ...nodeNetworks()])],
       dns: n.dns,
       ...(n.egressBytesPerSecond === undefined ? {} : { egressBytesPerSecond: n.egressBytesPerSecond }),
     },

@@ -142,3 +142,17 @@ test('readDomainFacts reads libvirt-style single-quoted output and ignores forei
   assert.equal(f.consolePath, '/a/c.log');
   assert.equal(f.type, 'qemu');
 });
+
+test("a VM with a network: one virtio NIC on the space's bridge, the bridge and gateway in the metadata", () => {
+  const network = { bridge: 'ocsbr0123456789', mac: '52:54:00:80:00:2f', gateway: '10.128.0.1/26' };
+  const xml = buildDomainXml(plan(spec({ network })));
+  assert.equal(xml.match(/<interface /g)?.length, 1);
+  assert.match(
+    xml,
+    /<interface type="bridge">\s*<mac address="52:54:00:80:00:2f"\/>\s*<source bridge="ocsbr0123456789"\/>\s*<model type="virtio"\/>\s*<\/interface>/,
+  );
+  assert.doesNotMatch(xml, /<filterref|type="network"|type="direct"|type="user"/);
+  const facts = readDomainFacts(xml);
+  assert.equal(facts.metadata?.bridge, 'ocsbr0123456789');
+  assert.equal(facts.metadata?.gateway, '10.128.0.1/26');
+});

@@ -8,8 +8,11 @@
  *   format or opens a backing file named inside an image;
  * - the serial console written to a file (no pty, no socket: nothing interactive), and the
  *   console element pointing at the same serial port;
- * - NO graphics, video, sound, USB, network, host devices, passthrough or shared filesystems
- *   (libvirt itself adds only PS/2 input, which a PC machine always has, and a silent audio stub);
+ * - at most one NIC: virtio on the space's own bridge (libvirt's tap, no filter, no DHCP of
+ *   libvirt's: the node's nftables table for the space rules what crosses the bridge), the
+ *   address given by the daemon;
+ * - NO graphics, video, sound, USB, host devices, passthrough or shared filesystems (libvirt
+ *   itself adds only PS/2 input, which a PC machine always has, and a silent audio stub);
  * - a pvpanic device, so a guest kernel panic shows up as `crashed`;
  * - `<metadata>` in our namespace naming the space, VM, owner's name and the boot file sources.
  */
@@ -50,6 +53,7 @@ function metadata(plan: DomainPlan): string {
     if (spec.boot.initrd !== undefined) attrs += attr('initrd', spec.boot.initrd);
   }
   if (spec.storageRoot !== undefined) attrs += attr('storageRoot', spec.storageRoot);
+  if (spec.network !== undefined) attrs += attr('bridge', spec.network.bridge) + attr('gateway', spec.network.gateway);
   return `  <metadata>\n    <ocs:vm xmlns:ocs="${METADATA_NS}"${attrs}/>\n  </metadata>`;
 }
 
@@ -92,6 +96,15 @@ function devices(plan: DomainPlan): string[] {
       '    </disk>',
     );
   });
+  const net = plan.spec.network;
+  if (net !== undefined)
+    lines.push(
+      '    <interface type="bridge">',
+      `      <mac${attr('address', net.mac)}/>`,
+      `      <source${attr('bridge', net.bridge)}/>`,
+      '      <model type="virtio"/>',
+      '    </interface>',
+    );
   const log = plan.spec.consoleLogPath;
   lines.push(
     '    <controller type="usb" model="none"/>',

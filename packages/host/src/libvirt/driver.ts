@@ -19,6 +19,7 @@ import { checkConsoleTarget, checkDirectory, checkRegularFile, diskFormat, type 
 import { stageBootFiles, stagedPaths, unstageBootFiles } from './staging.js';
 import type { Accelerator, ConsoleTail, VmDriver, VmDriverOptions, VmListEntry, VmSpec, VmState } from './types.js';
 import { validateSpec } from './validate.js';
+import { ensureSpaceBridge } from '../network/bridge.js';
 import { readDomainFacts } from './xml-read.js';
 
 /** Default of {@link VmDriverOptions.stagingDir}: tmpfs, so staged copies never reach a disk. */
@@ -165,6 +166,8 @@ export class LibvirtVmDriver implements VmDriver {
       for (const disk of facts.diskPaths) await checkRegularFile('diskPath', disk);
       if (facts.consolePath !== undefined) await checkConsoleTarget(facts.consolePath);
       if (facts.partition !== undefined) await ensurePartition(facts.partition);
+      // libvirt attaches the VM's tap to the bridge, which must exist (no container may have made it).
+      if (md.bridge !== undefined && md.gateway !== undefined) await ensureSpaceBridge(md.bridge, md.gateway);
       // QEMU runs as the space's uid, which is not in the kvm group: give that uid alone the device.
       if (facts.type === 'kvm' && facts.runAsUid !== undefined) await grantKvm(facts.runAsUid);
       try {

@@ -16,9 +16,13 @@ import { S_IFCHR, S_IFDIR, S_IFREG, writeCpio, type CpioEntry } from './cpio.js'
  *   i.e. it honours a graceful `stop`;
  * - `hang`: ignores the power button (the driver is not loaded), so `stop` must destroy it;
  * - `panic`: loads the pvpanic driver and crashes the kernel (sysrq `c`), so QEMU reports a
- *   guest panic and libvirt ends the domain as crashed.
+ *   guest panic and libvirt ends the domain as crashed;
+ * - `serve`: loads virtio-net, sets the address and gateway the daemon gave it (`ocs.ip=`,
+ *   `ocs.gw=` in its command line) on eth0 (then prints `OCS-VM-NET-UP`), and answers `answer-of-vm`
+ *   on TCP port 8080; with
+ *   `ocs.probe=HOST:PORT` it then tries that once and prints `OCS-VM-PROBE-OPEN` or `-SHUT`.
  */
-export type GuestBehaviour = 'poweroff' | 'acpi' | 'hang' | 'panic';
+export type GuestBehaviour = 'poweroff' | 'acpi' | 'hang' | 'panic' | 'serve';
 
 /** Kernel modules (relative to /lib/modules/<version>/kernel) each behaviour loads, in order. */
 const MODULES: Record<GuestBehaviour, string[]> = {
@@ -26,6 +30,17 @@ const MODULES: Record<GuestBehaviour, string[]> = {
   acpi: ['drivers/input/evdev.ko', 'drivers/acpi/button.ko'],
   hang: [],
   panic: ['drivers/misc/pvpanic/pvpanic.ko', 'drivers/misc/pvpanic/pvpanic-mmio.ko'],
+  // In modules.dep's order: the PCI transport, then the NIC.
+  serve: [
+    'drivers/virtio/virtio_ring.ko',
+    'drivers/virtio/virtio.ko',
+    'drivers/virtio/virtio_pci_legacy_dev.ko',
+    'drivers/virtio/virtio_pci_modern_dev.ko',
+    'drivers/virtio/virtio_pci.ko',
+    'net/core/failover.ko',
+    'drivers/net/net_failover.ko',
+    'drivers/net/virtio_net.ko',
+  ],
 };
 
 /** Files of one test guest, all inside the directory given to {@link buildTestGuest}. */
@@ -124,6 +139,17 @@ function initScript(behaviour: GuestBehaviour, bootMarker: string, readyMarker: 
       break;
     case 'hang':
       lines.push(`echo ${readyMarker} > /dev/ttyS0`);
+      break;
+    case 'serve':
+      lines.push(
+        ...MODULES.serve.map((m) => `insmod /${basename(m)}`),
+        'for w in $(cat /proc/cmdline); do case $w in ocs.ip=*) ip=${w#ocs.ip=};; ocs.gw=*) gw=${w#ocs.gw=};; ocs.probe=*) probe=${w#ocs.probe=};; esac; done',
+        'n=0; until [ -e /sys/class/net/eth0 ] || [ $n -ge 100 ]; do sleep 0.1; n=$((n+1)); done',
+        'ip link set lo up; ip link set eth0 up && ip addr add "$ip" dev eth0 && ip route add default via "$gw" && echo OCS-VM-NET-UP > /dev/ttyS0',
+        '(while :; do echo answer-of-vm | nc -l -p 8080; done) &',
+        `echo ${readyMarker} > /dev/ttyS0`,
+        'if [ -n "$probe" ]; then if nc -w 3 "${probe%:*}" "${probe#*:}" </dev/null >/dev/null 2>&1; then echo OCS-VM-PROBE-OPEN; else echo OCS-VM-PROBE-SHUT; fi > /dev/ttyS0; fi',
+      );
       break;
     case 'panic':
       lines.push(

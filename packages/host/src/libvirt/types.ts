@@ -44,6 +44,12 @@ export interface VmSpec {
   runAsUid?: number;
   /** When given, every path above must lie strictly inside this directory. */
   storageRoot?: string;
+  /**
+   * One virtio NIC on the space's bridge (`ocsbr…`), which is made with `gateway` (`a.b.c.d/n`)
+   * on it at every start if it is not there; the node's firewall rules what crosses it. Absent:
+   * no network at all.
+   */
+  network?: { bridge: string; mac: string; gateway: string };
 }
 
 /** A VM's state as the API reports it. `defined` = never started since libvirtd last started. */

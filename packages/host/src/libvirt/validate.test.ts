@@ -107,3 +107,19 @@ test('boot kind and command line', () => {
 test('a cgroup partition libvirt would rename is refused', () => {
   refused((s) => (s.cgroupPartition = '/ocs/sp_abc123/vms'), 'cgroupPartition');
 });
+
+test('a network names a space bridge, a locally administered MAC and the gateway with its prefix', () => {
+  const net = { bridge: 'ocsbr0123456789', mac: '52:54:00:80:00:2f', gateway: '10.128.0.1/26' };
+  validateSpec({ ...good(), network: net });
+  const bad = (over: Record<string, unknown>, field: string) =>
+    refused((s) => (s.network = { ...net, ...over }), field);
+  bad({ bridge: 'docker0' }, 'network.bridge');
+  bad({ bridge: 'ocsbr0123456789; rm' }, 'network.bridge');
+  bad({ mac: '00:11:22:33:44:55' }, 'network.mac'); // a vendor's (globally administered)
+  bad({ mac: '53:54:00:80:00:2f' }, 'network.mac'); // multicast
+  bad({ mac: '52:54:00:80:00:2F' }, 'network.mac');
+  bad({ gateway: '10.128.0.1' }, 'network.gateway');
+  bad({ gateway: '10.128.0.300/26' }, 'network.gateway');
+  bad({ script: '/bin/sh' }, 'network.script');
+  refused((s) => (s.network = 'ocsbr0123456789'), 'network');
+});

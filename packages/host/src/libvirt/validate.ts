@@ -2,6 +2,7 @@
  * Shape checks of a {@link VmSpec}, before anything touches the file system or libvirt. A bad
  * spec is refused with `invalid_request`, never clamped or repaired.
  */
+import { isIPv4 } from 'node:net';
 import { posix } from 'node:path';
 import { OcsError } from '@ocs/protocol';
 import { checkSpaceId, checkVmId } from './names.js';
@@ -27,6 +28,7 @@ const CMDLINE = /^[\x20-\x7e]*$/;
 const CONTROL = /[\x00-\x1f\x7f]/;
 
 const SPEC_KEYS = new Set([
+  'network',
   'spaceId',
   'vmId',
   'name',
@@ -101,6 +103,30 @@ function checkBoot(boot: unknown): void {
  * outside 1..64, memory outside 64 MiB..1 TiB, paths that are not absolute and normalized, the
  * same file used twice, a path outside `storageRoot`, a partition libvirt would rename, uid 0.
  */
+/** A locally administered unicast MAC in lowercase (QEMU's `52:54:00:…` among them). */
+const MAC = /^[0-9a-f][26ae](:[0-9a-f]{2}){5}$/;
+
+function checkNetwork(n: unknown): void {
+  if (typeof n !== 'object' || n === null) throw invalid('network', 'must be an object');
+  const o = n as Record<string, unknown>;
+  for (const k of Object.keys(o))
+    if (!['bridge', 'mac', 'gateway'].includes(k)) throw invalid(`network.${k}`, 'is not allowed');
+  if (typeof o.bridge !== 'string' || !/^ocsbr[0-9a-f]{10}$/.test(o.bridge))
+    throw invalid('network.bridge', 'must be a space bridge (ocsbr + 10 hex digits)');
+  if (typeof o.mac !== 'string' || !MAC.test(o.mac))
+    throw invalid('network.mac', 'must be a locally administered unicast MAC in lowercase');
+  const [addr, bits, extra] = typeof o.gateway === 'string' ? o.gateway.split('/') : [];
+  if (
+    !addr ||
+    !isIPv4(addr) ||
+    bits === undefined ||
+    !/^[0-9]{1,2}$/.test(bits) ||
+    Number(bits) > 30 ||
+    extra !== undefined
+  )
+    throw invalid('network.gateway', 'must be an IPv4 address with its prefix, e.g. 10.128.0.1/26');
+}
+
 export function validateSpec(spec: unknown): asserts spec is VmSpec {
   if (typeof spec !== 'object' || spec === null) throw invalid('spec', 'must be an object');
   const s = spec as Record<string, unknown>;
@@ -117,6 +143,7 @@ export function validateSpec(spec: unknown): asserts spec is VmSpec {
   if (s.cgroupPartition !== undefined) checkPartition(s.cgroupPartition);
   // Never root: a QEMU escape must not be a host root shell.
   if (s.runAsUid !== undefined) checkInt('runAsUid', s.runAsUid, 1, 0xffff_fffe);
+  if (s.network !== undefined) checkNetwork(s.network);
   const paths = specPaths(spec as VmSpec);
   const seen = new Set<string>();
   for (const { field, path } of paths) {

@@ -14,6 +14,9 @@ export interface OcsMetadata {
   kernel?: string;
   initrd?: string;
   storageRoot?: string;
+  /** The space bridge its interface is on, and the gateway (`a.b.c.d/n`) the bridge must hold. */
+  bridge?: string;
+  gateway?: string;
 }
 
 /** The facts of one domain XML the driver uses. */
@@ -54,7 +57,7 @@ function metadataOf(xml: string): OcsMetadata | undefined {
     const name = attrs.get('name');
     if (space === undefined || vm === undefined || name === undefined) return undefined;
     const md: OcsMetadata = { space, vm, name };
-    for (const k of ['kernel', 'initrd', 'storageRoot'] as const) {
+    for (const k of ['kernel', 'initrd', 'storageRoot', 'bridge', 'gateway'] as const) {
       const v = attrs.get(k);
       if (v !== undefined) md[k] = v;
     }

@@ -4,7 +4,7 @@
  */
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { VmSpec } from '@ocs/host';
+import { bridgeName, spaceSubnet, type VmSpec } from '@ocs/host';
 import { isOcsError, type BrokerArgs, type Vm } from '@ocs/protocol';
 import type { SpaceRow, WorkloadRow } from '../state/index.js';
 import { newId } from '../ids.js';
@@ -31,18 +31,25 @@ export class VmOps {
     const bootDisk = a.boot.kind === 'disk' ? await openUploaded(file(a.boot.disk)) : undefined;
     const bootBytes = bootDisk ? (await bootDisk.stat()).size : 0;
     let row: WorkloadRow;
+    // The space's network (its subnet recorded now, at first use), and the VM's address on it.
+    const networks = this.c.d.networks;
+    const { subnet } = this.c.workloadIds(s);
     try {
-      row = this.c.d.workloads.reserve(budgetOf(s), {
-        id,
-        spaceId: s.id,
-        kind: 'vm',
-        name: a.name,
-        spec: {},
-        cpuMillicores: a.vcpus * VM_CPU_PER_VCPU,
-        memoryBytes: a.memoryBytes,
-        storageBytes: (a.diskBytes ?? 0) + bootBytes,
-        pids: 0,
-      });
+      row = this.c.d.workloads.reserve(
+        budgetOf(s),
+        {
+          id,
+          spaceId: s.id,
+          kind: 'vm',
+          name: a.name,
+          spec: {},
+          cpuMillicores: a.vcpus * VM_CPU_PER_VCPU,
+          memoryBytes: a.memoryBytes,
+          storageBytes: (a.diskBytes ?? 0) + bootBytes,
+          pids: 0,
+        },
+        networks ? { addresses: networks.addresses(subnet, 'vm') } : {},
+      );
     } catch (err) {
       await bootDisk?.close();
       throw err;
@@ -67,6 +74,15 @@ export class VmOps {
           await bootDisk.close();
         }
       }
+      const net = row.address !== null ? vmNetwork(s.id, subnet, row.address) : undefined;
+      // The guest sets its address itself (no DHCP on a space's network): a kernel it boots reads it here.
+      const cmdline =
+        a.boot.kind === 'kernel' && net
+          ? [a.boot.cmdline, `ocs.ip=${net.view.address} ocs.gw=${net.view.gateway}`].filter(Boolean).join(' ')
+          : a.boot.kind === 'kernel'
+            ? a.boot.cmdline
+            : undefined;
+      if (networks) await networks.ensure(s);
       const spec: VmSpec = {
         spaceId: s.id,
         vmId: id,
@@ -79,7 +95,7 @@ export class VmOps {
                 kind: 'kernel',
                 kernel: file(a.boot.kernel),
                 ...(a.boot.initrd !== undefined ? { initrd: file(a.boot.initrd) } : {}),
-                ...(a.boot.cmdline !== undefined ? { cmdline: a.boot.cmdline } : {}),
+                ...(cmdline !== undefined ? { cmdline } : {}),
               }
             : { kind: 'disk', disk: bootPath! },
         ...(diskPath ? { diskPath } : {}),
@@ -88,6 +104,7 @@ export class VmOps {
         cgroupPartition: this.c.d.cgroups.dockerParent(spaceCgroupLayout(this.c.d.cgroupParent, s.id).vms),
         runAsUid: qemuUid,
         storageRoot: data.root,
+        ...(net ? { network: net.spec } : {}),
       };
       await vms.define(spec);
       if (a.start !== false) await vms.start(s.id, id);
@@ -117,7 +134,23 @@ export class VmOps {
       vcpus: w.cpuMillicores / VM_CPU_PER_VCPU,
       memoryBytes: w.memoryBytes,
       accelerator: vms.accelerator,
+      ...(w.address !== null ? { network: vmNetwork(s.id, this.c.workloadIds(s).subnet, w.address).view } : {}),
       createdAt: new Date(w.createdAt).toISOString(),
     };
   }
+}
+
+/** A VM's NIC: on the space's bridge, its MAC made from its address (unique in the space). */
+export function vmNetwork(spaceId: string, subnet: string, address: string) {
+  const sub = spaceSubnet(subnet);
+  const mac = `52:54:00:${address
+    .split('.')
+    .slice(1)
+    .map((o) => Number(o).toString(16).padStart(2, '0'))
+    .join(':')}`;
+  const gateway = `${sub.gateway}/${sub.prefix}`;
+  return {
+    spec: { bridge: bridgeName(spaceId), mac, gateway },
+    view: { address: `${address}/${sub.prefix}`, gateway: sub.gateway, mac },
+  };
 }

@@ -5,7 +5,7 @@
  * rules of the spaces the records say are live (a `kill -9` leaves the tables in the kernel; a
  * space destroyed meanwhile loses its table, a live one whose table was lost gets it back).
  */
-import { bridgeName, spaceSubnet, type NetworkFirewall, type SpaceNetwork } from '@ocs/host';
+import { bridgeName, removeSpaceBridge, spaceSubnet, type NetworkFirewall, type SpaceNetwork } from '@ocs/host';
 import type { PublishedPort, SpaceNetworkView } from '@ocs/protocol';
 import type { PortRange, PortsRepo, SpaceRow, SpacesRepo } from '../state/index.js';
 import type { Logger } from '../logger.js';
@@ -106,5 +106,7 @@ export class SpaceNetworks {
   async remove(spaceId: string): Promise<void> {
     await this.o.firewall.remove(spaceId, bridgeName(spaceId));
     this.applied.delete(spaceId);
+    // Made by CNI or for a VM; neither removes it.
+    await removeSpaceBridge(bridgeName(spaceId));
   }
 }

@@ -139,6 +139,11 @@ export const Vm = Obj(
     vcpus: Type.Integer(),
     memoryBytes: Type.Integer(),
     accelerator: Type.Union([Type.Literal('kvm'), Type.Literal('tcg')]),
+    /**
+     * Its address on the space's network (`a.b.c.d/n`) and gateway, which the guest sets itself:
+     * a kernel-booted VM finds them in its command line as `ocs.ip=` and `ocs.gw=`.
+     */
+    network: Type.Optional(Obj({ address: Type.String(), gateway: Type.String(), mac: Type.String() }, {})),
     createdAt: Timestamp,
   },
   {},
