@@ -107,6 +107,10 @@ const OWNER_OUTCOME: Record<string, number> = {
   stopVm: 404,
   deleteVm: 404,
   vmConsole: 404,
+  getNetwork: 200,
+  setEgress: 400, // the placeholder body is no egress
+  publishPort: 400,
+  unpublishPort: 400, // the placeholder is no port number
 };
 const DESTRUCTIVE = new Set(['lockSpace', 'deleteSpace']);
 const has = (p: Principal, roles: readonly Role[]) => roles.some((r) => p.roles.includes(r));
