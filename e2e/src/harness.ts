@@ -103,8 +103,11 @@ export interface TestNodeOptions {
   network?: Record<string, unknown>;
 }
 
-/** Runs (by tag) whose first node brought the node's table: a node restarted on their state owns it. */
-const broughtNodeTable = new Set<string>();
+/**
+ * Whether a node of this test process brought the node's table: then the last of them to stop
+ * removes it (several nodes may run at once, and restarts reuse a stopped one's state).
+ */
+let broughtNodeTable = false;
 
 export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNode> {
   const tag = opts.reuse?.tag ?? randomBytes(4).toString('hex');
@@ -157,11 +160,12 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
   // As the daemon does with workloads on; the node's table is removed at stop only if this node
   // brought it (and no space of another has rules).
   const firewall = opts.workloads ? spacesFirewall(config) : undefined;
-  const nodeTableWasThere = firewall ? !broughtNodeTable.has(tag) && (await firewall.installed()) : true;
-  if (!nodeTableWasThere) broughtNodeTable.add(tag);
+  if (firewall && !broughtNodeTable && !(await firewall.installed())) broughtNodeTable = true;
   const removeRules = async (ids: string[]) => {
-    if (firewall) await removeSpaceRules(ids, nodeTableWasThere);
-    broughtNodeTable.delete(tag);
+    if (!firewall) return;
+    // The node's table goes only once no space of any node has rules.
+    await removeSpaceRules(ids, !broughtNodeTable);
+    if (!(await firewall.installed())) broughtNodeTable = false;
   };
   // TCG, always: a KVM that only looks usable must not decide whether the suite passes.
   const vms = opts.workloads

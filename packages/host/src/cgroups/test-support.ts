@@ -50,6 +50,18 @@ export async function runIn(driver: CgroupDriver, path: string, script: string):
   return held;
 }
 
+/**
+ * Polls `cond` every 10 ms until it holds; throws once `ms` have passed. The loop ends either way:
+ * a poll left running after a timeout would keep the test's process alive, and the runner with it.
+ */
+export async function waitUntil(cond: () => boolean, ms: number, what: () => string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what()}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>(

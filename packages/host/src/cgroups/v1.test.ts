@@ -24,6 +24,7 @@ import {
   spawnHeld,
   spinCode,
   uniquePrefix,
+  waitUntil,
   withTimeout,
 } from './test-support.js';
 
@@ -227,13 +228,10 @@ test('destroy kills everything below the group and leaves no directory in any hi
   ];
   const survivor = await runIn(v1(), `${p}/other`, 'exec sleep 600');
   t.after(() => [...inside, survivor].forEach((h) => h.child.kill('SIGKILL')));
-  await withTimeout(
-    (async () => {
-      while (procsOf(join(ROOT, 'memory', sp, 'workloads/c1/cgroup.procs')).length < 3)
-        await new Promise((r) => setTimeout(r, 10));
-    })(),
+  await waitUntil(
+    () => procsOf(join(ROOT, 'memory', sp, 'workloads/c1/cgroup.procs')).length >= 3,
     5_000,
-    'the forks',
+    () => 'the forks',
   );
   // Frozen on its own, as `docker pause` leaves a container: destroy must still get through.
   if (CONTROLLERS.includes('freezer')) writeFileSync(join(ROOT, 'freezer', sp, 'workloads/c2/freezer.state'), 'FROZEN');

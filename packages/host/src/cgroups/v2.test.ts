@@ -27,6 +27,7 @@ import {
   runIn,
   spawnHeld,
   uniquePrefix,
+  waitUntil,
   withTimeout,
 } from './test-support.js';
 
@@ -126,12 +127,11 @@ setInterval(() => {}, 1000);`;
     t.after(() => daemon.child.kill('SIGKILL'));
     await v2().addProcess(top, daemon.pid);
     daemon.release();
-    await withTimeout(
-      (async () => {
-        while (!daemon.output().includes('\n')) await new Promise((r) => setTimeout(r, 50));
-      })(),
-      20_000,
-      `enterLeaf: ${daemon.output()}`,
+    // Generous: under TCG (the guest) a Node process takes many seconds to start.
+    await waitUntil(
+      () => daemon.output().includes('\n'),
+      180_000,
+      () => `enterLeaf: ${daemon.output()}`,
     );
     assert.equal(daemon.output().trim(), join(ROOT!, top, 'daemon'));
     assert.equal(procCgroup(daemon.pid, ''), fromMount(`${top}/daemon`));
@@ -158,13 +158,11 @@ test('destroy kills the whole subtree (cgroup.kill) and removes it bottom-up', {
   ];
   const survivor = await runIn(v2(), `${p}/other`, 'exec sleep 600');
   t.after(() => [...inside, survivor].forEach((h) => h.child.kill('SIGKILL')));
-  await withTimeout(
-    (async () => {
-      while (procsOf(join(ROOT!, sp, 'workloads/c1/cgroup.procs')).length < 3)
-        await new Promise((r) => setTimeout(r, 10));
-    })(),
-    5_000,
-    'the forks',
+  // Under TCG the forks take their time.
+  await waitUntil(
+    () => procsOf(join(ROOT!, sp, 'workloads/c1/cgroup.procs')).length >= 3,
+    60_000,
+    () => 'the forks',
   );
   writeFileSync(join(ROOT!, sp, 'workloads/c2/cgroup.freeze'), '1');
   const pids = ['api', 'workloads/c1', 'workloads/c2'].flatMap((g) => procsOf(join(ROOT!, sp, g, 'cgroup.procs')));
