@@ -6,15 +6,8 @@ import type { Command } from 'commander';
 import type { SpaceNetworkView } from '@ocs/protocol';
 import { UsageError, parseCount, parsePublishTarget } from '../units.js';
 import { keyValues, print, table } from '../output.js';
-import type { Context } from '../context.js';
 import type { Run } from '../main.js';
-
-function inSpace(ctx: Context, flag?: string) {
-  const { spaceId } = ctx.space(flag);
-  return ctx.client({ owner: true }).space(spaceId);
-}
-
-const spaced = (c: Command) => c.option('--space <id>', 'the space (default: the current one)');
+import { inSpace, spaced } from './workloads.js';
 
 function showEgress(e: SpaceNetworkView['egress']): string {
   return e.mode === 'list' ? e.allow.join(', ') : e.mode;

@@ -15,13 +15,13 @@ import type { Run } from '../main.js';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
 
-function inSpace(ctx: Context, flag?: string) {
+export function inSpace(ctx: Context, flag?: string) {
   const { spaceId } = ctx.space(flag);
   return ctx.client({ owner: true }).space(spaceId);
 }
 
 /** Adds `--space` to a command (any in-space command takes it). */
-const spaced = (c: Command) => c.option('--space <id>', 'the space (default: the current one)');
+export const spaced = (c: Command) => c.option('--space <id>', 'the space (default: the current one)');
 
 function showContainer(c: Container): string {
   return keyValues([

@@ -14,6 +14,7 @@
  * podman reads the name and labels (`args.podman_labels`) from the file as from one it made.
  */
 import { OcsError } from '@ocs/protocol';
+import { intToIpv4 as toIp, ipv4ToInt as toInt } from '../network/ipv4.js';
 import { LABEL_SPACE, bridgeName, checkSpaceId, networkName } from './names.js';
 
 /** Addresses of a space's subnet as the daemon lays them out. */
@@ -30,9 +31,6 @@ export interface SpaceSubnet {
 
 /** How many addresses at the top of a space's subnet are kept for VMs. */
 export const VM_ADDRESSES = 16;
-
-const toInt = (ip: string) => ip.split('.').reduce((n, o) => n * 256 + Number(o), 0);
-const toIp = (n: number) => [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
 
 export function spaceSubnet(subnet: string): SpaceSubnet {
   const m = /^(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})\/(\d{1,2})$/.exec(subnet);

@@ -5,9 +5,7 @@
  * their gateways (the internet) is not among them.
  */
 import { networkInterfaces, type NetworkInterfaceInfo } from 'node:os';
-
-const toInt = (ip: string) => ip.split('.').reduce((n, o) => n * 256 + Number(o), 0) >>> 0;
-const toIp = (n: number) => [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
+import { intToIpv4 as toIp, ipv4ToInt as toInt } from './ipv4.js';
 
 /** `a.b.c.d/n` of each interface address's network, deduplicated, in the order found. */
 export function nodeNetworks(interfaces: NodeJS.Dict<NetworkInterfaceInfo[]> = networkInterfaces()): string[] {

@@ -5,11 +5,9 @@
  * the node's.
  */
 import { OcsError, type Egress } from '@ocs/protocol';
-import { checkCidr } from '@ocs/host';
+import { checkCidr, ipv4ToInt as toInt } from '@ocs/host';
 
 export type NodeEgress = 'none' | 'all' | { allow: string[] };
-
-const toInt = (ip: string) => ip.split('.').reduce((n, o) => n * 256 + Number(o), 0);
 
 /** The first and last address of an IPv4 address or network, as integers. */
 function span(cidr: string): [number, number] {

@@ -5,7 +5,14 @@
  * rules of the spaces the records say are live (a `kill -9` leaves the tables in the kernel; a
  * space destroyed meanwhile loses its table, a live one whose table was lost gets it back).
  */
-import { bridgeName, removeSpaceBridge, spaceSubnet, type NetworkFirewall, type SpaceNetwork } from '@ocs/host';
+import {
+  bridgeName,
+  ipv4Range,
+  removeSpaceBridge,
+  spaceSubnet,
+  type NetworkFirewall,
+  type SpaceNetwork,
+} from '@ocs/host';
 import type { PublishedPort, SpaceNetworkView } from '@ocs/protocol';
 import type { PortRange, PortsRepo, SpaceRow, SpacesRepo } from '../state/index.js';
 import type { Logger } from '../logger.js';
@@ -69,11 +76,7 @@ export class SpaceNetworks {
   /** The addresses a new container (or VM) of the space may get, in order. */
   addresses(subnet: string, kind: 'container' | 'vm'): string[] {
     const r = spaceSubnet(subnet)[kind === 'container' ? 'containers' : 'vms'];
-    const toInt = (ip: string) => ip.split('.').reduce((n, o) => n * 256 + Number(o), 0);
-    const out: string[] = [];
-    for (let n = toInt(r.first); n <= toInt(r.last); n++)
-      out.push([24, 16, 8, 0].map((sh) => Math.floor(n / 2 ** sh) % 256).join('.'));
-    return out;
+    return ipv4Range(r.first, r.last);
   }
 
   /** At start: the rules of the live spaces with a network, none of a space of ours not live. */
