@@ -7,11 +7,12 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root: the node daemon manages cgroups, loop devices and mounts" >&2; exit 1; }
 
 bash scripts/install-host-deps.sh
-[ -d node_modules ] && [ node_modules -nt package-lock.json ] || npm ci --no-audit --no-fund
+. scripts/install-node.sh --env
+bash scripts/npm-ci-if-stale.sh
 npm run build --silent
 bash scripts/start-services.sh
-# `ocs` on PATH: a wrapper around this checkout's build (docs/cli.md).
-printf '#!/bin/sh\nexec node %s/packages/cli/dist/main.js "$@"\n' "$(pwd)" > /usr/local/bin/ocs
+# `ocs` on PATH: a wrapper around this checkout's build on the pinned Node (docs/cli.md).
+printf '#!/bin/sh\nexec %s %s/packages/cli/dist/main.js "$@"\n' "$OCS_NODE_DIR/bin/node" "$(pwd)" > /usr/local/bin/ocs
 chmod 755 /usr/local/bin/ocs
 
 STATE_DIR=${OCS_STATE_DIR:-/var/lib/ocs}

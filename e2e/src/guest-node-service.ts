@@ -1,5 +1,5 @@
 /**
- * Run inside the production guest by guest.test.ts, not a test itself: the node daemon as the
+ * Run inside the production guest by zfs-cgroup2-systemd.guest.test.ts, not a test itself: the node daemon as the
  * systemd service we ship (packaging/systemd/ocs-node.service, installed as an operator would,
  * docs/operations.md), on a ZFS pool of the guest's second disk, under cgroup v2. Checks the
  * service's own confinement (its leaf of the delegated group, its limits, its capability
@@ -18,7 +18,16 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  realpathSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { rawContains } from '@ocs/host/testing';
 import { generatePrivateKey } from '@ocs/protocol';
@@ -181,7 +190,14 @@ async function main(): Promise<Record<string, unknown>> {
   for (const n of [CAP.SYS_MODULE, CAP.SYS_RAWIO, CAP.SYS_BOOT, CAP.SYS_TIME])
     assert.ok(!hasCap(capBnd, n), `capability ${n} is not in the bounding set`);
   assert.equal(statSync(STATE).mode & 0o777, 0o700, 'StateDirectoryMode');
-  report.daemon = { cgroup: ownCg.slice(3), capBnd: capBnd.toString(16) };
+  // The unit runs the pinned runtime (scripts/install-node.sh), the one this script runs on.
+  const exe = readlinkSync(`/proc/${mainPid}/exe`);
+  assert.equal(exe, realpathSync('/usr/local/lib/ocs/node/bin/node'), 'the unit runs the pinned Node.js');
+  const runtimeLine = new RegExp(`runtime: +ocs-node \\S+ on Node\\.js ${process.version.replace(/\./g, '\\.')}`);
+  await until('the banner naming the runtime in the journal', () =>
+    runtimeLine.test(sh('journalctl', '-u', UNIT, '-o', 'cat', '--no-pager')) ? true : undefined,
+  );
+  report.daemon = { cgroup: ownCg.slice(3), capBnd: capBnd.toString(16), node: process.version };
 
   // --- An owner's run, through the space API: an image loaded into the space's engine (podman,
   // its store on the space's dataset), a volume, a file holding a marker, and a container that

@@ -1,5 +1,5 @@
 /**
- * Run inside the production guest by guest.test.ts, not a test itself: a pool on the guest's
+ * Run inside the production guest by zfs-cgroup2-systemd.guest.test.ts, not a test itself: a pool on the guest's
  * second disk, a space with a volume through the zfs driver, a marker written into each and into
  * an unencrypted dataset of the same pool (the control: proof that plaintext there is seen),
  * then lock, a mount attempt without the key, and an export, so the host reads the disk cold.

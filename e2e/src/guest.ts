@@ -70,6 +70,8 @@ export interface GuestResult {
   accelerator: string;
   /** The disks' files; valid until `cleanup()`. */
   disks: Record<string, string>;
+  /** A file the script wrote into its share (/run/ocs-guest/NAME), or undefined. */
+  shared(name: string): string | undefined;
   cleanup(): void;
 }
 
@@ -142,8 +144,9 @@ export async function runInGuest(
       ...['-m', String(o.memoryMiB ?? 3072), '-smp', '2', '-display', 'none', '-monitor', 'none', '-serial', 'stdio'],
       '-no-reboot',
       ...['-kernel', join(image.dir, 'vmlinuz'), '-initrd', join(image.dir, 'initrd.img')],
-      // rootdelay: under TCG on a busy machine the disk can take a while to appear.
-      ...['-append', 'root=/dev/vda rootdelay=300 rw console=ttyS0 panic=1 systemd.show_status=0 loglevel=4'],
+      // No `rootdelay=`: Debian's initramfs sleeps for all of it, whether the disk is there or
+      // not (its /init: `sleep "$ROOTDELAY"`); rootdelay=300 was five of every boot's six minutes.
+      ...['-append', 'root=/dev/vda rw console=ttyS0 panic=1 systemd.show_status=0 loglevel=4'],
       ...drives,
       ...['-virtfs', `local,path=${ROOT},mount_tag=ocs-work,security_model=none,readonly=on`],
       ...['-virtfs', `local,path=${out},mount_tag=ocs-out,security_model=none`],
@@ -175,6 +178,11 @@ export async function runInGuest(
       seconds,
       accelerator: `${accel.accelerator} (${accel.reason})`,
       disks,
+      shared: (name) => {
+        if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) throw new Error(`no shared file is named ${name}`);
+        const path = join(out, name);
+        return existsSync(path) ? readFileSync(path, 'utf8') : undefined;
+      },
       cleanup,
     };
   } catch (err) {

@@ -18,10 +18,19 @@ test("the README's test command is one command, and .ci/run runs that same comma
   assert.doesNotMatch(second, /&&|;|\|/, 'one command, not a chain');
   assert.match(read('.ci/run'), new RegExp(`^bash ${second.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`, 'm'));
 
-  // And it still does what the chain did, in the same order.
+  // And it still does what the chain did, in the same order: the pinned Node before anything
+  // that runs node, then every tier of the suite.
   const script = read(second);
-  const at = (s: string) => script.indexOf(s);
-  const steps = ['scripts/install-host-deps.sh', 'npm ci', 'scripts/start-services.sh', 'npm test'];
+  const at = (s: string) => script.search(new RegExp(`^[^#\\n]*${s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`, 'm'));
+  const steps = [
+    'scripts/install-host-deps.sh',
+    'scripts/install-node.sh --env',
+    'scripts/npm-ci-if-stale.sh',
+    'scripts/start-services.sh',
+    'tier unit',
+    'tier host',
+    'tier guest',
+  ];
   for (const s of steps) assert.ok(at(s) >= 0, `${second} does not run ${s}`);
   assert.deepEqual(
     [...steps].sort((a, b) => at(a) - at(b)),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the production-like guest (issue 10), or finds it in its cache: a Debian bookworm root
 # with systemd as PID 1 (unified cgroup v2), Debian's kernel, OpenZFS 2.3 from bookworm-backports
-# contrib compiled by dkms for that kernel, and this machine's Node 20. Debian packages only.
+# contrib compiled by dkms for that kernel, and the project's pinned Node.js (scripts/install-node.sh,
+# at the path a production node has it). Debian packages, and Node from the npm registry.
 #
 # The cache lives outside the clone ($OCS_GUEST_CACHE, default /var/cache/ocs-guest), keyed by the
 # archive's candidate versions of what goes in, this script and the Node binary: a second build
@@ -15,7 +16,9 @@ set -euo pipefail
 CACHE=${OCS_GUEST_CACHE:-/var/cache/ocs-guest}
 MIRROR=${OCS_GUEST_MIRROR:-http://deb.debian.org/debian}
 SECURITY=${OCS_GUEST_SECURITY:-http://deb.debian.org/debian-security}
-NODE=$(command -v node)
+# The pinned runtime (installed here if missing), copied into the image at the same path.
+NODE_DIR=$(bash "$(dirname "$0")/../install-node.sh")
+NODE=$NODE_DIR/bin/node
 log() { printf '[guest build %ss] %s\n' "$SECONDS" "$*" >&2; }
 
 # Which versions the archive offers now, asked of an apt of our own: the host's sources stay as
@@ -98,7 +101,10 @@ in_root apt-get -qq clean
 # systemd boots with the unified hierarchy (bookworm's default). The image holds only a fixed
 # bootstrap: it mounts the run's share and runs the runner e2e/src/guest.ts put there (scripts/guest/runner),
 # so changing the runner needs no new image.
-install -m 0755 "$NODE" "$root/usr/local/bin/node"
+mkdir -p "$root/usr/local/lib/ocs"
+cp -a "$NODE_DIR" "$root$NODE_DIR"
+ln -sfn "$(basename "$NODE_DIR")" "$root/usr/local/lib/ocs/node"
+ln -sfn /usr/local/lib/ocs/node/bin/node "$root/usr/local/bin/node"
 cat >"$root/usr/local/sbin/ocs-guest-run" <<'BOOT'
 #!/bin/sh
 mkdir -p /run/ocs-guest
@@ -127,6 +133,11 @@ WantedBy=multi-user.target
 UNIT
 in_root systemctl enable ocs-guest-run.service >/dev/null 2>&1
 in_root systemctl mask getty@tty1.service serial-getty@ttyS0.service >/dev/null 2>&1
+# What starts at boot and competes with the run for the emulated CPUs, and nothing the daemon
+# uses (it runs a podman service per space of its own): podman's boot-time restarts and its
+# API socket, the consoles, apt's and e2scrub's timers.
+in_root systemctl mask podman.socket podman-restart.service podman-auto-update.timer podman-auto-update.service \
+  getty-static.service e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1
 echo ocs-guest >"$root/etc/hostname"
 echo '/dev/vda / ext4 rw,errors=remount-ro 0 1' >"$root/etc/fstab"
 for m in dev/pts dev proc sys; do umount -l "$root/$m"; done

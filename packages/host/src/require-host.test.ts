@@ -4,12 +4,21 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { requireHost } from './require-host.js';
 
+/** Sets (or with undefined, removes) environment variables until the test ends. */
+function withEnv(t: { after(fn: () => void): void }, vars: Record<string, string | undefined>) {
+  for (const [name, value] of Object.entries(vars)) {
+    const saved = process.env[name];
+    t.after(() => {
+      if (saved === undefined) delete process.env[name];
+      else process.env[name] = saved;
+    });
+    if (value === undefined) delete process.env[name];
+    else process.env[name] = value;
+  }
+}
+
 test('a missing service is a skip outside CI and a failure under OCS_REQUIRE_HOST=1', (t) => {
-  const saved = process.env.OCS_REQUIRE_HOST;
-  t.after(() => {
-    if (saved === undefined) delete process.env.OCS_REQUIRE_HOST;
-    else process.env.OCS_REQUIRE_HOST = saved;
-  });
+  withEnv(t, { OCS_TEST_TIER: undefined, OCS_REQUIRE_HOST: process.env.OCS_REQUIRE_HOST });
   assert.equal(requireHost('dockerd', false), false);
   delete process.env.OCS_REQUIRE_HOST;
   assert.match(String(requireHost('dockerd', 'not reachable')), /not reachable \(set OCS_REQUIRE_HOST=1/);
@@ -26,6 +35,7 @@ function runTestFile(path: string, extra: NodeJS.ProcessEnv) {
   const file = new URL(path, import.meta.url).pathname;
   const env: NodeJS.ProcessEnv = { ...process.env, OCS_REQUIRE_HOST: '1', ...extra };
   delete env.NODE_TEST_CONTEXT; // a runner of its own, not a child of ours
+  delete env.OCS_TEST_TIER; // the file is a host-tier file, run as the host tier runs it
   const r = spawnSync(process.execPath, ['--test', '--test-reporter=tap', file], {
     env,
     encoding: 'utf8',
@@ -36,14 +46,20 @@ function runTestFile(path: string, extra: NodeJS.ProcessEnv) {
 
 test('a Docker driver test file fails, not skips, when podman is missing under OCS_REQUIRE_HOST=1', () => {
   // The spaces' engines: a podman binary that is not there.
-  const r = runTestFile('./docker/docker-spaces.test.js', { OCS_PODMAN: '/nonexistent/podman' });
+  const r = runTestFile('./docker/docker-spaces.host.test.js', { OCS_PODMAN: '/nonexistent/podman' });
   assert.notEqual(r.status, 0, r.output);
   assert.match(r.output, /OCS_REQUIRE_HOST=1 but podman is not usable here: podman \(\/nonexistent\/podman\)/);
 });
 
 test('a Docker driver test file fails, not skips, when its image builder is gone under OCS_REQUIRE_HOST=1', () => {
   // dockerd builds the test image: a socket nobody listens on.
-  const r = runTestFile('./docker/docker-spaces.test.js', { OCS_DOCKER_SOCKET: '/nonexistent/docker.sock' });
+  const r = runTestFile('./docker/docker-spaces.host.test.js', { OCS_DOCKER_SOCKET: '/nonexistent/docker.sock' });
   assert.notEqual(r.status, 0, r.output);
   assert.match(r.output, /OCS_REQUIRE_HOST=1 but dockerd \(it builds the test image\) is not usable here/);
+});
+
+test('in the unit tier, asking for a host service fails even where the service is there', (t) => {
+  withEnv(t, { OCS_TEST_TIER: 'unit', OCS_REQUIRE_HOST: undefined });
+  assert.throws(() => requireHost('dockerd', false), /dockerd is a host service and this file runs in the unit tier/);
+  assert.throws(() => requireHost('dockerd', 'not reachable'), /name it \*\.host\.test\.ts/);
 });

@@ -15,6 +15,10 @@ export function hostRequired(): boolean {
  * `skip` option; throws (failing the test file) when the host is required.
  */
 export function requireHost(what: string, why: string | false): string | false {
+  // The unit tier (scripts/test.mjs) runs without root and without host services: a file there
+  // that needs one is in the wrong tier, whether or not this machine has the service.
+  if (process.env.OCS_TEST_TIER === 'unit')
+    throw new Error(`${what} is a host service and this file runs in the unit tier: name it *.host.test.ts`);
   if (why === false) return false;
   if (hostRequired()) throw new Error(`OCS_REQUIRE_HOST=1 but ${what} is not usable here: ${why}`);
   return `${why} (set OCS_REQUIRE_HOST=1 to make this a failure)`;

@@ -51,6 +51,8 @@ program
       [
         `OpenCluster Spaces node ${node.nodeId} is running`,
         `  url:             ${node.url}`,
+        // The runtime is pinned (.node-version, scripts/install-node.sh): this says which one runs.
+        `  runtime:         ocs-node ${VERSION} on Node.js ${process.version}`,
         `  tls fingerprint: ${node.tls.fingerprint}`,
         `  unlock key:      ${node.identity.unlockRecipient}`,
         `  storage:         ${storage.kind} under ${config.storage.root}; cgroups ${cgroups.version}${ownGroup ? ` (delegated; the daemon in ${ownGroup})` : ''}`,

@@ -355,7 +355,7 @@ async function layerMounts(storage: string, mode: 'auto' | 'always'): Promise<{ 
  * the kernel only once per run root and caches the answer as a file there; recording "no"
  * before the engine first starts leaves the shifting to fuse-overlayfs alone, which is what
  * 1.46 does itself (it skips idmapped lower layers under a mount program). If the file's name
- * changes, the engine asks the kernel again and the fuse-overlayfs test in engines.test.ts fails.
+ * changes, the engine asks the kernel again and the fuse-overlayfs test in engines.host.test.ts fails.
  */
 async function noIdmappedLowerLayers(runRoot: string): Promise<void> {
   await mkdir(join(runRoot, 'overlay'), { recursive: true, mode: 0o700 });

@@ -1,5 +1,5 @@
 // The protocol package compiles with `"types": []` so that no Node global leaks in. These are
-// the few Web-standard globals it relies on, present in Node 20 and every browser alike.
+// the few Web-standard globals it relies on, present in Node 24 and every browser alike.
 declare class TextEncoder {
   encode(input?: string): Uint8Array;
 }

@@ -35,7 +35,7 @@ const d = (): VmDriver => {
 before(async () => {
   if (skip) return;
   stagingDir = await mkdtemp('/tmp/ocs-libvirt-stage-');
-  // TCG, always: this suite tests the driver, not the accelerator probe (accel.test.ts does).
+  // TCG, always: this suite tests the driver, not the accelerator probe (accel.host.test.ts does).
   // Definitions as the broker keeps them in a space's storage: here, one scratch tree per run.
   const defs = await mkdtemp('/tmp/ocs-libvirt-defs-');
   definitionsDir = defs;
