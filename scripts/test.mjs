@@ -91,6 +91,12 @@ if (unitOnly && process.getuid?.() === 0) {
       'the unit tier runs as root: the checkout is not readable to nobody (run it from a readable path to prove it needs no root)',
     );
 }
+// A test that hangs must not hold the run until CI's own limit: every test gets a deadline of
+// its tier (its own `timeout` option overrides it). The guest tier's boot has its own in runInGuest.
+const TEST_TIMEOUT_MS = { unit: 120_000, host: 300_000 };
+const timeoutOf = (f) => TEST_TIMEOUT_MS[tierOf(f)];
+const timeouts = selected.map(timeoutOf);
+const deadline = timeouts.includes(undefined) ? undefined : Math.max(...timeouts);
 const [command, ...commandArgs] = [...prefix, process.execPath];
 const result = spawnSync(
   command,
@@ -99,6 +105,7 @@ const result = spawnSync(
     '--enable-source-maps',
     '--test',
     `--test-concurrency=${concurrency}`,
+    ...(deadline === undefined ? [] : [`--test-timeout=${deadline}`]),
     '--test-reporter=spec',
     ...selected,
   ],

@@ -138,6 +138,9 @@ export class SpaceSupervisor implements SpaceProcesses {
     // The shell waits for one line on stdin before exec'ing the sandbox, so the daemon can put
     // it into the space's cgroup first: nothing the space runs is ever charged elsewhere.
     const SECCOMP_FD = 3;
+    // Built before the spawn: nothing may throw between the spawn and the try below, or the
+    // waiting shell would be left behind.
+    const seccomp = seccompProgram();
     const child = spawn(
       '/bin/sh',
       [
@@ -167,7 +170,7 @@ export class SpaceSupervisor implements SpaceProcesses {
       ],
       { stdio: ['pipe', 'pipe', 'pipe', 'pipe'], env: { PATH: '/usr/bin:/bin', NODE_ENV: 'production' }, cwd: '/' },
     );
-    (child.stdio[SECCOMP_FD] as Writable | null)?.end(seccompProgram());
+    (child.stdio[SECCOMP_FD] as Writable | null)?.end(seccomp);
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve())).then(closeBroker);
     try {
       if (child.pid === undefined) throw new Error('spawn failed');
