@@ -24,7 +24,7 @@ test('metrics carry base units and stock process names; every log line carries p
     process.kill(t.node.supervisor.pidOf(space.id)!, 'SIGKILL');
     const aboutSpace = (chunk: string) => chunk.includes(`"spaceId":"${space.id}"`);
     for (let i = 0; i < 100 && !t.logs.some(aboutSpace); i++) await new Promise((r) => setTimeout(r, 50));
-    const res = await t.client({}).send('GET', '/metrics');
+    const res = await t.client({ roles: ['monitor'] }).send('GET', '/metrics');
     assert.equal(res.status, 200);
     const text = res.body as string;
     const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);

@@ -55,7 +55,7 @@ test('a real node: hostile ids are JSON 4xx, every refusal is counted by code, o
       assert.match(r.type, /^application\/json/);
       assert.equal((JSON.parse(r.text) as { error: { code: string } }).error.code, code);
     }
-    const metrics = await send(t, 'GET', '/metrics');
+    const metrics = await send(t, 'GET', '/metrics', await t.token(['monitor'], { sub: 'scraper' }));
     const counted = (code: string) =>
       Number(new RegExp(`^ocs_refusals_total\\{code="${code}"\\} (\\d+)$`, 'm').exec(metrics.text)?.[1] ?? 0);
     assert.equal(counted('not_found'), 4);

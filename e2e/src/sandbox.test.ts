@@ -7,7 +7,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
@@ -143,6 +143,69 @@ test('inside the sandbox: no TCP to the host, no other process, no other storage
     assert.match(String(r.tcp), /^(ENETUNREACH|ECONNREFUSED|EHOSTUNREACH)$/, `TCP to the host's loopback: ${r.tcp}`);
   } finally {
     await new Promise<void>((resolve) => server.close(() => resolve()));
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/**
+ * Raw clone(2) and clone3(2) through perl's syscall() (perl-base is in every Debian /usr): what a
+ * static binary written into the space's storage would call. Prints one JSON object.
+ */
+const CLONE_PROBE = String.raw`
+  my %r;
+  sub try_clone { my ($flags) = @_; my $pid = syscall(56, $flags, 0, 0, 0, 0);
+    if ($pid == 0) { POSIX::_exit(0) } if ($pid > 0) { waitpid($pid, 0); return "ok" } return "errno " . ($! + 0) }
+  use POSIX ();
+  $r{fork} = try_clone(17);
+  $r{newuser} = try_clone(0x10000000 | 17);
+  $r{newnet} = try_clone(0x40000000 | 0x10000000 | 17);
+  my $args = pack("Q11", 0x10000000, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0);
+  my $pid = syscall(435, $args, length($args));
+  if ($pid == 0) { POSIX::_exit(0) } $r{clone3} = $pid > 0 ? (waitpid($pid, 0), "ok")[1] : "errno " . ($! + 0);
+  print "{" . join(",", map { "\"$_\":\"$r{$_}\"" } sort keys %r) . "}\n";
+`;
+
+test('inside the sandbox: clone with a namespace flag is EPERM, clone3 is ENOSYS, bwrap --unshare-user fails; a plain fork works', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ocs-sandbox-'));
+  chmodSync(dir, 0o711);
+  const uid = 480_000 + Math.floor(Math.random() * 10_000);
+  const runDir = join(dir, 'run');
+  const dataDir = join(dir, 'data');
+  for (const d of [runDir, dataDir]) {
+    mkdirSync(d);
+    chownSync(d, uid, uid);
+  }
+  try {
+    // The control: the same uid outside the sandbox, with no filter, makes a user and a network
+    // namespace (this kernel allows unprivileged user namespaces), so a refusal inside is ours.
+    const outside = spawnSync(
+      'setpriv',
+      [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', 'perl', '-e', CLONE_PROBE],
+      {
+        encoding: 'utf8',
+        cwd: '/',
+      },
+    );
+    const control = JSON.parse(outside.stdout.trim()) as Record<string, string>;
+    assert.deepEqual(control, { clone3: 'ok', fork: 'ok', newnet: 'ok', newuser: 'ok' }, outside.stderr);
+
+    const script = `
+      const cp = require('node:child_process');
+      const probe = cp.spawnSync('/usr/bin/perl', ['-e', ${JSON.stringify(CLONE_PROBE)}], { encoding: 'utf8' });
+      const r = JSON.parse(probe.stdout.trim() || '{}');
+      const b = cp.spawnSync('/usr/bin/bwrap', ['--unshare-user', '--ro-bind', '/usr', '/usr', '--symlink', 'usr/bin', '/bin', '/usr/bin/true'], { encoding: 'utf8' });
+      r.bwrap = b.status === 0 ? 'ok' : 'failed: ' + (b.stderr || '').trim().slice(0, 200);
+      console.log(JSON.stringify(r));
+    `;
+    const { code, out } = await inSandbox(uid, runDir, dataDir, script);
+    assert.equal(code, 0, out);
+    const r = JSON.parse(out.trim().split('\n').pop()!) as Record<string, string>;
+    assert.equal(r.fork, 'ok', 'a plain fork (clone with SIGCHLD only) still works');
+    assert.equal(r.newuser, 'errno 1', 'clone(CLONE_NEWUSER) is EPERM');
+    assert.equal(r.newnet, 'errno 1', 'clone(CLONE_NEWUSER|CLONE_NEWNET) is EPERM');
+    assert.equal(r.clone3, 'errno 38', 'clone3 is ENOSYS');
+    assert.match(r.bwrap!, /^failed: /, 'bwrap cannot make a user namespace');
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -78,8 +78,10 @@ export const NODE_ROUTES = [
     id: 'metrics',
     method: 'GET',
     path: '/metrics',
+    // Counts of spaces, workloads and refusals say what a node holds and who is refused: only
+    // for the node's monitors and its farmer (a scraper's token: docs/operator-guide.md).
     summary: 'Prometheus metrics',
-    roles: [],
+    roles: ['monitor', 'farmer'],
     signature: 'none',
     response: 'text',
     status: 200,

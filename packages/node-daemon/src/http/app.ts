@@ -41,7 +41,7 @@ import type { SpacesRepo, AuditLog, SpaceRow } from '../state/index.js';
 import type { RefusalLog } from '../state/refusals.js';
 import { nodeHashes, nodeVerify } from '../crypto.js';
 import { errorMiddleware } from './errors.js';
-import { parseJson, readBody } from './body.js';
+import { parseJson, readBody, refuseBodyOnBodiless } from './body.js';
 import type { Forwarder } from './forward.js';
 import type { ReservationKeys } from '../spaces/reservation-keys.js';
 import type { HttpMetrics } from '../metrics.js';
@@ -238,6 +238,7 @@ export function createApp(d: AppDeps): Koa {
     const path = spec.path.replace(/\{(\w+)\}/g, ':$1');
     const method = spec.method.toLowerCase() as 'get' | 'post' | 'delete';
     router[method](path, async (ctx) => {
+      refuseBodyOnBodiless(ctx);
       const params = (spec.params ? validate(spec.params, { ...ctx.params }, 'path parameter') : {}) as {
         spaceId?: string;
       };

@@ -2,6 +2,22 @@ import type { Context } from 'koa';
 import getRawBody from 'raw-body';
 import { OcsError } from '@ocs/protocol';
 
+/** Methods whose requests carry no body, on either API. */
+export const BODILESS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS']);
+
+/**
+ * Refuses a body on a method that takes none, before anything reads or checks it: the daemon's
+ * own routes and the forwarder to the space processes answer the same (a DELETE with a body,
+ * whatever its Content-Digest says, is `invalid_request`, never quietly done).
+ */
+export function refuseBodyOnBodiless(ctx: Context): void {
+  const te = ctx.get('transfer-encoding');
+  const cl = ctx.get('content-length');
+  if (BODILESS.has(ctx.method) && (te !== '' || (cl !== '' && cl !== '0'))) {
+    throw new OcsError('invalid_request', `${ctx.method} requests take no body`);
+  }
+}
+
 /** Reads the whole body with a hard limit; the digest check needs the exact bytes. */
 export async function readBody(ctx: Context, limit: number): Promise<Uint8Array> {
   try {

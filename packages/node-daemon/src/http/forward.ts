@@ -7,6 +7,7 @@ import { Agent, request, type IncomingMessage } from 'node:http';
 import type { Context } from 'koa';
 import { OcsError } from '@ocs/protocol';
 import type { Logger } from '../logger.js';
+import { BODILESS, refuseBodyOnBodiless } from './body.js';
 
 export interface Forwarder {
   forward(ctx: Context, spaceId: string): Promise<void>;
@@ -26,9 +27,6 @@ const HOP_BY_HOP = new Set([
   'trailer',
 ]);
 
-/** Methods whose requests carry no body on either API. */
-const BODILESS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS']);
-
 /**
  * One framed request per connection: a body the space process would read as a second request
  * (a chunked GET, say) is refused here, the forwarded request's framing is Node's own
@@ -38,11 +36,9 @@ const BODILESS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS']);
  * connection the rest of that body would then fail to write and lose the refusal.)
  */
 function checkFraming(ctx: Context): void {
+  refuseBodyOnBodiless(ctx);
   const te = ctx.get('transfer-encoding');
   const cl = ctx.get('content-length');
-  if (BODILESS.has(ctx.method) && (te !== '' || (cl !== '' && cl !== '0'))) {
-    throw new OcsError('invalid_request', `${ctx.method} requests take no body`);
-  }
   if (te !== '' && cl !== '') throw new OcsError('invalid_request', 'both Transfer-Encoding and Content-Length');
 }
 

@@ -75,3 +75,25 @@ test('a refusal is still its JSON 4xx when its audit entry cannot be written', a
     await t.close();
   }
 });
+
+test('a DELETE with a body is refused before anything is done, signed or not', async () => {
+  const t = await startTestApp();
+  try {
+    const owner = newKey();
+    const space = t.addSpace('org-a', owner);
+    const member = await t.token(['spaces'], { sub: 'member', org: 'org-a' });
+    const farmer = await t.token(['farmer'], { sub: 'farmer', org: 'org-f' });
+    for (const [who, o] of [
+      ['owner-signed', { token: member, sign: owner }],
+      ['farmer', { token: farmer }],
+    ] as const) {
+      const r = await t.send('DELETE', `/v1/spaces/${space}`, { ...o, json: { force: true } });
+      assert.equal(r.status, 400, `${who}: ${r.text}`);
+      assert.equal(r.body.error?.code, 'invalid_request', who);
+      assert.match(r.body.error?.message ?? '', /DELETE requests take no body/);
+      assert.equal(t.repo.get(space)?.state, 'active', `${who}: the space is still there`);
+    }
+  } finally {
+    await t.close();
+  }
+});

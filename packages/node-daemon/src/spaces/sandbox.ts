@@ -13,7 +13,8 @@
  * - a mount namespace holding only /usr (read-only), the node install (read-only), its own run
  *   directory and its own home in its encrypted storage: no other space's storage is even there;
  * - a seccomp filter refusing (EPERM) the system calls it never needs and that widen a kernel
- *   attack: mount, namespaces, ptrace, bpf, perf, keyrings, modules, io_uring, userfaultfd…
+ *   attack: mount, namespaces (unshare, setns, and clone with a namespace flag; clone3 is
+ *   ENOSYS), ptrace, bpf, perf, keyrings, modules, io_uring, userfaultfd…
  */
 import { lstatSync, readlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -64,36 +65,81 @@ export const DENIED_SYSCALLS: Record<string, number> = {
 
 const AUDIT_ARCH_X86_64 = 0xc000003e;
 const X32_SYSCALL_BIT = 0x40000000;
+const SYS_CLONE = 56;
+const SYS_CLONE3 = 435;
+/**
+ * clone(2) flags that make a namespace: CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID,
+ * NEWNET. (CLONE_NEWTIME, 0x80, exists only for clone3 and unshare; in clone's flags those bits
+ * are the exit signal.) Refusing unshare(2) and setns(2) alone left this door open: a static
+ * binary calling clone with CLONE_NEWUSER|CLONE_NEWNET got CAP_NET_ADMIN over nf_tables.
+ */
+export const CLONE_NAMESPACE_FLAGS =
+  0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000;
 const RET_ALLOW = 0x7fff0000;
 const RET_KILL_PROCESS = 0x80000000;
-const RET_ERRNO_EPERM = 0x00050000 | 1;
+const RET_ERRNO = 0x00050000;
+const EPERM = 1;
+const ENOSYS = 38;
 // BPF opcodes
 const LD_W_ABS = 0x20;
 const JEQ_K = 0x15;
 const JGE_K = 0x35;
+const JSET_K = 0x45;
 const RET_K = 0x06;
+/** Offset of seccomp_data.args[0]'s low 32 bits (little-endian x86_64): clone's flags. */
+const ARG0_LOW = 16;
+
+type Insn = [code: number, jt: number, jf: number, k: number];
 
 /**
  * The classic-BPF seccomp program (struct sock_filter[]) bwrap loads with `--seccomp FD`:
- * a foreign architecture is killed, x32 calls and every {@link DENIED_SYSCALLS} entry get
- * EPERM, everything else is allowed.
+ * a foreign architecture is killed; x32 calls and every {@link DENIED_SYSCALLS} entry get
+ * EPERM; clone(2) with any {@link CLONE_NAMESPACE_FLAGS} gets EPERM (threads and forks pass);
+ * clone3(2) gets ENOSYS, because a filter cannot read the flags inside its struct: glibc and
+ * libuv then fall back to clone, as they do under container runtimes' filters. Everything else
+ * is allowed.
  */
 export function seccompProgram(denied: readonly number[] = Object.values(DENIED_SYSCALLS)): Buffer {
-  const n = denied.length;
-  const ins: [number, number, number, number][] = [
+  // Jump targets are labels, resolved to the relative offsets classic BPF uses.
+  const code: (Insn | { to: string; insn: (off: number) => Insn } | string)[] = [
     [LD_W_ABS, 0, 0, 4], // seccomp_data.arch
     [JEQ_K, 1, 0, AUDIT_ARCH_X86_64],
     [RET_K, 0, 0, RET_KILL_PROCESS],
     [LD_W_ABS, 0, 0, 0], // seccomp_data.nr
-    [JGE_K, n + 1, 0, X32_SYSCALL_BIT],
-    // Each match jumps over the rest and the ALLOW to the EPERM at the end.
-    ...denied.map((nr, i) => [JEQ_K, n - i, 0, nr] as [number, number, number, number]),
+    { to: 'eperm', insn: (off) => [JGE_K, off, 0, X32_SYSCALL_BIT] },
+    { to: 'clone', insn: (off) => [JEQ_K, off, 0, SYS_CLONE] },
+    { to: 'enosys', insn: (off) => [JEQ_K, off, 0, SYS_CLONE3] },
+    ...denied.map((nr) => ({ to: 'eperm', insn: (off: number): Insn => [JEQ_K, off, 0, nr] })),
     [RET_K, 0, 0, RET_ALLOW],
-    [RET_K, 0, 0, RET_ERRNO_EPERM],
+    // Classic BPF jumps forward only: the clone check sits before the returns it jumps to.
+    'clone',
+    [LD_W_ABS, 0, 0, ARG0_LOW],
+    { to: 'eperm', insn: (off) => [JSET_K, off, 0, CLONE_NAMESPACE_FLAGS] },
+    [RET_K, 0, 0, RET_ALLOW],
+    'eperm',
+    [RET_K, 0, 0, RET_ERRNO | EPERM],
+    'enosys',
+    [RET_K, 0, 0, RET_ERRNO | ENOSYS],
   ];
+  const labels = new Map<string, number>();
+  let pc = 0;
+  for (const c of code) {
+    if (typeof c === 'string') labels.set(c, pc);
+    else pc++;
+  }
+  const ins: Insn[] = [];
+  for (const c of code) {
+    if (typeof c === 'string') continue;
+    if (Array.isArray(c)) ins.push(c);
+    else {
+      const off = labels.get(c.to)! - (ins.length + 1);
+      if (off < 0 || off > 255) throw new Error(`seccomp jump to ${c.to} out of range`);
+      ins.push(c.insn(off));
+    }
+  }
   const buf = Buffer.alloc(ins.length * 8);
-  ins.forEach(([code, jt, jf, k], i) => {
-    buf.writeUInt16LE(code, i * 8);
+  ins.forEach(([op, jt, jf, k], i) => {
+    buf.writeUInt16LE(op, i * 8);
     buf.writeUInt8(jt, i * 8 + 2);
     buf.writeUInt8(jf, i * 8 + 3);
     buf.writeUInt32LE(k >>> 0, i * 8 + 4);
