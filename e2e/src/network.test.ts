@@ -13,6 +13,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
 import { DEFAULT_DENIED, nodeNetworks, spaceSubnet } from '@ocs/host';
 import { NetnsLab, buildBusyboxImage, buildTestGuest, requireHost, testGuestUnavailable } from '@ocs/host/testing';
 import {
@@ -190,6 +191,23 @@ test("ports are the space's reservation: no more than reserved, none for a space
     hostPort: published.hostPort,
   });
   assert.equal(code(taken), 'conflict');
+  // A port of the range that a host process holds (as the daemon's own would be) is never
+  // published: the DNAT would hand its clients to the tenant.
+  const range = t.config.workloads.network.ports;
+  const hostService = createServer((c) => c.end('the node itself'));
+  await new Promise<void>((resolve) => hostService.listen(range.last, '0.0.0.0', resolve));
+  try {
+    const held = await a.api.send('POST', `${a.base}/network/ports`, {
+      target: { kind: 'container', name: 'web' },
+      port: 8081,
+      hostPort: range.last,
+    });
+    assert.equal(held.status, 409);
+    assert.equal(code(held), 'conflict');
+    assert.match(JSON.stringify(held.body), /in use by a service of the node/);
+  } finally {
+    await new Promise<void>((resolve) => hostService.close(() => resolve()));
+  }
   const nobody = await a.api.send('POST', `${a.base}/network/ports`, {
     target: { kind: 'container', name: 'ghost' },
     port: 1,

@@ -81,3 +81,16 @@ test("the spaces' network policy: by default nothing but the internet, every val
   assert.throws(() => set({ denied: ['example.com'] }), /\/workloads\/network\/denied\/0/);
   assert.throws(() => set({ egressBytesPerSecond: 10 }), /\/workloads\/network\/egressBytesPerSecond/);
 });
+
+test("a ports range that holds the daemon's own port refuses the start, naming both", () => {
+  const cfg = (port: number, first: number, last: number) =>
+    resolveConfig({ listen: { port }, workloads: { network: { ports: { first, last } } } });
+  assert.throws(
+    () => cfg(18_843, 18_800, 18_899),
+    /\/workloads\/network\/ports: 18800-18899 holds the daemon's own port \(listen\.port 18843\)/,
+  );
+  assert.throws(() => cfg(30_000, 30_000, 30_999), /listen\.port 30000/);
+  assert.throws(() => cfg(30_999, 30_000, 30_999), /listen\.port 30999/);
+  assert.equal(cfg(8443, 30_000, 30_999).listen.port, 8443);
+  assert.equal(cfg(29_999, 30_000, 30_999).listen.port, 29_999);
+});

@@ -229,6 +229,12 @@ export function resolveConfig(partial: unknown): Config {
   const net = config.workloads.network;
   if (net.ports.last < net.ports.first)
     throw new Error('configuration /workloads/network/ports: last must not be below first');
+  // A tenant publishing the daemon's own port would DNAT every client of the node (tokens,
+  // signed requests, the first pin of `ocs node add`) to its container.
+  if (config.listen.port >= net.ports.first && config.listen.port <= net.ports.last)
+    throw new Error(
+      `configuration /workloads/network/ports: ${net.ports.first}-${net.ports.last} holds the daemon's own port (listen.port ${config.listen.port})`,
+    );
   const allow = typeof net.egress === 'object' ? net.egress.allow : [];
   for (const [field, list] of [
     ['denied', net.denied] as const,

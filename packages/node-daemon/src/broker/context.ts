@@ -32,6 +32,11 @@ export interface BrokerDeps {
   dns?: string[] | undefined;
   /** The farmer's range of published ports; absent: the node publishes none. */
   portRange?: PortRange | undefined;
+  /**
+   * The ports host processes hold now (TCP listeners and bound UDP sockets), which are never
+   * published. Default: the kernel's socket tables (`hostPortsInUse`).
+   */
+  portsInUse?: () => Promise<ReadonlySet<number>>;
   /** A space's subordinate ids and subnet as derived from its uid's slot (recorded at first use). */
   workloadIds(uid: number): { idMap: { base: number; size: number }; subnet: string };
   /** How long lock and expiry let containers and VMs shut down before they are killed. */

@@ -5,6 +5,7 @@
  * records say (a failed apply is undone in the records before the refusal).
  */
 import { OcsError, type BrokerArgs, type BrokerResult } from '@ocs/protocol';
+import { hostPortsInUse } from '@ocs/host';
 import type { SpaceRow } from '../state/index.js';
 import { checkEgress } from '../spaces/egress-policy.js';
 import type { BrokerContext } from './context.js';
@@ -37,11 +38,16 @@ export class NetworkOps {
       throw new OcsError('conflict', `${a.target.kind} ${a.target.name} has no address of its own: make it again`, {
         [a.target.kind]: a.target.name,
       });
-    const row = this.c.d.ports.publish({ id: s.id, ports: s.ports }, this.c.range(), {
+    const range = this.c.range();
+    // Read just before the write: a host service that binds later is the farmer's range
+    // overlapping its own services, which the start-up check and docs/operator-guide.md cover.
+    const inUse = await (this.c.d.portsInUse ?? portsHeldByHost)();
+    const row = this.c.d.ports.publish({ id: s.id, ports: s.ports }, range, {
       workloadId: w.id,
       protocol: a.protocol ?? 'tcp',
       port: a.port,
       ...(a.hostPort !== undefined ? { hostPort: a.hostPort } : {}),
+      inUse,
     });
     try {
       await networks.update(s.id);
@@ -60,4 +66,10 @@ export class NetworkOps {
     await networks.update(s.id);
     return {};
   }
+}
+
+/** Either protocol: one port number is one forward (ports-repo.ts), TCP and UDP alike. */
+async function portsHeldByHost(): Promise<ReadonlySet<number>> {
+  const [tcp, udp] = await Promise.all([hostPortsInUse('tcp'), hostPortsInUse('udp')]);
+  return new Set([...tcp, ...udp]);
 }

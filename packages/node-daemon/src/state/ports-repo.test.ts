@@ -124,3 +124,21 @@ test('the ledger counts reserved ports against the range; a node without a range
   assert.throws(() => none.check(space('sp_eeeeeeeeeeeeeeeeeeee', 1)), code('capacity_exceeded'));
   none.check(space('sp_eeeeeeeeeeeeeeeeeeee', 0));
 });
+
+test('a port a host process holds is never published: passed over when picking, conflict when asked for', () => {
+  const { ports, container } = setup();
+  const a = container(SPACE_A, 'web');
+  const A = { id: SPACE_A, ports: 3 };
+  const inUse = new Set([30_000, 30_002]);
+  assert.throws(
+    () => ports.publish(A, range, { workloadId: a.id, protocol: 'tcp', port: 80, hostPort: 30_000, inUse }),
+    (e: unknown) => code('conflict')(e) && /in use by a service of the node/.test((e as OcsError).message),
+  );
+  assert.equal(ports.publish(A, range, { workloadId: a.id, protocol: 'tcp', port: 80, inUse }).hostPort, 30_001);
+  assert.equal(ports.publish(A, range, { workloadId: a.id, protocol: 'tcp', port: 81, inUse }).hostPort, 30_003);
+  // Every port of the range is published or held: none is free.
+  assert.throws(
+    () => ports.publish(A, range, { workloadId: a.id, protocol: 'tcp', port: 82, inUse }),
+    code('capacity_exceeded'),
+  );
+});

@@ -70,14 +70,7 @@ export class PortsRepo {
       same: db
         .prepare('SELECT host_port FROM published_ports WHERE workload_id = ? AND protocol = ? AND port = ?')
         .pluck(),
-      // The lowest free port of the range: its first, or one above a taken one.
-      free: db
-        .prepare(
-          `SELECT min(h) FROM (SELECT @first AS h UNION ALL
-             SELECT host_port + 1 FROM published_ports WHERE host_port BETWEEN @first AND @last)
-           WHERE h <= @last AND NOT EXISTS (SELECT 1 FROM published_ports WHERE host_port = h)`,
-        )
-        .pluck(),
+      inRange: db.prepare('SELECT host_port FROM published_ports WHERE host_port BETWEEN ? AND ?').pluck(),
       insert: db.prepare(
         `INSERT INTO published_ports (host_port, space_id, protocol, workload_id, port, created_at)
          VALUES (?, ?, ?, ?, ?, ?)`,
@@ -94,12 +87,13 @@ export class PortsRepo {
    * Publishes in one write transaction: `budget_exceeded` when the space holds all the ports it
    * reserved, `conflict` when the workload's port is published already or `hostPort` is taken,
    * `invalid_request` for a `hostPort` outside the range, `capacity_exceeded` when the range has
-   * no free port (the farmer shrank it under the reservations).
+   * no free port (the farmer shrank it under the reservations). A port in `inUse` (held by a host
+   * process) is never published: asked for, it is `conflict`; otherwise it is passed over.
    */
   publish(
     space: { id: string; ports: number },
     range: PortRange,
-    p: { workloadId: string; protocol: 'tcp' | 'udp'; port: number; hostPort?: number },
+    p: { workloadId: string; protocol: 'tcp' | 'udp'; port: number; hostPort?: number; inUse?: ReadonlySet<number> },
   ): PublishedRow {
     return this.db
       .transaction(() => {
@@ -120,8 +114,13 @@ export class PortsRepo {
               field: '/hostPort',
             });
           if (this.stmt.taken.get(hostPort)) throw new OcsError('conflict', `port ${hostPort} is taken`);
+          if (p.inUse?.has(hostPort))
+            throw new OcsError('conflict', `port ${hostPort} is in use by a service of the node`, { hostPort });
         } else {
-          hostPort = (this.stmt.free.get({ first: range.first, last: range.last }) as number | null) ?? undefined;
+          // The lowest port of the range that is neither published nor held by the host.
+          const taken = new Set(this.stmt.inRange.all(range.first, range.last) as number[]);
+          for (let h = range.first; h <= range.last && hostPort === undefined; h++)
+            if (!taken.has(h) && !p.inUse?.has(h)) hostPort = h;
           if (hostPort === undefined)
             throw new OcsError('capacity_exceeded', "no port of the node's range is free", {
               resource: 'ports',
