@@ -6,8 +6,20 @@
  */
 import { OcsError } from './errors.js';
 
-/** RFC 9110 defines no list syntax for these; RFC 9112 section 3.2 makes a second Host a 400. */
-export const SINGLE_HEADERS = ['authorization', 'host'] as const;
+/**
+ * RFC 9110 defines no list syntax for Authorization; RFC 9112 section 3.2 makes a second Host a
+ * 400. The signature fields are dictionaries a second line could extend or override (a second
+ * `sig1` wins over the first), and Idempotency-Key (signed when present) decides which stored
+ * answer a request gets: one line each, or the request is refused as malformed.
+ */
+export const SINGLE_HEADERS = [
+  'authorization',
+  'host',
+  'signature',
+  'signature-input',
+  'content-digest',
+  'idempotency-key',
+] as const;
 
 /** Throws invalid_request naming the first field of `names` that `rawHeaders` (Node's flat list) repeats. */
 export function refuseRepeatedHeaders(rawHeaders: readonly string[], names: readonly string[] = SINGLE_HEADERS): void {

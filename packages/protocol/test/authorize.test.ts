@@ -116,6 +116,25 @@ test('a request with two Authorization headers is refused, before any token or n
   assert.equal(store.size, 1);
 });
 
+test('a second Signature, Signature-Input, Content-Digest or Idempotency-Key line is refused before the signature is looked at', async () => {
+  for (const name of ['Signature-Input', 'signature', 'Content-Digest', 'Idempotency-Key']) {
+    const store = new MemoryNonceStore();
+    const req = await signed([['authorization', 'Bearer tok-a']]);
+    // One more line of the field, as a relay would add it; for the signature fields, the very
+    // value already there (a dictionary's member repeated, which a parser would let override).
+    const again = String(req.headers[name.toLowerCase()] ?? 'once');
+    const lines = name.startsWith('Sig') ? [] : [name, again];
+    const twice = { ...req, rawHeaders: [...req.rawHeaders, ...lines, name, again] };
+    await assert.rejects(
+      authorize(twice, options(store)),
+      (err: unknown) =>
+        err instanceof OcsError && err.code === 'invalid_request' && err.details?.header === name.toLowerCase(),
+      name,
+    );
+    assert.equal(store.size, 0, `${name}: no nonce stored`);
+  }
+});
+
 test('refuseRepeatedHeaders looks at the raw lines, any case, and only at the fields it guards', () => {
   refuseRepeatedHeaders(['Accept', 'a', 'accept', 'b', 'Authorization', 'x']);
   assert.throws(
