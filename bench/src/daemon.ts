@@ -44,7 +44,12 @@ export async function startBenchDaemon(
       farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 },
       storageBytes: o.storageBytes ?? 64 * 1024 * MiB,
     },
-    spaces: { uidBase: 500_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000, idleSeconds: o.idleSeconds ?? 60 },
+    spaces: {
+      uidBase: 500_000 + (parseInt(tag, 16) % 1000) * 1000,
+      uidCount: 1000,
+      idleSeconds: o.idleSeconds ?? 60,
+      reserveIds: false,
+    },
     log: { level: 'warn' },
     // No workloads: no host firewall rule or engine is left behind.
     workloads: { containers: { enabled: false }, libvirt: { enabled: false } },

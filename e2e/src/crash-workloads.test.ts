@@ -45,7 +45,7 @@ test('kill -9 while containers are made, run and locked: after restart engines a
     storage: { backend: 'fscrypt', root: join(dir, 'storage') },
     cgroups: { parent },
     capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 }, storageBytes: 2048 * MiB },
-    spaces: { uidBase: 600_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000 },
+    spaces: { uidBase: 600_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000, reserveIds: false },
     log: { level: 'warn' },
     workloads: { containers: { enabled: true, runRoot, idleSeconds: 30 }, libvirt: { enabled: false } },
     auth: { devIssuer: true },

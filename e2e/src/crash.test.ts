@@ -28,7 +28,8 @@ test('kill -9 during reserve, lock and destroy: after restart no orphan, no lost
     storage: { backend: 'fscrypt', root: join(dir, 'storage') },
     cgroups: { parent },
     capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 }, storageBytes: 2048 * MiB },
-    spaces: { uidBase: 400_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000 },
+    // Checked against this host's accounts, never recorded in its /etc/subuid (a test leaves the host as it was).
+    spaces: { uidBase: 400_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000, reserveIds: false },
     log: { level: 'warn' },
     // No workloads: nothing of the host's container or VM set-up (its INPUT rule) is this test's to leave behind.
     workloads: { containers: { enabled: false }, libvirt: { enabled: false } },

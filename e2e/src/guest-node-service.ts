@@ -198,6 +198,11 @@ async function main(): Promise<Record<string, unknown>> {
     runtimeLine.test(sh('journalctl', '-u', UNIT, '-o', 'cat', '--no-pager')) ? true : undefined,
   );
   report.daemon = { cgroup: ownCg.slice(3), capBnd: capBnd.toString(16), node: process.version };
+  // The node's ids (default config) are recorded as root's delegations, so useradd never hands
+  // them to an account (spaces/id-ranges.ts).
+  for (const file of ['/etc/subuid', '/etc/subgid'])
+    for (const line of ['root:200000:50000', 'root:250000:50000', 'root:1000000000:3276800000'])
+      assert.ok(readFileSync(file, 'utf8').split('\n').includes(line), `${file} records ${line}`);
 
   // --- An owner's run, through the space API: an image loaded into the space's engine (podman,
   // its store on the space's dataset), a volume, a file holding a marker, and a container that

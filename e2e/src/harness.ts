@@ -124,6 +124,9 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
     spaces: {
       uidBase: 300_000 + (parseInt(tag, 16) % 1000) * 1000,
       uidCount: 1000,
+      // Checked against this host's accounts, never recorded in its /etc/subuid: a test leaves
+      // the host as it was (the guest tier's node records them, on a guest of its own).
+      reserveIds: false,
       idleSeconds: opts.idleSeconds ?? 30,
       graceSeconds: 60,
     },

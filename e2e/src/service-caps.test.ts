@@ -70,7 +70,7 @@ test("the daemon runs a space's container under exactly the unit's capability bo
     storage: { backend: 'fscrypt', root: join(dir, 'storage') },
     cgroups: { parent },
     capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 }, storageBytes: 1024 * MiB },
-    spaces: { uidBase: 700_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000 },
+    spaces: { uidBase: 700_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000, reserveIds: false },
     log: { level: 'warn' },
     workloads: { containers: { enabled: true, runRoot, idleSeconds: 30 }, libvirt: { enabled: false } },
     auth: { devIssuer: true },

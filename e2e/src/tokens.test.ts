@@ -294,6 +294,8 @@ test('a config file must set auth.devIssuer; a dev issuer off loopback warns in 
     storage: { backend: 'fscrypt', root: join(base, 'storage') },
     cgroups: { parent },
     capacity: { storageBytes: 256 * MiB },
+    // Checked against this host's accounts, never recorded in its /etc/subuid.
+    spaces: { reserveIds: false },
     workloads: { containers: { enabled: false }, libvirt: { enabled: false } },
     log: { level: 'info' },
   };

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { Type, type Static } from '@sinclair/typebox';
 import { DEFAULT_DENIED, checkCidr } from '@ocs/host';
+import { HOST_ID_FILES } from './spaces/id-ranges.js';
 import {
   JsonWebKeySet,
   MAX_TOKEN_LIFETIME_SECONDS,
@@ -96,6 +97,13 @@ export const ConfigSchema = Obj({
     apiCpuMillicores: Type.Integer({ minimum: 100, maximum: 4000 }),
     graceSeconds: Type.Integer({ minimum: 0 }),
     maxLeaseSeconds: Type.Integer({ minimum: 60 }),
+    /**
+     * The host's accounts and delegations, which the node's uid ranges must not overlap (the
+     * daemon refuses to start naming the entry: spaces/id-ranges.ts).
+     */
+    idFiles: Obj({ passwd: Type.String(), group: Type.String(), subuid: Type.String(), subgid: Type.String() }),
+    /** Record the node's ranges as root's delegations in `subuid`/`subgid`, so `useradd` never hands them out. */
+    reserveIds: Type.Boolean(),
   }),
   /** Workload backends. `auto`: used when the daemon's socket answers at start, else off. */
   workloads: Obj({
@@ -176,6 +184,8 @@ export const DEFAULTS: Config = {
   spaces: {
     uidBase: 200_000,
     uidCount: 50_000,
+    idFiles: { ...HOST_ID_FILES },
+    reserveIds: true,
     idleSeconds: 300,
     apiCpuMillicores: 1000,
     graceSeconds: 3600,

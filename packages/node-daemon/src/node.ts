@@ -43,6 +43,7 @@ import { createApp } from './http/app.js';
 import { createForwarder } from './http/forward.js';
 import { defaultPublicNames } from './http/public-names.js';
 import { createMetrics } from './metrics.js';
+import { checkIdRanges, daemonIdRanges, reserveIdRanges } from './spaces/id-ranges.js';
 import { writeSecretFile } from './files.js';
 import { createNodeIssuers } from './auth/issuers.js';
 import { newId } from './ids.js';
@@ -156,6 +157,12 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const nodeId = loadOrCreateNodeId(config);
   // Every line says which node wrote it, for logs gathered from many nodes.
   const logger = o.logger.child({ nodeId });
+  // Before anything is handed out: no local account or delegation may hold a space's ids.
+  const idRanges = daemonIdRanges({ ...config.spaces, subidBase: config.workloads.containers.subidBase });
+  checkIdRanges(idRanges, config.spaces.idFiles);
+  if (config.spaces.reserveIds)
+    for (const line of reserveIdRanges(idRanges, config.spaces.idFiles))
+      logger.info({ line }, "recorded the node's ids as root's delegation");
   for (const w of warnings) logger.warn({ listen: config.listen.host }, w);
   const identity = await loadOrCreateIdentity(config.stateDir);
   const devIssuer = config.auth.devIssuer ? loadOrCreateDevIssuer(config.stateDir, nodeId) : undefined;
