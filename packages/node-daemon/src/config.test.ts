@@ -70,7 +70,14 @@ test('an issuer needs exactly one of jwks and jwksUri; caFile goes with jwksUri;
 
 test("the spaces' network policy: by default nothing but the internet, every value checked with its field", () => {
   const d = resolveConfig({}).workloads.network;
-  for (const net of ['10.0.0.0/8', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.168.0.0/16'])
+  for (const net of [
+    '10.0.0.0/8',
+    '127.0.0.0/8',
+    '169.254.0.0/16',
+    '172.16.0.0/12',
+    '192.168.0.0/16',
+    '168.63.129.16/32',
+  ])
     assert.ok(d.denied.includes(net), net);
   assert.deepEqual(d.dns, []);
   assert.equal(d.egressBytesPerSecond, undefined);

@@ -59,6 +59,7 @@ const forbiddenFromA = [
   tcp('10.128.0.66', 8080), // B's container
   tcp('10.128.0.65', 9999), // the node on B's gateway
   tcp('169.254.169.254', 80), // cloud metadata
+  tcp('168.63.129.16', 80), // Azure's WireServer, a cloud agent on a public address
   tcp('192.0.2.2', 7000), // a host on the node's other network
 ];
 
@@ -79,9 +80,11 @@ before(async () => {
   );
   await lab.ip('inet', ['addr', 'add', '203.0.113.3/24', 'dev', 'eth0']);
   await lab.ip('inet', ['addr', 'add', '169.254.169.254/32', 'dev', 'lo']);
+  await lab.ip('inet', ['addr', 'add', '168.63.129.16/32', 'dev', 'lo']);
   await lab.ip('inet', ['addr', 'add', '10.53.0.53/32', 'dev', 'lo']);
   await lab.ip('node', ['route', 'add', 'default', 'via', '203.0.113.2']);
   await lab.ip('node', ['route', 'add', '169.254.169.254/32', 'via', '203.0.113.2']);
+  await lab.ip('node', ['route', 'add', '168.63.129.16/32', 'via', '203.0.113.2']);
   await lab.ip('node', ['route', 'add', '10.53.0.53/32', 'via', '203.0.113.2']);
   // Routes back to the spaces, so that without our rules (no masquerade) everything would answer.
   await lab.ip('inet', ['route', 'add', '10.128.0.0/16', 'via', '203.0.113.1']);

@@ -47,6 +47,9 @@ export const DEFAULT_DENIED = [
   '100.64.0.0/10',
   '127.0.0.0/8',
   '169.254.0.0/16',
+  // Azure's WireServer and its DNS: a cloud agent on a public address. A node that uses it as
+  // its resolver lists it in `dns`, which lets port 53 through and nothing else.
+  '168.63.129.16/32',
   '172.16.0.0/12',
   '192.168.0.0/16',
   '224.0.0.0/3',
