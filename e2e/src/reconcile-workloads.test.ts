@@ -59,7 +59,7 @@ async function spaceWithContainer(t: TestNode, tar: Buffer, startVm = false) {
   return { space, owner, container: c.body, vmId: vm.body.id };
 }
 
-test('restart: containers of gone spaces, unrecorded and half-made ones are removed; recorded ones stay', async () => {
+test('restart: containers of gone spaces, unrecorded, half-made and half-removed ones are removed; recorded ones stay', async () => {
   const tarPath = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
   const tar = readFileSync(tarPath);
   rmSync(dirname(tarPath), { recursive: true, force: true });
@@ -78,9 +78,14 @@ test('restart: containers of gone spaces, unrecorded and half-made ones are remo
     const cgroupParent = t.cgroups.dockerParent(spaceCgroupLayout(t.config.cgroups.parent, live.space.id).containers);
     const stray = `ctr_${'s'.repeat(20)}`;
     const half = `ctr_${'h'.repeat(20)}`;
+    // A delete killed at each of its steps: after the record was marked (the container still
+    // there), and after the engine removed the container (the record still there).
+    const doomed = `ctr_${'d'.repeat(20)}`;
+    const vanished = `ctr_${'v'.repeat(20)}`;
     for (const [id, name] of [
       [stray, 'stray'],
       [half, 'half'],
+      [doomed, 'doomed'],
     ] as const)
       await docker.create({
         spaceId: live.space.id,
@@ -95,7 +100,7 @@ test('restart: containers of gone spaces, unrecorded and half-made ones are remo
         mounts: [],
         capAdd: [],
       });
-    assert.equal((await containersOf(t, live.space.id)).length, 3);
+    assert.equal((await containersOf(t, live.space.id)).length, 4);
     assert.equal(domainExists(domainName(gone.space.id, gone.vmId)), true, 'the VM runs before the restart');
     const goneEngine = t.containers!.layout({ spaceId: gone.space.id, dataDir: '' }).runDir;
     await t.engine(gone.space.id);
@@ -103,20 +108,30 @@ test('restart: containers of gone spaces, unrecorded and half-made ones are remo
 
     await t.stop({ keepHost: true });
     const db = openDatabase(join(t.config.stateDir, 'node.db'));
-    new WorkloadsRepo(db).reserve(
-      { cpuMillicores: 2000, memoryBytes: 256 * MiB, storageBytes: 64 * MiB },
-      {
-        id: half,
-        spaceId: live.space.id,
-        kind: 'container',
-        name: 'half',
-        spec: { image: 'busybox' },
-        cpuMillicores: 100,
-        memoryBytes: 16 * MiB,
-        storageBytes: 0,
-        pids: 16,
-      },
-    );
+    const workloads = new WorkloadsRepo(db);
+    for (const [id, name] of [
+      [half, 'half'],
+      [doomed, 'doomed'],
+      [vanished, 'vanished'],
+    ] as const)
+      workloads.reserve(
+        { cpuMillicores: 2000, memoryBytes: 256 * MiB, storageBytes: 64 * MiB },
+        {
+          id,
+          spaceId: live.space.id,
+          kind: 'container',
+          name,
+          spec: { image: 'busybox' },
+          cpuMillicores: 100,
+          memoryBytes: 16 * MiB,
+          storageBytes: 0,
+          pids: 16,
+        },
+      );
+    for (const id of [doomed, vanished]) {
+      workloads.markReady(id);
+      workloads.markRemoving(id);
+    }
     // The space's record says destroyed (as after a destroy whose host teardown was lost); its container is still there.
     const spaces = new SpacesRepo(db, { uidBase: t.config.spaces.uidBase, uidCount: t.config.spaces.uidCount });
     spaces.setState(gone.space.id, ['active'], 'destroying');

@@ -90,6 +90,8 @@ export class Broker {
       },
       deleteContainer: async (s, a) => {
         const w = d.workloads.get(s.id, 'container', a.container);
+        // Marked first: a daemon killed from here on finishes the removal at its next start.
+        d.workloads.markRemoving(w.id);
         // Idempotent against a container already gone (a crash after the engine removed it,
         // before the record went): the owner's retry removes the record instead of a 404 forever.
         await (await c.docker(s)).remove(s.id, w.id).catch((err: unknown) => c.ignoreGone(err));

@@ -145,7 +145,8 @@ export class WorkloadLifecycle {
         this.c.d.workloads.remove(w.id);
         continue;
       }
-      if (w.state !== 'creating') continue;
+      // Half made, or half removed (a delete the daemon did not live to finish): undone alike.
+      if (w.state !== 'creating' && w.removingSince === null) continue;
       const space = active.get(w.spaceId);
       switch (w.kind) {
         case 'container':

@@ -184,6 +184,15 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 8,
+    name: 'workloads being removed',
+    up(db) {
+      // Set before the engine is asked to remove a workload: a daemon killed between the two
+      // finishes the removal at its next start instead of keeping a dead record (and its share).
+      db.exec(`ALTER TABLE workloads ADD COLUMN removing_since INTEGER;`);
+    },
+  },
 ];
 
 /** The schema version this code writes and understands. */

@@ -7,6 +7,7 @@ import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
 import { SPACE_A, SPACE_B, twoSpaces } from './test-support.js';
 import { WorkloadsRepo } from './workloads-repo.js';
+import { ManualClock } from '../clock.js';
 
 const MiB = 1024 * 1024;
 const SPACE = SPACE_A;
@@ -118,4 +119,31 @@ test('many connections racing for the last of a space never exceed its budget', 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a workload marked as being removed keeps its share until it is removed; the first mark holds', () => {
+  const clock = new ManualClock(1_000);
+  const { db } = twoSpaces();
+  const repo = new WorkloadsRepo(db, { clock });
+  const budget = { cpuMillicores: 1000, memoryBytes: 64 * MiB, storageBytes: 64 * MiB };
+  const w = repo.reserve(budget, {
+    id: `ctr_${'r'.repeat(20)}`,
+    spaceId: SPACE_A,
+    kind: 'container',
+    name: 'r',
+    spec: {},
+    cpuMillicores: 100,
+    memoryBytes: 16 * MiB,
+    storageBytes: 0,
+    pids: 1,
+  });
+  repo.markReady(w.id);
+  assert.equal(repo.get(SPACE_A, 'container', 'r').removingSince, null);
+  repo.markRemoving(w.id);
+  clock.advance(5_000);
+  repo.markRemoving(w.id); // a retried delete
+  assert.equal(repo.get(SPACE_A, 'container', 'r').removingSince, 1_000);
+  assert.equal(repo.used(SPACE_A).cpuMillicores, 100, 'still counted');
+  repo.remove(w.id);
+  assert.equal(repo.used(SPACE_A).cpuMillicores, 0);
 });

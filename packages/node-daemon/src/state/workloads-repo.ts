@@ -29,6 +29,11 @@ export interface WorkloadRow extends Share {
   createdAt: number;
   /** Containers and VMs: the address on the space's network the daemon gave it (null before networks had them). */
   address: string | null;
+  /**
+   * When its removal began (null: it is not being removed). Set before the engine is asked, so
+   * a daemon killed in the middle of a delete finishes it at its next start (reconcile).
+   */
+  removingSince: number | null;
 }
 
 /** What a space may hold in all; `pids` undefined = the space has no pids limit. */
@@ -52,6 +57,7 @@ interface Raw {
   state: 'creating' | 'ready';
   created_at: number;
   address: string | null;
+  removing_since: number | null;
 }
 
 const DIMENSIONS = ['cpuMillicores', 'memoryBytes', 'storageBytes', 'pids'] as const;
@@ -70,6 +76,7 @@ function fromRaw(r: Raw): WorkloadRow {
     state: r.state,
     createdAt: r.created_at,
     address: r.address ?? null,
+    removingSince: r.removing_since ?? null,
   };
 }
 
@@ -102,6 +109,7 @@ export class WorkloadsRepo {
       ),
       addresses: db.prepare('SELECT address FROM workloads WHERE space_id = ? AND address IS NOT NULL').pluck(),
       remove: db.prepare('DELETE FROM workloads WHERE id = ?'),
+      removing: db.prepare('UPDATE workloads SET removing_since = coalesce(removing_since, ?) WHERE id = ?'),
       removeSpace: db.prepare('DELETE FROM workloads WHERE space_id = ?'),
     };
   }
@@ -196,6 +204,11 @@ export class WorkloadsRepo {
 
   remove(id: string): void {
     this.stmt.remove.run(id);
+  }
+
+  /** Marks the workload as being removed (its share stays counted until `remove`). */
+  markRemoving(id: string): void {
+    this.stmt.removing.run(this.clock.now(), id);
   }
 
   removeSpace(spaceId: string): void {
