@@ -68,6 +68,12 @@ export async function createContainer(ctx: DriverContext, spec: ContainerSpec): 
   await Promise.all(spec.mounts.map((m, i) => checkMountSource(m.source, `mounts[${i}].source`)));
   await checkCgroupParentExists(ctx.cgroupRoot, spec.cgroupParent);
   const image = await inspectSpaceImage(ctx, spec.spaceId, spec.image);
+  // The owner's input, not the engine's failure: an image that says nothing to run (one made by
+  // `docker import` has no CMD) needs the container's command.
+  if (!spec.command?.length && !image.Config?.Cmd?.length && !image.Config?.Entrypoint?.length)
+    throw new OcsError('invalid_request', 'the image has no CMD or ENTRYPOINT: give the container a command', {
+      field: 'command',
+    });
   const uncovered = uncoveredImageVolumes(image.Config?.Volumes, spec.mounts);
   if (uncovered.length > 0) {
     throw new OcsError('invalid_request', `the image declares volumes that need a mount: ${uncovered.join(', ')}`, {

@@ -192,6 +192,19 @@ test('capabilities outside the allow-list are refused, whatever the caller passe
   }
 });
 
+test(
+  'an image with no CMD or ENTRYPOINT (docker import makes one) needs a command: invalid_request, nothing made',
+  { skip },
+  async () => {
+    // The test image is `docker import`ed busybox: it has neither.
+    for (const command of [undefined, []]) {
+      const spec = specFor(A, a.parent, { name: 'no-command', command });
+      await rejectsWith(driverA.create(spec), 'invalid_request', /no CMD or ENTRYPOINT: give the container a command/);
+      await rejectsWith(driverA.inspect(A, spec.containerId), 'not_found', /no such container/);
+    }
+  },
+);
+
 test('a mount source that is a symlink to /etc is refused, at create and at start', { skip }, async () => {
   const link = join(t.work, 'etc-link');
   symlinkSync('/etc', link);

@@ -307,6 +307,63 @@ test('deleting a container or VM the host already lost removes the record, and a
   s.db.close();
 });
 
+test('a container a delete takes meanwhile is not_found or left out, never host_failed', async () => {
+  const budget = { cpuMillicores: 1000, memoryBytes: MiB, storageBytes: MiB };
+  const share = { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0, pids: 0 };
+  let s: ReturnType<typeof setup>;
+  // The engine fails as podman does for a container being removed under it, while the delete
+  // that is removing it has already marked (or dropped) the record.
+  const raced = (id: string, drop: boolean) => () => {
+    if (drop) s.workloads.remove(id);
+    else s.workloads.markRemoving(id);
+    throw new OcsError('host_failed', 'the container engine could not inspect the container');
+  };
+  const ids = { a: 'ctr_aaaaaaaaaaaaaaaaaaaa', b: 'ctr_bbbbbbbbbbbbbbbbbbbb', c: 'ctr_cccccccccccccccccccc' };
+  s = setup(undefined, {
+    containers: oneEngine(
+      recorder<DockerDriver>([], {
+        inspect: (_space: unknown, id: unknown) => {
+          if (id === ids.b) return raced(ids.b, true)();
+          return { state: 'running', oomKilled: false };
+        },
+        start: (_space: unknown, id: unknown) => raced(String(id), false)(),
+        stats: (_space: unknown, id: unknown) => raced(String(id), true)(),
+      }),
+    ),
+  });
+  for (const [name, id] of Object.entries(ids)) {
+    s.workloads.reserve(budget, { id, spaceId: A, kind: 'container', name, spec: { image: 'busybox' }, ...share });
+    s.workloads.markReady(id);
+  }
+  // b vanishes mid-list: the list leaves it out.
+  const listed = (await s.broker.call(A, 'listContainers', {})) as { containers: { name: string }[] };
+  assert.deepEqual(
+    listed.containers.map((c) => c.name),
+    ['a', 'c'],
+  );
+  // a is being removed while it is started, c while its stats are read: not_found.
+  await assert.rejects(s.broker.call(A, 'startContainer', { container: 'a' }), { code: 'not_found' });
+  await assert.rejects(s.broker.call(A, 'containerStats', { container: 'c' }), { code: 'not_found' });
+  // Once marked, a is not_found for every operation and no longer listed.
+  await assert.rejects(s.broker.call(A, 'getContainer', { container: 'a' }), { code: 'not_found' });
+  assert.deepEqual(((await s.broker.call(A, 'listContainers', {})) as { containers: unknown[] }).containers, []);
+  // A failure with the record untouched is still the engine's failure.
+  const t = setup(undefined, {
+    containers: oneEngine(
+      recorder<DockerDriver>([], {
+        start: () => {
+          throw new OcsError('host_failed', 'the container engine could not start the container');
+        },
+      }),
+    ),
+  });
+  t.workloads.reserve(budget, { id: ids.a, spaceId: A, kind: 'container', name: 'a', spec: {}, ...share });
+  t.workloads.markReady(ids.a);
+  await assert.rejects(t.broker.call(A, 'startContainer', { container: 'a' }), { code: 'host_failed' });
+  s.db.close();
+  t.db.close();
+});
+
 test('issuerKeys hands a running space the remote issuer keys the daemon holds: read-only, unaudited, active spaces only', async () => {
   const s = setup();
   const before = s.audit.page({ limit: 1000 }).entries.length;

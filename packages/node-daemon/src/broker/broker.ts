@@ -74,20 +74,18 @@ export class Broker {
         return {};
       },
       createContainer: (s, a) => containers.createContainer(s, a),
-      listContainers: async (s) => ({
-        containers: await Promise.all(d.workloads.list(s.id, 'container').map((w) => containers.containerView(s, w))),
-      }),
-      getContainer: (s, a) => containers.containerView(s, d.workloads.get(s.id, 'container', a.container)),
-      startContainer: async (s, a) => {
-        const w = d.workloads.get(s.id, 'container', a.container);
-        await (await c.docker(s)).start(s.id, w.id);
-        return containers.containerView(s, w);
-      },
-      stopContainer: async (s, a) => {
-        const w = d.workloads.get(s.id, 'container', a.container);
-        await (await c.docker(s)).stop(s.id, w.id);
-        return containers.containerView(s, w);
-      },
+      listContainers: async (s) => ({ containers: await containers.listViews(s) }),
+      getContainer: (s, a) => containers.operate(s, a.container, (w) => containers.containerView(s, w)),
+      startContainer: (s, a) =>
+        containers.operate(s, a.container, async (w) => {
+          await (await c.docker(s)).start(s.id, w.id);
+          return containers.containerView(s, w);
+        }),
+      stopContainer: (s, a) =>
+        containers.operate(s, a.container, async (w) => {
+          await (await c.docker(s)).stop(s.id, w.id);
+          return containers.containerView(s, w);
+        }),
       deleteContainer: async (s, a) => {
         const w = d.workloads.get(s.id, 'container', a.container);
         // Marked first: a daemon killed from here on finishes the removal at its next start.
@@ -100,14 +98,9 @@ export class Broker {
         await d.networks?.update(s.id);
         return {};
       },
-      containerLogs: async (s, a) => {
-        const w = d.workloads.get(s.id, 'container', a.container);
-        return (await c.docker(s)).logs(s.id, w.id, { tailLines: a.tail });
-      },
-      containerStats: async (s, a) => {
-        const w = d.workloads.get(s.id, 'container', a.container);
-        return (await c.docker(s)).stats(s.id, w.id);
-      },
+      containerLogs: (s, a) =>
+        containers.operate(s, a.container, async (w) => (await c.docker(s)).logs(s.id, w.id, { tailLines: a.tail })),
+      containerStats: (s, a) => containers.operate(s, a.container, async (w) => (await c.docker(s)).stats(s.id, w.id)),
       createVm: (s, a) => vms.createVm(s, a),
       listVms: async (s) => ({
         vms: await Promise.all(d.workloads.list(s.id, 'vm').map((w) => vms.vmView(s, w))),

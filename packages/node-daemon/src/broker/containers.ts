@@ -109,6 +109,41 @@ export class ContainerOps {
     }
   }
 
+  /**
+   * The container's record, for an operation on it: one being removed is `not_found` already.
+   * Then `engine` runs; if it fails because a delete took the container meanwhile (its record is
+   * gone or being removed), that is `not_found` too, not the engine's `host_failed`.
+   */
+  async operate<T>(s: SpaceRow, name: string, engine: (w: WorkloadRow) => Promise<T>): Promise<T> {
+    const w = this.c.d.workloads.get(s.id, 'container', name);
+    if (w.removingSince !== null) throw removed(name);
+    try {
+      return await engine(w);
+    } catch (err) {
+      if (this.goneMeanwhile(s, w)) throw removed(name);
+      throw err;
+    }
+  }
+
+  /** Every container of the space that is not being removed; one a delete takes mid-list is left out. */
+  async listViews(s: SpaceRow): Promise<Container[]> {
+    const live = this.c.d.workloads.list(s.id, 'container').filter((w) => w.removingSince === null);
+    const views = await Promise.all(
+      live.map((w) =>
+        this.containerView(s, w).catch((err: unknown) => {
+          if (this.goneMeanwhile(s, w)) return undefined;
+          throw err;
+        }),
+      ),
+    );
+    return views.filter((v) => v !== undefined);
+  }
+
+  private goneMeanwhile(s: SpaceRow, w: WorkloadRow): boolean {
+    const now = this.c.d.workloads.find(s.id, 'container', w.id);
+    return now === undefined || now.removingSince !== null;
+  }
+
   async containerView(s: SpaceRow, w: WorkloadRow): Promise<Container> {
     const st = await (await this.c.docker(s)).inspect(s.id, w.id).catch((err: unknown) => {
       if (isOcsError(err) && err.code === 'not_found') return undefined;
@@ -129,4 +164,8 @@ export class ContainerOps {
       createdAt: new Date(w.createdAt).toISOString(),
     };
   }
+}
+
+function removed(name: string): OcsError {
+  return new OcsError('not_found', 'no such container in this space (it is being removed)', { container: name });
 }
