@@ -310,7 +310,6 @@ test('deleting a container or VM the host already lost removes the record, and a
 test('a container a delete takes meanwhile is not_found or left out, never host_failed', async () => {
   const budget = { cpuMillicores: 1000, memoryBytes: MiB, storageBytes: MiB };
   const share = { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0, pids: 0 };
-  let s: ReturnType<typeof setup>;
   // The engine fails as podman does for a container being removed under it, while the delete
   // that is removing it has already marked (or dropped) the record.
   const raced = (id: string, drop: boolean) => () => {
@@ -319,7 +318,7 @@ test('a container a delete takes meanwhile is not_found or left out, never host_
     throw new OcsError('host_failed', 'the container engine could not inspect the container');
   };
   const ids = { a: 'ctr_aaaaaaaaaaaaaaaaaaaa', b: 'ctr_bbbbbbbbbbbbbbbbbbbb', c: 'ctr_cccccccccccccccccccc' };
-  s = setup(undefined, {
+  const s = setup(undefined, {
     containers: oneEngine(
       recorder<DockerDriver>([], {
         inspect: (_space: unknown, id: unknown) => {
