@@ -169,6 +169,7 @@ export async function signRequest(req: SignableRequest, opts: SignOptions): Prom
     ...REQUIRED_COMPONENTS,
     ...(headerValue(req, 'content-digest') !== undefined ? ['content-digest'] : []),
     ...(headerValue(req, 'authorization') !== undefined ? ['authorization'] : []),
+    ...(headerValue(req, 'idempotency-key') !== undefined ? ['idempotency-key'] : []),
   ];
   const created = opts.created ?? nowSeconds();
   const params: Parameters = new Map();
@@ -314,6 +315,8 @@ export async function verifyRequest(req: SignableRequest, policy: VerifyPolicy):
   }
   const required = new Set<string>(policy.requiredComponents ?? REQUIRED_COMPONENTS);
   if (headerValue(req, 'authorization') !== undefined) required.add('authorization');
+  // The key decides which stored answer a request gets: a relay must not add, strip or change it.
+  if (headerValue(req, 'idempotency-key') !== undefined) required.add('idempotency-key');
   if ((policy.requireDigestCoverage ?? true) && hasBody(req)) required.add('content-digest');
   const missing = [...required].filter((c) => !components.includes(c));
   if (missing.length > 0) {

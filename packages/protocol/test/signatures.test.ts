@@ -206,6 +206,31 @@ test('a body added to a signed bodyless request is refused', async () => {
   await assertCode(verifyRequest(smuggled, policy()), 'signature_components_missing');
 });
 
+test('an Idempotency-Key is covered when present: added, stripped or changed after signing, refused', async () => {
+  const get: SignableRequest = {
+    method: 'POST',
+    url: 'https://n/v1/spaces',
+    headers: { authorization: 'Bearer t', 'idempotency-key': 'key-0123456789abcdef' },
+  };
+  const sig = await signRequest(get, { keyId: KEY_ID, sign: signer, created: NOW });
+  const verified = await verifyRequest({ ...get, headers: { ...get.headers, ...sig } }, policy());
+  assert.ok(verified.components.includes('idempotency-key'));
+  const { 'idempotency-key': _k, ...without } = get.headers;
+  // Stripped: the signature covers a header that is not there.
+  await assertCode(verifyRequest({ ...get, headers: { ...without, ...sig } }, policy()), 'signature_invalid');
+  // Changed.
+  await assertCode(
+    verifyRequest({ ...get, headers: { ...get.headers, ...sig, 'idempotency-key': 'key-other-0123456789' } }, policy()),
+    'signature_invalid',
+  );
+  // Added to a request signed without one.
+  const plain = await signRequest({ ...get, headers: without }, { keyId: KEY_ID, sign: signer, created: NOW });
+  await assertCode(
+    verifyRequest({ ...get, headers: { ...get.headers, ...plain } }, policy()),
+    'signature_components_missing',
+  );
+});
+
 test('expired, too old and future signatures fail for the right reason', async () => {
   const req = await signedPost();
   await assertCode(verifyRequest(req, policy({ now: () => NOW + 60 + 31 })), 'signature_expired');

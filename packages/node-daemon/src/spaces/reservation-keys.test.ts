@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { OcsError, type CreateSpaceResponse } from '@ocs/protocol';
 import { ManualClock } from '../clock.js';
 import { migrate, openDatabase } from '../state/index.js';
-import { IDEMPOTENCY_TTL_MS, ReservationKeys } from './reservation-keys.js';
+import { IDEMPOTENCY_TTL_MS, MAX_IN_MEMORY_PER_PRINCIPAL, ReservationKeys } from './reservation-keys.js';
 
 const KEY = 'k-0123456789abcdef';
 const body = (n: number) => new TextEncoder().encode(JSON.stringify({ leaseSeconds: n }));
@@ -98,4 +98,20 @@ test('a key is kept for a day', async (t) => {
   s.clock.advance(2000);
   assert.equal((await keys.once('p', KEY, body(60), s.create)).replayed, false);
   assert.equal(s.made(), 2);
+});
+
+test("one principal reserving a lot evicts only its own oldest answers, never another's", async (t) => {
+  const s = setup(t);
+  const keys = s.open();
+  const victim = await keys.once('victim', KEY, body(60), s.create);
+  const flood = (n: number) => keys.once('flooder', `k-flood-${String(n).padStart(8, '0')}`, body(60), s.create);
+  // Started in order (each is held before its first await), finished together.
+  await Promise.all(Array.from({ length: MAX_IN_MEMORY_PER_PRINCIPAL + 1 }, (_, n) => flood(n)));
+  // The victim's retry is still answered with its first response (the wrapped key included).
+  const retry = await keys.once('victim', KEY, body(60), s.create);
+  assert.equal(retry.replayed, true);
+  assert.equal(retry.response.wrappedKey, victim.response.wrappedKey);
+  // The flooder's oldest answer went: its retry is refused (its space is live), not a second space.
+  await assert.rejects(flood(0), conflict);
+  assert.equal((await flood(MAX_IN_MEMORY_PER_PRINCIPAL)).replayed, true, 'its newest is kept');
 });

@@ -15,8 +15,12 @@ import type { Clock } from '../clock.js';
 import type { Database } from '../state/index.js';
 
 export const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
-/** Responses kept in memory at most; the oldest go first (their spaces stay recorded). */
-const MAX_IN_MEMORY = 10_000;
+/**
+ * Responses kept in memory per principal at most; a principal's oldest go first (their spaces
+ * stay recorded). Per principal, so no caller can evict another's answers by reserving a lot:
+ * the store holds at most this many for each principal its issuers vouch for.
+ */
+export const MAX_IN_MEMORY_PER_PRINCIPAL = 1_000;
 
 interface Held {
   hash: string;
@@ -25,7 +29,8 @@ interface Held {
 }
 
 export class ReservationKeys {
-  private readonly mem = new Map<string, Held>();
+  /** principal → (key → held), each inner map in insertion (age) order. */
+  private readonly mem = new Map<string, Map<string, Held>>();
   private readonly q;
 
   constructor(
@@ -61,8 +66,8 @@ export class ReservationKeys {
     const now = this.clock.now();
     this.sweep(now);
     const hash = createHash('sha256').update(request).digest('hex');
-    const mk = `${principal}\n${key}`;
-    const held = this.mem.get(mk);
+    let mine = this.mem.get(principal);
+    const held = mine?.get(key);
     if (held) {
       if (held.hash !== hash) throw reused();
       return { response: await held.result, replayed: true };
@@ -79,13 +84,14 @@ export class ReservationKeys {
       this.q.drop.run(principal, key);
     }
     const result = create((spaceId) => this.q.put.run(principal, key, hash, spaceId, now));
-    this.mem.set(mk, { hash, at: now, result });
-    if (this.mem.size > MAX_IN_MEMORY) this.mem.delete(this.mem.keys().next().value!);
+    if (!mine) this.mem.set(principal, (mine = new Map()));
+    mine.set(key, { hash, at: now, result });
+    if (mine.size > MAX_IN_MEMORY_PER_PRINCIPAL) mine.delete(mine.keys().next().value!);
     try {
       return { response: await result, replayed: false };
     } catch (err) {
       // Nothing was made (the service rolled back): the key may be used again.
-      this.mem.delete(mk);
+      mine.delete(key);
       this.q.drop.run(principal, key);
       throw err;
     }
@@ -93,9 +99,12 @@ export class ReservationKeys {
 
   private sweep(now: number): void {
     this.q.sweep.run(now - IDEMPOTENCY_TTL_MS);
-    for (const [k, h] of this.mem) {
-      if (h.at >= now - IDEMPOTENCY_TTL_MS) break; // insertion order is age order
-      this.mem.delete(k);
+    for (const [principal, mine] of this.mem) {
+      for (const [k, h] of mine) {
+        if (h.at >= now - IDEMPOTENCY_TTL_MS) break; // insertion order is age order
+        mine.delete(k);
+      }
+      if (mine.size === 0) this.mem.delete(principal);
     }
   }
 }
