@@ -372,6 +372,31 @@ test('published ports follow the records across a restart, also after the rules 
   );
 });
 
+test('rules removed behind the running daemon (as a flush of the ruleset does) are back within seconds, and counted', async () => {
+  const restored = async () => {
+    const r = await t.client({ roles: ['monitor'] }).send('GET', '/metrics');
+    return Number(/^ocs_firewall_restored_total (\S+)$/m.exec(r.body as string)?.[1] ?? NaN);
+  };
+  const before = await restored();
+  assert.equal((await lab.probe('client', [tcp(NODE_FARM, published.hostPort)]))[0], 'answer-of-A');
+  // What `nft -f /etc/nftables.conf` (Debian's, `flush ruleset` first) does to this node's rules,
+  // without flushing what other programs on this host keep in the ruleset.
+  execFileSync('nft', ['delete', 'table', 'inet', `ocs_${a.space.id}`]);
+  execFileSync('nft', ['delete', 'table', 'inet', 'ocs']);
+  await waitFor(
+    'the space table back',
+    async () => ((await spaceTables()).has(a.space.id) ? true : undefined),
+    3 * t.config.workloads.network.watchSeconds * 1000,
+  );
+  await waitFor(
+    'the published port to answer again',
+    async () =>
+      (await lab.probe('client', [tcp(NODE_FARM, published.hostPort)]))[0] === 'answer-of-A' ? true : undefined,
+    15_000,
+  );
+  assert.ok((await restored()) >= before + 1, 'the restore is counted');
+});
+
 test('unpublish cuts the port; destroy takes the rules with the space', async () => {
   assert.equal((await a.api.call('DELETE', `${a.base}/network/ports/${published.hostPort}`)).status, 204);
   assert.deepEqual(await lab.probe('client', [tcp(NODE_FARM, published.hostPort)]), [null]);

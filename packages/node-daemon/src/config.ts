@@ -141,6 +141,8 @@ export const ConfigSchema = Obj({
       dns: Type.Array(Type.String({ pattern: CIDR }), { maxItems: 8 }),
       /** Each space's outgoing traffic is dropped above this rate; absent: no cap. */
       egressBytesPerSecond: Type.Optional(Type.Integer({ minimum: 1024 })),
+      /** How often the daemon checks that the spaces' rules are still in the kernel (and restores them). */
+      watchSeconds: Type.Integer({ minimum: 1, maximum: 300 }),
       /**
        * The node's ports spaces publish on (every address of the node). A space reserves a number
        * of them with its resources (`ports`); the ledger counts them like CPU and memory.
@@ -200,7 +202,13 @@ export const DEFAULTS: Config = {
       stopGraceSeconds: 3,
     },
     libvirt: { enabled: 'auto', uri: 'qemu:///system', accelerator: 'auto' },
-    network: { denied: [...DEFAULT_DENIED], dns: [], ports: { first: 30_000, last: 30_999 }, egress: 'none' },
+    network: {
+      denied: [...DEFAULT_DENIED],
+      dns: [],
+      watchSeconds: 5,
+      ports: { first: 30_000, last: 30_999 },
+      egress: 'none',
+    },
   },
   log: { level: 'info' },
 };

@@ -75,11 +75,16 @@ export function createMetrics(opts: {
     labelNames: ['code'],
     registers: [registry],
   });
+  const firewallRestored = new Counter({
+    name: 'ocs_firewall_restored_total',
+    help: "Times the watchdog found the spaces' network rules removed behind the daemon and made them again",
+    registers: [registry],
+  });
   const http: HttpMetrics = {
     requestTimer() {
       const end = duration.startTimer();
       return (method, route, status) => end({ method, route, status: String(status) });
     },
   };
-  return { registry, http, refusals };
+  return { registry, http, refusals, firewallRestored };
 }

@@ -317,6 +317,20 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   // Summaries of dropped refusals are due once a window ends, also for a caller that went quiet.
   const refusalFlush = setInterval(() => refusals.flush(), 60_000);
   refusalFlush.unref();
+  // The spaces' rules, watched: a flush of the ruleset behind the daemon is undone within seconds.
+  let watching = false;
+  const firewallWatch = setInterval(() => {
+    if (!networks || watching) return;
+    watching = true;
+    networks
+      .restoreIfLost()
+      .then((missing) => {
+        if (missing.length > 0) metrics.firewallRestored.inc();
+      })
+      .catch((err: unknown) => logger.error({ err }, 'the network rules could not be checked or restored'))
+      .finally(() => (watching = false));
+  }, config.workloads.network.watchSeconds * 1000);
+  firewallWatch.unref();
   const nodeInfo = (): NodeInfo => ({
     id: nodeId,
     version: VERSION,
@@ -403,6 +417,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
       await leases.stop();
       await supervisor.close();
       clearInterval(refusalFlush);
+      clearInterval(firewallWatch);
       refusals.flush(true);
       // Unlocked spaces stay mounted (their workloads outlive a daemon restart); what the
       // driver holds for itself, such as fscrypt's shared bind mount of <root>/mnt, goes once

@@ -91,6 +91,30 @@ export class SpaceNetworks {
     return report;
   }
 
+  /**
+   * The watchdog's check: whether the kernel still holds the node's table and the table of every
+   * live space with a network. Anything else may flush the ruleset while the daemon runs (Debian's
+   * own /etc/nftables.conf begins with `flush ruleset`: a restart of nftables.service), which would
+   * leave every space open until the next start. If anything is missing, the rules are made again
+   * from the records (reconcile); returns what was missing ('node' for the node's table).
+   */
+  async restoreIfLost(): Promise<string[]> {
+    const live = this.o.repo
+      .list({})
+      .filter((r) => LIVE.has(r.state))
+      .flatMap((r) => this.of(r) ?? []);
+    if (live.length === 0) return [];
+    const present = new Set(await this.o.firewall.spaces());
+    const missing = [
+      ...((await this.o.firewall.installed()) ? [] : ['node']),
+      ...live.filter((s) => !present.has(s.spaceId)).map((s) => s.spaceId),
+    ];
+    if (missing.length === 0) return [];
+    this.o.logger.warn({ missing }, 'network rules were removed behind the daemon: making them again');
+    await this.reconcile();
+    return missing;
+  }
+
   /** Before the space's first workload starts: its rules, unless they are in already. */
   async ensure(s: SpaceRow): Promise<void> {
     if (!this.applied.has(s.id)) await this.update(s.id);
