@@ -210,6 +210,15 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
         ports,
         range: net.ports,
         egress: net.egress,
+        // Its VM uid (QEMU, in the host's namespace) and its containers' subordinate ids.
+        workloadUids: (row) => {
+          const vm = row.uid + config.spaces.uidCount;
+          const subids = spaceWorkloadIds({ uidBase: config.spaces.uidBase, ...config.workloads.containers }, row.uid);
+          return [
+            { first: vm, last: vm },
+            { first: subids.idMap.base, last: subids.idMap.base + subids.idMap.size - 1 },
+          ];
+        },
         logger: logger.child({ svc: 'network' }),
       })
     : undefined;

@@ -184,6 +184,45 @@ test(
   },
 );
 
+test(
+  "the space's VM uid sends nothing from the node's own namespace (an escaped guest); no local account reaches a workload",
+  { skip },
+  async () => {
+    const VM_UID = 250_123;
+    const OTHER_UID = 250_124;
+    await fw.reconcile([
+      { ...space(A, { mode: 'all' }, publishA), workloadUids: [{ first: VM_UID, last: VM_UID }] },
+      space(B, { mode: 'none' }),
+    ]);
+    const fromHost = [
+      tcp('169.254.169.254', 80), // cloud metadata
+      tcp('127.0.0.1', 9999), // a loopback service of the node
+      tcp('192.0.2.1', 9999), // the node's own port on its farmer address
+      tcp('10.128.0.66', 8080), // another space's container
+      tcp('203.0.113.2', 80), // the internet (A has egress all: its workloads, not its QEMU)
+    ];
+    const asVm = await lab.probe('node', fromHost, 1500, VM_UID);
+    assert.deepEqual(
+      asVm,
+      fromHost.map(() => null),
+      `as the VM uid: ${JSON.stringify(asVm)}`,
+    );
+    // The controls: another unprivileged uid reaches the node's services and the internet...
+    const asOther = await lab.probe('node', [tcp('127.0.0.1', 9999), tcp('203.0.113.2', 80)], 1500, OTHER_UID);
+    assert.ok(
+      asOther.every((a) => a !== null),
+      `as another uid: ${JSON.stringify(asOther)}`,
+    );
+    // ...but no workload, published or not; root (the daemon, the engines) still does.
+    const workloads = [tcp('10.128.0.2', 8080), tcp('10.128.0.66', 8080)];
+    assert.deepEqual(await lab.probe('node', workloads, 1500, OTHER_UID), [null, null]);
+    assert.ok(
+      (await lab.probe('node', workloads)).every((a) => a !== null),
+      'root reaches the workloads',
+    );
+  },
+);
+
 test('egress list: only the listed destinations', { skip }, async () => {
   await fw.apply(space(A, { mode: 'list', allow: ['203.0.113.2/32'] }, publishA));
   const got = await lab.probe('ctra', [tcp('203.0.113.2', 80), tcp('203.0.113.3', 80), udp('10.53.0.53', 53)]);

@@ -180,9 +180,12 @@ export class NetnsLab {
     });
   }
 
-  /** Tries every target at once from the host; each answer or null. */
-  async probe(host: string, targets: Target[], timeoutMs = 1500): Promise<Answer[]> {
-    const { stdout } = await this.exec(host, process.execPath, ['-e', PROBE, JSON.stringify({ targets, timeoutMs })]);
+  /** Tries every target at once from the host (as `uid`, default root); each answer or null. */
+  async probe(host: string, targets: Target[], timeoutMs = 1500, uid?: number): Promise<Answer[]> {
+    const node = [process.execPath, '-e', PROBE, JSON.stringify({ targets, timeoutMs })];
+    const [cmd, ...args] =
+      uid === undefined ? node : ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', ...node];
+    const { stdout } = await this.exec(host, cmd!, args);
     return JSON.parse(stdout) as Answer[];
   }
 

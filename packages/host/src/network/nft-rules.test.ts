@@ -48,3 +48,20 @@ test('no egress: no masquerade, no accept beyond replies and the space itself', 
   assert.ok(all.indexOf('dport 53 accept') < all.indexOf('ip daddr { 10.0.0.0/8 } drop'));
   assert.ok(all.indexOf('ip daddr { 10.0.0.0/8 } drop') < all.indexOf('    accept\n'));
 });
+
+test("the space's workload uids send nothing from the host's namespace; uids are checked; local accounts stay off the bridges", () => {
+  const uids = [
+    { first: 250_123, last: 250_123 },
+    { first: 1_000_000_000, last: 1_000_065_535 },
+  ];
+  const s = spaceTableScript({ ...base, workloadUids: uids }, policy);
+  assert.match(
+    s,
+    /type filter hook output priority filter - 10; policy accept;\n {4}meta skuid \{ 250123, 1000000000-1000065535 \} drop/,
+  );
+  assert.doesNotMatch(spaceTableScript(base, policy), /skuid/, 'no uids, no output chain');
+  refused(() => spaceTableScript({ ...base, workloadUids: [{ first: 0, last: 0 }] }, policy));
+  refused(() => spaceTableScript({ ...base, workloadUids: [{ first: 5, last: 4 }] }, policy));
+  refused(() => spaceTableScript({ ...base, workloadUids: [{ first: 1.5, last: 2 }] }, policy));
+  assert.match(nodeTableScript([]), /oifname "ocsbr\*" meta skuid != 0 drop/);
+});

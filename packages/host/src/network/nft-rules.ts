@@ -87,6 +87,11 @@ export function nodeTableScript(ruledBridges: string[]): string {
     `    iifname "${BRIDGE_GLOB}" iifname != @ruled drop`,
     `    oifname "${BRIDGE_GLOB}" oifname != @ruled drop`,
     '  }',
+    '  chain output {',
+    '    type filter hook output priority filter - 10; policy accept;',
+    // A local account (any uid but root's) never reaches workloads, published or not.
+    `    oifname "${BRIDGE_GLOB}" meta skuid != 0 drop`,
+    '  }',
     '}',
   ].join('\n');
 }
@@ -118,6 +123,34 @@ function limitRule(bytesPerSecond: number): string {
     throw new OcsError('invalid_request', 'egressBytesPerSecond must be an integer of at least 1024');
   const burst = Math.max(65536, Math.floor(bytesPerSecond / 4));
   return `limit rate over ${bytesPerSecond} bytes/second burst ${burst} bytes drop`;
+}
+
+/**
+ * What the space's workload uids send from sockets of the host's own namespace: nothing. QEMU
+ * runs there as the space's VM uid (libvirt cannot give it a namespace of its own); a guest's
+ * traffic passes through its tap, never a socket, so only a guest that escaped into QEMU sends
+ * here, and it must reach neither the metadata address, the node's loopback services, the
+ * daemon's port, nor another space.
+ */
+function uidRules(ranges: readonly { first: number; last: number }[]): string[] {
+  if (ranges.length === 0) return [];
+  const uid = (n: number, field: string) => {
+    if (!Number.isSafeInteger(n) || n < 1 || n > 0xfffffffe)
+      throw new OcsError('invalid_request', `${field} must be a uid other than root's`);
+    return n;
+  };
+  const elements = ranges.map((r, i) => {
+    const first = uid(r.first, `workloadUids[${i}].first`);
+    const last = uid(r.last, `workloadUids[${i}].last`);
+    if (last < first) throw new OcsError('invalid_request', `workloadUids[${i}] ends before it starts`);
+    return first === last ? String(first) : `${first}-${last}`;
+  });
+  return [
+    '  chain output {',
+    '    type filter hook output priority filter - 10; policy accept;',
+    `    meta skuid { ${elements.join(', ')} } drop`,
+    '  }',
+  ];
 }
 
 /** A space's table, replaced whole; its bridge joins the node's `ruled` set in the same transaction. */
@@ -166,6 +199,7 @@ export function spaceTableScript(s: SpaceNetwork, policy: NodeNetworkPolicy): st
     '    type nat hook postrouting priority srcnat; policy accept;',
     ...(s.egress.mode === 'none' ? [] : [`    iifname "${br}" oifname != "${br}" masquerade`]),
     '  }',
+    ...uidRules(s.workloadUids ?? []),
     '}',
     `add element inet ${NODE_TABLE} ruled { "${br}" }`,
   ].join('\n');

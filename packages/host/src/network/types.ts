@@ -25,6 +25,11 @@ export interface SpaceNetwork {
   subnet: string;
   egress: Egress;
   published: PublishedPort[];
+  /**
+   * The uids the space's workloads run as that could send from the host's own network namespace:
+   * its VM uid (QEMU) and its containers' subordinate ids. Nothing they send leaves the node.
+   */
+  workloadUids?: { first: number; last: number }[];
 }
 
 /** The farmer's rules, the same for every space of the node. */

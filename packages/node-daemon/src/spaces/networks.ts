@@ -29,6 +29,8 @@ export interface SpaceNetworksOptions {
   range: PortRange;
   /** The farmer's egress policy: each space's egress is cut to it. */
   egress: NodeEgress;
+  /** The uids a space's workloads run as outside a network namespace of their own (none sends from the host's). */
+  workloadUids?: (row: SpaceRow) => { first: number; last: number }[];
   logger: Logger;
 }
 
@@ -49,6 +51,7 @@ export class SpaceNetworks {
       published: this.o.ports
         .list(s.id)
         .map((p) => ({ protocol: p.protocol, hostPort: p.hostPort, address: p.address, port: p.port })),
+      workloadUids: this.o.workloadUids?.(s) ?? [],
     };
   }
 
