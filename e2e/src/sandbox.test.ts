@@ -101,17 +101,26 @@ function inSandbox(
   });
 }
 
-test('inside the sandbox: no TCP to the host, no other process, no other storage, no namespaces of its own', async () => {
+/** A temporary run and data directory (and `extra` ones) owned by a fresh uid above `base`. */
+function sandboxDirs(base: number, extra: string[] = []) {
   const dir = mkdtempSync(join(tmpdir(), 'ocs-sandbox-'));
   chmodSync(dir, 0o711);
-  const uid = 470_000 + Math.floor(Math.random() * 10_000);
-  const runDir = join(dir, 'run');
-  const dataDir = join(dir, 'data');
-  const other = join(dir, 'other-space');
-  for (const d of [runDir, dataDir, other]) {
+  const uid = base + Math.floor(Math.random() * 10_000);
+  const [runDir, dataDir, ...more] = ['run', 'data', ...extra].map((n) => join(dir, n)) as [
+    string,
+    string,
+    ...string[],
+  ];
+  for (const d of [runDir, dataDir, ...more]) {
     mkdirSync(d);
     chownSync(d, uid, uid);
   }
+  return { dir, uid, runDir, dataDir, more };
+}
+
+test('inside the sandbox: no TCP to the host, no other process, no other storage, no namespaces of its own', async () => {
+  const { dir, uid, runDir, dataDir, more } = sandboxDirs(470_000, ['other-space']);
+  const other = more[0]!;
   writeFileSync(join(other, 'secret'), 'another tenant');
   chownSync(join(other, 'secret'), uid, uid); // even the same uid: it is simply not there
   const server = createServer((s) => s.end('host service'));
@@ -166,15 +175,7 @@ const CLONE_PROBE = String.raw`
 `;
 
 test('inside the sandbox: clone with a namespace flag is EPERM, clone3 is ENOSYS, bwrap --unshare-user fails; a plain fork works', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'ocs-sandbox-'));
-  chmodSync(dir, 0o711);
-  const uid = 480_000 + Math.floor(Math.random() * 10_000);
-  const runDir = join(dir, 'run');
-  const dataDir = join(dir, 'data');
-  for (const d of [runDir, dataDir]) {
-    mkdirSync(d);
-    chownSync(d, uid, uid);
-  }
+  const { dir, uid, runDir, dataDir } = sandboxDirs(480_000);
   try {
     // The control: the same uid outside the sandbox, with no filter, makes a user and a network
     // namespace (this kernel allows unprivileged user namespaces), so a refusal inside is ours.
