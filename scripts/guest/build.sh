@@ -25,6 +25,10 @@ log() { printf '[guest build %ss] %s\n' "$SECONDS" "$*" >&2; }
 # they are (main only), and backports is never pinned above bookworm.
 apt_dir=$CACHE/apt
 mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
+# One build at a time per cache: .ci/run starts one early in the background; a second caller
+# (scripts/test-all.sh, the guest tier) waits for it here and then finds the image cached.
+exec 9>"$CACHE/.build.lock"
+flock 9
 cat >"$apt_dir/sources.list" <<SOURCES
 deb $MIRROR bookworm main
 deb $MIRROR bookworm-updates main
