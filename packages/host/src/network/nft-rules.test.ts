@@ -57,11 +57,11 @@ test("the space's workload uids send nothing from the host's namespace; uids are
   const s = spaceTableScript({ ...base, workloadUids: uids }, policy);
   assert.match(
     s,
-    /type filter hook output priority filter - 10; policy accept;\n {4}meta skuid \{ 250123, 1000000000-1000065535 \} drop/,
+    /type filter hook output priority filter - 10; policy accept;\n {4}meta skuid \{ 250123, 1000000000-1000065535 \} counter drop/,
   );
   assert.doesNotMatch(spaceTableScript(base, policy), /skuid/, 'no uids, no output chain');
   refused(() => spaceTableScript({ ...base, workloadUids: [{ first: 0, last: 0 }] }, policy));
   refused(() => spaceTableScript({ ...base, workloadUids: [{ first: 5, last: 4 }] }, policy));
   refused(() => spaceTableScript({ ...base, workloadUids: [{ first: 1.5, last: 2 }] }, policy));
-  assert.match(nodeTableScript([]), /oifname "ocsbr\*" meta skuid != 0 drop/);
+  assert.match(nodeTableScript([]), /oifname "ocsbr\*" meta skuid != 0 counter drop/);
 });

@@ -90,7 +90,7 @@ export function nodeTableScript(ruledBridges: string[]): string {
     '  chain output {',
     '    type filter hook output priority filter - 10; policy accept;',
     // A local account (any uid but root's) never reaches workloads, published or not.
-    `    oifname "${BRIDGE_GLOB}" meta skuid != 0 drop`,
+    `    oifname "${BRIDGE_GLOB}" meta skuid != 0 counter drop`,
     '  }',
     '}',
   ].join('\n');
@@ -148,7 +148,7 @@ function uidRules(ranges: readonly { first: number; last: number }[]): string[] 
   return [
     '  chain output {',
     '    type filter hook output priority filter - 10; policy accept;',
-    `    meta skuid { ${elements.join(', ')} } drop`,
+    `    meta skuid { ${elements.join(', ')} } counter drop`,
     '  }',
   ];
 }
