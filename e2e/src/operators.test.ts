@@ -35,6 +35,7 @@ test('metrics carry base units and stock process names; every log line carries p
     assert.equal(value('ocs_capacity_used_memory_bytes'), 128 * MiB);
     assert.equal(value('ocs_capacity_used_storage_bytes'), 32 * MiB);
     assert.ok(value('process_resident_memory_bytes') > 0, 'stock process metrics');
+    assert.equal(value('ocs_id_overlaps'), 0, "no account of this host holds the node's ids");
     assert.doesNotMatch(text, /^ocs_node_|^ocs_capacity\{/m);
 
     const lines = t.logs.flatMap((chunk) => chunk.split('\n')).filter(Boolean);

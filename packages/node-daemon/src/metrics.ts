@@ -25,6 +25,8 @@ export function createMetrics(opts: {
   spacesByState(): Record<string, number>;
   runningProcesses(): number;
   capacity(): { allocatable: CapacityAmounts; used: CapacityAmounts };
+  /** Accounts and delegations that hold ids of the node's ranges now (spaces/id-ranges.ts). */
+  idOverlaps?(): number;
 }) {
   const registry = new Registry();
   // Stock names (process_*, nodejs_*), so the usual Node.js dashboards and alerts find them.
@@ -74,6 +76,14 @@ export function createMetrics(opts: {
     help: 'Refused requests by code',
     labelNames: ['code'],
     registers: [registry],
+  });
+  new Gauge({
+    name: 'ocs_id_overlaps',
+    help: "Accounts and subuid/subgid delegations that hold ids of the node's spaces (should be 0)",
+    registers: [registry],
+    collect() {
+      this.set(opts.idOverlaps?.() ?? 0);
+    },
   });
   const firewallRestored = new Counter({
     name: 'ocs_firewall_restored_total',

@@ -43,7 +43,7 @@ import { createApp } from './http/app.js';
 import { createForwarder } from './http/forward.js';
 import { defaultPublicNames } from './http/public-names.js';
 import { createMetrics } from './metrics.js';
-import { checkIdRanges, daemonIdRanges, reserveIdRanges } from './spaces/id-ranges.js';
+import { IdRangeWatch, checkIdRanges, daemonIdRanges, reserveIdRanges } from './spaces/id-ranges.js';
 import { writeSecretFile } from './files.js';
 import { createNodeIssuers } from './auth/issuers.js';
 import { newId } from './ids.js';
@@ -163,6 +163,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   if (config.spaces.reserveIds)
     for (const line of reserveIdRanges(idRanges, config.spaces.idFiles))
       logger.info({ line }, "recorded the node's ids as root's delegation");
+  const idWatch = new IdRangeWatch(idRanges, config.spaces.idFiles);
   for (const w of warnings) logger.warn({ listen: config.listen.host }, w);
   const identity = await loadOrCreateIdentity(config.stateDir);
   const devIssuer = config.auth.devIssuer ? loadOrCreateDevIssuer(config.stateDir, nodeId) : undefined;
@@ -318,6 +319,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   leases.start();
 
   const metrics = createMetrics({
+    idOverlaps: () => idWatch.current.length,
     spacesByState: () => repo.countByState(),
     runningProcesses: () => supervisor.count,
     capacity: () => ({ allocatable, used: ledger.used() }),
@@ -340,6 +342,21 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
       .finally(() => (watching = false));
   }, config.workloads.network.watchSeconds * 1000);
   firewallWatch.unref();
+  // The ids, watched: an account or delegation that appears later is reported at once.
+  const idCheck = setInterval(() => {
+    try {
+      const { overlaps, changed } = idWatch.check();
+      if (changed && overlaps.length > 0)
+        logger.error(
+          { overlaps },
+          "local accounts or delegations now hold ids of this node's spaces: remove them (they could become a space's uid)",
+        );
+      else if (changed) logger.info('no local account or delegation holds ids of this node any more');
+    } catch (err) {
+      logger.error({ err }, "the host's account and delegation files could not be read");
+    }
+  }, 30_000);
+  idCheck.unref();
   const nodeInfo = (): NodeInfo => ({
     id: nodeId,
     version: VERSION,
@@ -427,6 +444,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
       await supervisor.close();
       clearInterval(refusalFlush);
       clearInterval(firewallWatch);
+      clearInterval(idCheck);
       refusals.flush(true);
       // Unlocked spaces stay mounted (their workloads outlive a daemon restart); what the
       // driver holds for itself, such as fscrypt's shared bind mount of <root>/mnt, goes once

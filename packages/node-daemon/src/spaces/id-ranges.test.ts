@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkIdRanges, daemonIdRanges, idOverlaps, reserveIdRanges, type IdFiles } from './id-ranges.js';
+import { IdRangeWatch, checkIdRanges, daemonIdRanges, idOverlaps, reserveIdRanges, type IdFiles } from './id-ranges.js';
 
 const DEFAULTS = daemonIdRanges({ uidBase: 200_000, uidCount: 50_000, subidBase: 1_000_000_000 });
 
@@ -69,4 +69,18 @@ test("missing delegation files are no delegations; the ranges are recorded as ro
   assert.deepEqual(reserveIdRanges(DEFAULTS, files), [], 'a second start adds nothing');
   // Recorded as root's, they are no overlap for the daemon itself.
   assert.deepEqual(idOverlaps(DEFAULTS, files), []);
+});
+
+test('while the daemon runs, a delegation added by hand is noticed once, and its removal too', (t) => {
+  const files = host(t, { ...STOCK, subuid: 'alice:100000:65536\n', subgid: '' });
+  const watch = new IdRangeWatch(DEFAULTS, files);
+  assert.deepEqual(watch.check(), { overlaps: [], changed: false });
+  appendFileSync(files.subuid, 'mallory:200000:10\n');
+  const found = watch.check();
+  assert.equal(found.changed, true);
+  assert.match(found.overlaps.join(), /mallory:200000:10\) overlaps the space uids/);
+  assert.deepEqual(watch.check().changed, false, 'reported once');
+  assert.equal(watch.current.length, 1);
+  writeFileSync(files.subuid, 'alice:100000:65536\n');
+  assert.deepEqual(watch.check(), { overlaps: [], changed: true });
 });

@@ -129,6 +129,28 @@ export function checkIdRanges(ranges: readonly IdRange[], files: IdFiles): void 
 }
 
 /**
+ * The same check while the daemon runs: an account or delegation added later (a `useradd` on a
+ * node whose ranges were recorded is skipped, but an edit by hand is not). `check` reads the
+ * files again and says whether the overlaps changed since the last call; `current` is what it
+ * found last (the daemon's log and the `ocs_id_overlaps` gauge show it).
+ */
+export class IdRangeWatch {
+  current: string[] = [];
+
+  constructor(
+    private readonly ranges: readonly IdRange[],
+    private readonly files: IdFiles,
+  ) {}
+
+  check(): { overlaps: string[]; changed: boolean } {
+    const overlaps = idOverlaps(this.ranges, this.files);
+    const changed = overlaps.join('\n') !== this.current.join('\n');
+    this.current = overlaps;
+    return { overlaps, changed };
+  }
+}
+
+/**
  * Records each range as root's delegation in /etc/subuid and /etc/subgid where it is not yet,
  * so `useradd` never hands it to an account. Written whole to a new file and renamed into place,
  * with the file's mode; returns the lines added.
