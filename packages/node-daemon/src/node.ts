@@ -329,17 +329,16 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const refusalFlush = setInterval(() => refusals.flush(), 60_000);
   refusalFlush.unref();
   // The spaces' rules, watched: a flush of the ruleset behind the daemon is undone within seconds.
-  let watching = false;
+  let watching: Promise<void> | undefined;
   const firewallWatch = setInterval(() => {
     if (!networks || watching) return;
-    watching = true;
-    networks
+    watching = networks
       .restoreIfLost()
       .then((missing) => {
         if (missing.length > 0) metrics.firewallRestored.inc();
       })
       .catch((err: unknown) => logger.error({ err }, 'the network rules could not be checked or restored'))
-      .finally(() => (watching = false));
+      .finally(() => (watching = undefined));
   }, config.workloads.network.watchSeconds * 1000);
   firewallWatch.unref();
   // The ids, watched: an account or delegation that appears later is reported at once.
@@ -434,6 +433,10 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     async stop() {
       if (stopped) return;
       stopped = true;
+      // No check of the rules may outlive the daemon (and make again what its owner then removes).
+      clearInterval(firewallWatch);
+      clearInterval(idCheck);
+      await watching;
       // Stop accepting, drain with a deadline, stop children, close storage, close the database.
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
@@ -443,8 +446,6 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
       await leases.stop();
       await supervisor.close();
       clearInterval(refusalFlush);
-      clearInterval(firewallWatch);
-      clearInterval(idCheck);
       refusals.flush(true);
       // Unlocked spaces stay mounted (their workloads outlive a daemon restart); what the
       // driver holds for itself, such as fscrypt's shared bind mount of <root>/mnt, goes once
