@@ -69,7 +69,8 @@ test('a key made in the browser reserves a space and signs for it; the node acce
     const url = `${t.node.url}/v1/spaces`;
     const headers = await page.evaluate(
       ([u, h, b]) => (globalThis as unknown as { ocs: PageApi }).ocs.sign('POST', u, h, b),
-      [url, { authorization: `Bearer ${token}` }, body] as const,
+      // A page does not see the certificate: it is told the node's fingerprint, as `ocs` is.
+      [url, { authorization: `Bearer ${token}`, 'ocs-node': t.node.tls.fingerprint }, body] as const,
     );
     const created = await node.send('POST', '/v1/spaces', undefined, {
       sign: false,
@@ -85,7 +86,7 @@ test('a key made in the browser reserves a space and signs for it; the node acce
     const statusUrl = `${t.node.url}${space.apiBase}/status`;
     const signed = await page.evaluate(([u, h]) => (globalThis as unknown as { ocs: PageApi }).ocs.sign('GET', u, h), [
       statusUrl,
-      { authorization: `Bearer ${token}` },
+      { authorization: `Bearer ${token}`, 'ocs-node': t.node.tls.fingerprint },
     ] as const);
     const status = await node.send('GET', `${space.apiBase}/status`, undefined, { sign: false, headers: signed });
     assert.equal(status.status, 200, JSON.stringify(status.body));

@@ -38,6 +38,7 @@ import {
   contentDigest,
   generatePrivateKey,
   mintToken,
+  NODE_HEADER,
   signRequest,
   type Ed25519PrivateKey,
   type Role,
@@ -267,7 +268,12 @@ export async function startTestNode(opts: TestNodeOptions = {}): Promise<TestNod
       const url = path.startsWith('https://') ? path : `${node.url}${path}`;
       const tok = await token(roles);
       const body = json === undefined ? undefined : new TextEncoder().encode(JSON.stringify(json));
-      const headers: Record<string, string> = { authorization: `Bearer ${tok}`, host: new URL(url).host };
+      const headers: Record<string, string> = {
+        authorization: `Bearer ${tok}`,
+        host: new URL(url).host,
+        // Signed for this node, as the SDK signs (the certificate it pinned).
+        [NODE_HEADER]: node.tls.fingerprint,
+      };
       if (body) {
         headers['content-type'] = 'application/json';
         headers['content-length'] = String(body.length);

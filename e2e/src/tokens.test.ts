@@ -138,7 +138,11 @@ async function send(
   const lines = [o.authorization].flat();
   const sig = o.owner
     ? await signRequest(
-        { method, url: `https://${host}${o.path}`, headers: { authorization: lines[0]! } },
+        {
+          method,
+          url: `https://${host}${o.path}`,
+          headers: { authorization: lines[0]!, 'ocs-node': t.node.tls.fingerprint },
+        },
         { keyId: o.owner.publicKey.fingerprint(), sign: (m) => o.owner!.sign(m) },
       )
     : undefined;
@@ -146,7 +150,9 @@ async function send(
     'host',
     host,
     ...lines.flatMap((a) => ['authorization', a]),
-    ...(sig ? ['signature-input', sig['signature-input'], 'signature', sig.signature] : []),
+    ...(sig
+      ? ['ocs-node', t.node.tls.fingerprint, 'signature-input', sig['signature-input'], 'signature', sig.signature]
+      : []),
   ];
   return new Promise((resolve, reject) => {
     const onResponse = (res: IncomingMessage) => {

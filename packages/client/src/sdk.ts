@@ -18,11 +18,13 @@ import {
   OcsError,
   contentDigest,
   isErrorCode,
+  NODE_HEADER,
+  nodeRoute,
   signRequest,
   type Ed25519PrivateKey,
   type ErrorBody,
 } from '@ocs/protocol';
-import { PinMismatchError, pinnedAgent, send, type RawResponse } from './transport.js';
+import { PinMismatchError, normalizeFingerprint, pinnedAgent, send, type RawResponse } from './transport.js';
 
 export interface ClientOptions {
   /** https://host:port of the node daemon. */
@@ -85,7 +87,27 @@ export class BaseClient {
   private readonly digests = new Map<string, { digest: string; size: number; mtimeMs: number }>();
 
   constructor(readonly options: ClientOptions) {
-    this.agent = pinnedAgent(options, { maxSockets: options.maxSockets, onConnect: () => this.connections++ });
+    this.agent = pinnedAgent(options, {
+      maxSockets: options.maxSockets,
+      onConnect: (fingerprint) => {
+        this.connections++;
+        this.presented = fingerprint;
+      },
+    });
+  }
+
+  /** The fingerprint of the certificate the node last presented (and the pin or CA accepted). */
+  private presented?: string;
+
+  /**
+   * The node a signature names (`ocs-node`): the pinned fingerprint, or, pinned by a CA only,
+   * the certificate the node presented, learned on a first unsigned request.
+   */
+  private async nodeFingerprint(): Promise<string> {
+    if (this.options.fingerprint) return normalizeFingerprint(this.options.fingerprint);
+    if (this.presented === undefined) await this.send('GET', nodeRoute('health').path, undefined, { sign: false });
+    if (this.presented === undefined) throw new Error("the node's certificate could not be read");
+    return this.presented;
   }
 
   /** TLS connections opened so far (each a handshake): with keep-alive, far fewer than requests. */
@@ -132,6 +154,7 @@ export class BaseClient {
       if (this.options.token) headers.authorization = `Bearer ${await this.options.token()}`;
       const key = this.options.ownerKey;
       if (key && (opts.sign ?? true)) {
+        headers[NODE_HEADER] = await this.nodeFingerprint();
         Object.assign(
           headers,
           await signRequest(

@@ -33,7 +33,10 @@ export class PinMismatchError extends Error {
 export const normalizeFingerprint = (f: string): string => f.replace(/^SHA256:/i, '').toUpperCase();
 
 /** An agent whose connections are pinned TLS sockets. */
-export function pinnedAgent(pin: PinOptions, opts: { maxSockets?: number; onConnect?: () => void } = {}): Agent {
+export function pinnedAgent(
+  pin: PinOptions,
+  opts: { maxSockets?: number; onConnect?: (fingerprint: string) => void } = {},
+): Agent {
   if (!pin.ca && !pin.fingerprint) throw new Error('give the node certificate (ca) or its fingerprint to pin');
   const expected = pin.fingerprint ? normalizeFingerprint(pin.fingerprint) : undefined;
   const agent = new Agent({ keepAlive: true, maxSockets: opts.maxSockets ?? 8, scheduling: 'lifo' });
@@ -60,7 +63,7 @@ export function pinnedAgent(pin: PinOptions, opts: { maxSockets?: number; onConn
           done(new PinMismatchError(expected, actual));
           return;
         }
-        opts.onConnect?.();
+        opts.onConnect?.(actual);
         done(null, socket);
       },
     );

@@ -276,6 +276,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
         },
         idleSeconds: config.spaces.idleSeconds,
         authorities: [...authorities],
+        tlsFingerprint: tls.fingerprint,
       };
     },
     uidOf: (spaceId) => repo.get(spaceId)?.uid,
@@ -371,6 +372,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const authorities = new Set<string>();
   const app = createApp({
     authorities,
+    tlsFingerprint: tls.fingerprint,
     service,
     repo,
     audit,

@@ -54,6 +54,16 @@ export const DERIVED_COMPONENTS = [
 /** The components every signed request to our APIs must cover (plus the conditional ones below). */
 export const REQUIRED_COMPONENTS = ['@method', '@target-uri'] as const;
 
+/**
+ * The header naming the node a request is for: the SHA-256 fingerprint of the node's TLS
+ * certificate (`AB:CD:…`, as `GET /v1/node` shows it), the one identity a client has checked
+ * itself (it pinned it, and the handshake proved the node holds its key). Names and addresses
+ * in `@target-uri` are shared by nodes (`localhost:8443`, a bridge's gateway, a cloud image's
+ * hostname); a node cannot claim another node's certificate, so a request signed for one node
+ * is refused by every other, a node that would relay what it was sent included.
+ */
+export const NODE_HEADER = 'ocs-node';
+
 /** Application tag in every signature we make and accept: a signature for another protocol can't be replayed here. */
 export const SIGNATURE_TAG = 'ocs-v1';
 
@@ -170,6 +180,7 @@ export async function signRequest(req: SignableRequest, opts: SignOptions): Prom
     ...(headerValue(req, 'content-digest') !== undefined ? ['content-digest'] : []),
     ...(headerValue(req, 'authorization') !== undefined ? ['authorization'] : []),
     ...(headerValue(req, 'idempotency-key') !== undefined ? ['idempotency-key'] : []),
+    ...(headerValue(req, NODE_HEADER) !== undefined ? [NODE_HEADER] : []),
   ];
   const created = opts.created ?? nowSeconds();
   const params: Parameters = new Map();
@@ -219,6 +230,12 @@ export interface VerifyPolicy {
   requireNonce?: boolean;
   /** A request with a body must cover content-digest (default true). */
   requireDigestCoverage?: boolean;
+  /**
+   * This node's certificate fingerprint: the request must carry it in the signed `ocs-node`
+   * field, or it was signed for another node (`misdirected_request`). Unset only where no node
+   * is involved (the RFC's own examples, tests of the parts below).
+   */
+  node?: string;
 }
 
 export interface VerifiedSignature {
@@ -229,6 +246,17 @@ export interface VerifiedSignature {
   created: number;
   expires: number | undefined;
   nonce: string | undefined;
+}
+
+/** Fingerprints compare without case, colons or a `SHA256:` prefix (the forms the CLI and SDK accept). */
+export function sameNode(named: string | undefined, node: string): boolean {
+  const norm = (f: string) =>
+    f
+      .trim()
+      .replace(/^SHA256:/i, '')
+      .replace(/:/g, '')
+      .toUpperCase();
+  return named !== undefined && named !== '' && norm(named) === norm(node);
 }
 
 function parseHeaderDictionary(value: string, name: string): Dictionary {
@@ -318,9 +346,13 @@ export async function verifyRequest(req: SignableRequest, policy: VerifyPolicy):
   // The key decides which stored answer a request gets: a relay must not add, strip or change it.
   if (headerValue(req, 'idempotency-key') !== undefined) required.add('idempotency-key');
   if ((policy.requireDigestCoverage ?? true) && hasBody(req)) required.add('content-digest');
+  if (policy.node !== undefined) required.add(NODE_HEADER);
   const missing = [...required].filter((c) => !components.includes(c));
   if (missing.length > 0) {
     throw new OcsError('signature_components_missing', 'the signature does not cover required components', { missing });
+  }
+  if (policy.node !== undefined && !sameNode(headerValue(req, NODE_HEADER), policy.node)) {
+    throw new OcsError('misdirected_request', 'the request was signed for another node', { header: NODE_HEADER });
   }
 
   const wantTag = policy.tag === undefined ? SIGNATURE_TAG : policy.tag;

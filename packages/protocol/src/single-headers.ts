@@ -9,8 +9,8 @@ import { OcsError } from './errors.js';
 /**
  * RFC 9110 defines no list syntax for Authorization; RFC 9112 section 3.2 makes a second Host a
  * 400. The signature fields are dictionaries a second line could extend or override (a second
- * `sig1` wins over the first), and Idempotency-Key (signed when present) decides which stored
- * answer a request gets: one line each, or the request is refused as malformed.
+ * `sig1` wins over the first), Idempotency-Key (signed when present) decides which stored
+ * answer a request gets, and Ocs-Node names the node a signature is for: one line each, or the request is refused as malformed.
  */
 export const SINGLE_HEADERS = [
   'authorization',
@@ -19,6 +19,7 @@ export const SINGLE_HEADERS = [
   'signature-input',
   'content-digest',
   'idempotency-key',
+  'ocs-node',
 ] as const;
 
 /** Throws invalid_request naming the first field of `names` that `rawHeaders` (Node's flat list) repeats. */

@@ -116,8 +116,8 @@ test('a request with two Authorization headers is refused, before any token or n
   assert.equal(store.size, 1);
 });
 
-test('a second Signature, Signature-Input, Content-Digest or Idempotency-Key line is refused before the signature is looked at', async () => {
-  for (const name of ['Signature-Input', 'signature', 'Content-Digest', 'Idempotency-Key']) {
+test('a second Signature, Signature-Input, Content-Digest, Idempotency-Key or Ocs-Node line is refused before the signature is looked at', async () => {
+  for (const name of ['Signature-Input', 'signature', 'Content-Digest', 'Idempotency-Key', 'Ocs-Node']) {
     const store = new MemoryNonceStore();
     const req = await signed([['authorization', 'Bearer tok-a']]);
     // One more line of the field, as a relay would add it; for the signature fields, the very

@@ -231,6 +231,41 @@ test('an Idempotency-Key is covered when present: added, stripped or changed aft
   );
 });
 
+test('a signature names its node: another node, no node, or the name changed after signing, refused', async () => {
+  const THIS = 'AB:CD:EF:01';
+  const req: SignableRequest = {
+    method: 'POST',
+    url: 'https://localhost:8443/v1/spaces/sp_1/lock',
+    headers: { authorization: 'Bearer t', 'ocs-node': THIS },
+  };
+  const sig = await signRequest(req, { keyId: KEY_ID, sign: signer, created: NOW });
+  const signed = { ...req, headers: { ...req.headers, ...sig } };
+  assert.ok((await verifyRequest(signed, policy({ node: THIS }))).components.includes('ocs-node'));
+  // The same certificate written as the CLI may print it.
+  await verifyRequest(signed, policy({ node: 'sha256:abcdef01' }));
+  // Another node, with the same name and port in @target-uri: the signature is good, the node is not.
+  await assertCode(verifyRequest(signed, policy({ node: 'AB:CD:EF:02' })), 'misdirected_request');
+  // A relay rewrites the header to name the next node: that node's check passes, the signature fails.
+  await assertCode(
+    verifyRequest(
+      { ...signed, headers: { ...signed.headers, 'ocs-node': 'AB:CD:EF:02' } },
+      policy({ node: 'AB:CD:EF:02' }),
+    ),
+    'signature_invalid',
+  );
+  // Signed without naming a node: refused by a node that requires it.
+  const { 'ocs-node': _n, ...anyNode } = req.headers;
+  const bare = await signRequest({ ...req, headers: anyNode }, { keyId: KEY_ID, sign: signer, created: NOW });
+  await assertCode(
+    verifyRequest({ ...req, headers: { ...anyNode, ...bare } }, policy({ node: THIS })),
+    'signature_components_missing',
+  );
+  await assertCode(
+    verifyRequest({ ...req, headers: { ...req.headers, ...bare } }, policy({ node: THIS })),
+    'signature_components_missing',
+  );
+});
+
 test('expired, too old and future signatures fail for the right reason', async () => {
   const req = await signedPost();
   await assertCode(verifyRequest(req, policy({ now: () => NOW + 60 + 31 })), 'signature_expired');

@@ -29,6 +29,9 @@ import type { BrokerCall } from './broker-client.js';
 
 const SPACE = 'sp_aaaaaaaaaaaaaaaaaaaa';
 const HOST = 'node-1.test:8443';
+/** Two nodes' certificate fingerprints: this one, and another that shares its name and port. */
+const NODE_FP = Array.from({ length: 32 }, (_, i) => i.toString(16).padStart(2, '0').toUpperCase()).join(':');
+const OTHER_FP = NODE_FP.replace(/^00/, 'FF');
 const LOCAL_ISS = 'ocs-dev:node-1';
 const REMOTE_ISS = 'https://idp.test';
 const dir = mkdtempSync(join(tmpdir(), 'ocs-space-app-'));
@@ -79,6 +82,7 @@ const config: SpaceProcessConfig = {
     remoteKeys: { refreshSeconds: 60, cooldownSeconds: 30, maxStaleSeconds: 600 },
   },
   authorities: ['node-1.test:8443'],
+  tlsFingerprint: NODE_FP,
   socket: join(dir, 'api.sock'),
   brokerSocket: join(dir, 'broker.sock'),
   dataDir: join(dir, 'data'),
@@ -113,12 +117,12 @@ function token(k: Signer, o: { org?: string; iss?: string } = {}): Promise<strin
     .sign(k.privateKey);
 }
 
-/** GET …/status, signed by the owner, with the Authorization line(s) given, straight to the socket. */
-async function status(authorization: string | string[]): Promise<{ status: number; code?: string }> {
+/** GET …/status, signed by the owner for `node`, with the Authorization line(s) given, straight to the socket. */
+async function status(authorization: string | string[], node = NODE_FP): Promise<{ status: number; code?: string }> {
   const path = `/v1/spaces/${SPACE}/api/status`;
   const first = Array.isArray(authorization) ? authorization[0]! : authorization;
   const sig = await signRequest(
-    { method: 'GET', url: `https://${HOST}${path}`, headers: { authorization: first } },
+    { method: 'GET', url: `https://${HOST}${path}`, headers: { authorization: first, 'ocs-node': node } },
     { keyId: owner.publicKey.fingerprint(), sign: (m) => owner.sign(m), created: Math.floor(clock / 1000) },
   );
   return new Promise((resolve, reject) => {
@@ -132,6 +136,8 @@ async function status(authorization: string | string[]): Promise<{ status: numbe
           'host',
           HOST,
           ...[authorization].flat().flatMap((a) => ['authorization', a]),
+          'ocs-node',
+          node,
           ...Object.entries(sig).flat(),
         ],
       },
@@ -159,6 +165,13 @@ test('a token of another org is refused by the space process itself, even with t
   await expect(`Bearer ${await token(local)}`, 200);
   await expect(`Bearer ${await token(local, { org: 'org-b' })}`, 'not_found');
   await expect(`Bearer ${await token(r1, { org: 'org-b', iss: REMOTE_ISS })}`, 'not_found');
+});
+
+test('a request signed for another node (same name, same port) is refused by the space process', async () => {
+  const mine = `Bearer ${await token(local)}`;
+  assert.deepEqual(await status(mine, OTHER_FP), { status: 421, code: 'misdirected_request' });
+  // The same fingerprint in the form without colons, lower case, names this node.
+  assert.equal((await status(mine, NODE_FP.replace(/:/g, '').toLowerCase())).status, 200);
 });
 
 test('two Authorization lines are refused, whichever comes first', async () => {

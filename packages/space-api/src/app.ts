@@ -85,6 +85,7 @@ export function createSpaceApp(d: SpaceAppDeps): Koa {
         verify: ownerVerify,
         now: nowSeconds,
         nonceStore: d.state,
+        node: d.config.tlsFingerprint,
       },
       hashes: nativeHashes,
     });

@@ -44,6 +44,7 @@ async function startSpace(t: { after(fn: () => void | Promise<void>): void }) {
     dataDir: dir,
     idleSeconds: 60,
     authorities: ['node.test:8443'],
+    tlsFingerprint: 'AA:BB',
   };
   const state = openSpaceState(dir);
   const verifier = createTokenVerifier({
@@ -82,6 +83,7 @@ async function startSpace(t: { after(fn: () => void | Promise<void>): void }) {
     const headers: Record<string, string> = { host: HOST };
     if (signed) {
       headers.authorization = `Bearer ${token}`;
+      headers['ocs-node'] = 'AA:BB';
       Object.assign(
         headers,
         await signRequest(

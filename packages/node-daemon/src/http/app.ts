@@ -49,6 +49,8 @@ import type { HttpMetrics } from '../metrics.js';
 export interface AppDeps {
   /** This node's own `host:port` names; any other `Host` is refused before anything else. */
   authorities: ReadonlySet<string>;
+  /** This node's TLS certificate fingerprint: a signed request must name it (`ocs-node`). */
+  tlsFingerprint: string;
   service: SpaceService;
   repo: SpacesRepo;
   audit: AuditLog;
@@ -107,6 +109,7 @@ export function createApp(d: AppDeps): Koa {
     verify: nodeVerify,
     now: nowSeconds,
     nonceStore: d.nonceStore,
+    node: d.tlsFingerprint,
   });
   const requestOf = (ctx: Context, body: Uint8Array) => ({
     method: ctx.method,

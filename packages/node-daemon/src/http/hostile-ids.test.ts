@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { newKey, startTestApp } from './test-app.js';
+import { NODE_FINGERPRINT, newKey, startTestApp } from './test-app.js';
 
 const LONG = `sp_${'a'.repeat(300)}`;
 
@@ -93,6 +93,29 @@ test('a DELETE with a body is refused before anything is done, signed or not', a
       assert.match(r.body.error?.message ?? '', /DELETE requests take no body/);
       assert.equal(t.repo.get(space)?.state, 'active', `${who}: the space is still there`);
     }
+  } finally {
+    await t.close();
+  }
+});
+
+test('a request the owner signed for another node is refused here, under any name this node has', async () => {
+  const t = await startTestApp();
+  try {
+    const owner = newKey();
+    const space = t.addSpace('org-a', owner);
+    const member = await t.token(['spaces'], { sub: 'member', org: 'org-a' });
+    // Same Host, same port, same owner and token: only the certificate the owner pinned differs.
+    const other = NODE_FINGERPRINT.replace(/^[0-9A-F]{2}/, 'FF');
+    const r = await t.send('DELETE', `/v1/spaces/${space}`, {
+      token: member,
+      sign: owner,
+      headers: { 'ocs-node': other },
+    });
+    assert.equal(r.status, 421, r.text);
+    assert.equal(r.body.error?.code, 'misdirected_request');
+    assert.equal(t.repo.get(space)?.state, 'active', 'the space is still there');
+    // The control: signed for this node, the same request is done.
+    assert.equal((await t.send('DELETE', `/v1/spaces/${space}`, { token: member, sign: owner })).status, 204);
   } finally {
     await t.close();
   }

@@ -14,6 +14,7 @@ import {
   contentDigest,
   createTokenVerifier,
   mintToken,
+  NODE_HEADER,
   parsePublicKey,
   signRequest,
   type Ed25519PublicKey,
@@ -30,6 +31,10 @@ import { createApp } from './app.js';
 
 const MiB = 1024 * 1024;
 export const NODE_ID = 'node-test';
+/** The test node's certificate fingerprint, which signed requests name (`ocs-node`). */
+export const NODE_FINGERPRINT = Array.from({ length: 32 }, (_, i) =>
+  (i * 7).toString(16).padStart(2, '0').toUpperCase(),
+).join(':');
 const ISSUER = 'https://issuer.test';
 
 /** Does nothing, successfully: the app's logic is under test, not the host. */
@@ -136,6 +141,7 @@ export async function startTestApp(
   });
   const app = createApp({
     authorities: authoritySet(['node.test:8443'], 8443),
+    tlsFingerprint: NODE_FINGERPRINT,
     service,
     repo,
     audit,
@@ -207,6 +213,7 @@ export async function startTestApp(
       }
       if (s.sign) {
         const key = s.sign;
+        headers[NODE_HEADER] ??= NODE_FINGERPRINT;
         Object.assign(
           headers,
           await signRequest(

@@ -70,5 +70,7 @@ export const SpaceProcessConfig = Obj({
   idleSeconds: Type.Integer({ minimum: 1 }),
   /** The node's own authorities (`host:port`): a request naming another is refused here too. */
   authorities: Type.Array(Type.String(), { minItems: 1 }),
+  /** The node's TLS certificate fingerprint: a signed request must name it (`ocs-node`). */
+  tlsFingerprint: Type.String({ minLength: 1 }),
 });
 export type SpaceProcessConfig = Static<typeof SpaceProcessConfig>;
