@@ -80,7 +80,6 @@ const config: SpaceProcessConfig = {
   },
   authorities: ['node-1.test:8443'],
   socket: join(dir, 'api.sock'),
-  brokerSocket: join(dir, 'broker.sock'),
   dataDir: join(dir, 'data'),
   idleSeconds: 60,
 };
