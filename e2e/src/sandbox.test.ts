@@ -1,6 +1,7 @@
 /**
  * The space process's sandbox, on the real kernel: the live process of a real space is checked
- * for its namespaces, seccomp, capabilities and uid; and a probe run in the very sandbox the
+ * for its namespaces, seccomp, capabilities and uid, and for its broker connection (inherited,
+ * with no name another process of its uid could connect to); and a probe run in the very sandbox the
  * supervisor builds (same function, same seccomp program) tries what a compromised space
  * process would: TCP to the host's loopback, other uids' /proc, another space's storage, and
  * making namespaces of its own.
@@ -13,6 +14,7 @@ import {
   chownSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   readlinkSync,
   rmSync,
@@ -23,8 +25,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Writable } from 'node:stream';
-import { generatePrivateKey, type CreateSpaceResponse } from '@ocs/protocol';
-import { sandboxArgs, seccompProgram, spaceCgroupLayout } from '@ocs/node-daemon';
+import { BROKER_FD, generatePrivateKey, type CreateSpaceResponse } from '@ocs/protocol';
+import { sandboxArgs, seccompProgram, spaceCgroupLayout, spaceRunDir } from '@ocs/node-daemon';
 import { startTestNode, MiB, type TestNode } from './harness.js';
 
 let t: TestNode;
@@ -73,6 +75,104 @@ test('a real space process runs in its own network, mount and PID namespaces, un
   const mounts = readFileSync(`/proc/${node}/mountinfo`, 'utf8');
   assert.ok(!mounts.includes(t.config.stateDir), "the daemon's state directory is not in its mount namespace");
 });
+
+/** The space process's node (inside bwrap), found in the space's `api` cgroup by its executable. */
+async function spaceNodePid(spaceId: string): Promise<number> {
+  const pids = await t.cgroups.processes(spaceCgroupLayout(t.config.cgroups.parent, spaceId).api);
+  const node = pids.find((p) => readlinkSync(`/proc/${p}/exe`) === process.execPath);
+  assert.ok(node, `a node process among ${pids.join(',')}`);
+  return node;
+}
+
+/** The inode of the socket at `fd` of `pid`, or undefined if it is no socket (or not open). */
+function socketInode(pid: number | 'self', fd: number | string): number | undefined {
+  try {
+    const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The peer of a connected unix socket, from `ss` (the kernel's sock_diag). */
+function unixPeer(inode: number): number | undefined {
+  const out = spawnSync('ss', ['-x', '-a', '-n', '-H'], { encoding: 'utf8' }).stdout;
+  for (const line of out.split('\n')) {
+    // u_str ESTAB 0 0 <local name or *> <local inode> <peer name or *> <peer inode>
+    const f = line.trim().split(/\s+/);
+    if (Number(f[5]) === inode) return Number(f[7]);
+  }
+  return undefined;
+}
+
+test("a process of the space's uid finds no broker to connect to; the space process's inherited one works, and is new with each process", async () => {
+  const owner = generatePrivateKey();
+  const c = t.client({ roles: [...ALL], owner });
+  const a = (
+    await c.call<CreateSpaceResponse>('POST', '/v1/spaces', {
+      ownerKey: owner.publicKey.toBase64url(),
+      resources: { cpuMillicores: 200, memoryBytes: 128 * MiB, storageBytes: 32 * MiB },
+      leaseSeconds: 600,
+    })
+  ).body;
+  const id = a.space.id;
+  // `status` is a broker call: the space process reaches the daemon over its inherited socket.
+  assert.equal((await c.call('GET', `${a.space.apiBase}/status`)).status, 200);
+  const uid = t.node.repo.get(id)!.uid;
+  const run = spaceRunDir(t.config.runDir, id).dir;
+  const pid = await spaceNodePid(id);
+
+  const ino = socketInode(pid, BROKER_FD);
+  assert.ok(ino, `fd ${BROKER_FD} of the space process is a socket`);
+  // No name: the pair's row in the node's table of unix sockets has no path.
+  const row = readFileSync('/proc/net/unix', 'utf8')
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .find((f) => Number(f[6]) === ino);
+  assert.ok(row, 'the socket is in the host network namespace');
+  assert.equal(row[7], undefined, 'the socket has no name');
+  const daemonEnd = unixPeer(ino);
+  assert.ok(daemonEnd && fdOf(daemonEnd), "its peer is the daemon's own descriptor");
+
+  // A local account that became the space's uid (setpriv here; newuidmap in a user namespace
+  // gives the same uid): the run directory holds no socket, the old name is not there, and the
+  // space process's descriptor cannot be opened through /proc.
+  const probe = `
+    const fs = require('node:fs'), net = require('node:net');
+    const run = ${JSON.stringify(run)}, r = {};
+    r.sockets = fs.readdirSync(run).filter((n) => fs.lstatSync(run + '/' + n).isSocket());
+    try { fs.openSync('/proc/${pid}/fd/${BROKER_FD}', 'r+'); r.procFd = 'opened'; } catch (e) { r.procFd = e.code; }
+    net.connect(run + '/broker.sock')
+      .on('connect', () => { r.connect = 'connected'; done(); })
+      .on('error', (e) => { r.connect = e.code; done(); });
+    function done() { process.stdout.write(JSON.stringify(r)); process.exit(0); }`;
+  const p = spawnSync(
+    'setpriv',
+    [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', process.execPath, '-e', probe],
+    { encoding: 'utf8', cwd: '/' },
+  );
+  assert.equal(p.status, 0, p.stderr);
+  const r = JSON.parse(p.stdout) as Record<string, unknown>;
+  assert.deepEqual(r.sockets, [], 'no socket in the space run directory');
+  assert.equal(r.connect, 'ENOENT', 'no broker.sock to connect to');
+  assert.notEqual(r.procFd, 'opened', "the space process's socket cannot be opened through /proc");
+
+  // The process exits as when idle: the daemon's end closes with it, and the next process gets a
+  // pair of its own, which works.
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 100 && t.node.supervisor.isRunning(id); i++) await new Promise((res) => setTimeout(res, 50));
+  assert.equal(t.node.supervisor.isRunning(id), false, 'the space process exited');
+  await new Promise((res) => setTimeout(res, 50));
+  assert.equal(fdOf(daemonEnd), undefined, "the daemon's end is closed");
+  assert.equal((await c.call('GET', `${a.space.apiBase}/status`)).status, 200);
+  const again = socketInode(await spaceNodePid(id), BROKER_FD);
+  assert.ok(again && again !== ino, 'a fresh socket pair');
+});
+
+/** The daemon's (this process's) descriptor holding socket `inode`, as a string, or undefined. */
+function fdOf(inode: number): string | undefined {
+  return readdirSync('/proc/self/fd').find((fd) => socketInode('self', fd) === inode);
+}
 
 /** Runs `script` with node inside the supervisor's sandbox as `uid`; resolves with its stdout. */
 function inSandbox(

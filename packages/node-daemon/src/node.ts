@@ -34,7 +34,7 @@ import { spaceDataLayout, spaceWorkloadIds } from './spaces/layout.js';
 import { Broker, BrokerContext, type ContainerEngines } from './broker/broker.js';
 import { VolumeOps } from './broker/volumes.js';
 import { WorkloadLifecycle } from './spaces/workload-lifecycle.js';
-import { openBrokerSocket } from './broker/server.js';
+import { serveBroker } from './broker/server.js';
 import { SpaceSupervisor } from './spaces/supervisor.js';
 import { LeaseScheduler } from './spaces/leases.js';
 import { reconcile } from './spaces/reconcile.js';
@@ -280,8 +280,8 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
       };
     },
     uidOf: (spaceId) => repo.get(spaceId)?.uid,
-    openBroker: (spaceId, path, uid) =>
-      openBrokerSocket({ broker, spaceId, path, uid, logger: logger.child({ svc: 'broker', spaceId }) }),
+    serveBroker: (spaceId, socket) =>
+      serveBroker({ broker, spaceId, socket, logger: logger.child({ svc: 'broker', spaceId }) }),
   });
   const service = new SpaceService({
     repo,

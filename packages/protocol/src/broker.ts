@@ -1,7 +1,8 @@
 /**
  * The contract between a space's API process and the daemon's privileged broker: one operation
- * per host action, each a JSON body posted to `/<op>` on the space's own broker socket. The
- * broker learns which space asks from the socket alone and validates every argument with these
+ * per host action, each a JSON body posted to `/<op>` on the space's own broker connection (HTTP/2
+ * over a socket the space process inherits at {@link BROKER_FD}). The broker learns which space
+ * asks from the connection alone and validates every argument with these
  * schemas again: a compromised space process can send anything, and gets no more than its owner.
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
@@ -68,3 +69,10 @@ export function isBrokerOp(op: string): op is BrokerOp {
 
 /** Largest JSON body the broker reads. */
 export const BROKER_BODY_LIMIT = 128 * 1024;
+
+/**
+ * The descriptor a space process inherits its broker connection on: the child's end of a socket
+ * pair the daemon makes at spawn, with no name in the file system (fd 3 carries the seccomp
+ * program to the sandbox).
+ */
+export const BROKER_FD = 4;

@@ -84,7 +84,6 @@ const config: SpaceProcessConfig = {
   authorities: ['node-1.test:8443'],
   tlsFingerprint: NODE_FP,
   socket: join(dir, 'api.sock'),
-  brokerSocket: join(dir, 'broker.sock'),
   dataDir: join(dir, 'data'),
   idleSeconds: 60,
 };

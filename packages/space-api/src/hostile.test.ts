@@ -40,7 +40,6 @@ async function startSpace(t: { after(fn: () => void | Promise<void>): void }) {
       remoteKeys: { refreshSeconds: 300, cooldownSeconds: 30, maxStaleSeconds: 3600 },
     },
     socket: join(dir, 'api.sock'),
-    brokerSocket: join(dir, 'broker.sock'),
     dataDir: dir,
     idleSeconds: 60,
     authorities: ['node.test:8443'],

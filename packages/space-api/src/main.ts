@@ -1,11 +1,14 @@
 /**
  * Entry point of a space's API process. Started by the daemon as the space's own uid, with no
- * capabilities, inside the space's cgroup; argv[2] is its config file. Prints `ready` on stdout
- * once it listens, logs JSON to stderr, and exits 0 after `idleSeconds` without a request.
+ * capabilities, inside the space's cgroup; argv[2] is its config file and fd 4 (`BROKER_FD`) its
+ * broker connection. Prints `ready` on stdout once it listens, logs JSON to stderr, and exits 0
+ * after `idleSeconds` without a request.
  */
 import { createServer } from 'node:http';
+import { Socket } from 'node:net';
 import { rmSync } from 'node:fs';
 import { pino } from 'pino';
+import { BROKER_FD } from '@ocs/protocol';
 import { loadConfig } from './config.js';
 import { createSpaceApp } from './app.js';
 import { brokerClient } from './broker-client.js';
@@ -20,7 +23,8 @@ if (!configPath) {
 const config = loadConfig(configPath);
 const logger = pino({ level: 'info', base: { svc: 'ocs-space', spaceId: config.spaceId } }, pino.destination(2));
 
-const broker = brokerClient(config.brokerSocket);
+// Inherited from the daemon: one end of a socket pair, not a path anyone could connect to.
+const broker = brokerClient(new Socket({ fd: BROKER_FD, readable: true, writable: true }));
 const verifier = spaceTokenVerifier(config.auth, broker, logger);
 const state = openSpaceState(config.dataDir);
 const app = createSpaceApp({

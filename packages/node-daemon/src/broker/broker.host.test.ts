@@ -1,12 +1,14 @@
 /**
- * The broker as a compromised space process sees it: a real unix socket bound to one space, a
- * real database, and driver doubles that record every call, so a test can prove that hostile
- * requests are refused before any host driver is reached.
+ * The broker as a compromised space process sees it: a real unix stream connection bound to one
+ * space, carrying HTTP/2 as the space process's does, a real database, and driver doubles that
+ * record every call, so a test can prove that hostile requests are refused before any host driver
+ * is reached.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { connect, type ClientHttp2Session } from 'node:http2';
+import { createServer, connect as connectUnix, type Socket } from 'node:net';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/host';
@@ -16,7 +18,7 @@ import { RefusalLog } from '../state/refusals.js';
 import { SPACE_A, SPACE_B, twoSpaces } from '../state/test-support.js';
 import { createLogger } from '../logger.js';
 import { Broker, BrokerContext, type BrokerDeps, type ContainerEngines } from './broker.js';
-import { openBrokerSocket } from './server.js';
+import { serveBroker } from './server.js';
 import { spaceDataLayout } from '../spaces/layout.js';
 
 const MiB = 1024 * 1024;
@@ -97,42 +99,64 @@ function setup(mountpoint = '/nonexistent/data', overrides: Partial<BrokerDeps> 
   return { db, spaces, workloads, broker, calls, audit };
 }
 
+/**
+ * Two connected unix stream sockets, as the supervisor's socket pair gives: accepted on a
+ * listener that is closed, and its name removed, before they are used.
+ */
+async function socketPair(): Promise<[daemon: Socket, space: Socket, cleanup: () => void]> {
+  const dir = mkdtempSync(join(tmpdir(), 'ocs-broker-'));
+  const path = join(dir, 'pair.sock');
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
+  const space = connectUnix(path);
+  const daemon = await accepted;
+  server.close();
+  rmSync(dir, { recursive: true, force: true });
+  return [daemon, space, () => (daemon.destroy(), space.destroy())];
+}
+
+/** The broker for `spaceId` on one end of a pair, and an HTTP/2 client session on the other. */
+async function brokerSession(broker: Broker, spaceId: string) {
+  const [daemon, space, cleanup] = await socketPair();
+  const conn = serveBroker({ broker, spaceId, socket: daemon, logger: createLogger({ level: 'silent' }) });
+  const session = connect('http://broker', { createConnection: () => space });
+  return {
+    session,
+    daemonEnd: conn,
+    close() {
+      session.destroy();
+      conn.close();
+      cleanup();
+    },
+  };
+}
+
 function post(
-  socketPath: string,
+  session: ClientHttp2Session,
   path: string,
   body: string | undefined,
   method = 'POST',
 ): Promise<{ status: number; body: { error?: { code: string } } & Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath, method, path, headers: { 'content-type': 'application/json' } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }),
-      );
+    const req = session.request({ ':method': method, ':path': path, 'content-type': 'application/json' });
+    let status = 0;
+    req.on('response', (h) => (status = Number(h[':status'])));
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      if (status === 0) return reject(new Error('no answer'));
+      resolve({ status, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) });
     });
     req.on('error', reject);
     req.end(body);
   });
 }
 
-test('the socket is the space: 0600 and its uid; hostile requests are refused before any driver is called', async () => {
+test('the connection is the space: hostile requests are refused before any driver is called', async () => {
   const s = setup();
-  const dir = mkdtempSync(join(tmpdir(), 'ocs-broker-'));
-  const path = join(dir, 'broker.sock');
-  const uid = s.spaces.get(A)!.uid;
-  const sock = await openBrokerSocket({
-    broker: s.broker,
-    spaceId: A,
-    path,
-    uid,
-    logger: createLogger({ level: 'silent' }),
-  });
+  const { session, close } = await brokerSession(s.broker, A);
   try {
-    const st = statSync(path);
-    assert.equal(st.mode & 0o777, 0o600);
-    assert.equal(st.uid, uid);
-
     const ctr = { name: 'c', image: 'img', cpuMillicores: 100, memoryBytes: 16 * MiB };
     const hostile: [string, string | undefined, string, string?][] = [
       ['/nope', '{}', 'not_found'],
@@ -172,11 +196,11 @@ test('the socket is the space: 0600 and its uid; hostile requests are refused be
       ['/createContainer', 'x'.repeat(200 * 1024), 'body_too_large'],
     ];
     for (const [p, body, code] of hostile) {
-      const r = await post(path, p, body);
+      const r = await post(session, p, body);
       assert.equal(r.body.error?.code, code, `${p} ${body?.slice(0, 80)}`);
       assert.ok(r.status >= 400 && r.status < 500, `${p}: ${r.status}`);
     }
-    assert.equal((await post(path, '/status', undefined, 'GET')).body.error?.code, 'method_not_allowed');
+    assert.equal((await post(session, '/status', undefined, 'GET')).body.error?.code, 'method_not_allowed');
     assert.deepEqual(
       s.calls.filter((c) => !c.startsWith('info(')),
       [],
@@ -188,7 +212,7 @@ test('the socket is the space: 0600 and its uid; hostile requests are refused be
     assert.ok(refused.some((e) => e.action === 'broker.createContainer' && e.code === 'budget_exceeded'));
 
     // A well-formed request reaches the drivers with this socket's space, whatever it names.
-    const ok = await post(path, '/createContainer', JSON.stringify(ctr));
+    const ok = await post(session, '/createContainer', JSON.stringify(ctr));
     assert.equal(ok.status, 200, JSON.stringify(ok.body));
     assert.ok(s.calls.some((c) => c.startsWith(`create(`)));
     assert.ok(
@@ -200,10 +224,56 @@ test('the socket is the space: 0600 and its uid; hostile requests are refused be
 
     // A locked space's broker refuses changes and reads alike.
     s.spaces.setState(A, ['active'], 'locked');
-    assert.equal((await post(path, '/listContainers', '{}')).body.error?.code, 'space_locked');
+    assert.equal((await post(session, '/listContainers', '{}')).body.error?.code, 'space_locked');
+    // The connection survived every refusal, the oversized body's included.
+    assert.equal(session.destroyed, false);
   } finally {
-    await sock.close();
-    rmSync(dir, { recursive: true, force: true });
+    close();
+  }
+});
+
+test('one connection carries calls at once: a create the engine holds up does not hold up a list', async () => {
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  const calls: string[] = [];
+  const s = setup(undefined, {
+    containers: oneEngine(
+      recorder<DockerDriver>(calls, {
+        create: () => held,
+        inspect: () => ({ state: 'running', oomKilled: false }),
+        listImages: () => [],
+      }),
+    ),
+  });
+  const { session, close } = await brokerSession(s.broker, A);
+  try {
+    const ctr = { name: 'c', image: 'img', cpuMillicores: 100, memoryBytes: 16 * MiB };
+    const create = post(session, '/createContainer', JSON.stringify(ctr));
+    while (!calls.some((c) => c.startsWith('create('))) await new Promise((r) => setTimeout(r, 5));
+    const list = await post(session, '/status', '{}');
+    assert.equal(list.status, 200, 'answered while the create waits on the engine');
+    release();
+    assert.equal((await create).status, 200);
+  } finally {
+    close();
+  }
+});
+
+test("the daemon's end closing ends the calls in flight on it", async () => {
+  const calls: string[] = [];
+  const s = setup(undefined, {
+    containers: oneEngine(recorder<DockerDriver>(calls, { create: () => new Promise(() => undefined) })),
+  });
+  const { session, daemonEnd, close } = await brokerSession(s.broker, A);
+  try {
+    const ctr = { name: 'c', image: 'img', cpuMillicores: 100, memoryBytes: 16 * MiB };
+    const create = post(session, '/createContainer', JSON.stringify(ctr));
+    while (!calls.some((c) => c.startsWith('create('))) await new Promise((r) => setTimeout(r, 5));
+    daemonEnd.close();
+    await assert.rejects(create);
+    await new Promise<void>((resolve) => (session.closed ? resolve() : session.once('close', resolve)));
+  } finally {
+    close();
   }
 });
 

@@ -1,72 +1,63 @@
 /**
- * One broker socket per running space process. The socket sits in the space's run directory
- * (0700, the space's uid) and is itself 0600 and the space's, so only that uid (and root) can
- * connect: whoever talks on it *is* that space, and the space id is bound to the server, never
- * read from the request.
+ * The broker of one running space process, served on the daemon's end of the socket pair made
+ * when that process is spawned; the process holds the other end at `BROKER_FD`. The pair
+ * has no name in the file system, so there is nothing to connect to: whoever talks on it *is*
+ * that space's process, even against another process of the space's uid. The space id is bound
+ * to the connection, never read from a request.
  *
  * Wire: `POST /<op>` with a JSON body; 200 with the JSON result, or the error body with its
- * status. Plain node:http: the space process is the only client, and nothing here needs Koa.
+ * status. HTTP/2, because one connection carries every call and a call that takes seconds (a
+ * container's create) must not hold up the others; node:http2's compatibility API, since nothing
+ * here needs Koa.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { randomBytes } from 'node:crypto';
-import { chmod, chown, lstat, mkdir, rename, rm } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import {
+  constants,
+  createServer,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type Http2Session,
+} from 'node:http2';
+import type { Socket } from 'node:net';
 import { BROKER_BODY_LIMIT, OcsError, isOcsError } from '@ocs/protocol';
 import type { Logger } from '../logger.js';
 import type { Broker } from './broker.js';
 
-export interface BrokerSocket {
-  close(): Promise<void>;
+export interface BrokerConnection {
+  /** Ends every call in flight and the connection; the space process has exited, or is being killed. */
+  close(): void;
 }
 
-export async function openBrokerSocket(o: {
-  broker: Broker;
-  spaceId: string;
-  path: string;
-  uid: number;
-  logger: Logger;
-}): Promise<BrokerSocket> {
-  const server: Server = createServer((req, res) => {
+/** Receiving one whole request: a stuck or hostile space process must not pin a stream forever. */
+const REQUEST_TIMEOUT_MS = 10 * 60_000;
+/** Streams at once: the space process's client queues beyond it, a hostile one is refused. */
+const MAX_CONCURRENT_STREAMS = 128;
+
+/** Serves the broker for `spaceId` on `socket`, the daemon's end of the space process's pair. */
+export function serveBroker(o: { broker: Broker; spaceId: string; socket: Socket; logger: Logger }): BrokerConnection {
+  const server = createServer({ settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS } }, (req, res) => {
     void handle(o, req, res);
   });
-  // A stuck space process must not pin broker sockets forever.
-  server.requestTimeout = 10 * 60_000;
-  server.headersTimeout = 10_000;
-  // Bound, chowned and chmodded in a root-only directory, then renamed into the space's own
-  // directory: there, between a listen and a chown, the space could swap the socket for a link
-  // and have root chown whatever it points to. rename(2) never follows a link.
-  const staging = join(dirname(dirname(o.path)), '.staging');
-  await mkdir(staging, { recursive: true, mode: 0o700 });
-  const bound = join(staging, `${o.spaceId}-${randomBytes(6).toString('hex')}.sock`);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(bound, () => resolve());
-  });
-  await chown(bound, o.uid, o.uid);
-  await chmod(bound, 0o600);
-  await rename(bound, o.path);
-  const ino = (await lstat(o.path)).ino;
+  let session: Http2Session | undefined;
+  server.once('session', (s: Http2Session) => (session = s));
+  // A peer that breaks the protocol loses its connection; the log says so, the daemon goes on.
+  server.on('sessionError', (err) => o.logger.warn({ err, spaceId: o.spaceId }, 'broker connection failed'));
+  server.emit('connection', o.socket);
   return {
-    async close() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-      // Only our own socket: a newer one for the same space may already sit at this path.
-      const now = await lstat(o.path).catch(() => undefined);
-      if (now?.ino === ino) await rm(o.path, { force: true });
+    close() {
+      session?.destroy();
+      o.socket.destroy();
     },
   };
 }
 
 async function handle(
   o: { broker: Broker; spaceId: string; logger: Logger },
-  req: IncomingMessage,
-  res: ServerResponse,
+  req: Http2ServerRequest,
+  res: Http2ServerResponse,
 ): Promise<void> {
   try {
     if (req.method !== 'POST') throw new OcsError('method_not_allowed', 'the broker takes POST only');
-    const op = (req.url ?? '').replace(/^\//, '');
+    const op = req.url.replace(/^\//, '');
     const args = await readJson(req);
     const result = await o.broker.call(o.spaceId, op, args);
     send(res, 200, result);
@@ -77,23 +68,49 @@ async function handle(
   }
 }
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > BROKER_BODY_LIMIT) throw new OcsError('body_too_large', 'the broker request is too large');
-    chunks.push(chunk);
-  }
-  if (size === 0) return {};
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
-  } catch {
-    throw new OcsError('invalid_request', 'the broker request is not JSON');
-  }
+/**
+ * The body, read as it comes: past the limit reading stops and the refusal is sent at once
+ * (the stream is then reset, so the client's remaining data goes nowhere).
+ */
+function readJson(req: Http2ServerRequest): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const timer = setTimeout(() => req.stream.close(constants.NGHTTP2_CANCEL), REQUEST_TIMEOUT_MS);
+    const done = (fn: () => void) => {
+      clearTimeout(timer);
+      req.removeAllListeners('data');
+      fn();
+    };
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > BROKER_BODY_LIMIT) {
+        req.pause();
+        done(() => reject(new OcsError('body_too_large', 'the broker request is too large')));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    // Cut off (the client reset the stream, or its process is gone): no answer will reach it.
+    const cut = () => done(() => reject(new OcsError('invalid_request', 'the broker request was cut off')));
+    req.once('error', cut);
+    req.stream.once('close', cut);
+    req.once('end', () =>
+      done(() => {
+        if (size === 0) return resolve({});
+        try {
+          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown);
+        } catch {
+          reject(new OcsError('invalid_request', 'the broker request is not JSON'));
+        }
+      }),
+    );
+  });
 }
 
-function send(res: ServerResponse, status: number, body: unknown): void {
+function send(res: Http2ServerResponse, status: number, body: unknown): void {
+  // A stream the client reset, or the connection gone with its process: nobody to answer.
+  if (res.stream.destroyed || res.stream.closed) return;
   const bytes = Buffer.from(JSON.stringify(body));
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': bytes.length });
   res.end(bytes);

@@ -41,7 +41,11 @@ export function spaceRunDir(runDir: string, spaceId: string) {
      */
     handedApiSocket: join(runDir, 'api', `${spaceId}.sock`),
     apiSocket: join(dir, 'api.sock'),
-    brokerSocket: join(dir, 'broker.sock'),
+    /**
+     * Where daemons before the broker's socket pair bound the broker; removed if a crash left it.
+     * The broker now has no name in the file system (`broker/server.ts`).
+     */
+    legacyBrokerSocket: join(dir, 'broker.sock'),
     config: join(dir, 'config.json'),
   };
 }

@@ -23,7 +23,8 @@ import {
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { CgroupDriver } from '@ocs/host';
-import { OcsError, isOcsError, type SpaceProcessConfig } from '@ocs/protocol';
+import type { Socket } from 'node:net';
+import { BROKER_FD, OcsError, isOcsError, type SpaceProcessConfig } from '@ocs/protocol';
 import type { Logger } from '../logger.js';
 import { spaceCgroupLayout, spaceRunDir } from './layout.js';
 import { sandboxArgs, seccompProgram } from './sandbox.js';
@@ -42,10 +43,13 @@ export interface SupervisorOptions {
   nodePath?: string;
   readyTimeoutMs?: number;
   /** Fresh config for a space (from its record), or undefined if it may not run. */
-  configFor(spaceId: string): Promise<Omit<SpaceProcessConfig, 'socket' | 'brokerSocket'> | undefined>;
+  configFor(spaceId: string): Promise<Omit<SpaceProcessConfig, 'socket'> | undefined>;
   uidOf(spaceId: string): number | undefined;
-  /** Opens the space's broker socket before its process starts; closed when the process exits. */
-  openBroker?(spaceId: string, socketPath: string, uid: number): Promise<{ close(): Promise<void> }>;
+  /**
+   * Serves the space's broker on the daemon's end of the socket pair its process inherits at
+   * `BROKER_FD`; closed when that process exits.
+   */
+  serveBroker(spaceId: string, connection: Socket): { close(): void };
 }
 
 interface Running {
@@ -72,6 +76,9 @@ export class SpaceSupervisor implements SpaceProcesses {
     }
     mkdirSync(join(o.runDir, 'api'), { recursive: true });
     chmodSync(join(o.runDir, 'api'), 0o700);
+    // Where daemons before the broker's socket pair bound broker sockets: root's, 0700, so no
+    // space could have put anything in it.
+    rmSync(join(o.runDir, 'spaces', '.staging'), { recursive: true, force: true });
   }
 
   /** The socket of a running space process, starting it if needed (concurrent callers share one start). */
@@ -113,7 +120,9 @@ export class SpaceSupervisor implements SpaceProcesses {
     chownSync(paths.dir, uid, uid);
     chmodSync(paths.dir, 0o700);
     rmSync(paths.apiSocket, { force: true });
-    const full: SpaceProcessConfig = { ...cfg, socket: paths.apiSocket, brokerSocket: paths.brokerSocket };
+    // Left by a daemon before the broker's socket pair, if it crashed: nothing listens on it.
+    rmSync(paths.legacyBrokerSocket, { force: true });
+    const full: SpaceProcessConfig = { ...cfg, socket: paths.apiSocket };
     rmSync(paths.config, { force: true });
     // O_EXCL, and fchown on the descriptor: the directory is the space's, so never write or
     // chown through whatever it may have left or swapped in there.
@@ -124,19 +133,12 @@ export class SpaceSupervisor implements SpaceProcesses {
     } finally {
       closeSync(fd);
     }
-    let broker: { close(): Promise<void> } | undefined;
-    try {
-      broker = await this.o.openBroker?.(spaceId, paths.brokerSocket, uid);
-    } catch (err) {
-      this.recordFailure(spaceId);
-      this.o.logger.error({ err, spaceId }, 'broker socket could not be opened');
-      throw new OcsError('unavailable', 'the space process could not be started');
-    }
-    const closeBroker = () =>
-      broker?.close().catch((err: unknown) => this.o.logger.warn({ err, spaceId }, 'broker socket close failed'));
 
     // The shell waits for one line on stdin before exec'ing the sandbox, so the daemon can put
     // it into the space's cgroup first: nothing the space runs is ever charged elsewhere.
+    // Every 'pipe' is a socket pair (libuv's): fd 3 carries the seccomp program to bwrap, which
+    // closes it once read; BROKER_FD stays open through sh, bwrap and setpriv (none closes what
+    // it inherits) and is the space process's broker connection, a fresh pair per process.
     const SECCOMP_FD = 3;
     // Built before the spawn: nothing may throw between the spawn and the try below, or the
     // waiting shell would be left behind.
@@ -168,12 +170,24 @@ export class SpaceSupervisor implements SpaceProcesses {
           ],
         }),
       ],
-      { stdio: ['pipe', 'pipe', 'pipe', 'pipe'], env: { PATH: '/usr/bin:/bin', NODE_ENV: 'production' }, cwd: '/' },
+      {
+        stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
+        env: { PATH: '/usr/bin:/bin', NODE_ENV: 'production' },
+        cwd: '/',
+      },
     );
     (child.stdio[SECCOMP_FD] as Writable | null)?.end(seccomp);
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve())).then(closeBroker);
+    const connection = child.stdio[BROKER_FD] as Socket | null;
+    let broker: { close(): void } | undefined;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve())).then(() => {
+      // The space's end is gone with its process (bwrap's outer process may outlive it briefly):
+      // ours closes now, and every call in flight with it.
+      broker?.close();
+      connection?.destroy();
+    });
     try {
-      if (child.pid === undefined) throw new Error('spawn failed');
+      if (child.pid === undefined || !connection) throw new Error('spawn failed');
+      broker = this.o.serveBroker(spaceId, connection);
       // From the first byte: a process that dies during start-up says why in the daemon's log.
       this.pipeLogs(spaceId, child);
       await this.o.cgroups.addProcess(spaceCgroupLayout(this.o.cgroupParent, spaceId).api, child.pid);
@@ -328,7 +342,7 @@ export class SpaceSupervisor implements SpaceProcesses {
     await this.stop(spaceId);
     const paths = spaceRunDir(this.o.runDir, spaceId);
     rmSync(paths.handedApiSocket, { force: true });
-    for (const file of [paths.config, paths.apiSocket, paths.brokerSocket]) {
+    for (const file of [paths.config, paths.apiSocket, paths.legacyBrokerSocket]) {
       try {
         unlinkSync(file);
       } catch (err) {

@@ -64,7 +64,6 @@ export const SpaceProcessConfig = Obj({
     remoteKeys: RemoteKeysPolicy,
   }),
   socket: Type.String(),
-  brokerSocket: Type.String(),
   /** The space process's home in its encrypted storage (its own uid). */
   dataDir: Type.String(),
   idleSeconds: Type.Integer({ minimum: 1 }),
