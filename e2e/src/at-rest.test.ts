@@ -139,6 +139,22 @@ test('locked: no marker of a container (root filesystem, stdout, env, command, v
   } finally {
     rmSync(guestDir, { recursive: true, force: true });
   }
+  // While they run, their command lines (the container's argv, QEMU's -append) are root's and
+  // their owner's to read, not every local user's: /proc is hidepid=invisible.
+  const commandLines = (asNobody: boolean) =>
+    execFileSync(asNobody ? 'setpriv' : 'ps', [
+      ...(asNobody ? ['--reuid=65534', '--regid=65534', '--clear-groups', 'ps'] : []),
+      '-eww',
+      '-o',
+      'args',
+    ]).toString();
+  const asRoot = commandLines(false);
+  assert.ok(asRoot.includes(m.cmd) && asRoot.includes(m.vmcmd), 'root sees both command lines (the control)');
+  const asNobody = commandLines(true);
+  assert.ok(!asNobody.includes(m.cmd), "nobody reads no container's command line");
+  assert.ok(!asNobody.includes(m.vmcmd), "nobody reads no VM's kernel command line");
+  assert.ok(!/\bqemu|conmon\b/.test(asNobody), "nobody sees neither QEMU nor the container's monitor");
+
   const markers = Object.values(m);
   // The daemon's own records never hold the owner's command or environment, locked or not.
   execFileSync('sync');

@@ -29,6 +29,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { parseProcMount } from '@ocs/host';
 import { rawContains } from '@ocs/host/testing';
 import { generatePrivateKey } from '@ocs/protocol';
 import { daemonClient } from './daemon-process.js';
@@ -203,6 +204,9 @@ async function main(): Promise<Record<string, unknown>> {
   for (const file of ['/etc/subuid', '/etc/subgid'])
     for (const line of ['root:200000:50000', 'root:250000:50000', 'root:1000000000:3276800000'])
       assert.ok(readFileSync(file, 'utf8').split('\n').includes(line), `${file} records ${line}`);
+  // The unit's daemon made /proc hide other users' processes (spaces.hideProcesses: mount), for
+  // the whole machine, not only inside its unit.
+  assert.equal(parseProcMount(readFileSync('/proc/self/mountinfo', 'utf8'))?.hidepid, 'invisible', '/proc hidepid');
 
   // --- An owner's run, through the space API: an image loaded into the space's engine (podman,
   // its store on the space's dataset), a volume, a file holding a marker, and a container that

@@ -104,6 +104,13 @@ export const ConfigSchema = Obj({
     idFiles: Obj({ passwd: Type.String(), group: Type.String(), subuid: Type.String(), subgid: Type.String() }),
     /** Record the node's ranges as root's delegations in `subuid`/`subgid`, so `useradd` never hands them out. */
     reserveIds: Type.Boolean(),
+    /**
+     * Tenants' command lines (containers' argv, QEMU's `-append`) must not be readable by local
+     * accounts: `/proc` with `hidepid=invisible`. `mount`: the daemon remounts `/proc` so at start
+     * when it is not (`gid=` the daemon's group); `require`: it refuses to start instead (the
+     * operator mounts it, e.g. in `/etc/fstab`).
+     */
+    hideProcesses: Type.Union([Type.Literal('mount'), Type.Literal('require')]),
   }),
   /** Workload backends. `auto`: used when the daemon's socket answers at start, else off. */
   workloads: Obj({
@@ -188,6 +195,7 @@ export const DEFAULTS: Config = {
     uidCount: 50_000,
     idFiles: { ...HOST_ID_FILES },
     reserveIds: true,
+    hideProcesses: 'mount',
     idleSeconds: 300,
     apiCpuMillicores: 1000,
     graceSeconds: 3600,

@@ -9,6 +9,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   cipherImplementation,
+  hideProcesses,
+  hidesProcesses,
+  readProcMount,
   type CgroupDriver,
   type NetworkFirewall,
   type StorageDriver,
@@ -127,6 +130,21 @@ function checkTraversable(root: string): void {
   }
 }
 
+/** `/proc` hides other users' processes, or the daemon does not start (`spaces.hideProcesses`). */
+async function hideTenantProcesses(how: Config['spaces']['hideProcesses'], logger: Logger): Promise<void> {
+  if (how === 'require') {
+    const mount = await readProcMount();
+    if (!hidesProcesses(mount))
+      throw new Error(
+        `/proc is mounted with hidepid=${mount?.hidepid ?? '?'}: every local user can read tenants' command lines. Mount it with hidepid=invisible,gid=<the daemon's group> (e.g. in /etc/fstab), or set spaces.hideProcesses to "mount"`,
+      );
+    return;
+  }
+  const { changed, mount } = await hideProcesses(process.getgid?.() ?? 0);
+  if (changed)
+    logger.info({ mount }, 'remounted /proc with hidepid=invisible: local users see only their own processes');
+}
+
 function loadOrCreateNodeId(config: Config): string {
   if (config.nodeId) return config.nodeId;
   const path = join(config.stateDir, 'node-id');
@@ -164,6 +182,8 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     for (const line of reserveIdRanges(idRanges, config.spaces.idFiles))
       logger.info({ line }, "recorded the node's ids as root's delegation");
   const idWatch = new IdRangeWatch(idRanges, config.spaces.idFiles);
+  // Before any tenant process runs: its command line is for its owner and root only.
+  await hideTenantProcesses(config.spaces.hideProcesses, logger);
   for (const w of warnings) logger.warn({ listen: config.listen.host }, w);
   const identity = await loadOrCreateIdentity(config.stateDir);
   const devIssuer = config.auth.devIssuer ? loadOrCreateDevIssuer(config.stateDir, nodeId) : undefined;
