@@ -103,6 +103,35 @@ export default tseslint.config(
       ],
     },
   },
+  // http: the pipeline both servers share. Protocol and Koa only: no host, no process of ours, no state.
+  {
+    files: ['packages/http/src/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: [
+                '@ocs/host',
+                '@ocs/host/*',
+                '@ocs/node-daemon',
+                '@ocs/node-daemon/*',
+                '@ocs/space-api',
+                '@ocs/space-api/*',
+                '@ocs/client',
+                'dockerode',
+                '@unraid/libvirt',
+                'better-sqlite3',
+              ],
+              message:
+                'the HTTP pipeline is shared by both servers: it knows the protocol and Koa, nothing of a process',
+            },
+          ],
+        },
+      ],
+    },
+  },
   // client: a user tool; never imports server or host code.
   {
     files: ['packages/client/src/**/*.ts'],

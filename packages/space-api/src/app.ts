@@ -34,6 +34,7 @@ import { nativeHashes, ownerVerify } from './crypto.js';
 import type { BrokerCall } from './broker-client.js';
 import type { SpaceState } from './state.js';
 import { publishUpload, receiveUpload } from './uploads.js';
+import { bindCatalogue, errorMiddleware, methodNotAllowed, parseJson, readBody } from '@ocs/http';
 
 export interface SpaceAppDeps {
   config: SpaceProcessConfig;
@@ -63,7 +64,7 @@ export function createSpaceApp(d: SpaceAppDeps): Koa {
 
   async function check(ctx: Context, spec: RouteSpec): Promise<Uint8Array> {
     checkAuthority(ctx.get('host') || undefined, authorities);
-    const body = spec.body === 'binary' || !spec.body ? new Uint8Array() : await readJsonBody(ctx);
+    const body = spec.body === 'binary' || !spec.body ? new Uint8Array() : await readBody(ctx, JSON_LIMIT);
     // Same URI reconstruction as the daemon: the request arrives untouched, Host included.
     const req = {
       method: ctx.method,
@@ -165,51 +166,40 @@ export function createSpaceApp(d: SpaceAppDeps): Koa {
   };
 
   // Every route of the catalogue, bound here and only here: auth, then path, query and body by their schemas.
-  for (const spec of SPACE_ROUTES as readonly RouteSpec[]) {
+  bindCatalogue(router, SPACE_ROUTES as readonly RouteSpec[], async (spec, ctx) => {
     const handler = handlers[spec.id as SpaceRouteId] as Handler<RouteSpec>;
-    const path = spec.path.replace(/\{(\w+)\}/g, ':$1');
-    const method = spec.method.toLowerCase() as 'get' | 'post' | 'delete';
-    router[method](path, async (ctx) => {
-      const raw = await check(ctx, spec);
-      const mutating = !isReadOnly(spec);
-      // The caller's own value, even when the schema refuses it (the journal makes it printable).
-      const target = Object.values(ctx.params as Record<string, string>)[0];
-      try {
-        const input = {
-          params: spec.params ? validate(spec.params, { ...ctx.params }, 'path parameter') : {},
-          query: validateQuery(spec.query, ctx.query),
-          body: spec.body && spec.body !== 'binary' ? validate(spec.body, parseJson(raw)) : undefined,
-        };
-        const result = await handler(ctx, input as never);
-        ctx.status = spec.status;
-        if (spec.status !== 204) ctx.body = result;
-        if (mutating) d.state.journal({ op: spec.id, target, outcome: 'ok' });
-      } catch (err) {
-        if (mutating)
-          d.state.journal({
-            op: spec.id,
-            target,
-            outcome: isOcsError(err) && err.code !== 'internal' ? 'refused' : 'failed',
-            code: isOcsError(err) ? err.code : 'internal',
-          });
-        throw err;
-      }
-    });
-  }
-
-  const app = new Koa();
-  app.use(async (ctx, next) => {
+    const raw = await check(ctx, spec);
+    const mutating = !isReadOnly(spec);
+    // The caller's own value, even when the schema refuses it (the journal makes it printable).
+    const target = Object.values(ctx.params as Record<string, string>)[0];
     try {
-      await next();
-      if (ctx.status === 404 && ctx.body === undefined) throw new OcsError('not_found', 'no such route');
+      const input = {
+        params: spec.params ? validate(spec.params, { ...ctx.params }, 'path parameter') : {},
+        query: validateQuery(spec.query, ctx.query),
+        body: spec.body && spec.body !== 'binary' ? validate(spec.body, parseJson(raw)) : undefined,
+      };
+      const result = await handler(ctx, input as never);
+      ctx.status = spec.status;
+      if (spec.status !== 204) ctx.body = result;
+      if (mutating) d.state.journal({ op: spec.id, target, outcome: 'ok' });
     } catch (err) {
-      const e = isOcsError(err) ? err : new OcsError('internal', 'internal error');
-      if (!isOcsError(err)) d.logger.error({ err, method: ctx.method, path: ctx.path }, 'request failed');
-      else d.logger.info({ code: e.code, method: ctx.method, path: ctx.path }, 'refused');
-      ctx.status = e.status;
-      ctx.body = e.toBody();
+      if (mutating)
+        d.state.journal({
+          op: spec.id,
+          target,
+          outcome: isOcsError(err) && err.code !== 'internal' ? 'refused' : 'failed',
+          code: isOcsError(err) ? err.code : 'internal',
+        });
+      throw err;
     }
   });
+
+  const app = new Koa();
+  app.use(
+    errorMiddleware(d.logger, (ctx, e) =>
+      d.logger.info({ code: e.code, method: ctx.method, path: ctx.path }, 'refused'),
+    ),
+  );
   // Anything not for this space is refused before any check: a request for space B never reaches B's rules here.
   app.use(async (ctx, next) => {
     if (ctx.path !== prefix && !ctx.path.startsWith(`${prefix}/`))
@@ -217,37 +207,6 @@ export function createSpaceApp(d: SpaceAppDeps): Koa {
     await next();
   });
   app.use(router.routes());
+  app.use(methodNotAllowed(router));
   return app;
-}
-
-/**
- * Reads a body up to a limit. Hand-written rather than raw-body: that package pulls in a
- * 480 KB charset library this process never needs, and every start of an idle space pays for it.
- */
-async function readJsonBody(ctx: Context): Promise<Uint8Array> {
-  const declared = Number(ctx.get('content-length') || 0);
-  if (declared > JSON_LIMIT) throw new OcsError('body_too_large', 'the body is too large');
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > JSON_LIMIT) throw new OcsError('body_too_large', 'the body is too large');
-      chunks.push(chunk);
-    }
-  } catch (err) {
-    if (err instanceof OcsError) throw err;
-    throw new OcsError('invalid_request', 'the body could not be read');
-  }
-  const b = Buffer.concat(chunks);
-  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
-}
-
-function parseJson(raw: Uint8Array): unknown {
-  if (raw.length === 0) return {};
-  try {
-    return JSON.parse(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8')) as unknown;
-  } catch {
-    throw new OcsError('invalid_request', 'the body is not JSON');
-  }
 }

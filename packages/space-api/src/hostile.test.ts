@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import pino from 'pino';
-import { createTokenVerifier, mintToken, parsePublicKey, signRequest } from '@ocs/protocol';
+import { contentDigest, createTokenVerifier, mintToken, parsePublicKey, signRequest } from '@ocs/protocol';
 import { createSpaceApp } from './app.js';
 import { openSpaceState } from './state.js';
 import type { SpaceProcessConfig } from './config.js';
@@ -78,8 +78,13 @@ async function startSpace(t: { after(fn: () => void | Promise<void>): void }) {
     roles: ['storage', 'containers', 'vms'],
   });
   const fingerprint = parsePublicKey(ownerX).fingerprint();
-  async function send(method: string, path: string, signed: boolean) {
+  async function send(method: string, path: string, signed: boolean, o: { body?: Uint8Array; type?: string } = {}) {
     const headers: Record<string, string> = { host: HOST };
+    if (o.body) {
+      headers['content-length'] = String(o.body.length);
+      headers['content-digest'] = contentDigest(o.body);
+      if (o.type) headers['content-type'] = o.type;
+    }
     if (signed) {
       headers.authorization = `Bearer ${token}`;
       headers['ocs-node'] = 'AA:BB';
@@ -107,7 +112,7 @@ async function startSpace(t: { after(fn: () => void | Promise<void>): void }) {
         });
       });
       req.on('error', reject);
-      req.end();
+      req.end(o.body);
     });
   }
   return { dir, state, send };
@@ -137,6 +142,32 @@ test('hostile ids on the space API: always a JSON 4xx with its code, never a 500
       assert.match(r.type, /^application\/json/, label);
       assert.equal(r.code, signed ? ownerCode : anonymousCode, label);
     }
+  }
+});
+
+test('the space API runs the same pipeline as the daemon: 405 for a known path, 415 for a body that is not JSON, strict UTF-8', async (t) => {
+  const s = await startSpace(t);
+  const json = (text: string) => new TextEncoder().encode(text);
+  // A GET-only path asked with DELETE: the path exists, the method does not.
+  const del = await s.send('DELETE', `${PREFIX}/status`, true);
+  assert.equal(del.status, 405, del.text);
+  assert.equal(del.code, 'method_not_allowed');
+  const create = `${PREFIX}/containers`;
+  const spec = '{"name":"c","image":"i","command":["x"],"cpuMillicores":100,"memoryBytes":33554432}';
+  for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'application/json; charset=iso-8859-1']) {
+    const r = await s.send('POST', create, true, { body: json(spec), type });
+    assert.equal(r.status, 415, `${type}: ${r.text}`);
+    assert.equal(r.code, 'unsupported_media_type', type);
+  }
+  // 0xff in a free-text field: decoded lossily it would become U+FFFD and reach the broker (a 500
+  // here, where there is none); decoded strictly it is the caller's error.
+  const [head, tail] = spec.split('"x"') as [string, string];
+  const bad = Buffer.concat([Buffer.from(`${head}"x`), Buffer.from([0xff]), Buffer.from(`"${tail}`)]);
+  {
+    const r = await s.send('POST', create, true, { body: new Uint8Array(bad), type: 'application/json' });
+    assert.equal(r.status, 400, r.text);
+    assert.equal(r.code, 'invalid_request');
+    assert.match(r.text, /UTF-8/);
   }
 });
 

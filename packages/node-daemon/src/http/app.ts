@@ -40,8 +40,7 @@ import type { SpaceService } from '../spaces/service.js';
 import type { SpacesRepo, AuditLog, SpaceRow } from '../state/index.js';
 import type { RefusalLog } from '../state/refusals.js';
 import { nodeHashes, nodeVerify } from '../crypto.js';
-import { errorMiddleware } from './errors.js';
-import { parseJson, readBody, refuseBodyOnBodiless } from './body.js';
+import { bindCatalogue, errorMiddleware, methodNotAllowed, parseJson, readBody } from '@ocs/http';
 import type { Forwarder } from './forward.js';
 import type { ReservationKeys } from '../spaces/reservation-keys.js';
 import type { HttpMetrics } from '../metrics.js';
@@ -236,36 +235,31 @@ export function createApp(d: AppDeps): Koa {
   });
   // Every route of the catalogue, bound here and only here: the checks its entry names (token,
   // owner signature), then path, query, headers and body by its schemas.
-  for (const spec of NODE_ROUTES as readonly RouteSpec[]) {
+  bindCatalogue(router, NODE_ROUTES as readonly RouteSpec[], async (spec, ctx) => {
     const handler = handlers[spec.id as NodeRouteId] as Handler<RouteSpec>;
-    const path = spec.path.replace(/\{(\w+)\}/g, ':$1');
-    const method = spec.method.toLowerCase() as 'get' | 'post' | 'delete';
-    router[method](path, async (ctx) => {
-      refuseBodyOnBodiless(ctx);
-      const params = (spec.params ? validate(spec.params, { ...ctx.params }, 'path parameter') : {}) as {
-        spaceId?: string;
-      };
-      let auth: { principal: Principal | undefined; body: Uint8Array; row?: SpaceRow; actor?: string };
-      if (spec.signature === 'owner' || spec.signature === 'owner-or-farmer') {
-        auth = await ownerSigned(ctx, spec, params.spaceId!, { farmerMayInstead: spec.signature !== 'owner' });
-      } else if (spec.roles.length > 0) {
-        auth = await tokenOnly(ctx, spec, spec.body ? await readBody(ctx, JSON_LIMIT) : undefined);
-      } else {
-        auth = { principal: undefined, body: new Uint8Array() };
-      }
-      const input = {
-        ...auth,
-        raw: auth.body,
-        params,
-        query: spec.id === 'health' ? {} : validateQuery(spec.query, ctx.query),
-        headers: spec.headers ? validateHeaders(spec.headers, ctx.headers) : {},
-        body: spec.body && spec.body !== 'binary' ? validate(spec.body, parseJson(auth.body)) : undefined,
-      };
-      const result = await handler(ctx, input as never);
-      ctx.status = spec.status;
-      if (spec.status !== 204) ctx.body = result;
-    });
-  }
+    const params = (spec.params ? validate(spec.params, { ...ctx.params }, 'path parameter') : {}) as {
+      spaceId?: string;
+    };
+    let auth: { principal: Principal | undefined; body: Uint8Array; row?: SpaceRow; actor?: string };
+    if (spec.signature === 'owner' || spec.signature === 'owner-or-farmer') {
+      auth = await ownerSigned(ctx, spec, params.spaceId!, { farmerMayInstead: spec.signature !== 'owner' });
+    } else if (spec.roles.length > 0) {
+      auth = await tokenOnly(ctx, spec, spec.body ? await readBody(ctx, JSON_LIMIT) : undefined);
+    } else {
+      auth = { principal: undefined, body: new Uint8Array() };
+    }
+    const input = {
+      ...auth,
+      raw: auth.body,
+      params,
+      query: spec.id === 'health' ? {} : validateQuery(spec.query, ctx.query),
+      headers: spec.headers ? validateHeaders(spec.headers, ctx.headers) : {},
+      body: spec.body && spec.body !== 'binary' ? validate(spec.body, parseJson(auth.body)) : undefined,
+    };
+    const result = await handler(ctx, input as never);
+    ctx.status = spec.status;
+    if (spec.status !== 204) ctx.body = result;
+  });
 
   app.use(async (ctx, next) => {
     const end = d.metrics.requestTimer();
@@ -329,13 +323,7 @@ export function createApp(d: AppDeps): Koa {
     await d.forwarder.forward(ctx, spaceId);
   });
   app.use(router.routes());
-  app.use(
-    router.allowedMethods({
-      throw: true,
-      methodNotAllowed: () => new OcsError('method_not_allowed', 'method not allowed on this path'),
-      notImplemented: () => new OcsError('method_not_allowed', 'method not implemented'),
-    }),
-  );
+  app.use(methodNotAllowed(router));
   return app;
 }
 

@@ -7,7 +7,7 @@ import { Agent, request, type IncomingMessage } from 'node:http';
 import type { Context } from 'koa';
 import { OcsError } from '@ocs/protocol';
 import type { Logger } from '../logger.js';
-import { BODILESS, refuseBodyOnBodiless } from './body.js';
+import { BODILESS, refuseBodyOnBodiless } from '@ocs/http';
 
 export interface Forwarder {
   forward(ctx: Context, spaceId: string): Promise<void>;

@@ -1,13 +1,27 @@
+/**
+ * Every failure becomes `{ error: { code, message } }` with its status. Only OcsErrors are shown
+ * as they are; anything else is `internal` with a generic message, and its detail goes to the
+ * log only. Nothing either server answers is stored by a cache on the way: answers carry
+ * wrapped keys, tokens' effects and tenants' data.
+ */
 import type { Context, Next } from 'koa';
 import { OcsError, isOcsError } from '@ocs/protocol';
-import type { Logger } from '../logger.js';
+
+/** The part of a pino logger the pipeline writes to. */
+export interface PipelineLogger {
+  error(obj: object, msg: string): void;
+}
 
 /**
- * Turns every failure into `{ error: { code, message } }`. Only OcsErrors are shown as they are;
- * anything else is `internal` with a generic message, and its detail goes to the log only.
+ * The outermost middleware of both servers. `onRefusal` records a refusal (the daemon's audit
+ * chain and metrics, the space's journal); recording never turns a refusal into a 500.
  */
-export function errorMiddleware(logger: Logger, onRefusal?: (ctx: Context, err: OcsError) => void | Promise<void>) {
+export function errorMiddleware(
+  logger: PipelineLogger,
+  onRefusal?: (ctx: Context, err: OcsError) => void | Promise<void>,
+) {
   return async (ctx: Context, next: Next): Promise<void> => {
+    ctx.set('cache-control', 'no-store');
     try {
       await next();
       if (ctx.status === 404 && ctx.body === undefined) throw new OcsError('not_found', 'no such route');
@@ -17,7 +31,6 @@ export function errorMiddleware(logger: Logger, onRefusal?: (ctx: Context, err: 
       const e = isOcsError(err) ? err : new OcsError('internal', 'internal error');
       if (!isOcsError(err)) logger.error({ err, method: ctx.method, path: ctx.path }, 'request failed');
       else {
-        // Recording a refusal must never turn it into a 500: the caller gets its refusal regardless.
         try {
           await onRefusal?.(ctx, e);
         } catch (recordErr) {

@@ -1,0 +1,3 @@
+export * from './body.js';
+export * from './errors.js';
+export * from './catalogue.js';
