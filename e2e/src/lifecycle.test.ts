@@ -162,9 +162,12 @@ test('a signed request to the daemon is refused as replayed after a daemon resta
       {},
     );
     const send = (node: TestNode) =>
-      node
-        .client({ token: async () => token })
-        .send('POST', `/v1/spaces/${a.space.id}/lock`, undefined, { raw: body!, headers, sign: false });
+      node.client({ token: async () => token }).send('POST', `/v1/spaces/${a.space.id}/lock`, undefined, {
+        raw: body!,
+        contentType: 'application/json',
+        headers,
+        sign: false,
+      });
     assert.equal((await send(t)).status, 200);
     const port = Number(new URL(t.node.url).port);
     await t.stop({ keepHost: true });
