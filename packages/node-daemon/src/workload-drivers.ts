@@ -88,6 +88,7 @@ export function spacesFirewall(config: Config): NetworkFirewall {
     policy: {
       denied: [...new Set([...n.denied, ...nodeNetworks()])],
       dns: n.dns,
+      maxConnections: n.maxConnections,
       ...(n.egressBytesPerSecond === undefined ? {} : { egressBytesPerSecond: n.egressBytesPerSecond }),
     },
   });

@@ -56,7 +56,7 @@ export class NetworkFirewall {
       const removed = present.filter((id) => ours(id));
       const foreign = present.filter((id) => !ours(id));
       const script = [
-        nodeTableScript([...spaces.map((s) => s.bridge), ...foreign.map((id) => bridgeName(id))]),
+        nodeTableScript([...spaces.map((s) => s.bridge), ...foreign.map((id) => bridgeName(id))], this.o.policy),
         ...removed.map((id) => `delete table inet ${spaceTable(id)}`),
         ...spaces.map((s) => spaceTableScript(s, this.o.policy)),
       ].join('\n');
