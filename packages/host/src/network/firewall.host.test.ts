@@ -347,6 +347,56 @@ test(
 );
 
 test(
+  'a table changed behind the firewall is told from one that only counted, and a reconcile makes it again',
+  { skip },
+  async () => {
+    await fw.reconcile([space(A, { mode: 'none' }, publishA), space(B, { mode: 'none' })]);
+    assert.deepEqual(await fw.drifted(), []);
+    // Traffic moves counters and the bounds' sets, another daemon's bridge joins `ruled`: no change.
+    assert.deepEqual(await lab.probe('ctra', [tcp('203.0.113.2', 80), udp('10.128.0.3', 8080)]), [
+      null,
+      'A2 from 10.128.0.2',
+    ]);
+    await lab.exec('node', 'nft', ['add', 'element', 'inet', 'ocs', 'ruled', `{ "${bridgeName('sp_fwtestother')}" }`]);
+    assert.deepEqual(await fw.drifted(), []);
+    // A flushed chain inside A's table: A reaches the internet it has no egress to.
+    await lab.exec('node', 'nft', ['flush', 'chain', 'inet', `ocs_${A}`, 'from_space']);
+    assert.deepEqual(await lab.probe('ctra', [tcp('203.0.113.2', 80)]), ['inet@203.0.113.2 from 10.128.0.2']);
+    // And a rule deleted from the node's table.
+    const { stdout } = await lab.exec('node', 'nft', ['-j', '-a', 'list', 'chain', 'inet', 'ocs', 'output']);
+    const handle = (JSON.parse(stdout) as { nftables: { rule?: { handle: number } }[] }).nftables.find((e) => e.rule)
+      ?.rule?.handle;
+    await lab.exec('node', 'nft', ['delete', 'rule', 'inet', 'ocs', 'output', 'handle', String(handle)]);
+    assert.deepEqual((await fw.drifted()).sort(), ['ocs', `ocs_${A}`]);
+    await fw.reconcile([space(A, { mode: 'none' }, publishA), space(B, { mode: 'none' })]);
+    assert.deepEqual(await fw.drifted(), []);
+    assert.deepEqual(await lab.probe('ctra', [tcp('203.0.113.2', 80)]), [null]);
+    // Debian's stock /etc/nftables.conf, loaded by nftables.service: every table of ours is gone.
+    await lab.exec(
+      'node',
+      'nft',
+      ['-f', '-'],
+      new TextEncoder().encode(
+        [
+          'flush ruleset',
+          'table inet filter {',
+          '  chain input { type filter hook input priority filter; }',
+          '  chain forward { type filter hook forward priority filter; }',
+          '  chain output { type filter hook output priority filter; }',
+          '}',
+          '',
+        ].join('\n'),
+      ),
+    );
+    assert.deepEqual((await fw.drifted()).sort(), ['ocs', `ocs_${A}`, `ocs_${B}`]);
+    await fw.reconcile([space(A, { mode: 'none' }, publishA), space(B, { mode: 'none' })]);
+    assert.deepEqual(await fw.drifted(), []);
+    assert.deepEqual(await lab.probe('ctra', [tcp('203.0.113.2', 80)]), [null]);
+    await lab.exec('node', 'nft', ['delete', 'table', 'inet', 'filter']);
+  },
+);
+
+test(
   'remove: the space is cut off (the node fails closed without its table), the other space is untouched',
   { skip },
   async () => {
