@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { tableFingerprints } from './firewall.js';
+import { bridgeName } from '../docker/names.js';
+import { NetworkFirewall, tableFingerprints } from './firewall.js';
 
 /** A listing like `nft -j list ruleset`'s, of the node's table, a space's, and another family's. */
 function ruleset(o: { packets?: number; handle?: number; ruled?: string[]; allowed?: string[]; rules?: number } = {}) {
@@ -61,4 +62,36 @@ test('a fingerprint is of what a table says, not of what it counted or which dae
   swapped.nftables.push(swapped.nftables.splice(9, 1)[0]);
   assert.notEqual(tableFingerprints(JSON.stringify(swapped)).get('ocs_sp_a'), base.get('ocs_sp_a'), 'rules reordered');
   assert.equal(tableFingerprints(JSON.stringify({ nftables: [] })).size, 0);
+});
+
+test('a network the node joins after a reconcile is noticed, and the next reconcile denies it to every space', async () => {
+  let networks = ['192.0.2.0/24'];
+  const scripts: string[] = [];
+  const firewall = new NetworkFirewall({
+    policy: { denied: ['10.0.0.0/8'], dns: [] },
+    nodeNetworks: () => networks,
+    // No kernel: every listing is empty, scripts are recorded, and there is no iptables.
+    runner: (cmd, args, opts) => {
+      if (cmd === 'iptables') return Promise.reject(new Error('no iptables'));
+      if (cmd === 'nft' && args[0] === '-f') scripts.push(new TextDecoder().decode(opts?.stdin));
+      return Promise.resolve({ stdout: args.includes('list') ? '{"nftables":[]}' : '', stderr: '' });
+    },
+  });
+  const space = {
+    spaceId: 'sp_abc',
+    bridge: bridgeName('sp_abc'),
+    subnet: '10.128.0.0/26',
+    egress: { mode: 'all' as const },
+    published: [],
+  };
+  await firewall.reconcile([space]);
+  assert.match(scripts.at(-1) ?? '', /ip daddr \{ 10\.0\.0\.0\/8, 192\.0\.2\.0\/24 \} drop/);
+  assert.equal(firewall.nodeNetworksChanged(), false);
+  networks = ['198.51.100.0/24', '192.0.2.0/24'];
+  assert.equal(firewall.nodeNetworksChanged(), true);
+  await firewall.reconcile([space]);
+  assert.match(scripts.at(-1) ?? '', /ip daddr \{ 10\.0\.0\.0\/8, 192\.0\.2\.0\/24, 198\.51\.100\.0\/24 \} drop/);
+  assert.equal(firewall.nodeNetworksChanged(), false);
+  networks = ['192.0.2.0/24', '198.51.100.0/24'];
+  assert.equal(firewall.nodeNetworksChanged(), false, 'the same networks in another order');
 });
