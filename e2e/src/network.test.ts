@@ -397,6 +397,25 @@ test('rules removed behind the running daemon (as a flush of the ruleset does) a
   assert.ok((await restored()) >= before + 1, 'the restore is counted');
 });
 
+test('a chain flushed inside a table of the running daemon (the table still there) is made again within seconds, and counted', async () => {
+  const restored = async () => {
+    const r = await t.client({ roles: ['monitor'] }).send('GET', '/metrics');
+    return Number(/^ocs_firewall_restored_total (\S+)$/m.exec(r.body as string)?.[1] ?? NaN);
+  };
+  const before = await restored();
+  assert.equal((await lab.probe('client', [tcp(NODE_FARM, published.hostPort)]))[0], 'answer-of-A');
+  execFileSync('nft', ['flush', 'chain', 'inet', `ocs_${a.space.id}`, 'prerouting']);
+  assert.ok((await spaceTables()).has(a.space.id), 'the table is still there');
+  assert.deepEqual(await lab.probe('client', [tcp(NODE_FARM, published.hostPort)]), [null], 'the flush took');
+  await waitFor(
+    'the published port to answer again',
+    async () =>
+      (await lab.probe('client', [tcp(NODE_FARM, published.hostPort)]))[0] === 'answer-of-A' ? true : undefined,
+    3 * t.config.workloads.network.watchSeconds * 1000,
+  );
+  assert.ok((await restored()) >= before + 1, 'the restore is counted');
+});
+
 test('unpublish cuts the port; destroy takes the rules with the space', async () => {
   assert.equal((await a.api.call('DELETE', `${a.base}/network/ports/${published.hostPort}`)).status, 204);
   assert.deepEqual(await lab.probe('client', [tcp(NODE_FARM, published.hostPort)]), [null]);

@@ -87,6 +87,13 @@ test("the spaces' network policy: by default nothing but the internet, every val
   assert.throws(() => set({ denied: ['10.0.0.0/40'] }), /\/workloads\/network\/denied\/0/);
   assert.throws(() => set({ denied: ['example.com'] }), /\/workloads\/network\/denied\/0/);
   assert.throws(() => set({ egressBytesPerSecond: 10 }), /\/workloads\/network\/egressBytesPerSecond/);
+  assert.deepEqual(d.maxConnections, { outbound: 4096, inbound: 4096 });
+  assert.deepEqual(set({ maxConnections: { inbound: 100 } }).workloads.network.maxConnections, {
+    outbound: 4096,
+    inbound: 100,
+  });
+  assert.throws(() => set({ maxConnections: { outbound: 0 } }), /\/workloads\/network\/maxConnections\/outbound/);
+  assert.throws(() => set({ maxConnections: { inbound: 1.5 } }), /\/workloads\/network\/maxConnections\/inbound/);
 });
 
 test("a ports range that holds the daemon's own port refuses the start, naming both", () => {

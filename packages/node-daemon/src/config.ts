@@ -148,6 +148,18 @@ export const ConfigSchema = Obj({
       dns: Type.Array(Type.String({ pattern: CIDR }), { maxItems: 8 }),
       /** Each space's outgoing traffic is dropped above this rate; absent: no cap. */
       egressBytesPerSecond: Type.Optional(Type.Integer({ minimum: 1024 })),
+      /**
+       * How many connections each space may have tracked at once: those its workloads open, and
+       * those opened to its published ports. The node's conntrack table is shared by everything on
+       * it (nf_conntrack_max: 262,144 on a node with more than 4 GiB of memory, 65,536 above 1 GiB,
+       * with current kernels); a new connection that finds the table full is dropped, whoever's it
+       * is, the daemon's own clients too. The defaults keep one space to 1/32 of the larger table
+       * (1/8 of the smaller), and still leave a busy web service a few thousand clients at once.
+       */
+      maxConnections: Obj({
+        outbound: Type.Integer({ minimum: 1, maximum: 16_777_216 }),
+        inbound: Type.Integer({ minimum: 1, maximum: 16_777_216 }),
+      }),
       /** How often the daemon checks that the spaces' rules are still in the kernel (and restores them). */
       watchSeconds: Type.Integer({ minimum: 1, maximum: 300 }),
       /**
@@ -213,6 +225,7 @@ export const DEFAULTS: Config = {
     network: {
       denied: [...DEFAULT_DENIED],
       dns: [],
+      maxConnections: { outbound: 4096, inbound: 4096 },
       watchSeconds: 5,
       ports: { first: 30_000, last: 30_999 },
       egress: 'none',

@@ -80,14 +80,17 @@ export async function openWorkloadDrivers(
 
 /**
  * The node's firewall for the spaces' networks, with the farmer's policy. The networks the node
- * is on at start are denied too: no space reaches its neighbours, whatever the farmer listed.
+ * is on are denied too: no space reaches its neighbours, whatever the farmer listed; the
+ * watchdog notices a network the node joins later and makes the rules again.
  */
 export function spacesFirewall(config: Config): NetworkFirewall {
   const n = config.workloads.network;
   return new NetworkFirewall({
+    nodeNetworks: () => nodeNetworks(),
     policy: {
-      denied: [...new Set([...n.denied, ...nodeNetworks()])],
+      denied: n.denied,
       dns: n.dns,
+      maxConnections: n.maxConnections,
       ...(n.egressBytesPerSecond === undefined ? {} : { egressBytesPerSecond: n.egressBytesPerSecond }),
     },
   });

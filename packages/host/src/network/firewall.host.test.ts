@@ -70,6 +70,7 @@ before(async () => {
   await lab.host('inet');
   await lab.host('ctra');
   await lab.host('ctrb');
+  await lab.host('ctra2');
   await lab.link(
     { host: 'node', dev: 'farm0', addr: '192.0.2.1/24' },
     { host: 'client', dev: 'eth0', addr: '192.0.2.2/24' },
@@ -93,10 +94,22 @@ before(async () => {
   await lab.bridge('node', bridgeName(B), '10.128.0.65/26');
   await lab.attach('ctra', 'node', bridgeName(A), '10.128.0.2/26', '10.128.0.1', 'vctra');
   await lab.attach('ctrb', 'node', bridgeName(B), '10.128.0.66/26', '10.128.0.65', 'vctrb');
+  await lab.attach('ctra2', 'node', bridgeName(A), '10.128.0.3/26', '10.128.0.1', 'vctra2');
+  // A's first container reaches its second through the gateway (hairpin), and owns an address
+  // outside its subnet to send from (a spoofed source); the node routes that address back to it.
+  await lab.ip('ctra', ['route', 'add', '10.128.0.3/32', 'via', '10.128.0.1']);
+  await lab.ip('ctra', ['addr', 'add', '198.51.100.7/32', 'dev', 'eth0']);
+  await lab.ip('node', ['route', 'add', '198.51.100.7/32', 'via', '10.128.0.2']);
+  // No ICMP redirect turns the hairpin into a direct path.
+  await lab.exec('node', 'sysctl', ['-q', '-w', 'net.ipv4.conf.all.send_redirects=0']);
+  await lab.exec('node', 'sysctl', ['-q', '-w', `net.ipv4.conf.${bridgeName(A)}.send_redirects=0`]);
   await lab.exec('node', 'sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
   await lab.serve('node', 'node', { tcp: [9999] });
   await lab.serve('client', 'client', { tcp: [7000] });
   await lab.serve('inet', 'inet', { tcp: [80] });
+  await lab.serve('inet', 'hold', { tcp: [81], hold: true });
+  await lab.serve('ctra', 'holdA', { tcp: [8081], hold: true });
+  await lab.serve('ctra2', 'A2', { udp: [8080] });
   await lab.serve('inet', 'dns', { tcp: [53], udp: [53], bind: '10.53.0.53' });
   await lab.serve('ctra', 'A', { tcp: [8080], udp: [8080] });
   await lab.serve('ctrb', 'B', { tcp: [8080] });
@@ -256,6 +269,132 @@ test("the farmer's egress rate caps what a space sends", { skip }, async () => {
   assert.ok(limited > 64 * 1024, `capped space sent only ${limited} bytes`);
   assert.ok(free > 4 * limited, `uncapped ${free} bytes against capped ${limited}`);
 });
+
+test('a source outside the space is dropped first, also hairpinned through its own gateway', { skip }, async () => {
+  await fw.reconcile([space(A, { mode: 'none' }, publishA), space(B, { mode: 'none' })]);
+  const spoofed = { ...udp('10.128.0.3', 8080), from: '198.51.100.7' };
+  // The control: from its own address, A's container reaches its other one through the gateway.
+  assert.deepEqual(await lab.probe('ctra', [udp('10.128.0.3', 8080), spoofed]), ['A2 from 10.128.0.2', null]);
+  assert.ok((await ruleCounter(`ocs_${A}`, 'from_space', 'saddr')) >= 1, 'the anti-spoof rule took it');
+});
+
+/** The packets counted by the rules of a chain whose text holds `match`. */
+async function ruleCounter(table: string, chain: string, match: string): Promise<number> {
+  const { stdout } = await lab.exec('node', 'nft', ['-j', 'list', 'chain', 'inet', table, chain]);
+  const rules = (JSON.parse(stdout) as { nftables: { rule?: { expr: { counter?: { packets: number } }[] } }[] })
+    .nftables;
+  return rules
+    .filter((r) => r.rule && JSON.stringify(r.rule.expr).includes(match))
+    .flatMap((r) => r.rule?.expr ?? [])
+    .reduce((n, e) => n + (e.counter?.packets ?? 0), 0);
+}
+
+test(
+  "a space holds at most its bound of connections, out and in; another space's published port and the node's service still answer",
+  { skip },
+  async () => {
+    const LIMIT = 20;
+    const bounded = new NetworkFirewall({
+      policy: { ...policy, maxConnections: { outbound: LIMIT, inbound: LIMIT } },
+      prefix: lab.prefix('node'),
+    });
+    const publishB: SpaceNetwork['published'] = [
+      { protocol: 'tcp', hostPort: 30081, address: '10.128.0.66', port: 8080 },
+    ];
+    const publishHold = { protocol: 'tcp' as const, hostPort: 30082, address: '10.128.0.2', port: 8081 };
+    await bounded.reconcile([
+      space(A, { mode: 'all' }, [...publishA, publishHold]),
+      space(B, { mode: 'none' }, publishB),
+    ]);
+    const others = async () => lab.probe('client', [tcp('192.0.2.1', 30081), tcp('192.0.2.1', 9999)]);
+    try {
+      // Out: A's workloads spray held connections at the internet.
+      const out = await lab.hold('ctra', { host: '203.0.113.2', port: 81 }, LIMIT + 15, 2500);
+      try {
+        assert.equal(out.connected, LIMIT, 'connections held beyond the outbound bound');
+        assert.deepEqual(await lab.probe('ctra', [tcp('203.0.113.2', 80)]), [null], 'one more is refused');
+        const [b, node] = await others();
+        assert.match(b ?? '', /^B@10\.128\.0\.66 from 192\.0\.2\.2$/);
+        assert.match(node ?? '', /^node@/);
+        // A's published port takes its own budget, untouched by what A opened.
+        assert.match((await lab.probe('client', [tcp('192.0.2.1', 30080)]))[0] ?? '', /^A@/);
+        assert.ok((await ruleCounter('ocs', 'forward', 'conns_out')) >= 15, 'the outbound bound dropped them');
+      } finally {
+        await out.close();
+      }
+      // Closed connections no longer count.
+      assert.equal((await lab.probe('ctra', [tcp('203.0.113.2', 80)]))[0], 'inet@203.0.113.2 from 203.0.113.1');
+
+      // In: clients fill A's published port.
+      const into = await lab.hold('client', { host: '192.0.2.1', port: 30082 }, LIMIT + 15, 2500);
+      try {
+        assert.equal(into.connected, LIMIT, 'connections held beyond the inbound bound');
+        assert.deepEqual(await lab.probe('client', [tcp('192.0.2.1', 30080)]), [null], "A's ports take no more");
+        const [b, node] = await others();
+        assert.match(b ?? '', /^B@/);
+        assert.match(node ?? '', /^node@/);
+        // What A opens is another budget.
+        assert.equal((await lab.probe('ctra', [tcp('203.0.113.2', 80)]))[0], 'inet@203.0.113.2 from 203.0.113.1');
+        assert.ok((await ruleCounter('ocs', 'forward', 'conns_in')) >= 15, 'the inbound bound dropped them');
+      } finally {
+        await into.close();
+      }
+      assert.match((await lab.probe('client', [tcp('192.0.2.1', 30080)]))[0] ?? '', /^A@/);
+    } finally {
+      await fw.reconcile([space(A, { mode: 'none' }, publishA), space(B, { mode: 'none' })]);
+    }
+  },
+);
+
+test(
+  'a table changed behind the firewall is told from one that only counted, and a reconcile makes it again',
+  { skip },
+  async () => {
+    await fw.reconcile([space(A, { mode: 'none' }, publishA), space(B, { mode: 'none' })]);
+    assert.deepEqual(await fw.drifted(), []);
+    // Traffic moves counters and the bounds' sets, another daemon's bridge joins `ruled`: no change.
+    assert.deepEqual(await lab.probe('ctra', [tcp('203.0.113.2', 80), udp('10.128.0.3', 8080)]), [
+      null,
+      'A2 from 10.128.0.2',
+    ]);
+    await lab.exec('node', 'nft', ['add', 'element', 'inet', 'ocs', 'ruled', `{ "${bridgeName('sp_fwtestother')}" }`]);
+    assert.deepEqual(await fw.drifted(), []);
+    // A flushed chain inside A's table: A reaches the internet it has no egress to.
+    await lab.exec('node', 'nft', ['flush', 'chain', 'inet', `ocs_${A}`, 'from_space']);
+    assert.deepEqual(await lab.probe('ctra', [tcp('203.0.113.2', 80)]), ['inet@203.0.113.2 from 10.128.0.2']);
+    // And a rule deleted from the node's table.
+    const { stdout } = await lab.exec('node', 'nft', ['-j', '-a', 'list', 'chain', 'inet', 'ocs', 'output']);
+    const handle = (JSON.parse(stdout) as { nftables: { rule?: { handle: number } }[] }).nftables.find((e) => e.rule)
+      ?.rule?.handle;
+    await lab.exec('node', 'nft', ['delete', 'rule', 'inet', 'ocs', 'output', 'handle', String(handle)]);
+    assert.deepEqual((await fw.drifted()).sort(), ['ocs', `ocs_${A}`]);
+    await fw.reconcile([space(A, { mode: 'none' }, publishA), space(B, { mode: 'none' })]);
+    assert.deepEqual(await fw.drifted(), []);
+    assert.deepEqual(await lab.probe('ctra', [tcp('203.0.113.2', 80)]), [null]);
+    // Debian's stock /etc/nftables.conf, loaded by nftables.service: every table of ours is gone.
+    await lab.exec(
+      'node',
+      'nft',
+      ['-f', '-'],
+      new TextEncoder().encode(
+        [
+          'flush ruleset',
+          'table inet filter {',
+          '  chain input { type filter hook input priority filter; }',
+          '  chain forward { type filter hook forward priority filter; }',
+          '  chain output { type filter hook output priority filter; }',
+          '}',
+          '',
+        ].join('\n'),
+      ),
+    );
+    assert.deepEqual((await fw.drifted()).sort(), ['ocs', `ocs_${A}`, `ocs_${B}`]);
+    await fw.reconcile([space(A, { mode: 'none' }, publishA), space(B, { mode: 'none' })]);
+    assert.deepEqual(await fw.drifted(), []);
+    assert.deepEqual(await lab.probe('ctra', [tcp('203.0.113.2', 80)]), [null]);
+    await lab.exec('node', 'nft', ['delete', 'table', 'inet', 'filter']);
+  },
+);
 
 test(
   'remove: the space is cut off (the node fails closed without its table), the other space is untouched',

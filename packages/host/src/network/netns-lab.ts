@@ -15,6 +15,8 @@ export interface Target {
   proto: 'tcp' | 'udp';
   host: string;
   port: number;
+  /** The address to send from (one of the prober's own, e.g. a spoofed one it was given). */
+  from?: string;
 }
 
 /** What a probe got: the server's line (`name@local from remote`), or null for no answer. */
@@ -28,6 +30,7 @@ const ready = () => { if (--pending === 0) process.stdout.write('ready\\n'); };
 for (const port of o.tcp) {
   net.createServer((s) => {
     s.on('error', () => {});
+    if (o.hold) return;
     if (o.bulk) { const buf = Buffer.alloc(65536); const pump = () => { while (s.write(buf)); }; s.on('drain', pump); pump(); s.on('data', () => {}); return; }
     s.end(o.name + '@' + s.localAddress + ' from ' + s.remoteAddress + '\\n');
   }).listen(port, o.bind, ready);
@@ -48,16 +51,28 @@ const one = (t) => new Promise((done) => {
   let finished = false; let close = () => {};
   const finish = (v) => { if (finished) return; finished = true; clearTimeout(timer); close(); done(v); };
   if (t.proto === 'tcp') {
-    const s = net.connect(t.port, t.host); let got = '';
+    const s = net.connect({ port: t.port, host: t.host, localAddress: t.from }); let got = '';
     close = () => s.destroy();
     s.on('data', (d) => { got += d; }); s.on('end', () => finish(got.trim() || null)); s.on('error', () => finish(null));
   } else {
     const u = dgram.createSocket('udp4'); close = () => u.close();
     u.on('message', (m) => finish(String(m))); u.on('error', () => finish(null));
-    u.send('hi', t.port, t.host);
+    u.bind({ port: 0, address: t.from }, () => u.send('hi', t.port, t.host));
   }
 });
 Promise.all(targets.map(one)).then((r) => process.stdout.write(JSON.stringify(r)));
+`;
+
+const HOLD = `
+const net = require('node:net');
+const { host, port, n, ms } = JSON.parse(process.argv[1]);
+let connected = 0; const sockets = [];
+for (let i = 0; i < n; i++) {
+  const s = net.connect(port, host); sockets.push(s);
+  s.on('connect', () => { connected++; }); s.on('error', () => {});
+}
+setTimeout(() => process.stdout.write(connected + '\\n'), ms);
+process.stdin.on('end', () => { for (const s of sockets) s.destroy(); process.exit(0); }).resume();
 `;
 
 const COUNT = `
@@ -156,13 +171,15 @@ export class NetnsLab {
   async serve(
     host: string,
     name: string,
-    ports: { tcp?: number[]; udp?: number[]; bulk?: boolean; bind?: string },
+    ports: { tcp?: number[]; udp?: number[]; bulk?: boolean; hold?: boolean; bind?: string },
   ): Promise<void> {
     const arg = JSON.stringify({
       name,
       tcp: ports.tcp ?? [],
       udp: ports.udp ?? [],
       bulk: ports.bulk === true,
+      // Accepts and says nothing: a connection held open (a probe of it times out).
+      hold: ports.hold === true,
       // UDP answers from the address it is bound to: bound to all, a reply would leave from the primary address.
       bind: ports.bind ?? '0.0.0.0',
     });
@@ -187,6 +204,39 @@ export class NetnsLab {
       uid === undefined ? node : ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', ...node];
     const { stdout } = await this.exec(host, cmd!, args);
     return JSON.parse(stdout) as Answer[];
+  }
+
+  /**
+   * Opens `n` TCP connections from the host to the target at once and holds them open: how many
+   * were connected after `ms` milliseconds, and a close that ends them all (and the process).
+   */
+  async hold(
+    host: string,
+    target: { host: string; port: number },
+    n: number,
+    ms: number,
+  ): Promise<{ connected: number; close: () => Promise<void> }> {
+    const child = spawn(
+      'nsenter',
+      [...this.prefix(host), process.execPath, '-e', HOLD, JSON.stringify({ ...target, n, ms })],
+      { stdio: ['pipe', 'pipe', 'inherit'] },
+    );
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const connected = await new Promise<number>((resolve, reject) => {
+      let out = '';
+      child.stdout?.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('\n')) resolve(Number(out.trim()));
+      });
+      child.once('exit', (code) => reject(new Error(`holder in ${host} exited (${code})`)));
+    });
+    return {
+      connected,
+      close: async () => {
+        child.stdin?.end();
+        await exited;
+      },
+    };
   }
 
   /** Bytes a bulk server sent to the host over `ms` milliseconds. */

@@ -65,3 +65,30 @@ test("the space's workload uids send nothing from the host's namespace; uids are
   refused(() => spaceTableScript({ ...base, workloadUids: [{ first: 1.5, last: 2 }] }, policy));
   assert.match(nodeTableScript([]), /oifname "ocsbr\*" meta skuid != 0 counter drop/);
 });
+
+test("a source not the space's own is dropped before any accept, hairpin through its gateway included", () => {
+  const s = spaceTableScript({ ...base, egress: { mode: 'all' } }, policy);
+  const chain = s.slice(s.indexOf('chain from_space'), s.indexOf('chain to_space'));
+  const spoof = chain.indexOf('ip saddr != 10.128.0.0/26 counter drop');
+  assert.ok(spoof > 0, chain);
+  assert.ok(chain.indexOf('meta nfproto ipv6 counter drop') < spoof);
+  assert.equal(chain.slice(0, spoof).indexOf('accept'), -1, 'no accept before the anti-spoof rule');
+  assert.ok(spoof < chain.indexOf(`oifname "${base.bridge}" accept`));
+});
+
+test("each space's tracked connections are bounded in the node's table, out and in, with counters; values checked", () => {
+  const s = nodeTableScript([base.bridge], { maxConnections: { outbound: 4096, inbound: 2048 } });
+  assert.match(s, /set conns_out \{\n {4}type ifname; flags dynamic;\n {2}\}/);
+  assert.match(s, /set conns_in \{\n {4}type ifname; flags dynamic;\n {2}\}/);
+  assert.match(s, /iifname "ocsbr\*" ct state new add @conns_out \{ iifname ct count over 4096 \} counter drop/);
+  assert.match(
+    s,
+    /oifname "ocsbr\*" ct state new ct status dnat add @conns_in \{ oifname ct count over 2048 \} counter drop/,
+  );
+  // After the fail-closed rules of the forward chain, so an unruled bridge is dropped uncounted.
+  assert.ok(s.indexOf('oifname != @ruled drop') < s.indexOf('@conns_out'));
+  assert.doesNotMatch(nodeTableScript([]), /ct count|conns_/, 'no bound asked, none written');
+  for (const bad of [0, -1, 1.5, 2 ** 32, Number.NaN])
+    refused(() => nodeTableScript([], { maxConnections: { outbound: bad, inbound: 10 } }));
+  refused(() => nodeTableScript([], { maxConnections: { outbound: 10, inbound: 0 } }));
+});

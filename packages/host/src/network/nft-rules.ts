@@ -12,6 +12,11 @@
  *   arrives on any space bridge is delivered to the host itself.
  * - Drops are final across tables: an accept in another table (podman's, docker's, libvirt's)
  *   cannot undo ours; an accept of ours only ends our chain.
+ * - The bounds on each space's tracked connections live in the node's table, one dynamic set per
+ *   direction keyed by the space's bridge, each element with its own `ct count`: a space's table
+ *   is replaced on every publish or change of egress (which its owner asks for), and a count kept
+ *   in it would start again from zero each time. The node's table is replaced only at the daemon's
+ *   start and by its watchdog.
  */
 import { isIPv4 } from 'node:net';
 import { OcsError } from '@ocs/protocol';
@@ -67,8 +72,14 @@ function addrSet(values: string[], field: string): string {
  * The node's table, replaced whole (with the bridges that have rules) in the same transaction as
  * the spaces' tables on a reconcile, so there is no moment without it.
  */
-export function nodeTableScript(ruledBridges: string[]): string {
+export function nodeTableScript(
+  ruledBridges: string[],
+  policy: Pick<NodeNetworkPolicy, 'maxConnections'> = {},
+): string {
   const elements = ruledBridges.map((b) => `"${bridge(b)}"`).join(', ');
+  const bound = policy.maxConnections;
+  const out = bound && connectionBound(bound.outbound, 'maxConnections.outbound');
+  const inb = bound && connectionBound(bound.inbound, 'maxConnections.inbound');
   return [
     `table inet ${NODE_TABLE}`,
     `delete table inet ${NODE_TABLE}`,
@@ -82,10 +93,22 @@ export function nodeTableScript(ruledBridges: string[]): string {
     // Workloads never need the host: not the daemon's port, not the broker, not its loopback.
     `    iifname "${BRIDGE_GLOB}" drop`,
     '  }',
+    ...(bound ? ['  set conns_out {', '    type ifname; flags dynamic;', '  }'] : []),
+    ...(bound ? ['  set conns_in {', '    type ifname; flags dynamic;', '  }'] : []),
     '  chain forward {',
     '    type filter hook forward priority filter - 10; policy accept;',
     `    iifname "${BRIDGE_GLOB}" iifname != @ruled drop`,
     `    oifname "${BRIDGE_GLOB}" oifname != @ruled drop`,
+    // Each new connection is counted against its space's bound while conntrack holds it (closed
+    // TCP connections, in TIME_WAIT, no longer count), and dropped above it. Out: whatever a
+    // space's bridge sends, hairpinned or spoofed too (its own table drops those after). In: what
+    // a published port forwarded to it; nothing else enters a space.
+    ...(bound
+      ? [
+          `    iifname "${BRIDGE_GLOB}" ct state new add @conns_out { iifname ct count over ${out} } counter drop`,
+          `    oifname "${BRIDGE_GLOB}" ct state new ct status dnat add @conns_in { oifname ct count over ${inb} } counter drop`,
+        ]
+      : []),
     '  }',
     '  chain output {',
     '    type filter hook output priority filter - 10; policy accept;',
@@ -94,6 +117,12 @@ export function nodeTableScript(ruledBridges: string[]): string {
     '  }',
     '}',
   ].join('\n');
+}
+
+function connectionBound(n: number, field: string): number {
+  if (!Number.isSafeInteger(n) || n < 1 || n > 0xffffffff)
+    throw new OcsError('invalid_request', `${field} must be a positive integer`, { field });
+  return n;
 }
 
 function egressRules(egress: Egress, policy: NodeNetworkPolicy): string[] {
@@ -172,10 +201,13 @@ export function spaceTableScript(s: SpaceNetwork, policy: NodeNetworkPolicy): st
     `    oifname "${br}" jump to_space`,
     '  }',
     '  chain from_space {',
+    // Before any accept: nothing leaves a space from an address that is not its own, not even
+    // back into the space through its gateway (a spoofed source is a new tracked connection
+    // each, and a reply sent to someone else).
+    '    meta nfproto ipv6 counter drop',
+    `    ip saddr != ${subnet} counter drop`,
     // Between the space's own workloads (bridged traffic passes here when br_netfilter is loaded).
     `    oifname "${br}" accept`,
-    '    meta nfproto ipv6 drop',
-    `    ip saddr != ${subnet} drop`,
     ...(policy.egressBytesPerSecond !== undefined ? [`    ${limitRule(policy.egressBytesPerSecond)}`] : []),
     // Replies: to clients of published ports, and of what the space itself was allowed to open.
     '    ct state established,related accept',

@@ -43,6 +43,12 @@ export interface NodeNetworkPolicy {
   dns: string[];
   /** Each space's outgoing traffic is cut above this rate (bytes per second); absent: no cap. */
   egressBytesPerSecond?: number;
+  /**
+   * How many connections each space may have tracked at once (the node's conntrack table is
+   * shared by all): those its workloads open (`outbound`, from its bridge, to anywhere) and those
+   * opened to its published ports (`inbound`). A new one above either is dropped. Absent: no bound.
+   */
+  maxConnections?: { outbound: number; inbound: number };
 }
 
 /** What the node's policy forbids by default: everything that is not the internet. */

@@ -8,6 +8,8 @@
 import {
   bridgeName,
   ipv4Range,
+  NODE_TABLE,
+  spaceOfTable,
   removeSpaceBridge,
   spaceSubnet,
   type NetworkFirewall,
@@ -96,12 +98,16 @@ export class SpaceNetworks {
 
   /**
    * The watchdog's check: whether the kernel still holds the node's table and the table of every
-   * live space with a network. Anything else may flush the ruleset while the daemon runs (Debian's
-   * own /etc/nftables.conf begins with `flush ruleset`: a restart of nftables.service), which would
-   * leave every space open until the next start. If anything is missing, the rules are made again
-   * from the records (reconcile); returns what was missing ('node' for the node's table).
+   * live space with a network, each as this process wrote it. Anything else may flush the ruleset
+   * while the daemon runs (Debian's own /etc/nftables.conf begins with `flush ruleset`: a restart
+   * of nftables.service), or flush a chain or delete a rule of ours, which would leave spaces open
+   * until the next start. If anything is missing or changed, the rules are made again from the
+   * records (reconcile); returns what was ('node' for the node's table, or the space's id). The
+   * rules are made again too, and nothing returned, when the node is on other networks than
+   * when they were made (an address it got since): the new ones are denied to every space.
    */
   async restoreIfLost(): Promise<string[]> {
+    const moved = this.o.firewall.nodeNetworksChanged();
     const live = this.o.repo
       .list({})
       .filter((r) => LIVE.has(r.state))
@@ -112,10 +118,18 @@ export class SpaceNetworks {
       ...((await this.o.firewall.installed()) ? [] : ['node']),
       ...live.filter((s) => !present.has(s.spaceId)).map((s) => s.spaceId),
     ];
-    if (missing.length === 0) return [];
-    this.o.logger.warn({ missing }, 'network rules were removed behind the daemon: making them again');
+    const changed = (await this.o.firewall.drifted())
+      .map((table) => (table === NODE_TABLE ? 'node' : (spaceOfTable(table) ?? table)))
+      .filter((id) => !missing.includes(id));
+    if (missing.length === 0 && changed.length === 0 && !moved) return [];
+    if (missing.length > 0 || changed.length > 0)
+      this.o.logger.warn(
+        { missing, changed },
+        'network rules were removed or changed behind the daemon: making them again',
+      );
+    if (moved) this.o.logger.info("the node's networks changed: making the rules again to deny the new ones");
     await this.reconcile();
-    return missing;
+    return [...missing, ...changed];
   }
 
   /** Before the space's first workload starts: its rules, unless they are in already. */
