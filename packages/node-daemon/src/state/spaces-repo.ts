@@ -3,7 +3,7 @@
  * unprivileged uid its processes run as. Capacity accounting lives in the ledger, which inserts
  * through `insertSpace` below so that the check and the insert share one transaction.
  */
-import { OcsError, assertNever } from '@ocs/protocol';
+import { OcsError, assertNever, isSpaceId } from '@ocs/protocol';
 import type { Egress, SpaceState } from '@ocs/protocol';
 import type { Clock } from '../clock.js';
 import type { Database } from './db.js';
@@ -106,7 +106,6 @@ export function canTransition(from: SpaceState, to: SpaceState): boolean {
   }
 }
 
-const ID_RE = /^sp_[a-z0-9]{20}$/;
 const OWNER_KEY_RE = /^[A-Za-z0-9_-]{43}$/;
 
 interface DbRow {
@@ -172,7 +171,7 @@ export function checkNewSpace(s: NewSpace): void {
   const bad = (field: string, why: string): never => {
     throw new OcsError('invalid_request', `space record: ${field} ${why}`, { field });
   };
-  if (!ID_RE.test(s.id)) bad('id', 'must be sp_ followed by 20 base32 characters');
+  if (!isSpaceId(s.id)) bad('id', 'must be sp_ followed by 20 base32 characters');
   if (!OWNER_KEY_RE.test(s.ownerKey)) bad('ownerKey', 'must be a raw Ed25519 key in base64url');
   if (s.org.length === 0) bad('org', 'must not be empty');
   if (s.ownerFingerprint.length === 0) bad('ownerFingerprint', 'must not be empty');
