@@ -3,10 +3,11 @@
  * unprivileged uid its processes run as. Capacity accounting lives in the ledger, which inserts
  * through `insertSpace` below so that the check and the insert share one transaction.
  */
-import { OcsError, assertNever, isSpaceId } from '@ocs/protocol';
+import { OcsError, SPACE_STATES, assertNever, isSpaceId } from '@ocs/protocol';
 import type { Egress, SpaceState } from '@ocs/protocol';
 import type { Clock } from '../clock.js';
 import type { Database } from './db.js';
+import { LIVE_STATES_SQL } from './space-states.js';
 
 /** One space record, as stored. Times are unix milliseconds. */
 export interface SpaceRow {
@@ -69,16 +70,6 @@ export interface SpacesRepoOptions {
   uidCount: number;
   clock?: Clock;
 }
-
-export const SPACE_STATES: readonly SpaceState[] = [
-  'creating',
-  'active',
-  'locked',
-  'expired',
-  'destroying',
-  'destroyed',
-  'failed',
-];
 
 /**
  * Legal moves of the state machine. `setState` refuses anything else, so that a bug cannot,
@@ -296,7 +287,7 @@ export class SpacesRepo {
       setState: db.prepare('UPDATE spaces SET state = ?, updated_at = ? WHERE id = ? AND state = ?'),
       renew: db.prepare(
         `UPDATE spaces SET lease_expires_at = ?, grace_until = ?, updated_at = ?
-         WHERE id = ? AND state IN ('creating','active','locked','expired')`,
+         WHERE id = ? AND state IN ${LIVE_STATES_SQL}`,
       ),
       expired: db.prepare(
         `SELECT * FROM spaces WHERE state IN ('active','locked') AND lease_expires_at <= ? ORDER BY lease_expires_at, id`,
