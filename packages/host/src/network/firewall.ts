@@ -16,6 +16,7 @@ import {
   spaceTableScript,
 } from './nft-rules.js';
 import type { NodeNetworkPolicy, SpaceNetwork } from './types.js';
+import { KeyedLock } from '../keyed-lock.js';
 
 export interface NetworkFirewallOptions {
   policy: NodeNetworkPolicy;
@@ -31,7 +32,7 @@ export class NetworkFirewall {
   private readonly runner: Runner;
   private readonly prefix: string[];
   /** One transaction at a time: a reconcile must not interleave with a space's update. */
-  private tail: Promise<unknown> = Promise.resolve();
+  private readonly lock = new KeyedLock();
 
   constructor(private readonly o: NetworkFirewallOptions) {
     this.runner = o.runner ?? run;
@@ -147,8 +148,6 @@ export class NetworkFirewall {
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const p = this.tail.then(fn, fn);
-    this.tail = p.catch(() => undefined);
-    return p;
+    return this.lock.run('ruleset', fn);
   }
 }
