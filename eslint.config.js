@@ -43,9 +43,9 @@ export default tseslint.config(
       ],
     },
   },
-  // Tests, the CLI, benchmarks and e2e print on purpose.
+  // Tests, benchmarks and e2e print on purpose (the CLI writes to its streams, not the console).
   {
-    files: ['**/*.test.ts', '**/test/**/*.ts', 'e2e/**/*.ts', 'bench/**/*.ts', 'packages/client/src/cli/**/*.ts'],
+    files: ['**/*.test.ts', '**/test/**/*.ts', 'e2e/**/*.ts', 'bench/**/*.ts'],
     rules: { 'no-console': 'off' },
   },
   // node:test's test() returns a promise the runner itself awaits.
@@ -73,6 +73,50 @@ export default tseslint.config(
             {
               group: [...nodeBuiltins, 'dockerode', 'better-sqlite3', '@ocs/*', 'koa', 'pino'],
               message: 'protocol has no I/O and depends on no other package of ours',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  // protocol/node: the Node-only entry (@ocs/protocol/node). node:crypto, and the protocol itself.
+  {
+    files: ['packages/protocol/node/**/*.ts'],
+    ignores: ['**/*.test.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: [
+                ...nodeBuiltins,
+                '!node:crypto',
+                'dockerode',
+                'better-sqlite3',
+                '@ocs/*',
+                '!@ocs/protocol',
+                'koa',
+                'pino',
+              ],
+              message: 'the Node entry of the protocol adds native crypto, no other I/O',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  // node-daemon: runs the space process as a program (its bundle), never links it, the SDK or the CLI.
+  {
+    files: ['packages/node-daemon/src/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['@ocs/space-api', '@ocs/space-api/*', '@ocs/client', '@ocs/client/*', '@ocs/cli', '@ocs/cli/*'],
+              message: 'the daemon talks to space processes over sockets and links no client code',
             },
           ],
         },
@@ -112,8 +156,46 @@ export default tseslint.config(
         {
           patterns: [
             {
-              group: ['@ocs/host', '@ocs/host/*', '@ocs/node-daemon', '@ocs/space-api', 'dockerode', 'better-sqlite3'],
+              group: [
+                '@ocs/host',
+                '@ocs/host/*',
+                '@ocs/node-daemon',
+                '@ocs/node-daemon/*',
+                '@ocs/space-api',
+                '@ocs/space-api/*',
+                '@ocs/cli',
+                'dockerode',
+                'better-sqlite3',
+              ],
               message: 'the client speaks only the wire protocol',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  // cli: a user tool on the SDK; never imports server or host code.
+  {
+    files: ['packages/cli/src/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: [
+                '@ocs/host',
+                '@ocs/host/*',
+                '@ocs/node-daemon',
+                '@ocs/node-daemon/*',
+                '@ocs/space-api',
+                '@ocs/space-api/*',
+                'dockerode',
+                '@unraid/libvirt',
+                'better-sqlite3',
+                'koa',
+              ],
+              message: 'the CLI speaks the wire protocol through @ocs/client',
             },
           ],
         },
@@ -129,7 +211,15 @@ export default tseslint.config(
         {
           patterns: [
             {
-              group: ['@ocs/node-daemon', '@ocs/space-api', '@ocs/client', 'koa'],
+              group: [
+                '@ocs/node-daemon',
+                '@ocs/node-daemon/*',
+                '@ocs/space-api',
+                '@ocs/space-api/*',
+                '@ocs/client',
+                '@ocs/cli',
+                'koa',
+              ],
               message: 'drivers do not know their callers',
             },
           ],
