@@ -19,6 +19,16 @@ const nodeBuiltins = [
   'crypto',
 ];
 
+/** Our packages, each with its subpaths. */
+const ours = (...names) => names.flatMap((n) => [`@ocs/${n}`, `@ocs/${n}/*`]);
+
+/** A package's boundary: imports matching `group` are refused in `files`, tests included unless `ignores` says. */
+const boundary = (files, group, message, ignores = []) => ({
+  files: [files],
+  ignores,
+  rules: { 'no-restricted-imports': ['error', { patterns: [{ group, message }] }] },
+});
+
 export default tseslint.config(
   { ignores: ['**/dist/**', '**/dist-test/**', '**/node_modules/**', 'docs/**', '**/*.js', '**/*.mjs', '**/*.cjs'] },
   js.configs.recommended,
@@ -43,9 +53,9 @@ export default tseslint.config(
       ],
     },
   },
-  // Tests, the CLI, benchmarks and e2e print on purpose.
+  // Tests, benchmarks and e2e print on purpose (the CLI writes to its streams, not the console).
   {
-    files: ['**/*.test.ts', '**/test/**/*.ts', 'e2e/**/*.ts', 'bench/**/*.ts', 'packages/client/src/cli/**/*.ts'],
+    files: ['**/*.test.ts', '**/test/**/*.ts', 'e2e/**/*.ts', 'bench/**/*.ts'],
     rules: { 'no-console': 'off' },
   },
   // node:test's test() returns a promise the runner itself awaits.
@@ -62,108 +72,46 @@ export default tseslint.config(
       ],
     },
   },
-  // protocol: wire contracts only, usable in a browser. No I/O of any kind.
-  {
-    files: ['packages/protocol/src/**/*.ts'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            {
-              group: [...nodeBuiltins, 'dockerode', 'better-sqlite3', '@ocs/*', 'koa', 'pino'],
-              message: 'protocol has no I/O and depends on no other package of ours',
-            },
-          ],
-        },
-      ],
-    },
-  },
-  // space-api: unprivileged. It never talks to Docker, libvirt or the host drivers directly: it asks the broker.
-  {
-    files: ['packages/space-api/src/**/*.ts'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            {
-              group: [
-                '@ocs/host',
-                '@ocs/host/*',
-                'dockerode',
-                '@unraid/libvirt',
-                '@ocs/node-daemon',
-                '@ocs/node-daemon/*',
-              ],
-              message: 'the space API asks the daemon broker for host actions',
-            },
-          ],
-        },
-      ],
-    },
-  },
-  // http: the pipeline both servers share. Protocol and Koa only: no host, no process of ours, no state.
-  {
-    files: ['packages/http/src/**/*.ts'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            {
-              group: [
-                '@ocs/host',
-                '@ocs/host/*',
-                '@ocs/node-daemon',
-                '@ocs/node-daemon/*',
-                '@ocs/space-api',
-                '@ocs/space-api/*',
-                '@ocs/client',
-                'dockerode',
-                '@unraid/libvirt',
-                'better-sqlite3',
-              ],
-              message:
-                'the HTTP pipeline is shared by both servers: it knows the protocol and Koa, nothing of a process',
-            },
-          ],
-        },
-      ],
-    },
-  },
-  // client: a user tool; never imports server or host code.
-  {
-    files: ['packages/client/src/**/*.ts'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            {
-              group: ['@ocs/host', '@ocs/host/*', '@ocs/node-daemon', '@ocs/space-api', 'dockerode', 'better-sqlite3'],
-              message: 'the client speaks only the wire protocol',
-            },
-          ],
-        },
-      ],
-    },
-  },
-  // host: drivers do not depend on the processes that use them.
-  {
-    files: ['packages/host/src/**/*.ts'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            {
-              group: ['@ocs/node-daemon', '@ocs/space-api', '@ocs/client', 'koa'],
-              message: 'drivers do not know their callers',
-            },
-          ],
-        },
-      ],
-    },
-  },
+  // Package boundaries: what each package may not import (a package and its subpaths).
+  boundary(
+    'packages/protocol/src/**/*.ts',
+    [...nodeBuiltins, 'dockerode', 'better-sqlite3', '@ocs/*', 'koa', 'pino'],
+    'protocol has no I/O and depends on no other package of ours: wire contracts only, usable in a browser',
+  ),
+  boundary(
+    'packages/protocol/node/**/*.ts',
+    [...nodeBuiltins, '!node:crypto', 'dockerode', 'better-sqlite3', '@ocs/*', '!@ocs/protocol', 'koa', 'pino'],
+    'the Node entry of the protocol (@ocs/protocol/node) adds native crypto, no other I/O',
+    ['**/*.test.ts'],
+  ),
+  boundary(
+    'packages/node-daemon/src/**/*.ts',
+    ours('space-api', 'client', 'cli'),
+    'the daemon runs the space process as a program (its bundle) and links no client code',
+  ),
+  boundary(
+    'packages/space-api/src/**/*.ts',
+    [...ours('host', 'node-daemon'), 'dockerode', '@unraid/libvirt'],
+    'the space API is unprivileged: it asks the daemon broker for host actions',
+  ),
+  boundary(
+    'packages/http/src/**/*.ts',
+    [...ours('host', 'node-daemon', 'space-api', 'client', 'cli'), 'dockerode', '@unraid/libvirt', 'better-sqlite3'],
+    'the HTTP pipeline is shared by both servers: it knows the protocol and Koa, nothing of a process',
+  ),
+  boundary(
+    'packages/client/src/**/*.ts',
+    [...ours('host', 'node-daemon', 'space-api', 'cli'), 'dockerode', 'better-sqlite3'],
+    'the client is a user tool: it speaks only the wire protocol',
+  ),
+  boundary(
+    'packages/cli/src/**/*.ts',
+    [...ours('host', 'node-daemon', 'space-api'), 'dockerode', '@unraid/libvirt', 'better-sqlite3', 'koa'],
+    'the CLI is a user tool: it speaks the wire protocol through @ocs/client',
+  ),
+  boundary(
+    'packages/host/src/**/*.ts',
+    [...ours('node-daemon', 'space-api', 'client', 'cli'), 'koa'],
+    'drivers do not know their callers',
+  ),
 );

@@ -5,7 +5,7 @@
  * and `openssl speed ed25519` for reference. Goal: ratio >= 0.5.
  */
 import { execFileSync } from 'node:child_process';
-import { generateKeyPairSync, sign, verify, createHash } from 'node:crypto';
+import { generateKeyPairSync, sign, verify } from 'node:crypto';
 import * as ed from '@noble/ed25519';
 import { sha512 } from '@noble/hashes/sha2.js';
 import {
@@ -20,6 +20,7 @@ import {
   type Ed25519Verifier,
   type HashFactory,
 } from '@ocs/protocol';
+import { nativeHashes } from '@ocs/protocol/node';
 import { ratePerSecond, ratePerSecondAsync, report } from './measure.js';
 
 ed.hashes.sha512 = sha512;
@@ -32,10 +33,6 @@ const signature = new Uint8Array(sign(null, message, privateKey));
 const keyObject = publicKey;
 
 const nodeVerify: Ed25519Verifier = (s, m) => verify(null, m, keyObject, s);
-const nodeHashes: HashFactory = (alg) => {
-  const h = createHash(alg === 'sha-256' ? 'sha256' : 'sha512');
-  return { update: (d) => h.update(d), digest: () => new Uint8Array(h.digest()) };
-};
 
 // Baselines: raw verifies.
 const nodeRaw = ratePerSecond(() => void verify(null, message, keyObject, signature), SECONDS);
@@ -110,8 +107,8 @@ async function measureSigned(v: Ed25519Verifier, hashes: HashFactory | undefined
   }, SECONDS);
 }
 
-const signedNodeCached = await measureSigned(nodeVerify, nodeHashes, true);
-const signedNodeUncached = await measureSigned(nodeVerify, nodeHashes, false);
+const signedNodeCached = await measureSigned(nodeVerify, nativeHashes, true);
+const signedNodeUncached = await measureSigned(nodeVerify, nativeHashes, false);
 const signedNoble = await measureSigned(nobleVerify, undefined, true);
 
 report('verify', {

@@ -11,6 +11,7 @@
 import { chmodSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { isSpaceId } from '@ocs/protocol';
 import { UsageError } from './units.js';
 
 export interface NodeEntry {
@@ -31,7 +32,6 @@ export interface SpaceEntry {
 }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
-const SPACE_RE = /^sp_[a-z0-9]{20}$/;
 
 export function configDir(flag?: string): string {
   if (flag) return flag;
@@ -86,7 +86,7 @@ export class Store {
   }
 
   space(node: string, spaceId: string): SpaceEntry | undefined {
-    if (!SPACE_RE.test(spaceId)) throw new UsageError(`${JSON.stringify(spaceId)} is not a space id (sp_…)`);
+    if (!isSpaceId(spaceId)) throw new UsageError(`${JSON.stringify(spaceId)} is not a space id (sp_…)`);
     return this.read(join('spaces', node, `${spaceId}.json`));
   }
 
@@ -98,7 +98,7 @@ export class Store {
       return [];
     }
     return names
-      .filter((n) => SPACE_RE.test(n.replace(/\.json$/, '')))
+      .filter((n) => isSpaceId(n.replace(/\.json$/, '')))
       .map((n) => this.read<SpaceEntry>(join('spaces', node, n))!)
       .filter(Boolean);
   }

@@ -24,6 +24,7 @@ import {
   type Ed25519PrivateKey,
   type ErrorBody,
 } from '@ocs/protocol';
+import { nativeHashes } from '@ocs/protocol/node';
 import { PinMismatchError, normalizeFingerprint, pinnedAgent, send, type RawResponse } from './transport.js';
 
 export interface ClientOptions {
@@ -149,7 +150,7 @@ export class BaseClient {
       } else if (bytes) {
         headers['content-type'] = opts.contentType ?? (opts.raw ? 'application/octet-stream' : 'application/json');
         headers['content-length'] = String(bytes.length);
-        headers['content-digest'] = contentDigest(bytes, 'sha-256', nodeSha);
+        headers['content-digest'] = contentDigest(bytes, 'sha-256', nativeHashes);
       }
       if (this.options.token) headers.authorization = `Bearer ${await this.options.token()}`;
       const key = this.options.ownerKey;
@@ -225,8 +226,3 @@ export function refusal(res: OcsResponse): OcsError {
   if (err && isErrorCode(err.code)) return new OcsError(err.code, err.message, err.details);
   return new OcsError('internal', `unexpected ${res.status} from the node`);
 }
-
-const nodeSha = (alg: 'sha-256' | 'sha-512') => {
-  const h = createHash(alg === 'sha-256' ? 'sha256' : 'sha512');
-  return { update: (d: Uint8Array) => h.update(d), digest: () => new Uint8Array(h.digest()) };
-};

@@ -8,6 +8,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { DEFAULT_DENIED, checkCidr } from '@ocs/host';
 import { HOST_ID_FILES } from './spaces/id-ranges.js';
 import {
+  Cidr,
   JsonWebKeySet,
   MAX_TOKEN_LIFETIME_SECONDS,
   Obj,
@@ -16,9 +17,6 @@ import {
   validate,
   GiB,
 } from '@ocs/protocol';
-
-/** An IPv4 address or network; its octets and prefix are checked in resolveConfig. */
-const CIDR = '^[0-9]{1,3}([.][0-9]{1,3}){3}(/[0-9]{1,2})?$';
 
 const ResourcesConfig = Obj({
   cpuMillicores: Type.Integer({ minimum: 0 }),
@@ -137,15 +135,18 @@ export const ConfigSchema = Obj({
       /** The kernel the KVM probe boots; default the newest /boot/vmlinuz-*. */
       probeKernel: Type.Optional(Type.String({ minLength: 1 })),
     }),
-    /** The spaces' networks: the node's rules, the same for every space (see docs/operations.md). */
+    /**
+     * The spaces' networks: the node's rules, the same for every space (see docs/operations.md).
+     * Addresses are the protocol's `Cidr`; resolveConfig checks their octets and prefixes.
+     */
     network: Obj({
       /**
        * What no space reaches, whatever egress it has: by default every network that is not the
        * internet (the node's own, loopback, link-local with the cloud's metadata address).
        */
-      denied: Type.Array(Type.String({ pattern: CIDR }), { maxItems: 256 }),
+      denied: Type.Array(Cidr, { maxItems: 256 }),
       /** Resolvers a space with egress may ask, even inside `denied`; they go in its containers' resolv.conf. */
-      dns: Type.Array(Type.String({ pattern: CIDR }), { maxItems: 8 }),
+      dns: Type.Array(Cidr, { maxItems: 8 }),
       /** Each space's outgoing traffic is dropped above this rate; absent: no cap. */
       egressBytesPerSecond: Type.Optional(Type.Integer({ minimum: 1024 })),
       /**
@@ -177,7 +178,7 @@ export const ConfigSchema = Obj({
       egress: Type.Union([
         Type.Literal('none'),
         Type.Literal('all'),
-        Obj({ allow: Type.Array(Type.String({ pattern: CIDR }), { minItems: 1, maxItems: 256 }) }),
+        Obj({ allow: Type.Array(Cidr, { minItems: 1, maxItems: 256 }) }),
       ]),
     }),
   }),

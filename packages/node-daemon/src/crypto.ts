@@ -2,8 +2,8 @@
  * node:crypto's Ed25519 and SHA-2, several times faster than the pure-JS defaults of the protocol
  * package (see bench/verify). Public keys are imported once and cached.
  */
-import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto';
-import type { Ed25519Verifier, HashFactory } from '@ocs/protocol';
+import { createPublicKey, verify, type KeyObject } from 'node:crypto';
+import type { Ed25519Verifier } from '@ocs/protocol';
 
 const cache = new Map<string, KeyObject>();
 const CACHE_MAX = 10_000;
@@ -28,7 +28,5 @@ export const nodeVerify: Ed25519Verifier = (signature, message, publicKey) => {
   }
 };
 
-export const nodeHashes: HashFactory = (alg) => {
-  const h = createHash(alg === 'sha-256' ? 'sha256' : 'sha512');
-  return { update: (d) => h.update(d), digest: () => new Uint8Array(h.digest()) };
-};
+/** The native SHA-2, shared with the space process and the SDK (`@ocs/protocol/node`). */
+export { nativeHashes as nodeHashes } from '@ocs/protocol/node';

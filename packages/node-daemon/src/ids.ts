@@ -9,5 +9,3 @@ export function newId(prefix: string): string {
   for (const b of bytes) out += ALPHABET[b & 31];
   return `${prefix}_${out}`;
 }
-
-export const ID_RE = /^[a-z]{2,3}_[a-z2-7]{20}$/;

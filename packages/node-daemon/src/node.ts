@@ -30,7 +30,16 @@ import type { Logger } from './logger.js';
 import { systemClock, type Clock } from './clock.js';
 import { loadOrCreateDevIssuer, loadOrCreateIdentity, type DevIssuer, type NodeIdentity } from './identity.js';
 import { loadOrCreateTls, type TlsMaterial } from './tls.js';
-import { openDatabase, openNonceStore, SpacesRepo, Ledger, AuditLog, WorkloadsRepo, PortsRepo } from './state/index.js';
+import {
+  openDatabase,
+  openNonceStore,
+  isStanding,
+  SpacesRepo,
+  Ledger,
+  AuditLog,
+  WorkloadsRepo,
+  PortsRepo,
+} from './state/index.js';
 import { RefusalLog } from './state/refusals.js';
 import { SpaceService, resourcesOf } from './spaces/service.js';
 import { spaceDataLayout, spaceWorkloadIds } from './spaces/layout.js';
@@ -386,7 +395,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     storageBackend: storage.kind,
     storageCipher: cipherImplementation(),
     capacity: { total, farmerReserve: { ...config.capacity.farmerReserve }, allocatable, used: ledger.used() },
-    spaces: repo.list({}).filter((r) => !['destroyed', 'failed'].includes(r.state)).length,
+    spaces: repo.list({}).filter((r) => isStanding(r.state)).length,
   });
   // Filled once the port is known (listen may pick one); read by every request and space process.
   const authorities = new Set<string>();
@@ -401,7 +410,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     nonceStore: openNonceStore(db),
     reservationKeys: new ReservationKeys(db, clock, (id) => {
       const state = repo.get(id)?.state;
-      return state !== undefined && state !== 'failed' && state !== 'destroyed';
+      return state !== undefined && isStanding(state);
     }),
     clock,
     logger,

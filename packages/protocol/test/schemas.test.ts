@@ -7,6 +7,8 @@ import {
   NODE_ROUTES,
   OcsError,
   SPACE_ROUTES,
+  SpaceId,
+  isSpaceId,
   nodeRoute,
   precompile,
   refusalsOf,
@@ -137,4 +139,30 @@ test('refusals per route: token codes where a token is needed, signature codes w
     assert.ok(lock.includes(c), c);
   assert.ok(refusalsOf(spaceRoute('createContainer'), 'space').includes('budget_exceeded'));
   assert.ok(refusalsOf(spaceRoute('listVms'), 'space').includes('space_locked'));
+});
+
+test('isSpaceId takes exactly the ids the SpaceId schema takes', () => {
+  const cases: [unknown, boolean][] = [
+    ['sp_abcdefghij234567abcd', true],
+    ['sp_' + '0'.repeat(20), true],
+    ['sp_abc', false],
+    ['sp_' + 'a'.repeat(21), false],
+    ['sp_ABCDEFGHIJ234567ABCD', false],
+    ['vol_abcdefghij234567abc', false],
+    ['sp_abcdefghij234567abc\n', false],
+    [42, false],
+    [undefined, false],
+  ];
+  const check = (id: string) => {
+    try {
+      validate(SpaceId, id);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (const [id, ok] of cases) {
+    assert.equal(isSpaceId(id), ok, String(id));
+    if (typeof id === 'string') assert.equal(check(id), ok, id);
+  }
 });

@@ -1,6 +1,6 @@
 // node:crypto Ed25519 for the hot path (see bench/verify); keys imported once per process.
-import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto';
-import type { Ed25519Verifier, HashFactory } from '@ocs/protocol';
+import { createPublicKey, verify, type KeyObject } from 'node:crypto';
+import type { Ed25519Verifier } from '@ocs/protocol';
 
 let cached: { x: string; key: KeyObject } | undefined;
 
@@ -16,7 +16,5 @@ export const ownerVerify: Ed25519Verifier = (signature, message, publicKey) => {
   }
 };
 
-export const nativeHashes: HashFactory = (alg) => {
-  const h = createHash(alg === 'sha-256' ? 'sha256' : 'sha512');
-  return { update: (d) => h.update(d), digest: () => new Uint8Array(h.digest()) };
-};
+/** The native SHA-2, shared with the daemon and the SDK. */
+export { nativeHashes } from '@ocs/protocol/node';

@@ -18,6 +18,7 @@ import {
   subtreeDeepestFirst,
   writeValue,
 } from './fsutil.js';
+import { KeyedLock } from '../keyed-lock.js';
 
 /**
  * runc 1.1's default device rules (libcontainer/specconv `AllowedDevices`): null, zero, full,
@@ -91,8 +92,8 @@ export class V1CgroupDriver implements CgroupDriver {
     return this.mounts[ctrl] === hierarchy;
   }
 
-  /** The tail of the creates in flight: see {@link create}. */
-  private creating: Promise<unknown> = Promise.resolve();
+  /** The creates in flight: see {@link create}. */
+  private readonly creating = new KeyedLock();
 
   /**
    * One create at a time. The kernel refuses to turn a devices group with children from
@@ -101,9 +102,7 @@ export class V1CgroupDriver implements CgroupDriver {
    * the parent (seen in 100 concurrent reservations).
    */
   create(path: string, limits?: CgroupLimits): Promise<void> {
-    const run = this.creating.then(() => this.createNow(path, limits));
-    this.creating = run.catch(() => undefined);
-    return run;
+    return this.creating.run('create', () => this.createNow(path, limits));
   }
 
   private async createNow(path: string, limits?: CgroupLimits): Promise<void> {

@@ -14,7 +14,7 @@ export interface DriverContext {
   cgroupRoot: string;
   /** The space's podman: creates go through libpod with the space's id map, its network gets the subnet. */
   podman: { idMap: IdMap; subnet: string; networksDir: string; libpod: Dockerode };
-  /** Runs `fn` after every earlier call with the same key has settled. */
+  /** Runs `fn` after every earlier call with the same key has settled (a `KeyedLock`). */
   serialize<T>(key: string, fn: () => Promise<T>): Promise<T>;
 }
 
@@ -25,28 +25,6 @@ export async function call<T>(what: string, fn: () => Promise<T>, opts: { reason
   } catch (err) {
     throw toOcsError(err, what, opts);
   }
-}
-
-/**
- * A keyed mutex. The broker may run requests of one space concurrently; image names are
- * checked-then-set, which must not interleave (a second load would silently re-point the name
- * and orphan the first image).
- */
-export function keyedSerializer(): DriverContext['serialize'] {
-  const tails = new Map<string, Promise<unknown>>();
-  return <T>(key: string, fn: () => Promise<T>): Promise<T> => {
-    const prev = tails.get(key) ?? Promise.resolve();
-    const run = prev.then(fn, fn);
-    const tail = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    tails.set(key, tail);
-    void tail.then(() => {
-      if (tails.get(key) === tail) tails.delete(key);
-    });
-    return run;
-  };
 }
 
 /**

@@ -4,7 +4,8 @@
  * {@link DockerDriver}.
  */
 import Dockerode from 'dockerode';
-import { keyedSerializer, type DriverContext } from './context.js';
+import type { DriverContext } from './context.js';
+import { KeyedLock } from '../keyed-lock.js';
 import {
   containerLogs,
   containerSpaces,
@@ -35,6 +36,7 @@ export const DEFAULT_MAX_IMAGE_BYTES = 16 * 1024 ** 3;
  * call fail with `unavailable`.
  */
 export function createDockerDriver(opts: DockerDriverOptions): DockerDriver {
+  const lock = new KeyedLock();
   const ctx: DriverContext = {
     // An explicit socket path: dockerode would otherwise honour DOCKER_HOST from the environment.
     docker: new Dockerode({ socketPath: opts.socketPath, version: DOCKER_API_VERSION }),
@@ -47,7 +49,9 @@ export function createDockerDriver(opts: DockerDriverOptions): DockerDriver {
       networksDir: opts.podman.networksDir,
       libpod: new Dockerode({ socketPath: opts.socketPath, version: LIBPOD_API_VERSION }),
     },
-    serialize: keyedSerializer(),
+    // The broker may run requests of one space at once; image names are checked, then set, which
+    // must not interleave (a second load would silently re-point the name and orphan the first image).
+    serialize: (key, fn) => lock.run(key, fn),
   };
 
   return {

@@ -5,6 +5,9 @@
  */
 import { createHash } from 'node:crypto';
 import { OcsError } from '@ocs/protocol';
+import { SPACE_ID_SOURCE } from '../space-id.js';
+
+export { checkSpaceId, isSpaceId } from '../space-id.js';
 
 /** Label keys on containers and networks. Images carry no labels of ours: see {@link imageRef}. */
 export const LABEL_SPACE = 'ocs.space';
@@ -12,20 +15,10 @@ export const LABEL_CONTAINER = 'ocs.container';
 export const LABEL_NAME = 'ocs.name';
 export const LABEL_IMAGE = 'ocs.image';
 
-/** `sp_` + lowercase base32; no `-`, so `ocs-<space>-<container>` splits one way only. */
-const SPACE_ID = /^sp_[a-z0-9]{1,40}$/;
 const CONTAINER_ID = /^ctr_[a-z0-9]{1,40}$/;
 /** The protocol's `Name`, further limited to Docker's path-component grammar (no `..`, no trailing separator). */
 const NAME = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
 const DOCKER_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
-
-export function checkSpaceId(spaceId: unknown): asserts spaceId is string {
-  if (typeof spaceId !== 'string' || !SPACE_ID.test(spaceId)) {
-    throw new OcsError('invalid_request', 'spaceId must look like sp_<lowercase letters and digits>', {
-      field: 'spaceId',
-    });
-  }
-}
 
 export function checkContainerId(containerId: unknown): asserts containerId is string {
   if (typeof containerId !== 'string' || !CONTAINER_ID.test(containerId)) {
@@ -44,11 +37,6 @@ export function checkName(name: unknown, field = 'name'): asserts name is string
       { field },
     );
   }
-}
-
-/** Whether a label value or a string parsed back from Docker is one of our space ids. */
-export function isSpaceId(value: unknown): value is string {
-  return typeof value === 'string' && SPACE_ID.test(value);
 }
 
 export function isContainerId(value: unknown): value is string {
@@ -91,10 +79,12 @@ export function imageRef(spaceId: string, name: string): string {
   return `${imageRepoPrefix(spaceId)}${name}:latest`;
 }
 
+// podman names a loaded image without a registry `localhost/…`; the rest is the same.
+const IMAGE_REF = new RegExp(`^(?:localhost/)?ocs-(${SPACE_ID_SOURCE})/([a-z0-9][a-z0-9_.-]{0,62}):latest$`);
+
 /** The (space, name) of one of our image references, or undefined for anything else. */
 export function parseImageRef(ref: string): { spaceId: string; name: string } | undefined {
-  // podman names a loaded image without a registry `localhost/…`; the rest is the same.
-  const m = /^(?:localhost\/)?ocs-(sp_[a-z0-9]{1,40})\/([a-z0-9][a-z0-9_.-]{0,62}):latest$/.exec(ref);
+  const m = IMAGE_REF.exec(ref);
   if (!m || m[1] === undefined || m[2] === undefined) return undefined;
   return { spaceId: m[1], name: m[2] };
 }

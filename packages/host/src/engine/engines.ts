@@ -22,6 +22,7 @@ import type { CgroupDriver } from '../cgroups/types.js';
 import { run } from '../exec.js';
 import { createDockerDriver } from '../docker/driver.js';
 import { bridgeName } from '../docker/names.js';
+import { isSpaceId } from '../space-id.js';
 import type { DockerDriver } from '../docker/types.js';
 import {
   FUSE_OVERLAYFS,
@@ -93,7 +94,7 @@ export class SpaceEngines {
   }
 
   runDirOf(spaceId: string): string {
-    if (!/^sp_[a-z0-9]{1,40}$/.test(spaceId)) throw new OcsError('invalid_request', 'not a space id');
+    if (!isSpaceId(spaceId)) throw new OcsError('invalid_request', 'not a space id');
     return join(this.o.runRoot, spaceId);
   }
 
@@ -295,7 +296,7 @@ export class SpaceEngines {
   /** Space ids that have a run directory here (an engine that may still run). */
   async spacesWithRunDirs(): Promise<string[]> {
     const names = await readdir(this.o.runRoot).catch(() => [] as string[]);
-    return names.filter((n) => /^sp_[a-z0-9]{1,40}$/.test(n)).sort();
+    return names.filter(isSpaceId).sort();
   }
 }
 

@@ -12,7 +12,7 @@ import { grantKvm, revokeKvm } from './kvm-access.js';
 import { openLibvirt, type LibvirtConnection, type RawState } from './connection.js';
 import { checkTailBytes, readTail } from './console.js';
 import { buildDomainXml } from './domain-xml.js';
-import { KeyedLock } from './keyed-lock.js';
+import { KeyedLock } from '../keyed-lock.js';
 import { checkSpaceId, domainName, parseDomainName } from './names.js';
 import { ensurePartition } from './partition.js';
 import { checkConsoleTarget, checkDirectory, checkRegularFile, diskFormat, type DiskFormat } from './paths.js';

@@ -3,21 +3,15 @@
  * one way only, and listing by prefix can never confuse `sp_a` with `sp_ab`.
  */
 import { OcsError } from '@ocs/protocol';
+import { SPACE_ID_SOURCE, checkSpaceId } from '../space-id.js';
 
-const SPACE_ID = /^sp_[a-z0-9]{1,40}$/;
+export { checkSpaceId } from '../space-id.js';
+
 const VM_ID = /^vm_[a-z0-9]{1,40}$/;
-const DOMAIN = /^ocs-(sp_[a-z0-9]{1,40})-(vm_[a-z0-9]{1,40})$/;
+const DOMAIN = new RegExp(`^ocs-(${SPACE_ID_SOURCE})-(vm_[a-z0-9]{1,40})$`);
 
 /** XML namespace of our `<metadata>` element. */
 export const METADATA_NS = 'urn:opencluster-spaces:libvirt:1';
-
-export function checkSpaceId(spaceId: unknown): asserts spaceId is string {
-  if (typeof spaceId !== 'string' || !SPACE_ID.test(spaceId)) {
-    throw new OcsError('invalid_request', 'spaceId must look like sp_<lowercase letters and digits>', {
-      field: 'spaceId',
-    });
-  }
-}
 
 export function checkVmId(vmId: unknown): asserts vmId is string {
   if (typeof vmId !== 'string' || !VM_ID.test(vmId)) {

@@ -17,6 +17,7 @@ import {
   spaceTableScript,
 } from './nft-rules.js';
 import type { NodeNetworkPolicy, SpaceNetwork } from './types.js';
+import { KeyedLock } from '../keyed-lock.js';
 
 export interface NetworkFirewallOptions {
   policy: NodeNetworkPolicy;
@@ -37,7 +38,7 @@ export class NetworkFirewall {
   private readonly runner: Runner;
   private readonly prefix: string[];
   /** One transaction at a time: a reconcile must not interleave with a space's update. */
-  private tail: Promise<unknown> = Promise.resolve();
+  private readonly lock = new KeyedLock();
   /** Each table this process wrote, by name, and its fingerprint as the kernel listed it after. */
   private readonly written = new Map<string, string>();
   /** The node's networks the rules in the kernel were made with. */
@@ -208,9 +209,7 @@ export class NetworkFirewall {
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const p = this.tail.then(fn, fn);
-    this.tail = p.catch(() => undefined);
-    return p;
+    return this.lock.run('ruleset', fn);
   }
 }
 

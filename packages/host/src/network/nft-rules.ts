@@ -20,6 +20,7 @@
  */
 import { isIPv4 } from 'node:net';
 import { OcsError } from '@ocs/protocol';
+import { SPACE_ID_SOURCE, isSpaceId } from '../space-id.js';
 import type { Egress, NodeNetworkPolicy, PublishedPort, SpaceNetwork } from './types.js';
 
 /** The node's own table. */
@@ -27,12 +28,11 @@ export const NODE_TABLE = 'ocs';
 /** Every space bridge's name starts so (see docker/names.ts `bridgeName`). */
 export const BRIDGE_GLOB = 'ocsbr*';
 
-const SPACE_ID = /^sp_[a-z0-9]{1,40}$/;
 const BRIDGE = /^ocsbr[0-9a-f]{10}$/;
-const TABLE = /^ocs_(sp_[a-z0-9]{1,40})$/;
+const TABLE = new RegExp(`^ocs_(${SPACE_ID_SOURCE})$`);
 
 export function spaceTable(spaceId: string): string {
-  if (!SPACE_ID.test(spaceId)) throw new OcsError('invalid_request', 'not a space id');
+  if (!isSpaceId(spaceId)) throw new OcsError('invalid_request', 'not a space id');
   return `ocs_${spaceId}`;
 }
 

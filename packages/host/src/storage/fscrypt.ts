@@ -49,12 +49,12 @@ import {
   assertId,
   assertKey,
   assertSize,
-  KeyedMutex,
   MIN_SPACE_BYTES,
   MIN_VOLUME_BYTES,
   type SpaceStorageInfo,
   type StorageDriver,
 } from './types.js';
+import { KeyedLock } from '../keyed-lock.js';
 
 /** Configuration of {@link FscryptStorageDriver}. */
 export interface FscryptDriverOptions {
@@ -87,9 +87,9 @@ export class FscryptStorageDriver implements StorageDriver {
   private sharedMountRoot = false;
   private readonly run: Runner;
   private readonly cli: FscryptCli;
-  private readonly mutex = new KeyedMutex();
+  private readonly mutex = new KeyedLock();
   // `losetup -f` picks the first free device; two at once could race for it.
-  private readonly attachMutex = new KeyedMutex();
+  private readonly attachMutex = new KeyedLock();
 
   constructor(opts: FscryptDriverOptions = {}) {
     const root = resolve(opts.root ?? DEFAULT_STORAGE_ROOT);

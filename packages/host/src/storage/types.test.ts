@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isOcsError } from '@ocs/protocol';
-import { assertId, assertKey, assertSize, KeyedMutex } from './types.js';
+import { assertId, assertKey, assertSize } from './types.js';
 
 const invalid = (e: unknown) => isOcsError(e) && e.code === 'invalid_request';
 
@@ -19,29 +19,4 @@ test('sizes are whole bytes at or above the minimum; keys are exactly 32 bytes',
   assertKey(new Uint8Array(32));
   for (const bad of [new Uint8Array(31), new Uint8Array(33), 'k'.repeat(32), [...new Uint8Array(32)]])
     assert.throws(() => assertKey(bad), invalid);
-});
-
-test('the keyed mutex runs one task per key at a time, in order, and survives failures', async () => {
-  const m = new KeyedMutex();
-  const log: string[] = [];
-  const task =
-    (name: string, ms: number, fail = false) =>
-    async () => {
-      log.push(`${name}+`);
-      await new Promise((r) => setTimeout(r, ms));
-      log.push(`${name}-`);
-      if (fail) throw new Error(name);
-      return name;
-    };
-  const results = await Promise.allSettled([
-    m.run('a', task('a1', 20, true)),
-    m.run('a', task('a2', 1)),
-    m.run('b', task('b1', 5)),
-  ]);
-  assert.deepEqual(
-    results.map((r) => r.status),
-    ['rejected', 'fulfilled', 'fulfilled'],
-  );
-  assert.ok(log.indexOf('a1-') < log.indexOf('a2+'), 'same key: serial');
-  assert.ok(log.indexOf('b1+') < log.indexOf('a1-'), 'other key: concurrent');
 });

@@ -91,23 +91,3 @@ export function assertKey(key: unknown, what = 'key'): asserts key is Uint8Array
     throw new OcsError('invalid_request', `${what} must be ${KEY_BYTES} bytes`, { field: what });
   }
 }
-
-/** Runs `fn` with exclusive use of `key` among callers of this mutex, so two operations on one space never interleave. */
-export class KeyedMutex {
-  private readonly tails = new Map<string, Promise<void>>();
-
-  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((r) => (release = r));
-    const tail = prev.then(() => mine);
-    this.tails.set(key, tail);
-    await prev;
-    try {
-      return await fn();
-    } finally {
-      release();
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    }
-  }
-}

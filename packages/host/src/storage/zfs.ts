@@ -26,12 +26,12 @@ import {
   assertId,
   assertKey,
   assertSize,
-  KeyedMutex,
   MIN_SPACE_BYTES,
   MIN_VOLUME_BYTES,
   type SpaceStorageInfo,
   type StorageDriver,
 } from './types.js';
+import { KeyedLock } from '../keyed-lock.js';
 
 /** Configuration of {@link ZfsStorageDriver}. */
 export interface ZfsDriverOptions {
@@ -67,7 +67,7 @@ export class ZfsStorageDriver implements StorageDriver {
   private readonly parent: string;
   private readonly root: string;
   private readonly run: Runner;
-  private readonly mutex = new KeyedMutex();
+  private readonly mutex = new KeyedLock();
 
   constructor(opts: ZfsDriverOptions) {
     if (!POOL_RE.test(opts.pool)) throw new Error(`zfs pool ${JSON.stringify(opts.pool)} is not a valid dataset name`);

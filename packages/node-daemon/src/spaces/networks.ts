@@ -16,12 +16,9 @@ import {
   type SpaceNetwork,
 } from '@ocs/host';
 import type { PublishedPort, SpaceNetworkView } from '@ocs/protocol';
-import type { PortRange, PortsRepo, SpaceRow, SpacesRepo } from '../state/index.js';
+import { isLive, type PortRange, type PortsRepo, type SpaceRow, type SpacesRepo } from '../state/index.js';
 import type { Logger } from '../logger.js';
 import { effectiveEgress, type NodeEgress } from './egress-policy.js';
-
-/** A space whose records say it may still hold workloads. */
-const LIVE = new Set(['creating', 'active', 'locked', 'expired']);
 
 export interface SpaceNetworksOptions {
   firewall: NetworkFirewall;
@@ -88,7 +85,7 @@ export class SpaceNetworks {
   async reconcile(): Promise<{ removed: string[] }> {
     const rows = this.o.repo.list({});
     const ours = new Set(rows.map((r) => r.id));
-    const live = rows.filter((r) => LIVE.has(r.state)).flatMap((r) => this.of(r) ?? []);
+    const live = rows.filter((r) => isLive(r.state)).flatMap((r) => this.of(r) ?? []);
     // A table of a space this database never knew is another daemon's (tests run several on one host).
     const report = await this.o.firewall.reconcile(live, { ours: (id) => ours.has(id) });
     for (const s of live) this.applied.add(s.spaceId);
@@ -110,7 +107,7 @@ export class SpaceNetworks {
     const moved = this.o.firewall.nodeNetworksChanged();
     const live = this.o.repo
       .list({})
-      .filter((r) => LIVE.has(r.state))
+      .filter((r) => isLive(r.state))
       .flatMap((r) => this.of(r) ?? []);
     if (live.length === 0) return [];
     const present = new Set(await this.o.firewall.spaces());

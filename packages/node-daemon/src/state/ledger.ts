@@ -4,10 +4,11 @@
  * neither concurrent requests nor several processes sharing the file can overcommit.
  */
 import { OcsError } from '@ocs/protocol';
-import type { Resources } from '@ocs/protocol';
+import type { Resources, SpaceState } from '@ocs/protocol';
 import type { Clock } from '../clock.js';
 import type { Database } from './db.js';
 import { checkNewSpace, insertSpace } from './spaces-repo.js';
+import { isStanding } from './space-states.js';
 import type { NewSpace, SpaceRow } from './spaces-repo.js';
 
 export interface LedgerOptions {
@@ -125,9 +126,10 @@ export class Ledger {
   release(id: string): void {
     this.db
       .transaction(() => {
-        const row = this.db.prepare('SELECT state FROM spaces WHERE id = ?').get(id) as { state: string } | undefined;
+        const row = this.db.prepare('SELECT state FROM spaces WHERE id = ?').get(id) as
+          { state: SpaceState } | undefined;
         if (!row) throw new OcsError('not_found', 'no such space', { id });
-        if (row.state !== 'failed' && row.state !== 'destroyed') {
+        if (isStanding(row.state)) {
           throw new OcsError('conflict', `a ${row.state} space still holds its capacity`, { id, state: row.state });
         }
         this.db

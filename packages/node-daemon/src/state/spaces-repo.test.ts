@@ -4,7 +4,8 @@ import { OcsError } from '@ocs/protocol';
 import type { SpaceState } from '@ocs/protocol';
 import { ManualClock } from '../clock.js';
 import { openDatabase } from './db.js';
-import { SPACE_STATES, SpacesRepo, canTransition } from './spaces-repo.js';
+import { SPACE_STATES } from '@ocs/protocol';
+import { SpacesRepo, canTransition } from './spaces-repo.js';
 import type { NewSpace } from './spaces-repo.js';
 
 const KEY = 'A'.repeat(43);

@@ -3,10 +3,11 @@
  * unprivileged uid its processes run as. Capacity accounting lives in the ledger, which inserts
  * through `insertSpace` below so that the check and the insert share one transaction.
  */
-import { OcsError, assertNever } from '@ocs/protocol';
+import { OcsError, SPACE_STATES, assertNever, isSpaceId } from '@ocs/protocol';
 import type { Egress, SpaceState } from '@ocs/protocol';
 import type { Clock } from '../clock.js';
 import type { Database } from './db.js';
+import { LIVE_STATES_SQL } from './space-states.js';
 
 /** One space record, as stored. Times are unix milliseconds. */
 export interface SpaceRow {
@@ -70,16 +71,6 @@ export interface SpacesRepoOptions {
   clock?: Clock;
 }
 
-export const SPACE_STATES: readonly SpaceState[] = [
-  'creating',
-  'active',
-  'locked',
-  'expired',
-  'destroying',
-  'destroyed',
-  'failed',
-];
-
 /**
  * Legal moves of the state machine. `setState` refuses anything else, so that a bug cannot,
  * for instance, revive a failed space whose capacity was already released.
@@ -106,7 +97,6 @@ export function canTransition(from: SpaceState, to: SpaceState): boolean {
   }
 }
 
-const ID_RE = /^sp_[a-z0-9]{20}$/;
 const OWNER_KEY_RE = /^[A-Za-z0-9_-]{43}$/;
 
 interface DbRow {
@@ -172,7 +162,7 @@ export function checkNewSpace(s: NewSpace): void {
   const bad = (field: string, why: string): never => {
     throw new OcsError('invalid_request', `space record: ${field} ${why}`, { field });
   };
-  if (!ID_RE.test(s.id)) bad('id', 'must be sp_ followed by 20 base32 characters');
+  if (!isSpaceId(s.id)) bad('id', 'must be sp_ followed by 20 base32 characters');
   if (!OWNER_KEY_RE.test(s.ownerKey)) bad('ownerKey', 'must be a raw Ed25519 key in base64url');
   if (s.org.length === 0) bad('org', 'must not be empty');
   if (s.ownerFingerprint.length === 0) bad('ownerFingerprint', 'must not be empty');
@@ -297,7 +287,7 @@ export class SpacesRepo {
       setState: db.prepare('UPDATE spaces SET state = ?, updated_at = ? WHERE id = ? AND state = ?'),
       renew: db.prepare(
         `UPDATE spaces SET lease_expires_at = ?, grace_until = ?, updated_at = ?
-         WHERE id = ? AND state IN ('creating','active','locked','expired')`,
+         WHERE id = ? AND state IN ${LIVE_STATES_SQL}`,
       ),
       expired: db.prepare(
         `SELECT * FROM spaces WHERE state IN ('active','locked') AND lease_expires_at <= ? ORDER BY lease_expires_at, id`,

@@ -16,6 +16,11 @@ export const Id = (prefix: string) =>
   });
 
 export const SpaceId = Id('sp');
+const SPACE_ID = new RegExp(SpaceId.pattern!);
+/** Whether `s` is a space id of the wire form (`SpaceId`): for ids met outside a schema (paths, file names, rows). */
+export function isSpaceId(s: unknown): s is string {
+  return typeof s === 'string' && SPACE_ID.test(s);
+}
 export const VolumeId = Id('vol');
 export const ContainerId = Id('ctr');
 export const VmId = Id('vm');

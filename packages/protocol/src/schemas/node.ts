@@ -41,11 +41,13 @@ export const NodeInfo = Obj(
 );
 export type NodeInfo = Static<typeof NodeInfo>;
 
+/** Every state of a space, in the order of its life (`failed` can happen from any live state). */
+export const SPACE_STATES = ['creating', 'active', 'locked', 'expired', 'destroying', 'destroyed', 'failed'] as const;
+export type SpaceState = (typeof SPACE_STATES)[number];
 export const SpaceState = Type.Union(
-  ['creating', 'active', 'locked', 'expired', 'destroying', 'destroyed', 'failed'].map((s) => Type.Literal(s)),
+  SPACE_STATES.map((s) => Type.Literal(s)),
   {},
 );
-export type SpaceState = 'creating' | 'active' | 'locked' | 'expired' | 'destroying' | 'destroyed' | 'failed';
 
 export const Lease = Obj({
   expiresAt: Timestamp,
