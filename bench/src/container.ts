@@ -80,7 +80,7 @@ try {
   // driver object the harness handed it, so wrapping its methods here sees every call).
   // The space's own engine's driver: SpaceEngines hands the broker this same object.
   const driver = await t.containers!.driver(await t.engineSpace(reserved.body.space.id));
-  const driverMs = { ensureNetwork: 0, create: 0, start: 0, inspect: 0 };
+  const driverMs = { create: 0, start: 0, inspect: 0 };
   const steps = Object.keys(driverMs) as (keyof typeof driverMs)[];
   for (const k of steps) {
     const fn = driver[k] as (...a: unknown[]) => Promise<unknown>;
@@ -94,7 +94,6 @@ try {
     };
   }
   const inDriver: Record<keyof typeof driverMs | 'total', number[]> = {
-    ensureNetwork: [],
     create: [],
     start: [],
     inspect: [],
@@ -189,7 +188,6 @@ try {
     'signed GET status (warm) p50 ms': percentile(status, 50),
     'signed GET status (warm) p90 ms': percentile(status, 90),
     'in Docker driver during create p50 ms': percentile(inDriver.total, 50),
-    'driver ensureNetwork p50 ms': percentile(inDriver.ensureNetwork, 50),
     'driver create p50 ms': percentile(inDriver.create, 50),
     'driver start p50 ms': percentile(inDriver.start, 50),
     'driver inspect p50 ms': percentile(inDriver.inspect, 50),

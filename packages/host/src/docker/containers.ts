@@ -224,36 +224,3 @@ export async function containerStats(
   };
 }
 
-/** Docker ids of the space's containers (label and name both ours). */
-export async function spaceContainerDockerIds(ctx: DriverContext, spaceId: string): Promise<string[]> {
-  checkSpaceId(spaceId);
-  const found = await call('list containers', () =>
-    ctx.docker.listContainers({ all: true, filters: { label: [`${LABEL_SPACE}=${spaceId}`] } }),
-  );
-  return found
-    .filter((c) => {
-      const containerId = c.Labels[LABEL_CONTAINER];
-      return isContainerId(containerId) && c.Names.includes(`/${containerName(spaceId, containerId)}`);
-    })
-    .map((c) => c.Id);
-}
-
-/** Every container of ours, by space (labels checked against the name). */
-export async function containerSpaces(
-  ctx: DriverContext,
-): Promise<Map<string, { containerId: string; dockerId: string }[]>> {
-  const found = await call('list containers', () =>
-    ctx.docker.listContainers({ all: true, filters: { label: [LABEL_SPACE] } }),
-  );
-  const out = new Map<string, { containerId: string; dockerId: string }[]>();
-  for (const c of found) {
-    const spaceId = c.Labels[LABEL_SPACE];
-    const containerId = c.Labels[LABEL_CONTAINER];
-    if (!isSpaceId(spaceId) || !isContainerId(containerId)) continue;
-    if (!c.Names.includes(`/${containerName(spaceId, containerId)}`)) continue;
-    const list = out.get(spaceId) ?? [];
-    list.push({ containerId, dockerId: c.Id });
-    out.set(spaceId, list);
-  }
-  return out;
-}

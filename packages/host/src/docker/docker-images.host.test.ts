@@ -96,7 +96,7 @@ test('another space cannot list, run or remove it', { skip }, async () => {
   await rejectsWith(driverA.create(specFor(B, t.space(B).parent)), 'not_found');
   await rejectsWith(driverA.removeImage(B, 'busybox'), 'not_found');
   assert.equal((await driverA.listImages(A)).length, 1, 'still there for A');
-  assert.ok(!(await driverA.listAllSpaces()).has(B));
+  assert.ok(!(await engineA.listImages()).some((i) => (i.RepoTags ?? []).includes(imageRef(B, 'busybox'))));
 });
 
 test('a tarball naming an existing image cannot re-point that name, nor bring it along', { skip }, async () => {
@@ -187,5 +187,4 @@ test('an engine that does not answer is unavailable', async () => {
   });
   await rejectsWith(offline.listImages(A), 'unavailable');
   await rejectsWith(offline.list(A), 'unavailable');
-  await rejectsWith(offline.ensureNetwork(A), 'unavailable');
 });

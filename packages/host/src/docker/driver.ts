@@ -7,20 +7,15 @@ import Dockerode from 'dockerode';
 import { keyedSerializer, type DriverContext } from './context.js';
 import {
   containerLogs,
-  containerSpaces,
   containerStats,
   createContainer,
   inspectContainer,
   listContainers,
-  removeById,
   removeContainer,
-  spaceContainerDockerIds,
   startContainer,
   stopContainer,
 } from './containers.js';
-import { imageSpaces, listImages, loadImage, removeImage, untag } from './images.js';
-import { checkSpaceId, imageRef } from './names.js';
-import { ensureNetwork, networkSpaces, removeNetwork } from './network.js';
+import { listImages, loadImage, removeImage } from './images.js';
 import type { DockerDriver, DockerDriverOptions } from './types.js';
 
 /** The Docker API version we speak: what podman 4.3's compatible API (and docker.io 20.10) offers. */
@@ -54,8 +49,6 @@ export function createDockerDriver(opts: DockerDriverOptions): DockerDriver {
     loadImage: (spaceId, name, tar, options) => loadImage(ctx, spaceId, name, tar, options),
     listImages: (spaceId) => listImages(ctx, spaceId),
     removeImage: (spaceId, name) => removeImage(ctx, spaceId, name),
-    ensureNetwork: (spaceId) => ensureNetwork(ctx, spaceId),
-    removeNetwork: (spaceId) => removeNetwork(ctx, spaceId),
     create: (spec) => createContainer(ctx, spec),
     start: (spaceId, containerId) => startContainer(ctx, spaceId, containerId),
     stop: (spaceId, containerId, timeoutSeconds) => stopContainer(ctx, spaceId, containerId, timeoutSeconds),
@@ -64,27 +57,5 @@ export function createDockerDriver(opts: DockerDriverOptions): DockerDriver {
     list: (spaceId) => listContainers(ctx, spaceId),
     logs: (spaceId, containerId, o) => containerLogs(ctx, spaceId, containerId, o),
     stats: (spaceId, containerId) => containerStats(ctx, spaceId, containerId),
-
-    async listAllSpaces() {
-      const [containers, networks, images] = await Promise.all([
-        containerSpaces(ctx),
-        networkSpaces(ctx),
-        imageSpaces(ctx),
-      ]);
-      const out = new Map<string, string[]>();
-      for (const [spaceId, list] of containers) out.set(spaceId, list.map((c) => c.containerId).sort());
-      for (const spaceId of [...networks, ...images]) if (!out.has(spaceId)) out.set(spaceId, []);
-      return out;
-    },
-
-    async removeAllForSpace(spaceId) {
-      checkSpaceId(spaceId);
-      // Containers first: the network cannot go while they are attached, nor the images they use.
-      for (const dockerId of await spaceContainerDockerIds(ctx, spaceId)) await removeById(ctx, dockerId);
-      await removeNetwork(ctx, spaceId);
-      await ctx.serialize(`image:${spaceId}`, async () => {
-        for (const img of await listImages(ctx, spaceId)) await untag(ctx, imageRef(spaceId, img.name));
-      });
-    },
   };
 }

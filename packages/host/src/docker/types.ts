@@ -150,10 +150,6 @@ export interface DockerDriver {
   listImages(spaceId: string): Promise<SpaceImage[]>;
   /** Removes the space's name for the image; the content goes when nothing else uses it. */
   removeImage(spaceId: string, name: string): Promise<void>;
-  /** Creates (or finds) the space's internal bridge network; returns its Docker id. */
-  ensureNetwork(spaceId: string): Promise<string>;
-  /** Removes the space's network; a missing one is fine. `conflict` while containers use it. */
-  removeNetwork(spaceId: string): Promise<void>;
   create(spec: ContainerSpec): Promise<{ dockerId: string }>;
   /** Starts the container (a running one is fine), after re-checking its bind mount sources. */
   start(spaceId: string, containerId: string): Promise<void>;
@@ -165,11 +161,4 @@ export interface DockerDriver {
   list(spaceId: string): Promise<ContainerSummary[]>;
   logs(spaceId: string, containerId: string, opts: { tailLines: number }): Promise<ContainerLogs>;
   stats(spaceId: string, containerId: string): Promise<ContainerStatsSample>;
-  /**
-   * Every space that has any Docker object here, with its container ids: containers and
-   * networks by label, images by name. A space with only a network or images maps to `[]`.
-   */
-  listAllSpaces(): Promise<Map<string, string[]>>;
-  /** Removes the space's containers, network and image names. Idempotent. */
-  removeAllForSpace(spaceId: string): Promise<void>;
 }

@@ -145,7 +145,7 @@ test(
     assert.equal((await again.inspect(A, spec.containerId)).state, 'exited');
     await again.start(A, spec.containerId);
     await waitForState(again, A, spec.containerId, ['running']);
-    await again.removeAllForSpace(A);
+    await again.remove(A, spec.containerId);
     await engines.remove(space);
     assert.equal(existsSync(`/sys/class/net/${bridgeName(A)}`), false, 'the bridge is gone with the space');
   },
@@ -189,7 +189,7 @@ test(
       .find((l) => l.split(' ')[4] === '/');
     assert.match(rootMount ?? '', / - fuse\.fuse-overlayfs /, 'the root filesystem is mounted by fuse-overlayfs');
     assert.match(readFileSync(`/proc/${pid}/status`, 'utf8'), new RegExp(`^Uid:\\s+${space.idMap.base}\\s`, 'm'));
-    await driver.removeAllForSpace(F);
+    await driver.remove(F, spec.containerId);
     await fuseEngines.remove(space);
   },
 );

@@ -114,11 +114,6 @@ export class SpaceEngines {
     return d;
   }
 
-  /** Whether the engine's socket answers now. */
-  async serving(spaceId: string): Promise<boolean> {
-    return ping(join(this.runDirOf(spaceId), 'engine.sock'));
-  }
-
   /**
    * Whether the engine's API service process is alive, asked of the kernel: a ping is a request
    * and resets the service's idle timer (conmon and the namespace anchor do not count).

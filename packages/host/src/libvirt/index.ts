@@ -8,7 +8,6 @@ export type {
   VmBoot,
   VmDriver,
   VmDriverOptions,
-  VmListEntry,
   VmSpec,
   VmState,
 } from './types.js';
