@@ -163,7 +163,7 @@ export async function testEngines(): Promise<TestEngines> {
         subnet: `10.251.${n >> 2}.${(n & 3) * 64}/26`,
         engineGroup: `${cgroupRoot}/${spaceId}.space/workloads.slice/engine`,
         containersGroup,
-        parent: cgroups.dockerParent(containersGroup),
+        parent: cgroups.absolutePath(containersGroup),
       };
       spaces.set(spaceId, s);
     }

@@ -94,7 +94,7 @@ test(
       (await driver.listImages(A)).map((i) => i.name),
       ['busybox'],
     );
-    const spec = specFor(A, cgroups.dockerParent(space.containersGroup), {
+    const spec = specFor(A, cgroups.absolutePath(space.containersGroup), {
       command: ['sh', '-c', 'echo MARK-OUT-engine; echo MARK-ROOT-engine > /tmp/m; exec sleep 300'],
       env: { MARK: 'MARK-ENV-engine' },
     });
@@ -122,7 +122,7 @@ test(
     assert.deepEqual(mountsUnder(space.dataDir), [], 'no engine mount is visible on the host');
 
     // A second container comes and goes while the first runs (their mounts must not pin each other).
-    const second = specFor(A, cgroups.dockerParent(space.containersGroup), { command: ['sleep', '300'] });
+    const second = specFor(A, cgroups.absolutePath(space.containersGroup), { command: ['sleep', '300'] });
     await driver.create(second);
     await driver.start(A, second.containerId);
     await driver.remove(A, second.containerId);
@@ -163,7 +163,7 @@ test(
     } finally {
       tb.remove();
     }
-    const spec = specFor(F, cgroups.dockerParent(space.containersGroup), {
+    const spec = specFor(F, cgroups.absolutePath(space.containersGroup), {
       command: [
         'sh',
         '-c',

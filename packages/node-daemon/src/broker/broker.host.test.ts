@@ -77,7 +77,7 @@ function setup(mountpoint = '/nonexistent/data', overrides: Partial<BrokerDeps> 
       audit,
       refusals: new RefusalLog({ audit, clock, logger }),
       storage: recorder<StorageDriver>(calls, { info: () => ({ mountpoint }) }),
-      cgroups: { dockerParent: (p: string) => `/${p}` } as unknown as CgroupDriver,
+      cgroups: { absolutePath: (p: string) => `/${p}` } as unknown as CgroupDriver,
       containers: oneEngine(
         recorder<DockerDriver>(calls, {
           inspect: () => ({ state: 'running', oomKilled: false }),

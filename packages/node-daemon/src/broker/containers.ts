@@ -91,7 +91,7 @@ export class ContainerOps {
         cpuMillicores: a.cpuMillicores,
         memoryBytes: a.memoryBytes,
         pids,
-        cgroupParent: this.c.d.cgroups.dockerParent(spaceCgroupLayout(this.c.d.cgroupParent, s.id).containers),
+        cgroupParent: this.c.d.cgroups.absolutePath(spaceCgroupLayout(this.c.d.cgroupParent, s.id).containers),
         mounts,
         capAdd: a.capAdd ?? [],
         ...(a.readOnlyRootfs !== undefined ? { readOnlyRootfs: a.readOnlyRootfs } : {}),
