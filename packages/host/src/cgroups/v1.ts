@@ -258,7 +258,6 @@ export class V1CgroupDriver implements CgroupDriver {
     return `/${parseCgroupPath(path).join('/')}`;
   }
 
-
   private async requireGroup(path: string, segs: string[]): Promise<void> {
     for (const h of this.hierarchies) {
       if (!(await isDirectory(join(h, ...segs)))) throw new Error(`cgroup ${path} does not exist under ${h}`);

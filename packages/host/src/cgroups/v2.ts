@@ -239,7 +239,6 @@ export class V2CgroupDriver implements CgroupDriver {
     return `/${[...this.hierarchyPath.split('/').filter(Boolean), ...parseCgroupPath(path)].join('/')}`;
   }
 
-
   private async requireGroup(path: string, segs: string[]): Promise<void> {
     if (!(await isDirectory(this.dir(segs)))) throw new Error(`cgroup ${path} does not exist under ${this.root}`);
   }

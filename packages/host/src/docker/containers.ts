@@ -22,7 +22,6 @@ import {
   checkSpaceId,
   containerName,
   isContainerId,
-  isSpaceId,
   networkName,
 } from './names.js';
 import { ensureNetwork } from './network.js';
@@ -223,4 +222,3 @@ export async function containerStats(
     pids: s.pids_stats?.current ?? 0,
   };
 }
-

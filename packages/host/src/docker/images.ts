@@ -121,4 +121,3 @@ export async function untag(ctx: DriverContext, ref: string): Promise<void> {
     if (statusOf(err) !== 404) throw toOcsError(err, 'remove the image');
   }
 }
-

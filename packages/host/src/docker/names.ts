@@ -46,11 +46,6 @@ export function checkName(name: unknown, field = 'name'): asserts name is string
   }
 }
 
-/** Whether a label value or a string parsed back from Docker is one of our space ids. */
-export function isSpaceId(value: unknown): value is string {
-  return typeof value === 'string' && SPACE_ID.test(value);
-}
-
 export function isContainerId(value: unknown): value is string {
   return typeof value === 'string' && CONTAINER_ID.test(value);
 }

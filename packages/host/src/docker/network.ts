@@ -9,10 +9,10 @@
 import { OcsError } from '@ocs/protocol';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { call, type DriverContext } from './context.js';
+import type { DriverContext } from './context.js';
 import { conflistFile, spaceNetworkConflist } from './network-conflist.js';
 import { statusOf, toOcsError } from './errors.js';
-import { LABEL_SPACE, checkSpaceId, isSpaceId, networkName } from './names.js';
+import { LABEL_SPACE, checkSpaceId, networkName } from './names.js';
 
 /** The space's network if it exists and is really ours (name and label), else undefined. */
 async function findNetwork(ctx: DriverContext, spaceId: string): Promise<{ Id: string } | undefined> {
@@ -58,4 +58,3 @@ export async function ensureNetwork(ctx: DriverContext, spaceId: string): Promis
     return found.Id;
   });
 }
-
