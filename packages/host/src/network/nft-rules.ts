@@ -19,7 +19,7 @@ import type { Egress, NodeNetworkPolicy, PublishedPort, SpaceNetwork } from './t
 
 /** The node's own table. */
 export const NODE_TABLE = 'ocs';
-/** Every space bridge's name starts so (see docker/names.ts `bridgeName`). */
+/** Every space bridge's name starts so (see podman/names.ts `bridgeName`). */
 export const BRIDGE_GLOB = 'ocsbr*';
 
 const SPACE_ID = /^sp_[a-z0-9]{1,40}$/;

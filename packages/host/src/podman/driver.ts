@@ -1,7 +1,11 @@
 /**
- * The Docker driver: the only code that talks to a space's container engine (the space's own
+ * The container driver: the only code that talks to a space's container engine (the space's own
  * podman, through its Docker-compatible API and, for creates and networks, its own). See
- * {@link DockerDriver}.
+ * {@link ContainerDriver}.
+ *
+ * The folder is `podman/`, not `docker/`: what it drives is podman, and it leans on podman's own
+ * API (libpod) for creates and networks, so no dockerd could stand in for it. dockerode is only
+ * the HTTP client. The interface is `ContainerDriver`, named for what the broker asks of it.
  */
 import Dockerode from 'dockerode';
 import { keyedSerializer, type DriverContext } from './context.js';
@@ -16,7 +20,7 @@ import {
   stopContainer,
 } from './containers.js';
 import { listImages, loadImage, removeImage } from './images.js';
-import type { DockerDriver, DockerDriverOptions } from './types.js';
+import type { ContainerDriver, ContainerDriverOptions } from './types.js';
 
 /** The Docker API version we speak: what podman 4.3's compatible API (and docker.io 20.10) offers. */
 export const DOCKER_API_VERSION = 'v1.41';
@@ -29,7 +33,7 @@ export const DEFAULT_MAX_IMAGE_BYTES = 16 * 1024 ** 3;
  * lazily: nothing is sent until the first call, and an engine that does not answer makes each
  * call fail with `unavailable`.
  */
-export function createDockerDriver(opts: DockerDriverOptions): DockerDriver {
+export function createContainerDriver(opts: ContainerDriverOptions): ContainerDriver {
   const ctx: DriverContext = {
     // An explicit socket path: dockerode would otherwise honour DOCKER_HOST from the environment.
     docker: new Dockerode({ socketPath: opts.socketPath, version: DOCKER_API_VERSION }),

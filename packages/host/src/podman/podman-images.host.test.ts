@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type Dockerode from 'dockerode';
-import { createDockerDriver } from './driver.js';
+import { createContainerDriver } from './driver.js';
 import { imageRef } from './names.js';
 import { importBusyboxImage } from './test-image.js';
 import {
@@ -23,14 +23,14 @@ import {
   testEngines,
   type TestEngines,
 } from './test-support.js';
-import type { DockerDriver } from './types.js';
+import type { ContainerDriver } from './types.js';
 
 const skip = await engineSkip();
 const A = newSpaceId();
 const B = newSpaceId();
 let t: TestEngines;
-let driverA: DockerDriver;
-let driverB: DockerDriver;
+let driverA: ContainerDriver;
+let driverB: ContainerDriver;
 let engineA: Dockerode;
 let engineB: Dockerode;
 let tarball: { path: string; remove(): void } | undefined;
@@ -181,7 +181,7 @@ test('removeImage frees the name; a missing one is not_found', { skip }, async (
 
 test('an engine that does not answer is unavailable', async () => {
   // A socket path nobody listens on: an engine that is not running.
-  const offline = createDockerDriver({
+  const offline = createContainerDriver({
     socketPath: join('/nonexistent', `ocs-${process.pid}`, 'engine.sock'),
     podman: { idMap: { base: 1_900_000_000, size: 65536 }, subnet: '10.251.255.0/26', networksDir: '/nonexistent' },
   });

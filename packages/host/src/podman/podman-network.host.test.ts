@@ -18,13 +18,13 @@ import {
   waitForState,
   type TestEngines,
 } from './test-support.js';
-import type { ContainerSpec, DockerDriver } from './types.js';
+import type { ContainerSpec, ContainerDriver } from './types.js';
 
 const skip = await engineSkip();
 const A = newSpaceId();
 const B = newSpaceId();
 let t: TestEngines;
-const drivers = new Map<string, DockerDriver>();
+const drivers = new Map<string, ContainerDriver>();
 const driverOf = (spaceId: string) => drivers.get(spaceId)!;
 
 before(async () => {

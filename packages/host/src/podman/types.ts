@@ -1,5 +1,5 @@
 /**
- * The Docker driver's contract with the node daemon's broker. The broker calls it on behalf of
+ * The container driver's contract with the node daemon's broker. The broker calls it on behalf of
  * one space at a time, through that space's own engine; every call names that space, and the
  * driver only ever sees, changes or removes engine objects that carry that space's label or name.
  */
@@ -28,7 +28,7 @@ export interface ContainerSpec {
    * so other containers do not resolve it).
    */
   name: string;
-  /** The space-local image name given to {@link DockerDriver.loadImage}. */
+  /** The space-local image name given to {@link ContainerDriver.loadImage}. */
   image: string;
   /** Replaces the image's `Cmd` (its entrypoint stays). */
   command?: string[];
@@ -93,7 +93,7 @@ export interface ContainerStatsSample {
   pids: number;
 }
 
-/** Per-call options for {@link DockerDriver.loadImage}. */
+/** Per-call options for {@link ContainerDriver.loadImage}. */
 export interface LoadImageOptions {
   /**
    * Where the tarball is spooled while it is checked. Put it on the space's own (encrypted,
@@ -104,7 +104,7 @@ export interface LoadImageOptions {
   maxBytes?: number;
 }
 
-export interface DockerDriverOptions {
+export interface ContainerDriverOptions {
   /** The unix socket of the space's engine (`podman system service`); `DOCKER_HOST` is deliberately ignored. */
   socketPath: string;
   /** Default spool directory for image tarballs. Default: the OS temp directory. */
@@ -132,7 +132,7 @@ export interface DockerDriverOptions {
  * `conflict`, `budget_exceeded`, `unavailable` (the engine does not answer); anything else is an
  * internal error.
  */
-export interface DockerDriver {
+export interface ContainerDriver {
   /**
    * Loads a `docker save` tarball holding exactly one image and names it
    * `ocs-<spaceId>/<name>:latest`. The tarball is checked before the engine sees it and its
