@@ -74,7 +74,7 @@ async function spaceCgroup(
 }
 
 test(
-  'a kernel boots to its console marker; live XML, state, listing and cgroup are as asked; stop is graceful',
+  'a kernel boots to its console marker; live XML, state and cgroup are as asked; stop is graceful',
   { skip, timeout: 180_000 },
   async (t) => {
     const spaceId = uniqueSpaceId();

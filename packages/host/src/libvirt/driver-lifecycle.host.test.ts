@@ -48,7 +48,7 @@ after(async () => {
 });
 
 test(
-  'list, listAllSpaces (running domains) and removeAllForSpace see exactly their own space',
+  'state, listAllSpaces (running domains) and removeAllForSpace see exactly their own space',
   { skip, timeout: 120_000 },
   async (t) => {
     const a = uniqueSpaceId();

@@ -32,12 +32,4 @@ export {
   imageRef,
   networkName,
 } from './names.js';
-export {
-  buildBusyboxImage,
-  busyboxRootfsTar,
-  importBusyboxImage,
-  BUSYBOX_PATH,
-  DEFAULT_DOCKER_SOCKET,
-  type BusyboxImageOptions,
-} from './test-image.js';
 export { spaceSubnet, VM_ADDRESSES, type SpaceSubnet } from './network-conflist.js';

@@ -147,6 +147,12 @@ test('a network that only borrows the name is never adopted', { skip }, async ()
   // In C's engine, a network with the name of C's network but not its label.
   const C = newSpaceId();
   const driver = await t.driver(C);
+  const tb = await busyboxTarball();
+  try {
+    await driver.loadImage(C, 'busybox', createReadStream(tb.path));
+  } finally {
+    tb.remove();
+  }
   const engine = await t.docker(C);
   const squatter = await engine.createNetwork({
     Name: networkName(C),
