@@ -7,7 +7,7 @@
  *
  * Extra figures, so a reader sees where the difference goes:
  * - one signed `GET {apiBase}/status` to a warm space process: the fixed per-request overhead;
- * - the time spent inside the Docker driver's calls while the broker serves our create;
+ * - the time spent inside the container driver's calls while the broker serves our create;
  * - a like-for-like `docker run -d` (C, in the same alternation): what our containers are asked
  *   to be, given by hand, on an internal user-defined network like a space's own, with
  *   docker-init, no capabilities, no-new-privileges, private IPC and cgroup namespaces
@@ -76,11 +76,11 @@ try {
   tagLoaded = true;
   networkId = docker(['network', 'create', '--internal', '--label', `ocs-bench=${run}`, `ocs-bench-${run}`]);
 
-  // Time spent in the Docker driver while the broker serves our create (the broker calls the
+  // Time spent in the container driver while the broker serves our create (the broker calls the
   // driver object the harness handed it, so wrapping its methods here sees every call).
   // The space's own engine's driver: SpaceEngines hands the broker this same object.
   const driver = await t.containers!.driver(await t.engineSpace(reserved.body.space.id));
-  const driverMs = { ensureNetwork: 0, create: 0, start: 0, inspect: 0 };
+  const driverMs = { create: 0, start: 0, inspect: 0 };
   const steps = Object.keys(driverMs) as (keyof typeof driverMs)[];
   for (const k of steps) {
     const fn = driver[k] as (...a: unknown[]) => Promise<unknown>;
@@ -94,7 +94,6 @@ try {
     };
   }
   const inDriver: Record<keyof typeof driverMs | 'total', number[]> = {
-    ensureNetwork: [],
     create: [],
     start: [],
     inspect: [],
@@ -188,8 +187,7 @@ try {
     'ratio ours / docker run (p50)': ratio,
     'signed GET status (warm) p50 ms': percentile(status, 50),
     'signed GET status (warm) p90 ms': percentile(status, 90),
-    'in Docker driver during create p50 ms': percentile(inDriver.total, 50),
-    'driver ensureNetwork p50 ms': percentile(inDriver.ensureNetwork, 50),
+    'in container driver during create p50 ms': percentile(inDriver.total, 50),
     'driver create p50 ms': percentile(inDriver.create, 50),
     'driver start p50 ms': percentile(inDriver.start, 50),
     'driver inspect p50 ms': percentile(inDriver.inspect, 50),

@@ -83,7 +83,7 @@ try {
   // After idleSeconds the service exits: what is left is the namespace's anchor (sleep).
   results['podman: after its idle exit (anchor only) MiB'] =
     rssOf((await enginePids()).filter((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('sleep'))) / MiB;
-  const parentPath = cgroups.dockerParent(space.containersGroup);
+  const parentPath = cgroups.absolutePath(space.containersGroup);
   let n = 0;
   const spec = () => ({
     spaceId: space.spaceId,

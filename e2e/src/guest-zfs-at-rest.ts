@@ -34,7 +34,6 @@ write(join(vol.path, 'marker'), volumeMarker);
 zfs('create', '-o', `mountpoint=${join(root, 'plain')}`, `${pool}/plain`);
 write(join(root, 'plain', 'marker'), controlMarker);
 
-await d.lockVolume('sp-rest', 'v1');
 await d.lock('sp-rest');
 const ds = `${pool}/ocs/sp-rest`;
 const keystatus = zfs('get', '-H', '-o', 'value', 'keystatus', ds).trim();

@@ -75,7 +75,7 @@ test('restart: containers of gone spaces, unrecorded, half-made and half-removed
     // Behind the daemon's back, as a crash or a bug would leave them: a container no record
     // explains, and a record still `creating` whose container was made.
     const docker = await t.containers!.driver(await t.engineSpace(live.space.id));
-    const cgroupParent = t.cgroups.dockerParent(spaceCgroupLayout(t.config.cgroups.parent, live.space.id).containers);
+    const cgroupParent = t.cgroups.absolutePath(spaceCgroupLayout(t.config.cgroups.parent, live.space.id).containers);
     const stray = `ctr_${'s'.repeat(20)}`;
     const half = `ctr_${'h'.repeat(20)}`;
     // A delete killed at each of its steps: after the record was marked (the container still

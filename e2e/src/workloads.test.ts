@@ -136,7 +136,7 @@ test('an owner loads an image, makes a volume and runs a hardened container in t
   assert.ok(!['host'].includes(hc.NetworkMode) && !['host'].includes(hc.PidMode) && !['host'].includes(hc.IpcMode));
   assert.deepEqual(hc.Devices ?? [], []);
   const layout = spaceCgroupLayout(t.config.cgroups.parent, a.space.id);
-  assert.equal(hc.CgroupParent, t.cgroups.dockerParent(layout.containers));
+  assert.equal(hc.CgroupParent, t.cgroups.absolutePath(layout.containers));
   {
     // The process itself: no capability, no_new_privs, uid 0 is the space's own subordinate uid.
     const status = readFileSync(`/proc/${live.State.Pid as number}/status`, 'utf8');

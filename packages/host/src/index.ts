@@ -5,7 +5,7 @@
 export * from './exec.js';
 export * from './cgroups/index.js';
 export * from './storage/index.js';
-export * from './docker/index.js';
+export * from './podman/index.js';
 export * from './libvirt/index.js';
 export * from './engine/index.js';
 export * from './network/index.js';
@@ -13,6 +13,6 @@ export * from './procfs.js';
 // Opening files in a space's storage as root without being redirected by a link the space planted.
 export { openExactFile } from './libvirt/safe-open.js';
 // Both drivers name their spec check validateSpec; say which is which.
-export { validateSpec as validateContainerSpec } from './docker/index.js';
+export { validateSpec as validateContainerSpec } from './podman/index.js';
 export { validateSpec as validateVmSpec } from './libvirt/index.js';
-export { validateSpec } from './docker/index.js';
+export { validateSpec } from './podman/index.js';

@@ -44,16 +44,16 @@ function runTestFile(path: string, extra: NodeJS.ProcessEnv) {
   return { status: r.status, output: r.stdout + r.stderr };
 }
 
-test('a Docker driver test file fails, not skips, when podman is missing under OCS_REQUIRE_HOST=1', () => {
+test('a container driver test file fails, not skips, when podman is missing under OCS_REQUIRE_HOST=1', () => {
   // The spaces' engines: a podman binary that is not there.
-  const r = runTestFile('./docker/docker-spaces.host.test.js', { OCS_PODMAN: '/nonexistent/podman' });
+  const r = runTestFile('./podman/podman-network.host.test.js', { OCS_PODMAN: '/nonexistent/podman' });
   assert.notEqual(r.status, 0, r.output);
   assert.match(r.output, /OCS_REQUIRE_HOST=1 but podman is not usable here: podman \(\/nonexistent\/podman\)/);
 });
 
-test('a Docker driver test file fails, not skips, when its image builder is gone under OCS_REQUIRE_HOST=1', () => {
+test('a container driver test file fails, not skips, when its image builder is gone under OCS_REQUIRE_HOST=1', () => {
   // dockerd builds the test image: a socket nobody listens on.
-  const r = runTestFile('./docker/docker-spaces.host.test.js', { OCS_DOCKER_SOCKET: '/nonexistent/docker.sock' });
+  const r = runTestFile('./podman/podman-network.host.test.js', { OCS_DOCKER_SOCKET: '/nonexistent/docker.sock' });
   assert.notEqual(r.status, 0, r.output);
   assert.match(r.output, /OCS_REQUIRE_HOST=1 but dockerd \(it builds the test image\) is not usable here/);
 });

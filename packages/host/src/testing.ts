@@ -3,7 +3,7 @@
  * registry, and a tiny guest (host kernel + busybox initramfs) that boots to a marker.
  * Not for production code.
  */
-export { buildBusyboxImage, importBusyboxImage, busyboxRootfsTar, BUSYBOX_PATH } from './docker/test-image.js';
+export { buildBusyboxImage, importBusyboxImage, busyboxRootfsTar, BUSYBOX_PATH } from './podman/test-image.js';
 export {
   buildTestGuest,
   testGuestUnavailable,

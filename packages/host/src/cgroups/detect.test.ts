@@ -89,7 +89,7 @@ test('on cgroup v2 the driver is rooted in the group this process was started in
     assert.equal(d.root, svc);
     assert.equal(d.delegated, true);
     assert.equal(
-      d.dockerParent('ocs.slice/sp_a/containers'),
+      d.absolutePath('ocs.slice/sp_a/containers'),
       '/system.slice/ocs-node.service/ocs.slice/sp_a/containers',
     );
     // A group without the controllers (no Delegate=yes) is refused, and the message says so.
@@ -105,7 +105,7 @@ test('on cgroup v2 the driver is rooted in the group this process was started in
     assert.ok(r instanceof V2CgroupDriver);
     assert.equal(r.root, dir);
     assert.equal(r.delegated, false);
-    assert.equal(r.dockerParent('ocs.slice/sp_a/containers'), '/ocs.slice/sp_a/containers');
+    assert.equal(r.absolutePath('ocs.slice/sp_a/containers'), '/ocs.slice/sp_a/containers');
     assert.equal(
       await r.enterLeaf('daemon', { memoryBytes: 1 << 30, pids: 100 }),
       undefined,

@@ -58,10 +58,12 @@ export interface CgroupDriver {
   children(path: string): Promise<string[]>;
   /** Kills every process in the group and its descendants (freeze, SIGKILL, thaw, wait until empty), then removes the groups bottom-up. Idempotent. */
   destroy(path: string): Promise<void>;
-  /** The value for Docker's HostConfig.CgroupParent so containers land in this group (cgroupfs driver), e.g. "/ocs/sp_123/workloads". */
-  dockerParent(path: string): string;
-  /** Lets `uid` create child groups and move its own processes (delegation by chown), for a space's unprivileged process. */
-  delegate(path: string, uid: number, gid: number): Promise<void>;
+  /**
+   * The group's absolute path in the hierarchy, as /proc/PID/cgroup names it, e.g.
+   * "/ocs.slice/sp_123.space/workloads.slice/containers": what a space's engine is given as a
+   * container's cgroup parent (cgroupfs) and libvirt as a VM's partition.
+   */
+  absolutePath(path: string): string;
 }
 
 /** Options shared by both drivers. */

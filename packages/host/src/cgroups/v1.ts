@@ -1,7 +1,6 @@
-import { chown } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CgroupDriver, CgroupDriverOptions, CgroupLimits, CgroupUsage, V1Controller } from './types.js';
-import { CPU_PERIOD_US, parseCgroupPath, validateId, validateLimits, validatePid } from './validate.js';
+import { CPU_PERIOD_US, parseCgroupPath, validateLimits, validatePid } from './validate.js';
 import {
   childDirs,
   isDirectory,
@@ -254,21 +253,8 @@ export class V1CgroupDriver implements CgroupDriver {
     return [...all];
   }
 
-  dockerParent(path: string): string {
+  absolutePath(path: string): string {
     return `/${parseCgroupPath(path).join('/')}`;
-  }
-
-  async delegate(path: string, uid: number, gid: number): Promise<void> {
-    const segs = parseCgroupPath(path);
-    validateId('uid', uid);
-    validateId('gid', gid);
-    await this.requireGroup(path, segs);
-    // The directory (to mkdir children) and the task lists (to move its own processes); the
-    // limit files stay root's, so the delegate can subdivide its budget but never raise it.
-    for (const h of this.hierarchies) {
-      const dir = join(h, ...segs);
-      for (const p of [dir, join(dir, 'cgroup.procs'), join(dir, 'tasks')]) await chown(p, uid, gid);
-    }
   }
 
   private async requireGroup(path: string, segs: string[]): Promise<void> {

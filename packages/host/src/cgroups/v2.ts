@@ -1,7 +1,6 @@
-import { chown } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CgroupDriver, CgroupDriverOptions, CgroupLimits, CgroupUsage } from './types.js';
-import { CPU_PERIOD_US, parseCgroupPath, validateId, validateLimits, validatePid } from './validate.js';
+import { CPU_PERIOD_US, parseCgroupPath, validateLimits, validatePid } from './validate.js';
 import {
   childDirs,
   errno,
@@ -32,7 +31,7 @@ export interface V2Options extends CgroupDriverOptions {
   /**
    * Where `root` is in the hierarchy, as /proc/PID/cgroup names it (`/system.slice/ocs-node.service`
    * for the group systemd delegated to the unit); default `/`, the hierarchy's root. Engines are
-   * told absolute paths ({@link V2CgroupDriver.dockerParent}).
+   * told absolute paths ({@link V2CgroupDriver.absolutePath}).
    */
   hierarchyPath?: string;
 }
@@ -236,20 +235,8 @@ export class V2CgroupDriver implements CgroupDriver {
     for (const rel of await subtreeDeepestFirst(top)) await rmdirGroup(join(top, rel), deadline + 5_000);
   }
 
-  dockerParent(path: string): string {
+  absolutePath(path: string): string {
     return `/${[...this.hierarchyPath.split('/').filter(Boolean), ...parseCgroupPath(path)].join('/')}`;
-  }
-
-  async delegate(path: string, uid: number, gid: number): Promise<void> {
-    const segs = parseCgroupPath(path);
-    validateId('uid', uid);
-    validateId('gid', gid);
-    await this.requireGroup(path, segs);
-    const dir = this.dir(segs);
-    // The set cgroup-v2.rst ("Delegation Containment") names; limit files stay root's.
-    for (const p of [dir, ...['cgroup.procs', 'cgroup.threads', 'cgroup.subtree_control'].map((f) => join(dir, f))]) {
-      await chown(p, uid, gid);
-    }
   }
 
   private async requireGroup(path: string, segs: string[]): Promise<void> {

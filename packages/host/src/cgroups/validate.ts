@@ -60,10 +60,3 @@ export function validatePid(pid: unknown): asserts pid is number {
     throw new OcsError('invalid_request', 'pid must be a positive integer', { field: 'pid' });
   }
 }
-
-/** Refuses ids that are not 32-bit unsigned integers (and the "no change" id -1). */
-export function validateId(field: 'uid' | 'gid', id: unknown): asserts id is number {
-  if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0 || id >= 0xffff_ffff) {
-    throw new OcsError('invalid_request', `${field} must be an integer from 0 to 4294967294`, { field });
-  }
-}

@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { detectCgroups } from '../cgroups/detect.js';
 import type { CgroupDriver } from '../cgroups/types.js';
-import { bridgeName } from '../docker/names.js';
-import { busyboxTarball, newSpaceId, specFor, waitForLogs, waitForState } from '../docker/test-support.js';
+import { bridgeName } from '../podman/names.js';
+import { busyboxTarball, newSpaceId, specFor, waitForLogs, waitForState } from '../podman/test-support.js';
 import { requireHost } from '../require-host.js';
 import { SpaceEngines, ping } from './engines.js';
 import type { EngineSpace } from './engines.js';
@@ -94,7 +94,7 @@ test(
       (await driver.listImages(A)).map((i) => i.name),
       ['busybox'],
     );
-    const spec = specFor(A, cgroups.dockerParent(space.containersGroup), {
+    const spec = specFor(A, cgroups.absolutePath(space.containersGroup), {
       command: ['sh', '-c', 'echo MARK-OUT-engine; echo MARK-ROOT-engine > /tmp/m; exec sleep 300'],
       env: { MARK: 'MARK-ENV-engine' },
     });
@@ -122,7 +122,7 @@ test(
     assert.deepEqual(mountsUnder(space.dataDir), [], 'no engine mount is visible on the host');
 
     // A second container comes and goes while the first runs (their mounts must not pin each other).
-    const second = specFor(A, cgroups.dockerParent(space.containersGroup), { command: ['sleep', '300'] });
+    const second = specFor(A, cgroups.absolutePath(space.containersGroup), { command: ['sleep', '300'] });
     await driver.create(second);
     await driver.start(A, second.containerId);
     await driver.remove(A, second.containerId);
@@ -145,7 +145,7 @@ test(
     assert.equal((await again.inspect(A, spec.containerId)).state, 'exited');
     await again.start(A, spec.containerId);
     await waitForState(again, A, spec.containerId, ['running']);
-    await again.removeAllForSpace(A);
+    await again.remove(A, spec.containerId);
     await engines.remove(space);
     assert.equal(existsSync(`/sys/class/net/${bridgeName(A)}`), false, 'the bridge is gone with the space');
   },
@@ -163,7 +163,7 @@ test(
     } finally {
       tb.remove();
     }
-    const spec = specFor(F, cgroups.dockerParent(space.containersGroup), {
+    const spec = specFor(F, cgroups.absolutePath(space.containersGroup), {
       command: [
         'sh',
         '-c',
@@ -189,7 +189,7 @@ test(
       .find((l) => l.split(' ')[4] === '/');
     assert.match(rootMount ?? '', / - fuse\.fuse-overlayfs /, 'the root filesystem is mounted by fuse-overlayfs');
     assert.match(readFileSync(`/proc/${pid}/status`, 'utf8'), new RegExp(`^Uid:\\s+${space.idMap.base}\\s`, 'm'));
-    await driver.removeAllForSpace(F);
+    await driver.remove(F, spec.containerId);
     await fuseEngines.remove(space);
   },
 );

@@ -1,6 +1,6 @@
 /**
  * One container engine per space: rootful podman whose image store, containers, logs and
- * network definition live in the space's own encrypted storage, served to the Docker driver
+ * network definition live in the space's own encrypted storage, served to the container driver
  * through podman's Docker-compatible API on a socket in the space's run directory.
  *
  * An engine runs only while it is used: `podman system service` exits after `idleSeconds`
@@ -20,10 +20,10 @@ import { join } from 'node:path';
 import { OcsError } from '@ocs/protocol';
 import type { CgroupDriver } from '../cgroups/types.js';
 import { run } from '../exec.js';
-import { createDockerDriver } from '../docker/driver.js';
-import { bridgeName } from '../docker/names.js';
+import { createContainerDriver } from '../podman/driver.js';
+import { bridgeName } from '../podman/names.js';
 import { isSpaceId } from '../space-id.js';
-import type { DockerDriver } from '../docker/types.js';
+import type { ContainerDriver } from '../podman/types.js';
 import {
   FUSE_OVERLAYFS,
   containersConf,
@@ -77,7 +77,7 @@ export class SpaceEngines {
   private readonly podman: string;
   private readonly idleSeconds: number;
   private readonly starting = new Map<string, Promise<void>>();
-  private readonly drivers = new Map<string, DockerDriver>();
+  private readonly drivers = new Map<string, ContainerDriver>();
 
   constructor(private readonly o: SpaceEnginesOptions) {
     // <runRoot>/sp_<20>/rr must stay within podman's 50 characters for a runroot.
@@ -98,12 +98,12 @@ export class SpaceEngines {
     return join(this.o.runRoot, spaceId);
   }
 
-  /** The space's Docker driver, its engine started first if it is not serving. */
-  async driver(space: EngineSpace): Promise<DockerDriver> {
+  /** The space's container driver, its engine started first if it is not serving. */
+  async driver(space: EngineSpace): Promise<ContainerDriver> {
     await this.ensure(space);
     let d = this.drivers.get(space.spaceId);
     if (!d) {
-      d = createDockerDriver({
+      d = createContainerDriver({
         socketPath: this.layout(space).socket,
         cgroupRoot: this.o.cgroupRoot,
         maxImageBytes: this.o.maxImageBytes,
@@ -113,11 +113,6 @@ export class SpaceEngines {
       this.drivers.set(space.spaceId, d);
     }
     return d;
-  }
-
-  /** Whether the engine's socket answers now. */
-  async serving(spaceId: string): Promise<boolean> {
-    return ping(join(this.runDirOf(spaceId), 'engine.sock'));
   }
 
   /**

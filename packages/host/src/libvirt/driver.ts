@@ -17,7 +17,7 @@ import { checkSpaceId, domainName, parseDomainName } from './names.js';
 import { ensurePartition } from './partition.js';
 import { checkConsoleTarget, checkDirectory, checkRegularFile, diskFormat, type DiskFormat } from './paths.js';
 import { stageBootFiles, stagedPaths, unstageBootFiles } from './staging.js';
-import type { Accelerator, ConsoleTail, VmDriver, VmDriverOptions, VmListEntry, VmSpec, VmState } from './types.js';
+import type { Accelerator, ConsoleTail, VmDriver, VmDriverOptions, VmSpec, VmState } from './types.js';
 import { validateSpec } from './validate.js';
 import { ensureSpaceBridge } from '../network/bridge.js';
 import { readDomainFacts } from './xml-read.js';
@@ -260,22 +260,6 @@ export class LibvirtVmDriver implements VmDriver {
     return existsSync(`${file}.started`) ? 'shutoff' : 'defined';
   }
 
-  /** The space's VMs (its definitions), sorted by id. */
-  async list(spaceId: string): Promise<VmListEntry[]> {
-    checkSpaceId(spaceId);
-    const dir = await this.settings.vmsDir(spaceId);
-    const ids = new Set((await this.listAllSpaces()).get(spaceId) ?? []);
-    if (dir !== undefined)
-      for (const e of await readdir(dir).catch(() => [] as string[]))
-        if (/^vm_[a-z0-9_]{1,40}$/.test(e) && existsSync(join(dir, e, DEFINITION))) ids.add(e);
-    const out: VmListEntry[] = [];
-    for (const vmId of [...ids].sort()) {
-      const state = await this.stateOf(spaceId, vmId);
-      if (state !== undefined) out.push({ vmId, state }); // undefined: removed meanwhile
-    }
-    return out;
-  }
-
   /** Every space with a domain running here (transient domains exist only while they run). */
   async listAllSpaces(): Promise<Map<string, string[]>> {
     const bySpace = new Map<string, string[]>();
@@ -329,7 +313,7 @@ export class LibvirtVmDriver implements VmDriver {
     return readTail(path, opts.tailBytes);
   }
 
-  /** The live XML of a running VM, else its definition. */
+  /** The live XML of a running VM, else its definition (what readConsole reads the console's file from). */
   async dumpXml(spaceId: string, vmId: string): Promise<string> {
     const xml =
       (await this.conn.xml(domainName(spaceId, vmId))) ??
@@ -364,7 +348,7 @@ async function checkSpecFiles(spec: VmSpec): Promise<{ path: string; format: Dis
  * guest kernel must boot under KVM, or `accelerator` forces one). Requires root: it is meant
  * for the broker only.
  */
-export async function createVmDriver(opts: VmDriverOptions): Promise<VmDriver> {
+export async function createVmDriver(opts: VmDriverOptions): Promise<LibvirtVmDriver> {
   const conn = await openLibvirt(opts.uri ?? 'qemu:///system');
   try {
     const accel = await chooseAccelerator({

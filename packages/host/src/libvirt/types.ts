@@ -55,12 +55,6 @@ export interface VmSpec {
 /** A VM's state as the API reports it. `defined` = never started since libvirtd last started. */
 export type VmState = 'defined' | 'running' | 'shutoff' | 'crashed' | 'paused';
 
-/** One entry of {@link VmDriver.list}. */
-export interface VmListEntry {
-  vmId: string;
-  state: VmState;
-}
-
 /** The end of a VM's serial console log. */
 export interface ConsoleTail {
   text: string;
@@ -91,16 +85,12 @@ export interface VmDriver {
   /** Removes a stopped VM's definition; `conflict` while it runs. */
   undefine(spaceId: string, vmId: string): Promise<void>;
   state(spaceId: string, vmId: string): Promise<VmState>;
-  /** The space's VMs, sorted by id. */
-  list(spaceId: string): Promise<VmListEntry[]>;
   /** The last `tailBytes` (1 .. 1 MiB) of the serial console log. */
   readConsole(spaceId: string, vmId: string, opts: { tailBytes: number }): Promise<ConsoleTail>;
   /** Every space with a domain running here, with their VM ids, by our domain names (for reconciliation). */
   listAllSpaces(): Promise<Map<string, string[]>>;
   /** Destroys every VM of the space and removes its definitions. Idempotent. */
   removeAllForSpace(spaceId: string): Promise<void>;
-  /** The domain XML as libvirt has it now (live when running). */
-  dumpXml(spaceId: string, vmId: string): Promise<string>;
   /** Closes the libvirt connection. */
   close(): Promise<void>;
 }

@@ -6,7 +6,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bridgeName } from '../docker/names.js';
+import { bridgeName } from '../podman/names.js';
 import { run } from '../exec.js';
 import { requireHost } from '../require-host.js';
 import { NetworkFirewall } from './firewall.js';

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bridgeName } from '../docker/names.js';
+import { bridgeName } from '../podman/names.js';
 import { NetworkFirewall, tableFingerprints } from './firewall.js';
 
 /** A listing like `nft -j list ruleset`'s, of the node's table, a space's, and another family's. */

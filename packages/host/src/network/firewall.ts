@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { OcsError } from '@ocs/protocol';
 import { CommandError, run, type Runner } from '../exec.js';
-import { bridgeName } from '../docker/names.js';
+import { bridgeName } from '../podman/names.js';
 import { closeDockerForward, openDockerForward, removeLegacyInputRule } from './iptables.js';
 import {
   NODE_TABLE,

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isOcsError } from '@ocs/protocol';
-import { bridgeName } from '../docker/names.js';
+import { bridgeName } from '../podman/names.js';
 import { nodeTableScript, removeSpaceScript, spaceOfTable, spaceTable, spaceTableScript } from './nft-rules.js';
 import type { NodeNetworkPolicy, SpaceNetwork } from './types.js';
 

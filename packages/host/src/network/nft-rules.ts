@@ -25,7 +25,7 @@ import type { Egress, NodeNetworkPolicy, PublishedPort, SpaceNetwork } from './t
 
 /** The node's own table. */
 export const NODE_TABLE = 'ocs';
-/** Every space bridge's name starts so (see docker/names.ts `bridgeName`). */
+/** Every space bridge's name starts so (see podman/names.ts `bridgeName`). */
 export const BRIDGE_GLOB = 'ocsbr*';
 
 const BRIDGE = /^ocsbr[0-9a-f]{10}$/;

@@ -283,32 +283,6 @@ export class FscryptStorageDriver implements StorageDriver {
     });
   }
 
-  async lockVolume(id: string, volumeId: string): Promise<void> {
-    assertId(id);
-    assertId(volumeId, 'volumeId');
-    await this.mutex.run(id, async () => {
-      const p = this.requireExists(id);
-      if (!findMount(p.fs)) return; // the whole space is locked, so is every volume
-      const dir = this.requireVolume(p, volumeId);
-      if (await this.isUnlocked(dir)) await this.cli.lock(dir);
-    });
-  }
-
-  async rotateVolumeKey(id: string, volumeId: string, oldKey: Uint8Array, newKey: Uint8Array): Promise<void> {
-    assertId(id);
-    assertId(volumeId, 'volumeId');
-    assertKey(oldKey, 'oldKey');
-    assertKey(newKey, 'newKey');
-    await this.mutex.run(id, async () => {
-      const p = this.requireExists(id);
-      await this.withMounted(id, async () => {
-        const dir = this.requireVolume(p, volumeId);
-        await this.cli.rotate(p.fs, dir, `ocs-${id}-vol-${volumeId}`, oldKey, newKey);
-        await trimFs(this.run, p.fs);
-      });
-    });
-  }
-
   async destroyVolume(id: string, volumeId: string): Promise<void> {
     assertId(id);
     assertId(volumeId, 'volumeId');
@@ -338,18 +312,6 @@ export class FscryptStorageDriver implements StorageDriver {
     if (under.length > 0) return;
     if (findMount(dir)?.mountpoint === dir) await this.run('umount', [dir]);
     this.sharedMountRoot = false;
-  }
-
-  async listVolumes(id: string): Promise<string[]> {
-    assertId(id);
-    return this.mutex.run(id, async () => {
-      const p = this.requireExists(id);
-      return this.withMounted(id, async () =>
-        this.volumeDirs(p)
-          .map((d) => d.slice(p.volumes.length + 1))
-          .sort(),
-      );
-    });
   }
 
   // ---- internals (callers hold the space's mutex) ----

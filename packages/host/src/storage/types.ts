@@ -37,17 +37,12 @@ export interface StorageDriver {
   info(id: string): Promise<SpaceStorageInfo>;
   /** Ids present on the host, for reconciliation. */
   list(): Promise<string[]>;
-  /** Per-resource encryption: a volume is its own encryption root inside the space (own key, e.g. HKDF(spaceKey, volumeId) computed by the caller), usable only while the space is unlocked. Left unlocked. */
+  /** Per-resource encryption: a volume is its own encryption root inside the space (a fresh key from the caller), usable only while the space is unlocked. Left unlocked; locking the space locks it. */
   createVolume(id: string, volumeId: string, sizeBytes: number, key: Uint8Array): Promise<{ path: string }>;
   /** Wrong key → OcsError('unwrap_failed'); space locked → OcsError('space_locked'). */
   unlockVolume(id: string, volumeId: string, key: Uint8Array): Promise<void>;
-  /** Idempotent; a no-op while the whole space is locked. */
-  lockVolume(id: string, volumeId: string): Promise<void>;
-  /** Re-wraps one volume under newKey (a caller that derives volume keys from the space key calls this for every volume when it rotates the space key). */
-  rotateVolumeKey(id: string, volumeId: string, oldKey: Uint8Array, newKey: Uint8Array): Promise<void>;
   /** Shreds the volume's key material and deletes it; works in any space state. Idempotent. */
   destroyVolume(id: string, volumeId: string): Promise<void>;
-  listVolumes(id: string): Promise<string[]>;
   /** Releases what the driver holds for itself (not the spaces): for a root about to be removed. */
   close(): Promise<void>;
 }

@@ -267,26 +267,6 @@ export class ZfsStorageDriver implements StorageDriver {
     });
   }
 
-  async lockVolume(id: string, volumeId: string): Promise<void> {
-    assertId(id);
-    assertId(volumeId, 'volumeId');
-    await this.mutex.run(id, async () => {
-      await this.requireExists(id);
-      await this.closeTree(await this.requireVolume(id, volumeId));
-    });
-  }
-
-  async rotateVolumeKey(id: string, volumeId: string, oldKey: Uint8Array, newKey: Uint8Array): Promise<void> {
-    assertId(id);
-    assertId(volumeId, 'volumeId');
-    assertKey(oldKey, 'oldKey');
-    assertKey(newKey, 'newKey');
-    await this.mutex.run(id, async () => {
-      await this.requireExists(id);
-      await this.changeKey(await this.requireVolume(id, volumeId), oldKey, newKey);
-    });
-  }
-
   async destroyVolume(id: string, volumeId: string): Promise<void> {
     assertId(id);
     assertId(volumeId, 'volumeId');
@@ -301,14 +281,6 @@ export class ZfsStorageDriver implements StorageDriver {
 
   async close(): Promise<void> {
     // Nothing of its own: datasets belong to spaces.
-  }
-
-  async listVolumes(id: string): Promise<string[]> {
-    assertId(id);
-    return this.mutex.run(id, async () => {
-      const ds = await this.requireExists(id);
-      return this.children(`${ds}/volumes`);
-    });
   }
 
   // ---- internals ----

@@ -11,7 +11,7 @@ import { createServer, connect as connectUnix, type Socket } from 'node:net';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { CgroupDriver, DockerDriver, StorageDriver, VmDriver } from '@ocs/host';
+import type { CgroupDriver, ContainerDriver, StorageDriver, VmDriver } from '@ocs/host';
 import { OcsError } from '@ocs/protocol';
 import { AuditLog, PortsRepo, WorkloadsRepo } from '../state/index.js';
 import { RefusalLog } from '../state/refusals.js';
@@ -44,7 +44,7 @@ function recorder<T extends object>(
 }
 
 /** Every space's engine is this one driver double. */
-function oneEngine(driver: DockerDriver): ContainerEngines {
+function oneEngine(driver: ContainerDriver): ContainerEngines {
   return {
     driver: async () => driver,
     stop: async () => [],
@@ -77,9 +77,9 @@ function setup(mountpoint = '/nonexistent/data', overrides: Partial<BrokerDeps> 
       audit,
       refusals: new RefusalLog({ audit, clock, logger }),
       storage: recorder<StorageDriver>(calls, { info: () => ({ mountpoint }) }),
-      cgroups: { dockerParent: (p: string) => `/${p}` } as unknown as CgroupDriver,
+      cgroups: { absolutePath: (p: string) => `/${p}` } as unknown as CgroupDriver,
       containers: oneEngine(
-        recorder<DockerDriver>(calls, {
+        recorder<ContainerDriver>(calls, {
           inspect: () => ({ state: 'running', oomKilled: false }),
           listImages: () => [],
         }),
@@ -238,7 +238,7 @@ test('one connection carries calls at once: a create the engine holds up does no
   const calls: string[] = [];
   const s = setup(undefined, {
     containers: oneEngine(
-      recorder<DockerDriver>(calls, {
+      recorder<ContainerDriver>(calls, {
         create: () => held,
         inspect: () => ({ state: 'running', oomKilled: false }),
         listImages: () => [],
@@ -262,7 +262,7 @@ test('one connection carries calls at once: a create the engine holds up does no
 test("the daemon's end closing ends the calls in flight on it", async () => {
   const calls: string[] = [];
   const s = setup(undefined, {
-    containers: oneEngine(recorder<DockerDriver>(calls, { create: () => new Promise(() => undefined) })),
+    containers: oneEngine(recorder<ContainerDriver>(calls, { create: () => new Promise(() => undefined) })),
   });
   const { session, daemonEnd, close } = await brokerSession(s.broker, A);
   try {
@@ -315,7 +315,7 @@ test('a host failure is host_failed (502) naming the part, never internal, and i
       },
     }),
     containers: oneEngine(
-      recorder<DockerDriver>([], {
+      recorder<ContainerDriver>([], {
         listImages: () => {
           throw new Error('dockerd: layer 9f0c... failed');
         },
@@ -359,7 +359,7 @@ test('deleting a container or VM the host already lost removes the record, and a
     throw new OcsError('not_found', 'no such container');
   };
   const s = setup(undefined, {
-    containers: oneEngine(recorder<DockerDriver>([], { remove: gone })),
+    containers: oneEngine(recorder<ContainerDriver>([], { remove: gone })),
     vms: recorder<VmDriver>([], { stop: gone, undefine: gone }),
   });
   const budget = { cpuMillicores: 1000, memoryBytes: MiB, storageBytes: MiB };
@@ -390,7 +390,7 @@ test('a container a delete takes meanwhile is not_found or left out, never host_
   const ids = { a: 'ctr_aaaaaaaaaaaaaaaaaaaa', b: 'ctr_bbbbbbbbbbbbbbbbbbbb', c: 'ctr_cccccccccccccccccccc' };
   const s = setup(undefined, {
     containers: oneEngine(
-      recorder<DockerDriver>([], {
+      recorder<ContainerDriver>([], {
         inspect: (_space: unknown, id: unknown) => {
           if (id === ids.b) return raced(ids.b, true)();
           return { state: 'running', oomKilled: false };
@@ -419,7 +419,7 @@ test('a container a delete takes meanwhile is not_found or left out, never host_
   // A failure with the record untouched is still the engine's failure.
   const t = setup(undefined, {
     containers: oneEngine(
-      recorder<DockerDriver>([], {
+      recorder<ContainerDriver>([], {
         start: () => {
           throw new OcsError('host_failed', 'the container engine could not start the container');
         },

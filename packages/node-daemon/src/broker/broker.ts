@@ -61,7 +61,7 @@ export class Broker {
       deleteVolume: (s, a) => volumes.deleteVolume(s, a.volume),
       loadImage: (s, a) => containers.loadImage(s, a.image, a.file),
       listImages: async (s) => ({
-        images: (await (await c.docker(s)).listImages(s.id)).map((i) => ({
+        images: (await (await c.containerDriver(s)).listImages(s.id)).map((i) => ({
           name: i.name,
           tag: 'latest',
           dockerId: i.dockerId,
@@ -70,7 +70,7 @@ export class Broker {
         })),
       }),
       deleteImage: async (s, a) => {
-        await (await c.docker(s)).removeImage(s.id, a.image);
+        await (await c.containerDriver(s)).removeImage(s.id, a.image);
         return {};
       },
       createContainer: (s, a) => containers.createContainer(s, a),
@@ -78,12 +78,12 @@ export class Broker {
       getContainer: (s, a) => containers.operate(s, a.container, (w) => containers.containerView(s, w)),
       startContainer: (s, a) =>
         containers.operate(s, a.container, async (w) => {
-          await (await c.docker(s)).start(s.id, w.id);
+          await (await c.containerDriver(s)).start(s.id, w.id);
           return containers.containerView(s, w);
         }),
       stopContainer: (s, a) =>
         containers.operate(s, a.container, async (w) => {
-          await (await c.docker(s)).stop(s.id, w.id);
+          await (await c.containerDriver(s)).stop(s.id, w.id);
           return containers.containerView(s, w);
         }),
       deleteContainer: async (s, a) => {
@@ -92,15 +92,18 @@ export class Broker {
         d.workloads.markRemoving(w.id);
         // Idempotent against a container already gone (a crash after the engine removed it,
         // before the record went): the owner's retry removes the record instead of a 404 forever.
-        await (await c.docker(s)).remove(s.id, w.id).catch((err: unknown) => c.ignoreGone(err));
+        await (await c.containerDriver(s)).remove(s.id, w.id).catch((err: unknown) => c.ignoreGone(err));
         d.workloads.remove(w.id);
         // What it published went with its record: the space's rules follow.
         await d.networks?.update(s.id);
         return {};
       },
       containerLogs: (s, a) =>
-        containers.operate(s, a.container, async (w) => (await c.docker(s)).logs(s.id, w.id, { tailLines: a.tail })),
-      containerStats: (s, a) => containers.operate(s, a.container, async (w) => (await c.docker(s)).stats(s.id, w.id)),
+        containers.operate(s, a.container, async (w) =>
+          (await c.containerDriver(s)).logs(s.id, w.id, { tailLines: a.tail }),
+        ),
+      containerStats: (s, a) =>
+        containers.operate(s, a.container, async (w) => (await c.containerDriver(s)).stats(s.id, w.id)),
       createVm: (s, a) => vms.createVm(s, a),
       listVms: async (s) => ({
         vms: await Promise.all(d.workloads.list(s.id, 'vm').map((w) => vms.vmView(s, w))),

@@ -24,7 +24,7 @@ export class ContainerOps {
       const size = (await fh.stat()).size;
       const left = s.storageBytes - this.c.d.workloads.used(s.id).storageBytes;
       const { dockerId, sizeBytes } = await (
-        await this.c.docker(s)
+        await this.c.containerDriver(s)
       ).loadImage(s.id, image, fh.createReadStream(), {
         tmpDir: data.spool,
         maxBytes: Math.max(0, Math.min(left, size)),
@@ -42,7 +42,7 @@ export class ContainerOps {
   }
 
   async createContainer(s: SpaceRow, a: BrokerArgs<'createContainer'>): Promise<Container> {
-    const docker = await this.c.docker(s);
+    const docker = await this.c.containerDriver(s);
     const budget = budgetOf(s);
     // Mounts name the space's own volumes; the host path comes from the storage driver, never the caller.
     const mounts = [];
@@ -91,7 +91,7 @@ export class ContainerOps {
         cpuMillicores: a.cpuMillicores,
         memoryBytes: a.memoryBytes,
         pids,
-        cgroupParent: this.c.d.cgroups.dockerParent(spaceCgroupLayout(this.c.d.cgroupParent, s.id).containers),
+        cgroupParent: this.c.d.cgroups.absolutePath(spaceCgroupLayout(this.c.d.cgroupParent, s.id).containers),
         mounts,
         capAdd: a.capAdd ?? [],
         ...(a.readOnlyRootfs !== undefined ? { readOnlyRootfs: a.readOnlyRootfs } : {}),
@@ -145,7 +145,7 @@ export class ContainerOps {
   }
 
   async containerView(s: SpaceRow, w: WorkloadRow): Promise<Container> {
-    const st = await (await this.c.docker(s)).inspect(s.id, w.id).catch((err: unknown) => {
+    const st = await (await this.c.containerDriver(s)).inspect(s.id, w.id).catch((err: unknown) => {
       if (isOcsError(err) && err.code === 'not_found') return undefined;
       throw err;
     });

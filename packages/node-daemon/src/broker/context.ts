@@ -2,7 +2,13 @@
  * What the broker's parts share: their dependencies, and the few lookups every part needs (the
  * space's storage layout, its own container engine, the VM driver), each in one place.
  */
-import { type CgroupDriver, type DockerDriver, type EngineSpace, type StorageDriver, type VmDriver } from '@ocs/host';
+import {
+  type CgroupDriver,
+  type ContainerDriver,
+  type EngineSpace,
+  type StorageDriver,
+  type VmDriver,
+} from '@ocs/host';
 import { OcsError, isOcsError, type IssuerKeySets } from '@ocs/protocol';
 import type { AuditLog, Budget, PortRange, PortsRepo, SpaceRow, SpacesRepo, WorkloadsRepo } from '../state/index.js';
 import type { NodeEgress } from '../spaces/egress-policy.js';
@@ -60,8 +66,8 @@ export interface BrokerDeps {
 
 /** The spaces' container engines, as the broker uses them (`SpaceEngines` on a real node). */
 export interface ContainerEngines {
-  /** The space's Docker driver, its engine started if it is not serving. */
-  driver(space: EngineSpace): Promise<DockerDriver>;
+  /** The space's container driver, its engine started if it is not serving. */
+  driver(space: EngineSpace): Promise<ContainerDriver>;
   /** Stops the space's containers and its engine; returns the ids that were running. */
   stop(space: EngineSpace): Promise<string[]>;
   /** Kills everything of the space's engine (its store goes with the space's storage). */
@@ -76,7 +82,7 @@ export class BrokerContext {
   constructor(readonly d: BrokerDeps) {}
 
   /** The space's own engine (started if it is not serving), its store in the space. */
-  async docker(s: SpaceRow): Promise<DockerDriver> {
+  async containerDriver(s: SpaceRow): Promise<ContainerDriver> {
     if (!this.d.containers) throw new OcsError('unavailable', 'this node runs no containers');
     const space = this.engineSpace(s, (await this.data(s)).root);
     // The subnet is recorded now (first use): the space's rules go in before any container runs.

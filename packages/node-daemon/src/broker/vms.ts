@@ -101,7 +101,7 @@ export class VmOps {
         ...(diskPath ? { diskPath } : {}),
         consoleLogPath: join(dir, 'console.log'),
         // Absolute in the hierarchy: below the daemon's delegated group when it has one.
-        cgroupPartition: this.c.d.cgroups.dockerParent(spaceCgroupLayout(this.c.d.cgroupParent, s.id).vms),
+        cgroupPartition: this.c.d.cgroups.absolutePath(spaceCgroupLayout(this.c.d.cgroupParent, s.id).vms),
         runAsUid: qemuUid,
         storageRoot: data.root,
         ...(net ? { network: net.spec } : {}),

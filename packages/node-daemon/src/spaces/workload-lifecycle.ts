@@ -152,7 +152,11 @@ export class WorkloadLifecycle {
         case 'container':
           // Only an active space's engine can be asked; otherwise the record waits for a later start.
           if (!space) continue;
-          await (await this.c.docker(space)).remove(w.spaceId, w.id).catch((err: unknown) => this.c.ignoreGone(err));
+          await (
+            await this.c.containerDriver(space)
+          )
+            .remove(w.spaceId, w.id)
+            .catch((err: unknown) => this.c.ignoreGone(err));
           break;
         case 'vm':
           await this.c.d.vms

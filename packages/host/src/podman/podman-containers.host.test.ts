@@ -22,7 +22,7 @@ import {
   type TestEngines,
   type TestSpace,
 } from './test-support.js';
-import type { ContainerSpec, DockerDriver } from './types.js';
+import type { ContainerSpec, ContainerDriver } from './types.js';
 
 const skip = await engineSkip();
 const A = newSpaceId();
@@ -30,8 +30,8 @@ const B = newSpaceId();
 let t: TestEngines;
 let a: TestSpace;
 let b: TestSpace;
-let driverA: DockerDriver;
-let driverB: DockerDriver;
+let driverA: ContainerDriver;
+let driverB: ContainerDriver;
 const v1 = existsSync(join(CGROUP_ROOT, 'memory'));
 
 /** Creates and starts in the spec's space; returns the engine's id. */

@@ -9,10 +9,10 @@
 import { OcsError } from '@ocs/protocol';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { call, type DriverContext } from './context.js';
+import type { DriverContext } from './context.js';
 import { conflistFile, spaceNetworkConflist } from './network-conflist.js';
 import { statusOf, toOcsError } from './errors.js';
-import { LABEL_SPACE, checkSpaceId, isSpaceId, networkName } from './names.js';
+import { LABEL_SPACE, checkSpaceId, networkName } from './names.js';
 
 /** The space's network if it exists and is really ours (name and label), else undefined. */
 async function findNetwork(ctx: DriverContext, spaceId: string): Promise<{ Id: string } | undefined> {
@@ -57,38 +57,4 @@ export async function ensureNetwork(ctx: DriverContext, spaceId: string): Promis
     if (!found) throw new OcsError('unavailable', "the space's engine did not load its network");
     return found.Id;
   });
-}
-
-export async function removeNetwork(ctx: DriverContext, spaceId: string): Promise<void> {
-  checkSpaceId(spaceId);
-  await ctx.serialize(`net:${spaceId}`, async () => {
-    const found = await findNetwork(ctx, spaceId).catch((err: unknown) => {
-      if (err instanceof OcsError && err.code === 'conflict') return undefined; // not ours: leave it alone
-      throw err;
-    });
-    if (!found) return;
-    // podman removes a network that containers still use (dockerd refuses while one runs): ask first,
-    // stopped containers included, since they could not start again without it.
-    const users = await call('list containers', () =>
-      ctx.docker.listContainers({ all: true, filters: { network: [networkName(spaceId)] } }),
-    );
-    if (users.length > 0) throw new OcsError('conflict', 'containers of the space still use its network');
-    try {
-      // By id: the name could have been re-pointed between inspect and remove.
-      await ctx.docker.getNetwork(found.Id).remove();
-    } catch (err) {
-      if (statusOf(err) !== 404) throw toOcsError(err, 'remove the network');
-    }
-  });
-}
-
-/** Every space that has a network here (by label, name checked). */
-export async function networkSpaces(ctx: DriverContext): Promise<Set<string>> {
-  const nets = await call('list networks', () => ctx.docker.listNetworks({ filters: { label: [LABEL_SPACE] } }));
-  const spaces = new Set<string>();
-  for (const n of nets) {
-    const id = (n.Labels as Record<string, string> | undefined)?.[LABEL_SPACE];
-    if (isSpaceId(id) && n.Name === networkName(id)) spaces.add(id);
-  }
-  return spaces;
 }

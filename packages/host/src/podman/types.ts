@@ -1,5 +1,5 @@
 /**
- * The Docker driver's contract with the node daemon's broker. The broker calls it on behalf of
+ * The container driver's contract with the node daemon's broker. The broker calls it on behalf of
  * one space at a time, through that space's own engine; every call names that space, and the
  * driver only ever sees, changes or removes engine objects that carry that space's label or name.
  */
@@ -28,7 +28,7 @@ export interface ContainerSpec {
    * so other containers do not resolve it).
    */
   name: string;
-  /** The space-local image name given to {@link DockerDriver.loadImage}. */
+  /** The space-local image name given to {@link ContainerDriver.loadImage}. */
   image: string;
   /** Replaces the image's `Cmd` (its entrypoint stays). */
   command?: string[];
@@ -93,7 +93,7 @@ export interface ContainerStatsSample {
   pids: number;
 }
 
-/** Per-call options for {@link DockerDriver.loadImage}. */
+/** Per-call options for {@link ContainerDriver.loadImage}. */
 export interface LoadImageOptions {
   /**
    * Where the tarball is spooled while it is checked. Put it on the space's own (encrypted,
@@ -104,7 +104,7 @@ export interface LoadImageOptions {
   maxBytes?: number;
 }
 
-export interface DockerDriverOptions {
+export interface ContainerDriverOptions {
   /** The unix socket of the space's engine (`podman system service`); `DOCKER_HOST` is deliberately ignored. */
   socketPath: string;
   /** Default spool directory for image tarballs. Default: the OS temp directory. */
@@ -132,7 +132,7 @@ export interface DockerDriverOptions {
  * `conflict`, `budget_exceeded`, `unavailable` (the engine does not answer); anything else is an
  * internal error.
  */
-export interface DockerDriver {
+export interface ContainerDriver {
   /**
    * Loads a `docker save` tarball holding exactly one image and names it
    * `ocs-<spaceId>/<name>:latest`. The tarball is checked before the engine sees it and its
@@ -150,10 +150,6 @@ export interface DockerDriver {
   listImages(spaceId: string): Promise<SpaceImage[]>;
   /** Removes the space's name for the image; the content goes when nothing else uses it. */
   removeImage(spaceId: string, name: string): Promise<void>;
-  /** Creates (or finds) the space's internal bridge network; returns its Docker id. */
-  ensureNetwork(spaceId: string): Promise<string>;
-  /** Removes the space's network; a missing one is fine. `conflict` while containers use it. */
-  removeNetwork(spaceId: string): Promise<void>;
   create(spec: ContainerSpec): Promise<{ dockerId: string }>;
   /** Starts the container (a running one is fine), after re-checking its bind mount sources. */
   start(spaceId: string, containerId: string): Promise<void>;
@@ -165,11 +161,4 @@ export interface DockerDriver {
   list(spaceId: string): Promise<ContainerSummary[]>;
   logs(spaceId: string, containerId: string, opts: { tailLines: number }): Promise<ContainerLogs>;
   stats(spaceId: string, containerId: string): Promise<ContainerStatsSample>;
-  /**
-   * Every space that has any Docker object here, with its container ids: containers and
-   * networks by label, images by name. A space with only a network or images maps to `[]`.
-   */
-  listAllSpaces(): Promise<Map<string, string[]>>;
-  /** Removes the space's containers, network and image names. Idempotent. */
-  removeAllForSpace(spaceId: string): Promise<void>;
 }

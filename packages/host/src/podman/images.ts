@@ -121,15 +121,3 @@ export async function untag(ctx: DriverContext, ref: string): Promise<void> {
     if (statusOf(err) !== 404) throw toOcsError(err, 'remove the image');
   }
 }
-
-/** Every space that has an image name here. */
-export async function imageSpaces(ctx: DriverContext): Promise<Set<string>> {
-  const images = await call('list images', () => ctx.docker.listImages());
-  const spaces = new Set<string>();
-  for (const img of images)
-    for (const tag of img.RepoTags ?? []) {
-      const parsed = parseImageRef(tag);
-      if (parsed) spaces.add(parsed.spaceId);
-    }
-  return spaces;
-}

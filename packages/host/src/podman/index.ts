@@ -1,5 +1,5 @@
 /**
- * The Docker driver: per-space images, networks and hardened containers in the space's own
+ * The container driver: per-space images, networks and hardened containers in the space's own
  * podman engine (see `SpaceEngines`).
  */
 export type {
@@ -9,12 +9,12 @@ export type {
   ContainerStatsSample,
   ContainerStatus,
   ContainerSummary,
-  DockerDriver,
-  DockerDriverOptions,
+  ContainerDriver,
+  ContainerDriverOptions,
   LoadImageOptions,
   SpaceImage,
 } from './types.js';
-export { createDockerDriver, DEFAULT_MAX_IMAGE_BYTES, DOCKER_API_VERSION } from './driver.js';
+export { createContainerDriver, DEFAULT_MAX_IMAGE_BYTES, DOCKER_API_VERSION } from './driver.js';
 export {
   CONTAINER_BOUNDS,
   FORBIDDEN_SOURCE_TREES,
@@ -32,12 +32,4 @@ export {
   imageRef,
   networkName,
 } from './names.js';
-export {
-  buildBusyboxImage,
-  busyboxRootfsTar,
-  importBusyboxImage,
-  BUSYBOX_PATH,
-  DEFAULT_DOCKER_SOCKET,
-  type BusyboxImageOptions,
-} from './test-image.js';
 export { spaceSubnet, VM_ADDRESSES, type SpaceSubnet } from './network-conflist.js';

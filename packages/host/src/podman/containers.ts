@@ -22,7 +22,6 @@ import {
   checkSpaceId,
   containerName,
   isContainerId,
-  isSpaceId,
   networkName,
 } from './names.js';
 import { ensureNetwork } from './network.js';
@@ -222,38 +221,4 @@ export async function containerStats(
     cpuNanos: s.cpu_stats?.cpu_usage?.total_usage ?? 0,
     pids: s.pids_stats?.current ?? 0,
   };
-}
-
-/** Docker ids of the space's containers (label and name both ours). */
-export async function spaceContainerDockerIds(ctx: DriverContext, spaceId: string): Promise<string[]> {
-  checkSpaceId(spaceId);
-  const found = await call('list containers', () =>
-    ctx.docker.listContainers({ all: true, filters: { label: [`${LABEL_SPACE}=${spaceId}`] } }),
-  );
-  return found
-    .filter((c) => {
-      const containerId = c.Labels[LABEL_CONTAINER];
-      return isContainerId(containerId) && c.Names.includes(`/${containerName(spaceId, containerId)}`);
-    })
-    .map((c) => c.Id);
-}
-
-/** Every container of ours, by space (labels checked against the name). */
-export async function containerSpaces(
-  ctx: DriverContext,
-): Promise<Map<string, { containerId: string; dockerId: string }[]>> {
-  const found = await call('list containers', () =>
-    ctx.docker.listContainers({ all: true, filters: { label: [LABEL_SPACE] } }),
-  );
-  const out = new Map<string, { containerId: string; dockerId: string }[]>();
-  for (const c of found) {
-    const spaceId = c.Labels[LABEL_SPACE];
-    const containerId = c.Labels[LABEL_CONTAINER];
-    if (!isSpaceId(spaceId) || !isContainerId(containerId)) continue;
-    if (!c.Names.includes(`/${containerName(spaceId, containerId)}`)) continue;
-    const list = out.get(spaceId) ?? [];
-    list.push({ containerId, dockerId: c.Id });
-    out.set(spaceId, list);
-  }
-  return out;
 }

@@ -1,5 +1,5 @@
 /**
- * Helpers for the Docker driver's tests against the real kernel. The driver runs, as in
+ * Helpers for the container driver's tests against the real kernel. The driver runs, as in
  * production, against a space's own podman engine: each test file makes a `SpaceEngines` of its
  * own (its own run root, cgroup tree and root-owned data directory) and an `EngineSpace` per
  * test space id. Cleanup goes straight to the engines and the file system, not through the driver
@@ -21,7 +21,7 @@ import { DEFAULT_DENIED, type SpaceNetwork } from '../network/types.js';
 import { bridgeName } from './names.js';
 import { DOCKER_API_VERSION, LIBPOD_API_VERSION } from './driver.js';
 import { DEFAULT_DOCKER_SOCKET, buildBusyboxImage, type BusyboxImageOptions } from './test-image.js';
-import type { ContainerSpec, DockerDriver } from './types.js';
+import type { ContainerSpec, ContainerDriver } from './types.js';
 import { requireHost } from '../require-host.js';
 
 export const MiB = 1024 * 1024;
@@ -106,7 +106,7 @@ export interface TestEngines {
   /** Replaces the space's rules (egress, published ports); the rest as the daemon would make them. */
   rules(spaceId: string, over: Partial<Pick<SpaceNetwork, 'egress' | 'published'>>): Promise<void>;
   /** The space's driver (its engine started if it is not serving). */
-  driver(spaceId: string): Promise<DockerDriver>;
+  driver(spaceId: string): Promise<ContainerDriver>;
   /** A Docker API client on the space's engine socket, engine started; for looking at live objects. */
   docker(spaceId: string): Promise<Dockerode>;
   /** GET on the space engine's own (libpod) API, for what the Docker API does not show. */
@@ -163,7 +163,7 @@ export async function testEngines(): Promise<TestEngines> {
         subnet: `10.251.${n >> 2}.${(n & 3) * 64}/26`,
         engineGroup: `${cgroupRoot}/${spaceId}.space/workloads.slice/engine`,
         containersGroup,
-        parent: cgroups.dockerParent(containersGroup),
+        parent: cgroups.absolutePath(containersGroup),
       };
       spaces.set(spaceId, s);
     }
@@ -254,7 +254,7 @@ export function specFor(spaceId: string, cgroupParent: string, over: Partial<Con
 
 /** Polls the driver until the container's state is one of `states`. */
 export async function waitForState(
-  driver: DockerDriver,
+  driver: ContainerDriver,
   spaceId: string,
   containerId: string,
   states: string[],
@@ -271,7 +271,7 @@ export async function waitForState(
 
 /** The container's log once it matches `pattern`: "running" says nothing about what it has printed yet. */
 export async function waitForLogs(
-  driver: DockerDriver,
+  driver: ContainerDriver,
   spaceId: string,
   containerId: string,
   pattern: RegExp,

@@ -22,12 +22,12 @@ import {
   waitForState,
   type TestEngines,
 } from './test-support.js';
-import type { DockerDriver } from './types.js';
+import type { ContainerDriver } from './types.js';
 
 const skip = await engineSkip();
 const A = newSpaceId();
 let t: TestEngines;
-let driver: DockerDriver;
+let driver: ContainerDriver;
 let nodeTableWasThere = true;
 
 before(async () => {

@@ -1,28 +1,27 @@
 /**
- * The Docker driver: the only code that talks to a space's container engine (the space's own
+ * The container driver: the only code that talks to a space's container engine (the space's own
  * podman, through its Docker-compatible API and, for creates and networks, its own). See
- * {@link DockerDriver}.
+ * {@link ContainerDriver}.
+ *
+ * The folder is `podman/`, not `docker/`: what it drives is podman, and it leans on podman's own
+ * API (libpod) for creates and networks, so no dockerd could stand in for it. dockerode is only
+ * the HTTP client. The interface is `ContainerDriver`, named for what the broker asks of it.
  */
 import Dockerode from 'dockerode';
 import type { DriverContext } from './context.js';
 import { KeyedLock } from '../keyed-lock.js';
 import {
   containerLogs,
-  containerSpaces,
   containerStats,
   createContainer,
   inspectContainer,
   listContainers,
-  removeById,
   removeContainer,
-  spaceContainerDockerIds,
   startContainer,
   stopContainer,
 } from './containers.js';
-import { imageSpaces, listImages, loadImage, removeImage, untag } from './images.js';
-import { checkSpaceId, imageRef } from './names.js';
-import { ensureNetwork, networkSpaces, removeNetwork } from './network.js';
-import type { DockerDriver, DockerDriverOptions } from './types.js';
+import { listImages, loadImage, removeImage } from './images.js';
+import type { ContainerDriver, ContainerDriverOptions } from './types.js';
 
 /** The Docker API version we speak: what podman 4.3's compatible API (and docker.io 20.10) offers. */
 export const DOCKER_API_VERSION = 'v1.41';
@@ -35,7 +34,7 @@ export const DEFAULT_MAX_IMAGE_BYTES = 16 * 1024 ** 3;
  * lazily: nothing is sent until the first call, and an engine that does not answer makes each
  * call fail with `unavailable`.
  */
-export function createDockerDriver(opts: DockerDriverOptions): DockerDriver {
+export function createContainerDriver(opts: ContainerDriverOptions): ContainerDriver {
   const lock = new KeyedLock();
   const ctx: DriverContext = {
     // An explicit socket path: dockerode would otherwise honour DOCKER_HOST from the environment.
@@ -58,8 +57,6 @@ export function createDockerDriver(opts: DockerDriverOptions): DockerDriver {
     loadImage: (spaceId, name, tar, options) => loadImage(ctx, spaceId, name, tar, options),
     listImages: (spaceId) => listImages(ctx, spaceId),
     removeImage: (spaceId, name) => removeImage(ctx, spaceId, name),
-    ensureNetwork: (spaceId) => ensureNetwork(ctx, spaceId),
-    removeNetwork: (spaceId) => removeNetwork(ctx, spaceId),
     create: (spec) => createContainer(ctx, spec),
     start: (spaceId, containerId) => startContainer(ctx, spaceId, containerId),
     stop: (spaceId, containerId, timeoutSeconds) => stopContainer(ctx, spaceId, containerId, timeoutSeconds),
@@ -68,27 +65,5 @@ export function createDockerDriver(opts: DockerDriverOptions): DockerDriver {
     list: (spaceId) => listContainers(ctx, spaceId),
     logs: (spaceId, containerId, o) => containerLogs(ctx, spaceId, containerId, o),
     stats: (spaceId, containerId) => containerStats(ctx, spaceId, containerId),
-
-    async listAllSpaces() {
-      const [containers, networks, images] = await Promise.all([
-        containerSpaces(ctx),
-        networkSpaces(ctx),
-        imageSpaces(ctx),
-      ]);
-      const out = new Map<string, string[]>();
-      for (const [spaceId, list] of containers) out.set(spaceId, list.map((c) => c.containerId).sort());
-      for (const spaceId of [...networks, ...images]) if (!out.has(spaceId)) out.set(spaceId, []);
-      return out;
-    },
-
-    async removeAllForSpace(spaceId) {
-      checkSpaceId(spaceId);
-      // Containers first: the network cannot go while they are attached, nor the images they use.
-      for (const dockerId of await spaceContainerDockerIds(ctx, spaceId)) await removeById(ctx, dockerId);
-      await removeNetwork(ctx, spaceId);
-      await ctx.serialize(`image:${spaceId}`, async () => {
-        for (const img of await listImages(ctx, spaceId)) await untag(ctx, imageRef(spaceId, img.name));
-      });
-    },
   };
 }
