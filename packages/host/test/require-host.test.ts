@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { requireHost } from './require-host.js';
+import { requireHost } from '@ocs/host/testing/require-host';
 
 /** Sets (or with undefined, removes) environment variables until the test ends. */
 function withEnv(t: { after(fn: () => void): void }, vars: Record<string, string | undefined>) {

@@ -12,9 +12,9 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { execFileSync } from 'node:child_process';
 import Dockerode from 'dockerode';
-import { DOCKER_API_VERSION } from './driver.js';
-import { progressError, readProgress } from './streams.js';
-import { tarEnd, ustarFile, ustarHeader } from './tar.js';
+import { DOCKER_API_VERSION } from '#src/podman/driver.js';
+import { progressError, readProgress } from '#src/podman/streams.js';
+import { tarEnd, ustarFile, ustarHeader } from '#src/podman/tar.js';
 
 /** The host's dockerd, which builds the test image. */
 export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { CgroupDriver, CgroupLimits } from './types.js';
+import type { CgroupDriver, CgroupLimits } from '#src/cgroups/types.js';
 
 /** A fresh top-level group name, so a test can only ever destroy what it made. */
 export function uniquePrefix(): string {

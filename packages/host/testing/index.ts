@@ -3,14 +3,14 @@
  * registry, and a tiny guest (host kernel + busybox initramfs) that boots to a marker.
  * Not for production code.
  */
-export { buildBusyboxImage, importBusyboxImage, busyboxRootfsTar, BUSYBOX_PATH } from './podman/test-image.js';
+export { buildBusyboxImage, importBusyboxImage, busyboxRootfsTar, BUSYBOX_PATH } from './busybox-image.js';
 export {
   buildTestGuest,
   testGuestUnavailable,
   findHostKernel,
   type TestGuest,
   type GuestBehaviour,
-} from './libvirt/test-guest.js';
+} from './test-guest.js';
 export { requireHost, hostRequired, kernelSkip } from './require-host.js';
-export { NetnsLab, type Target, type Answer } from './network/netns-lab.js';
-export { rawContains } from './storage/conformance.js';
+export { NetnsLab, type Target, type Answer } from './netns-lab.js';
+export { rawContains } from './storage-conformance.js';

@@ -11,8 +11,8 @@ import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { isOcsError, type ErrorCode } from '@ocs/protocol';
 import { testGuestUnavailable } from './test-guest.js';
-import { requireHost } from '../require-host.js';
-import type { VmDriver, VmSpec } from './types.js';
+import { requireHost } from './require-host.js';
+import type { VmDriver, VmSpec } from '#src/libvirt/types.js';
 
 export const MiB = 1024 * 1024;
 

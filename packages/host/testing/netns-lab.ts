@@ -9,7 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { run } from '../exec.js';
+import { run } from '#src/exec.js';
 
 export interface Target {
   proto: 'tcp' | 'udp';

@@ -22,8 +22,8 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isOcsError, isOutOfSpace, type ErrorCode } from '@ocs/protocol';
-import { run } from '../exec.js';
-import type { StorageDriver } from './types.js';
+import { run } from '#src/exec.js';
+import type { StorageDriver } from '#src/storage/types.js';
 
 /** A driver on scratch storage, plus the backend-specific views the suite needs. */
 export interface ConformanceSubject {

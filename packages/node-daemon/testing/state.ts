@@ -1,7 +1,7 @@
 /** For tests only: a daemon database holding two active spaces, as the ledger records them. */
-import { openDatabase, type Database } from './db.js';
-import { Ledger } from './ledger.js';
-import { SpacesRepo } from './spaces-repo.js';
+import { openDatabase, type Database } from '#src/state/db.js';
+import { Ledger } from '#src/state/ledger.js';
+import { SpacesRepo } from '#src/state/spaces-repo.js';
 
 const MiB = 1024 * 1024;
 export const SPACE_A = 'sp_aaaaaaaaaaaaaaaaaaaa';

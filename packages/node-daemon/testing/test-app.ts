@@ -3,7 +3,7 @@
  * drivers that do nothing and a test issuer. Requests go straight into `app.callback()` (no
  * port, no TLS), signed for `https://<authority>` exactly as a client of the real node signs.
  */
-import { ReservationKeys } from '../spaces/reservation-keys.js';
+import { ReservationKeys } from '#src/spaces/reservation-keys.js';
 import { IncomingMessage, ServerResponse } from 'node:http';
 import { Duplex } from 'node:stream';
 import { generateKeyPairSync, sign as nodeSign, type KeyObject } from 'node:crypto';
@@ -20,14 +20,14 @@ import {
   type Ed25519PublicKey,
   type Role,
 } from '@ocs/protocol';
-import { AuditLog, Ledger, SpacesRepo, openDatabase, openNonceStore, type Database } from '../state/index.js';
-import { RefusalLog } from '../state/refusals.js';
-import { SpaceService } from '../spaces/service.js';
-import { createMetrics } from '../metrics.js';
-import { createLogger } from '../logger.js';
-import { ManualClock } from '../clock.js';
-import { newId } from '../ids.js';
-import { createApp } from './app.js';
+import { AuditLog, Ledger, SpacesRepo, openDatabase, openNonceStore, type Database } from '#src/state/index.js';
+import { RefusalLog } from '#src/state/refusals.js';
+import { SpaceService } from '#src/spaces/service.js';
+import { createMetrics } from '#src/metrics.js';
+import { createLogger } from '#src/logger.js';
+import { ManualClock } from './clock.js';
+import { newId } from '#src/ids.js';
+import { createApp } from '#src/http/app.js';
 
 const MiB = 1024 * 1024;
 export const NODE_ID = 'node-test';

@@ -6,9 +6,9 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { detectCgroups } from './detect.js';
-import type { CgroupDriver } from './types.js';
-import { V1_DEVICE_RULES } from './v1.js';
+import { detectCgroups } from '#src/cgroups/detect.js';
+import type { CgroupDriver } from '#src/cgroups/types.js';
+import { V1_DEVICE_RULES } from '#src/cgroups/v1.js';
 import {
   BAD_LIMITS,
   GOOD_LIMITS,
@@ -26,7 +26,7 @@ import {
   uniquePrefix,
   waitUntil,
   withTimeout,
-} from './test-support.js';
+} from '@ocs/host/testing/cgroups';
 
 const ROOT = '/sys/fs/cgroup';
 const detected = await detectCgroups().catch((e: Error) => e);

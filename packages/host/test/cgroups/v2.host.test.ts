@@ -10,9 +10,9 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { kernelSkip } from '../require-host.js';
-import { parseCgroupMounts } from './detect.js';
-import { V2CgroupDriver, V2_REQUIRED } from './v2.js';
+import { kernelSkip } from '@ocs/host/testing/require-host';
+import { parseCgroupMounts } from '#src/cgroups/detect.js';
+import { V2CgroupDriver, V2_REQUIRED } from '#src/cgroups/v2.js';
 import {
   BAD_LIMITS,
   GOOD_LIMITS,
@@ -29,7 +29,7 @@ import {
   uniquePrefix,
   waitUntil,
   withTimeout,
-} from './test-support.js';
+} from '@ocs/host/testing/cgroups';
 
 const mounts = parseCgroupMounts(readFileSync('/proc/self/mountinfo', 'utf8')).filter((m) => m.type === 'cgroup2');
 const MOUNT = (mounts.find((m) => m.mountPoint === '/sys/fs/cgroup') ?? mounts[0])?.mountPoint;
@@ -119,7 +119,7 @@ test(
     const top = scoped(t);
     await v2().create(top);
     const delegated = { root: join(ROOT!, top), hierarchyPath: fromMount(top) };
-    const script = `const { V2CgroupDriver } = await import(${JSON.stringify(new URL('./v2.js', import.meta.url).href)});
+    const script = `const { V2CgroupDriver } = await import(${JSON.stringify(import.meta.resolve('#src/cgroups/v2.js'))});
 const d = new V2CgroupDriver(${JSON.stringify(delegated)});
 process.stdout.write((await d.enterLeaf('daemon', { memoryBytes: 256 * 1024 * 1024, pids: 300 })) + '\\n');
 setInterval(() => {}, 1000);`;

@@ -10,13 +10,13 @@ import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { detectCgroups } from '../cgroups/detect.js';
-import type { CgroupDriver } from '../cgroups/types.js';
-import { bridgeName } from '../podman/names.js';
-import { busyboxTarball, newSpaceId, specFor, waitForLogs, waitForState } from '../podman/test-support.js';
-import { requireHost } from '../require-host.js';
-import { SpaceEngines, ping } from './engines.js';
-import type { EngineSpace } from './engines.js';
+import { detectCgroups } from '#src/cgroups/detect.js';
+import type { CgroupDriver } from '#src/cgroups/types.js';
+import { bridgeName } from '#src/podman/names.js';
+import { busyboxTarball, newSpaceId, specFor, waitForLogs, waitForState } from '@ocs/host/testing/podman';
+import { requireHost } from '@ocs/host/testing/require-host';
+import { SpaceEngines, ping } from '#src/engine/engines.js';
+import type { EngineSpace } from '#src/engine/engines.js';
 
 const skip = await requireHost(
   'podman',

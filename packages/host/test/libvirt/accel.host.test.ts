@@ -9,9 +9,9 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bootToMarker, chooseAccelerator, newestBootKernel } from './accel.js';
-import type { Accelerator } from './types.js';
-import { requireHost } from '../require-host.js';
+import { bootToMarker, chooseAccelerator, newestBootKernel } from '#src/libvirt/accel.js';
+import type { Accelerator } from '#src/libvirt/types.js';
+import { requireHost } from '@ocs/host/testing/require-host';
 
 const qemu = spawnSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' });
 const kernel = await newestBootKernel();

@@ -11,9 +11,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, chown, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { detectCgroups } from '../cgroups/index.js';
-import { createVmDriver, type LibvirtVmDriver } from './driver.js';
-import { buildTestGuest } from './test-guest.js';
+import { detectCgroups } from '#src/cgroups/index.js';
+import { createVmDriver, type LibvirtVmDriver } from '#src/libvirt/driver.js';
+import { buildTestGuest } from '@ocs/host/testing/test-guest';
 import {
   MiB,
   assertOcsError,
@@ -26,8 +26,8 @@ import {
   uniqueSpaceId,
   waitFor,
   waitForConsole,
-} from './test-support.js';
-import { readDomainFacts } from './xml-read.js';
+} from '@ocs/host/testing/libvirt';
+import { readDomainFacts } from '#src/libvirt/xml-read.js';
 
 const skip = await libvirtSkipReason();
 let driver: LibvirtVmDriver | undefined;

@@ -9,8 +9,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { link, mkdir, mkdtemp, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createVmDriver, type LibvirtVmDriver } from './driver.js';
-import { buildTestGuest } from './test-guest.js';
+import { createVmDriver, type LibvirtVmDriver } from '#src/libvirt/driver.js';
+import { buildTestGuest } from '@ocs/host/testing/test-guest';
 import {
   assertOcsError,
   cleanupSpace,
@@ -20,7 +20,7 @@ import {
   scratchDir,
   uniqueSpaceId,
   waitFor,
-} from './test-support.js';
+} from '@ocs/host/testing/libvirt';
 
 const skip = await libvirtSkipReason();
 let driver: LibvirtVmDriver | undefined;

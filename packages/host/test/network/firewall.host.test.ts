@@ -6,12 +6,12 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bridgeName } from '../podman/names.js';
-import { run } from '../exec.js';
-import { requireHost } from '../require-host.js';
-import { NetworkFirewall } from './firewall.js';
-import { NetnsLab, type Target } from './netns-lab.js';
-import { DEFAULT_DENIED, type Egress, type NodeNetworkPolicy, type SpaceNetwork } from './types.js';
+import { bridgeName } from '#src/podman/names.js';
+import { run } from '#src/exec.js';
+import { requireHost } from '@ocs/host/testing/require-host';
+import { NetworkFirewall } from '#src/network/firewall.js';
+import { NetnsLab, type Target } from '@ocs/host/testing/netns-lab';
+import { DEFAULT_DENIED, type Egress, type NodeNetworkPolicy, type SpaceNetwork } from '#src/network/types.js';
 
 async function labSkip(): Promise<string | false> {
   const why = await Promise.all([

@@ -13,10 +13,10 @@ import {
   normalizeCapabilities,
   uncoveredImageVolumes,
   validateSpec,
-} from './hardening.js';
-import { bridgeName, checkName, parseImageRef, imageRef } from './names.js';
-import { MiB, specFor } from './test-support.js';
-import type { ContainerSpec } from './types.js';
+} from '#src/podman/hardening.js';
+import { bridgeName, checkName, parseImageRef, imageRef } from '#src/podman/names.js';
+import { MiB, specFor } from '@ocs/host/testing/podman';
+import type { ContainerSpec } from '#src/podman/types.js';
 
 const SPACE = 'sp_aaaaaaaaaaaaaaaaaaaa';
 const PARENT = `/ocs/${SPACE}/workloads`;

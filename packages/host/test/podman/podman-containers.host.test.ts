@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { createReadStream, existsSync, readFileSync, readlinkSync, renameSync, symlinkSync } from 'node:fs';
 import { chown, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { networkName } from './names.js';
+import { networkName } from '#src/podman/names.js';
 import {
   CGROUP_ROOT,
   MiB,
@@ -21,8 +21,8 @@ import {
   waitForState,
   type TestEngines,
   type TestSpace,
-} from './test-support.js';
-import type { ContainerSpec, ContainerDriver } from './types.js';
+} from '@ocs/host/testing/podman';
+import type { ContainerSpec, ContainerDriver } from '#src/podman/types.js';
 
 const skip = await engineSkip();
 const A = newSpaceId();

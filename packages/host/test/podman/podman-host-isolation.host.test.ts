@@ -9,10 +9,10 @@ import assert from 'node:assert/strict';
 import { createReadStream } from 'node:fs';
 import { createServer } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { run } from '../exec.js';
-import { NODE_TABLE } from '../network/nft-rules.js';
-import { bridgeName } from './names.js';
-import { spaceSubnet } from './network-conflist.js';
+import { run } from '#src/exec.js';
+import { NODE_TABLE } from '#src/network/nft-rules.js';
+import { bridgeName } from '#src/podman/names.js';
+import { spaceSubnet } from '#src/podman/network-conflist.js';
 import {
   busyboxTarball,
   engineSkip,
@@ -21,8 +21,8 @@ import {
   testEngines,
   waitForState,
   type TestEngines,
-} from './test-support.js';
-import type { ContainerDriver } from './types.js';
+} from '@ocs/host/testing/podman';
+import type { ContainerDriver } from '#src/podman/types.js';
 
 const skip = await engineSkip();
 const A = newSpaceId();

@@ -10,9 +10,9 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type Dockerode from 'dockerode';
-import { createContainerDriver } from './driver.js';
-import { imageRef } from './names.js';
-import { importBusyboxImage } from './test-image.js';
+import { createContainerDriver } from '#src/podman/driver.js';
+import { imageRef } from '#src/podman/names.js';
+import { importBusyboxImage } from '@ocs/host/testing/busybox-image';
 import {
   busyboxTarball,
   engineSkip,
@@ -22,8 +22,8 @@ import {
   specFor,
   testEngines,
   type TestEngines,
-} from './test-support.js';
-import type { ContainerDriver } from './types.js';
+} from '@ocs/host/testing/podman';
+import type { ContainerDriver } from '#src/podman/types.js';
 
 const skip = await engineSkip();
 const A = newSpaceId();

@@ -6,8 +6,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createReadStream, existsSync } from 'node:fs';
-import { LABEL_SPACE, bridgeName, networkName } from './names.js';
-import { spaceSubnet } from './network-conflist.js';
+import { LABEL_SPACE, bridgeName, networkName } from '#src/podman/names.js';
+import { spaceSubnet } from '#src/podman/network-conflist.js';
 import {
   busyboxTarball,
   engineSkip,
@@ -17,8 +17,8 @@ import {
   testEngines,
   waitForState,
   type TestEngines,
-} from './test-support.js';
-import type { ContainerSpec, ContainerDriver } from './types.js';
+} from '@ocs/host/testing/podman';
+import type { ContainerSpec, ContainerDriver } from '#src/podman/types.js';
 
 const skip = await engineSkip();
 const A = newSpaceId();

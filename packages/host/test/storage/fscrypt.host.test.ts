@@ -9,11 +9,11 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { run, type Runner } from '../exec.js';
-import { storageConformance, rawContains } from './conformance.js';
-import { FscryptStorageDriver } from './fscrypt.js';
-import { FSCRYPT_CONF, parseDirStatus } from './fscrypt-cli.js';
-import { findMount, loopDevicesFor, parseMountinfo } from './loop.js';
+import { run, type Runner } from '#src/exec.js';
+import { storageConformance, rawContains } from '@ocs/host/testing/storage-conformance';
+import { FscryptStorageDriver } from '#src/storage/fscrypt.js';
+import { FSCRYPT_CONF, parseDirStatus } from '#src/storage/fscrypt-cli.js';
+import { findMount, loopDevicesFor, parseMountinfo } from '#src/storage/loop.js';
 
 const MiB = 1024 * 1024;
 const hadRootMetadata = existsSync('/.fscrypt');

@@ -12,11 +12,11 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, closeSync, openSync, ftr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isOcsError } from '@ocs/protocol';
-import { CommandError, run, type RunOptions, type Runner } from '../exec.js';
-import { kernelSkip } from '../require-host.js';
-import { storageConformance } from './conformance.js';
-import { parseMountinfo } from './loop.js';
-import { ZfsStorageDriver } from './zfs.js';
+import { CommandError, run, type RunOptions, type Runner } from '#src/exec.js';
+import { kernelSkip } from '@ocs/host/testing/require-host';
+import { storageConformance } from '@ocs/host/testing/storage-conformance';
+import { parseMountinfo } from '#src/storage/loop.js';
+import { ZfsStorageDriver } from '#src/storage/zfs.js';
 
 interface FakeDs {
   props: Record<string, string>;

@@ -12,12 +12,12 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { SignJWT, exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose';
 import { OcsError, createTokenVerifier, type ErrorCode } from '@ocs/protocol';
-import { resolveConfig } from '../config.js';
-import { ManualClock } from '../clock.js';
-import { createLogger } from '../logger.js';
-import { loadOrCreateTls } from '../tls.js';
-import { createNodeIssuers } from './issuers.js';
-import { fetchJwks } from './jwks-fetch.js';
+import { resolveConfig } from '#src/config.js';
+import { ManualClock } from '@ocs/node-daemon/testing';
+import { createLogger } from '#src/logger.js';
+import { loadOrCreateTls } from '#src/tls.js';
+import { createNodeIssuers } from '#src/auth/issuers.js';
+import { fetchJwks } from '#src/auth/jwks-fetch.js';
 
 const ISS = 'https://idp.test';
 const NODE = 'node-1';

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CgroupDriver } from '@ocs/host';
-import { newKey, startTestApp } from './test-app.js';
+import { newKey, startTestApp } from '@ocs/node-daemon/testing';
 
 test('concurrent deletes of one space: one 204, the rest 409, and the host is torn down once', async () => {
   let teardowns = 0;

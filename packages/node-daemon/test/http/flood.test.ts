@@ -6,9 +6,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DROPPED_ACTION } from '../state/refusals.js';
-import { NONCES_PER_PARTITION } from '../state/index.js';
-import { newKey, startTestApp, type Reply, type TestApp, type TestKey } from './test-app.js';
+import { DROPPED_ACTION } from '#src/state/refusals.js';
+import { NONCES_PER_PARTITION } from '#src/state/index.js';
+import { newKey, startTestApp, type Reply, type TestApp, type TestKey } from '@ocs/node-daemon/testing';
 
 const MiB = 1024 * 1024;
 const PER_WINDOW = 60; // RefusalBudget's default

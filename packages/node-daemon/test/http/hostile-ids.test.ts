@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { NODE_FINGERPRINT, newKey, startTestApp } from './test-app.js';
+import { NODE_FINGERPRINT, newKey, startTestApp } from '@ocs/node-daemon/testing';
 
 const LONG = `sp_${'a'.repeat(300)}`;
 

@@ -1,7 +1,7 @@
 /** Item: what operators see. Every refusal counts in `ocs_refusals_total`, by code, whoever asked. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startTestApp } from './test-app.js';
+import { startTestApp } from '@ocs/node-daemon/testing';
 
 test('ocs_refusals_total counts every refusal by code, authenticated or not', async () => {
   const t = await startTestApp();

@@ -4,9 +4,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { OcsError, type CreateSpaceResponse } from '@ocs/protocol';
-import { ManualClock } from '../clock.js';
-import { migrate, openDatabase } from '../state/index.js';
-import { IDEMPOTENCY_TTL_MS, MAX_IN_MEMORY_PER_PRINCIPAL, ReservationKeys } from './reservation-keys.js';
+import { ManualClock } from '@ocs/node-daemon/testing';
+import { migrate, openDatabase } from '#src/state/index.js';
+import { IDEMPOTENCY_TTL_MS, MAX_IN_MEMORY_PER_PRINCIPAL, ReservationKeys } from '#src/spaces/reservation-keys.js';
 
 const KEY = 'k-0123456789abcdef';
 const body = (n: number) => new TextEncoder().encode(JSON.stringify({ leaseSeconds: n }));

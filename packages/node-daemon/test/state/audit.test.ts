@@ -6,12 +6,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { OcsError } from '@ocs/protocol';
-import { ManualClock } from '../clock.js';
-import { AuditLog, GENESIS_HASH, canonicalJson, entryHash, scrubDetail } from './audit.js';
-import type { AuditInput } from './audit.js';
-import { verifyAuditFile } from './audit-file.js';
-import { openDatabase } from './db.js';
-import type { Database } from './db.js';
+import { ManualClock } from '@ocs/node-daemon/testing';
+import { AuditLog, GENESIS_HASH, canonicalJson, entryHash, scrubDetail } from '#src/state/audit.js';
+import type { AuditInput } from '#src/state/audit.js';
+import { verifyAuditFile } from '#src/state/audit-file.js';
+import { openDatabase } from '#src/state/db.js';
+import type { Database } from '#src/state/db.js';
 
 const T0 = Date.UTC(2025, 0, 1);
 
@@ -315,8 +315,8 @@ test('appends from two processes at once keep one unbroken chain', async (t) => 
   const path = join(tempDir(t), 'node.db');
   openDatabase(path).close();
   const code = `
-    const { openDatabase } = await import(${JSON.stringify(new URL('./db.js', import.meta.url).href)});
-    const { AuditLog } = await import(${JSON.stringify(new URL('./audit.js', import.meta.url).href)});
+    const { openDatabase } = await import(${JSON.stringify(import.meta.resolve('#src/state/db.js'))});
+    const { AuditLog } = await import(${JSON.stringify(import.meta.resolve('#src/state/audit.js'))});
     const db = openDatabase(${JSON.stringify(path)}, { busyTimeoutMs: 60000 });
     const audit = new AuditLog(db);
     for (let i = 0; i < 50; i++) audit.append({ actor: 'p' + process.pid, action: 'tick', outcome: 'ok', detail: { i } });

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { OcsError } from '@ocs/protocol';
-import { Ledger } from './ledger.js';
-import { PortsRepo } from './ports-repo.js';
-import { SPACE_A, SPACE_B, twoSpaces } from './test-support.js';
-import { WorkloadsRepo } from './workloads-repo.js';
+import { Ledger } from '#src/state/ledger.js';
+import { PortsRepo } from '#src/state/ports-repo.js';
+import { SPACE_A, SPACE_B, twoSpaces } from '@ocs/node-daemon/testing';
+import { WorkloadsRepo } from '#src/state/workloads-repo.js';
 
 const MiB = 1024 * 1024;
 const code = (c: string) => (err: unknown) => err instanceof OcsError && err.code === c;

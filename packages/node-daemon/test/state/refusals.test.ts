@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ErrorCode } from '@ocs/protocol';
-import { ManualClock } from '../clock.js';
-import { createLogger } from '../logger.js';
-import { openDatabase } from './db.js';
-import { AuditLog } from './audit.js';
-import { DROPPED_ACTION, RefusalLog } from './refusals.js';
+import { ManualClock } from '@ocs/node-daemon/testing';
+import { createLogger } from '#src/logger.js';
+import { openDatabase } from '#src/state/db.js';
+import { AuditLog } from '#src/state/audit.js';
+import { DROPPED_ACTION, RefusalLog } from '#src/state/refusals.js';
 
 function setup() {
   const clock = new ManualClock(Date.UTC(2030, 0, 1));

@@ -2,11 +2,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { OcsError } from '@ocs/protocol';
 import type { SpaceState } from '@ocs/protocol';
-import { ManualClock } from '../clock.js';
-import { openDatabase } from './db.js';
+import { ManualClock } from '@ocs/node-daemon/testing';
+import { openDatabase } from '#src/state/db.js';
 import { SPACE_STATES } from '@ocs/protocol';
-import { SpacesRepo, canTransition } from './spaces-repo.js';
-import type { NewSpace } from './spaces-repo.js';
+import { SpacesRepo, canTransition } from '#src/state/spaces-repo.js';
+import type { NewSpace } from '#src/state/spaces-repo.js';
 
 const KEY = 'A'.repeat(43);
 let n = 0;

@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
-import { SPACE_A, SPACE_B, twoSpaces } from './test-support.js';
-import { WorkloadsRepo } from './workloads-repo.js';
-import { ManualClock } from '../clock.js';
+import { SPACE_A, SPACE_B, twoSpaces } from '@ocs/node-daemon/testing';
+import { WorkloadsRepo } from '#src/state/workloads-repo.js';
+import { ManualClock } from '@ocs/node-daemon/testing';
 
 const MiB = 1024 * 1024;
 const SPACE = SPACE_A;
@@ -82,8 +82,8 @@ test('many connections racing for the last of a space never exceed its budget', 
   try {
     setup(path).db.close();
     const gate = new Int32Array(new SharedArrayBuffer(4));
-    const url = new URL('./workloads-repo.js', import.meta.url).href;
-    const dbUrl = new URL('./db.js', import.meta.url).href;
+    const url = import.meta.resolve('#src/state/workloads-repo.js');
+    const dbUrl = import.meta.resolve('#src/state/db.js');
     const workers = [0, 1, 2, 3].map((w) => {
       const code = `
         const { workerData, parentPort } = require('node:worker_threads');
