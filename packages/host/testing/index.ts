@@ -14,3 +14,5 @@ export {
 export { requireHost, hostRequired, kernelSkip } from './require-host.js';
 export { NetnsLab, type Target, type Answer } from './netns-lab.js';
 export { rawContains } from './storage-conformance.js';
+export { removeAllTables, removeNodeTableIfUnused } from './firewall.js';
+export { engineServiceRunning } from './engines.js';

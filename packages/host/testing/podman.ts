@@ -23,6 +23,7 @@ import { DOCKER_API_VERSION, LIBPOD_API_VERSION } from '#src/podman/driver.js';
 import { DEFAULT_DOCKER_SOCKET, buildBusyboxImage, type BusyboxImageOptions } from './busybox-image.js';
 import type { ContainerSpec, ContainerDriver } from '#src/podman/types.js';
 import { requireHost } from './require-host.js';
+import { removeNodeTableIfUnused } from './firewall.js';
 
 export const MiB = 1024 * 1024;
 export const CGROUP_ROOT = '/sys/fs/cgroup';
@@ -211,7 +212,7 @@ export async function testEngines(): Promise<TestEngines> {
       const attempt = async (fn: () => Promise<unknown>) => fn().catch((err: unknown) => failures.push(err));
       for (const s of spaces.values()) await attempt(() => engines.remove(s));
       for (const id of ruled) await attempt(() => firewall.remove(id, bridgeName(id)));
-      if (!nodeTableWasThere) await attempt(() => firewall.removeNodeTableIfUnused());
+      if (!nodeTableWasThere) await attempt(() => removeNodeTableIfUnused());
       await attempt(() => cgroups.destroy(cgroupRoot));
       await attempt(() => rm(runRoot, { recursive: true, force: true }));
       await attempt(() => rm(work, { recursive: true, force: true }));

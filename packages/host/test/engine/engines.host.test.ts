@@ -15,6 +15,7 @@ import type { CgroupDriver } from '#src/cgroups/types.js';
 import { bridgeName } from '#src/podman/names.js';
 import { busyboxTarball, newSpaceId, specFor, waitForLogs, waitForState } from '@ocs/host/testing/podman';
 import { requireHost } from '@ocs/host/testing/require-host';
+import { engineServiceRunning } from '@ocs/host/testing/engines';
 import { SpaceEngines, ping } from '#src/engine/engines.js';
 import type { EngineSpace } from '#src/engine/engines.js';
 
@@ -128,7 +129,7 @@ test(
     await driver.remove(A, second.containerId);
 
     // Idle: the engine exits, the container keeps running; the next call starts the engine again.
-    const serviceRunning = () => engines.serviceRunning(space);
+    const serviceRunning = () => engineServiceRunning(cgroups, space.engineGroup);
     const until = Date.now() + 20_000;
     while ((await serviceRunning()) && Date.now() < until) await new Promise((r) => setTimeout(r, 250));
     assert.equal(await serviceRunning(), false, 'the idle engine exited');

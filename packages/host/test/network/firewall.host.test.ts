@@ -11,6 +11,7 @@ import { run } from '#src/exec.js';
 import { requireHost } from '@ocs/host/testing/require-host';
 import { NetworkFirewall } from '#src/network/firewall.js';
 import { NetnsLab, type Target } from '@ocs/host/testing/netns-lab';
+import { removeAllTables, removeNodeTableIfUnused } from '@ocs/host/testing/firewall';
 import { DEFAULT_DENIED, type Egress, type NodeNetworkPolicy, type SpaceNetwork } from '#src/network/types.js';
 
 async function labSkip(): Promise<string | false> {
@@ -426,7 +427,7 @@ test('reconcile after a crash: a gone space loses its table, a lost table comes 
     got.map(() => null),
   );
   assert.match((await lab.probe('client', [tcp('192.0.2.1', 30080)]))[0] ?? '', /^A@/);
-  await fw.removeAll();
+  await removeAllTables(lab.prefix('node'));
   assert.deepEqual((await lab.exec('node', 'nft', ['list', 'tables'])).stdout.trim(), '');
 });
 
@@ -443,11 +444,11 @@ test(
     assert.deepEqual((await fw.spaces()).sort(), [A, B]);
     assert.deepEqual(await lab.probe('ctrb', [tcp('10.128.0.66', 8080)]), ['B@10.128.0.66 from 10.128.0.66']);
     assert.match((await lab.probe('client', [tcp('192.0.2.1', 30080)]))[0] ?? '', /^A@/);
-    await fw.removeNodeTableIfUnused();
+    await removeNodeTableIfUnused(lab.prefix('node'));
     assert.equal(await fw.installed(), true, 'spaces still have tables');
     await fw.remove(A, bridgeName(A));
     await fw.remove(B, bridgeName(B));
-    await fw.removeNodeTableIfUnused();
+    await removeNodeTableIfUnused(lab.prefix('node'));
     assert.equal(await fw.installed(), false);
   },
 );
