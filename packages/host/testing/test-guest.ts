@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { copyFile, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { S_IFCHR, S_IFDIR, S_IFREG, writeCpio, type CpioEntry } from '#src/libvirt/cpio.js';
+import { S_IFCHR, S_IFDIR, S_IFREG, writeCpio, type CpioEntry } from './cpio.js';
 
 /**
  * What /init does after printing the boot marker:

@@ -1,7 +1,7 @@
 /** The newc writer produces what the kernel's initramfs unpacker expects. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { S_IFCHR, S_IFDIR, S_IFREG, writeCpio } from './cpio.js';
+import { S_IFCHR, S_IFDIR, S_IFREG, writeCpio } from '@ocs/host/testing/cpio';
 
 /** Parses a newc archive back (enough to check the writer). */
 interface Parsed {
