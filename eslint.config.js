@@ -22,11 +22,17 @@ const nodeBuiltins = [
 /** Our packages, each with its subpaths. */
 const ours = (...names) => names.flatMap((n) => [`@ocs/${n}`, `@ocs/${n}/*`]);
 
+/** Test support (`testing/`, docs/testing.md): production code never imports it. */
+const testSupport = {
+  group: ['@ocs/*/testing', '@ocs/*/testing/*'],
+  message: 'test support is for tests, e2e and bench only (docs/testing.md)',
+};
+
 /** A package's boundary: imports matching `group` are refused in `files`, tests included unless `ignores` says. */
 const boundary = (files, group, message, ignores = []) => ({
   files: [files],
   ignores,
-  rules: { 'no-restricted-imports': ['error', { patterns: [{ group, message }] }] },
+  rules: { 'no-restricted-imports': ['error', { patterns: [{ group, message }, testSupport] }] },
 });
 
 export default tseslint.config(
@@ -49,7 +55,7 @@ export default tseslint.config(
       'no-console': 'error',
       'import-x/no-extraneous-dependencies': [
         'error',
-        { devDependencies: ['**/*.test.ts', '**/test/**', '**/conformance.ts'] },
+        { devDependencies: ['**/*.test.ts', '**/test/**', '**/testing/**'] },
       ],
     },
   },

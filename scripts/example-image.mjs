@@ -4,7 +4,7 @@
 //   node scripts/example-image.mjs /tmp/busybox.tar
 import { copyFileSync, rmSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { buildBusyboxImage } from '../packages/host/dist/testing.js';
+import { buildBusyboxImage } from '../packages/host/dist/testing/index.js';
 
 const out = resolve(process.argv[2] ?? 'busybox.tar');
 const built = await buildBusyboxImage(`ocs-example/busybox-${process.pid}:latest`);

@@ -70,7 +70,7 @@ if (selected.length === 0) {
 // The unit tier is independent files with no shared host state: they run side by side. The
 // others use real kernel objects (cgroups, loop devices, podman engines, the guest's CPU time)
 // and run one file at a time. A unit-tier file that asks for a host service fails
-// (OCS_TEST_TIER, read by requireHost in @ocs/host): it belongs in the host tier.
+// (OCS_TEST_TIER, read by requireHost in @ocs/host/testing): it belongs in the host tier.
 const unitOnly = selected.every((f) => tierOf(f) === 'unit');
 const concurrency = unitOnly ? Math.max(2, availableParallelism()) : 1;
 // "No root" is kept, not hoped for: run as root, the unit tier drops to nobody (setpriv, no

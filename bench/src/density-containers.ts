@@ -24,7 +24,7 @@
 import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { buildBusyboxImage } from '@ocs/host/testing';
+import { buildBusyboxImage, engineServiceRunning } from '@ocs/host/testing';
 import { generatePrivateKey, type Container, type CreateSpaceResponse } from '@ocs/protocol';
 import { spaceCgroupLayout } from '@ocs/node-daemon';
 import { startTestNode, waitFor, MiB } from '@ocs/e2e/harness';
@@ -134,9 +134,7 @@ try {
   await waitFor(
     'every engine to go idle',
     async () =>
-      (await Promise.all(spaces.map((id) => t.containers!.serviceRunning({ engineGroup: layout(id).engine })))).some(
-        Boolean,
-      )
+      (await Promise.all(spaces.map((id) => engineServiceRunning(t.cgroups, layout(id).engine)))).some(Boolean)
         ? undefined
         : true,
     60_000,

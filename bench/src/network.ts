@@ -14,7 +14,7 @@
  * Goal: throughput and requests per second published / direct at least 0.8.
  */
 import { bridgeName, DEFAULT_DENIED, NetworkFirewall, type SpaceNetwork } from '@ocs/host';
-import { NetnsLab } from '@ocs/host/testing';
+import { NetnsLab, removeAllTables } from '@ocs/host/testing';
 import { percentile, report } from './measure.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -83,7 +83,7 @@ try {
   for (let round = 0; round < ROUNDS; round++) {
     for (const way of round % 2 === 0 ? (['published', 'direct'] as const) : (['direct', 'published'] as const)) {
       if (way === 'published') await fw.reconcile([space]);
-      else await fw.removeAll();
+      else await removeAllTables(lab.prefix('node'));
       const [host, bulkPort, webPort] = way === 'published' ? [NODE, HOST_PORT, HOST_PORT + 1] : [CTR, 8080, 8081];
       const bytes = await lab.download('client', { host, port: bulkPort }, DOWNLOAD_MS);
       if (bytes === 0) throw new Error(`no bytes over the ${way} path`);

@@ -19,7 +19,7 @@ import {
   type StorageDriver,
   type VmDriver,
 } from '@ocs/host';
-import type { ManualClock } from '@ocs/node-daemon';
+import type { ManualClock } from '@ocs/node-daemon/testing';
 import {
   resolveConfig,
   spacesFirewall,

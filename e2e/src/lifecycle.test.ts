@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock } from '@ocs/node-daemon';
+import { ManualClock } from '@ocs/node-daemon/testing';
 import { generatePrivateKey, type CreateSpaceResponse, type Space } from '@ocs/protocol';
 import { startTestNode, MiB, type TestNode } from './harness.js';
 

@@ -4,6 +4,7 @@
  * space has a table any more.
  */
 import { DEFAULT_DENIED, NetworkFirewall, bridgeName } from '@ocs/host';
+import { removeNodeTableIfUnused } from '@ocs/host/testing';
 
 /** The host's firewall, as a test reads and cleans it (the policy does not matter for that). */
 export const hostFirewall = () => new NetworkFirewall({ policy: { denied: [...DEFAULT_DENIED], dns: [] } });
@@ -18,5 +19,5 @@ export async function removeSpaceRules(spaceIds: Iterable<string>, nodeTableWasT
   const fw = hostFirewall();
   if (!(await fw.installed())) return;
   for (const id of spaceIds) await fw.remove(id, bridgeName(id));
-  if (!nodeTableWasThere) await fw.removeNodeTableIfUnused();
+  if (!nodeTableWasThere) await removeNodeTableIfUnused();
 }

@@ -115,18 +115,6 @@ export class SpaceEngines {
     return d;
   }
 
-  /**
-   * Whether the engine's API service process is alive, asked of the kernel: a ping is a request
-   * and resets the service's idle timer (conmon and the namespace anchor do not count).
-   */
-  async serviceRunning(space: Pick<EngineSpace, 'engineGroup'>): Promise<boolean> {
-    for (const pid of await this.o.cgroups.processes(space.engineGroup).catch(() => [] as number[])) {
-      const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-      if (cmdline.includes('\0system\0service\0')) return true;
-    }
-    return false;
-  }
-
   /** Starts the space's engine unless it is serving. One start at a time per space. */
   async ensure(space: EngineSpace): Promise<void> {
     const l = this.layout(space);

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { OcsError } from '@ocs/protocol';
 import { CommandError, run, type Runner } from '../exec.js';
 import { bridgeName } from '../podman/names.js';
-import { closeDockerForward, openDockerForward, removeLegacyInputRule } from './iptables.js';
+import { openDockerForward, removeLegacyInputRule } from './iptables.js';
 import {
   NODE_TABLE,
   nodeTableScript,
@@ -130,30 +130,6 @@ export class NetworkFirewall {
   /** The spaces that have a table now. */
   async spaces(): Promise<string[]> {
     return this.serial(() => this.tables());
-  }
-
-  /** Removes the node's table too (tests that made it, in a namespace of their own). */
-  async removeAll(): Promise<void> {
-    await this.serial(async () => {
-      const ids = await this.tables();
-      const hasNode = await this.hasNodeTable();
-      const script = [
-        ...ids.map((id) => `delete table inet ${spaceTable(id)}`),
-        ...(hasNode ? [`delete table inet ${NODE_TABLE}`] : []),
-      ];
-      if (script.length > 0) await this.nft(script.join('\n'));
-      this.written.clear();
-    });
-  }
-
-  /** Removes the node's table if no space has a table any more (a test's node that made it). */
-  async removeNodeTableIfUnused(): Promise<void> {
-    await this.serial(async () => {
-      if ((await this.tables()).length > 0 || !(await this.hasNodeTable())) return;
-      await this.nft(`delete table inet ${NODE_TABLE}`);
-      this.written.delete(NODE_TABLE);
-      await closeDockerForward((c, a) => this.exec(c, a));
-    });
   }
 
   /** Whether the node's table is in the kernel. */

@@ -1,0 +1,414 @@
+/**
+ * The zfs driver. Two kinds of test, and their names say which is which:
+ * - "argv logic": a fake `zfs` that only records commands and models dataset state. It proves the
+ *   exact flags and that keys travel on stdin; it proves nothing about real ZFS.
+ * - the shared conformance suite against real ZFS, only where a zfs binary and the kernel module
+ *   exist (a file-backed pool of its own, destroyed at the end). Otherwise it is reported skipped.
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, closeSync, openSync, ftruncateSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isOcsError } from '@ocs/protocol';
+import { CommandError, run, type RunOptions, type Runner } from '#src/exec.js';
+import { kernelSkip } from '@ocs/host/testing/require-host';
+import { storageConformance } from '@ocs/host/testing/storage-conformance';
+import { parseMountinfo } from '#src/storage/loop.js';
+import { ZfsStorageDriver } from '#src/storage/zfs.js';
+
+interface FakeDs {
+  props: Record<string, string>;
+  key?: Buffer;
+}
+
+interface Call {
+  args: string[];
+  stdin?: Buffer;
+}
+
+/** A pretend `zfs`: enough dataset state to drive the driver's logic, and a log of every call. */
+function fakeZfs() {
+  const ds = new Map<string, FakeDs>();
+  const calls: Call[] = [];
+  const fail = (args: string[], stderr: string) =>
+    new CommandError({ cmd: 'zfs', args, exitCode: 1, signal: null, stderr });
+  const need = (args: string[], name: string) => {
+    const d = ds.get(name);
+    if (!d) throw fail(args, `cannot open '${name}': dataset does not exist`);
+    return d;
+  };
+  const root = (name: string): string => {
+    let n = name;
+    while (!ds.get(n)?.key && n.includes('/')) n = n.slice(0, n.lastIndexOf('/'));
+    return n;
+  };
+  const runner: Runner = async (cmd: string, args: string[], opts?: RunOptions) => {
+    assert.equal(cmd, 'zfs');
+    const stdin = opts?.stdin ? Buffer.from(opts.stdin) : undefined;
+    calls.push(stdin ? { args, stdin } : { args });
+    const last = args[args.length - 1] as string;
+    const sub = args[0] ?? '';
+    const out = (stdout: string) => ({ stdout, stderr: '' });
+    switch (sub) {
+      case 'list': {
+        const o = args[args.indexOf('-o') + 1];
+        need(args, last);
+        if (args.includes('-d'))
+          return out(
+            [...ds.keys()]
+              .filter((n) => n === last || (n.startsWith(`${last}/`) && !n.slice(last.length + 1).includes('/')))
+              .join('\n'),
+          );
+        if (args.includes('-r')) {
+          const rows = [...ds.keys()].filter((n) => n === last || n.startsWith(`${last}/`));
+          return out(
+            rows
+              .map((n) => [n, ds.get(n)?.props.mounted, root(n), ds.get(root(n))?.props.keystatus].join('\t'))
+              .join('\n'),
+          );
+        }
+        assert.equal(o, 'name');
+        return out(`${last}\n`);
+      }
+      case 'create': {
+        const props: Record<string, string> = { mounted: 'yes', keystatus: 'available', quota: '0', used: '0' };
+        for (let i = 1; i < args.length - 1; i += 2) {
+          assert.equal(args[i], '-o');
+          const [k, v] = (args[i + 1] as string).split('=') as [string, string];
+          props[k] = v;
+        }
+        if (props.canmount === 'off') props.mounted = 'no';
+        const d: FakeDs = { props };
+        if (props.encryption) d.key = stdin;
+        ds.set(last, d);
+        return out('');
+      }
+      case 'get': {
+        // As ZFS counts it: a dataset's own data plus, for each descendant, the larger of what it
+        // holds and its reservation.
+        const usedBy = (name: string): number =>
+          Number(ds.get(name)?.props.used ?? 0) +
+          [...ds.keys()]
+            .filter((k) => k.startsWith(`${name}/`) && !k.slice(name.length + 1).includes('/'))
+            .reduce((sum, k) => sum + Math.max(usedBy(k), Number(ds.get(k)?.props.reservation ?? 0)), 0);
+        const d = need(args, last);
+        const names = (args[args.length - 2] as string).split(',');
+        return out(
+          names
+            .map(
+              (n) =>
+                `${n}\t${n === 'keystatus' ? ds.get(root(last))?.props.keystatus : n === 'used' ? usedBy(last) : d.props[n]}`,
+            )
+            .join('\n'),
+        );
+      }
+      case 'mount':
+        need(args, last).props.mounted = 'yes';
+        return out('');
+      case 'unmount':
+        need(args, last).props.mounted = 'no';
+        return out('');
+      case 'unload-key':
+        need(args, last).props.keystatus = 'unavailable';
+        return out('');
+      case 'load-key': {
+        const d = need(args, last);
+        if (!stdin?.equals(d.key ?? Buffer.alloc(0)))
+          throw fail(args, `Key load error: Incorrect key provided for '${last}'.`);
+        if (!args.includes('-n')) d.props.keystatus = 'available';
+        return out('');
+      }
+      case 'change-key':
+        need(args, last).key = stdin;
+        return out('');
+      case 'destroy':
+        for (const n of [...ds.keys()]) if (n === last || n.startsWith(`${last}/`)) ds.delete(n);
+        return out('');
+      default:
+        throw new Error(`fake zfs: unexpected ${args.join(' ')}`);
+    }
+  };
+  return { runner, calls, ds };
+}
+
+const isCode = (code: string) => (e: unknown) => isOcsError(e) && e.code === code;
+const MiB = 1024 * 1024;
+
+/** A storage root of the test's own: the driver makes its directories for real, also with a fake `zfs`. */
+function scratchRoot(t: TestContext): string {
+  const dir = mkdtempSync(join(tmpdir(), 'ocs-zfs-fake-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return join(dir, 'root');
+}
+
+test('zfs argv logic (fake runner, not real ZFS): create makes an encrypted, quota-bound dataset with the key on stdin', async (t) => {
+  const z = fakeZfs();
+  const root = scratchRoot(t);
+  const d = new ZfsStorageDriver({ pool: 'tank', root, run: z.runner });
+  const key = randomBytes(32);
+  const info = await d.create('sp_one', 64 * MiB, new Uint8Array(key));
+  const mutating = z.calls.filter((c) => c.args[0] === 'create');
+  assert.deepEqual(
+    mutating.map((c) => c.args),
+    [
+      ['create', '-o', 'canmount=off', '-o', 'mountpoint=none', 'tank/ocs'],
+      [
+        'create',
+        '-o',
+        'encryption=aes-256-gcm',
+        '-o',
+        'keyformat=raw',
+        '-o',
+        'keylocation=prompt',
+        '-o',
+        `quota=${64 * MiB}`,
+        '-o',
+        `reservation=${64 * MiB}`,
+        '-o',
+        `mountpoint=${root}/mnt/sp_one`,
+        '-o',
+        'setuid=off',
+        '-o',
+        'devices=off',
+        '-o',
+        'acltype=posixacl',
+        '-o',
+        'xattr=sa',
+        'tank/ocs/sp_one',
+      ],
+      ['create', 'tank/ocs/sp_one/data'],
+      ['create', '-o', 'canmount=off', 'tank/ocs/sp_one/volumes'],
+    ],
+  );
+  assert.deepEqual(mutating[1]?.stdin, key, 'the key goes on stdin of the encrypted create');
+  assert.equal(mutating.filter((c) => c.stdin).length, 1, 'and nowhere else');
+  assert.deepEqual(info, {
+    id: 'sp_one',
+    sizeBytes: 64 * MiB,
+    usedBytes: 0,
+    unlocked: true,
+    mountpoint: `${root}/mnt/sp_one/data`,
+  });
+  await assert.rejects(d.create('sp_one', 64 * MiB, new Uint8Array(key)), isCode('conflict'));
+  assert.deepEqual(await d.list(), ['sp_one']);
+});
+
+test("zfs argv logic (fake runner, not real ZFS): the directories get the fscrypt driver's modes", async (t) => {
+  const z = fakeZfs();
+  const root = scratchRoot(t);
+  const d = new ZfsStorageDriver({ pool: 'tank', root, run: z.runner });
+  const info = await d.create('sp_modes', 64 * MiB, new Uint8Array(randomBytes(32)));
+  const { path } = await d.createVolume('sp_modes', 'v1', 4 * MiB, new Uint8Array(randomBytes(32)));
+  const mode = (p: string) => (statSync(p).mode & 0o7777).toString(8).padStart(4, '0');
+  const fs = join(root, 'mnt', 'sp_modes');
+  // The fake mounts nothing, so each dataset root here is the directory made for it to mount on;
+  // the real-ZFS conformance run checks the mounted and unmounted states apart.
+  assert.deepEqual(
+    Object.fromEntries(
+      [root, join(root, 'mnt'), fs, info.mountpoint, join(fs, 'volumes'), path].map((p) => [p, mode(p)]),
+    ),
+    {
+      [root]: '0711',
+      [join(root, 'mnt')]: '0711',
+      [fs]: '0755',
+      [info.mountpoint]: '0700',
+      [join(fs, 'volumes')]: '0711',
+      [path]: '0700',
+    },
+  );
+  await d.destroyVolume('sp_modes', 'v1');
+  assert.equal(existsSync(path), false, "a destroyed volume's mountpoint goes with it");
+  await d.destroy('sp_modes');
+  assert.equal(existsSync(fs), false, "a destroyed space's mountpoint goes with it");
+});
+
+test('zfs argv logic (fake runner, not real ZFS): lock unmounts deepest first, then unloads loaded keys; unlock checks the key', async (t) => {
+  const z = fakeZfs();
+  const d = new ZfsStorageDriver({ pool: 'tank', root: scratchRoot(t), run: z.runner });
+  const key = randomBytes(32);
+  const vkey = randomBytes(32);
+  await d.create('sp_two', 64 * MiB, new Uint8Array(key));
+  await d.createVolume('sp_two', 'v1', 8 * MiB, new Uint8Array(vkey));
+  const vcreate = z.calls.at(-1);
+  assert.deepEqual(vcreate?.args, [
+    'create',
+    '-o',
+    'encryption=aes-256-gcm',
+    '-o',
+    'keyformat=raw',
+    '-o',
+    'keylocation=prompt',
+    '-o',
+    `quota=${8 * MiB}`,
+    '-o',
+    `reservation=${8 * MiB}`,
+    'tank/ocs/sp_two/volumes/v1',
+  ]);
+  assert.deepEqual(vcreate?.stdin, vkey);
+  await assert.rejects(d.createVolume('sp_two', 'big', 60 * MiB, new Uint8Array(vkey)), isCode('budget_exceeded'));
+
+  z.calls.length = 0;
+  await d.lock('sp_two');
+  assert.deepEqual(
+    z.calls.filter((c) => ['unmount', 'unload-key'].includes(c.args[0] as string)).map((c) => c.args),
+    [
+      ['unmount', 'tank/ocs/sp_two/volumes/v1'],
+      ['unmount', 'tank/ocs/sp_two/data'],
+      ['unmount', 'tank/ocs/sp_two'],
+      ['unload-key', 'tank/ocs/sp_two/volumes/v1'],
+      ['unload-key', 'tank/ocs/sp_two'],
+    ],
+  );
+  assert.equal((await d.info('sp_two')).unlocked, false);
+  await d.lock('sp_two'); // idempotent: nothing mounted, nothing loaded
+
+  z.calls.length = 0;
+  await assert.rejects(d.unlock('sp_two', new Uint8Array(32)), isCode('unwrap_failed'));
+  assert.equal(
+    z.calls.some((c) => c.args[0] === 'mount'),
+    false,
+    'a refused key mounts nothing',
+  );
+  await d.unlock('sp_two', new Uint8Array(key));
+  assert.deepEqual(
+    z.calls.filter((c) => ['load-key', 'mount'].includes(c.args[0] as string)).map((c) => c.args),
+    [
+      ['load-key', 'tank/ocs/sp_two'],
+      ['load-key', 'tank/ocs/sp_two'],
+      ['mount', 'tank/ocs/sp_two'],
+      ['mount', 'tank/ocs/sp_two/data'],
+    ],
+  );
+  await assert.rejects(d.unlock('sp_two', new Uint8Array(key)), isCode('space_unlocked'));
+  await assert.rejects(d.unlockVolume('sp_two', 'v1', new Uint8Array(key)), isCode('unwrap_failed'));
+  await d.unlockVolume('sp_two', 'v1', new Uint8Array(vkey));
+  assert.deepEqual(z.calls.at(-1)?.args, ['mount', 'tank/ocs/sp_two/volumes/v1']);
+});
+
+test('zfs argv logic (fake runner, not real ZFS): change-key with the old key proven first; destroy -r', async (t) => {
+  const z = fakeZfs();
+  const d = new ZfsStorageDriver({ pool: 'tank', root: scratchRoot(t), run: z.runner });
+  const k1 = randomBytes(32);
+  const k2 = randomBytes(32);
+  const k3 = randomBytes(32);
+  await d.create('sp_three', 64 * MiB, new Uint8Array(k1));
+
+  z.calls.length = 0;
+  await assert.rejects(d.rotateKey('sp_three', new Uint8Array(32), new Uint8Array(k2)), isCode('unwrap_failed'));
+  assert.equal(
+    z.calls.some((c) => c.args[0] === 'change-key'),
+    false,
+  );
+  await d.rotateKey('sp_three', new Uint8Array(k1), new Uint8Array(k2));
+  const keyOps = z.calls.filter((c) => ['load-key', 'change-key', 'unload-key'].includes(c.args[0] as string));
+  assert.deepEqual(
+    keyOps.slice(-2).map((c) => c.args),
+    [
+      ['load-key', '-n', 'tank/ocs/sp_three'],
+      ['change-key', '-o', 'keyformat=raw', '-o', 'keylocation=prompt', 'tank/ocs/sp_three'],
+    ],
+  );
+  assert.deepEqual(keyOps.at(-2)?.stdin, k1);
+  assert.deepEqual(keyOps.at(-1)?.stdin, k2);
+
+  // Locked: load the old key for the change, then unload again.
+  await d.lock('sp_three');
+  z.calls.length = 0;
+  await d.rotateKey('sp_three', new Uint8Array(k2), new Uint8Array(k3));
+  assert.deepEqual(
+    z.calls.filter((c) => ['load-key', 'change-key', 'unload-key'].includes(c.args[0] as string)).map((c) => c.args),
+    [
+      ['load-key', 'tank/ocs/sp_three'],
+      ['change-key', '-o', 'keyformat=raw', '-o', 'keylocation=prompt', 'tank/ocs/sp_three'],
+      ['unload-key', 'tank/ocs/sp_three'],
+    ],
+  );
+  assert.equal((await d.info('sp_three')).unlocked, false);
+  await assert.rejects(d.unlock('sp_three', new Uint8Array(k2)), isCode('unwrap_failed'));
+
+  z.calls.length = 0;
+  await d.destroy('sp_three');
+  assert.deepEqual(z.calls.at(-1)?.args, ['destroy', '-r', 'tank/ocs/sp_three']);
+  await d.destroy('sp_three');
+  await assert.rejects(d.info('sp_three'), isCode('not_found'));
+});
+
+test('zfs argv logic (fake runner, not real ZFS): keys appear only on stdin, never in argv', async (t) => {
+  const z = fakeZfs();
+  const d = new ZfsStorageDriver({ pool: 'tank/sub', root: scratchRoot(t), run: z.runner });
+  const keys = [randomBytes(32), randomBytes(32), randomBytes(32)] as const;
+  await d.create('sp_four', 64 * MiB, new Uint8Array(keys[0]));
+  await d.createVolume('sp_four', 'v', 4 * MiB, new Uint8Array(keys[2]));
+  await d.rotateKey('sp_four', new Uint8Array(keys[0]), new Uint8Array(keys[1]));
+  await d.lock('sp_four');
+  await d.unlock('sp_four', new Uint8Array(keys[1]));
+  await d.unlockVolume('sp_four', 'v', new Uint8Array(keys[2]));
+  for (const k of keys) {
+    for (const form of [k.toString('hex'), k.toString('base64'), k.toString('latin1')]) {
+      assert.equal(
+        z.calls.some((c) => c.args.join('\0').includes(form)),
+        false,
+      );
+    }
+  }
+  assert.ok(z.calls.filter((c) => c.stdin).every((c) => keys.some((k) => k.equals(c.stdin as Buffer))));
+  assert.throws(() => new ZfsStorageDriver({ pool: '-o evil', run: z.runner }), /not a valid dataset name/);
+});
+
+const zfsAvailable =
+  existsSync('/sys/module/zfs') &&
+  (await run('zfs', ['version']).then(
+    () => true,
+    () => false,
+  ));
+
+if (zfsAvailable) {
+  storageConformance('zfs', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ocs-zfs-'));
+    const vdev = join(dir, 'vdev.img');
+    const fd = openSync(vdev, 'wx', 0o600);
+    ftruncateSync(fd, 512 * MiB);
+    closeSync(fd);
+    const pool = `ocsct${randomBytes(4).toString('hex')}`;
+    await run('zpool', ['create', '-O', 'mountpoint=none', pool, vdev]);
+    const root = join(dir, 'root');
+    const driver = new ZfsStorageDriver({ pool, root });
+    return {
+      driver,
+      root,
+      rawPaths: async () => [vdev],
+      overshootBytes: 2 * MiB,
+      hostBytes: async (id) =>
+        Number((await run('zfs', ['get', '-H', '-p', '-o', 'value', 'used', `${pool}/ocs/${id}`])).stdout.trim()),
+      async leftovers(id) {
+        const found: string[] = [];
+        const ds = `${pool}/ocs/${id}`;
+        if (
+          await run('zfs', ['list', '-H', '-o', 'name', ds]).then(
+            () => true,
+            () => false,
+          )
+        )
+          found.push(ds);
+        const mp = join(root, 'mnt', id);
+        found.push(
+          ...parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8'))
+            .map((m) => m.mountpoint)
+            .filter((m) => m === mp || m.startsWith(`${mp}/`)),
+        );
+        return found;
+      },
+      reopen: () => new ZfsStorageDriver({ pool, root }),
+      async cleanup() {
+        await run('zpool', ['destroy', '-f', pool]).catch(() => undefined);
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  });
+} else {
+  test('zfs driver against real ZFS (storage conformance)', (t) => {
+    t.skip(kernelSkip('zfs', 'no ZFS kernel module on this machine: the zfs driver is untested against real ZFS here'));
+  });
+}
