@@ -12,7 +12,7 @@ import {
   LOG_TAIL,
   OcsError,
   SPACE_ROUTES,
-  isReadOnly,
+  operationOfRoute,
   validateQuery,
   type BodyOf,
   type ParamsOf,
@@ -169,7 +169,7 @@ export function createSpaceApp(d: SpaceAppDeps): Koa {
   bindCatalogue(router, SPACE_ROUTES as readonly RouteSpec[], async (spec, ctx) => {
     const handler = handlers[spec.id as SpaceRouteId] as Handler<RouteSpec>;
     const raw = await check(ctx, spec);
-    const mutating = !isReadOnly(spec);
+    const mutating = !operationOfRoute(spec.id)!.readOnly;
     // The caller's own value, even when the schema refuses it (the journal makes it printable).
     const target = Object.values(ctx.params as Record<string, string>)[0];
     try {
