@@ -81,6 +81,8 @@ export class OcsClient extends BaseClient {
   readonly node = {
     info: () => this.route(nodeRoute('getNode')),
     health: () => this.route(nodeRoute('health')),
+    /** The Prometheus text of /metrics (a monitor's or the farmer's token). */
+    metrics: () => this.route(nodeRoute('metrics')),
   };
 
   readonly audit = {

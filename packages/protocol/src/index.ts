@@ -22,6 +22,7 @@ export * from './authorize.js';
 export * from './single-headers.js';
 export * from './token-cache.js';
 export * from './key-sets.js';
+export * from './operations.js';
 export * from './broker.js';
 export * from './authority.js';
 export * from './client-error.js';

@@ -3,12 +3,13 @@
  * entries and validate with their schemas), the client, and docs/api/openapi.json.
  */
 import { Type, type Static, type TObject, type TSchema } from '@sinclair/typebox';
-import { Empty, ErrorResponse, Name, Obj, Resources, SpaceId } from './schemas/common.js';
+import { Empty, ErrorResponse, Obj, Resources, SpaceId } from './schemas/common.js';
 import type { ErrorCode } from './errors.js';
 import * as N from './schemas/node.js';
 import * as S from './schemas/space.js';
 
 import type { Role } from './jwt.js';
+import { spaceRoutesOf, type SpaceRouteOf } from './operations.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'DELETE';
 
@@ -40,18 +41,7 @@ export interface RouteSpec {
   errors?: readonly ErrorCode[];
 }
 
-const Ref = <K extends string>(key: K) => Obj({ [key]: Name } as { [P in K]: typeof Name });
 const SpaceRef = Obj({ spaceId: SpaceId });
-const Tail = (t: { max: number; default: number }, unit: string) =>
-  Obj({
-    tail: Type.Optional(
-      Type.Integer({
-        minimum: 1,
-        maximum: t.max,
-        description: `How many ${unit} from the end (default ${t.default}).`,
-      }),
-    ),
-  });
 /** A client's key for one reservation: a retry with the same key returns the same space. */
 export const IdempotencyKey = Type.String({
   pattern: '^[A-Za-z0-9_.:-]{16,128}$',
@@ -205,331 +195,8 @@ export const NODE_ROUTES = [
   },
 ] as const satisfies readonly RouteSpec[];
 
-export const SPACE_ROUTES = [
-  {
-    id: 'spaceStatus',
-    method: 'GET',
-    path: '/status',
-    summary: 'Budget and usage',
-    roles: ['monitor', 'storage', 'containers', 'vms'],
-    signature: 'owner',
-    response: S.SpaceStatus,
-    status: 200,
-  },
-  {
-    id: 'createVolume',
-    method: 'POST',
-    path: '/volumes',
-    summary: 'Create an encrypted volume',
-    roles: ['storage'],
-    signature: 'owner',
-    body: S.CreateVolumeRequest,
-    response: S.Volume,
-    status: 201,
-    errors: ['budget_exceeded', 'conflict'],
-  },
-  {
-    id: 'listVolumes',
-    method: 'GET',
-    path: '/volumes',
-    summary: 'Volumes',
-    roles: ['storage', 'monitor'],
-    signature: 'owner',
-    response: S.VolumeList,
-    status: 200,
-  },
-  {
-    id: 'deleteVolume',
-    method: 'DELETE',
-    path: '/volumes/{volume}',
-    params: Ref('volume'),
-    summary: 'Destroy a volume and its key',
-    roles: ['storage'],
-    signature: 'owner',
-    status: 204,
-    errors: ['conflict'],
-  },
-  {
-    id: 'loadImage',
-    method: 'POST',
-    path: '/images/{image}',
-    params: Ref('image'),
-    summary: 'Load a docker save tarball (streamed, with Content-Digest)',
-    roles: ['storage', 'containers'],
-    signature: 'owner',
-    body: 'binary',
-    response: S.Image,
-    status: 201,
-    errors: ['budget_exceeded', 'conflict', 'unsupported_media_type'],
-  },
-  {
-    id: 'listImages',
-    method: 'GET',
-    path: '/images',
-    summary: 'Images of this space',
-    roles: ['storage', 'containers', 'monitor'],
-    signature: 'owner',
-    response: S.ImageList,
-    status: 200,
-  },
-  {
-    id: 'deleteImage',
-    method: 'DELETE',
-    path: '/images/{image}',
-    params: Ref('image'),
-    summary: 'Remove an image',
-    roles: ['storage', 'containers'],
-    signature: 'owner',
-    status: 204,
-    errors: ['conflict'],
-  },
-  {
-    id: 'uploadFile',
-    method: 'POST',
-    path: '/files/{file}',
-    params: Ref('file'),
-    summary: 'Upload a file (kernel, initramfs, disk image, image tarball) into the space storage',
-    roles: ['storage', 'containers', 'vms'],
-    signature: 'owner',
-    body: 'binary',
-    response: S.StoredFile,
-    status: 201,
-    errors: ['budget_exceeded', 'conflict'],
-  },
-  {
-    id: 'listFiles',
-    method: 'GET',
-    path: '/files',
-    summary: 'Uploaded files',
-    roles: ['storage', 'containers', 'vms', 'monitor'],
-    signature: 'owner',
-    response: S.FileList,
-    status: 200,
-  },
-  {
-    id: 'deleteFile',
-    method: 'DELETE',
-    path: '/files/{file}',
-    params: Ref('file'),
-    summary: 'Delete an uploaded file',
-    roles: ['storage', 'containers', 'vms'],
-    signature: 'owner',
-    status: 204,
-  },
-  {
-    id: 'createContainer',
-    method: 'POST',
-    path: '/containers',
-    summary: 'Create (and start) a hardened container',
-    roles: ['containers'],
-    signature: 'owner',
-    body: S.CreateContainerRequest,
-    response: S.Container,
-    status: 201,
-    errors: ['budget_exceeded', 'conflict'],
-  },
-  {
-    id: 'listContainers',
-    method: 'GET',
-    path: '/containers',
-    summary: 'Containers',
-    roles: ['containers', 'monitor'],
-    signature: 'owner',
-    response: S.ContainerList,
-    status: 200,
-  },
-  {
-    id: 'getContainer',
-    method: 'GET',
-    path: '/containers/{container}',
-    params: Ref('container'),
-    summary: 'Inspect a container',
-    roles: ['containers', 'monitor'],
-    signature: 'owner',
-    response: S.Container,
-    status: 200,
-  },
-  {
-    id: 'startContainer',
-    method: 'POST',
-    path: '/containers/{container}/start',
-    params: Ref('container'),
-    summary: 'Start',
-    roles: ['containers'],
-    signature: 'owner',
-    body: Empty,
-    response: S.Container,
-    status: 200,
-  },
-  {
-    id: 'stopContainer',
-    method: 'POST',
-    path: '/containers/{container}/stop',
-    params: Ref('container'),
-    summary: 'Stop',
-    roles: ['containers'],
-    signature: 'owner',
-    body: Empty,
-    response: S.Container,
-    status: 200,
-  },
-  {
-    id: 'deleteContainer',
-    method: 'DELETE',
-    path: '/containers/{container}',
-    params: Ref('container'),
-    summary: 'Remove',
-    roles: ['containers'],
-    signature: 'owner',
-    status: 204,
-  },
-  {
-    id: 'containerLogs',
-    method: 'GET',
-    path: '/containers/{container}/logs',
-    params: Ref('container'),
-    query: Tail(S.LOG_TAIL, 'lines'),
-    summary: 'Tail of stdout and stderr',
-    roles: ['containers', 'monitor'],
-    signature: 'owner',
-    response: S.LogChunk,
-    status: 200,
-  },
-  {
-    id: 'containerStats',
-    method: 'GET',
-    path: '/containers/{container}/stats',
-    params: Ref('container'),
-    summary: 'Memory, CPU and pids',
-    roles: ['containers', 'monitor'],
-    signature: 'owner',
-    response: S.ContainerStats,
-    status: 200,
-  },
-  {
-    id: 'createVm',
-    method: 'POST',
-    path: '/vms',
-    summary: 'Define (and start) a VM',
-    roles: ['vms'],
-    signature: 'owner',
-    body: S.CreateVmRequest,
-    response: S.Vm,
-    status: 201,
-    errors: ['budget_exceeded', 'conflict'],
-  },
-  {
-    id: 'listVms',
-    method: 'GET',
-    path: '/vms',
-    summary: 'VMs',
-    roles: ['vms', 'monitor'],
-    signature: 'owner',
-    response: S.VmList,
-    status: 200,
-  },
-  {
-    id: 'getVm',
-    method: 'GET',
-    path: '/vms/{vm}',
-    params: Ref('vm'),
-    summary: 'One VM',
-    roles: ['vms', 'monitor'],
-    signature: 'owner',
-    response: S.Vm,
-    status: 200,
-  },
-  {
-    id: 'startVm',
-    method: 'POST',
-    path: '/vms/{vm}/start',
-    params: Ref('vm'),
-    summary: 'Start',
-    roles: ['vms'],
-    signature: 'owner',
-    body: Empty,
-    response: S.Vm,
-    status: 200,
-  },
-  {
-    id: 'stopVm',
-    method: 'POST',
-    path: '/vms/{vm}/stop',
-    params: Ref('vm'),
-    summary: 'Stop (force off after a grace period)',
-    roles: ['vms'],
-    signature: 'owner',
-    body: Empty,
-    response: S.Vm,
-    status: 200,
-  },
-  {
-    id: 'deleteVm',
-    method: 'DELETE',
-    path: '/vms/{vm}',
-    params: Ref('vm'),
-    summary: 'Undefine and delete its disk',
-    roles: ['vms'],
-    signature: 'owner',
-    status: 204,
-  },
-  {
-    id: 'vmConsole',
-    method: 'GET',
-    path: '/vms/{vm}/console',
-    params: Ref('vm'),
-    query: Tail(S.CONSOLE_TAIL, 'bytes'),
-    summary: 'Serial console log (read-only)',
-    roles: ['vms', 'monitor'],
-    signature: 'owner',
-    response: S.LogChunk,
-    status: 200,
-  },
-  {
-    id: 'getNetwork',
-    method: 'GET',
-    path: '/network',
-    summary: "The space's network: its egress, what it publishes where, its reserved ports",
-    roles: ['containers', 'vms', 'monitor'],
-    signature: 'owner',
-    response: S.SpaceNetworkView,
-    status: 200,
-  },
-  {
-    id: 'setEgress',
-    method: 'POST',
-    path: '/network/egress',
-    summary: "Where the space's workloads may reach out, within the node's policy (default: nowhere)",
-    roles: ['containers', 'vms'],
-    signature: 'owner',
-    body: S.Egress,
-    response: S.SpaceNetworkView,
-    status: 200,
-    errors: ['egress_refused'],
-  },
-  {
-    id: 'publishPort',
-    method: 'POST',
-    path: '/network/ports',
-    summary: "Forward a port of the node (from the space's reserved ports) to a container's or VM's port",
-    roles: ['containers', 'vms'],
-    signature: 'owner',
-    body: S.PublishPortRequest,
-    response: S.PublishedPort,
-    status: 201,
-    errors: ['budget_exceeded', 'capacity_exceeded', 'conflict'],
-  },
-  {
-    id: 'unpublishPort',
-    method: 'DELETE',
-    path: '/network/ports/{hostPort}',
-    params: Obj({ hostPort: Type.String({ pattern: '^[1-9][0-9]{0,4}$' }) }),
-    summary: 'Stop forwarding a port of the node',
-    roles: ['containers', 'vms'],
-    signature: 'owner',
-    status: 204,
-  },
-] as const satisfies readonly RouteSpec[];
+/** The space API's routes, in catalogue order: a view of `SPACE_OPERATIONS` (operations.ts). */
+export const SPACE_ROUTES: readonly SpaceRoute[] = spaceRoutesOf();
 
 export const SPACE_API_PREFIX = '/v1/spaces/{spaceId}/api';
 
@@ -538,7 +205,7 @@ function isSchema(v: unknown): v is TSchema {
 }
 
 export type NodeRoute = (typeof NODE_ROUTES)[number];
-export type SpaceRoute = (typeof SPACE_ROUTES)[number];
+export type SpaceRoute = SpaceRouteOf;
 export type NodeRouteId = NodeRoute['id'];
 export type SpaceRouteId = SpaceRoute['id'];
 
@@ -569,9 +236,6 @@ export function nodeRoute<I extends NodeRouteId>(id: I): Extract<NodeRoute, { id
 export function spaceRoute<I extends SpaceRouteId>(id: I): Extract<SpaceRoute, { id: I }> {
   return SPACE_ROUTES.find((r) => r.id === id) as Extract<SpaceRoute, { id: I }>;
 }
-
-/** A route changes something (and is journalled, and never retried blindly) unless it is a GET. */
-export const isReadOnly = (r: Pick<RouteSpec, 'method'>): boolean => r.method === 'GET';
 
 /**
  * Every refusal code a route can answer with: those of its kind (token, signature, body, path

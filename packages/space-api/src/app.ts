@@ -8,11 +8,13 @@ import Router from '@koa/router';
 import { rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  CONSOLE_TAIL,
-  LOG_TAIL,
   OcsError,
   SPACE_ROUTES,
-  isReadOnly,
+  brokerArgsOf,
+  isBrokerOp,
+  operationOfRoute,
+  type LocalRouteId,
+  type RouteInput,
   validateQuery,
   type BodyOf,
   type ParamsOf,
@@ -103,11 +105,11 @@ export function createSpaceApp(d: SpaceAppDeps): Koa {
       hashes: nativeHashes,
     });
 
-  const handlers: { [K in SpaceRouteId]: Handler<Extract<SpaceRoute, { id: K }>> } = {
-    spaceStatus: () => d.broker('status', {}),
-    createVolume: (_ctx, { body }) => d.broker('createVolume', body),
-    listVolumes: () => d.broker('listVolumes', {}),
-    deleteVolume: (_ctx, { params }) => d.broker('deleteVolume', params),
+  // The routes with logic of their own; every other route forwards its input to the broker op
+  // of its catalogue entry, mapped as the entry says (`brokerArgsOf`).
+  const handlers: { [K in LocalRouteId]: Handler<Extract<SpaceRoute, { id: K }>> } & {
+    [K in SpaceRouteId]?: Handler<Extract<SpaceRoute, { id: K }>>;
+  } = {
     loadImage: async (ctx, { params }) => {
       const up = await upload(ctx);
       try {
@@ -116,8 +118,6 @@ export function createSpaceApp(d: SpaceAppDeps): Koa {
         await rm(join(files, up.spoolName), { force: true });
       }
     },
-    listImages: () => d.broker('listImages', {}),
-    deleteImage: (_ctx, { params }) => d.broker('deleteImage', params),
     uploadFile: async (ctx, { params: { file } }) => {
       const up = await upload(ctx);
       await publishUpload(files, up.spoolName, file);
@@ -142,34 +142,26 @@ export function createSpaceApp(d: SpaceAppDeps): Koa {
       }
       return undefined;
     },
-    createContainer: (_ctx, { body }) => d.broker('createContainer', body),
-    listContainers: () => d.broker('listContainers', {}),
-    getContainer: (_ctx, { params }) => d.broker('getContainer', params),
-    startContainer: (_ctx, { params }) => d.broker('startContainer', params),
-    stopContainer: (_ctx, { params }) => d.broker('stopContainer', params),
-    deleteContainer: (_ctx, { params }) => d.broker('deleteContainer', params),
-    containerLogs: (_ctx, { params, query }) =>
-      d.broker('containerLogs', { ...params, tail: query.tail ?? LOG_TAIL.default }),
-    containerStats: (_ctx, { params }) => d.broker('containerStats', params),
-    createVm: (_ctx, { body }) => d.broker('createVm', body),
-    listVms: () => d.broker('listVms', {}),
-    getVm: (_ctx, { params }) => d.broker('getVm', params),
-    startVm: (_ctx, { params }) => d.broker('startVm', params),
-    stopVm: (_ctx, { params }) => d.broker('stopVm', params),
-    deleteVm: (_ctx, { params }) => d.broker('deleteVm', params),
-    getNetwork: () => d.broker('getNetwork', {}),
-    setEgress: (_ctx, { body }) => d.broker('setEgress', { egress: body }),
-    publishPort: (_ctx, { body }) => d.broker('publishPort', body),
-    unpublishPort: (_ctx, { params }) => d.broker('unpublishPort', { hostPort: Number(params.hostPort) }),
-    vmConsole: (_ctx, { params, query }) =>
-      d.broker('vmConsole', { ...params, tail: query.tail ?? CONSOLE_TAIL.default }),
   };
+  function handlerOf(spec: RouteSpec): { handler: Handler<RouteSpec>; readOnly: boolean } {
+    const op = operationOfRoute(spec.id);
+    if (!op) throw new Error(`route ${spec.id} has no catalogue entry`);
+    const own = handlers[spec.id as SpaceRouteId] as Handler<RouteSpec> | undefined;
+    if (own) return { handler: own, readOnly: op.readOnly };
+    if (!op.broker || !isBrokerOp(op.name)) throw new Error(`route ${spec.id} has neither a handler nor a broker op`);
+    const name = op.name;
+    return {
+      handler: (_ctx, input) => d.broker(name, brokerArgsOf(op, input as RouteInput) as never),
+      readOnly: op.readOnly,
+    };
+  }
+  const bound = new Map((SPACE_ROUTES as readonly RouteSpec[]).map((spec) => [spec.id, handlerOf(spec)]));
 
   // Every route of the catalogue, bound here and only here: auth, then path, query and body by their schemas.
   bindCatalogue(router, SPACE_ROUTES as readonly RouteSpec[], async (spec, ctx) => {
-    const handler = handlers[spec.id as SpaceRouteId] as Handler<RouteSpec>;
+    const { handler, readOnly } = bound.get(spec.id)!;
     const raw = await check(ctx, spec);
-    const mutating = !isReadOnly(spec);
+    const mutating = !readOnly;
     // The caller's own value, even when the schema refuses it (the journal makes it printable).
     const target = Object.values(ctx.params as Record<string, string>)[0];
     try {

@@ -5,7 +5,6 @@ import { connect } from 'node:tls';
 import { isIP } from 'node:net';
 import type { Command } from 'commander';
 import { normalizeFingerprint, PinMismatchError } from '@ocs/client';
-import { nodeRoute } from '@ocs/protocol';
 import { UsageError, formatBytes } from '../units.js';
 import { keyValues, print, table } from '../output.js';
 import type { Run } from '../main.js';
@@ -114,7 +113,7 @@ export function nodeCommands(program: Command, run: Run): void {
     .description("the node's Prometheus metrics, as its /metrics serves them")
     .action(
       run(async (ctx, name?: string) => {
-        const text = await ctx.client({ ...(name ? { node: name } : {}) }).route(nodeRoute('metrics'));
+        const text = await ctx.client({ ...(name ? { node: name } : {}) }).node.metrics();
         process.stdout.write(text);
       }),
     );

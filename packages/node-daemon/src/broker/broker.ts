@@ -20,6 +20,7 @@ import {
   type BrokerArgs,
   type BrokerOp,
   type BrokerResult,
+  type HostPart,
 } from '@ocs/protocol';
 import type { SpaceRow } from '../state/index.js';
 import { ContainerOps } from './containers.js';
@@ -181,16 +182,17 @@ export class Broker {
   }
 }
 
-/** A host failure the caller cannot fix, named by the part of the host it hit; the detail is in the log. */
+/** How `host_failed` names each part of the host. */
+const PART_NAMES: Record<HostPart, string> = {
+  engine: 'the container engine',
+  libvirt: 'libvirt/QEMU',
+  storage: 'the storage',
+  firewall: "the node's firewall",
+  host: 'the host',
+};
+
+/** A host failure the caller cannot fix, named by the part of the host its operation declares; the detail is in the log. */
 export function hostFailed(op: BrokerOp): OcsError {
-  const part = /Port|Egress|Network/.test(op)
-    ? "the node's firewall"
-    : /Vm|vm/.test(op)
-      ? 'libvirt/QEMU'
-      : /Container|Image|container|image/.test(op)
-        ? 'the container engine'
-        : /Volume/.test(op)
-          ? 'the storage'
-          : 'the host';
+  const part = PART_NAMES[BROKER_OPS[op].part];
   return new OcsError('host_failed', `${part} failed to carry out ${op}; the node's log has the detail`, { op });
 }
