@@ -10,7 +10,7 @@ import type { Container } from '@ocs/protocol';
 import { UsageError, formatBytes, parseCpu, parseSize } from '../units.js';
 import { busy, keyValues, print, progressBar, table } from '../output.js';
 import type { Run } from '../main.js';
-import { attach, op, removed } from './one-to-one.js';
+import { attach, op, removed, type Row } from './one-to-one.js';
 import { inSpace, spaced } from './space-handle.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -231,29 +231,15 @@ export function workloadCommands(program: Command, run: Run): void {
       param: 'container',
       human: showContainer,
     }),
-    (group) =>
-      spaced(
-        group
-          .command('logs <name>')
-          .option('--tail <n>', 'lines from the end', '200')
-          .option('-f, --follow', 'keep printing new lines until the container stops (Ctrl-C ends)'),
-      )
-        .description('stdout and stderr of a container')
-        .action(
-          run(async (ctx, name: string, o: { tail: string; follow?: boolean; space?: string }) => {
-            const s = inSpace(ctx, o.space);
-            const tail = Number(o.tail);
-            const first = await s.containers.logs(name, { tail });
-            if (ctx.out.json && !o.follow) return print(ctx.out, first, () => '');
-            process.stdout.write(first.text);
-            if (!o.follow) return;
-            await follow(
-              first.text,
-              async () => (await s.containers.logs(name, { tail: 10_000 })).text,
-              async () => (await s.containers.get(name)).state === 'running',
-            );
-          }),
-        ),
+    tailed({
+      usage: 'logs <name>',
+      tail: ['--tail <n>', 'lines from the end', '200'],
+      follow: 'keep printing new lines until the container stops (Ctrl-C ends)',
+      description: 'stdout and stderr of a container',
+      read: (s, name, tail) => s.containers.logs(name, { tail }),
+      followTail: 10_000,
+      running: async (s, name) => (await s.containers.get(name)).state === 'running',
+    }),
     op({
       usage: 'stats <name>',
       description: 'memory, CPU and processes of a running container',
@@ -362,29 +348,56 @@ export function workloadCommands(program: Command, run: Run): void {
     }),
     op({ usage: 'start <name>', description: 'start a VM', op: 'startVm', param: 'vm', human: stateOf }),
     op({ usage: 'rm <name>', description: 'remove a VM and its disk', op: 'deleteVm', param: 'vm', ...removed }),
-    (group) =>
-      spaced(
-        group
-          .command('console <name>')
-          .option('--tail <bytes>', 'bytes from the end', '65536')
-          .option('-f, --follow', 'keep printing new output while the VM runs (Ctrl-C ends)'),
-      )
-        .description("the VM's serial console (read-only)")
-        .action(
-          run(async (ctx, name: string, o: { tail: string; follow?: boolean; space?: string }) => {
-            const s = inSpace(ctx, o.space);
-            const r = await s.vms.console(name, { tail: Number(o.tail) });
-            if (ctx.out.json && !o.follow) return print(ctx.out, r, () => '');
-            process.stdout.write(r.text);
-            if (!o.follow) return;
-            await follow(
-              r.text,
-              async () => (await s.vms.console(name, { tail: 1024 * 1024 })).text,
-              async () => (await s.vms.get(name)).state === 'running',
-            );
-          }),
-        ),
+    tailed({
+      usage: 'console <name>',
+      tail: ['--tail <bytes>', 'bytes from the end', '65536'],
+      follow: 'keep printing new output while the VM runs (Ctrl-C ends)',
+      description: "the VM's serial console (read-only)",
+      read: (s, name, tail) => s.vms.console(name, { tail }),
+      followTail: 1024 * 1024,
+      running: async (s, name) => (await s.vms.get(name)).state === 'running',
+    }),
   ]);
+}
+
+type SpaceHandle = ReturnType<typeof inSpace>;
+
+/**
+ * `container logs`, `vm console`: the end of a text the workload writes, printed once, or
+ * followed while the workload runs.
+ */
+function tailed<R extends { text: string }>(t: {
+  usage: string;
+  tail: [flags: string, help: string, byDefault: string];
+  follow: string;
+  description: string;
+  read: (s: SpaceHandle, name: string, tail: number) => Promise<R>;
+  /** How much to read each round while following. */
+  followTail: number;
+  running: (s: SpaceHandle, name: string) => Promise<boolean>;
+}): Row {
+  return (group, run) =>
+    spaced(
+      group
+        .command(t.usage)
+        .option(...t.tail)
+        .option('-f, --follow', t.follow),
+    )
+      .description(t.description)
+      .action(
+        run(async (ctx, name: string, o: { tail: string; follow?: boolean; space?: string }) => {
+          const s = inSpace(ctx, o.space);
+          const first = await t.read(s, name, Number(o.tail));
+          if (ctx.out.json && !o.follow) return print(ctx.out, first, () => '');
+          process.stdout.write(first.text);
+          if (!o.follow) return;
+          await follow(
+            first.text,
+            async () => (await t.read(s, name, t.followTail)).text,
+            () => t.running(s, name),
+          );
+        }),
+      );
 }
 
 /**
