@@ -132,6 +132,8 @@ export class OcsClient extends BaseClient {
     const r = <I extends SpaceRouteId>(id: I, input: RouteInput<S<I>> = {}, o: UploadOptions = {}) =>
       this.route(spaceRoute(id), input, { prefix, ...o });
     return {
+      /** Any operation of the space's catalogue by its id (what the typed methods below call). */
+      call: <I extends SpaceRouteId>(id: I, input: RouteInput<S<I>> = {}) => r(id, input),
       status: () => r('spaceStatus'),
       volumes: {
         create: (body: BodyOf<S<'createVolume'>>) => r('createVolume', { body }),

@@ -23,6 +23,7 @@ export * from './single-headers.js';
 export * from './token-cache.js';
 export * from './key-sets.js';
 export * from './operations.js';
+export * from './node-operations.js';
 export * from './broker.js';
 export * from './authority.js';
 export * from './client-error.js';

@@ -2,14 +2,15 @@
  * The route catalogue of both APIs: one source for the servers (which bind handlers to these
  * entries and validate with their schemas), the client, and docs/api/openapi.json.
  */
-import { Type, type Static, type TObject, type TSchema } from '@sinclair/typebox';
-import { Empty, ErrorResponse, Obj, Resources, SpaceId } from './schemas/common.js';
+import type { Static, TObject, TSchema } from '@sinclair/typebox';
+import { Empty, ErrorResponse, Resources } from './schemas/common.js';
 import type { ErrorCode } from './errors.js';
 import * as N from './schemas/node.js';
 import * as S from './schemas/space.js';
 
 import type { Role } from './jwt.js';
 import { spaceRoutesOf, type SpaceRouteOf } from './operations.js';
+import { nodeRoutesOf, type NodeRouteOf } from './node-operations.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'DELETE';
 
@@ -41,159 +42,8 @@ export interface RouteSpec {
   errors?: readonly ErrorCode[];
 }
 
-const SpaceRef = Obj({ spaceId: SpaceId });
-/** A client's key for one reservation: a retry with the same key returns the same space. */
-export const IdempotencyKey = Type.String({
-  pattern: '^[A-Za-z0-9_.:-]{16,128}$',
-  description: 'Chosen by the client (16 to 128 of A-Z a-z 0-9 _ . : -); kept for 24 hours.',
-});
-export const CreateSpaceHeaders = Obj({ 'idempotency-key': Type.Optional(IdempotencyKey) });
-export const AuditQuery = Obj({
-  after: Type.Optional(Type.Integer({ minimum: 0, description: 'Entries after this sequence number.' })),
-  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'At most this many (default 100).' })),
-});
-
-export const NODE_ROUTES = [
-  {
-    id: 'health',
-    method: 'GET',
-    path: '/healthz',
-    summary: 'Liveness',
-    roles: [],
-    signature: 'none',
-    response: N.Health,
-    status: 200,
-  },
-  {
-    id: 'metrics',
-    method: 'GET',
-    path: '/metrics',
-    // Counts of spaces, workloads and refusals say what a node holds and who is refused: only
-    // for the node's monitors and its farmer (a scraper's token: docs/operator-guide.md).
-    summary: 'Prometheus metrics',
-    roles: ['monitor', 'farmer'],
-    signature: 'none',
-    response: 'text',
-    status: 200,
-  },
-  {
-    id: 'getNode',
-    method: 'GET',
-    path: '/v1/node',
-    summary: 'Identity, TLS fingerprint, unlock recipient and capacity',
-    roles: ['farmer', 'spaces', 'monitor'],
-    signature: 'none',
-    response: N.NodeInfo,
-    status: 200,
-  },
-  {
-    id: 'createSpace',
-    method: 'POST',
-    path: '/v1/spaces',
-    headers: CreateSpaceHeaders,
-    summary: 'Reserve a space bound to an owner key',
-    roles: ['spaces'],
-    signature: 'bound-key',
-    body: N.CreateSpaceRequest,
-    response: N.CreateSpaceResponse,
-    status: 201,
-    errors: ['capacity_exceeded', 'conflict', 'key_malformed', 'key_unsupported', 'key_encrypted'],
-  },
-  {
-    id: 'listSpaces',
-    method: 'GET',
-    path: '/v1/spaces',
-    summary: "Spaces of the caller's org (all for farmer and monitor)",
-    roles: ['spaces', 'farmer', 'monitor'],
-    signature: 'none',
-    response: N.SpaceList,
-    status: 200,
-  },
-  {
-    id: 'getSpace',
-    method: 'GET',
-    path: '/v1/spaces/{spaceId}',
-    params: SpaceRef,
-    summary: 'One space',
-    roles: ['spaces', 'farmer', 'monitor'],
-    signature: 'none',
-    response: N.Space,
-    status: 200,
-  },
-  {
-    id: 'renewSpace',
-    method: 'POST',
-    path: '/v1/spaces/{spaceId}/renew',
-    params: SpaceRef,
-    summary: 'Extend the lease (never shortens it)',
-    roles: ['spaces', 'farmer'],
-    signature: 'owner-or-farmer',
-    body: N.RenewRequest,
-    response: N.Space,
-    status: 200,
-    errors: ['lease_expired'],
-  },
-  {
-    id: 'lockSpace',
-    method: 'POST',
-    path: '/v1/spaces/{spaceId}/lock',
-    params: SpaceRef,
-    summary: 'Stop workloads and evict the storage key',
-    roles: ['spaces', 'storage'],
-    signature: 'owner',
-    body: Empty,
-    response: N.Space,
-    status: 200,
-    errors: ['space_locked', 'lease_expired'],
-  },
-  {
-    id: 'unlockSpace',
-    method: 'POST',
-    path: '/v1/spaces/{spaceId}/unlock',
-    params: SpaceRef,
-    summary: 'Load the space key, sealed to the node unlock recipient',
-    roles: ['spaces', 'storage'],
-    signature: 'owner',
-    body: N.UnlockRequest,
-    response: N.Space,
-    status: 200,
-    errors: ['space_unlocked', 'unwrap_failed', 'lease_expired'],
-  },
-  {
-    id: 'rotateSpaceKey',
-    method: 'POST',
-    path: '/v1/spaces/{spaceId}/rotate-key',
-    params: SpaceRef,
-    summary: 'Re-wrap the storage under a fresh key',
-    roles: ['spaces', 'storage'],
-    signature: 'owner',
-    body: N.RotateKeyRequest,
-    response: N.RotateKeyResponse,
-    status: 200,
-    errors: ['space_locked', 'unwrap_failed', 'lease_expired'],
-  },
-  {
-    id: 'deleteSpace',
-    method: 'DELETE',
-    path: '/v1/spaces/{spaceId}',
-    params: SpaceRef,
-    summary: 'Destroy the space and shred its keys',
-    roles: ['spaces', 'farmer'],
-    signature: 'owner-or-farmer',
-    status: 204,
-  },
-  {
-    id: 'listAudit',
-    method: 'GET',
-    path: '/v1/audit',
-    query: AuditQuery,
-    summary: 'The hash-chained audit log',
-    roles: ['farmer', 'monitor'],
-    signature: 'none',
-    response: N.AuditPage,
-    status: 200,
-  },
-] as const satisfies readonly RouteSpec[];
+/** The node API's routes, in catalogue order: a view of `NODE_OPERATIONS` (node-operations.ts). */
+export const NODE_ROUTES: readonly NodeRouteOf[] = nodeRoutesOf();
 
 /** The space API's routes, in catalogue order: a view of `SPACE_OPERATIONS` (operations.ts). */
 export const SPACE_ROUTES: readonly SpaceRoute[] = spaceRoutesOf();
@@ -204,7 +54,7 @@ function isSchema(v: unknown): v is TSchema {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && ('type' in v || 'anyOf' in v);
 }
 
-export type NodeRoute = (typeof NODE_ROUTES)[number];
+export type NodeRoute = NodeRouteOf;
 export type SpaceRoute = SpaceRouteOf;
 export type NodeRouteId = NodeRoute['id'];
 export type SpaceRouteId = SpaceRoute['id'];

@@ -2,6 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   BROKER_OPS,
+  NODE_OPERATIONS,
+  NODE_ROUTES,
   SPACE_OPERATIONS,
   SPACE_ROUTES,
   brokerArgsOf,
@@ -9,6 +11,7 @@ import {
   operationOfRoute,
   spaceRoute,
   type BrokerOp,
+  type NodeOperationSpec,
   type OperationSpec,
 } from '@ocs/protocol';
 
@@ -59,4 +62,14 @@ test('route input maps to broker arguments: params and body merged unless the en
   assert.deepEqual(brokerArgsOf(op('setEgress'), { ...none, body: { mode: 'none' } }), { egress: { mode: 'none' } });
   assert.deepEqual(brokerArgsOf(op('unpublishPort'), { ...none, params: { hostPort: '8080' } }), { hostPort: 8080 });
   assert.equal(spaceRoute('spaceStatus').path, '/status');
+});
+
+test('the node catalogue: NODE_ROUTES holds every entry in order, its id the name, GET exactly when read-only', () => {
+  const nodeOps = Object.entries(NODE_OPERATIONS as Record<string, NodeOperationSpec>);
+  assert.deepEqual(
+    NODE_ROUTES.map((r) => r.id),
+    nodeOps.map(([n]) => n),
+  );
+  for (const [name, o] of nodeOps)
+    assert.equal(o.route.method === 'GET', o.readOnly, `${name}: GET exactly when read-only`);
 });

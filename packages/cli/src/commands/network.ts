@@ -7,7 +7,7 @@ import type { SpaceNetworkView } from '@ocs/protocol';
 import { UsageError, parseCount, parsePublishTarget } from '../units.js';
 import { keyValues, print, table } from '../output.js';
 import type { Run } from '../main.js';
-import { inSpace, spaced } from './workloads.js';
+import { inSpace, spaced } from './space-handle.js';
 
 function showEgress(e: SpaceNetworkView['egress']): string {
   return e.mode === 'list' ? e.allow.join(', ') : e.mode;

@@ -1,0 +1,231 @@
+/**
+ * The catalogue of the node daemon's own operations (health, the node, reservations and a
+ * space's life cycle, the audit log): each declared once, with its route, whether it is
+ * read-only, what it acts on and, where the host can fail under it, which part. `NODE_ROUTES`
+ * (routes.ts) is a view of this table, in this order; the daemon binds every route from it.
+ * A space's own operations are `SPACE_OPERATIONS` (operations.ts).
+ */
+import { Type } from '@sinclair/typebox';
+import { Empty, Obj, SpaceId } from './schemas/common.js';
+import * as N from './schemas/node.js';
+import type { HostPart } from './operations.js';
+import type { RouteSpec } from './routes.js';
+
+export interface NodeOperationSpec {
+  /** Changes nothing: its route is a GET. */
+  readOnly: boolean;
+  /** What it acts on: the node itself or one space. */
+  kind: 'node' | 'space';
+  /** The part of the host its work can fail in; none when it touches only the daemon's database. */
+  part?: HostPart;
+  /** Its route on the node API; its id is the operation's name. */
+  route: Omit<RouteSpec, 'id'>;
+}
+
+const SpaceRef = Obj({ spaceId: SpaceId });
+/** A client's key for one reservation: a retry with the same key returns the same space. */
+export const IdempotencyKey = Type.String({
+  pattern: '^[A-Za-z0-9_.:-]{16,128}$',
+  description: 'Chosen by the client (16 to 128 of A-Z a-z 0-9 _ . : -); kept for 24 hours.',
+});
+export const CreateSpaceHeaders = Obj({ 'idempotency-key': Type.Optional(IdempotencyKey) });
+export const AuditQuery = Obj({
+  after: Type.Optional(Type.Integer({ minimum: 0, description: 'Entries after this sequence number.' })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'At most this many (default 100).' })),
+});
+
+export const NODE_OPERATIONS = {
+  health: {
+    readOnly: true,
+    kind: 'node',
+    route: {
+      method: 'GET',
+      path: '/healthz',
+      summary: 'Liveness',
+      roles: [],
+      signature: 'none',
+      response: N.Health,
+      status: 200,
+    },
+  },
+  metrics: {
+    readOnly: true,
+    kind: 'node',
+    route: {
+      method: 'GET',
+      path: '/metrics',
+      // Counts of spaces, workloads and refusals say what a node holds and who is refused: only
+      // for the node's monitors and its farmer (a scraper's token: docs/operator-guide.md).
+      summary: 'Prometheus metrics',
+      roles: ['monitor', 'farmer'],
+      signature: 'none',
+      response: 'text',
+      status: 200,
+    },
+  },
+  getNode: {
+    readOnly: true,
+    kind: 'node',
+    route: {
+      method: 'GET',
+      path: '/v1/node',
+      summary: 'Identity, TLS fingerprint, unlock recipient and capacity',
+      roles: ['farmer', 'spaces', 'monitor'],
+      signature: 'none',
+      response: N.NodeInfo,
+      status: 200,
+    },
+  },
+  createSpace: {
+    readOnly: false,
+    kind: 'space',
+    // The space's cgroup, its encrypted storage and its process.
+    part: 'host',
+    route: {
+      method: 'POST',
+      path: '/v1/spaces',
+      headers: CreateSpaceHeaders,
+      summary: 'Reserve a space bound to an owner key',
+      roles: ['spaces'],
+      signature: 'bound-key',
+      body: N.CreateSpaceRequest,
+      response: N.CreateSpaceResponse,
+      status: 201,
+      errors: ['capacity_exceeded', 'conflict', 'key_malformed', 'key_unsupported', 'key_encrypted'],
+    },
+  },
+  listSpaces: {
+    readOnly: true,
+    kind: 'space',
+    route: {
+      method: 'GET',
+      path: '/v1/spaces',
+      summary: "Spaces of the caller's org (all for farmer and monitor)",
+      roles: ['spaces', 'farmer', 'monitor'],
+      signature: 'none',
+      response: N.SpaceList,
+      status: 200,
+    },
+  },
+  getSpace: {
+    readOnly: true,
+    kind: 'space',
+    route: {
+      method: 'GET',
+      path: '/v1/spaces/{spaceId}',
+      params: SpaceRef,
+      summary: 'One space',
+      roles: ['spaces', 'farmer', 'monitor'],
+      signature: 'none',
+      response: N.Space,
+      status: 200,
+    },
+  },
+  renewSpace: {
+    readOnly: false,
+    kind: 'space',
+    route: {
+      method: 'POST',
+      path: '/v1/spaces/{spaceId}/renew',
+      params: SpaceRef,
+      summary: 'Extend the lease (never shortens it)',
+      roles: ['spaces', 'farmer'],
+      signature: 'owner-or-farmer',
+      body: N.RenewRequest,
+      response: N.Space,
+      status: 200,
+      errors: ['lease_expired'],
+    },
+  },
+  lockSpace: {
+    readOnly: false,
+    kind: 'space',
+    // Stopping the workloads (engine, libvirt) and evicting the storage key.
+    part: 'host',
+    route: {
+      method: 'POST',
+      path: '/v1/spaces/{spaceId}/lock',
+      params: SpaceRef,
+      summary: 'Stop workloads and evict the storage key',
+      roles: ['spaces', 'storage'],
+      signature: 'owner',
+      body: Empty,
+      response: N.Space,
+      status: 200,
+      errors: ['space_locked', 'lease_expired'],
+    },
+  },
+  unlockSpace: {
+    readOnly: false,
+    kind: 'space',
+    part: 'storage',
+    route: {
+      method: 'POST',
+      path: '/v1/spaces/{spaceId}/unlock',
+      params: SpaceRef,
+      summary: 'Load the space key, sealed to the node unlock recipient',
+      roles: ['spaces', 'storage'],
+      signature: 'owner',
+      body: N.UnlockRequest,
+      response: N.Space,
+      status: 200,
+      errors: ['space_unlocked', 'unwrap_failed', 'lease_expired'],
+    },
+  },
+  rotateSpaceKey: {
+    readOnly: false,
+    kind: 'space',
+    part: 'storage',
+    route: {
+      method: 'POST',
+      path: '/v1/spaces/{spaceId}/rotate-key',
+      params: SpaceRef,
+      summary: 'Re-wrap the storage under a fresh key',
+      roles: ['spaces', 'storage'],
+      signature: 'owner',
+      body: N.RotateKeyRequest,
+      response: N.RotateKeyResponse,
+      status: 200,
+      errors: ['space_locked', 'unwrap_failed', 'lease_expired'],
+    },
+  },
+  deleteSpace: {
+    readOnly: false,
+    kind: 'space',
+    // Its workloads, storage, cgroup and process, all torn down.
+    part: 'host',
+    route: {
+      method: 'DELETE',
+      path: '/v1/spaces/{spaceId}',
+      params: SpaceRef,
+      summary: 'Destroy the space and shred its keys',
+      roles: ['spaces', 'farmer'],
+      signature: 'owner-or-farmer',
+      status: 204,
+    },
+  },
+  listAudit: {
+    readOnly: true,
+    kind: 'node',
+    route: {
+      method: 'GET',
+      path: '/v1/audit',
+      query: AuditQuery,
+      summary: 'The hash-chained audit log',
+      roles: ['farmer', 'monitor'],
+      signature: 'none',
+      response: N.AuditPage,
+      status: 200,
+    },
+  },
+} as const satisfies Record<string, NodeOperationSpec>;
+
+type NodeOps = typeof NODE_OPERATIONS;
+export type NodeOperationName = keyof NodeOps;
+/** Every route of the node API, typed from its entry (its id is the entry's name). */
+export type NodeRouteOf = { [K in NodeOperationName]: NodeOps[K]['route'] & { id: K } }[NodeOperationName];
+
+export const nodeRoutesOf = (): readonly NodeRouteOf[] =>
+  Object.entries(NODE_OPERATIONS as Record<string, NodeOperationSpec>).map(
+    ([name, o]) => ({ id: name, ...o.route }) as NodeRouteOf,
+  );
