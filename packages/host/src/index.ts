@@ -10,6 +10,7 @@ export * from './libvirt/index.js';
 export * from './engine/index.js';
 export * from './network/index.js';
 export * from './procfs.js';
+export * from './revert.js';
 // Opening files in a space's storage as root without being redirected by a link the space planted.
 export { openExactFile } from './libvirt/safe-open.js';
 // Both drivers name their spec check validateSpec; say which is which.
