@@ -3,6 +3,7 @@
  * environment, mounts) is recorded in the space, not in the daemon's database.
  */
 import { join } from 'node:path';
+import { Revert } from '@ocs/host';
 import { OcsError, isOcsError, type BrokerArgs, type BrokerResult, type Container } from '@ocs/protocol';
 import type { SpaceRow, WorkloadRow } from '../state/index.js';
 import { newId } from '../ids.js';
@@ -79,8 +80,12 @@ export class ContainerOps {
       addresses ? { addresses } : {},
     );
     const { records } = await this.c.data(s);
+    const undo = new Revert((err, step) => this.c.d.logger.warn({ err, spaceId: s.id, id, step }, 'undo failed'));
     try {
+      undo.push('remove record', () => removeRecord(records, id));
       await writeRecord(records, id, { ...a, pids });
+      // Before the create: one that fails half-way may leave a container behind (or none: not_found).
+      undo.push('remove container', () => docker.remove(s.id, id).catch((err: unknown) => this.c.ignoreGone(err)));
       await docker.create({
         spaceId: s.id,
         containerId: id,
@@ -102,8 +107,7 @@ export class ContainerOps {
       this.c.d.workloads.markReady(id);
       return await this.containerView(s, { ...row, state: 'ready' });
     } catch (err) {
-      await docker.remove(s.id, id).catch(() => undefined);
-      await removeRecord(records, id).catch(() => undefined);
+      await undo.run();
       this.c.d.workloads.remove(id);
       throw err;
     }

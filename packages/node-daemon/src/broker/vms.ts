@@ -4,7 +4,7 @@
  */
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { bridgeName, spaceSubnet, type VmSpec } from '@ocs/host';
+import { Revert, bridgeName, spaceSubnet, type VmSpec } from '@ocs/host';
 import { isOcsError, type BrokerArgs, type Vm } from '@ocs/protocol';
 import type { SpaceRow, WorkloadRow } from '../state/index.js';
 import { newId } from '../ids.js';
@@ -56,8 +56,11 @@ export class VmOps {
     }
     const qemuUid = this.c.d.workloadUid(s.uid);
     const dir = join(data.vms, id);
+    const undo = new Revert((err, step) => this.c.d.logger.warn({ err, spaceId: s.id, id, step }, 'undo failed'));
     try {
+      undo.push('remove record', () => removeRecord(data.records, id));
       await writeRecord(data.records, id, a);
+      undo.push('remove directory', () => rm(dir, { recursive: true, force: true }));
       // Root's directory: the space cannot swap the disk or the console for a link.
       await mkdir(dir, { mode: 0o711 });
       let diskPath: string | undefined;
@@ -106,16 +109,17 @@ export class VmOps {
         storageRoot: data.root,
         ...(net ? { network: net.spec } : {}),
       };
+      // Before define and start: either may fail half-way (or before there is anything: not_found).
+      undo.push('undefine', () => vms.undefine(s.id, id).catch((err: unknown) => this.c.ignoreGone(err)));
+      undo.push('stop', () => vms.stop(s.id, id, { graceSeconds: 0 }).catch((err: unknown) => this.c.ignoreGone(err)));
       await vms.define(spec);
       if (a.start !== false) await vms.start(s.id, id);
       this.c.d.workloads.markReady(id);
       return await this.vmView(s, { ...row, state: 'ready' });
     } catch (err) {
+      // Closed already unless the failure came before the copy; a second close is harmless.
       await bootDisk?.close().catch(() => undefined);
-      await vms.stop(s.id, id, { graceSeconds: 0 }).catch(() => undefined);
-      await vms.undefine(s.id, id).catch(() => undefined);
-      await rm(dir, { recursive: true, force: true }).catch(() => undefined);
-      await removeRecord(data.records, id).catch(() => undefined);
+      await undo.run();
       this.c.d.workloads.remove(id);
       throw err;
     }

@@ -2,6 +2,7 @@
  * A space's volumes: each its own encryption root inside the space, with a key of its own kept
  * (encrypted by the space key) in the space's `node/keys/`.
  */
+import { Revert } from '@ocs/host';
 import { OcsError, isOcsError, type BrokerArgs, type Volume } from '@ocs/protocol';
 import type { SpaceRow, WorkloadRow } from '../state/index.js';
 import { newId } from '../ids.js';
@@ -27,6 +28,10 @@ export class VolumeOps {
       pids: 0,
     });
     const key = newVolumeKey();
+    const undo = new Revert((err, step) => this.c.d.logger.warn({ err, spaceId: s.id, id, step }, 'undo failed'));
+    // Registered first, so run last: the key outlives its volume.
+    undo.push('shred key', async () => shredVolumeKey((await this.c.data(s)).keys, id));
+    undo.push('destroy volume', () => this.c.d.storage.destroyVolume(s.id, id));
     try {
       const { keys } = await this.c.data(s);
       // Key first: a crash after this leaves a key without a volume (shredded by cleanup), never
@@ -36,8 +41,7 @@ export class VolumeOps {
       this.c.d.workloads.markReady(id, { sizeBytes: a.sizeBytes, path });
       return this.volumeView(s, { ...row, state: 'ready' });
     } catch (err) {
-      await this.c.d.storage.destroyVolume(s.id, id).catch(() => undefined);
-      await shredVolumeKey((await this.c.data(s)).keys, id).catch(() => undefined);
+      await undo.run();
       this.c.d.workloads.remove(id);
       throw err;
     } finally {
