@@ -28,6 +28,7 @@ import { join, resolve } from 'node:path';
 import { OcsError } from '@ocs/protocol';
 import { run as defaultRun, type Runner } from '../exec.js';
 import { FscryptCli } from './fscrypt-cli.js';
+import { Revert } from '../revert.js';
 import {
   allocatedBytes,
   attachLoop,
@@ -133,6 +134,8 @@ export class FscryptStorageDriver implements StorageDriver {
       mkdirSync(join(this.root, 'mnt'), { recursive: true, mode: 0o711 });
       const q = this.paths(id); // the root may have just become canonical
       createSparseImage(q.image, size);
+      const undo = new Revert();
+      undo.push('tear down', () => this.teardown(id));
       try {
         await mkfsEncryptedExt4(this.run, q.image);
         await this.mount(id);
@@ -142,7 +145,7 @@ export class FscryptStorageDriver implements StorageDriver {
         mkdirSync(q.volumeMeta, { recursive: true, mode: 0o700 });
         await this.cli.encrypt(q.data, `ocs-${id}`, key);
       } catch (e) {
-        await this.teardown(id).catch(() => undefined);
+        await undo.run();
         throw e;
       }
       return this.readInfo(id);
@@ -169,13 +172,14 @@ export class FscryptStorageDriver implements StorageDriver {
     assertKey(key);
     await this.mutex.run(id, async () => {
       const p = this.requireExists(id);
-      const mountedHere = await this.mount(id);
+      const undo = new Revert();
+      // A refused key leaves the space exactly as locked as it was: not even mounted.
+      if (await this.mount(id)) undo.push('unmount', () => this.release(id));
       try {
         if (await this.isUnlocked(p.data)) throw new OcsError('space_unlocked', 'the space is already unlocked');
         await this.cli.unlock(p.data, key);
       } catch (e) {
-        // A refused key leaves the space exactly as locked as it was: not even mounted.
-        if (mountedHere) await this.release(id).catch(() => undefined);
+        await undo.run();
         throw e;
       }
     });
@@ -403,13 +407,18 @@ export class FscryptStorageDriver implements StorageDriver {
     if (findMount(p.fs)) return false;
     await this.ensureSharedMountRoot();
     const existing = await loopDevicesFor(this.run, p.image);
-    const dev = existing[0] ?? (await this.attachMutex.run('attach', () => attachLoop(this.run, p.image)));
+    const undo = new Revert();
+    let dev = existing[0];
+    if (dev === undefined) {
+      dev = await this.attachMutex.run('attach', () => attachLoop(this.run, p.image));
+      undo.push('detach loop', () => detachLoops(this.run, p.image));
+    }
     // Mode 0 while unmounted, so nothing unprivileged can put plaintext where the space will appear.
     mkdirSync(p.fs, { recursive: true, mode: 0o000 });
     try {
       await mountExt4(this.run, dev, p.fs);
     } catch (e) {
-      if (existing.length === 0) await detachLoops(this.run, p.image).catch(() => undefined);
+      await undo.run();
       throw e;
     }
     return true;
@@ -424,11 +433,13 @@ export class FscryptStorageDriver implements StorageDriver {
   /** Runs `fn` with the filesystem mounted (no key needed for metadata), restoring the locked state after. */
   private async withMounted<T>(id: string, fn: () => Promise<T>): Promise<T> {
     const mountedHere = await this.mount(id);
+    const undo = new Revert();
+    if (mountedHere) undo.push('unmount', () => this.release(id));
     let result: T;
     try {
       result = await fn();
     } catch (e) {
-      if (mountedHere) await this.release(id).catch(() => undefined);
+      await undo.run();
       throw e;
     }
     if (mountedHere) await this.release(id);

@@ -32,6 +32,7 @@ import {
   type StorageDriver,
 } from './types.js';
 import { KeyedLock } from '../keyed-lock.js';
+import { Revert } from '../revert.js';
 
 /** Configuration of {@link ZfsStorageDriver}. */
 export interface ZfsDriverOptions {
@@ -108,6 +109,8 @@ export class ZfsStorageDriver implements StorageDriver {
       // Mode 0 while unmounted, so nothing unprivileged can put plaintext where the space will appear.
       dirWithMode(mp, 0o000);
       const size = String(sizeBytes);
+      const undo = new Revert();
+      undo.push('remove mountpoint', () => removeEmptyDirs(mp));
       try {
         await this.run(
           'zfs',
@@ -135,11 +138,7 @@ export class ZfsStorageDriver implements StorageDriver {
           ],
           { stdin: key },
         );
-      } catch (e) {
-        removeEmptyDirs(mp);
-        throw e;
-      }
-      try {
+        undo.push('destroy dataset', () => this.run('zfs', ['destroy', '-r', ds]));
         chmodSync(mp, 0o755);
         dirWithMode(join(mp, 'data'), 0o700);
         await this.run('zfs', ['create', `${ds}/data`]);
@@ -147,8 +146,7 @@ export class ZfsStorageDriver implements StorageDriver {
         dirWithMode(join(mp, 'volumes'), 0o711);
         await this.run('zfs', ['create', '-o', 'canmount=off', `${ds}/volumes`]);
       } catch (e) {
-        await this.run('zfs', ['destroy', '-r', ds]).catch(() => undefined);
-        removeEmptyDirs(mp);
+        await undo.run();
         throw e;
       }
       return this.readInfo(id);
