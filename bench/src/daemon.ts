@@ -5,13 +5,12 @@
  * `stop()` ends it and removes whatever it made, by this run's own ids.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createPrivateKey, createPublicKey, randomBytes, X509Certificate } from 'node:crypto';
+import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { detectCgroups, createStorageDriver } from '@ocs/host';
 import { devIssuer, mintToken, type Role } from '@ocs/protocol';
+import { daemonDir } from '@ocs/e2e/daemon-process';
 
 const MAIN = fileURLToPath(import.meta.resolve('@ocs/node-daemon/main'));
 const MiB = 1024 ** 2;
@@ -30,34 +29,15 @@ export async function startBenchDaemon(
   name: string,
   o: { idleSeconds?: number; storageBytes?: number } = {},
 ): Promise<BenchDaemon> {
-  const tag = randomBytes(4).toString('hex');
-  const dir = mkdtempSync(join(tmpdir(), `ocs-${name}-${tag}-`));
-  chmodSync(dir, 0o711);
-  const parent = `ocs-${name}-${tag}.slice`;
-  const config = {
-    stateDir: join(dir, 'state'),
-    runDir: join(dir, 'run'),
-    listen: { host: '127.0.0.1', port: 0 },
-    storage: { backend: 'fscrypt', root: join(dir, 'storage') },
-    cgroups: { parent },
-    capacity: {
-      farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 },
-      storageBytes: o.storageBytes ?? 64 * 1024 * MiB,
-    },
-    spaces: {
-      uidBase: 500_000 + (parseInt(tag, 16) % 1000) * 1000,
-      uidCount: 1000,
-      idleSeconds: o.idleSeconds ?? 60,
-      reserveIds: false,
-    },
-    log: { level: 'warn' },
-    // No workloads: no host firewall rule or engine is left behind.
-    workloads: { containers: { enabled: false }, libvirt: { enabled: false } },
-    // A config file must say so: this node's own dev issuer mints the benchmark's tokens.
-    auth: { devIssuer: true },
-  };
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
-  const child = spawn(process.execPath, [MAIN, 'start', '--config', join(dir, 'config.json')], {
+  const home = daemonDir(name);
+  // No workloads: no host firewall rule or engine is left behind.
+  const config = home.nodeConfig({
+    uidFirst: 500_000,
+    storageBytes: o.storageBytes ?? 64 * 1024 * MiB,
+    idleSeconds: o.idleSeconds ?? 60,
+  });
+  const configPath = home.write(config);
+  const child = spawn(process.execPath, [MAIN, 'start', '--config', configPath], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const cleanup = async () => {
@@ -66,13 +46,7 @@ export async function startBenchDaemon(
       child.kill('SIGTERM');
       await exited;
     }
-    const storage = await createStorageDriver(config.storage as { backend: 'fscrypt'; root: string });
-    for (const id of await storage.list().catch(() => [] as string[])) await storage.destroy(id).catch(() => undefined);
-    await storage.close();
-    const cgroups = await detectCgroups();
-    for (const c of await cgroups.children(parent).catch(() => [] as string[])) await cgroups.destroy(`${parent}/${c}`);
-    await cgroups.destroy(parent).catch(() => undefined);
-    rmSync(dir, { recursive: true, force: true });
+    await home.remove();
   };
   let url: string;
   try {

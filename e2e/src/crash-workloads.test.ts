@@ -11,8 +11,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import Dockerode from 'dockerode';
@@ -21,7 +20,7 @@ import { bridgeName, detectCgroups, type CgroupDriver } from '@ocs/host';
 import { buildBusyboxImage } from '@ocs/host/testing';
 import { spaceCgroupLayout } from '@ocs/node-daemon';
 import { generatePrivateKey, type Container, type Ed25519PrivateKey, type Space } from '@ocs/protocol';
-import { daemonClient, kill9, startDaemon, type Daemon } from './daemon-process.js';
+import { daemonClient, daemonDir, kill9, startDaemon, type Daemon } from './daemon-process.js';
 import { hostFirewall, removeSpaceRules, spaceTables } from './space-rules.js';
 
 const MiB = 1024 ** 2;
@@ -33,25 +32,11 @@ async function groupPids(cgroups: CgroupDriver, group: string): Promise<number[]
 }
 
 test('kill -9 while containers are made, run and locked: after restart engines and containers match the records', async () => {
-  const tag = randomBytes(4).toString('hex');
-  const dir = mkdtempSync(join(tmpdir(), `ocs-crashw-${tag}-`));
-  chmodSync(dir, 0o711);
-  const parent = `ocs-crashw-${tag}.slice`;
+  const home = daemonDir('crashw');
+  const { tag, parent } = home;
   const runRoot = `/run/ocs-k${tag}`;
-  const config = {
-    stateDir: join(dir, 'state'),
-    runDir: join(dir, 'run'),
-    listen: { host: '127.0.0.1', port: 0 },
-    storage: { backend: 'fscrypt', root: join(dir, 'storage') },
-    cgroups: { parent },
-    capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 }, storageBytes: 2048 * MiB },
-    spaces: { uidBase: 600_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000, reserveIds: false },
-    log: { level: 'warn' },
-    workloads: { containers: { enabled: true, runRoot, idleSeconds: 30 }, libvirt: { enabled: false } },
-    auth: { devIssuer: true },
-  };
-  const configPath = join(dir, 'config.json');
-  writeFileSync(configPath, JSON.stringify(config));
+  const config = home.nodeConfig({ uidFirst: 600_000, storageBytes: 2048 * MiB, containersRunRoot: runRoot });
+  const configPath = home.write(config);
   const cgroups = await detectCgroups();
   // The daemon installs the node's table; it is this test's to remove only if it was not there.
   const nodeTableWasThere = await hostFirewall().installed();
@@ -161,12 +146,7 @@ test('kill -9 while containers are made, run and locked: after restart engines a
     if (d) await kill9(d);
     // Everything of this run, by its own names: the spaces' cgroups (engines, conmon and
     // containers with them), storage, run directories, bridges, the spaces' rules.
-    for (const c of await cgroups.children(parent).catch(() => [] as string[])) await cgroups.destroy(`${parent}/${c}`);
-    await cgroups.destroy(parent).catch(() => undefined);
-    const { createStorageDriver } = await import('@ocs/host');
-    const storage = await createStorageDriver(config.storage as { backend: 'fscrypt'; root: string });
-    for (const id of await storage.list().catch(() => [] as string[])) await storage.destroy(id).catch(() => undefined);
-    await storage.close();
+    await home.remove();
     rmSync(runRoot, { recursive: true, force: true });
     for (const id of seen) {
       const bridge = bridgeName(id);
@@ -176,6 +156,5 @@ test('kill -9 while containers are made, run and locked: after restart engines a
     }
     await removeSpaceRules(seen, nodeTableWasThere).catch(() => undefined);
     rmSync(dirname(imagePath), { recursive: true, force: true });
-    rmSync(dir, { recursive: true, force: true });
   }
 });

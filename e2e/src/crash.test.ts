@@ -5,39 +5,21 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync, existsSync, chmodSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { detectCgroups } from '@ocs/host';
 import { spaceCgroupLayout } from '@ocs/node-daemon';
 import { generatePrivateKey } from '@ocs/protocol';
-import { daemonClient, kill9, startDaemon, type Daemon } from './daemon-process.js';
+import { daemonClient, daemonDir, kill9, startDaemon, type Daemon } from './daemon-process.js';
 
 const MiB = 1024 ** 2;
 
 test('kill -9 during reserve, lock and destroy: after restart no orphan, no lost space, and a locked space is locked on the host', async () => {
-  const tag = randomBytes(4).toString('hex');
-  const dir = mkdtempSync(join(tmpdir(), `ocs-crash-${tag}-`));
-  chmodSync(dir, 0o711);
-  const parent = `ocs-crash-${tag}.slice`;
-  const config = {
-    stateDir: join(dir, 'state'),
-    runDir: join(dir, 'run'),
-    listen: { host: '127.0.0.1', port: 0 },
-    storage: { backend: 'fscrypt', root: join(dir, 'storage') },
-    cgroups: { parent },
-    capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 }, storageBytes: 2048 * MiB },
-    // Checked against this host's accounts, never recorded in its /etc/subuid (a test leaves the host as it was).
-    spaces: { uidBase: 400_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000, reserveIds: false },
-    log: { level: 'warn' },
-    // No workloads: nothing of the host's container or VM set-up (its INPUT rule) is this test's to leave behind.
-    workloads: { containers: { enabled: false }, libvirt: { enabled: false } },
-    // A config file must say so: this node's own dev issuer mints the test's tokens.
-    auth: { devIssuer: true },
-  };
-  const configPath = join(dir, 'config.json');
-  writeFileSync(configPath, JSON.stringify(config));
+  const home = daemonDir('crash');
+  const { parent } = home;
+  // No workloads: nothing of the host's container or VM set-up (its INPUT rule) is this test's to leave behind.
+  const config = home.nodeConfig({ uidFirst: 400_000, storageBytes: 2048 * MiB });
+  const configPath = home.write(config);
   const cgroups = await detectCgroups();
   let d: Daemon | undefined;
   const created = new Set<string>();
@@ -139,17 +121,8 @@ test('kill -9 during reserve, lock and destroy: after restart no orphan, no lost
     }
   } finally {
     if (d) await kill9(d);
-    // Final cleanup with a clean daemon: destroy every space it knows, then what is left by id.
-    const spaces = existsSync(join(config.storage.root, 'images'))
-      ? readdirSync(join(config.storage.root, 'images'))
-      : [];
-    const { createStorageDriver } = await import('@ocs/host');
-    const storage = await createStorageDriver(config.storage as { backend: 'fscrypt'; root: string });
-    for (const f of spaces)
-      if (f.endsWith('.img')) await storage.destroy(f.replace(/\.img$/, '')).catch(() => undefined);
-    await storage.close();
-    for (const c of await cgroups.children(parent).catch(() => [] as string[])) await cgroups.destroy(`${parent}/${c}`);
-    await cgroups.destroy(parent).catch(() => undefined);
-    rmSync(dir, { recursive: true, force: true });
+    // Final cleanup, by this run's own names: the cgroups under its parent, every space whose
+    // image is in its storage root, its directory.
+    await home.remove();
   }
 });

@@ -4,14 +4,115 @@
  * own development issuer mints.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { createStorageDriver, detectCgroups } from '@ocs/host';
 import { OcsClient } from '@ocs/client';
 import { generatePrivateKey, mintToken, type Ed25519PrivateKey, type Role } from '@ocs/protocol';
 
 const MAIN = fileURLToPath(import.meta.resolve('@ocs/node-daemon/main'));
+
+/**
+ * The directory and names of one daemon of this run, as a config file names them: its state,
+ * run and storage directories under `dir`, its cgroup parent `ocs-<name>-<tag>.slice`.
+ */
+export interface DaemonDir {
+  tag: string;
+  /** `ocs-<name>-<tag>-…` in the temporary directory, 0711: space processes reach their sockets there. */
+  dir: string;
+  /** The cgroup parent, `ocs-<name>-<tag>.slice`. */
+  parent: string;
+  /** What every such config says: the directories under `dir`, fscrypt storage, the cgroup parent, loopback on any free port. */
+  base: {
+    stateDir: string;
+    runDir: string;
+    listen: { host: string; port: number };
+    storage: { backend: 'fscrypt'; root: string };
+    cgroups: { parent: string };
+  };
+  /** This run's uid base in the range from `first`: a slot of 1000 uids chosen by the tag. */
+  uidBase(first: number): number;
+  /**
+   * A whole node's config on `base`: its development issuer on (the test mints its tokens), no
+   * farmer reserve, 1000 space uids from `uidBase(uidFirst)` checked against this host's
+   * accounts but never recorded in its /etc/subuid (a test leaves the host as it was), warnings
+   * only in its log, no libvirt, and containers only with `containersRunRoot`.
+   */
+  nodeConfig(o: {
+    uidFirst: number;
+    storageBytes: number;
+    containersRunRoot?: string;
+    idleSeconds?: number;
+  }): DaemonDir['base'] & Record<string, unknown>;
+  /** Writes `config` as JSON to `dir/<file>`; its path. */
+  write(config: unknown, file?: string): string;
+  /**
+   * Removes what a daemon on this directory made, by its names: the cgroups under the parent
+   * (their processes with them) and the parent, every space's storage under the root, the directory.
+   */
+  remove(): Promise<void>;
+}
+
+export function daemonDir(name: string): DaemonDir {
+  const tag = randomBytes(4).toString('hex');
+  const dir = mkdtempSync(join(tmpdir(), `ocs-${name}-${tag}-`));
+  // Space processes run as their own uids and must be able to reach their socket directory.
+  chmodSync(dir, 0o711);
+  const parent = `ocs-${name}-${tag}.slice`;
+  const uidBase = (first: number) => first + (parseInt(tag, 16) % 1000) * 1000;
+  const base = {
+    stateDir: join(dir, 'state'),
+    runDir: join(dir, 'run'),
+    listen: { host: '127.0.0.1', port: 0 },
+    storage: { backend: 'fscrypt' as const, root: join(dir, 'storage') },
+    cgroups: { parent },
+  };
+  return {
+    tag,
+    dir,
+    parent,
+    base,
+    uidBase,
+    nodeConfig: (o) => ({
+      ...base,
+      capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 }, storageBytes: o.storageBytes },
+      spaces: {
+        uidBase: uidBase(o.uidFirst),
+        uidCount: 1000,
+        reserveIds: false,
+        ...(o.idleSeconds === undefined ? {} : { idleSeconds: o.idleSeconds }),
+      },
+      log: { level: 'warn' },
+      workloads: {
+        containers:
+          o.containersRunRoot === undefined
+            ? { enabled: false }
+            : { enabled: true, runRoot: o.containersRunRoot, idleSeconds: 30 },
+        libvirt: { enabled: false },
+      },
+      auth: { devIssuer: true },
+    }),
+    write(config, file = 'config.json') {
+      const path = join(dir, file);
+      writeFileSync(path, JSON.stringify(config));
+      return path;
+    },
+    async remove() {
+      const cgroups = await detectCgroups();
+      for (const c of await cgroups.children(parent).catch(() => [] as string[]))
+        await cgroups.destroy(`${parent}/${c}`);
+      await cgroups.destroy(parent).catch(() => undefined);
+      const storage = await createStorageDriver(base.storage);
+      for (const id of await storage.list().catch(() => [] as string[]))
+        await storage.destroy(id).catch(() => undefined);
+      await storage.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
 
 export interface Daemon {
   child: ChildProcess;

@@ -7,35 +7,22 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createStorageDriver, detectCgroups } from '@ocs/host';
-import { startDaemon } from './daemon-process.js';
+import { readFileSync } from 'node:fs';
+import { daemonDir, startDaemon } from './daemon-process.js';
 
 test("the daemon refuses to start while a local account's /etc/subuid delegation covers its space uids, naming the entry", async () => {
-  const tag = randomBytes(4).toString('hex');
-  const user = `ocst${tag}`;
-  const uidBase = 800_000 + (parseInt(tag, 16) % 1000) * 1000;
-  const base = mkdtempSync(join(tmpdir(), `ocs-e2e-ids-${tag}-`));
-  chmodSync(base, 0o711);
-  const parent = `ocs-ids-${tag}.slice`;
+  const home = daemonDir('ids');
+  const user = `ocst${home.tag}`;
+  const uidBase = home.uidBase(800_000);
   const config = {
-    stateDir: join(base, 'state'),
-    runDir: join(base, 'run'),
-    listen: { host: '127.0.0.1', port: 0 },
+    ...home.base,
     auth: { devIssuer: true },
-    storage: { backend: 'fscrypt', root: join(base, 'storage') },
-    cgroups: { parent },
     spaces: { uidBase, uidCount: 100, reserveIds: false },
     workloads: { containers: { enabled: false }, libvirt: { enabled: false } },
     log: { level: 'info' },
   };
-  const path = join(base, 'config.json');
-  writeFileSync(path, JSON.stringify(config));
+  const path = home.write(config);
   const range = `${uidBase + 10}-${uidBase + 19}`;
-  const cgroups = await detectCgroups();
   try {
     execFileSync('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', user]);
     execFileSync('usermod', ['--add-subuids', range, '--add-subgids', range, user]);
@@ -58,10 +45,6 @@ test("the daemon refuses to start while a local account's /etc/subuid delegation
     execFileSync('userdel', [user], { stdio: 'ignore' });
     for (const file of ['/etc/subuid', '/etc/subgid'])
       assert.ok(!readFileSync(file, 'utf8').includes(`${user}:`), `${file} keeps nothing of ${user}`);
-    const storage = await createStorageDriver(config.storage as { backend: 'fscrypt'; root: string });
-    await storage.close();
-    for (const c of await cgroups.children(parent).catch(() => [] as string[])) await cgroups.destroy(`${parent}/${c}`);
-    await cgroups.destroy(parent).catch(() => undefined);
-    rmSync(base, { recursive: true, force: true });
+    await home.remove();
   }
 });

@@ -9,15 +9,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { bridgeName, createStorageDriver, detectCgroups } from '@ocs/host';
+import { bridgeName } from '@ocs/host';
 import { buildBusyboxImage } from '@ocs/host/testing';
 import { generatePrivateKey } from '@ocs/protocol';
-import { daemonClient, kill9, startDaemon, type Daemon } from './daemon-process.js';
+import { daemonClient, daemonDir, kill9, startDaemon, type Daemon } from './daemon-process.js';
 import { hostFirewall, removeSpaceRules } from './space-rules.js';
 
 const MiB = 1024 ** 2;
@@ -58,26 +57,11 @@ function decode(mask: string): string[] {
 }
 
 test("the daemon runs a space's container under exactly the unit's capability bounding set", async () => {
-  const tag = randomBytes(4).toString('hex');
-  const dir = mkdtempSync(join(tmpdir(), `ocs-caps-${tag}-`));
-  chmodSync(dir, 0o711);
-  const parent = `ocs-caps-${tag}.slice`;
+  const home = daemonDir('caps');
+  const { tag } = home;
   const runRoot = `/run/ocs-c${tag}`;
-  const config = {
-    stateDir: join(dir, 'state'),
-    runDir: join(dir, 'run'),
-    listen: { host: '127.0.0.1', port: 0 },
-    storage: { backend: 'fscrypt', root: join(dir, 'storage') },
-    cgroups: { parent },
-    capacity: { farmerReserve: { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 }, storageBytes: 1024 * MiB },
-    spaces: { uidBase: 700_000 + (parseInt(tag, 16) % 1000) * 1000, uidCount: 1000, reserveIds: false },
-    log: { level: 'warn' },
-    workloads: { containers: { enabled: true, runRoot, idleSeconds: 30 }, libvirt: { enabled: false } },
-    auth: { devIssuer: true },
-  };
-  const configPath = join(dir, 'config.json');
-  writeFileSync(configPath, JSON.stringify(config));
-  const cgroups = await detectCgroups();
+  const config = home.nodeConfig({ uidFirst: 700_000, storageBytes: 1024 * MiB, containersRunRoot: runRoot });
+  const configPath = home.write(config);
   const nodeTableWasThere = await hostFirewall().installed();
   const caps = unitCapabilities();
   const imagePath = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
@@ -139,16 +123,11 @@ test("the daemon runs a space's container under exactly the unit's capability bo
     spaceId = undefined;
   } finally {
     if (d) await kill9(d);
-    for (const g of await cgroups.children(parent).catch(() => [] as string[])) await cgroups.destroy(`${parent}/${g}`);
-    await cgroups.destroy(parent).catch(() => undefined);
-    const storage = await createStorageDriver(config.storage as { backend: 'fscrypt'; root: string });
-    for (const id of await storage.list().catch(() => [] as string[])) await storage.destroy(id).catch(() => undefined);
-    await storage.close();
+    await home.remove();
     rmSync(runRoot, { recursive: true, force: true });
     if (spaceId && existsSync(`/sys/class/net/${bridgeName(spaceId)}`))
       execFileSync('ip', ['link', 'delete', bridgeName(spaceId)]);
     await removeSpaceRules(spaceId ? [spaceId] : [], nodeTableWasThere).catch(() => undefined);
     rmSync(dirname(imagePath), { recursive: true, force: true });
-    rmSync(dir, { recursive: true, force: true });
   }
 });

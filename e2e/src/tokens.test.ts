@@ -9,12 +9,12 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { createServer, request as httpsRequest, type Server } from 'node:https';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { cipherImplementation, createStorageDriver, detectCgroups } from '@ocs/host';
+import { cipherImplementation } from '@ocs/host';
 import {
   generatePrivateKey,
   mintToken,
@@ -23,6 +23,7 @@ import {
   type Ed25519PrivateKey,
   type Role,
 } from '@ocs/protocol';
+import { daemonDir } from './daemon-process.js';
 import { startTestNode, MiB, type TestNode } from './harness.js';
 
 const ISS = 'https://idp.e2e.test';
@@ -289,27 +290,17 @@ test('two Authorization lines are refused on both APIs, whichever token comes fi
 });
 
 test('a config file must set auth.devIssuer; a dev issuer off loopback warns in the log and the banner at every start', async () => {
-  const tag = randomBytes(4).toString('hex');
-  const base = mkdtempSync(join(tmpdir(), `ocs-e2e-cfg-${tag}-`));
-  chmodSync(base, 0o711);
-  const parent = `ocs-cfg-${tag}.slice`;
+  const home = daemonDir('cfg');
   const config = {
-    stateDir: join(base, 'state'),
-    runDir: join(base, 'run'),
+    ...home.base,
     listen: { host: '0.0.0.0', port: 0 },
-    storage: { backend: 'fscrypt', root: join(base, 'storage') },
-    cgroups: { parent },
     capacity: { storageBytes: 256 * MiB },
     // Checked against this host's accounts, never recorded in its /etc/subuid.
     spaces: { reserveIds: false },
     workloads: { containers: { enabled: false }, libvirt: { enabled: false } },
     log: { level: 'info' },
   };
-  const write = (c: unknown) => {
-    const p = join(base, `config-${randomBytes(3).toString('hex')}.json`);
-    writeFileSync(p, JSON.stringify(c));
-    return p;
-  };
+  const write = (c: unknown) => home.write(c, `config-${randomBytes(3).toString('hex')}.json`);
   /** Starts ocs-node, waits for the banner (or the exit), stops it: what it printed, and its exit code. */
   const run = (path: string) =>
     new Promise<{ out: string; err: string; code: number | null }>((resolve, reject) => {
@@ -331,7 +322,6 @@ test('a config file must set auth.devIssuer; a dev issuer off loopback warns in 
         resolve({ out, err, code });
       });
     });
-  const cgroups = await detectCgroups();
   try {
     const missing = await run(write(config));
     assert.equal(missing.code, 1);
@@ -355,10 +345,6 @@ test('a config file must set auth.devIssuer; a dev issuer off loopback warns in 
     assert.match(quiet.out, /cipher: +xts\(aes\) by \S/);
     assert.equal(/WARNING: +space data is encrypted by/.test(quiet.out), !cipher.accelerated, quiet.out);
   } finally {
-    const storage = await createStorageDriver(config.storage as { backend: 'fscrypt'; root: string });
-    await storage.close();
-    for (const c of await cgroups.children(parent).catch(() => [] as string[])) await cgroups.destroy(`${parent}/${c}`);
-    await cgroups.destroy(parent).catch(() => undefined);
-    rmSync(base, { recursive: true, force: true });
+    await home.remove();
   }
 });
