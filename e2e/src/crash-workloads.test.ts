@@ -40,13 +40,14 @@ test('kill -9 while containers are made, run and locked: after restart engines a
   const cgroups = await detectCgroups();
   // The daemon installs the node's table; it is this test's to remove only if it was not there.
   const nodeTableWasThere = await hostFirewall().installed();
-  const imagePath = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
-  const image = readFileSync(imagePath);
+  let imagePath: string | undefined;
   const owners = new Map<string, Ed25519PrivateKey>();
   const seen = new Set<string>();
   const destroyed = new Set<string>();
   let d: Daemon | undefined;
   try {
+    imagePath = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
+    const image = readFileSync(imagePath);
     for (let round = 0; round < 4; round++) {
       d = await startDaemon(configPath, 60_000);
       const farmer = daemonClient(config.stateDir, d, { roles: ['spaces', 'farmer'], org: 'org-crashw' });
@@ -155,6 +156,6 @@ test('kill -9 while containers are made, run and locked: after restart engines a
       }
     }
     await removeSpaceRules(seen, nodeTableWasThere).catch(() => undefined);
-    rmSync(dirname(imagePath), { recursive: true, force: true });
+    if (imagePath) rmSync(dirname(imagePath), { recursive: true, force: true });
   }
 });

@@ -64,10 +64,11 @@ test("the daemon runs a space's container under exactly the unit's capability bo
   const configPath = home.write(config);
   const nodeTableWasThere = await hostFirewall().installed();
   const caps = unitCapabilities();
-  const imagePath = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
+  let imagePath: string | undefined;
   let d: Daemon | undefined;
   let spaceId: string | undefined;
   try {
+    imagePath = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
     d = await startDaemon(configPath, 60_000, {
       // The unit's UMask= too: what the daemon and its engines create must not depend on 022.
       prefix: [
@@ -128,6 +129,6 @@ test("the daemon runs a space's container under exactly the unit's capability bo
     if (spaceId && existsSync(`/sys/class/net/${bridgeName(spaceId)}`))
       execFileSync('ip', ['link', 'delete', bridgeName(spaceId)]);
     await removeSpaceRules(spaceId ? [spaceId] : [], nodeTableWasThere).catch(() => undefined);
-    rmSync(dirname(imagePath), { recursive: true, force: true });
+    if (imagePath) rmSync(dirname(imagePath), { recursive: true, force: true });
   }
 });
