@@ -27,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 import type { Writable } from 'node:stream';
 import { BROKER_FD, generatePrivateKey, type CreateSpaceResponse } from '@ocs/protocol';
 import { sandboxArgs, seccompProgram, spaceCgroupLayout, spaceRunDir } from '@ocs/node-daemon';
+import type { OcsClient } from '@ocs/client';
 import { startTestNode, MiB, type TestNode } from './harness.js';
 
 let t: TestNode;
@@ -39,6 +40,20 @@ after(async () => {
 
 const ALL = ['spaces', 'storage', 'containers', 'vms', 'monitor'] as const;
 
+/** A space of a new owner's, and a client of that owner's with every role. */
+async function reserve(): Promise<{ c: OcsClient; a: CreateSpaceResponse }> {
+  const owner = generatePrivateKey();
+  const c = t.client({ roles: [...ALL], owner });
+  const a = (
+    await c.call<CreateSpaceResponse>('POST', '/v1/spaces', {
+      ownerKey: owner.publicKey.toBase64url(),
+      resources: { cpuMillicores: 200, memoryBytes: 128 * MiB, storageBytes: 32 * MiB },
+      leaseSeconds: 600,
+    })
+  ).body;
+  return { c, a };
+}
+
 function status(pid: number): Record<string, string> {
   const out: Record<string, string> = {};
   for (const line of readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
@@ -49,15 +64,7 @@ function status(pid: number): Record<string, string> {
 }
 
 test('a real space process runs in its own network, mount and PID namespaces, under seccomp, as its uid', async () => {
-  const owner = generatePrivateKey();
-  const c = t.client({ roles: [...ALL], owner });
-  const a = (
-    await c.call<CreateSpaceResponse>('POST', '/v1/spaces', {
-      ownerKey: owner.publicKey.toBase64url(),
-      resources: { cpuMillicores: 200, memoryBytes: 128 * MiB, storageBytes: 32 * MiB },
-      leaseSeconds: 600,
-    })
-  ).body;
+  const { c, a } = await reserve();
   await c.call('GET', `${a.space.apiBase}/status`);
   const pids = await t.cgroups.processes(spaceCgroupLayout(t.config.cgroups.parent, a.space.id).api);
   const node = pids.find((p) => readlinkSync(`/proc/${p}/exe`) === process.execPath);
@@ -106,15 +113,7 @@ function unixPeer(inode: number): number | undefined {
 }
 
 test("a process of the space's uid finds no broker to connect to; the space process's inherited one works, and is new with each process", async () => {
-  const owner = generatePrivateKey();
-  const c = t.client({ roles: [...ALL], owner });
-  const a = (
-    await c.call<CreateSpaceResponse>('POST', '/v1/spaces', {
-      ownerKey: owner.publicKey.toBase64url(),
-      resources: { cpuMillicores: 200, memoryBytes: 128 * MiB, storageBytes: 32 * MiB },
-      leaseSeconds: 600,
-    })
-  ).body;
+  const { c, a } = await reserve();
   const id = a.space.id;
   // `status` is a broker call: the space process reaches the daemon over its inherited socket.
   assert.equal((await c.call('GET', `${a.space.apiBase}/status`)).status, 200);
