@@ -26,6 +26,26 @@ let token = '';
 
 const ocsProcess = (args: string[]) => spawnOcs(dir, token, args);
 const ocs = (args: string[]) => runOcs(dir, token, args);
+/** `ocs [--json] lease place` on `names` (comma-separated), for these resources, with `more` options. */
+const place = (
+  names: string,
+  r: { cpu: string; memory: string; storage: string },
+  o: { json?: boolean; more?: string[] } = {},
+) =>
+  ocs([
+    ...(o.json === false ? [] : ['--json']),
+    'lease',
+    'place',
+    '--nodes',
+    names,
+    '--cpu',
+    r.cpu,
+    '--memory',
+    r.memory,
+    '--storage',
+    r.storage,
+    ...(o.more ?? []),
+  ]);
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'ocs-leases-'));
@@ -65,19 +85,7 @@ after(async () => {
 const spacesOn = (n: TestNode) => n.node.repo.list({}).filter((r) => r.state !== 'destroyed');
 
 test('a lease that fits only on the third node goes there', async () => {
-  const r = await ocs([
-    '--json',
-    'lease',
-    'place',
-    '--nodes',
-    'n1,n2,n3',
-    '--cpu',
-    '1',
-    '--memory',
-    '2GiB',
-    '--storage',
-    '64MiB',
-  ]);
+  const r = await place('n1,n2,n3', { cpu: '1', memory: '2GiB', storage: '64MiB' });
   const lease = JSON.parse(ok(r)) as { node: string; spaceId: string };
   assert.equal(lease.node, 'n3');
   assert.deepEqual(
@@ -95,18 +103,7 @@ test('a lease that fits only on the third node goes there', async () => {
   assert.equal(spacesOn(nodes[2]!).length, 0);
 
   // Nowhere has room: capacity_exceeded, nothing reserved.
-  const none = await ocs([
-    'lease',
-    'place',
-    '--nodes',
-    'n1,n2,n3',
-    '--cpu',
-    '1',
-    '--memory',
-    '16GiB',
-    '--storage',
-    '64MiB',
-  ]);
+  const none = await place('n1,n2,n3', { cpu: '1', memory: '16GiB', storage: '64MiB' }, { json: false });
   assert.equal(none.code, 6);
   assert.match(none.stderr, /skipped n3: not enough free capacity/);
 });
@@ -119,19 +116,7 @@ test('a reservation whose response is lost is retried into the same space', asyn
     ok(await ocs(['node', 'add', 'n2p', `https://127.0.0.1:${port}`, '--fingerprint', target.node.tls.fingerprint]));
     const before = spacesOn(target).length;
     proxy.arm();
-    const r = await ocs([
-      '--json',
-      'lease',
-      'place',
-      '--nodes',
-      'n2p',
-      '--cpu',
-      '0.5',
-      '--memory',
-      '128MiB',
-      '--storage',
-      '16MiB',
-    ]);
+    const r = await place('n2p', { cpu: '0.5', memory: '128MiB', storage: '16MiB' });
     const lease = JSON.parse(ok(r)) as { spaceId: string };
     assert.equal(proxy.cuts(), 1, 'the first response was cut');
     const now = spacesOn(target);
@@ -145,19 +130,7 @@ test('a reservation whose response is lost is retried into the same space', asyn
 
 test('a node that is gone is skipped', async () => {
   await nodes[0]!.stop();
-  const r = await ocs([
-    '--json',
-    'lease',
-    'place',
-    '--nodes',
-    'n1,n2,n3',
-    '--cpu',
-    '0.5',
-    '--memory',
-    '128MiB',
-    '--storage',
-    '16MiB',
-  ]);
+  const r = await place('n1,n2,n3', { cpu: '0.5', memory: '128MiB', storage: '16MiB' });
   const lease = JSON.parse(ok(r)) as { node: string; spaceId: string };
   assert.equal(lease.node, 'n2');
   assert.match(r.stderr, /^$|skipped n1/);
@@ -167,30 +140,18 @@ test('a node that is gone is skipped', async () => {
 test('keep renews across the expiry boundary; a lease not kept expires; SIGTERM ends keep cleanly', async () => {
   const kept = join(dir, 'kept.json');
   const other = join(dir, 'other.json');
-  const place = async (record: string) =>
+  const placeOn3 = async (record: string) =>
     JSON.parse(
       ok(
-        await ocs([
-          '--json',
-          'lease',
-          'place',
-          '--record',
-          record,
-          '--nodes',
+        await place(
           'n3',
-          '--cpu',
-          '0.5',
-          '--memory',
-          '128MiB',
-          '--storage',
-          '16MiB',
-          '--lease',
-          '60s',
-        ]),
+          { cpu: '0.5', memory: '128MiB', storage: '16MiB' },
+          { more: ['--record', record, '--lease', '60s'] },
+        ),
       ),
     ) as { spaceId: string; expiresAt: string };
-  const a = await place(kept);
-  const b = await place(other);
+  const a = await placeOn3(kept);
+  const b = await placeOn3(other);
   const keeper = ocsProcess(['lease', 'keep', '--record', kept, '--interval', '1s']);
   let log = '';
   keeper.stderr!.on('data', (d: Buffer) => (log += d.toString()));
