@@ -12,20 +12,11 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { buildBusyboxImage, buildTestGuest, requireHost, testGuestUnavailable } from '@ocs/host/testing';
-import {
-  generatePrivateKey,
-  unwrapKey,
-  type Container,
-  type CreateSpaceResponse,
-  type Ed25519PrivateKey,
-  type Space,
-  type Vm,
-} from '@ocs/protocol';
-import type { OcsClient } from '@ocs/client';
-import { startTestNode, waitFor, MiB, type TestNode } from './harness.js';
+import { buildTestGuest, requireHost, testGuestUnavailable } from '@ocs/host/testing';
+import { unwrapKey, type Container, type Vm } from '@ocs/protocol';
+import { busyboxTar, reserveOwned, startTestNode, waitFor, MiB, type TestNode } from './harness.js';
 
 let t: TestNode;
 let imageTar: Buffer;
@@ -33,9 +24,7 @@ let imageDir: string;
 
 before(async () => {
   t = await startTestNode({ workloads: true });
-  const path = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
-  imageDir = dirname(path);
-  imageTar = readFileSync(path);
+  ({ tar: imageTar, dir: imageDir } = await busyboxTar());
 });
 
 after(async () => {
@@ -43,19 +32,13 @@ after(async () => {
   rmSync(imageDir, { recursive: true, force: true });
 });
 
-async function reserve(
-  storageBytes: number,
-  memoryBytes = 256 * MiB,
-): Promise<{ owner: Ed25519PrivateKey; space: Space; wrappedKey: string; api: OcsClient; base: string }> {
-  const owner = generatePrivateKey();
-  const r = await t.client({ roles: ['spaces'], owner }).call<CreateSpaceResponse>('POST', '/v1/spaces', {
-    ownerKey: owner.publicKey.toBase64url(),
-    resources: { cpuMillicores: 2000, memoryBytes, storageBytes, pids: 1024 },
-    leaseSeconds: 3600,
-  });
-  const api = t.client({ roles: ['storage', 'containers', 'vms', 'spaces'], owner });
-  return { owner, space: r.body.space, wrappedKey: r.body.wrappedKey, api, base: r.body.space.apiBase };
-}
+const reserve = (storageBytes: number, memoryBytes = 256 * MiB) =>
+  reserveOwned(t, { cpuMillicores: 2000, memoryBytes, storageBytes, pids: 1024 }, [
+    'storage',
+    'containers',
+    'vms',
+    'spaces',
+  ]);
 
 /** Files under `roots` holding any of `markers` (never printed: the list of files is the finding). */
 function filesHolding(markers: string[], roots: string[]): string[] {

@@ -4,9 +4,10 @@
  */
 import { mkdtempSync, rmSync, existsSync, readFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
+import assert from 'node:assert/strict';
 import { Encrypter, armor } from 'age-encryption';
 import Dockerode from 'dockerode';
 import {
@@ -19,6 +20,7 @@ import {
   type StorageDriver,
   type VmDriver,
 } from '@ocs/host';
+import { buildBusyboxImage } from '@ocs/host/testing';
 import type { ManualClock } from '@ocs/node-daemon/testing';
 import {
   resolveConfig,
@@ -40,8 +42,11 @@ import {
   mintToken,
   NODE_HEADER,
   signRequest,
+  type CreateSpaceResponse,
   type Ed25519PrivateKey,
+  type Resources,
   type Role,
+  type Space,
 } from '@ocs/protocol';
 import { createPrivateKey } from 'node:crypto';
 
@@ -336,4 +341,50 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>,
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/**
+ * The busybox image of this run, as an owner uploads it: its `docker save` tarball, and the
+ * directory it was saved in, which the caller removes.
+ */
+export async function busyboxTar(): Promise<{ tar: Buffer; dir: string }> {
+  const path = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
+  try {
+    return { tar: readFileSync(path), dir: dirname(path) };
+  } catch (err) {
+    rmSync(dirname(path), { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** A space and its owner, with a client that signs as the owner. */
+export interface Owned {
+  owner: Ed25519PrivateKey;
+  space: Space;
+  wrappedKey: string;
+  /** Signed by the owner, with a token carrying the roles asked for. */
+  api: OcsClient;
+  /** The space's API base path. */
+  base: string;
+}
+
+/**
+ * Reserves a space of `resources` for a new owner (a token with `spaces`), for `leaseSeconds`,
+ * and asserts it was made; its `api` carries `roles`. The caller (or the node's stop) destroys it.
+ */
+export async function reserveOwned(
+  t: TestNode,
+  resources: Resources,
+  roles: Role[],
+  leaseSeconds = 3600,
+): Promise<Owned> {
+  const owner = generatePrivateKey();
+  const r = await t.client({ roles: ['spaces'], owner }).call<CreateSpaceResponse>('POST', '/v1/spaces', {
+    ownerKey: owner.publicKey.toBase64url(),
+    resources,
+    leaseSeconds,
+  });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  const api = t.client({ roles, owner });
+  return { owner, space: r.body.space, wrappedKey: r.body.wrappedKey, api, base: r.body.space.apiBase };
 }

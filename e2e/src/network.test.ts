@@ -11,23 +11,12 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { DEFAULT_DENIED, nodeNetworks, spaceSubnet } from '@ocs/host';
-import { NetnsLab, buildBusyboxImage, buildTestGuest, requireHost, testGuestUnavailable } from '@ocs/host/testing';
-import {
-  generatePrivateKey,
-  type Container,
-  type CreateSpaceResponse,
-  type Ed25519PrivateKey,
-  type PublishedPort,
-  type Space,
-  type SpaceNetworkView,
-  type Vm,
-} from '@ocs/protocol';
-import type { OcsClient } from '@ocs/client';
-import { startTestNode, waitFor, MiB, type TestNode } from './harness.js';
+import { NetnsLab, buildTestGuest, requireHost, testGuestUnavailable } from '@ocs/host/testing';
+import type { Container, PublishedPort, Space, SpaceNetworkView, Vm } from '@ocs/protocol';
+import { busyboxTar, reserveOwned, startTestNode, waitFor, MiB, type Owned, type TestNode } from './harness.js';
 import { spaceTables } from './space-rules.js';
 
 const lab = new NetnsLab();
@@ -69,9 +58,7 @@ before(async () => {
     network,
     total: { cpuMillicores: 64_000, memoryBytes: 16 * 1024 * MiB, storageBytes: 8 * 1024 * MiB },
   });
-  const path = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
-  imageDir = dirname(path);
-  imageTar = readFileSync(path);
+  ({ tar: imageTar, dir: imageDir } = await busyboxTar());
 });
 
 after(async () => {
@@ -80,26 +67,16 @@ after(async () => {
   if (imageDir) rmSync(imageDir, { recursive: true, force: true });
 });
 
-interface Owned {
-  owner: Ed25519PrivateKey;
-  space: Space;
-  api: OcsClient;
-  base: string;
-}
-
 async function reserve(ports: number, cpuMillicores = 1000): Promise<Owned> {
-  const owner = generatePrivateKey();
-  const r = await t.client({ roles: ['spaces'], owner }).call<CreateSpaceResponse>('POST', '/v1/spaces', {
-    ownerKey: owner.publicKey.toBase64url(),
-    resources: { cpuMillicores, memoryBytes: 512 * MiB, storageBytes: 256 * MiB, pids: 256, ports },
-    leaseSeconds: 3600,
-  });
-  assert.equal(r.status, 201, JSON.stringify(r.body));
-  const api = t.client({ roles: ['containers', 'monitor'], owner });
-  const base = r.body.space.apiBase;
+  const o = await reserveOwned(
+    t,
+    { cpuMillicores, memoryBytes: 512 * MiB, storageBytes: 256 * MiB, pids: 256, ports },
+    ['containers', 'monitor'],
+  );
+  const { api, base } = o;
   const img = await api.call('POST', `${base}/images/busybox`, undefined, { raw: imageTar });
   assert.equal(img.status, 201, JSON.stringify(img.body));
-  return { owner, space: r.body.space, api, base };
+  return o;
 }
 
 async function run(o: Owned, name: string, script: string): Promise<Container> {

@@ -10,23 +10,13 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { bridgeName, domainName } from '@ocs/host';
-import { buildBusyboxImage, buildTestGuest, requireHost, testGuestUnavailable } from '@ocs/host/testing';
+import { buildTestGuest, requireHost, testGuestUnavailable } from '@ocs/host/testing';
 import { spaceCgroupLayout, spaceWorkloadIds } from '@ocs/node-daemon';
-import {
-  generatePrivateKey,
-  unwrapKey,
-  type Container,
-  type CreateSpaceResponse,
-  type Ed25519PrivateKey,
-  type Space,
-  type Vm,
-  type Volume,
-} from '@ocs/protocol';
-import type { OcsClient } from '@ocs/client';
-import { startTestNode, waitFor, MiB, type TestNode } from './harness.js';
+import { unwrapKey, type Container, type Vm, type Volume } from '@ocs/protocol';
+import { busyboxTar, reserveOwned, startTestNode, waitFor, MiB, type Owned, type TestNode } from './harness.js';
 
 let t: TestNode;
 let imageTar: Buffer;
@@ -37,9 +27,7 @@ before(async () => {
     workloads: true,
     total: { cpuMillicores: 64_000, memoryBytes: 16 * 1024 * MiB, storageBytes: 8 * 1024 * MiB },
   });
-  const path = await buildBusyboxImage(`ocs-e2e-tmp/busybox-${randomBytes(5).toString('hex')}:latest`);
-  imageDir = dirname(path);
-  imageTar = readFileSync(path);
+  ({ tar: imageTar, dir: imageDir } = await busyboxTar());
 });
 
 after(async () => {
@@ -47,27 +35,9 @@ after(async () => {
   rmSync(imageDir, { recursive: true, force: true });
 });
 
-interface Owned {
-  owner: Ed25519PrivateKey;
-  space: Space;
-  wrappedKey: string;
-  /** Signed by the owner, with a token carrying every workload role. */
-  api: OcsClient;
-  base: string;
-}
-
-async function reserve(
+const reserve = (
   resources = { cpuMillicores: 2000, memoryBytes: 768 * MiB, storageBytes: 256 * MiB, pids: 512 },
-): Promise<Owned> {
-  const owner = generatePrivateKey();
-  const r = await t.client({ roles: ['spaces'], owner }).call<CreateSpaceResponse>('POST', '/v1/spaces', {
-    ownerKey: owner.publicKey.toBase64url(),
-    resources,
-    leaseSeconds: 3600,
-  });
-  const api = t.client({ roles: ['storage', 'containers', 'vms', 'monitor'], owner });
-  return { owner, space: r.body.space, wrappedKey: r.body.wrappedKey, api, base: r.body.space.apiBase };
-}
+): Promise<Owned> => reserveOwned(t, resources, ['storage', 'containers', 'vms', 'monitor']);
 
 const code = (r: { body: unknown }) => (r.body as { error?: { code: string } }).error?.code;
 
