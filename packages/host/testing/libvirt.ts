@@ -7,12 +7,13 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { TestContext } from 'node:test';
+import { after, before, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { isOcsError, type ErrorCode } from '@ocs/protocol';
 import { testGuestUnavailable } from './test-guest.js';
 import { requireHost } from './require-host.js';
 import type { VmDriver, VmSpec } from '#src/libvirt/types.js';
+import { createVmDriver, type LibvirtVmDriver } from '#src/libvirt/driver.js';
 
 export const MiB = 1024 * 1024;
 
@@ -26,6 +27,41 @@ async function libvirtUnavailable(): Promise<string | false> {
   const v = spawnSync('virsh', ['-c', 'qemu:///system', 'version'], { stdio: 'ignore', timeout: 15_000 });
   if (v.error || v.status !== 0) return 'libvirtd is not reachable at qemu:///system (run scripts/start-services.sh)';
   return (await testGuestUnavailable()) ?? false;
+}
+
+/**
+ * The driver of a suite, made in its `before` and closed in its `after` (none when `skip`):
+ * TCG, always (a suite of the driver tests the driver, not the accelerator probe:
+ * accel.host.test.ts does), its staging directory and the definitions (as the broker keeps
+ * them in a space's storage: here, one scratch tree per run) in scratch directories removed in
+ * `after`. `driver()` fails a test that runs without it.
+ */
+export function suiteVmDriver(skip: string | false): {
+  driver: () => LibvirtVmDriver;
+  stagingDir: () => string | undefined;
+} {
+  let driver: LibvirtVmDriver | undefined;
+  let stagingDir: string | undefined;
+  let definitionsDir: string | undefined;
+  before(async () => {
+    if (skip) return;
+    stagingDir = await mkdtemp('/tmp/ocs-libvirt-stage-');
+    const defs = await mkdtemp('/tmp/ocs-libvirt-defs-');
+    definitionsDir = defs;
+    driver = await createVmDriver({ stagingDir, accelerator: 'tcg', vmsDir: async (spaceId) => join(defs, spaceId) });
+  });
+  after(async () => {
+    await driver?.close();
+    if (stagingDir) await rm(stagingDir, { recursive: true, force: true });
+    if (definitionsDir) await rm(definitionsDir, { recursive: true, force: true });
+  });
+  return {
+    driver: () => {
+      assert.ok(driver, 'driver created in before()');
+      return driver;
+    },
+    stagingDir: () => stagingDir,
+  };
 }
 
 /** A fresh space id of our own, e.g. `sp_t3f9a0c1b2d`. */

@@ -4,15 +4,14 @@
  * wait for the power button, ignore it or panic. Each test uses its own space id, scratch
  * directory and cgroup, and removes exactly those.
  */
-import { after, before, test, type TestContext } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, randomInt } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { chmod, chown, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { detectCgroups } from '#src/cgroups/index.js';
-import { createVmDriver, type LibvirtVmDriver } from '#src/libvirt/driver.js';
 import { buildTestGuest } from '@ocs/host/testing/test-guest';
 import {
   MiB,
@@ -23,6 +22,7 @@ import {
   procCgroups,
   qemuPid,
   scratchDir,
+  suiteVmDriver,
   uniqueSpaceId,
   waitFor,
   waitForConsole,
@@ -30,29 +30,8 @@ import {
 import { readDomainFacts } from '#src/libvirt/xml-read.js';
 
 const skip = await libvirtSkipReason();
-let driver: LibvirtVmDriver | undefined;
-let stagingDir: string | undefined;
-let definitionsDir: string | undefined;
-const d = (): LibvirtVmDriver => {
-  assert.ok(driver, 'driver created in before()');
-  return driver;
-};
-
-before(async () => {
-  if (skip) return;
-  stagingDir = await mkdtemp('/tmp/ocs-libvirt-stage-');
-  // TCG, always: this suite tests the driver, not the accelerator probe (accel.host.test.ts does).
-  // Definitions as the broker keeps them in a space's storage: here, one scratch tree per run.
-  const defs = await mkdtemp('/tmp/ocs-libvirt-defs-');
-  definitionsDir = defs;
-  driver = await createVmDriver({ stagingDir, accelerator: 'tcg', vmsDir: async (spaceId) => join(defs, spaceId) });
-});
-
-after(async () => {
-  await driver?.close();
-  if (stagingDir) await rm(stagingDir, { recursive: true, force: true });
-  if (definitionsDir) await rm(definitionsDir, { recursive: true, force: true });
-});
+const suite = suiteVmDriver(skip);
+const d = suite.driver;
 
 const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
@@ -191,7 +170,7 @@ test(
     assert.match(xml, /<driver name='qemu' type='qcow2'\/>/);
     assert.match(xml, new RegExp(`<label>\\+${uid}:\\+${qemuGid}</label>`));
     assert.ok(
-      !existsSync(join(stagingDir ?? '/nonexistent', `ocs-${spaceId}-${vmId}`)),
+      !existsSync(join(suite.stagingDir() ?? '/nonexistent', `ocs-${spaceId}-${vmId}`)),
       'staged boot files are gone once QEMU runs',
     );
 

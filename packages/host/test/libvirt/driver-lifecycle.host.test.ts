@@ -3,13 +3,12 @@
  * by space, refusals, and files changed behind the driver's back. Each test uses its own space
  * ids and scratch directory and removes exactly those.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { link, mkdir, mkdtemp, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createVmDriver, type LibvirtVmDriver } from '#src/libvirt/driver.js';
 import { buildTestGuest } from '@ocs/host/testing/test-guest';
 import {
   assertOcsError,
@@ -18,34 +17,14 @@ import {
   libvirtSkipReason,
   qemuPid,
   scratchDir,
+  suiteVmDriver,
   uniqueSpaceId,
   waitFor,
 } from '@ocs/host/testing/libvirt';
 
 const skip = await libvirtSkipReason();
-let driver: LibvirtVmDriver | undefined;
-let stagingDir: string | undefined;
-let definitionsDir: string | undefined;
-const d = (): LibvirtVmDriver => {
-  assert.ok(driver, 'driver created in before()');
-  return driver;
-};
-
-before(async () => {
-  if (skip) return;
-  stagingDir = await mkdtemp('/tmp/ocs-libvirt-stage-');
-  // TCG, always: this suite tests the driver, not the accelerator probe (accel.host.test.ts does).
-  // Definitions as the broker keeps them in a space's storage: here, one scratch tree per run.
-  const defs = await mkdtemp('/tmp/ocs-libvirt-defs-');
-  definitionsDir = defs;
-  driver = await createVmDriver({ stagingDir, accelerator: 'tcg', vmsDir: async (spaceId) => join(defs, spaceId) });
-});
-
-after(async () => {
-  await driver?.close();
-  if (stagingDir) await rm(stagingDir, { recursive: true, force: true });
-  if (definitionsDir) await rm(definitionsDir, { recursive: true, force: true });
-});
+const suite = suiteVmDriver(skip);
+const d = suite.driver;
 
 test(
   'state, listAllSpaces (running domains) and removeAllForSpace see exactly their own space',
