@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { TestContext } from 'node:test';
 import type { CgroupDriver, CgroupLimits } from '#src/cgroups/types.js';
 
 /** A fresh top-level group name, so a test can only ever destroy what it made. */
@@ -48,6 +49,62 @@ export async function runIn(driver: CgroupDriver, path: string, script: string):
   }
   held.release();
   return held;
+}
+
+/** A private top-level group of `driver`, destroyed (and only it) when the test ends. */
+export function scopedGroup(t: TestContext, driver: () => CgroupDriver): string {
+  const prefix = uniquePrefix();
+  t.after(() => driver().destroy(prefix));
+  return prefix;
+}
+
+/** `sleep 600`, placed in `path` before it runs; killed when the test ends. */
+export async function sleeperIn(t: TestContext, driver: CgroupDriver, path: string): Promise<Held> {
+  const held = spawnHeld('sleep', ['600']);
+  t.after(() => held.child.kill('SIGKILL'));
+  await driver.addProcess(path, held.pid);
+  held.release();
+  return held;
+}
+
+/**
+ * A space's subtree under `p` as the daemon makes one, `sp/api`, `sp/workloads/c1` and
+ * `sp/workloads/c2` (with `limits`), and a sibling `p/other`: a process in each (three in c1,
+ * once its forks ran), every one killed when the test ends.
+ */
+export async function busySubtree(
+  t: TestContext,
+  driver: CgroupDriver,
+  p: string,
+  limits?: CgroupLimits,
+): Promise<{ sp: string; inside: Held[]; survivor: Held }> {
+  const sp = `${p}/sp`;
+  for (const g of [`${sp}/api`, `${sp}/workloads/c1`, `${sp}/workloads/c2`, `${p}/other`])
+    await driver.create(g, limits);
+  const inside = [
+    await runIn(driver, `${sp}/api`, 'exec sleep 600'),
+    await runIn(driver, `${sp}/workloads/c1`, 'sleep 600 & sleep 600 & wait'),
+    await runIn(driver, `${sp}/workloads/c2`, 'exec sleep 600'),
+  ];
+  const survivor = await runIn(driver, `${p}/other`, 'exec sleep 600');
+  t.after(() => [...inside, survivor].forEach((h) => h.child.kill('SIGKILL')));
+  return { sp, inside, survivor };
+}
+
+/**
+ * After `destroy(sp)` of a {@link busySubtree}: the sibling still runs and is all that is left
+ * under `p`, and destroying `sp` again, or a group never made, is a no-op.
+ */
+export async function assertOnlySiblingLeft(
+  driver: CgroupDriver,
+  p: string,
+  sp: string,
+  survivor: Held,
+): Promise<void> {
+  assert.ok(alive(survivor.pid) && !gone(survivor.pid), 'a sibling group is untouched');
+  assert.deepEqual(await driver.children(p), ['other']);
+  await driver.destroy(sp);
+  await driver.destroy(`${p}/never-made`);
 }
 
 /**

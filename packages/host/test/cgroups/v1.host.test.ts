@@ -16,14 +16,17 @@ import {
   alive,
   assertHostilePathsRefused,
   assertInvalid,
+  assertOnlySiblingLeft,
+  busySubtree,
   gone,
   hogCode,
   procCgroup,
   procsOf,
   runIn,
+  scopedGroup,
+  sleeperIn,
   spawnHeld,
   spinCode,
-  uniquePrefix,
   waitUntil,
   withTimeout,
 } from '@ocs/host/testing/cgroups';
@@ -42,12 +45,7 @@ const CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'cpuset', 'pids', 'blkio', 'dev
 
 const raw = (ctrl: string, path: string, file: string) => readFileSync(join(ROOT, ctrl, path, file), 'utf8').trim();
 
-/** A private top-level group, destroyed (and only it) when the test ends. */
-function scoped(t: TestContext): string {
-  const prefix = uniquePrefix();
-  t.after(() => v1().destroy(prefix));
-  return prefix;
-}
+const scoped = (t: TestContext) => scopedGroup(t, v1);
 
 test('limits are written to the kernel files and read back', { skip }, async (t) => {
   const sp = `${scoped(t)}/sp_1`;
@@ -99,10 +97,7 @@ test('addProcess puts a process in every controller group; processes() lists thi
   const sp = `${scoped(t)}/sp`;
   const api = `${sp}/api`;
   await v1().create(api, GOOD_LIMITS);
-  const held = spawnHeld('sleep', ['600']);
-  t.after(() => held.child.kill('SIGKILL'));
-  await v1().addProcess(api, held.pid);
-  held.release();
+  const held = await sleeperIn(t, v1(), api);
   for (const ctrl of CONTROLLERS) {
     assert.ok(
       procsOf(join(ROOT, ctrl, api, 'cgroup.procs')).includes(held.pid),
@@ -218,16 +213,7 @@ test('groups made at once under a new parent all get the device allow-list, the 
 
 test('destroy kills everything below the group and leaves no directory in any hierarchy', { skip }, async (t) => {
   const p = scoped(t);
-  const sp = `${p}/sp`;
-  for (const g of [`${sp}/api`, `${sp}/workloads/c1`, `${sp}/workloads/c2`, `${p}/other`])
-    await v1().create(g, GOOD_LIMITS);
-  const inside = [
-    await runIn(v1(), `${sp}/api`, 'exec sleep 600'),
-    await runIn(v1(), `${sp}/workloads/c1`, 'sleep 600 & sleep 600 & wait'),
-    await runIn(v1(), `${sp}/workloads/c2`, 'exec sleep 600'),
-  ];
-  const survivor = await runIn(v1(), `${p}/other`, 'exec sleep 600');
-  t.after(() => [...inside, survivor].forEach((h) => h.child.kill('SIGKILL')));
+  const { sp, inside, survivor } = await busySubtree(t, v1(), p, GOOD_LIMITS);
   await waitUntil(
     () => procsOf(join(ROOT, 'memory', sp, 'workloads/c1/cgroup.procs')).length >= 3,
     5_000,
@@ -243,11 +229,8 @@ test('destroy kills everything below the group and leaves no directory in any hi
   for (const h of inside) assert.equal((await withTimeout(h.exit, 5_000, 'exit')).signal, 'SIGKILL');
   for (const pid of new Set(pids)) assert.ok(gone(pid), `pid ${pid} is gone`);
   for (const dir of readdirSync(ROOT)) assert.equal(existsSync(join(ROOT, dir, sp)), false, `${dir}/${sp} removed`);
-  assert.ok(alive(survivor.pid) && !gone(survivor.pid), 'a sibling group is untouched');
   assert.equal(await v1().exists(sp), false);
-  assert.deepEqual(await v1().children(p), ['other']);
-  await v1().destroy(sp);
-  await v1().destroy(`${p}/never-made`);
+  await assertOnlySiblingLeft(v1(), p, sp, survivor);
 });
 
 test('hostile paths and bad limits are refused before anything is touched', { skip }, async (t) => {

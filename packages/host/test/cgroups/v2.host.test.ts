@@ -20,11 +20,15 @@ import {
   alive,
   assertHostilePathsRefused,
   assertInvalid,
+  assertOnlySiblingLeft,
+  busySubtree,
   gone,
   hogCode,
   procCgroup,
   procsOf,
   runIn,
+  scopedGroup,
+  sleeperIn,
   spawnHeld,
   uniquePrefix,
   waitUntil,
@@ -56,11 +60,7 @@ const skip = await (async () => {
 
 const raw = (path: string, file: string) => readFileSync(join(ROOT ?? '/nonexistent', path, file), 'utf8').trim();
 
-function scoped(t: TestContext): string {
-  const prefix = uniquePrefix();
-  t.after(() => v2().destroy(prefix));
-  return prefix;
-}
+const scoped = (t: TestContext) => scopedGroup(t, v2);
 
 test('create nests groups in the real tree and hands down what the kernel offers', { skip }, async (t) => {
   const p = scoped(t);
@@ -95,10 +95,7 @@ test('addProcess moves a process into the group; processes live only in leaves',
   const sp = `${scoped(t)}/sp`;
   const api = `${sp}/api`;
   await v2().create(api);
-  const held = spawnHeld('sleep', ['600']);
-  t.after(() => held.child.kill('SIGKILL'));
-  await v2().addProcess(api, held.pid);
-  held.release();
+  const held = await sleeperIn(t, v2(), api);
   assert.ok(procsOf(join(ROOT!, api, 'cgroup.procs')).includes(held.pid));
   assert.equal(procCgroup(held.pid, ''), fromMount(api), '/proc/pid/cgroup 0:: line');
   assert.deepEqual(await v2().processes(api), [held.pid]);
@@ -148,16 +145,8 @@ setInterval(() => {}, 1000);`;
 
 test('destroy kills the whole subtree (cgroup.kill) and removes it bottom-up', { skip }, async (t) => {
   const p = scoped(t);
-  const sp = `${p}/sp`;
-  for (const g of [`${sp}/api`, `${sp}/workloads/c1`, `${sp}/workloads/c2`, `${p}/other`]) await v2().create(g);
+  const { sp, inside, survivor } = await busySubtree(t, v2(), p);
   assert.ok(existsSync(join(ROOT!, sp, 'cgroup.kill')), 'this kernel has cgroup.kill (5.14+)');
-  const inside = [
-    await runIn(v2(), `${sp}/api`, 'exec sleep 600'),
-    await runIn(v2(), `${sp}/workloads/c1`, 'sleep 600 & sleep 600 & wait'),
-    await runIn(v2(), `${sp}/workloads/c2`, 'exec sleep 600'),
-  ];
-  const survivor = await runIn(v2(), `${p}/other`, 'exec sleep 600');
-  t.after(() => [...inside, survivor].forEach((h) => h.child.kill('SIGKILL')));
   // Under TCG the forks take their time.
   await waitUntil(
     () => procsOf(join(ROOT!, sp, 'workloads/c1/cgroup.procs')).length >= 3,
@@ -172,10 +161,7 @@ test('destroy kills the whole subtree (cgroup.kill) and removes it bottom-up', {
   for (const h of inside) assert.equal((await withTimeout(h.exit, 5_000, 'exit')).signal, 'SIGKILL');
   for (const pid of pids) assert.ok(gone(pid), `pid ${pid} is gone`);
   assert.equal(existsSync(join(ROOT!, sp)), false);
-  assert.ok(alive(survivor.pid) && !gone(survivor.pid), 'a sibling group is untouched');
-  assert.deepEqual(await v2().children(p), ['other']);
-  await v2().destroy(sp);
-  await v2().destroy(`${p}/never-made`);
+  await assertOnlySiblingLeft(v2(), p, sp, survivor);
 });
 
 test('limits are written to cpu.max, memory.max, memory.swap.max, pids.max and read back', { skip }, async (t) => {
