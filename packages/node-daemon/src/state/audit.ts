@@ -20,6 +20,7 @@ import {
 export { GENESIS_HASH, canonicalJson, entryHash, type JsonValue };
 import type { Clock } from '../clock.js';
 import type { Database } from './db.js';
+import { ClockedStore } from './store.js';
 
 /** The `prevHash` of the first entry. */
 
@@ -123,18 +124,8 @@ function scrub(value: unknown, depth: number): JsonValue | undefined {
   return undefined;
 }
 
-interface DbRow {
-  seq: number;
-  at: string;
-  actor: string;
-  action: string;
-  target: string | null;
-  outcome: string;
-  code: string | null;
-  detail: string | null;
-  prev_hash: string;
-  hash: string;
-}
+/** A row of audit_log: the hashed fields (`detail` as its JSON text, `prevHash` as `prev_hash`) and the hash. */
+type DbRow = Omit<HashedFields, 'detail' | 'prevHash'> & { detail: string | null; prev_hash: string; hash: string };
 
 function toRecord(r: DbRow): AuditRecord {
   const rec: AuditRecord = {
@@ -233,15 +224,11 @@ export function iterateRows(db: Database): IterableIterator<DbRow> {
   return db.prepare('SELECT * FROM audit_log ORDER BY seq').iterate() as IterableIterator<DbRow>;
 }
 
-export class AuditLog {
-  private readonly clock: Clock;
+export class AuditLog extends ClockedStore {
   private readonly stmt;
 
-  constructor(
-    readonly db: Database,
-    opts: { clock?: Clock } = {},
-  ) {
-    this.clock = opts.clock ?? { now: () => Date.now() };
+  constructor(db: Database, opts: { clock?: Clock } = {}) {
+    super(db, opts.clock);
     this.stmt = {
       head: db.prepare('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1'),
       insert: db.prepare(

@@ -7,6 +7,7 @@ import { OcsError } from '@ocs/protocol';
 import type { Resources, SpaceState } from '@ocs/protocol';
 import type { Clock } from '../clock.js';
 import type { Database } from './db.js';
+import { ClockedStore } from './store.js';
 import { checkNewSpace, insertSpace } from './spaces-repo.js';
 import { isStanding } from './space-states.js';
 import type { NewSpace, SpaceRow } from './spaces-repo.js';
@@ -31,22 +32,18 @@ type Dimension = (typeof DIMENSIONS)[number];
  */
 const HELD = `released_at IS NULL AND state <> 'destroyed'`;
 
-export class Ledger {
+export class Ledger extends ClockedStore {
   private readonly allocatable: Resources;
-  private readonly clock: Clock;
   private readonly sumStmt;
 
-  constructor(
-    readonly db: Database,
-    opts: LedgerOptions,
-  ) {
+  constructor(db: Database, opts: LedgerOptions) {
+    super(db, opts.clock);
     for (const d of DIMENSIONS) {
       const v = opts.allocatable[d];
       if (v !== undefined && !(Number.isSafeInteger(v) && v >= 0))
         throw new Error(`allocatable.${d} must be a non-negative integer`);
     }
     this.allocatable = { ...opts.allocatable };
-    this.clock = opts.clock ?? { now: () => Date.now() };
     // BigInt sums: SQLite adds exactly in 64 bits, and so must the comparison (a petabyte-scale
     // storage sum is past 2^53).
     this.sumStmt = db

@@ -8,6 +8,7 @@
 import { OcsError } from '@ocs/protocol';
 import type { Clock } from '../clock.js';
 import type { Database } from './db.js';
+import { ClockedStore } from './store.js';
 
 export interface PublishedRow {
   hostPort: number;
@@ -53,15 +54,11 @@ const fromRaw = (r: Raw): PublishedRow => ({
 const SELECT = `SELECT p.host_port, p.space_id, p.protocol, p.workload_id, w.kind, w.name, w.address, p.port, p.created_at
   FROM published_ports p JOIN workloads w ON w.id = p.workload_id`;
 
-export class PortsRepo {
-  private readonly clock: Clock;
+export class PortsRepo extends ClockedStore {
   private readonly stmt;
 
-  constructor(
-    readonly db: Database,
-    opts: { clock?: Clock } = {},
-  ) {
-    this.clock = opts.clock ?? { now: () => Date.now() };
+  constructor(db: Database, opts: { clock?: Clock } = {}) {
+    super(db, opts.clock);
     this.stmt = {
       list: db.prepare(`${SELECT} WHERE p.space_id = ? ORDER BY p.host_port`),
       get: db.prepare(`${SELECT} WHERE p.host_port = ?`),

@@ -7,6 +7,7 @@ import { OcsError, SPACE_STATES, assertNever, isSpaceId } from '@ocs/protocol';
 import type { Egress, SpaceState } from '@ocs/protocol';
 import type { Clock } from '../clock.js';
 import type { Database } from './db.js';
+import { ClockedStore, resourceColumns } from './store.js';
 import { LIVE_STATES_SQL } from './space-states.js';
 
 /** One space record, as stored. Times are unix milliseconds. */
@@ -135,10 +136,7 @@ function fromDb(r: DbRow): SpaceRow {
     ownerKey: r.owner_key,
     ownerFingerprint: r.owner_fingerprint,
     name: r.name,
-    cpuMillicores: r.cpu_millicores,
-    memoryBytes: r.memory_bytes,
-    storageBytes: r.storage_bytes,
-    pids: r.pids,
+    ...resourceColumns(r),
     state: r.state,
     uid: r.uid,
     leaseExpiresAt: r.lease_expires_at,
@@ -256,18 +254,15 @@ export function insertSpace(db: Database, s: NewSpace, now: number): SpaceRow {
 }
 
 /** The space records. All methods are synchronous and safe to share across processes. */
-export class SpacesRepo {
-  private readonly clock: Clock;
+export class SpacesRepo extends ClockedStore {
   private readonly stmt;
 
   /**
    * Records the uid range in the database (so every process and the ledger allocate from the
    * same one). Shrinking the range never takes a uid away from a space that holds it.
    */
-  constructor(
-    readonly db: Database,
-    opts: SpacesRepoOptions,
-  ) {
+  constructor(db: Database, opts: SpacesRepoOptions) {
+    super(db, opts.clock);
     if (
       !Number.isSafeInteger(opts.uidBase) ||
       opts.uidBase < 1 ||
@@ -276,7 +271,6 @@ export class SpacesRepo {
     ) {
       throw new Error('uidBase and uidCount must be positive integers');
     }
-    this.clock = opts.clock ?? { now: () => Date.now() };
     db.prepare(
       'INSERT INTO uid_range (id, base, count) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET base = excluded.base, count = excluded.count',
     ).run(opts.uidBase, opts.uidCount);

@@ -7,6 +7,7 @@
 import { OcsError } from '@ocs/protocol';
 import type { Clock } from '../clock.js';
 import type { Database } from './db.js';
+import { ClockedStore, resourceColumns } from './store.js';
 
 export type WorkloadKind = 'volume' | 'container' | 'vm';
 
@@ -68,10 +69,7 @@ function fromRaw(r: Raw): WorkloadRow {
     spaceId: r.space_id,
     kind: r.kind,
     name: r.name,
-    cpuMillicores: r.cpu_millicores,
-    memoryBytes: r.memory_bytes,
-    storageBytes: r.storage_bytes,
-    pids: r.pids,
+    ...resourceColumns(r),
     spec: JSON.parse(r.spec) as unknown,
     state: r.state,
     createdAt: r.created_at,
@@ -80,15 +78,11 @@ function fromRaw(r: Raw): WorkloadRow {
   };
 }
 
-export class WorkloadsRepo {
-  private readonly clock: Clock;
+export class WorkloadsRepo extends ClockedStore {
   private readonly stmt;
 
-  constructor(
-    readonly db: Database,
-    opts: { clock?: Clock } = {},
-  ) {
-    this.clock = opts.clock ?? { now: () => Date.now() };
+  constructor(db: Database, opts: { clock?: Clock } = {}) {
+    super(db, opts.clock);
     this.stmt = {
       sum: db.prepare(
         `SELECT coalesce(sum(cpu_millicores), 0) AS cpuMillicores, coalesce(sum(memory_bytes), 0) AS memoryBytes,
