@@ -39,6 +39,21 @@ export function entryHash(f: HashedFields): string {
   return bytesToHex(sha256(utf8ToBytes(canonicalJson({ ...f }))));
 }
 
+/** The hash an entry as the API returns it must carry: {@link entryHash} over its fields. */
+export function auditEntryHash(e: Omit<AuditEntry, 'hash'>): string {
+  return entryHash({
+    seq: e.seq,
+    at: e.at,
+    actor: e.actor,
+    action: e.action,
+    target: e.target ?? null,
+    outcome: e.outcome,
+    code: e.code ?? null,
+    detail: (e.detail ?? null) as JsonValue,
+    prevHash: e.prevHash,
+  });
+}
+
 export interface ChainCheck {
   ok: boolean;
   /** The last entry that checked out ({ seq: 0, hash: GENESIS_HASH } before any). */
@@ -58,17 +73,7 @@ export function verifyAuditEntries(
     if (e.seq !== head.seq + 1)
       return { ok: false, head, brokenAt: head.seq + 1, reason: `entry ${head.seq + 1} is missing` };
     if (e.prevHash !== head.hash) return broken('prevHash does not match the previous entry');
-    const hash = entryHash({
-      seq: e.seq,
-      at: e.at,
-      actor: e.actor,
-      action: e.action,
-      target: e.target ?? null,
-      outcome: e.outcome,
-      code: e.code ?? null,
-      detail: (e.detail ?? null) as JsonValue,
-      prevHash: e.prevHash,
-    });
+    const hash = auditEntryHash(e);
     if (hash !== e.hash) return broken('hash does not match the entry');
     head = { seq: e.seq, hash };
   }

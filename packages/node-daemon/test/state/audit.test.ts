@@ -5,9 +5,9 @@ import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { OcsError } from '@ocs/protocol';
+import { OcsError, auditEntryHash } from '@ocs/protocol';
 import { ManualClock } from '@ocs/node-daemon/testing';
-import { AuditLog, GENESIS_HASH, canonicalJson, entryHash, scrubDetail } from '#src/state/audit.js';
+import { AuditLog, GENESIS_HASH, canonicalJson, scrubDetail } from '#src/state/audit.js';
 import type { AuditInput } from '#src/state/audit.js';
 import { verifyAuditFile } from '#src/state/audit-file.js';
 import { openDatabase } from '#src/state/db.js';
@@ -71,18 +71,7 @@ test('entries chain from the genesis hash and verify', () => {
     assert.equal(e.at, new Date(T0 + i * 1000).toISOString());
     assert.match(e.hash, /^[0-9a-f]{64}$/);
     if (i > 0) assert.equal(e.prevHash, entries[i - 1]!.hash);
-    const expected = entryHash({
-      seq: e.seq,
-      at: e.at,
-      actor: e.actor,
-      action: e.action,
-      target: e.target ?? null,
-      outcome: e.outcome,
-      code: e.code ?? null,
-      detail: e.detail ?? null,
-      prevHash: e.prevHash,
-    });
-    assert.equal(e.hash, expected, 'hash = SHA-256 over the canonical JSON of the fields and prevHash');
+    assert.equal(e.hash, auditEntryHash(e), 'hash = SHA-256 over the canonical JSON of the fields and prevHash');
   }
   assert.equal(head, entries.at(-1)?.hash);
   assert.deepEqual(audit.verify(), { ok: true, count: SAMPLE.length, head });
