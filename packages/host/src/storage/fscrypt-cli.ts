@@ -110,16 +110,15 @@ export class FscryptCli {
 
   /** Encrypts the empty directory `dir` with a new v2 policy protected by a new raw_key protector named `name`, and leaves it unlocked. */
   async encrypt(dir: string, name: string, key: Uint8Array): Promise<DirStatus> {
-    await withKeyFd(
-      key,
-      (fd) =>
-        this.run(
-          'fscrypt',
-          ['encrypt', dir, '--quiet', '--source=raw_key', `--name=${name}`, KEY_FLAG, '--no-recovery'],
-          { fds: [fd] },
-        ),
-      this.keyTmpfs,
-    );
+    await this.withKey(key, [
+      'encrypt',
+      dir,
+      '--quiet',
+      '--source=raw_key',
+      `--name=${name}`,
+      KEY_FLAG,
+      '--no-recovery',
+    ]);
     const st = await this.status(dir);
     if (st.policyVersion !== 2)
       throw new Error(`fscrypt applied a v${st.policyVersion} policy to ${dir}; v2 is required`);
@@ -133,11 +132,7 @@ export class FscryptCli {
   /** Adds the policy key of `dir` to the filesystem keyring; a key that opens no protector → unwrap_failed. */
   async unlock(dir: string, key: Uint8Array): Promise<void> {
     try {
-      await withKeyFd(
-        key,
-        (fd) => this.run('fscrypt', ['unlock', dir, '--quiet', KEY_FLAG], { fds: [fd] }),
-        this.keyTmpfs,
-      );
+      await this.withKey(key, ['unlock', dir, '--quiet', KEY_FLAG]);
     } catch (e) {
       if (isWrongKey(e)) throw new OcsError('unwrap_failed', 'the key does not open this storage');
       throw e;
@@ -158,6 +153,7 @@ export class FscryptCli {
     const pass = Buffer.from(`${randomBytes(BRIDGE_PASSPHRASE_BYTES).toString('hex')}\n`);
     const suffix = randomBytes(4).toString('hex');
     const bridgeName = `ocs-rotate-${suffix}`;
+    const policy = `--policy=${mountpoint}:${before.policy}`;
     let bridge: string | undefined;
     try {
       await this.run(
@@ -176,28 +172,10 @@ export class FscryptCli {
         },
       );
       bridge = await this.protectorByName(mountpoint, bridgeName);
-      const policy = `--policy=${mountpoint}:${before.policy}`;
       let opened = false;
       for (const old of before.protectors) {
         try {
-          await withKeyFd(
-            oldKey,
-            (fd) =>
-              this.run(
-                'fscrypt',
-                [
-                  'metadata',
-                  'add-protector-to-policy',
-                  '--quiet',
-                  `--protector=${mountpoint}:${bridge}`,
-                  policy,
-                  `--unlock-with=${mountpoint}:${old}`,
-                  KEY_FLAG,
-                ],
-                { stdin: pass, fds: [fd] },
-              ),
-            this.keyTmpfs,
-          );
+          await this.addProtectorToPolicy(oldKey, mountpoint, bridge, policy, old, pass);
           opened = true;
           break;
         } catch (e) {
@@ -207,69 +185,29 @@ export class FscryptCli {
       if (!opened) throw new OcsError('unwrap_failed', 'the old key does not open this storage');
 
       const newName = `${name}-${suffix}`;
-      await withKeyFd(
-        newKey,
-        (fd) =>
-          this.run(
-            'fscrypt',
-            [
-              'metadata',
-              'create',
-              'protector',
-              mountpoint,
-              '--quiet',
-              '--source=raw_key',
-              `--name=${newName}`,
-              KEY_FLAG,
-            ],
-            { fds: [fd] },
-          ),
-        this.keyTmpfs,
-      );
+      await this.withKey(newKey, [
+        'metadata',
+        'create',
+        'protector',
+        mountpoint,
+        '--quiet',
+        '--source=raw_key',
+        `--name=${newName}`,
+        KEY_FLAG,
+      ]);
       const fresh = await this.protectorByName(mountpoint, newName);
-      await withKeyFd(
-        newKey,
-        (fd) =>
-          this.run(
-            'fscrypt',
-            [
-              'metadata',
-              'add-protector-to-policy',
-              '--quiet',
-              `--protector=${mountpoint}:${fresh}`,
-              policy,
-              `--unlock-with=${mountpoint}:${bridge}`,
-              KEY_FLAG,
-            ],
-            { stdin: pass, fds: [fd] },
-          ),
-        this.keyTmpfs,
-      );
+      await this.addProtectorToPolicy(newKey, mountpoint, fresh, policy, bridge, pass);
       // Everything but the new protector goes, including leftovers of an interrupted earlier rotation.
       for (const p of (await this.status(dir)).protectors) {
         if (p === fresh) continue;
-        await this.run('fscrypt', [
-          'metadata',
-          'remove-protector-from-policy',
-          '--quiet',
-          '--force',
-          `--protector=${mountpoint}:${p}`,
-          policy,
-        ]);
+        await this.removeProtectorFromPolicy(mountpoint, p, policy);
         shredFile(protectorPath(mountpoint, p));
       }
     } finally {
       pass.fill(0);
       // Normally gone already; after a failure it must not stay on the policy or on disk.
       if (bridge && existsSync(protectorPath(mountpoint, bridge))) {
-        await this.run('fscrypt', [
-          'metadata',
-          'remove-protector-from-policy',
-          '--quiet',
-          '--force',
-          `--protector=${mountpoint}:${bridge}`,
-          `--policy=${mountpoint}:${before.policy}`,
-        ]).catch(
+        await this.removeProtectorFromPolicy(mountpoint, bridge, policy).catch(
           () => undefined, // it was never added
         );
         shredFile(protectorPath(mountpoint, bridge));
@@ -282,6 +220,55 @@ export class FscryptCli {
     const st = await this.status(dir);
     for (const p of st.protectors) shredFile(protectorPath(mountpoint, p));
     shredFile(join(mountpoint, '.fscrypt', 'policies', st.policy));
+  }
+
+  /** fscrypt `args` with `key` on an inherited descriptor (`KEY_FLAG` names it), `stdin` if given. */
+  private withKey(key: Uint8Array, args: string[], stdin?: Uint8Array): Promise<unknown> {
+    return withKeyFd(
+      key,
+      (fd) => this.run('fscrypt', args, stdin ? { stdin, fds: [fd] } : { fds: [fd] }),
+      this.keyTmpfs,
+    );
+  }
+
+  /**
+   * Adds `protector` to the policy (`policy`, its `--policy=` flag) through the protector
+   * `unlockWith`, which `key` opens; `pass` is the rotation bridge's passphrase, whichever of
+   * the two it is.
+   */
+  private addProtectorToPolicy(
+    key: Uint8Array,
+    mountpoint: string,
+    protector: string,
+    policy: string,
+    unlockWith: string,
+    pass: Uint8Array,
+  ): Promise<unknown> {
+    return this.withKey(
+      key,
+      [
+        'metadata',
+        'add-protector-to-policy',
+        '--quiet',
+        `--protector=${mountpoint}:${protector}`,
+        policy,
+        `--unlock-with=${mountpoint}:${unlockWith}`,
+        KEY_FLAG,
+      ],
+      pass,
+    );
+  }
+
+  /** Takes `protector` off the policy (`policy`, its `--policy=` flag). */
+  private async removeProtectorFromPolicy(mountpoint: string, protector: string, policy: string): Promise<void> {
+    await this.run('fscrypt', [
+      'metadata',
+      'remove-protector-from-policy',
+      '--quiet',
+      '--force',
+      `--protector=${mountpoint}:${protector}`,
+      policy,
+    ]);
   }
 
   private async protectorByName(mountpoint: string, name: string): Promise<string> {
