@@ -130,11 +130,31 @@ function fakeZfs() {
         throw new Error(`fake zfs: unexpected ${args.join(' ')}`);
     }
   };
-  return { runner, calls, ds };
+  /** The calls of the subcommands `subs`, in order. */
+  const callsOf = (...subs: string[]) => calls.filter((c) => subs.includes(c.args[0] as string));
+  return { runner, calls, ds, callsOf };
 }
 
 const isCode = (code: string) => (e: unknown) => isOcsError(e) && e.code === code;
 const MiB = 1024 * 1024;
+
+/** The argv of an encrypted `zfs create` (raw key on stdin) bound to `size` bytes, then `rest`. */
+function encryptedCreate(size: number, ...rest: string[]): string[] {
+  return [
+    'create',
+    '-o',
+    'encryption=aes-256-gcm',
+    '-o',
+    'keyformat=raw',
+    '-o',
+    'keylocation=prompt',
+    '-o',
+    `quota=${size}`,
+    '-o',
+    `reservation=${size}`,
+    ...rest,
+  ];
+}
 
 /** A storage root of the test's own: the driver makes its directories for real, also with a fake `zfs`. */
 function scratchRoot(t: TestContext): string {
@@ -149,23 +169,13 @@ test('zfs argv logic (fake runner, not real ZFS): create makes an encrypted, quo
   const d = new ZfsStorageDriver({ pool: 'tank', root, run: z.runner });
   const key = randomBytes(32);
   const info = await d.create('sp_one', 64 * MiB, new Uint8Array(key));
-  const mutating = z.calls.filter((c) => c.args[0] === 'create');
+  const mutating = z.callsOf('create');
   assert.deepEqual(
     mutating.map((c) => c.args),
     [
       ['create', '-o', 'canmount=off', '-o', 'mountpoint=none', 'tank/ocs'],
-      [
-        'create',
-        '-o',
-        'encryption=aes-256-gcm',
-        '-o',
-        'keyformat=raw',
-        '-o',
-        'keylocation=prompt',
-        '-o',
-        `quota=${64 * MiB}`,
-        '-o',
-        `reservation=${64 * MiB}`,
+      encryptedCreate(
+        64 * MiB,
         '-o',
         `mountpoint=${root}/mnt/sp_one`,
         '-o',
@@ -177,7 +187,7 @@ test('zfs argv logic (fake runner, not real ZFS): create makes an encrypted, quo
         '-o',
         'xattr=sa',
         'tank/ocs/sp_one',
-      ],
+      ),
       ['create', 'tank/ocs/sp_one/data'],
       ['create', '-o', 'canmount=off', 'tank/ocs/sp_one/volumes'],
     ],
@@ -232,27 +242,14 @@ test('zfs argv logic (fake runner, not real ZFS): lock unmounts deepest first, t
   await d.create('sp_two', 64 * MiB, new Uint8Array(key));
   await d.createVolume('sp_two', 'v1', 8 * MiB, new Uint8Array(vkey));
   const vcreate = z.calls.at(-1);
-  assert.deepEqual(vcreate?.args, [
-    'create',
-    '-o',
-    'encryption=aes-256-gcm',
-    '-o',
-    'keyformat=raw',
-    '-o',
-    'keylocation=prompt',
-    '-o',
-    `quota=${8 * MiB}`,
-    '-o',
-    `reservation=${8 * MiB}`,
-    'tank/ocs/sp_two/volumes/v1',
-  ]);
+  assert.deepEqual(vcreate?.args, encryptedCreate(8 * MiB, 'tank/ocs/sp_two/volumes/v1'));
   assert.deepEqual(vcreate?.stdin, vkey);
   await assert.rejects(d.createVolume('sp_two', 'big', 60 * MiB, new Uint8Array(vkey)), isCode('budget_exceeded'));
 
   z.calls.length = 0;
   await d.lock('sp_two');
   assert.deepEqual(
-    z.calls.filter((c) => ['unmount', 'unload-key'].includes(c.args[0] as string)).map((c) => c.args),
+    z.callsOf('unmount', 'unload-key').map((c) => c.args),
     [
       ['unmount', 'tank/ocs/sp_two/volumes/v1'],
       ['unmount', 'tank/ocs/sp_two/data'],
@@ -273,7 +270,7 @@ test('zfs argv logic (fake runner, not real ZFS): lock unmounts deepest first, t
   );
   await d.unlock('sp_two', new Uint8Array(key));
   assert.deepEqual(
-    z.calls.filter((c) => ['load-key', 'mount'].includes(c.args[0] as string)).map((c) => c.args),
+    z.callsOf('load-key', 'mount').map((c) => c.args),
     [
       ['load-key', 'tank/ocs/sp_two'],
       ['load-key', 'tank/ocs/sp_two'],
@@ -302,7 +299,7 @@ test('zfs argv logic (fake runner, not real ZFS): change-key with the old key pr
     false,
   );
   await d.rotateKey('sp_three', new Uint8Array(k1), new Uint8Array(k2));
-  const keyOps = z.calls.filter((c) => ['load-key', 'change-key', 'unload-key'].includes(c.args[0] as string));
+  const keyOps = z.callsOf('load-key', 'change-key', 'unload-key');
   assert.deepEqual(
     keyOps.slice(-2).map((c) => c.args),
     [
@@ -318,7 +315,7 @@ test('zfs argv logic (fake runner, not real ZFS): change-key with the old key pr
   z.calls.length = 0;
   await d.rotateKey('sp_three', new Uint8Array(k2), new Uint8Array(k3));
   assert.deepEqual(
-    z.calls.filter((c) => ['load-key', 'change-key', 'unload-key'].includes(c.args[0] as string)).map((c) => c.args),
+    z.callsOf('load-key', 'change-key', 'unload-key').map((c) => c.args),
     [
       ['load-key', 'tank/ocs/sp_three'],
       ['change-key', '-o', 'keyformat=raw', '-o', 'keylocation=prompt', 'tank/ocs/sp_three'],
