@@ -5,22 +5,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { hostname } from 'node:os';
-import { generatePrivateKey, type CreateSpaceResponse } from '@ocs/protocol';
-import { startTestNode, GiB, MiB } from './harness.js';
+import { reserveOwned, startTestNode, GiB, MiB } from './harness.js';
 
 test('metrics carry base units and stock process names; every log line carries pid, hostname and the node id', async () => {
   const t = await startTestNode({ total: { cpuMillicores: 4000, memoryBytes: 8 * GiB, storageBytes: 4 * GiB } });
   try {
-    const owner = generatePrivateKey();
-    const { space } = (
-      await t.client({ roles: ['spaces'], owner }).call<CreateSpaceResponse>('POST', '/v1/spaces', {
-        ownerKey: owner.publicKey.toBase64url(),
-        resources: { cpuMillicores: 1500, memoryBytes: 128 * MiB, storageBytes: 32 * MiB },
-        leaseSeconds: 600,
-      })
-    ).body;
+    const { space, api } = await reserveOwned(
+      t,
+      { cpuMillicores: 1500, memoryBytes: 128 * MiB, storageBytes: 32 * MiB },
+      ['monitor'],
+      600,
+    );
     // A space process that dies is logged by the supervisor, which got the node's logger.
-    await t.client({ roles: ['monitor'], owner }).call('GET', `${space.apiBase}/status`);
+    await api.call('GET', `${space.apiBase}/status`);
     process.kill(t.node.supervisor.pidOf(space.id)!, 'SIGKILL');
     const aboutSpace = (chunk: string) => chunk.includes(`"spaceId":"${space.id}"`);
     for (let i = 0; i < 100 && !t.logs.some(aboutSpace); i++) await new Promise((r) => setTimeout(r, 50));

@@ -13,8 +13,8 @@ import { randomBytes } from 'node:crypto';
 import { domainName } from '@ocs/host';
 import { buildBusyboxImage } from '@ocs/host/testing';
 import { openDatabase, spaceCgroupLayout, SpacesRepo, WorkloadsRepo } from '@ocs/node-daemon';
-import { generatePrivateKey, type Container, type CreateSpaceResponse } from '@ocs/protocol';
-import { startTestNode, MiB, type TestNode } from './harness.js';
+import { type Container } from '@ocs/protocol';
+import { reserveOwned, startTestNode, MiB, type TestNode } from './harness.js';
 
 /** The `ocs.container` labels of what the space's own engine holds. */
 async function containersOf(t: TestNode, spaceId: string): Promise<string[]> {
@@ -29,15 +29,11 @@ function domainExists(name: string): boolean {
 }
 
 async function spaceWithContainer(t: TestNode, tar: Buffer, startVm = false) {
-  const owner = generatePrivateKey();
-  const { space } = (
-    await t.client({ roles: ['spaces'], owner }).call<CreateSpaceResponse>('POST', '/v1/spaces', {
-      ownerKey: owner.publicKey.toBase64url(),
-      resources: { cpuMillicores: 2000, memoryBytes: 256 * MiB, storageBytes: 64 * MiB },
-      leaseSeconds: 3600,
-    })
-  ).body;
-  const api = t.client({ roles: ['storage', 'containers', 'vms'], owner });
+  const { owner, space, api } = await reserveOwned(
+    t,
+    { cpuMillicores: 2000, memoryBytes: 256 * MiB, storageBytes: 64 * MiB },
+    ['storage', 'containers', 'vms'],
+  );
   await api.call('POST', `${space.apiBase}/images/busybox`, undefined, { raw: tar });
   // A VM (a disk of random bytes: QEMU runs, the firmware finds nothing to boot). Started, it is
   // a running transient domain that reconciliation must find; not started, only a definition.

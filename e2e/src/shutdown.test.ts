@@ -5,20 +5,18 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
-import { generatePrivateKey, type CreateSpaceResponse, type Space } from '@ocs/protocol';
-import { startTestNode, MiB, type TestNode } from './harness.js';
+import type { Space } from '@ocs/protocol';
+import { reserveOwned, startTestNode, MiB, type TestNode } from './harness.js';
 
 async function reserve(t: TestNode) {
-  const owner = generatePrivateKey();
-  const { space } = (
-    await t.client({ roles: ['spaces'], owner }).call<CreateSpaceResponse>('POST', '/v1/spaces', {
-      ownerKey: owner.publicKey.toBase64url(),
-      resources: { cpuMillicores: 500, memoryBytes: 128 * MiB, storageBytes: 32 * MiB },
-      leaseSeconds: 600,
-    })
-  ).body;
+  const { owner, space, api } = await reserveOwned(
+    t,
+    { cpuMillicores: 500, memoryBytes: 128 * MiB, storageBytes: 32 * MiB },
+    ['monitor'],
+    600,
+  );
   // A first request starts the space process: the supervisor writes its run directory.
-  await t.client({ roles: ['monitor'], owner }).call('GET', `${space.apiBase}/status`);
+  await api.call('GET', `${space.apiBase}/status`);
   return { owner, space, runDir: join(t.config.runDir, 'spaces', space.id) };
 }
 
