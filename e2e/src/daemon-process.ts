@@ -1,7 +1,8 @@
 /**
  * The real daemon as a child process (`ocs-node start`), for tests that kill it with SIGKILL
- * and start it again on the same state: its URL from the banner, and a client whose tokens its
- * own development issuer mints.
+ * and start it again on the same state: its directory, names and config file of the run's own
+ * (removed again by those names), its URL from the banner, and a client whose tokens its own
+ * development issuer mints.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
