@@ -6,6 +6,7 @@
  * forwarding to the broker op of the same entry unless it has a handler of its own (uploads, files).
  */
 import { Type, type TSchema } from '@sinclair/typebox';
+import { OcsError } from './errors.js';
 import { Empty, Name, Obj } from './schemas/common.js';
 import * as S from './schemas/space.js';
 import { IssuerKeySets } from './schemas/space-process.js';
@@ -19,6 +20,25 @@ export type OperationKind = 'space' | 'volume' | 'image' | 'container' | 'vm' | 
  * `firewall` the node's nftables, `host` anything else.
  */
 export type HostPart = 'engine' | 'libvirt' | 'storage' | 'firewall' | 'host';
+
+/** How `host_failed` names each part of the host. */
+const PART_NAMES: Record<HostPart, string> = {
+  engine: 'the container engine',
+  libvirt: 'libvirt/QEMU',
+  storage: 'the storage',
+  firewall: "the node's firewall",
+  host: 'the host',
+};
+
+/**
+ * A host failure the caller cannot fix (502), named by the part of the host its operation
+ * declares; the detail goes to the node's log, never to the caller.
+ */
+export function hostFailed(op: string, part: HostPart): OcsError {
+  return new OcsError('host_failed', `${PART_NAMES[part]} failed to carry out ${op}; the node's log has the detail`, {
+    op,
+  });
+}
 
 /** A route's checked input, as the space process has it when it maps it to broker arguments. */
 export interface RouteInput {
