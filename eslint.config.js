@@ -28,12 +28,20 @@ const testSupport = {
   message: 'test support is for tests, e2e and bench only (docs/testing.md)',
 };
 
-/** A package's boundary: imports matching `group` are refused in `files`, tests included unless `ignores` says. */
-const boundary = (files, group, message, ignores = []) => ({
+/**
+ * A package's boundary: imports matching `group` are refused in `files`, tests included unless
+ * `ignores` says. `more` adds patterns (a folder's own boundary inside its package's: the last
+ * config matching a file decides, so it repeats the package's).
+ */
+const boundary = (files, group, message, ignores = [], more = []) => ({
   files: [files],
   ignores,
-  rules: { 'no-restricted-imports': ['error', { patterns: [{ group, message }, testSupport] }] },
+  rules: { 'no-restricted-imports': ['error', { patterns: [{ group, message }, ...more, testSupport] }] },
 });
+const daemonLinksNoClient = [
+  ours('space-api', 'client', 'cli'),
+  'the daemon runs the space process as a program (its bundle) and links no client code',
+];
 
 export default tseslint.config(
   { ignores: ['**/dist/**', '**/dist-test/**', '**/node_modules/**', 'docs/**', '**/*.js', '**/*.mjs', '**/*.cjs'] },
@@ -90,10 +98,24 @@ export default tseslint.config(
     'the Node entry of the protocol (@ocs/protocol/node) adds native crypto, no other I/O',
     ['**/*.test.ts'],
   ),
+  boundary('packages/node-daemon/src/**/*.ts', ...daemonLinksNoClient),
+  // Inside the daemon, one way only: broker → workloads → spaces (layout, networks), never back.
   boundary(
-    'packages/node-daemon/src/**/*.ts',
-    ours('space-api', 'client', 'cli'),
-    'the daemon runs the space process as a program (its bundle) and links no client code',
+    'packages/node-daemon/src/spaces/**/*.ts',
+    ...daemonLinksNoClient,
+    [],
+    [
+      {
+        group: ['../workloads/*', '../broker/*'],
+        message: "a space's life sees its workloads through the `Workloads` interface (spaces/service.ts)",
+      },
+    ],
+  ),
+  boundary(
+    'packages/node-daemon/src/workloads/**/*.ts',
+    ...daemonLinksNoClient,
+    [],
+    [{ group: ['../broker/*'], message: 'the workload kinds do not know the gate that dispatches to them' }],
   ),
   boundary(
     'packages/space-api/src/**/*.ts',

@@ -136,7 +136,7 @@ test('restart: containers of gone spaces, unrecorded, half-made and half-removed
 
     t = await startTestNode({ workloads: true, reuse: t.reuse });
     const r = await t.node.workloads.reconcile();
-    assert.deepEqual(r, { undone: [], orphanContainers: [], orphanVms: [], orphanSpaces: [] }, 'start already did it');
+    assert.deepEqual(r, { undone: [], orphans: {}, orphanSpaces: [] }, 'start already did it');
     assert.equal(existsSync(goneEngine), false, "the destroyed space's engine is gone");
     assert.deepEqual(
       await t.cgroups.processes(spaceCgroupLayout(t.config.cgroups.parent, gone.space.id).engine),

@@ -43,9 +43,8 @@ import {
 import { RefusalLog } from './state/refusals.js';
 import { SpaceService, resourcesOf } from './spaces/service.js';
 import { spaceDataLayout, spaceWorkloadIds } from './spaces/layout.js';
-import { Broker, BrokerContext, type ContainerEngines } from './broker/broker.js';
-import { VolumeOps } from './broker/volumes.js';
-import { WorkloadLifecycle } from './spaces/workload-lifecycle.js';
+import { Broker } from './broker/broker.js';
+import { WorkloadContext, WorkloadLifecycle, nodeWorkloads, type ContainerEngines } from './workloads/index.js';
 import { serveBroker } from './broker/server.js';
 import { SpaceSupervisor } from './spaces/supervisor.js';
 import { LeaseScheduler } from './spaces/leases.js';
@@ -252,7 +251,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
         logger: logger.child({ svc: 'network' }),
       })
     : undefined;
-  const brokerContext = new BrokerContext({
+  const workloadContext = new WorkloadContext({
     networks,
     ports,
     nodeEgress: net.egress,
@@ -275,8 +274,9 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     clock,
     issuerKeys: () => issuers.remoteKeys(),
   });
-  const broker = new Broker(brokerContext);
-  const workloads = new WorkloadLifecycle(brokerContext, new VolumeOps(brokerContext));
+  const kinds = nodeWorkloads(workloadContext);
+  const broker = new Broker(workloadContext, kinds);
+  const workloads = new WorkloadLifecycle(workloadContext, kinds.kinds);
   const supervisor = new SpaceSupervisor({
     cgroups,
     logger,

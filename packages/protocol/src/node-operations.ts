@@ -229,3 +229,8 @@ export const nodeRoutesOf = (): readonly NodeRouteOf[] =>
   Object.entries(NODE_OPERATIONS as Record<string, NodeOperationSpec>).map(
     ([name, o]) => ({ id: name, ...o.route }) as NodeRouteOf,
   );
+
+/** The part of the host a node operation can fail in (`host_failed` names it); none for database-only ones. */
+export function nodeOperationPart(name: string): HostPart | undefined {
+  return (NODE_OPERATIONS as Record<string, NodeOperationSpec>)[name]?.part;
+}

@@ -5,7 +5,8 @@
  * `BROKER_OPS` (broker.ts) are views of this table; the space process binds every route from it,
  * forwarding to the broker op of the same entry unless it has a handler of its own (uploads, files).
  */
-import { Type, type TSchema } from '@sinclair/typebox';
+import { Type, type TComposite, type TObject, type TSchema } from '@sinclair/typebox';
+import { OcsError } from './errors.js';
 import { Empty, Name, Obj } from './schemas/common.js';
 import * as S from './schemas/space.js';
 import { IssuerKeySets } from './schemas/space-process.js';
@@ -19,6 +20,25 @@ export type OperationKind = 'space' | 'volume' | 'image' | 'container' | 'vm' | 
  * `firewall` the node's nftables, `host` anything else.
  */
 export type HostPart = 'engine' | 'libvirt' | 'storage' | 'firewall' | 'host';
+
+/** How `host_failed` names each part of the host. */
+const PART_NAMES: Record<HostPart, string> = {
+  engine: 'the container engine',
+  libvirt: 'libvirt/QEMU',
+  storage: 'the storage',
+  firewall: "the node's firewall",
+  host: 'the host',
+};
+
+/**
+ * A host failure the caller cannot fix (502), named by the part of the host its operation
+ * declares; the detail goes to the node's log, never to the caller.
+ */
+export function hostFailed(op: string, part: HostPart): OcsError {
+  return new OcsError('host_failed', `${PART_NAMES[part]} failed to carry out ${op}; the node's log has the detail`, {
+    op,
+  });
+}
 
 /** A route's checked input, as the space process has it when it maps it to broker arguments. */
 export interface RouteInput {
@@ -35,11 +55,13 @@ export interface OperationSpec {
   /** Its route on the space API, relative to the space's apiBase; `id` defaults to the operation's name. */
   route?: Omit<RouteSpec, 'id'> & { id?: string };
   /**
-   * Its broker operation (named as the entry): the arguments the broker validates, its result
-   * (the route's response unless given), and how the route's input maps to the arguments
-   * (path parameters and body merged unless `from` says otherwise).
+   * Its broker operation (named as the entry). `'route'`: its arguments are exactly the route's
+   * input, path parameters and body merged in one closed object (most operations), and its result
+   * the route's response. Otherwise the arguments the broker validates, its result (the route's
+   * response unless given), and how the route's input maps to the arguments (path parameters and
+   * body merged unless `from` says otherwise).
    */
-  broker?: { args: TSchema; result?: TSchema; from?: (input: RouteInput) => unknown };
+  broker?: 'route' | { args: TSchema; result?: TSchema; from?: (input: RouteInput) => unknown };
 }
 
 const Ref = <K extends string>(key: K) => Obj({ [key]: Name } as { [P in K]: typeof Name });
@@ -76,7 +98,7 @@ export const SPACE_OPERATIONS = {
       response: S.SpaceStatus,
       status: 200,
     },
-    broker: { args: Empty },
+    broker: 'route',
   },
   createVolume: {
     readOnly: false,
@@ -93,7 +115,7 @@ export const SPACE_OPERATIONS = {
       status: 201,
       errors: ['budget_exceeded', 'conflict'],
     },
-    broker: { args: S.CreateVolumeRequest },
+    broker: 'route',
   },
   listVolumes: {
     readOnly: true,
@@ -108,7 +130,7 @@ export const SPACE_OPERATIONS = {
       response: S.VolumeList,
       status: 200,
     },
-    broker: { args: Empty },
+    broker: 'route',
   },
   deleteVolume: {
     readOnly: false,
@@ -124,7 +146,7 @@ export const SPACE_OPERATIONS = {
       status: 204,
       errors: ['conflict'],
     },
-    broker: { args: Ref('volume') },
+    broker: 'route',
   },
   loadImage: {
     readOnly: false,
@@ -158,7 +180,7 @@ export const SPACE_OPERATIONS = {
       response: S.ImageList,
       status: 200,
     },
-    broker: { args: Empty },
+    broker: 'route',
   },
   deleteImage: {
     readOnly: false,
@@ -174,7 +196,7 @@ export const SPACE_OPERATIONS = {
       status: 204,
       errors: ['conflict'],
     },
-    broker: { args: Ref('image') },
+    broker: 'route',
   },
   uploadFile: {
     readOnly: false,
@@ -236,7 +258,7 @@ export const SPACE_OPERATIONS = {
       status: 201,
       errors: ['budget_exceeded', 'conflict'],
     },
-    broker: { args: S.CreateContainerRequest },
+    broker: 'route',
   },
   listContainers: {
     readOnly: true,
@@ -251,7 +273,7 @@ export const SPACE_OPERATIONS = {
       response: S.ContainerList,
       status: 200,
     },
-    broker: { args: Empty },
+    broker: 'route',
   },
   getContainer: {
     readOnly: true,
@@ -267,7 +289,7 @@ export const SPACE_OPERATIONS = {
       response: S.Container,
       status: 200,
     },
-    broker: { args: Ref('container') },
+    broker: 'route',
   },
   startContainer: {
     readOnly: false,
@@ -284,7 +306,7 @@ export const SPACE_OPERATIONS = {
       response: S.Container,
       status: 200,
     },
-    broker: { args: Ref('container') },
+    broker: 'route',
   },
   stopContainer: {
     readOnly: false,
@@ -301,7 +323,7 @@ export const SPACE_OPERATIONS = {
       response: S.Container,
       status: 200,
     },
-    broker: { args: Ref('container') },
+    broker: 'route',
   },
   deleteContainer: {
     readOnly: false,
@@ -316,7 +338,7 @@ export const SPACE_OPERATIONS = {
       signature: 'owner',
       status: 204,
     },
-    broker: { args: Ref('container') },
+    broker: 'route',
   },
   containerLogs: {
     readOnly: true,
@@ -352,7 +374,7 @@ export const SPACE_OPERATIONS = {
       response: S.ContainerStats,
       status: 200,
     },
-    broker: { args: Ref('container') },
+    broker: 'route',
   },
   createVm: {
     readOnly: false,
@@ -369,7 +391,7 @@ export const SPACE_OPERATIONS = {
       status: 201,
       errors: ['budget_exceeded', 'conflict'],
     },
-    broker: { args: S.CreateVmRequest },
+    broker: 'route',
   },
   listVms: {
     readOnly: true,
@@ -384,7 +406,7 @@ export const SPACE_OPERATIONS = {
       response: S.VmList,
       status: 200,
     },
-    broker: { args: Empty },
+    broker: 'route',
   },
   getVm: {
     readOnly: true,
@@ -400,7 +422,7 @@ export const SPACE_OPERATIONS = {
       response: S.Vm,
       status: 200,
     },
-    broker: { args: Ref('vm') },
+    broker: 'route',
   },
   startVm: {
     readOnly: false,
@@ -417,7 +439,7 @@ export const SPACE_OPERATIONS = {
       response: S.Vm,
       status: 200,
     },
-    broker: { args: Ref('vm') },
+    broker: 'route',
   },
   stopVm: {
     readOnly: false,
@@ -434,7 +456,7 @@ export const SPACE_OPERATIONS = {
       response: S.Vm,
       status: 200,
     },
-    broker: { args: Ref('vm') },
+    broker: 'route',
   },
   deleteVm: {
     readOnly: false,
@@ -449,7 +471,7 @@ export const SPACE_OPERATIONS = {
       signature: 'owner',
       status: 204,
     },
-    broker: { args: Ref('vm') },
+    broker: 'route',
   },
   vmConsole: {
     readOnly: true,
@@ -484,7 +506,7 @@ export const SPACE_OPERATIONS = {
       response: S.SpaceNetworkView,
       status: 200,
     },
-    broker: { args: Empty },
+    broker: 'route',
   },
   setEgress: {
     readOnly: false,
@@ -521,7 +543,7 @@ export const SPACE_OPERATIONS = {
       status: 201,
       errors: ['budget_exceeded', 'capacity_exceeded', 'conflict'],
     },
-    broker: { args: S.PublishPortRequest },
+    broker: 'route',
   },
   unpublishPort: {
     readOnly: false,
@@ -567,26 +589,54 @@ export type SpaceRouteOf = { [K in OperationName]: RouteOfEntry<K, Ops[K]> }[Ope
 
 /** The routes the space process answers itself: their entries have no broker op. */
 export type LocalRouteId = {
-  [K in OperationName]: Ops[K] extends { broker: object } ? never : RouteOfEntry<K, Ops[K]>['id'];
+  [K in OperationName]: Ops[K] extends { broker: unknown } ? never : RouteOfEntry<K, Ops[K]>['id'];
 }[OperationName];
 
+/** A route's input as one closed object: its path parameters and its body merged. */
+type ArgsOfRoute<R> = R extends { params: infer P extends TObject }
+  ? R extends { body: infer B extends TObject }
+    ? TComposite<[P, B]>
+    : P
+  : R extends { body: infer B extends TObject }
+    ? B
+    : typeof Empty;
+type ArgsOfEntry<E> = E extends { broker: { args: infer A } }
+  ? A
+  : E extends { route: infer R }
+    ? ArgsOfRoute<R>
+    : never;
 type ResultOfEntry<E> = E extends { broker: { result: infer R } }
   ? R
   : E extends { route: { response: infer R extends TSchema } }
     ? R
     : typeof Empty;
-type BrokerOfEntry<E extends OperationSpec> = E extends { broker: { args: infer A } }
-  ? { args: A; result: ResultOfEntry<E>; readOnly: E['readOnly']; kind: E['kind']; part: E['part'] }
-  : never;
+type BrokerOfEntry<E extends OperationSpec> = {
+  args: ArgsOfEntry<E>;
+  result: ResultOfEntry<E>;
+  readOnly: E['readOnly'];
+  kind: E['kind'];
+  part: E['part'];
+};
 /** Every broker operation, typed from its entry. */
 export type BrokerOps = {
-  [K in OperationName as Ops[K] extends { broker: object } ? K : never]: BrokerOfEntry<Ops[K]>;
+  [K in OperationName as Ops[K] extends { broker: unknown } ? K : never]: BrokerOfEntry<Ops[K]>;
 };
 
 const entries = Object.entries(SPACE_OPERATIONS as Record<string, OperationSpec>);
 
 export const spaceRoutesOf = (): readonly SpaceRouteOf[] =>
   entries.flatMap(([name, o]) => (o.route ? [{ id: name, ...o.route } as SpaceRouteOf] : []));
+
+/** The schema of a route's input as one closed object (`broker: 'route'`). */
+function argsOfRoute(name: string, route: OperationSpec['route']): TSchema {
+  if (!route) throw new Error(`${name}: broker 'route' needs a route`);
+  const parts = [route.params, typeof route.body === 'object' ? route.body : undefined].filter(
+    (p): p is TObject => p !== undefined,
+  );
+  if (route.body === 'binary') throw new Error(`${name}: a streamed body cannot be broker arguments`);
+  if (parts.length === 0) return Empty;
+  return parts.length === 1 ? parts[0]! : Type.Composite(parts, { additionalProperties: false });
+}
 
 export const brokerOpsOf = (): BrokerOps =>
   Object.fromEntries(
@@ -596,8 +646,10 @@ export const brokerOpsOf = (): BrokerOps =>
             [
               name,
               {
-                args: o.broker.args,
-                result: o.broker.result ?? (typeof o.route?.response === 'object' ? o.route.response : Empty),
+                args: o.broker === 'route' ? argsOfRoute(name, o.route) : o.broker.args,
+                result:
+                  (o.broker !== 'route' ? o.broker.result : undefined) ??
+                  (typeof o.route?.response === 'object' ? o.route.response : Empty),
                 readOnly: o.readOnly,
                 kind: o.kind,
                 part: o.part,
@@ -617,6 +669,6 @@ export function operationOfRoute(routeId: string): (OperationSpec & { name: stri
 
 /** The broker arguments a route's checked input maps to. */
 export function brokerArgsOf(op: OperationSpec, input: RouteInput): unknown {
-  if (op.broker?.from) return op.broker.from(input);
+  if (typeof op.broker === 'object' && op.broker.from) return op.broker.from(input);
   return { ...input.params, ...(typeof input.body === 'object' && input.body !== null ? input.body : {}) };
 }

@@ -10,7 +10,7 @@ import * as S from './schemas/space.js';
 
 import type { Role } from './jwt.js';
 import { spaceRoutesOf, type SpaceRouteOf } from './operations.js';
-import { nodeRoutesOf, type NodeRouteOf } from './node-operations.js';
+import { nodeOperationPart, nodeRoutesOf, type NodeRouteOf } from './node-operations.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'DELETE';
 
@@ -95,6 +95,8 @@ export function refusalsOf(r: RouteSpec, api: 'node' | 'space'): ErrorCode[] {
   const codes = new Set<ErrorCode>(['misdirected_request', 'not_found', 'method_not_allowed', 'rate_limited']);
   // The daemon forwards to a space's process only while the space is active; the broker's host calls can fail.
   if (api === 'space') codes.add('space_locked').add('lease_expired').add('unavailable').add('host_failed');
+  // A node operation that reaches the host names the part that failed under it.
+  if (api === 'node' && nodeOperationPart(r.id)) codes.add('host_failed');
   const add = (...c: ErrorCode[]) => c.forEach((x) => codes.add(x));
   if (r.roles.length > 0)
     add(

@@ -73,3 +73,21 @@ test('the node catalogue: NODE_ROUTES holds every entry in order, its id the nam
   for (const [name, o] of nodeOps)
     assert.equal(o.route.method === 'GET', o.readOnly, `${name}: GET exactly when read-only`);
 });
+
+test("broker 'route': the arguments are the route's path parameters and body, as one closed object", () => {
+  const routed = ops.filter(([, o]) => o.broker === 'route');
+  assert.ok(routed.length > 20, 'most operations take their route input as it is');
+  for (const [name, o] of routed) {
+    const args = BROKER_OPS[name as BrokerOp].args as {
+      properties: Record<string, unknown>;
+      additionalProperties?: boolean;
+    };
+    const body =
+      typeof o.route!.body === 'object'
+        ? (o.route!.body as unknown as { properties: Record<string, unknown> })
+        : undefined;
+    const expected = [...Object.keys(o.route!.params?.properties ?? {}), ...Object.keys(body?.properties ?? {})].sort();
+    assert.deepEqual(Object.keys(args.properties).sort(), expected, name);
+    assert.equal(args.additionalProperties, false, `${name}: closed`);
+  }
+});

@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BROKER_OPS, type BrokerOp } from '@ocs/protocol';
-import { hostFailed } from './broker.js';
+import { BROKER_OPS, hostFailed, type BrokerOp } from '@ocs/protocol';
 
 /** What `host_failed` said for each operation when the part was guessed from the operation's name. */
 const BEFORE: [string, BrokerOp[]][] = [
@@ -32,7 +31,7 @@ test('host_failed names the part each operation declares, as it did when the par
   assert.deepEqual(seen, Object.keys(BROKER_OPS).sort());
   for (const [part, ops] of BEFORE)
     for (const op of ops) {
-      const e = hostFailed(op);
+      const e = hostFailed(op, BROKER_OPS[op].part);
       assert.equal(e.code, 'host_failed');
       assert.equal(e.message, `${part} failed to carry out ${op}; the node's log has the detail`);
       assert.deepEqual(e.details, { op });

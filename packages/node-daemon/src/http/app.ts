@@ -7,6 +7,9 @@ import Koa, { type Context } from 'koa';
 import Router from '@koa/router';
 import {
   NODE_ROUTES,
+  nodeOperationPart,
+  hostFailed,
+  isOcsError,
   OcsError,
   SpaceId,
   authorize,
@@ -256,7 +259,14 @@ export function createApp(d: AppDeps): Koa {
       headers: spec.headers ? validateHeaders(spec.headers, ctx.headers) : {},
       body: spec.body && spec.body !== 'binary' ? validate(spec.body, parseJson(auth.body)) : undefined,
     };
-    const result = await handler(ctx, input as never);
+    const result = await handler(ctx, input as never).catch((err: unknown) => {
+      // An unexpected failure of an operation that reaches the host is that part's (502), not
+      // the daemon's own (500); the detail goes to the log only.
+      const part = nodeOperationPart(spec.id);
+      if (isOcsError(err) || !part) throw err;
+      d.logger.error({ err, op: spec.id, spaceId: params.spaceId }, 'node operation failed');
+      throw hostFailed(spec.id, part);
+    });
     ctx.status = spec.status;
     if (spec.status !== 204) ctx.body = result;
   });

@@ -33,12 +33,12 @@ export interface SpaceProcesses {
   forget(spaceId: string): Promise<void>;
 }
 
-/** A space's workloads (containers, VMs, volumes) as a whole: the broker. */
+/** A space's workloads (volumes, containers, VMs) as a whole: `WorkloadLifecycle` on a node. */
 export interface Workloads {
   stopAll(spaceId: string): Promise<void>;
   removeAll(spaceId: string): Promise<void>;
-  /** After the space's storage is unlocked: open its volumes too (their keys live inside it). */
-  unlockVolumes(spaceId: string, mountpoint: string): Promise<void>;
+  /** After the space's storage is unlocked: open what opens with it (volume keys live inside it). */
+  open(spaceId: string, mountpoint: string): Promise<void>;
   /** Once the space is active again: start what ran when it was locked. */
   restore(spaceId: string, mountpoint: string): Promise<void>;
 }
@@ -157,9 +157,10 @@ export class SpaceService {
         action: 'space.create',
         target: id,
         outcome: 'failed',
-        code: 'internal',
+        // Not the caller's to fix: the route answers `host_failed` (app.ts), its detail logged above.
+        code: err instanceof OcsError ? err.code : 'host_failed',
       });
-      throw err instanceof OcsError ? err : new OcsError('internal', 'the space could not be created');
+      throw err;
     } finally {
       key.fill(0);
     }
@@ -189,7 +190,7 @@ export class SpaceService {
       key.fill(0);
     }
     const { mountpoint } = await this.d.storage.info(id);
-    await this.d.workloads.unlockVolumes(id, mountpoint);
+    await this.d.workloads.open(id, mountpoint);
     this.d.repo.setState(id, ['locked'], 'active');
     this.d.audit.append({ actor, action: 'space.unlock', target: id, outcome: 'ok' });
     await this.d.workloads.restore(id, mountpoint);

@@ -17,7 +17,8 @@ import { AuditLog, PortsRepo, WorkloadsRepo } from '#src/state/index.js';
 import { RefusalLog } from '#src/state/refusals.js';
 import { SPACE_A, SPACE_B, twoSpaces } from '@ocs/node-daemon/testing';
 import { createLogger } from '#src/logger.js';
-import { Broker, BrokerContext, type BrokerDeps, type ContainerEngines } from '#src/broker/broker.js';
+import { Broker } from '#src/broker/broker.js';
+import { WorkloadContext, nodeWorkloads, type WorkloadDeps, type ContainerEngines } from '#src/workloads/index.js';
 import { serveBroker } from '#src/broker/server.js';
 import { spaceDataLayout } from '#src/spaces/layout.js';
 
@@ -63,39 +64,38 @@ const ISSUER_KEYS = {
   ],
 };
 
-function setup(mountpoint = '/nonexistent/data', overrides: Partial<BrokerDeps> = {}) {
+function setup(mountpoint = '/nonexistent/data', overrides: Partial<WorkloadDeps> = {}) {
   const { db, spaces } = twoSpaces();
   const calls: string[] = [];
   const workloads = new WorkloadsRepo(db);
   const audit = new AuditLog(db);
   const logger = createLogger({ level: 'silent' });
   const clock = { now: () => Date.now() };
-  const broker = new Broker(
-    new BrokerContext({
-      spaces,
-      workloads,
-      audit,
-      refusals: new RefusalLog({ audit, clock, logger }),
-      storage: recorder<StorageDriver>(calls, { info: () => ({ mountpoint }) }),
-      cgroups: { absolutePath: (p: string) => `/${p}` } as unknown as CgroupDriver,
-      containers: oneEngine(
-        recorder<ContainerDriver>(calls, {
-          inspect: () => ({ state: 'running', oomKilled: false }),
-          listImages: () => [],
-        }),
-      ),
-      workloadIds: () => ({ idMap: { base: 1_000_000_000, size: 65536 }, subnet: '10.128.0.0/26' }),
-      vms: recorder<VmDriver>(calls),
-      cgroupParent: 'ocs.slice',
-      workloadUid: (u) => u + 1000,
-      logger,
-      clock,
-      issuerKeys: () => ISSUER_KEYS,
-      ports: new PortsRepo(db),
-      nodeEgress: 'none',
-      ...overrides,
-    }),
-  );
+  const context = new WorkloadContext({
+    spaces,
+    workloads,
+    audit,
+    refusals: new RefusalLog({ audit, clock, logger }),
+    storage: recorder<StorageDriver>(calls, { info: () => ({ mountpoint }) }),
+    cgroups: { absolutePath: (p: string) => `/${p}` } as unknown as CgroupDriver,
+    containers: oneEngine(
+      recorder<ContainerDriver>(calls, {
+        inspect: () => ({ state: 'running', oomKilled: false }),
+        listImages: () => [],
+      }),
+    ),
+    workloadIds: () => ({ idMap: { base: 1_000_000_000, size: 65536 }, subnet: '10.128.0.0/26' }),
+    vms: recorder<VmDriver>(calls),
+    cgroupParent: 'ocs.slice',
+    workloadUid: (u) => u + 1000,
+    logger,
+    clock,
+    issuerKeys: () => ISSUER_KEYS,
+    ports: new PortsRepo(db),
+    nodeEgress: 'none',
+    ...overrides,
+  });
+  const broker = new Broker(context, nodeWorkloads(context));
   return { db, spaces, workloads, broker, calls, audit };
 }
 

@@ -8,10 +8,21 @@ import { OcsError, type BrokerArgs, type BrokerResult } from '@ocs/protocol';
 import { hostPortsInUse } from '@ocs/host';
 import type { SpaceRow } from '../state/index.js';
 import { checkEgress } from '../spaces/egress-policy.js';
-import type { BrokerContext } from './context.js';
+import type { WorkloadContext } from './context.js';
+import type { HandlersOf, OperationModule } from './kind.js';
 
-export class NetworkOps {
-  constructor(private readonly c: BrokerContext) {}
+export class NetworkOps implements OperationModule<'network'> {
+  readonly kinds = ['network'] as const;
+  readonly handlers: HandlersOf<'network'>;
+
+  constructor(private readonly c: WorkloadContext) {
+    this.handlers = {
+      getNetwork: async (s) => this.view(s),
+      setEgress: (s, a) => this.setEgress(s, a),
+      publishPort: (s, a) => this.publishPort(s, a),
+      unpublishPort: (s, a) => this.unpublishPort(s, a),
+    };
+  }
 
   view(s: SpaceRow): BrokerResult<'getNetwork'> {
     return this.c.network().view(this.c.d.spaces.get(s.id) ?? s);

@@ -1,20 +1,31 @@
 /**
- * A space's volumes: each its own encryption root inside the space, with a key of its own kept
- * (encrypted by the space key) in the space's `node/keys/`.
+ * The volume kind: each volume its own encryption root inside the space, with a key of its own
+ * kept (encrypted by the space key) in the space's `node/keys/`. A volume has no process: lock
+ * closes it with the space's storage, unlock opens it with the keys found inside.
  */
-import { Revert } from '@ocs/host';
 import { OcsError, isOcsError, type BrokerArgs, type Volume } from '@ocs/protocol';
 import type { SpaceRow, WorkloadRow } from '../state/index.js';
 import { newId } from '../ids.js';
 import { spaceDataLayout } from '../spaces/layout.js';
-import { budgetOf, type BrokerContext } from './context.js';
+import { budgetOf, type WorkloadContext } from './context.js';
+import type { HandlersOf, OperationModule, Orphans, WorkloadKind } from './kind.js';
 import { readRecord } from './records.js';
 import { newVolumeKey, readVolumeKey, shredVolumeKey, storeVolumeKey } from './volume-keys.js';
 
-export class VolumeOps {
-  constructor(private readonly c: BrokerContext) {}
+export class Volumes implements WorkloadKind<'volume'>, OperationModule<'volume'> {
+  readonly kind = 'volume';
+  readonly kinds = ['volume'] as const;
+  readonly handlers: HandlersOf<'volume'>;
 
-  async createVolume(s: SpaceRow, a: BrokerArgs<'createVolume'>): Promise<Volume> {
+  constructor(private readonly c: WorkloadContext) {
+    this.handlers = {
+      createVolume: (s, a) => this.create(s, a),
+      listVolumes: async (s) => ({ volumes: c.d.workloads.list(s.id, 'volume').map((w) => this.view(s, w)) }),
+      deleteVolume: (s, a) => this.remove(s, a.volume),
+    };
+  }
+
+  async create(s: SpaceRow, a: BrokerArgs<'createVolume'>): Promise<Volume> {
     const id = newId('vol');
     const row = this.c.d.workloads.reserve(budgetOf(s), {
       id,
@@ -28,7 +39,7 @@ export class VolumeOps {
       pids: 0,
     });
     const key = newVolumeKey();
-    const undo = new Revert((err, step) => this.c.d.logger.warn({ err, spaceId: s.id, id, step }, 'undo failed'));
+    const undo = this.c.revert(s.id, id);
     // Registered first, so run last: the key outlives its volume.
     undo.push('shred key', async () => shredVolumeKey((await this.c.data(s)).keys, id));
     undo.push('destroy volume', () => this.c.d.storage.destroyVolume(s.id, id));
@@ -39,7 +50,7 @@ export class VolumeOps {
       await storeVolumeKey(keys, id, key);
       const { path } = await this.c.d.storage.createVolume(s.id, id, a.sizeBytes, key);
       this.c.d.workloads.markReady(id, { sizeBytes: a.sizeBytes, path });
-      return this.volumeView(s, { ...row, state: 'ready' });
+      return this.view(s, { ...row, state: 'ready' });
     } catch (err) {
       await undo.run();
       this.c.d.workloads.remove(id);
@@ -49,7 +60,7 @@ export class VolumeOps {
     }
   }
 
-  async deleteVolume(s: SpaceRow, nameOrId: string): Promise<Record<string, never>> {
+  async remove(s: SpaceRow, nameOrId: string): Promise<Record<string, never>> {
     const w = this.c.d.workloads.get(s.id, 'volume', nameOrId);
     const { records } = await this.c.data(s);
     const users: WorkloadRow[] = [];
@@ -62,13 +73,18 @@ export class VolumeOps {
       throw new OcsError('conflict', 'containers mount this volume; delete them first', {
         containers: users.map((c) => c.name),
       });
-    await this.c.d.storage.destroyVolume(s.id, w.id);
-    await shredVolumeKey((await this.c.data(s)).keys, w.id);
+    await this.destroy(s.id, w.id, (await this.c.data(s)).keys);
     this.c.d.workloads.remove(w.id);
     return {};
   }
 
-  volumeView(s: SpaceRow, w: WorkloadRow): Volume {
+  /** The volume, then its key: a crash between leaves a key without a volume, never the reverse. */
+  private async destroy(spaceId: string, id: string, keys: string): Promise<void> {
+    await this.c.d.storage.destroyVolume(spaceId, id);
+    await shredVolumeKey(keys, id);
+  }
+
+  view(s: SpaceRow, w: WorkloadRow): Volume {
     return {
       id: w.id,
       name: w.name,
@@ -79,7 +95,8 @@ export class VolumeOps {
   }
 
   /** Loads every volume key of a space that was just unlocked: one unlock opens them all. */
-  async unlockVolumes(spaceId: string, mountpoint: string): Promise<void> {
+  async open(s: SpaceRow, mountpoint: string): Promise<void> {
+    const spaceId = s.id;
     const keys = spaceDataLayout(mountpoint).keys;
     for (const w of this.c.d.workloads.list(spaceId, 'volume')) {
       const key = await readVolumeKey(keys, w.id);
@@ -95,5 +112,28 @@ export class VolumeOps {
         key.fill(0);
       }
     }
+  }
+
+  /** Volumes close with the space's storage: nothing runs, nothing to start again. */
+  async stopForLock(): Promise<string[]> {
+    return [];
+  }
+
+  async restore(): Promise<void> {}
+
+  /** Volumes live inside the space's storage and are destroyed with it. */
+  async removeAll(): Promise<void> {}
+
+  /** Only while the space is unlocked can a half-made volume and its key be removed. */
+  async undo(w: WorkloadRow): Promise<boolean> {
+    const info = await this.c.d.storage.info(w.spaceId).catch(() => undefined);
+    if (!info?.unlocked) return false;
+    await this.destroy(w.spaceId, w.id, spaceDataLayout(info.mountpoint).keys);
+    return true;
+  }
+
+  /** A volume no record explains lies inside its space's encrypted storage, destroyed with it. */
+  async removeOrphans(): Promise<Orphans> {
+    return { workloads: [], spaces: [] };
   }
 }

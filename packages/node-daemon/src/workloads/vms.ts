@@ -1,25 +1,54 @@
 /**
- * A space's VMs: transient libvirt domains whose definitions, disks and consoles live in the
+ * The VM kind: transient libvirt domains whose definitions, disks and consoles live in the
  * space's `node/vms/<id>/`, run by QEMU as the space's workload uid inside the space's cgroup.
  */
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Revert, bridgeName, spaceSubnet, type VmSpec } from '@ocs/host';
+import { bridgeName, spaceSubnet, type VmDriver, type VmSpec } from '@ocs/host';
 import { isOcsError, type BrokerArgs, type Vm } from '@ocs/protocol';
 import type { SpaceRow, WorkloadRow } from '../state/index.js';
 import { newId } from '../ids.js';
 import { spaceCgroupLayout } from '../spaces/layout.js';
-import { budgetOf, type BrokerContext } from './context.js';
+import { budgetOf, type WorkloadContext } from './context.js';
+import type { HandlersOf, OperationModule, Orphans, SpacesView, StorageState, WorkloadKind } from './kind.js';
 import { removeRecord, writeRecord } from './records.js';
 import { copyHandle, openUploaded, requireUploaded, writeNewFile } from './uploaded.js';
 
 /** QEMU's own threads and memory beyond the guest's are charged to the space's cgroup, not here. */
 export const VM_CPU_PER_VCPU = 1000;
 
-export class VmOps {
-  constructor(private readonly c: BrokerContext) {}
+/** How long an owner's stop gives the guest to shut down before it is destroyed. */
+const STOP_GRACE_SECONDS = 10;
 
-  async createVm(s: SpaceRow, a: BrokerArgs<'createVm'>): Promise<Vm> {
+export class Vms implements WorkloadKind<'vm'>, OperationModule<'vm'> {
+  readonly kind = 'vm';
+  readonly kinds = ['vm'] as const;
+  readonly handlers: HandlersOf<'vm'>;
+
+  constructor(private readonly c: WorkloadContext) {
+    const vm = (s: SpaceRow, name: string) => c.d.workloads.get(s.id, 'vm', name);
+    this.handlers = {
+      createVm: (s, a) => this.create(s, a),
+      listVms: async (s) => ({
+        vms: await Promise.all(c.d.workloads.list(s.id, 'vm').map((w) => this.view(s, w))),
+      }),
+      getVm: (s, a) => this.view(s, vm(s, a.vm)),
+      startVm: async (s, a) => {
+        const w = vm(s, a.vm);
+        await c.vmDriver().start(s.id, w.id);
+        return this.view(s, w);
+      },
+      stopVm: async (s, a) => {
+        const w = vm(s, a.vm);
+        await c.vmDriver().stop(s.id, w.id, { graceSeconds: STOP_GRACE_SECONDS });
+        return this.view(s, w);
+      },
+      deleteVm: (s, a) => this.remove(s, a.vm),
+      vmConsole: async (s, a) => c.vmDriver().readConsole(s.id, vm(s, a.vm).id, { tailBytes: a.tail }),
+    };
+  }
+
+  async create(s: SpaceRow, a: BrokerArgs<'createVm'>): Promise<Vm> {
     const vms = this.c.vmDriver();
     const data = await this.c.data(s);
     const id = newId('vm');
@@ -56,7 +85,7 @@ export class VmOps {
     }
     const qemuUid = this.c.d.workloadUid(s.uid);
     const dir = join(data.vms, id);
-    const undo = new Revert((err, step) => this.c.d.logger.warn({ err, spaceId: s.id, id, step }, 'undo failed'));
+    const undo = this.c.revert(s.id, id);
     try {
       undo.push('remove record', () => removeRecord(data.records, id));
       await writeRecord(data.records, id, a);
@@ -110,12 +139,11 @@ export class VmOps {
         ...(net ? { network: net.spec } : {}),
       };
       // Before define and start: either may fail half-way (or before there is anything: not_found).
-      undo.push('undefine', () => vms.undefine(s.id, id).catch((err: unknown) => this.c.ignoreGone(err)));
-      undo.push('stop', () => vms.stop(s.id, id, { graceSeconds: 0 }).catch((err: unknown) => this.c.ignoreGone(err)));
+      undo.push('tear down', () => this.tearDown(vms, s.id, id));
       await vms.define(spec);
       if (a.start !== false) await vms.start(s.id, id);
       this.c.d.workloads.markReady(id);
-      return await this.vmView(s, { ...row, state: 'ready' });
+      return await this.view(s, { ...row, state: 'ready' });
     } catch (err) {
       // Closed already unless the failure came before the copy; a second close is harmless.
       await bootDisk?.close().catch(() => undefined);
@@ -125,7 +153,7 @@ export class VmOps {
     }
   }
 
-  async vmView(s: SpaceRow, w: WorkloadRow): Promise<Vm> {
+  async view(s: SpaceRow, w: WorkloadRow): Promise<Vm> {
     const vms = this.c.vmDriver();
     const state = await vms.state(s.id, w.id).catch((err: unknown) => {
       if (isOcsError(err) && err.code === 'not_found') return 'crashed' as const;
@@ -141,6 +169,85 @@ export class VmOps {
       ...(w.address !== null ? { network: vmNetwork(s.id, this.c.workloadIds(s).subnet, w.address).view } : {}),
       createdAt: new Date(w.createdAt).toISOString(),
     };
+  }
+
+  /** Idempotent against a domain already gone (a crash after libvirt lost it): the retry removes the record. */
+  async remove(s: SpaceRow, name: string): Promise<Record<string, never>> {
+    const w = this.c.d.workloads.get(s.id, 'vm', name);
+    await this.tearDown(this.c.vmDriver(), s.id, w.id);
+    await this.removeFiles(s, w.id);
+    this.c.d.workloads.remove(w.id);
+    await this.c.d.networks?.update(s.id);
+    return {};
+  }
+
+  /** Destroys the domain at once and removes its definition; one already gone is what was wanted. */
+  private async tearDown(vms: VmDriver, spaceId: string, id: string): Promise<void> {
+    await vms.stop(spaceId, id, { graceSeconds: 0 }).catch((err: unknown) => this.c.ignoreGone(err));
+    await vms.undefine(spaceId, id).catch((err: unknown) => this.c.ignoreGone(err));
+  }
+
+  /** The VM's disks, console and record in the space's storage. */
+  private async removeFiles(s: SpaceRow, id: string): Promise<void> {
+    const data = await this.c.data(s);
+    await rm(join(data.vms, id), { recursive: true, force: true });
+    await removeRecord(data.records, id);
+  }
+
+  /** ACPI shutdown of each VM, in parallel, destroyed after `graceSeconds`. */
+  async stopForLock(s: SpaceRow, _storage: StorageState | undefined, graceSeconds: number): Promise<string[]> {
+    const vms = this.c.d.vms;
+    if (!vms) return [];
+    const running: string[] = [];
+    await Promise.all(
+      this.c.d.workloads.list(s.id, 'vm').map(async (w) => {
+        const state = await vms.state(s.id, w.id).catch(() => 'gone');
+        if (state === 'running') running.push(w.id);
+        await vms.stop(s.id, w.id, { graceSeconds }).catch((err: unknown) => this.c.ignoreGone(err));
+      }),
+    );
+    return running;
+  }
+
+  /** Starts each VM again from its definition in the space. */
+  async restore(s: SpaceRow, _mountpoint: string, running: readonly string[]): Promise<void> {
+    const vms = this.c.d.vms;
+    if (!vms) return;
+    for (const id of running)
+      await vms
+        .start(s.id, id)
+        .catch((err: unknown) => this.c.d.logger.warn({ err, spaceId: s.id, id }, 'VM not restored'));
+  }
+
+  async removeAll(spaceId: string): Promise<void> {
+    await this.c.d.vms?.removeAllForSpace(spaceId);
+  }
+
+  /** libvirt is asked whatever the space's state; the files inside the space go only while it is open. */
+  async undo(w: WorkloadRow, active: SpaceRow | undefined): Promise<boolean> {
+    if (this.c.d.vms) await this.tearDown(this.c.d.vms, w.spaceId, w.id);
+    if (active) await this.removeFiles(active, w.id);
+    return true;
+  }
+
+  /** Domains of a gone space are removed with all of the space's; unknown ones of a live space one by one. */
+  async removeOrphans(view: SpacesView): Promise<Orphans> {
+    const orphans: Orphans = { workloads: [], spaces: [] };
+    const vms = this.c.d.vms;
+    if (!vms) return orphans;
+    for (const [spaceId, ids] of await vms.listAllSpaces()) {
+      if (!view.ours.has(spaceId)) continue;
+      if (!view.live.has(spaceId)) {
+        await vms.removeAllForSpace(spaceId);
+        orphans.spaces.push(spaceId);
+        continue;
+      }
+      for (const id of ids.filter((i) => !view.known.has(i))) {
+        await this.tearDown(vms, spaceId, id);
+        orphans.workloads.push(id);
+      }
+    }
+    return orphans;
   }
 }
 

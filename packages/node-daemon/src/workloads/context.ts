@@ -1,8 +1,10 @@
 /**
- * What the broker's parts share: their dependencies, and the few lookups every part needs (the
- * space's storage layout, its own container engine, the VM driver), each in one place.
+ * What the workload kinds share: their dependencies (those of the broker's gate too), and the
+ * few lookups every kind needs (the space's storage layout, its own container engine, the VM
+ * driver), each in one place.
  */
 import {
+  Revert,
   type CgroupDriver,
   type ContainerDriver,
   type EngineSpace,
@@ -18,7 +20,7 @@ import type { Clock } from '../clock.js';
 import { spaceCgroupLayout, spaceDataLayout } from '../spaces/layout.js';
 import type { SpaceNetworks } from '../spaces/networks.js';
 
-export interface BrokerDeps {
+export interface WorkloadDeps {
   spaces: SpacesRepo;
   workloads: WorkloadsRepo;
   audit: AuditLog;
@@ -76,10 +78,10 @@ export interface ContainerEngines {
   spacesWithRunDirs(): Promise<string[]>;
 }
 
-export class BrokerContext {
+export class WorkloadContext {
   private readonly mountpoints = new Map<string, string>();
 
-  constructor(readonly d: BrokerDeps) {}
+  constructor(readonly d: WorkloadDeps) {}
 
   /** The space's own engine (started if it is not serving), its store in the space. */
   async containerDriver(s: SpaceRow): Promise<ContainerDriver> {
@@ -143,6 +145,11 @@ export class BrokerContext {
   ignoreGone(err: unknown): void {
     if (isOcsError(err) && err.code === 'not_found') return;
     throw err;
+  }
+
+  /** The undo stack of one multi-step host change, whose failed steps are logged. */
+  revert(spaceId: string, id: string): Revert {
+    return new Revert((err, step) => this.d.logger.warn({ err, spaceId, id, step }, 'undo failed'));
   }
 }
 
