@@ -131,6 +131,15 @@ test('an owner journey: key, node, reserve, image, volume, run, logs, lock, unlo
   assert.match(ok(await ocs(['space', 'unlock'])), /active/);
   assert.match(ok(await ocs(['volume', 'ls'])), /data/);
   assert.match(ok(await ocs(['space', 'key', 'export'])), /BEGIN AGE ENCRYPTED FILE/);
+  // A backup of the running space: locked for the copy, unlocked again, a signed archive left.
+  const backup = join(dir, 'space.ocsa');
+  assert.match(
+    ok(await ocs(['space', 'backup', '-o', backup])),
+    /written to .*space\.ocsa .*signed with your key\); unlocked again/,
+  );
+  assert.equal(readFileSync(backup).subarray(0, 4).toString(), 'OCSA');
+  assert.match(ok(await ocs(['volume', 'ls'])), /data/);
+  refused(await ocs(['space', 'backup', '-o', backup]), 2, 'usage');
 
   assert.match(ok(await ocs(['audit', 'verify'])), /entries, chain intact, head [0-9a-f]{64}/);
   ok(await ocs(['container', 'rm', 'hello']));

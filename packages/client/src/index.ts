@@ -2,3 +2,4 @@ export * from './sdk.js';
 export * from './transport.js';
 export * from './resources.js';
 export * from './leases.js';
+export * from './archives.js';

@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
+  ARCHIVE_MEDIA_TYPE,
   SPACE_API_PREFIX,
   nodeRoute,
   rewrapForNode,
@@ -124,6 +125,12 @@ export class OcsClient extends BaseClient {
       return this.route(nodeRoute('rotateSpaceKey'), { params: { spaceId }, body: { sealedKey } });
     },
     destroy: (spaceId: string) => this.route(nodeRoute('deleteSpace'), { params: { spaceId } }),
+    /**
+     * The space's storage as a space archive (ciphertext; the space must be locked), streamed
+     * unread: pass it through an `ArchiveReader` to check it as it comes.
+     */
+    export: (spaceId: string) =>
+      this.download(fillPath(nodeRoute('exportSpace').path, { spaceId }), { accept: ARCHIVE_MEDIA_TYPE }),
   };
 
   /** The owner-only API of one space (forwarded by the node to the space's own process). */

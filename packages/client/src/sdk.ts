@@ -134,15 +134,34 @@ export class BaseClient {
     return res as OcsResponse<T>;
   }
 
+  /**
+   * A GET whose success is a stream (a space archive): handed on unread, for the caller to
+   * consume; a refusal is thrown as OcsError like any other.
+   */
+  async download(path: string, opts: Pick<CallOptions, 'headers'> & { accept: string }): Promise<Readable> {
+    const res = await this.send('GET', path, undefined, { ...opts, stream: true });
+    if (res.status >= 400 || !res.stream) throw refusal(res);
+    return res.stream;
+  }
+
   /** Like call, but returns refusals instead of throwing (tests and scripts inspect them). */
-  async send(method: string, path: string, body?: unknown, opts: CallOptions = {}): Promise<OcsResponse> {
+  async send(
+    method: string,
+    path: string,
+    body?: unknown,
+    opts: CallOptions & { stream?: boolean; accept?: string } = {},
+  ): Promise<OcsResponse & { stream?: Readable }> {
     const url = new URL(path, this.options.url);
     const upload = opts.file ? await this.fileDigest(opts.file.path) : undefined;
     const bytes = opts.raw ?? (body === undefined ? undefined : new TextEncoder().encode(JSON.stringify(body)));
     const retryable = method === 'GET' || opts.idempotent === true;
     const retries = this.options.retries ?? 3;
     for (let attempt = 0; ; attempt++) {
-      const headers: Record<string, string> = { accept: 'application/json', host: url.host, ...opts.headers };
+      const headers: Record<string, string> = {
+        accept: opts.accept ?? 'application/json',
+        host: url.host,
+        ...opts.headers,
+      };
       if (upload) {
         headers['content-type'] = opts.contentType ?? 'application/octet-stream';
         headers['content-length'] = String(upload.size);
@@ -173,7 +192,9 @@ export class BaseClient {
           body: upload ? (): Readable => createReadStream(opts.file!.path) : bytes,
           timeoutMs: this.options.timeoutMs ?? 120_000,
           ...(opts.onProgress ? { onProgress: (sent: number) => opts.onProgress!(sent, total) } : {}),
+          ...(opts.stream ? { stream: true } : {}),
         });
+        if (res.stream) return { status: res.status, headers: res.headers, body: undefined, stream: res.stream };
         return decode(res);
       } catch (err) {
         const e = err as NodeJS.ErrnoException & { reusedSocket?: boolean };

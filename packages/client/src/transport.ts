@@ -79,6 +79,8 @@ export interface RawResponse {
   body: Buffer;
   /** The request went out on a reused connection (a reset then means the server had closed it). */
   reusedSocket: boolean;
+  /** With `stream`: the body of a success, unread (`body` is then empty). */
+  stream?: IncomingMessage;
 }
 
 export interface RawRequest {
@@ -89,9 +91,11 @@ export interface RawRequest {
   timeoutMs: number;
   /** Bytes of the body written so far, as they go. */
   onProgress?: (sent: number) => void;
+  /** Hand a success's body on unread, as a stream (an archive); a refusal is still read whole. */
+  stream?: boolean;
 }
 
-/** One request on the agent; resolves with the whole response body (responses are small JSON). */
+/** One request on the agent; resolves with the whole response body (responses are small JSON), or a success's stream. */
 export function send(agent: Agent, r: RawRequest): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const req = request(
@@ -105,11 +109,16 @@ export function send(agent: Agent, r: RawRequest): Promise<RawResponse> {
         timeout: r.timeoutMs,
       },
       (res) => {
+        const status = res.statusCode ?? 0;
+        if (r.stream && status < 400) {
+          resolve({ status, headers: res.headers, body: Buffer.alloc(0), reusedSocket: req.reusedSocket, stream: res });
+          return;
+        }
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () =>
           resolve({
-            status: res.statusCode ?? 0,
+            status,
             headers: res.headers,
             body: Buffer.concat(chunks),
             reusedSocket: req.reusedSocket,

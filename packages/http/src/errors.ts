@@ -43,3 +43,20 @@ export function errorMiddleware(
     }
   };
 }
+
+/** What a client going away mid-response looks like from the server: routine, not a failure. */
+const CLIENT_GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE']);
+
+/**
+ * Errors Koa reports itself, after the response began (a streamed body cut short): to the log,
+ * never Koa's default of printing to stderr. A client that went away is logged at debug.
+ */
+export function logResponseErrors(
+  app: { on(event: 'error', listener: (err: NodeJS.ErrnoException) => void): unknown },
+  logger: PipelineLogger & { debug(obj: object, msg: string): void },
+): void {
+  app.on('error', (err) => {
+    if (CLIENT_GONE.has(err.code ?? '')) logger.debug({ err }, 'the client went away during the response');
+    else logger.error({ err }, 'the response failed after it began');
+  });
+}

@@ -251,6 +251,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
         logger: logger.child({ svc: 'network' }),
       })
     : undefined;
+  const workloadRows = new WorkloadsRepo(db, { clock });
   const workloadContext = new WorkloadContext({
     networks,
     ports,
@@ -258,7 +259,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     portRange: net.ports,
     dns: net.dns,
     spaces: repo,
-    workloads: new WorkloadsRepo(db, { clock }),
+    workloads: workloadRows,
     audit,
     refusals,
     storage,
@@ -403,6 +404,8 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     authorities,
     tlsFingerprint: tls.fingerprint,
     service,
+    archiveWorkloads: (spaceId) =>
+      workloadRows.list(spaceId).map((w) => ({ id: w.id, kind: w.kind, name: w.name, storageBytes: w.storageBytes })),
     repo,
     audit,
     refusals,

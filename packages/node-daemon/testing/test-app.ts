@@ -143,6 +143,7 @@ export async function startTestApp(
     authorities: authoritySet(['node.test:8443'], 8443),
     tlsFingerprint: NODE_FINGERPRINT,
     service,
+    archiveWorkloads: () => [],
     repo,
     audit,
     refusals,

@@ -54,6 +54,12 @@ export const ERROR_STATUS = {
   key_encrypted: 400,
   unwrap_failed: 400,
 
+  // Space archives (backup, restore, move)
+  archive_malformed: 400,
+  archive_version: 400,
+  archive_corrupt: 400,
+  archive_signature_invalid: 400,
+
   // Ownership and resources
   not_owner: 403,
   egress_refused: 403,

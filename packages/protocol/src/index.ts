@@ -28,3 +28,4 @@ export * from './broker.js';
 export * from './authority.js';
 export * from './client-error.js';
 export * from './audit-chain.js';
+export * from './space-archive.js';

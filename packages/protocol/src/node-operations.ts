@@ -189,6 +189,24 @@ export const NODE_OPERATIONS = {
       errors: ['space_locked', 'unwrap_failed', 'lease_expired'],
     },
   },
+  exportSpace: {
+    readOnly: true,
+    kind: 'space',
+    // Reading the space's image from the storage root.
+    part: 'storage',
+    route: {
+      method: 'GET',
+      path: '/v1/spaces/{spaceId}/archive',
+      params: SpaceRef,
+      summary:
+        "The space's storage as it lies on disk (ciphertext), streamed as a space archive; the space must be locked",
+      roles: ['spaces', 'storage'],
+      signature: 'owner',
+      response: 'binary',
+      status: 200,
+      errors: ['space_unlocked', 'conflict'],
+    },
+  },
   deleteSpace: {
     readOnly: false,
     kind: 'space',

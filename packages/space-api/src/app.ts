@@ -36,7 +36,7 @@ import { nativeHashes, ownerVerify } from './crypto.js';
 import type { BrokerCall } from './broker-client.js';
 import type { SpaceState } from './state.js';
 import { publishUpload, receiveUpload } from './uploads.js';
-import { bindCatalogue, errorMiddleware, methodNotAllowed, parseJson, readBody } from '@ocs/http';
+import { bindCatalogue, errorMiddleware, logResponseErrors, methodNotAllowed, parseJson, readBody } from '@ocs/http';
 
 export interface SpaceAppDeps {
   config: SpaceProcessConfig;
@@ -187,6 +187,7 @@ export function createSpaceApp(d: SpaceAppDeps): Koa {
   });
 
   const app = new Koa();
+  logResponseErrors(app, d.logger);
   app.use(
     errorMiddleware(d.logger, (ctx, e) =>
       d.logger.info({ code: e.code, method: ctx.method, path: ctx.path }, 'refused'),

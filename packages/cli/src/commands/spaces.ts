@@ -1,8 +1,10 @@
-/** `ocs space`: reserve, inspect, renew, lock, unlock, rotate and destroy spaces. */
+/** `ocs space`: reserve, inspect, renew, lock, unlock, rotate, back up and destroy spaces. */
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { Space } from '@ocs/protocol';
 import { UsageError, formatBytes, formatDuration, parseCount, parseCpu, parseDuration, parseSize } from '../units.js';
-import { busy, keyValues, print, table } from '../output.js';
+import { saveArchive } from '@ocs/client';
+import { busy, keyValues, print, progressBar, table } from '../output.js';
 import type { Context } from '../context.js';
 import type { Run } from '../main.js';
 
@@ -201,6 +203,51 @@ export function spaceCommands(program: Command, run: Run): void {
         await busy('destroying', ctx.client({ owner: true }).spaces.destroy(id));
         ctx.store.forgetSpace(node, id);
         print(ctx.out, { destroyed: id }, () => `${id}: destroyed`);
+      }),
+    );
+  space
+    .command('backup [id]')
+    .description("write the space's storage, as ciphertext, to an archive signed with your key")
+    .requiredOption('-o, --output <file>', 'the archive to write (a new file)')
+    .action(
+      run(async (ctx, id: string | undefined, o: { output: string }) => {
+        const spaceId = id ?? ctx.space().spaceId;
+        if (existsSync(o.output)) throw new UsageError(`${o.output} exists: an archive is written to a new file`);
+        const client = ctx.client({ owner: true });
+        // fscrypt copies a space only at rest: a running one is locked for the copy, and said so.
+        const wasActive = (await client.spaces.get(spaceId)).state === 'active';
+        if (wasActive) {
+          process.stderr.write(`${spaceId}: locked for the copy (a space's storage is copied only at rest)\n`);
+          await busy('locking', client.spaces.lock(spaceId));
+        }
+        const started = Date.now();
+        const bar = progressBar('backup');
+        let saved;
+        try {
+          saved = await saveArchive(await client.spaces.export(spaceId), o.output, ctx.ownerKey(), (n, total) =>
+            bar.update(n, total),
+          );
+        } finally {
+          bar.done();
+          if (wasActive) await busy('unlocking', client.spaces.unlock(spaceId, wrappedKeyOf(ctx, spaceId)));
+        }
+        const result = {
+          spaceId,
+          file: saved.file,
+          bytes: saved.bytes,
+          imageBytes: saved.head.image.bytes,
+          chunks: saved.tail.chunks,
+          seconds: (Date.now() - started) / 1000,
+          unlockedAgain: wasActive,
+        };
+        print(
+          ctx.out,
+          result,
+          () =>
+            `${spaceId}: ${formatBytes(saved.bytes)} written to ${saved.file} ` +
+            `(its ${formatBytes(saved.head.image.bytes)} image as ciphertext; signed with your key)` +
+            (wasActive ? '; unlocked again' : ''),
+        );
       }),
     );
   const key = space.command('key').description("a space's wrapped key (encrypted to your key)");

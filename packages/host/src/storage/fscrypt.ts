@@ -12,6 +12,7 @@
  * kernel objects, and nothing mounted can leak cached plaintext. Unlock attaches and mounts again.
  */
 import {
+  constants,
   existsSync,
   mkdirSync,
   readdirSync,
@@ -24,6 +25,7 @@ import {
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { OcsError } from '@ocs/protocol';
 import { run as defaultRun, type Runner } from '../exec.js';
@@ -52,6 +54,8 @@ import {
   assertSize,
   MIN_SPACE_BYTES,
   MIN_VOLUME_BYTES,
+  type ImageSource,
+  type StorageImage,
   type SpaceStorageInfo,
   type StorageDriver,
 } from './types.js';
@@ -81,7 +85,7 @@ interface Paths {
 }
 
 /** The fscrypt backend (see the module comment for the on-disk layout). */
-export class FscryptStorageDriver implements StorageDriver {
+export class FscryptStorageDriver implements StorageDriver, ImageSource {
   readonly kind = 'fscrypt' as const;
   private readonly configuredRoot: string;
   private canonicalRoot: string | undefined;
@@ -304,6 +308,27 @@ export class FscryptStorageDriver implements StorageDriver {
         rmSync(join(p.volumeMeta, `${volumeId}.json`), { force: true });
         await trimFs(this.run, p.fs);
       });
+    });
+  }
+
+  /**
+   * The image file of a locked space, read-only: locked means unmounted and detached, so the
+   * file is a consistent filesystem holding only ciphertext. Whoever reads it must keep the
+   * space locked until it closes the image (the space service refuses an unlock meanwhile).
+   */
+  async openImage(id: string): Promise<StorageImage> {
+    assertId(id);
+    return this.mutex.run(id, async () => {
+      const p = this.requireExists(id);
+      if (findMount(p.fs) || (await loopDevicesFor(this.run, p.image)).length > 0)
+        throw new OcsError('space_unlocked', "the space's storage is open: lock the space first");
+      const fh = await open(p.image, constants.O_RDONLY | constants.O_NOFOLLOW);
+      const bytes = (await fh.stat()).size;
+      return {
+        bytes,
+        read: async (into, position) => (await fh.read(into, 0, into.length, position)).bytesRead,
+        close: () => fh.close(),
+      };
     });
   }
 

@@ -8,7 +8,7 @@ import { FscryptStorageDriver } from './fscrypt.js';
 import type { StorageDriver } from './types.js';
 import { ZfsStorageDriver } from './zfs.js';
 
-export type { SpaceStorageInfo, StorageDriver } from './types.js';
+export type { ImageSource, StorageImage, SpaceStorageInfo, StorageDriver } from './types.js';
 export {
   KEY_BYTES,
   MIN_SPACE_BYTES,
@@ -17,6 +17,7 @@ export {
   assertId,
   assertKey,
   assertSize,
+  readsImages,
 } from './types.js';
 export { FscryptStorageDriver, DEFAULT_STORAGE_ROOT, type FscryptDriverOptions } from './fscrypt.js';
 export { ZfsStorageDriver, type ZfsDriverOptions } from './zfs.js';

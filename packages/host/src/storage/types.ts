@@ -47,6 +47,28 @@ export interface StorageDriver {
   close(): Promise<void>;
 }
 
+/**
+ * An optional ability of a backend: a space's storage read exactly as it lies on disk (its
+ * ciphertext, with the filesystem around it), for a space archive. Only while the space is
+ * locked: nothing is mounted, so the image is consistent and no key is in the kernel.
+ */
+export interface ImageSource {
+  /** `space_unlocked` while the space's storage is open; `not_found` for an unknown space. */
+  openImage(id: string): Promise<StorageImage>;
+}
+
+/** A locked space's image, open for reading. */
+export interface StorageImage {
+  bytes: number;
+  /** Reads up to `into.length` bytes at `position`; returns how many (0 at the end). */
+  read(into: Uint8Array, position: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+export function readsImages(d: StorageDriver): d is StorageDriver & ImageSource {
+  return typeof (d as Partial<ImageSource>).openImage === 'function';
+}
+
 /** Every key handed to a driver: 32 random bytes. */
 export const KEY_BYTES = 32;
 /** Smallest space: an ext4 image with a journal and room for data. */

@@ -3,9 +3,11 @@
  * signature kind and schemas come from there; this file binds handlers and the checks that
  * need the daemon's state (which space, whose org, whose key).
  */
+import { Readable } from 'node:stream';
 import Koa, { type Context } from 'koa';
 import Router from '@koa/router';
 import {
+  ARCHIVE_MEDIA_TYPE,
   NODE_ROUTES,
   nodeOperationPart,
   hostFailed,
@@ -25,6 +27,7 @@ import {
   type TokenVerifier,
   type VerifyPolicy,
   type NodeInfo,
+  type ArchiveHead,
   type AuditPage,
   type NodeRoute,
   type NodeRouteId,
@@ -43,9 +46,10 @@ import type { SpaceService } from '../spaces/service.js';
 import type { SpacesRepo, AuditLog, SpaceRow } from '../state/index.js';
 import type { RefusalLog } from '../state/refusals.js';
 import { nodeHashes, nodeVerify } from '../crypto.js';
-import { bindCatalogue, errorMiddleware, methodNotAllowed, parseJson, readBody } from '@ocs/http';
+import { bindCatalogue, errorMiddleware, logResponseErrors, methodNotAllowed, parseJson, readBody } from '@ocs/http';
 import type { Forwarder } from './forward.js';
 import type { ReservationKeys } from '../spaces/reservation-keys.js';
+import { spaceArchive } from '../spaces/archive.js';
 import type { HttpMetrics } from '../metrics.js';
 
 export interface AppDeps {
@@ -54,6 +58,8 @@ export interface AppDeps {
   /** This node's TLS certificate fingerprint: a signed request must name it (`ocs-node`). */
   tlsFingerprint: string;
   service: SpaceService;
+  /** A space's workloads as an archive's head lists them (ids, kinds, names, storage shares). */
+  archiveWorkloads(spaceId: string): ArchiveHead['workloads'];
   repo: SpacesRepo;
   audit: AuditLog;
   /** Counts every refusal and chains those of known principals, bounded per principal. */
@@ -103,6 +109,7 @@ interface Checked {
 export function createApp(d: AppDeps): Koa {
   precompile(NODE_ROUTES.flatMap((r: RouteSpec) => [r.params, r.query, r.headers, r.body].filter(isSchema)));
   const app = new Koa();
+  logResponseErrors(app, d.logger);
   app.proxy = false;
 
   const nowSeconds = () => Math.floor(d.clock.now() / 1000);
@@ -220,6 +227,23 @@ export function createApp(d: AppDeps): Koa {
     lockSpace: async (_ctx, { row, actor }) => d.service.lock(actor!, row!.id),
     unlockSpace: async (_ctx, { row, actor, body }) => d.service.unlock(actor!, row!.id, body.sealedKey),
     rotateSpaceKey: async (_ctx, { row, actor, body }) => d.service.rotateKey(actor!, row!.id, body.sealedKey),
+    exportSpace: async (ctx, { row, actor }) => {
+      const exp = await d.service.openExport(actor!, row!.id);
+      ctx.type = ARCHIVE_MEDIA_TYPE;
+      // Pulled as the connection drains; a client that goes away ends it (and the export) early.
+      const stream = Readable.from(
+        spaceArchive({
+          ...exp,
+          workloads: d.archiveWorkloads(row!.id),
+          node: d.tlsFingerprint,
+          now: d.clock.now(),
+          hashes: nodeHashes,
+        }),
+        { objectMode: false },
+      );
+      stream.on('error', (err) => d.logger.warn({ err, spaceId: row!.id }, 'space archive cut short'));
+      return stream as never;
+    },
     deleteSpace: async (_ctx, { row, actor }) => {
       await d.service.destroy(actor!, row!.id);
       return undefined;

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, mkdir } from 'node:fs/promises';
 import { Decrypter, armor } from 'age-encryption';
-import type { CgroupDriver, StorageDriver } from '@ocs/host';
+import { readsImages, type CgroupDriver, type StorageImage, type StorageDriver } from '@ocs/host';
 import {
   OcsError,
   parsePublicKey,
@@ -66,6 +66,8 @@ const KEY_BYTES = 32;
 
 export class SpaceService {
   private readonly destroying = new Set<string>();
+  /** Archives being read from a space's image, by space: it stays as it is until they end. */
+  private readonly exporting = new Map<string, number>();
 
   constructor(private readonly d: SpaceServiceDeps) {}
 
@@ -183,6 +185,7 @@ export class SpaceService {
     if (row.state === 'expired') throw new OcsError('lease_expired', 'the lease has expired: renew it first');
     if (row.state === 'active') throw new OcsError('space_unlocked', 'the space is already unlocked');
     this.requireState(row, ['locked']);
+    this.requireNotExporting(id);
     const key = await this.openSealed(sealedKey);
     try {
       await this.d.storage.unlock(id, key);
@@ -200,6 +203,7 @@ export class SpaceService {
   async rotateKey(actor: string, id: string, sealedKey: string): Promise<{ wrappedKey: string }> {
     const row = this.get(id);
     this.requireState(row, ['active', 'locked']);
+    this.requireNotExporting(id);
     const oldKey = await this.openSealed(sealedKey);
     const newKey = new Uint8Array(randomBytes(KEY_BYTES));
     try {
@@ -248,6 +252,7 @@ export class SpaceService {
     // leftover, and is finished here.
     if (this.destroying.has(id)) throw new OcsError('conflict', 'the space is being destroyed');
     const row = this.get(id);
+    this.requireNotExporting(id);
     this.destroying.add(id);
     try {
       if (row.state !== 'destroying')
@@ -269,6 +274,64 @@ export class SpaceService {
     await this.d.storage.destroy(id);
     // Last: with its cgroup gone, nothing of the space's uid is left to write there again.
     await this.d.processes.forget(id);
+  }
+
+  /**
+   * Opens a locked (or expired) space's image for an archive. Until `done` is called, the space
+   * cannot be unlocked, re-keyed or destroyed: the image read is the image at rest. An active
+   * space is `space_unlocked`: fscrypt cannot copy a live space consistently (no snapshot on
+   * ext4 over a loop device), so the owner locks it first, and the CLI says so.
+   */
+  async openExport(
+    actor: string,
+    id: string,
+  ): Promise<{ row: SpaceRow; image: StorageImage; backend: StorageDriver['kind']; done(ok: boolean): Promise<void> }> {
+    const row = this.get(id);
+    if (row.state === 'active')
+      throw new OcsError('space_unlocked', 'lock the space first: its storage is copied only at rest');
+    this.requireState(row, ['locked', 'expired']);
+    if (this.destroying.has(id)) throw new OcsError('conflict', 'the space is being destroyed');
+    const storage = this.d.storage;
+    if (!readsImages(storage))
+      throw new OcsError('unavailable', `this node's storage (${storage.kind}) cannot export a space yet`);
+    this.exporting.set(id, (this.exporting.get(id) ?? 0) + 1);
+    let image: StorageImage;
+    try {
+      image = await storage.openImage(id);
+    } catch (err) {
+      this.endExport(id);
+      throw err;
+    }
+    let ended = false;
+    return {
+      row,
+      image,
+      backend: storage.kind,
+      done: async (ok) => {
+        if (ended) return;
+        ended = true;
+        await image.close().catch(() => undefined);
+        this.endExport(id);
+        this.d.audit.append({
+          actor,
+          action: 'space.export',
+          target: id,
+          // Failed: the stream was cut (the client went away, or the image could not be read).
+          outcome: ok ? 'ok' : 'failed',
+        });
+      },
+    };
+  }
+
+  private endExport(id: string): void {
+    const n = (this.exporting.get(id) ?? 1) - 1;
+    if (n > 0) this.exporting.set(id, n);
+    else this.exporting.delete(id);
+  }
+
+  private requireNotExporting(id: string): void {
+    if (this.exporting.has(id))
+      throw new OcsError('conflict', 'the space is being exported; try again when the archive is complete');
   }
 
   private requireState(row: SpaceRow, allowed: SpaceState[]): void {

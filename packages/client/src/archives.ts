@@ -1,0 +1,75 @@
+/**
+ * Space archives on the owner's side: an archive streamed from a node is checked frame by frame
+ * as it arrives (each chunk against its digest, the whole against the tail), written to a file,
+ * and only then signed with the owner's key and given its name. A cut or corrupted download
+ * never leaves a file under the name asked for; the signature says "the owner took this archive
+ * of this space", which is what a node restoring it will ask for.
+ */
+import { link, open, rm } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import {
+  ArchiveReader,
+  archiveSigningInput,
+  signatureFrame,
+  type ArchiveHead,
+  type ArchiveTail,
+  type Ed25519PrivateKey,
+} from '@ocs/protocol';
+import { nativeHashes } from '@ocs/protocol/node';
+
+const toBase64url = (b: Uint8Array) => Buffer.from(b).toString('base64url');
+
+export interface SavedArchive {
+  file: string;
+  head: ArchiveHead;
+  tail: ArchiveTail;
+  /** Bytes written, signature included. */
+  bytes: number;
+}
+
+/**
+ * Reads `stream` (a node's `GET …/archive`) into `file` (a new file, 0600; never replaces one), checking it as it
+ * comes, then appends the owner's signature. `onProgress` gets the bytes received and the image's
+ * size once the head told it.
+ */
+export async function saveArchive(
+  stream: Readable,
+  file: string,
+  owner: Ed25519PrivateKey,
+  onProgress?: (received: number, imageBytes: number) => void,
+): Promise<SavedArchive> {
+  const partial = `${file}.partial`;
+  const fh = await open(partial, 'wx', 0o600);
+  let bytes = 0;
+  try {
+    const reader = new ArchiveReader(nativeHashes);
+    for await (const piece of stream) {
+      const b = piece as Buffer;
+      // Checked before it is written: a frame that fails its digest never reaches the file.
+      reader.push(new Uint8Array(b.buffer, b.byteOffset, b.length));
+      await fh.write(b);
+      bytes += b.length;
+      onProgress?.(bytes, reader.headSeen?.image.bytes ?? 0);
+    }
+    const summary = reader.finish();
+    const signature = owner.sign(archiveSigningInput(summary.headBytes, summary.tailBytes, nativeHashes));
+    const frame = signatureFrame({
+      by: 'owner',
+      publicKey: owner.publicKey.toBase64url(),
+      signature: toBase64url(signature),
+    });
+    await fh.write(frame);
+    bytes += frame.length;
+    await fh.sync();
+    await fh.close();
+    // Linked, not renamed: a file made under the name meanwhile is never replaced (EEXIST).
+    await link(partial, file);
+    await rm(partial, { force: true });
+    return { file, head: summary.head, tail: summary.tail, bytes };
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    await rm(partial, { force: true });
+    stream.destroy();
+    throw err;
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * A locked space's archive as the daemon sends it (format: protocol's space-archive.ts): the
+ * head (what the space is, from the daemon's records), then its image chunk by chunk as it lies
+ * on disk, then the tail. Pulled, not pushed: a chunk is read only when the connection has taken
+ * the last one, so a 10 GiB space costs one 4 MiB buffer, and nothing is staged anywhere.
+ */
+import { ARCHIVE_CHUNK_BYTES, ARCHIVE_FORMAT, ArchiveWriter, type ArchiveHead, type HashFactory } from '@ocs/protocol';
+import type { StorageImage } from '@ocs/host';
+import type { SpaceRow } from '../state/index.js';
+import { resourcesOf } from './service.js';
+
+export interface ArchiveSource {
+  row: SpaceRow;
+  image: StorageImage;
+  backend: ArchiveHead['backend'];
+  workloads: ArchiveHead['workloads'];
+  /** The node's TLS certificate fingerprint. */
+  node: string;
+  now: number;
+  hashes: HashFactory;
+  /** Called once, when the stream ends: `ok` when the tail went out. */
+  done(ok: boolean): Promise<void>;
+}
+
+export async function* spaceArchive(s: ArchiveSource): AsyncGenerator<Uint8Array> {
+  let ok = false;
+  try {
+    const w = new ArchiveWriter(s.hashes);
+    yield w.start({
+      format: ARCHIVE_FORMAT,
+      spaceId: s.row.id,
+      ownerKey: s.row.ownerKey,
+      backend: s.backend,
+      node: { fingerprint: s.node },
+      resources: resourcesOf(s.row),
+      workloads: s.workloads,
+      image: { bytes: s.image.bytes, chunkBytes: ARCHIVE_CHUNK_BYTES },
+      createdAt: new Date(s.now).toISOString(),
+    });
+    // One buffer for the whole image: a frame copies what it sends.
+    const buf = new Uint8Array(ARCHIVE_CHUNK_BYTES);
+    for (let at = 0; at < s.image.bytes; at += ARCHIVE_CHUNK_BYTES) {
+      const want = Math.min(ARCHIVE_CHUNK_BYTES, s.image.bytes - at);
+      for (let got = 0; got < want;) {
+        const n = await s.image.read(buf.subarray(got, want), at + got);
+        if (n === 0) throw new Error(`the image ended at ${at + got}, before its size`);
+        got += n;
+      }
+      const frame = w.chunk(at, buf.subarray(0, want));
+      if (frame) yield frame;
+    }
+    yield w.end().frame;
+    ok = true;
+  } finally {
+    await s.done(ok);
+  }
+}
