@@ -74,10 +74,14 @@ test('a locked space exports as its image, byte for byte, signed by its owner; n
   assert.equal(summary.head.ownerKey, owner.publicKey.toBase64url());
   assert.equal(summary.head.backend, 'fscrypt');
   assert.deepEqual(
-    summary.head.workloads.map((w) => [w.id, w.kind, w.name]),
-    [[volume.body.id, 'volume', 'data']],
+    summary.head.workloads.map((w) => [w.id, w.kind, w.name, w.storageBytes]),
+    [[volume.body.id, 'volume', 'data', 16 * MiB]],
   );
   assert.equal(summary.head.image.bytes, onDisk.length);
+  // Where it sat, for a node restoring it to map its ids from.
+  const row = t.node.repo.get(space.id)!;
+  assert.equal(summary.head.placement.uid, row.uid);
+  assert.equal(summary.head.placement.workloadUid, row.uid + t.config.spaces.uidCount);
   assert.equal(
     createHash('sha256').update(rebuilt).digest('hex'),
     createHash('sha256').update(onDisk).digest('hex'),

@@ -81,6 +81,7 @@ const OWNER_OUTCOME: Record<string, number> = {
   lockSpace: 200,
   unlockSpace: 409, // space_unlocked: it is open already
   rotateSpaceKey: 400, // unwrap_failed: the placeholder is no sealed key
+  exportSpace: 409, // space_unlocked: an archive is taken of a locked space only
   deleteSpace: 204,
   listAudit: 200,
   spaceStatus: 200,

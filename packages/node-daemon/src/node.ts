@@ -404,8 +404,34 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     authorities,
     tlsFingerprint: tls.fingerprint,
     service,
-    archiveWorkloads: (spaceId) =>
-      workloadRows.list(spaceId).map((w) => ({ id: w.id, kind: w.kind, name: w.name, storageBytes: w.storageBytes })),
+    archiveHead: (row) => ({
+      workloads: workloadRows
+        .list(row.id)
+        .filter((w) => w.state === 'ready' && w.removingSince === null)
+        .map((w) => ({
+          id: w.id,
+          kind: w.kind,
+          name: w.name,
+          cpuMillicores: w.cpuMillicores,
+          memoryBytes: w.memoryBytes,
+          storageBytes: w.storageBytes,
+          pids: w.pids,
+        })),
+      placement: {
+        uid: row.uid,
+        workloadUid: row.uid + config.spaces.uidCount,
+        // As recorded at first use; the size is the node's, the same for every space.
+        subordinateIds:
+          row.subidBase === null
+            ? null
+            : {
+                base: row.subidBase,
+                size: spaceWorkloadIds({ uidBase: config.spaces.uidBase, ...config.workloads.containers }, row.uid)
+                  .idMap.size,
+              },
+        subnet: row.subnet,
+      },
+    }),
     repo,
     audit,
     refusals,

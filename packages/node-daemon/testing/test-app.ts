@@ -143,7 +143,10 @@ export async function startTestApp(
     authorities: authoritySet(['node.test:8443'], 8443),
     tlsFingerprint: NODE_FINGERPRINT,
     service,
-    archiveWorkloads: () => [],
+    archiveHead: (row) => ({
+      workloads: [],
+      placement: { uid: row.uid, workloadUid: row.uid + 1000, subordinateIds: null, subnet: null },
+    }),
     repo,
     audit,
     refusals,

@@ -43,7 +43,26 @@ export interface ArchiveHead {
   node: { fingerprint: string };
   resources: { cpuMillicores: number; memoryBytes: number; storageBytes: number; pids?: number };
   /** The space's workloads as the node recorded them (ids, kinds, names, shares); what they run is inside the image. */
-  workloads: { id: string; kind: 'volume' | 'container' | 'vm'; name: string; storageBytes: number }[];
+  workloads: {
+    id: string;
+    kind: 'volume' | 'container' | 'vm';
+    name: string;
+    cpuMillicores: number;
+    memoryBytes: number;
+    storageBytes: number;
+    pids: number;
+  }[];
+  /**
+   * Where the space sat on its node: the ids that own its files in the image and the subnet its
+   * engine's network names. A node restoring it gives it ids and a subnet of its own, and maps
+   * these to them.
+   */
+  placement: {
+    uid: number;
+    workloadUid: number;
+    subordinateIds: { base: number; size: number } | null;
+    subnet: string | null;
+  };
   image: { bytes: number; chunkBytes: number };
   createdAt: string;
 }

@@ -21,6 +21,7 @@ function head(bytes: number): ArchiveHead {
     node: { fingerprint: 'AB:CD' },
     resources: { cpuMillicores: 100, memoryBytes: 1, storageBytes: bytes },
     workloads: [],
+    placement: { uid: 500_000, workloadUid: 501_000, subordinateIds: null, subnet: null },
     image: { bytes, chunkBytes: CHUNK },
     createdAt: new Date(0).toISOString(),
   };

@@ -58,8 +58,8 @@ export interface AppDeps {
   /** This node's TLS certificate fingerprint: a signed request must name it (`ocs-node`). */
   tlsFingerprint: string;
   service: SpaceService;
-  /** A space's workloads as an archive's head lists them (ids, kinds, names, storage shares). */
-  archiveWorkloads(spaceId: string): ArchiveHead['workloads'];
+  /** What an archive's head says of a space beyond its record: its workloads and its placement on this node. */
+  archiveHead(row: SpaceRow): Pick<ArchiveHead, 'workloads' | 'placement'>;
   repo: SpacesRepo;
   audit: AuditLog;
   /** Counts every refusal and chains those of known principals, bounded per principal. */
@@ -234,7 +234,7 @@ export function createApp(d: AppDeps): Koa {
       const stream = Readable.from(
         spaceArchive({
           ...exp,
-          workloads: d.archiveWorkloads(row!.id),
+          ...d.archiveHead(row!),
           node: d.tlsFingerprint,
           now: d.clock.now(),
           hashes: nodeHashes,

@@ -14,6 +14,7 @@ export interface ArchiveSource {
   image: StorageImage;
   backend: ArchiveHead['backend'];
   workloads: ArchiveHead['workloads'];
+  placement: ArchiveHead['placement'];
   /** The node's TLS certificate fingerprint. */
   node: string;
   now: number;
@@ -34,6 +35,7 @@ export async function* spaceArchive(s: ArchiveSource): AsyncGenerator<Uint8Array
       node: { fingerprint: s.node },
       resources: resourcesOf(s.row),
       workloads: s.workloads,
+      placement: s.placement,
       image: { bytes: s.image.bytes, chunkBytes: ARCHIVE_CHUNK_BYTES },
       createdAt: new Date(s.now).toISOString(),
     });
