@@ -47,6 +47,11 @@ function inert<T>(props: Record<string, unknown> = {}): T {
   ) as T;
 }
 
+/** A cgroup driver that does nothing, successfully, except `destroy`, which runs `destroy`. */
+export function cgroupsDestroying(destroy: () => Promise<void>): CgroupDriver {
+  return inert<CgroupDriver>({ destroy });
+}
+
 /** An owner key held as a Node KeyObject (fast to sign with in floods). */
 export interface TestKey {
   public: Ed25519PublicKey;

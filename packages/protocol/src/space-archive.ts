@@ -150,7 +150,7 @@ export class ArchiveWriter {
     const out = new Uint8Array(ARCHIVE_MAGIC.length + 1);
     out.set(ARCHIVE_MAGIC);
     out[ARCHIVE_MAGIC.length] = ARCHIVE_FORMAT;
-    return concat(out, frame('H', this.headBytes));
+    return concatBytes(out, frame('H', this.headBytes));
   }
 
   /** The frame for the chunk at `offset`, or nothing when it is all zeros. */
@@ -180,7 +180,8 @@ export function signatureFrame(sig: ArchiveSignature): Uint8Array {
   return frame('S', new TextEncoder().encode(JSON.stringify(sig)));
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
+/** The bytes of `parts`, one after another, in one new array. */
+export function concatBytes(...parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const p of parts) {

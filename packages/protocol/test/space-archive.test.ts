@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import {
   ArchiveReader,
   ArchiveWriter,
+  concatBytes,
   isOcsError,
   nobleHashes,
   signatureFrame,
@@ -43,13 +44,7 @@ function archive(img: Uint8Array): { bytes: Uint8Array; frames: number } {
     if (f) parts.push(f);
   }
   parts.push(w.end().frame);
-  const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    bytes.set(p, at);
-    at += p.length;
-  }
-  return { bytes, frames: parts.length };
+  return { bytes: concatBytes(...parts), frames: parts.length };
 }
 
 /** Reads `bytes` in pieces of `step`, rebuilding the image from its chunks. */
@@ -100,14 +95,14 @@ test('each way an archive is wrong is refused with its code', () => {
   const f0 = w.chunk(0, img.subarray(0, CHUNK))!;
   w.chunk(2 * CHUNK, img.subarray(2 * CHUNK, 3 * CHUNK));
   const t = w.end().frame;
-  refusedAs('archive_corrupt', () => read(concat(start, f0, t), img.length));
+  refusedAs('archive_corrupt', () => read(concatBytes(start, f0, t), img.length));
   // A data frame repeated: out of place.
-  refusedAs('archive_corrupt', () => read(concat(start, f0, f0, t), img.length));
+  refusedAs('archive_corrupt', () => read(concatBytes(start, f0, f0, t), img.length));
   // A signature before the tail, and an unknown frame.
   refusedAs('archive_malformed', () =>
-    read(concat(start, signatureFrame({ by: 'owner', publicKey: 'k', signature: 's' })), img.length),
+    read(concatBytes(start, signatureFrame({ by: 'owner', publicKey: 'k', signature: 's' })), img.length),
   );
-  refusedAs('archive_malformed', () => read(concat(start, new Uint8Array([0x58, 0, 0, 0, 0])), img.length));
+  refusedAs('archive_malformed', () => read(concatBytes(start, new Uint8Array([0x58, 0, 0, 0, 0])), img.length));
 });
 
 test('a frame length over its limit is refused before it is buffered', () => {
@@ -119,13 +114,3 @@ test('a frame length over its limit is refused before it is buffered', () => {
   const r = new ArchiveReader(nobleHashes);
   refusedAs('archive_malformed', () => r.push(huge));
 });
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}

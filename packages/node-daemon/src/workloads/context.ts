@@ -18,6 +18,7 @@ import type { RefusalLog } from '../state/refusals.js';
 import type { Logger } from '../logger.js';
 import type { Clock } from '../clock.js';
 import { spaceCgroupLayout, spaceDataLayout } from '../spaces/layout.js';
+import { resourcesOf } from '../spaces/service.js';
 import type { SpaceNetworks } from '../spaces/networks.js';
 
 export interface WorkloadDeps {
@@ -153,12 +154,8 @@ export class WorkloadContext {
   }
 }
 
-/** What a space may hold: its reservation. */
+/** What a space's workloads may hold: its reservation, but for the node's ports (not a workload's share). */
 export function budgetOf(s: SpaceRow): Budget {
-  return {
-    cpuMillicores: s.cpuMillicores,
-    memoryBytes: s.memoryBytes,
-    storageBytes: s.storageBytes,
-    ...(s.pids ? { pids: s.pids } : {}),
-  };
+  const { ports: _ports, ...budget } = resourcesOf(s);
+  return budget;
 }

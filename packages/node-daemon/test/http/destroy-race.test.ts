@@ -1,22 +1,14 @@
 /** Two deletes of one space at once: one tears it down, the other is refused, never a second teardown. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { CgroupDriver } from '@ocs/host';
-import { newKey, startTestApp } from '@ocs/node-daemon/testing';
+import { cgroupsDestroying, newKey, startTestApp } from '@ocs/node-daemon/testing';
 
 test('concurrent deletes of one space: one 204, the rest 409, and the host is torn down once', async () => {
   let teardowns = 0;
-  const cgroups = new Proxy({} as CgroupDriver, {
-    get: (_t, prop: string) =>
-      prop === 'then'
-        ? undefined
-        : prop === 'destroy'
-          ? async () => {
-              teardowns++;
-              // Slow enough that the others arrive while the first is still removing things.
-              await new Promise((r) => setTimeout(r, 100));
-            }
-          : async () => undefined,
+  const cgroups = cgroupsDestroying(async () => {
+    teardowns++;
+    // Slow enough that the others arrive while the first is still removing things.
+    await new Promise((r) => setTimeout(r, 100));
   });
   const app = await startTestApp({ cgroups });
   try {

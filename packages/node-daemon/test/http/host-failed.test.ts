@@ -1,20 +1,12 @@
 /** A node operation the host fails under answers `host_failed` naming the part, never 500, and keeps the detail in the log. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { CgroupDriver } from '@ocs/host';
-import { newKey, startTestApp } from '@ocs/node-daemon/testing';
+import { cgroupsDestroying, newKey, startTestApp } from '@ocs/node-daemon/testing';
 
 test('a destroy the host fails under is host_failed (502) naming the host; the detail stays out of the answer', async () => {
   const detail = 'EBUSY: /sys/fs/cgroup/ocs-test.slice/secret-path';
-  const cgroups = new Proxy({} as CgroupDriver, {
-    get: (_t, prop: string) =>
-      prop === 'then'
-        ? undefined
-        : prop === 'destroy'
-          ? async () => {
-              throw new Error(detail);
-            }
-          : async () => undefined,
+  const cgroups = cgroupsDestroying(async () => {
+    throw new Error(detail);
   });
   const app = await startTestApp({ cgroups });
   try {
