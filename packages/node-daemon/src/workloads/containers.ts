@@ -268,27 +268,37 @@ export class Containers implements WorkloadKind<'container'>, OperationModule<'c
     return true;
   }
 
-  /**
-   * An engine left running for a space that is not active is stopped (a gone space's removed);
-   * each active space's engine, if it has a store, lists what it holds.
-   */
+  /** An engine left running for a space that is not active is stopped (a gone space's removed). */
+  async stopInactive(view: Omit<SpacesView, 'known'>): Promise<string[]> {
+    const gone: string[] = [];
+    const engines = this.c.d.containers;
+    for (const spaceId of engines ? await engines.spacesWithRunDirs() : []) {
+      if (!view.ours.has(spaceId) || view.active.has(spaceId)) continue;
+      await engines!.remove(this.c.engineGroups(spaceId));
+      if (!view.live.has(spaceId)) gone.push(spaceId);
+    }
+    return gone;
+  }
+
+  /** Each active space's engine, if it has a store, lists what it holds; what no record explains goes. */
   async removeOrphans(view: SpacesView): Promise<Orphans> {
     const orphans: Orphans = { workloads: [], spaces: [] };
     const engines = this.c.d.containers;
     if (!engines) return orphans;
-    for (const spaceId of await engines.spacesWithRunDirs()) {
-      if (!view.ours.has(spaceId) || view.active.has(spaceId)) continue;
-      await engines.remove(this.c.engineGroups(spaceId));
-      if (!view.live.has(spaceId)) orphans.spaces.push(spaceId);
-    }
     for (const [spaceId, space] of view.active) {
       const info = await this.c.d.storage.info(spaceId).catch(() => undefined);
       if (!info?.unlocked || !existsSync(join(spaceDataLayout(info.mountpoint).engine, 'storage'))) continue;
-      const engine = await engines.driver(this.c.engineSpace(space, info.mountpoint));
-      for (const c of await engine.list(spaceId)) {
-        if (view.known.has(c.containerId)) continue;
-        await this.removeFrom(engine, spaceId, c.containerId);
-        orphans.workloads.push(c.containerId);
+      try {
+        const engine = await engines.driver(this.c.engineSpace(space, info.mountpoint));
+        for (const c of await engine.list(spaceId)) {
+          if (view.known.has(c.containerId)) continue;
+          await this.removeFrom(engine, spaceId, c.containerId);
+          orphans.workloads.push(c.containerId);
+        }
+      } catch (err) {
+        // One space's engine that does not start must not keep the node from starting; the
+        // space's next request starts it again (and its owner sees the refusal).
+        this.c.d.logger.error({ err, spaceId }, "could not list the space's containers at start");
       }
     }
     return orphans;

@@ -76,6 +76,11 @@ export interface WorkloadKind<K extends WorkloadKindName = WorkloadKindName> {
   /** Removes every host object of this kind of a space that is going (its storage goes after). */
   removeAll(spaceId: string): Promise<void>;
   /**
+   * First at start, before any undo: stops what of this kind still runs for a space that is not
+   * active (an engine a lock cut short). Returns the gone spaces it found something of.
+   */
+  stopInactive?(view: Omit<SpacesView, 'known'>): Promise<string[]>;
+  /**
    * After a crash: undoes a workload half made, or half removed. False when it cannot be done
    * now (the space is locked); the record stays, and counts, until a later start.
    */

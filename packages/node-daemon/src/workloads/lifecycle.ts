@@ -90,6 +90,10 @@ export class WorkloadLifecycle {
     }
   }
 
+  private addGone(report: ReconcileReport, spaces: readonly string[]): void {
+    report.orphanSpaces.push(...spaces.filter((id) => !report.orphanSpaces.includes(id)));
+  }
+
   /** Reads and removes the record of what ran at lock; undefined when there is none (or it is unreadable). */
   private async takeRunningAtLock(spaceId: string, mountpoint: string): Promise<RunningAtLock | undefined> {
     const file = spaceDataLayout(mountpoint).runningAtLock;
@@ -113,8 +117,9 @@ export class WorkloadLifecycle {
   }
 
   /**
-   * On start, after the spaces are reconciled: workloads half made (or half removed) when the
-   * daemon died are undone, then each kind removes what no record explains. Records are the
+   * On start, after the spaces are reconciled: what still runs for a space that is not active is
+   * stopped, workloads half made (or half removed) when the daemon died are undone, then each
+   * kind removes what no record explains. Records are the
    * truth for what a space holds; the host for what exists.
    */
   async reconcile(): Promise<ReconcileReport> {
@@ -124,6 +129,9 @@ export class WorkloadLifecycle {
     const live = new Set(records.filter((r) => isLive(r.state)).map((r) => r.id));
     const active = new Map<string, SpaceRow>(records.filter((r) => r.state === 'active').map((r) => [r.id, r]));
     const byKind = new Map(this.kinds.map((k) => [k.kind, k]));
+    // Ours are recorded before any host object is made, so none is missed.
+    const ours = new Set(records.map((r) => r.id));
+    for (const kind of this.kinds) this.addGone(report, (await kind.stopInactive?.({ ours, live, active })) ?? []);
     for (const w of this.c.d.workloads.listAll()) {
       if (!live.has(w.spaceId)) {
         this.c.d.workloads.remove(w.id);
@@ -131,21 +139,21 @@ export class WorkloadLifecycle {
       }
       if (w.state !== 'creating' && w.removingSince === null) continue;
       const kind = byKind.get(w.kind);
-      if (!kind || !(await kind.undo(w, active.get(w.spaceId)))) continue;
+      // One space's host failing here must not keep the node from starting: its record stays,
+      // and counts, until a later start undoes it.
+      const done = await kind?.undo(w, active.get(w.spaceId)).catch((err: unknown) => {
+        this.c.d.logger.error({ err, spaceId: w.spaceId, id: w.id }, 'could not undo a half-made workload');
+        return false;
+      });
+      if (!done) continue;
       this.c.d.workloads.remove(w.id);
       report.undone.push(w.id);
     }
-    const view: SpacesView = {
-      // Ours are recorded before any host object is made, so none is missed.
-      ours: new Set(records.map((r) => r.id)),
-      live,
-      active,
-      known: new Set(this.c.d.workloads.listAll().map((w) => w.id)),
-    };
+    const view: SpacesView = { ours, live, active, known: new Set(this.c.d.workloads.listAll().map((w) => w.id)) };
     for (const kind of this.kinds) {
       const found = await kind.removeOrphans(view);
       if (found.workloads.length > 0) report.orphans[kind.kind] = found.workloads;
-      report.orphanSpaces.push(...found.spaces.filter((id) => !report.orphanSpaces.includes(id)));
+      this.addGone(report, found.spaces);
     }
     if (report.undone.length > 0 || report.orphanSpaces.length > 0 || Object.keys(report.orphans).length > 0)
       this.c.d.logger.warn(report, 'reconciled workloads');
