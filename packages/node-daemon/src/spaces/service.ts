@@ -68,6 +68,8 @@ export class SpaceService {
   private readonly destroying = new Set<string>();
   /** Archives being read from a space's image, by space: it stays as it is until they end. */
   private readonly exporting = new Map<string, number>();
+  /** Spaces whose storage is being opened or re-keyed: no archive starts meanwhile. */
+  private readonly opening = new Map<string, number>();
 
   constructor(private readonly d: SpaceServiceDeps) {}
 
@@ -187,10 +189,12 @@ export class SpaceService {
     this.requireState(row, ['locked']);
     this.requireNotExporting(id);
     const key = await this.openSealed(sealedKey);
+    count(this.opening, id, +1);
     try {
       await this.d.storage.unlock(id, key);
     } finally {
       key.fill(0);
+      count(this.opening, id, -1);
     }
     const { mountpoint } = await this.d.storage.info(id);
     await this.d.workloads.open(id, mountpoint);
@@ -206,12 +210,15 @@ export class SpaceService {
     this.requireNotExporting(id);
     const oldKey = await this.openSealed(sealedKey);
     const newKey = new Uint8Array(randomBytes(KEY_BYTES));
+    // A locked space's storage is mounted for the rotation: no archive reads it meanwhile.
+    count(this.opening, id, +1);
     try {
       await this.d.storage.rotateKey(id, oldKey, newKey);
       const wrappedKey = await wrapKey(newKey, parsePublicKey(row.ownerKey));
       this.d.audit.append({ actor, action: 'space.rotate-key', target: id, outcome: 'ok' });
       return { wrappedKey };
     } finally {
+      count(this.opening, id, -1);
       oldKey.fill(0);
       newKey.fill(0);
     }
@@ -291,15 +298,16 @@ export class SpaceService {
       throw new OcsError('space_unlocked', 'lock the space first: its storage is copied only at rest');
     this.requireState(row, ['locked', 'expired']);
     if (this.destroying.has(id)) throw new OcsError('conflict', 'the space is being destroyed');
+    if (this.opening.has(id)) throw new OcsError('conflict', 'the space is being unlocked or re-keyed');
     const storage = this.d.storage;
     if (!readsImages(storage))
       throw new OcsError('unavailable', `this node's storage (${storage.kind}) cannot export a space yet`);
-    this.exporting.set(id, (this.exporting.get(id) ?? 0) + 1);
+    count(this.exporting, id, +1);
     let image: StorageImage;
     try {
       image = await storage.openImage(id);
     } catch (err) {
-      this.endExport(id);
+      count(this.exporting, id, -1);
       throw err;
     }
     let ended = false;
@@ -311,7 +319,7 @@ export class SpaceService {
         if (ended) return;
         ended = true;
         await image.close().catch(() => undefined);
-        this.endExport(id);
+        count(this.exporting, id, -1);
         this.d.audit.append({
           actor,
           action: 'space.export',
@@ -321,12 +329,6 @@ export class SpaceService {
         });
       },
     };
-  }
-
-  private endExport(id: string): void {
-    const n = (this.exporting.get(id) ?? 1) - 1;
-    if (n > 0) this.exporting.set(id, n);
-    else this.exporting.delete(id);
   }
 
   private requireNotExporting(id: string): void {
@@ -386,6 +388,13 @@ export async function prepareSpaceData(mountpoint: string, uid: number): Promise
 
 function base64ToBytes(s: string): Uint8Array {
   return new Uint8Array(Buffer.from(s, 'base64'));
+}
+
+/** Operations in flight on a space, counted: several of one kind may run at once. */
+function count(inFlight: Map<string, number>, id: string, by: 1 | -1): void {
+  const n = (inFlight.get(id) ?? 0) + by;
+  if (n > 0) inFlight.set(id, n);
+  else inFlight.delete(id);
 }
 
 function iso(ms: number): string {

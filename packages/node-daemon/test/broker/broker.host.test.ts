@@ -4,7 +4,7 @@
  * record every call, so a test can prove that hostile requests are refused before any host driver
  * is reached.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type ClientHttp2Session } from 'node:http2';
 import { createServer, connect as connectUnix, type Socket } from 'node:net';
@@ -64,7 +64,18 @@ const ISSUER_KEYS = {
   ],
 };
 
-function setup(mountpoint = '/nonexistent/data', overrides: Partial<WorkloadDeps> = {}) {
+/** Each setup's own storage mountpoint (records are written there), removed after the file's tests. */
+const mountpoints: string[] = [];
+after(() => {
+  for (const dir of mountpoints) rmSync(dir, { recursive: true, force: true });
+});
+function scratchMountpoint(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'ocs-broker-data-'));
+  mountpoints.push(dir);
+  return dir;
+}
+
+function setup(mountpoint = scratchMountpoint(), overrides: Partial<WorkloadDeps> = {}) {
   const { db, spaces } = twoSpaces();
   const calls: string[] = [];
   const workloads = new WorkloadsRepo(db);
