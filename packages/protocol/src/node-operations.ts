@@ -204,7 +204,7 @@ export const NODE_OPERATIONS = {
       signature: 'owner',
       response: 'binary',
       status: 200,
-      errors: ['space_unlocked', 'conflict'],
+      errors: ['space_unlocked', 'conflict', 'unavailable'],
     },
   },
   deleteSpace: {
