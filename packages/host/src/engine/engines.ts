@@ -17,7 +17,7 @@ import { existsSync, openSync, closeSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, readlink, rm, statfs, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
-import { OcsError } from '@ocs/protocol';
+import { OcsError, isOcsError } from '@ocs/protocol';
 import type { CgroupDriver } from '../cgroups/types.js';
 import { run } from '../exec.js';
 import { createContainerDriver } from '../podman/driver.js';
@@ -121,10 +121,26 @@ export class SpaceEngines {
     if (await ping(l.socket)) return;
     let p = this.starting.get(space.spaceId);
     if (!p) {
-      p = this.start(space, l).finally(() => this.starting.delete(space.spaceId));
+      p = this.startOrRestart(space, l).finally(() => this.starting.delete(space.spaceId));
       this.starting.set(space.spaceId, p);
     }
     await p;
+  }
+
+  /**
+   * Starts the engine; one that does not come up is killed with everything of it and started
+   * once more from its store. A daemon killed while it stopped an engine can leave a process of
+   * the old one holding the engine's database, and the new service then waits on it forever;
+   * its containers were unreachable anyway, and their records are in the store.
+   */
+  private async startOrRestart(space: EngineSpace, l: EngineLayout): Promise<void> {
+    try {
+      await this.start(space, l);
+    } catch (err) {
+      if (!isOcsError(err) || err.code !== 'unavailable') throw err;
+      await this.kill(space);
+      await this.start(space, l);
+    }
   }
 
   private async start(space: EngineSpace, l: EngineLayout): Promise<void> {
