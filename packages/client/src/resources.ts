@@ -57,7 +57,7 @@ export class OcsClient extends BaseClient {
   async route<R extends RouteSpec>(
     spec: R,
     input: RouteInput<R> = {},
-    o: { prefix?: string; idempotent?: boolean } & UploadOptions = {},
+    o: { prefix?: string; idempotent?: boolean; contentType?: string } & UploadOptions = {},
   ): Promise<ResponseOf<R>> {
     let path = (o.prefix ?? '') + fillPath(spec.path, input.params as Record<string, unknown>);
     const q = Object.entries((input.query ?? {}) as Record<string, unknown>).filter(([, v]) => v !== undefined);
@@ -73,7 +73,7 @@ export class OcsClient extends BaseClient {
       const b = input.body as FileBody | Uint8Array | undefined;
       if (b instanceof Uint8Array) opts.raw = b;
       else if (b) opts.file = b;
-      opts.contentType = 'application/x-tar';
+      opts.contentType = o.contentType ?? 'application/x-tar';
     } else if (spec.body) json = input.body ?? {};
     const res = await this.call(spec.method, path, json, opts);
     return (spec.status === 204 ? undefined : res.body) as ResponseOf<R>;
@@ -131,6 +131,13 @@ export class OcsClient extends BaseClient {
      */
     export: (spaceId: string) =>
       this.download(fillPath(nodeRoute('exportSpace').path, { spaceId }), { accept: ARCHIVE_MEDIA_TYPE }),
+    /**
+     * Restores an archive file (as `saveArchive` wrote it: signed by this client's owner key) as
+     * a new space on this node, a fork of the archived one bound to the same key. It comes back
+     * locked, and opens with the archived space's wrapped key.
+     */
+    restore: (file: string, query: QueryOf<N<'restoreSpace'>>, o: UploadOptions = {}) =>
+      this.route(nodeRoute('restoreSpace'), { query, body: { path: file } }, { ...o, contentType: ARCHIVE_MEDIA_TYPE }),
   };
 
   /** The owner-only API of one space (forwarded by the node to the space's own process). */

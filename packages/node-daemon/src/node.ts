@@ -12,7 +12,9 @@ import {
   hideProcesses,
   hidesProcesses,
   readProcMount,
+  remapOwnership,
   type CgroupDriver,
+  type IdShift,
   type NetworkFirewall,
   type StorageDriver,
   type VmDriver,
@@ -329,6 +331,26 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     graceSeconds: config.spaces.graceSeconds,
     maxLeaseSeconds: config.spaces.maxLeaseSeconds,
     ...(networks ? { published: (id: string) => networks.published(id) } : {}),
+    workloadRows,
+    remapFiles: async (row, root, from) => {
+      const ids = { uidBase: config.spaces.uidBase, ...config.workloads.containers };
+      const subids = repo.workloadIds(row.id, spaceWorkloadIds(ids, row.uid)).idMap;
+      const shifts: IdShift[] = [
+        { from: from.uid, to: row.uid, count: 1 },
+        { from: from.workloadUid, to: row.uid + config.spaces.uidCount, count: 1 },
+        ...(from.subordinateIds
+          ? [
+              {
+                from: from.subordinateIds.base,
+                to: subids.base,
+                count: Math.min(from.subordinateIds.size, subids.size),
+              },
+            ]
+          : []),
+      ];
+      const r = await remapOwnership(root, shifts);
+      logger.info({ spaceId: row.id, ...r }, 'restored space: file owners mapped to this node');
+    },
   });
 
   // First: finishing a destroy below removes the space's rules, which needs the node's table.

@@ -143,6 +143,8 @@ export async function startTestApp(
     apiCpuMillicores: 100,
     graceSeconds: 60,
     maxLeaseSeconds: 86_400,
+    workloadRows: inert(),
+    remapFiles: inert<{ f(): Promise<void> }>().f,
   });
   const app = createApp({
     authorities: authoritySet(['node.test:8443'], 8443),

@@ -59,6 +59,12 @@ export const ERROR_STATUS = {
   archive_version: 400,
   archive_corrupt: 400,
   archive_signature_invalid: 400,
+  /** The image inside fails the node's filesystem check (a crafted or damaged image). */
+  archive_filesystem_invalid: 400,
+  /** A well-formed archive this node cannot take: another storage backend. */
+  archive_backend: 422,
+  /** A well-formed archive holding what this node cannot restore yet. */
+  archive_unsupported: 422,
 
   // Ownership and resources
   not_owner: 403,

@@ -29,6 +29,11 @@ export const IdempotencyKey = Type.String({
   description: 'Chosen by the client (16 to 128 of A-Z a-z 0-9 _ . : -); kept for 24 hours.',
 });
 export const CreateSpaceHeaders = Obj({ 'idempotency-key': Type.Optional(IdempotencyKey) });
+/** A restore's reservation: what the archive does not say (its resources come from its head). */
+export const RestoreSpaceQuery = Obj({
+  leaseSeconds: Type.Integer({ minimum: 60, maximum: 30 * 86400 }),
+  name: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{0,62}$' })),
+});
 export const AuditQuery = Obj({
   after: Type.Optional(Type.Integer({ minimum: 0, description: 'Entries after this sequence number.' })),
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'At most this many (default 100).' })),
@@ -205,6 +210,38 @@ export const NODE_OPERATIONS = {
       response: 'binary',
       status: 200,
       errors: ['space_unlocked', 'conflict', 'unavailable'],
+    },
+  },
+  restoreSpace: {
+    readOnly: false,
+    kind: 'space',
+    // Writing the image into the storage root, checking its filesystem, the space's cgroups.
+    part: 'storage',
+    route: {
+      method: 'POST',
+      path: '/v1/spaces/restore',
+      query: RestoreSpaceQuery,
+      summary:
+        'Reserve a new space holding a space archive (a fork of the archived space), locked: the owner unlocks it with the same key',
+      roles: ['spaces'],
+      // Signed by the key the archive binds (its head's owner key), like a reservation.
+      signature: 'bound-key',
+      body: 'binary',
+      response: N.Space,
+      status: 201,
+      errors: [
+        'capacity_exceeded',
+        'digest_missing',
+        'digest_mismatch',
+        'archive_malformed',
+        'archive_version',
+        'archive_corrupt',
+        'archive_signature_invalid',
+        'archive_filesystem_invalid',
+        'archive_backend',
+        'archive_unsupported',
+        'unavailable',
+      ],
     },
   },
   deleteSpace: {

@@ -18,8 +18,11 @@
  * signatures cover the head's and the tail's exact bytes, so together they cover everything.
  * Nothing here opens the data: the space key stays wrapped to its owner, outside the archive.
  */
+import { Type, type Static } from '@sinclair/typebox';
 import { OcsError } from './errors.js';
 import type { HashFactory } from './digest.js';
+import { Name, Obj, Resources, SpaceId, Timestamp } from './schemas/common.js';
+import { validate } from './validate.js';
 
 export const ARCHIVE_MAGIC = new Uint8Array([0x4f, 0x43, 0x53, 0x41]); // "OCSA"
 export const ARCHIVE_FORMAT = 1;
@@ -32,40 +35,58 @@ const MAX_JSON_FRAME = 1024 * 1024;
 const FRAME_HEADER = 5;
 const DATA_PREFIX = 8 + 32;
 
-export interface ArchiveHead {
-  format: typeof ARCHIVE_FORMAT;
-  spaceId: string;
+const Uint = (max = Number.MAX_SAFE_INTEGER) => Type.Integer({ minimum: 0, maximum: max });
+const MAX_ID = 2 ** 32 - 2;
+
+/**
+ * What an archive says the space is. A node restoring an archive trusts none of it until the
+ * owner's signature over it checks, and even then only as far as this schema allows: every field
+ * is bounded, every object closed.
+ */
+export const ArchiveHead = Obj({
+  format: Type.Literal(ARCHIVE_FORMAT),
+  spaceId: SpaceId,
   /** base64url of the owner's Ed25519 public key: only its signature makes the archive acceptable. */
-  ownerKey: string;
+  ownerKey: Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' }),
   /** How the storage is encrypted: an fscrypt image restores only where spaces are fscrypt images. */
-  backend: 'fscrypt' | 'zfs';
+  backend: Type.Union([Type.Literal('fscrypt'), Type.Literal('zfs')]),
   /** The node it came from: its TLS certificate's fingerprint. */
-  node: { fingerprint: string };
-  resources: { cpuMillicores: number; memoryBytes: number; storageBytes: number; pids?: number };
+  node: Obj({ fingerprint: Type.String({ maxLength: 128 }) }),
+  resources: Resources,
   /** The space's workloads as the node recorded them (ids, kinds, names, shares); what they run is inside the image. */
-  workloads: {
-    id: string;
-    kind: 'volume' | 'container' | 'vm';
-    name: string;
-    cpuMillicores: number;
-    memoryBytes: number;
-    storageBytes: number;
-    pids: number;
-  }[];
+  workloads: Type.Array(
+    Obj({
+      id: Type.String({ pattern: '^(vol|ctr|vm)_[a-z0-9]{20}$' }),
+      kind: Type.Union([Type.Literal('volume'), Type.Literal('container'), Type.Literal('vm')]),
+      name: Name,
+      cpuMillicores: Uint(),
+      memoryBytes: Uint(),
+      storageBytes: Uint(),
+      pids: Uint(),
+    }),
+    { maxItems: 4096 },
+  ),
   /**
    * Where the space sat on its node: the ids that own its files in the image and the subnet its
    * engine's network names. A node restoring it gives it ids and a subnet of its own, and maps
    * these to them.
    */
-  placement: {
-    uid: number;
-    workloadUid: number;
-    subordinateIds: { base: number; size: number } | null;
-    subnet: string | null;
-  };
-  image: { bytes: number; chunkBytes: number };
-  createdAt: string;
-}
+  placement: Obj({
+    uid: Uint(MAX_ID),
+    workloadUid: Uint(MAX_ID),
+    subordinateIds: Type.Union([
+      Obj({ base: Uint(MAX_ID), size: Type.Integer({ minimum: 1, maximum: 1 << 24 }) }),
+      Type.Null(),
+    ]),
+    subnet: Type.Union([Type.String({ pattern: '^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$' }), Type.Null()]),
+  }),
+  image: Obj({
+    bytes: Uint(),
+    chunkBytes: Type.Integer({ minimum: 4096, maximum: ARCHIVE_CHUNK_BYTES }),
+  }),
+  createdAt: Timestamp,
+});
+export type ArchiveHead = Static<typeof ArchiveHead>;
 
 export interface ArchiveTail {
   /** Data frames sent (chunks of zeros are left out). */
@@ -382,23 +403,15 @@ function parseJson<T>(payload: Uint8Array, what: string): T {
 }
 
 function parseHead(payload: Uint8Array): ArchiveHead {
-  const head = parseJson<ArchiveHead>(payload, 'head');
+  const head = parseJson<{ format?: unknown }>(payload, 'head');
   if (head.format !== ARCHIVE_FORMAT)
     throw new OcsError('archive_version', `archive format ${String(head.format)} is not one this version reads`);
-  const img = head.image as ArchiveHead['image'] | undefined;
-  if (
-    typeof head.spaceId !== 'string' ||
-    typeof head.ownerKey !== 'string' ||
-    (head.backend !== 'fscrypt' && head.backend !== 'zfs') ||
-    !img ||
-    !Number.isSafeInteger(img.bytes) ||
-    img.bytes < 0 ||
-    !Number.isSafeInteger(img.chunkBytes) ||
-    img.chunkBytes <= 0 ||
-    img.chunkBytes > ARCHIVE_CHUNK_BYTES
-  )
-    throw malformed('its head does not say what the space is');
-  return head;
+  try {
+    return validate(ArchiveHead, head, 'archive head');
+  } catch (err) {
+    // The schema's own words (which field, which rule), under the archive's code.
+    throw malformed(`its head does not say what the space is (${(err as Error).message})`);
+  }
 }
 
 function parseSignature(payload: Uint8Array): ArchiveSignature {

@@ -16,11 +16,11 @@ const CHUNK = 64 * 1024;
 function head(bytes: number): ArchiveHead {
   return {
     format: 1,
-    spaceId: 'sp_test',
+    spaceId: `sp_${'a'.repeat(20)}`,
     ownerKey: 'A'.repeat(43),
     backend: 'fscrypt',
     node: { fingerprint: 'AB:CD' },
-    resources: { cpuMillicores: 100, memoryBytes: 1, storageBytes: bytes },
+    resources: { cpuMillicores: 100, memoryBytes: 16 * 1024 * 1024, storageBytes: bytes },
     workloads: [],
     placement: { uid: 500_000, workloadUid: 501_000, subordinateIds: null, subnet: null },
     image: { bytes, chunkBytes: CHUNK },
@@ -69,7 +69,7 @@ test('an archive read back in pieces of any size gives the image, its zero chunk
     assert.deepEqual(out, img);
     assert.equal(chunks.length, 4, 'the chunk of zeros is not sent');
     assert.equal(summary.tail.chunks, 4);
-    assert.equal(summary.head.spaceId, 'sp_test');
+    assert.equal(summary.head.spaceId, `sp_${'a'.repeat(20)}`);
   }
   assert.ok(bytes.length < img.length, 'smaller than the image: zeros are not sent');
 });
@@ -103,6 +103,15 @@ test('each way an archive is wrong is refused with its code', () => {
     read(concatBytes(start, signatureFrame({ by: 'owner', publicKey: 'k', signature: 's' })), img.length),
   );
   refusedAs('archive_malformed', () => read(concatBytes(start, new Uint8Array([0x58, 0, 0, 0, 0])), img.length));
+  // A head outside its schema (it is a node's input): an id that is no id, a field too many.
+  for (const bad of [
+    { ...head(img.length), placement: { ...head(img.length).placement, uid: -1 } },
+    { ...head(img.length), spaceId: '../../etc' },
+    { ...head(img.length), extra: true },
+  ])
+    refusedAs('archive_malformed', () =>
+      new ArchiveReader(nobleHashes).push(new ArchiveWriter(nobleHashes).start(bad as ArchiveHead)),
+    );
 });
 
 test('a frame length over its limit is refused before it is buffered', () => {

@@ -25,7 +25,7 @@ import {
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { OcsError } from '@ocs/protocol';
 import { run as defaultRun, type Runner } from '../exec.js';
@@ -54,12 +54,15 @@ import {
   assertSize,
   MIN_SPACE_BYTES,
   MIN_VOLUME_BYTES,
+  type ImageReceiver,
+  type ImageSink,
   type ImageSource,
   type StorageImage,
   type SpaceStorageInfo,
   type StorageDriver,
 } from './types.js';
 import { KeyedLock } from '../keyed-lock.js';
+import { checkExt4Image } from './image-check.js';
 
 /** Configuration of {@link FscryptStorageDriver}. */
 export interface FscryptDriverOptions {
@@ -73,11 +76,15 @@ export interface FscryptDriverOptions {
 
 export const DEFAULT_STORAGE_ROOT = '/var/lib/ocs-storage';
 const BLOCK = 4096;
+/** The suffix of an image being received: `list()` names its space, so an orphan is found and removed. */
+const INCOMING = '.incoming';
 // fscrypt takes `MOUNTPOINT:ID` flags, so the root may not contain ':' (nor anything a CLI could misread).
 const ROOT_RE = /^\/[A-Za-z0-9._/+-]*$/;
 
 interface Paths {
   image: string;
+  /** An image being received (a restore): never attached or mounted, until checked and renamed to `image`. */
+  incoming: string;
   fs: string;
   data: string;
   volumes: string;
@@ -85,7 +92,7 @@ interface Paths {
 }
 
 /** The fscrypt backend (see the module comment for the on-disk layout). */
-export class FscryptStorageDriver implements StorageDriver, ImageSource {
+export class FscryptStorageDriver implements StorageDriver, ImageSource, ImageSink {
   readonly kind = 'fscrypt' as const;
   private readonly configuredRoot: string;
   private canonicalRoot: string | undefined;
@@ -116,6 +123,7 @@ export class FscryptStorageDriver implements StorageDriver, ImageSource {
     const fs = join(this.root, 'mnt', id);
     return {
       image: join(this.root, 'images', `${id}.img`),
+      incoming: join(this.root, 'images', `${id}${INCOMING}`),
       fs,
       data: join(fs, 'data'),
       volumes: join(fs, 'volumes'),
@@ -206,6 +214,8 @@ export class FscryptStorageDriver implements StorageDriver, ImageSource {
     assertId(id);
     await this.mutex.run(id, async () => {
       const p = this.paths(id);
+      // Never attached or mounted, and not to be: the image was not checked.
+      await rm(p.incoming, { force: true });
       if (existsSync(p.image)) {
         await this.teardown(id);
         return;
@@ -233,7 +243,7 @@ export class FscryptStorageDriver implements StorageDriver, ImageSource {
     }
     const ids: string[] = [];
     for (const n of names) {
-      const id = n.endsWith('.img') ? n.slice(0, -4) : '';
+      const id = n.endsWith('.img') ? n.slice(0, -4) : n.endsWith(INCOMING) ? n.slice(0, -INCOMING.length) : '';
       try {
         assertId(id);
         ids.push(id);
@@ -241,7 +251,7 @@ export class FscryptStorageDriver implements StorageDriver, ImageSource {
         /* not one of ours */
       }
     }
-    return ids.sort();
+    return [...new Set(ids)].sort();
   }
 
   async createVolume(id: string, volumeId: string, sizeBytes: number, key: Uint8Array): Promise<{ path: string }> {
@@ -276,6 +286,12 @@ export class FscryptStorageDriver implements StorageDriver, ImageSource {
       }
       return { path: dir };
     });
+  }
+
+  volumePath(id: string, volumeId: string): string {
+    assertId(id);
+    assertId(volumeId, 'volumeId');
+    return join(this.paths(id).volumes, volumeId);
   }
 
   async unlockVolume(id: string, volumeId: string, key: Uint8Array): Promise<void> {
@@ -329,6 +345,84 @@ export class FscryptStorageDriver implements StorageDriver, ImageSource {
         read: async (into, position) => (await fh.read(into, 0, into.length, position)).bytesRead,
         close: () => fh.close(),
       };
+    });
+  }
+
+  /**
+   * Receives a restored space's image into `<id>.incoming` beside the images: sparse (a range
+   * never written stays a hole), root's, 0600. `commit` checks its filesystem in a sandbox and
+   * only then renames it to the space's image; until then nothing attaches or mounts it.
+   */
+  async receiveImage(id: string, bytes: number): Promise<ImageReceiver> {
+    assertId(id);
+    assertSize(bytes, MIN_SPACE_BYTES, 'image bytes');
+    if (bytes % BLOCK !== 0)
+      throw new OcsError('archive_malformed', `the archive's image size is not a whole number of ${BLOCK}-byte blocks`);
+    return this.mutex.run(id, async () => {
+      await this.cli.ensureGlobalConfig();
+      mkdirSync(this.root, { recursive: true, mode: 0o711 });
+      mkdirSync(join(this.root, 'images'), { recursive: true, mode: 0o700 });
+      mkdirSync(join(this.root, 'mnt'), { recursive: true, mode: 0o711 });
+      const p = this.paths(id);
+      if (existsSync(p.image)) throw new OcsError('conflict', 'storage for this space already exists');
+      const fh = await open(
+        p.incoming,
+        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+        0o600,
+      );
+      let closed = false;
+      const close = async () => {
+        if (closed) return;
+        closed = true;
+        await fh.close();
+      };
+      try {
+        await fh.truncate(bytes);
+      } catch (err) {
+        await close();
+        await rm(p.incoming, { force: true });
+        throw err;
+      }
+      return {
+        write: async (data, position) => {
+          if (position < 0 || position + data.length > bytes)
+            throw new OcsError('archive_corrupt', 'a chunk lies outside the image');
+          for (let at = 0; at < data.length;) {
+            const { bytesWritten } = await fh.write(data, at, data.length - at, position + at);
+            at += bytesWritten;
+          }
+        },
+        commit: async () => {
+          await fh.sync();
+          await close();
+          await checkExt4Image(this.run, p.incoming);
+          await this.mutex.run(id, async () => {
+            if (existsSync(p.image)) throw new OcsError('conflict', 'storage for this space already exists');
+            renameSync(p.incoming, p.image);
+          });
+        },
+        abort: async () => {
+          await close().catch(() => undefined);
+          await rm(p.incoming, { force: true });
+        },
+      };
+    });
+  }
+
+  async renameVolume(id: string, from: string, to: string): Promise<void> {
+    assertId(id);
+    assertId(from, 'volumeId');
+    assertId(to, 'volumeId');
+    await this.mutex.run(id, async () => {
+      const p = this.requireExists(id);
+      if (!findMount(p.fs)) throw new OcsError('space_locked', 'the space is locked');
+      // The volumes' directory and their declared sizes are not encrypted: no key is needed.
+      for (const [a, b] of [
+        [join(p.volumes, from), join(p.volumes, to)],
+        [join(p.volumeMeta, `${from}.json`), join(p.volumeMeta, `${to}.json`)],
+      ] as const) {
+        if (existsSync(a) && !existsSync(b)) renameSync(a, b);
+      }
     });
   }
 
@@ -479,7 +573,7 @@ export class FscryptStorageDriver implements StorageDriver, ImageSource {
     const usedBytes = mounted
       ? usedBytesMounted(p.fs, sizeBytes)
       : await usedBytesUnmounted(this.run, p.image, sizeBytes);
-    return { id, sizeBytes, usedBytes, unlocked, mountpoint: p.data };
+    return { id, sizeBytes, usedBytes, unlocked, mountpoint: p.data, root: p.fs };
   }
 
   /**

@@ -8,7 +8,7 @@ import { FscryptStorageDriver } from './fscrypt.js';
 import type { StorageDriver } from './types.js';
 import { ZfsStorageDriver } from './zfs.js';
 
-export type { ImageSource, StorageImage, SpaceStorageInfo, StorageDriver } from './types.js';
+export type { ImageReceiver, ImageSink, ImageSource, StorageImage, SpaceStorageInfo, StorageDriver } from './types.js';
 export {
   KEY_BYTES,
   MIN_SPACE_BYTES,
@@ -18,7 +18,9 @@ export {
   assertKey,
   assertSize,
   readsImages,
+  receivesImages,
 } from './types.js';
+export { checkExt4Image } from './image-check.js';
 export { FscryptStorageDriver, DEFAULT_STORAGE_ROOT, type FscryptDriverOptions } from './fscrypt.js';
 export { ZfsStorageDriver, type ZfsDriverOptions } from './zfs.js';
 export { cipherImplementation, type CipherImplementation } from './cipher.js';
@@ -43,6 +45,9 @@ export async function createStorageDriver(config: StorageConfig): Promise<Storag
         ['fscrypt', '--version'],
         ['mkfs.ext4', '-V'],
         ['losetup', '--version'],
+        // A restored image is checked by e2fsck and dumpe2fs in a bubblewrap sandbox.
+        ['e2fsck', '-V'],
+        ['bwrap', '--version'],
       ] as const) {
         await run(tool, [flag]).catch(() => {
           throw new Error(

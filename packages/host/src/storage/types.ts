@@ -14,6 +14,8 @@ export interface SpaceStorageInfo {
   unlocked: boolean;
   /** The encrypted directory where the space keeps its data (exists only while unlocked). */
   mountpoint: string;
+  /** The top of the space's own storage: its data and its volumes, nothing of another space's. */
+  root: string;
 }
 
 /**
@@ -41,6 +43,8 @@ export interface StorageDriver {
   createVolume(id: string, volumeId: string, sizeBytes: number, key: Uint8Array): Promise<{ path: string }>;
   /** Wrong key → OcsError('unwrap_failed'); space locked → OcsError('space_locked'). */
   unlockVolume(id: string, volumeId: string, key: Uint8Array): Promise<void>;
+  /** Where the volume's files are (whether or not it exists). */
+  volumePath(id: string, volumeId: string): string;
   /** Shreds the volume's key material and deletes it; works in any space state. Idempotent. */
   destroyVolume(id: string, volumeId: string): Promise<void>;
   /** Releases what the driver holds for itself (not the spaces): for a root about to be removed. */
@@ -63,6 +67,38 @@ export interface StorageImage {
   /** Reads up to `into.length` bytes at `position`; returns how many (0 at the end). */
   read(into: Uint8Array, position: number): Promise<number>;
   close(): Promise<void>;
+}
+
+/**
+ * An optional ability of a backend: a new space's storage made from an image that came from
+ * outside (a restored archive). The image is untrusted until `commit` has checked it; nothing of
+ * it is attached or mounted before.
+ */
+export interface ImageSink {
+  /**
+   * Starts receiving an image of `bytes` for the new space `id` (no storage of that id may
+   * exist). Until `commit` or `abort` the space's storage is neither listed as usable nor
+   * mountable; `destroy(id)` removes it too.
+   */
+  receiveImage(id: string, bytes: number): Promise<ImageReceiver>;
+  /**
+   * Gives a restored space's volume its new id (a fork's workloads get ids of their own), with
+   * what the backend keeps of it by id. Idempotent: a volume already renamed is left as it is.
+   */
+  renameVolume(id: string, from: string, to: string): Promise<void>;
+}
+
+/** An image being received: written at offsets, then checked and kept, or dropped. */
+export interface ImageReceiver {
+  write(data: Uint8Array, position: number): Promise<void>;
+  /** Flushes the image, checks its filesystem (`archive_filesystem_invalid`), and makes it the space's storage, locked. */
+  commit(): Promise<void>;
+  /** Removes everything received. Idempotent, and harmless after `commit` failed. */
+  abort(): Promise<void>;
+}
+
+export function receivesImages(d: StorageDriver): d is StorageDriver & ImageSink {
+  return typeof (d as Partial<ImageSink>).receiveImage === 'function';
 }
 
 export function readsImages(d: StorageDriver): d is StorageDriver & ImageSource {

@@ -251,6 +251,12 @@ export class ZfsStorageDriver implements StorageDriver {
     });
   }
 
+  volumePath(id: string, volumeId: string): string {
+    assertId(id);
+    assertId(volumeId, 'volumeId');
+    return join(this.mountpoint(id), 'volumes', volumeId);
+  }
+
   async unlockVolume(id: string, volumeId: string, key: Uint8Array): Promise<void> {
     assertId(id);
     assertId(volumeId, 'volumeId');
@@ -387,6 +393,7 @@ export class ZfsStorageDriver implements StorageDriver {
       usedBytes: Number(p.used),
       unlocked: p.keystatus === 'available',
       mountpoint: join(this.mountpoint(id), 'data'),
+      root: this.mountpoint(id),
     };
   }
 }

@@ -200,6 +200,7 @@ test('zfs argv logic (fake runner, not real ZFS): create makes an encrypted, quo
     usedBytes: 0,
     unlocked: true,
     mountpoint: `${root}/mnt/sp_one/data`,
+    root: `${root}/mnt/sp_one`,
   });
   await assert.rejects(d.create('sp_one', 64 * MiB, new Uint8Array(key)), isCode('conflict'));
   assert.deepEqual(await d.list(), ['sp_one']);

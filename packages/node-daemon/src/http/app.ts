@@ -8,6 +8,8 @@ import Koa, { type Context } from 'koa';
 import Router from '@koa/router';
 import {
   ARCHIVE_MEDIA_TYPE,
+  ArchiveReader,
+  createDigestVerifier,
   NODE_ROUTES,
   nodeOperationPart,
   hostFailed,
@@ -50,6 +52,7 @@ import { bindCatalogue, errorMiddleware, logResponseErrors, methodNotAllowed, pa
 import type { Forwarder } from './forward.js';
 import type { ReservationKeys } from '../spaces/reservation-keys.js';
 import { spaceArchive } from '../spaces/archive.js';
+import { readHead, readRest, requireOwnerSignature } from '../spaces/restore.js';
 import type { HttpMetrics } from '../metrics.js';
 
 export interface AppDeps {
@@ -244,6 +247,43 @@ export function createApp(d: AppDeps): Koa {
       stream.on('error', (err) => d.logger.warn({ err, spaceId: row!.id }, 'space archive cut short'));
       return stream as never;
     },
+    restoreSpace: async (ctx, { principal, query }) => {
+      const body = (ctx.req as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+      const contentDigest = ctx.get('content-digest') || undefined;
+      if (contentDigest === undefined)
+        throw new OcsError('digest_missing', 'a restore must carry a Content-Digest header');
+      const intake = { reader: new ArchiveReader(nodeHashes), digest: createDigestVerifier(contentDigest, nodeHashes) };
+      const { head, early } = await readHead(body, intake);
+      const owner = parsePublicKey(head.ownerKey);
+      // Proof of possession, as for a reservation: the request is signed by the key the archive
+      // binds, and its nonce is charged to the token's principal. The body is covered through
+      // Content-Digest, summed as it streams.
+      await authorize(requestOf(ctx, new Uint8Array()), {
+        verifyToken: d.verifyToken,
+        roles: [],
+        signature: {
+          ...signaturePolicy((keyId) => {
+            if (keyId !== owner.fingerprint())
+              throw new OcsError('not_owner', "the request must be signed by the archive's owner key");
+            return owner.bytes;
+          }),
+          noncePartition: principalKey(principal!),
+        },
+        hashes: nodeHashes,
+      });
+      const restore = await d.service.beginRestore(principal!, head, query, owner);
+      try {
+        const summary = await readRest(body, intake, early, (c) => restore.write(c)).catch((err: unknown) => {
+          // A body cut short by the client is not an archive at all.
+          throw isOcsError(err) ? err : new OcsError('archive_malformed', 'the archive could not be read to its end');
+        });
+        await requireOwnerSignature(summary, nodeHashes);
+      } catch (err) {
+        await restore.abort(err);
+        throw err;
+      }
+      return d.service.view(d.service.get((await restore.finish()).id));
+    },
     deleteSpace: async (_ctx, { row, actor }) => {
       await d.service.destroy(actor!, row!.id);
       return undefined;
@@ -271,7 +311,12 @@ export function createApp(d: AppDeps): Koa {
     if (spec.signature === 'owner' || spec.signature === 'owner-or-farmer') {
       auth = await ownerSigned(ctx, spec, params.spaceId!, { farmerMayInstead: spec.signature !== 'owner' });
     } else if (spec.roles.length > 0) {
-      auth = await tokenOnly(ctx, spec, spec.body ? await readBody(ctx, JSON_LIMIT) : undefined);
+      // A binary body is streamed by its handler, never read whole here.
+      auth = await tokenOnly(
+        ctx,
+        spec,
+        spec.body && spec.body !== 'binary' ? await readBody(ctx, JSON_LIMIT) : undefined,
+      );
     } else {
       auth = { principal: undefined, body: new Uint8Array() };
     }

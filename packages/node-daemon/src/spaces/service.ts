@@ -6,21 +6,33 @@
  * record is written first, host objects second, and the state flips last.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { chmod, chown, mkdir, rename } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Decrypter, armor } from 'age-encryption';
-import { readsImages, type CgroupDriver, type StorageImage, type StorageDriver } from '@ocs/host';
+import {
+  readsImages,
+  receivesImages,
+  type CgroupDriver,
+  type ImageReceiver,
+  type StorageImage,
+  type StorageDriver,
+} from '@ocs/host';
 import {
   OcsError,
   parsePublicKey,
   wrapKey,
+  type ArchiveChunk,
+  type ArchiveHead,
   type CreateSpaceRequest,
   type Ed25519PublicKey,
+  type ErrorCode,
   type Principal,
   type Resources,
   type Space,
   type SpaceState,
 } from '@ocs/protocol';
-import type { AuditLog, Ledger, SpaceRow, SpacesRepo } from '../state/index.js';
+import type { AuditLog, Ledger, RemapFrom, SpaceRow, SpacesRepo, WorkloadsRepo } from '../state/index.js';
 import type { Logger } from '../logger.js';
 import type { Clock } from '../clock.js';
 import { newId } from '../ids.js';
@@ -60,7 +72,27 @@ export interface SpaceServiceDeps {
   maxLeaseSeconds: number;
   /** What the space publishes where (absent: a node without workload networks publishes nothing). */
   published?: (spaceId: string) => Space['network']['published'];
+  /** The workload records: a restored space's are written from its archive. */
+  workloadRows: Pick<WorkloadsRepo, 'insertRestored'>;
+  /**
+   * Gives a restored space's files (under its storage's root) the owners of this node's ids for
+   * it, from the ids they had where the archive was made. Runs at its first unlock.
+   */
+  remapFiles(row: SpaceRow, root: string, from: RemapFrom['placement']): Promise<void>;
 }
+
+/** A restore under way: its chunks go into the new space's storage, then it is kept or dropped. */
+export interface Restore {
+  spaceId: string;
+  write(chunk: ArchiveChunk): Promise<void>;
+  /** The archive was whole and its signatures check: the image is checked and the space kept, locked. */
+  finish(): Promise<Space>;
+  /** Drops everything of it; the space never existed for anyone but the audit log. */
+  abort(err: unknown): Promise<void>;
+}
+
+/** Workload kinds a restored space may hold: the others' stores need their ids and paths mapped first (issue 25). */
+const RESTORABLE_KINDS: ReadonlySet<ArchiveHead['workloads'][number]['kind']> = new Set(['volume']);
 
 const KEY_BYTES = 32;
 
@@ -170,6 +202,121 @@ export class SpaceService {
     }
   }
 
+  /**
+   * Starts restoring an archive as a new space (a fork of the one archived), reserved like a
+   * new space from the archive's resources. The caller has checked that the owner signed the
+   * request; the archive's own signature is checked by the caller once it has read all of it,
+   * before `finish`. Nothing of the image is mounted until `finish` has checked it.
+   */
+  async beginRestore(
+    principal: Principal,
+    head: ArchiveHead,
+    req: { leaseSeconds: number; name?: string },
+    owner: Ed25519PublicKey,
+  ): Promise<Restore> {
+    const storage = this.d.storage;
+    if (head.backend !== storage.kind)
+      throw new OcsError(
+        'archive_backend',
+        `the archive holds ${head.backend} storage; this node's is ${storage.kind}`,
+        {
+          archive: head.backend,
+          node: storage.kind,
+        },
+      );
+    if (!receivesImages(storage))
+      throw new OcsError('unavailable', `this node's storage (${storage.kind}) cannot restore a space yet`);
+    checkArchiveFits(head);
+    this.checkCreate({ ownerKey: head.ownerKey, resources: head.resources, leaseSeconds: req.leaseSeconds });
+    const now = this.d.clock.now();
+    const id = newId('sp');
+    const row = this.d.ledger.reserve({
+      id,
+      org: principal.org,
+      name: req.name ?? null,
+      ownerKey: owner.toBase64url(),
+      ownerFingerprint: owner.fingerprint(),
+      cpuMillicores: head.resources.cpuMillicores,
+      memoryBytes: head.resources.memoryBytes,
+      storageBytes: head.resources.storageBytes,
+      pids: head.resources.pids ?? null,
+      ports: head.resources.ports ?? 0,
+      state: 'creating',
+      leaseExpiresAt: now + req.leaseSeconds * 1000,
+      graceUntil: now + (req.leaseSeconds + this.d.graceSeconds) * 1000,
+      createdAt: now,
+    });
+    const audit = (outcome: 'ok' | 'refused' | 'failed', code?: ErrorCode) =>
+      this.d.audit.append({
+        actor: principal.subject,
+        action: 'space.restore',
+        target: id,
+        outcome,
+        ...(code ? { code } : {}),
+        detail: { from: head.spaceId, node: head.node.fingerprint.slice(0, 128) },
+      });
+    let receiver: ImageReceiver | undefined;
+    const drop = async (err: unknown) => {
+      await receiver?.abort().catch(() => undefined);
+      await this.teardownHost(id).catch((e: unknown) =>
+        this.d.logger.error({ err: e, spaceId: id }, 'restore rollback incomplete; reconciliation will retry'),
+      );
+      this.d.repo.setState(id, ['creating'], 'destroying');
+      this.d.repo.setState(id, ['destroying'], 'destroyed');
+      this.d.ledger.release(id);
+      // A refusal is the archive's (a 4xx); anything else failed here.
+      const code = err instanceof OcsError ? err.code : 'host_failed';
+      audit(err instanceof OcsError && err.status < 500 ? 'refused' : 'failed', code);
+    };
+    try {
+      const layout = spaceCgroupLayout(this.d.cgroupParent, id);
+      const limits = spaceCgroupLimits(row, this.d.apiCpuMillicores);
+      await this.d.cgroups.create(layout.space, limits.space);
+      await this.d.cgroups.create(layout.api, limits.api);
+      await this.d.cgroups.create(layout.workloads, limits.workloads);
+      receiver = await storage.receiveImage(id, head.image.bytes);
+    } catch (err) {
+      await drop(err);
+      throw err;
+    }
+    const r = receiver;
+    let ended = false;
+    return {
+      spaceId: id,
+      write: (chunk) => r.write(chunk.data, chunk.offset),
+      finish: async () => {
+        ended = true;
+        try {
+          await r.commit();
+          // A fork's workloads get ids of their own (the archived space may still be on this
+          // node); the first unlock renames what the storage keeps by id.
+          const workloadIds: Record<string, string> = {};
+          for (const w of head.workloads) workloadIds[w.id] = newId(w.id.slice(0, w.id.indexOf('_')) as 'vol');
+          this.d.workloadRows.insertRestored(
+            head.workloads.map((w) => ({
+              ...w,
+              id: workloadIds[w.id]!,
+              spaceId: id,
+              spec: { sizeBytes: w.storageBytes, path: storage.volumePath(id, workloadIds[w.id]!) },
+            })),
+          );
+          this.d.repo.setRemapFrom(id, { placement: head.placement, workloadIds });
+          this.d.repo.setState(id, ['creating'], 'locked');
+        } catch (err) {
+          await drop(err);
+          throw err;
+        }
+        audit('ok');
+        return this.view(this.get(id));
+      },
+      abort: async (err) => {
+        if (ended) return;
+        ended = true;
+        await drop(err);
+      },
+    };
+  }
+
   async lock(actor: string, id: string): Promise<Space> {
     const row = this.get(id);
     if (row.state === 'locked' || row.state === 'expired') return this.view(row);
@@ -196,7 +343,16 @@ export class SpaceService {
       key.fill(0);
       count(this.opening, id, -1);
     }
-    const { mountpoint } = await this.d.storage.info(id);
+    const { mountpoint, root } = await this.d.storage.info(id);
+    if (row.remapFrom) {
+      // A restored space: its files still have the owners of the node it came from, and its
+      // workloads their old ids. Mapped before anything of the space opens or runs, and
+      // forgotten only once done (cut short by a crash, it runs again at the next unlock: each
+      // step is idempotent, and the walk never moves an id twice).
+      await this.renameRestoredWorkloads(id, mountpoint, row.remapFrom.workloadIds);
+      await this.d.remapFiles(row, root, row.remapFrom.placement);
+      this.d.repo.setRemapFrom(id, null);
+    }
     await this.d.workloads.open(id, mountpoint);
     this.d.repo.setState(id, ['locked'], 'active');
     this.d.audit.append({ actor, action: 'space.unlock', target: id, outcome: 'ok' });
@@ -331,6 +487,18 @@ export class SpaceService {
     };
   }
 
+  /** A fork's volumes under their new ids: the storage's directories and the volume keys. */
+  private async renameRestoredWorkloads(id: string, mountpoint: string, ids: Record<string, string>): Promise<void> {
+    const storage = this.d.storage;
+    if (!receivesImages(storage)) throw new OcsError('unavailable', 'this node cannot open a restored space');
+    const keys = spaceDataLayout(mountpoint).keys;
+    for (const [from, to] of Object.entries(ids)) {
+      if (!from.startsWith('vol_')) continue;
+      await storage.renameVolume(id, from, to);
+      await renameIfMissing(join(keys, `${from}.key`), join(keys, `${to}.key`));
+    }
+  }
+
   private requireNotExporting(id: string): void {
     if (this.exporting.has(id))
       throw new OcsError('conflict', 'the space is being exported; try again when the archive is complete');
@@ -363,6 +531,36 @@ export class SpaceService {
 }
 
 /**
+ * What a restore refuses in an archive's head before anything is reserved: an image that is not
+ * the size the space's storage would be, workloads that do not fit the space's resources, and
+ * kinds this node cannot restore yet.
+ */
+function checkArchiveFits(head: ArchiveHead): void {
+  const bad = (why: string) => new OcsError('archive_malformed', `the archive's head is inconsistent: ${why}`);
+  if (head.image.bytes !== Math.floor(head.resources.storageBytes / 4096) * 4096)
+    throw bad('its image is not the size of its storage');
+  const sum = { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0, pids: 0 };
+  const ids = new Set<string>();
+  for (const w of head.workloads) {
+    if (ids.has(w.id) || !w.id.startsWith(w.kind === 'volume' ? 'vol_' : w.kind === 'vm' ? 'vm_' : 'ctr_'))
+      throw bad(`workload ${w.id} is listed twice or under another kind`);
+    ids.add(w.id);
+    for (const k of ['cpuMillicores', 'memoryBytes', 'storageBytes', 'pids'] as const) sum[k] += w[k];
+  }
+  for (const k of ['cpuMillicores', 'memoryBytes', 'storageBytes'] as const)
+    if (sum[k] > head.resources[k]) throw bad(`its workloads hold more ${k} than the space`);
+  if (head.resources.pids !== undefined && sum.pids > head.resources.pids)
+    throw bad('its workloads hold more pids than the space');
+  const unsupported = head.workloads.find((w) => !RESTORABLE_KINDS.has(w.kind));
+  if (unsupported)
+    throw new OcsError(
+      'archive_unsupported',
+      `this node cannot restore a space holding a ${unsupported.kind} yet: delete its ${unsupported.kind}s before the backup, or restore it with a later version`,
+      { kind: unsupported.kind },
+    );
+}
+
+/**
  * Lays out a new space's storage (see {@link spaceDataLayout}): the space process gets a home
  * of its own uid; what the node keeps there stays root's, beside it, where the space cannot
  * rename or replace it.
@@ -384,6 +582,11 @@ export async function prepareSpaceData(mountpoint: string, uid: number): Promise
     await mkdir(dir, { mode: 0o700 });
     await chown(dir, uid, uid);
   }
+}
+
+/** Renames `from` to `to` unless `to` exists (done before) or `from` does not. */
+async function renameIfMissing(from: string, to: string): Promise<void> {
+  if (existsSync(from) && !existsSync(to)) await rename(from, to);
 }
 
 function base64ToBytes(s: string): Uint8Array {

@@ -193,6 +193,15 @@ export const MIGRATIONS: readonly Migration[] = [
       db.exec(`ALTER TABLE workloads ADD COLUMN removing_since INTEGER;`);
     },
   },
+  {
+    version: 9,
+    name: 'restored spaces',
+    up(db) {
+      // A space restored from an archive: where its files' owners sat on the node it came from
+      // (JSON, the archive head's placement), until its first unlock maps them to its own ids.
+      db.exec(`ALTER TABLE spaces ADD COLUMN remap_from TEXT;`);
+    },
+  },
 ];
 
 /** The schema version this code writes and understands. */

@@ -4,7 +4,7 @@
  * through `insertSpace` below so that the check and the insert share one transaction.
  */
 import { OcsError, SPACE_STATES, assertNever, isSpaceId } from '@ocs/protocol';
-import type { Egress, SpaceState } from '@ocs/protocol';
+import type { ArchiveHead, Egress, SpaceState } from '@ocs/protocol';
 import type { Clock } from '../clock.js';
 import type { Database } from './db.js';
 import { ClockedStore, resourceColumns } from './store.js';
@@ -41,6 +41,20 @@ export interface SpaceRow {
   ports: number;
   /** Where its workloads may reach out (the owner's choice within the node's policy). */
   egress: Egress;
+  /**
+   * A restored space whose files are still owned by the ids of the node it came from (the
+   * archive's placement): its first unlock maps them to its own, then this is null.
+   */
+  remapFrom: RemapFrom | null;
+}
+
+/** The ids and subnet a space's files and network name on a node (an archive head's `placement`). */
+export type Placement = ArchiveHead['placement'];
+
+/** What a restored space's first unlock maps: the old placement, and its workloads' old ids to their new ones. */
+export interface RemapFrom {
+  placement: Placement;
+  workloadIds: Record<string, string>;
 }
 
 /** What a caller supplies to create a record; the uid and bookkeeping times are filled in. */
@@ -79,7 +93,8 @@ export interface SpacesRepoOptions {
 export function canTransition(from: SpaceState, to: SpaceState): boolean {
   switch (from) {
     case 'creating':
-      return to === 'active' || to === 'failed' || to === 'destroying';
+      // Locked: a restored space, made from an archive, waits for its owner's key.
+      return to === 'active' || to === 'locked' || to === 'failed' || to === 'destroying';
     case 'active':
       return to === 'locked' || to === 'expired' || to === 'failed' || to === 'destroying';
     case 'locked':
@@ -121,6 +136,7 @@ interface DbRow {
   subnet: string | null;
   ports: number | null;
   egress: string | null;
+  remap_from: string | null;
 }
 
 function parseEgress(text: string | null): Egress {
@@ -148,6 +164,7 @@ function fromDb(r: DbRow): SpaceRow {
     subnet: r.subnet ?? null,
     ports: r.ports ?? 0,
     egress: parseEgress(r.egress ?? null),
+    remapFrom: r.remap_from ? (JSON.parse(r.remap_from) as RemapFrom) : null,
   };
 }
 
@@ -439,6 +456,13 @@ export class SpacesRepo extends ClockedStore {
     if (this.db.prepare('UPDATE spaces SET egress = ? WHERE id = ?').run(text, id).changes === 0)
       throw new OcsError('not_found', 'no such space');
     return this.get(id)!;
+  }
+
+  /** Records (or, with null, clears) the placement a restored space's files still have. */
+  setRemapFrom(id: string, from: RemapFrom | null): void {
+    const text = from === null ? null : JSON.stringify(from);
+    if (this.db.prepare('UPDATE spaces SET remap_from = ? WHERE id = ?').run(text, id).changes === 0)
+      throw new OcsError('not_found', 'no such space');
   }
 
   /** The uid the next insert would get (informational: the insert allocates its own). */

@@ -170,6 +170,24 @@ export class WorkloadsRepo extends ClockedStore {
       .immediate();
   }
 
+  /**
+   * Records the workloads a restored space brings in its storage, ready as they were: their
+   * shares were checked against the space's resources before it was reserved.
+   */
+  insertRestored(
+    rows: readonly ({ id: string; spaceId: string; kind: WorkloadKind; name: string; spec: unknown } & Share)[],
+  ): void {
+    this.db
+      .transaction(() => {
+        const createdAt = this.clock.now();
+        for (const w of rows) {
+          this.stmt.insert.run({ ...w, spec: JSON.stringify(w.spec), createdAt, address: null });
+          this.stmt.ready.run(null, w.id);
+        }
+      })
+      .immediate();
+  }
+
   /** Flips a `creating` row to `ready`, optionally recording what the host said (e.g. a path). */
   markReady(id: string, spec?: unknown): void {
     this.stmt.ready.run(spec === undefined ? null : JSON.stringify(spec), id);

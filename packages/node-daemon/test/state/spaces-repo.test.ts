@@ -171,7 +171,7 @@ test('setState refuses moves the state machine does not allow, even when `from` 
 
 test('canTransition: the table', () => {
   const allowed: Record<SpaceState, SpaceState[]> = {
-    creating: ['active', 'failed', 'destroying'],
+    creating: ['active', 'locked', 'failed', 'destroying'],
     active: ['locked', 'expired', 'failed', 'destroying'],
     locked: ['active', 'expired', 'failed', 'destroying'],
     expired: ['locked', 'failed', 'destroying'],
