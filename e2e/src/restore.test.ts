@@ -147,7 +147,7 @@ test('a backup restores as a locked fork that opens with the same key, its files
 /** An archive's parts, to put together again altered. */
 function parts(file: string): { head: ArchiveHead; chunks: ArchiveChunk[]; signature: Uint8Array } {
   const reader = new ArchiveReader(nativeHashes);
-  const chunks = reader.push(readFileSync(file)).map((c) => ({ offset: c.offset, data: c.data.slice() }));
+  const chunks = reader.push(readFileSync(file)).map((c) => ({ offset: c.offset, data: new Uint8Array(c.data) }));
   const summary = reader.finish();
   return { head: summary.head, chunks, signature: signatureFrame(summary.signatures[0]!) };
 }
@@ -193,7 +193,7 @@ test('each wrong archive is refused with its code, and leaves nothing on the nod
   // A filesystem image crafted to be corrupt: its group descriptors overwritten, every digest
   // and the owner's signature correct.
   const first = chunks[0]!;
-  const crafted = first.data.slice();
+  const crafted = new Uint8Array(first.data); // a copy (Buffer's slice would be a view)
   crafted.fill(0xa5, 4096, 4096 * 4);
   const cases: [string, Uint8Array, string, OcsClient?][] = [
     ['truncated', good.subarray(0, Math.floor(good.length / 2)), 'archive_malformed'],
@@ -218,16 +218,16 @@ test('each wrong archive is refused with its code, and leaves nothing on the nod
     ],
     ['another backend', build({ ...head, backend: 'zfs' }, chunks, owner), 'archive_backend'],
     [
-      'a container in it',
+      'a VM in it',
       build(
         {
           ...head,
           workloads: [
             ...head.workloads,
             {
-              id: 'ctr_aaaaaaaaaaaaaaaaaaaa',
-              kind: 'container',
-              name: 'web',
+              id: 'vm_aaaaaaaaaaaaaaaaaaaa',
+              kind: 'vm',
+              name: 'guest',
               cpuMillicores: 100,
               memoryBytes: 16 * MiB,
               storageBytes: 0,

@@ -344,7 +344,8 @@ export class ArchiveReader {
       case 'H':
         if (this.head) throw malformed('a second head');
         this.head = parseHead(payload);
-        this.headBytes = payload.slice();
+        // A copy, whatever `payload` is: Buffer's `slice` is a view of the piece pushed.
+        this.headBytes = new Uint8Array(payload);
         return undefined;
       case 'D':
         return this.data(payload);
@@ -355,7 +356,7 @@ export class ArchiveReader {
         if (tail.chunks !== this.chunks || tail.dataBytes !== this.dataBytes)
           throw corrupt(`the tail counts ${tail.chunks} chunks, ${this.chunks} arrived`);
         if (tail.digest !== hex(this.chain.digest())) throw corrupt('the chunks are not the ones the tail names');
-        this.tail = { tail, bytes: payload.slice() };
+        this.tail = { tail, bytes: new Uint8Array(payload) };
         return undefined;
       }
       case 'S':

@@ -14,14 +14,14 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, readlink, rm, statfs, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, readFile, readlink, rename, rm, statfs, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { OcsError, isOcsError } from '@ocs/protocol';
 import type { CgroupDriver } from '../cgroups/types.js';
 import { run } from '../exec.js';
 import { createContainerDriver } from '../podman/driver.js';
-import { bridgeName } from '../podman/names.js';
+import { bridgeName, containerName, imageRef, parseImageRef } from '../podman/names.js';
 import { isSpaceId } from '../space-id.js';
 import type { ContainerDriver } from '../podman/types.js';
 import {
@@ -292,6 +292,107 @@ export class SpaceEngines {
     if (existsSync(`/sys/class/net/${bridge}`)) await run('ip', ['link', 'delete', bridge]);
   }
 
+  /**
+   * A store that came from another space (a restored archive), made this space's, before its
+   * engine first serves it. podman's own database names the other space's paths, ids, network
+   * and locks (and podman refuses a database whose paths moved), so it is dropped:
+   * containers/storage keeps the images and the layers, and names no path. The images are given
+   * this space's names, and each of the other space's containers is taken apart into its
+   * writable layer and its log (kept beside the store) and removed; `transplant` puts them into
+   * the container made anew from the space's records. Each step is skipped once done, so a crash
+   * halfway is finished by running it again.
+   */
+  async adoptStore(space: EngineSpace, fromSpaceId: string, containerIds: readonly string[]): Promise<void> {
+    if (!isSpaceId(fromSpaceId)) throw new OcsError('invalid_request', 'not a space id');
+    const l = this.layout(space);
+    // Which space's store this one last adopted: a second run for the same one skips what is done.
+    const mark = join(l.dataDir, 'adopted.json');
+    const done = await readFile(mark, 'utf8')
+      .then((t) => (JSON.parse(t) as { from?: string }).from === fromSpaceId)
+      .catch(() => false);
+    if (!done) {
+      await this.kill(space);
+      await rm(join(l.storage, 'libpod', 'bolt_state.db'), { force: true });
+      await rm(join(l.storage, 'volumes'), { recursive: true, force: true });
+      // The other space's network definition and CNI leases: this space's are written anew.
+      for (const dir of [l.networks, l.varLibCni]) await rm(dir, { recursive: true, force: true });
+      await writeFile(mark, JSON.stringify({ from: fromSpaceId }), { mode: 0o600 });
+    }
+    const storage = l.storage;
+    const images = await readStoreJson<{ id: string; names?: string[] }>(
+      join(storage, 'overlay-images', 'images.json'),
+    );
+    for (const img of images) {
+      for (const name of img.names ?? []) {
+        const ref = parseImageRef(name);
+        if (ref?.spaceId !== fromSpaceId) continue;
+        await this.podmanCli(space, ['tag', img.id, imageRef(space.spaceId, ref.name)]);
+        await this.podmanCli(space, ['untag', img.id, name]);
+      }
+    }
+    const stored = await readStoreJson<{ id: string; names?: string[]; layer: string }>(
+      join(storage, 'overlay-containers', 'containers.json'),
+    );
+    for (const containerId of containerIds) {
+      const name = containerName(fromSpaceId, containerId);
+      const c = stored.find((x) => x.names?.includes(name));
+      if (!c) continue;
+      const held = this.heldOf(space, containerId);
+      await mkdir(held, { recursive: true, mode: 0o700 });
+      // Renamed, not copied: the layer stays on the space's filesystem, costing nothing.
+      const diff = join(storage, 'overlay', c.layer, 'diff');
+      if (existsSync(diff) && !existsSync(join(held, 'diff'))) await rename(diff, join(held, 'diff'));
+      const log = join(storage, 'overlay-containers', c.id, 'userdata', 'ctr.log');
+      if (existsSync(log) && !existsSync(join(held, 'ctr.log'))) await copyFile(log, join(held, 'ctr.log'));
+      await this.podmanCli(space, ['rm', '--force', c.id]);
+    }
+  }
+
+  /**
+   * Puts a container's writable layer and log, kept by `adoptStore` under its old id, into
+   * `containerId`, just made anew (not started) from the same record. A container with nothing
+   * kept is left as it is.
+   */
+  async transplant(space: EngineSpace, fromContainerId: string, containerId: string): Promise<void> {
+    const held = this.heldOf(space, fromContainerId);
+    if (!existsSync(held)) return;
+    const out = await this.podmanCli(space, [
+      'container',
+      'inspect',
+      '--format',
+      '{{.GraphDriver.Data.UpperDir}}\t{{.HostConfig.LogConfig.Path}}',
+      containerName(space.spaceId, containerId),
+    ]);
+    const [upper, logPath] = out.trim().split('\t');
+    if (!upper || !logPath) throw new Error(`podman named no writable layer or log for ${containerId}`);
+    if (existsSync(join(held, 'diff'))) {
+      await rm(upper, { recursive: true, force: true });
+      await rename(join(held, 'diff'), upper);
+    }
+    if (existsSync(join(held, 'ctr.log'))) await copyFile(join(held, 'ctr.log'), logPath);
+    await rm(held, { recursive: true, force: true });
+  }
+
+  /** Where a container's writable layer and log wait between `adoptStore` and `transplant`. */
+  private heldOf(space: EngineSpace, containerId: string): string {
+    if (!/^ctr_[a-z0-9]{1,40}$/.test(containerId)) throw new OcsError('invalid_request', 'not a container id');
+    return join(this.layout(space).dataDir, 'adopting', containerId);
+  }
+
+  /** One podman command in the space's engine namespace (the engine started first), as the engine runs it. */
+  private async podmanCli(space: EngineSpace, args: string[]): Promise<string> {
+    await this.ensure(space);
+    const l = this.layout(space);
+    const anchor = await this.anchor(space, l);
+    const layers = await layerMounts(l.storage, this.o.fuseOverlayfs ?? 'auto');
+    const { stdout } = await run(
+      'nsenter',
+      [`--target=${anchor}`, '--mount', '--', this.podman, ...podmanGlobalArgs(l, layers), ...args],
+      { env: engineEnv(l), timeoutMs: 120_000 },
+    );
+    return stdout;
+  }
+
   /** Space ids that have a run directory here (an engine that may still run). */
   async spacesWithRunDirs(): Promise<string[]> {
     const names = await readdir(this.o.runRoot).catch(() => [] as string[]);
@@ -361,6 +462,13 @@ async function noIdmappedLowerLayers(runRoot: string): Promise<void> {
   await mkdir(join(runRoot, 'overlay'), { recursive: true, mode: 0o700 });
   await rm(join(runRoot, 'overlay', 'idmapped-lower-dir-true'), { force: true });
   await writeFile(join(runRoot, 'overlay', 'idmapped-lower-dir-false'), '', { mode: 0o600 });
+}
+
+/** One of containers/storage's JSON lists (images, containers); none yet is an empty list. */
+async function readStoreJson<T>(path: string): Promise<T[]> {
+  const text = await readFile(path, 'utf8').catch(() => '[]');
+  const v = JSON.parse(text) as unknown;
+  return Array.isArray(v) ? (v as T[]) : [];
 }
 
 /** GET /_ping on a unix socket: true on 200 within a second. */

@@ -6,9 +6,7 @@
  * record is written first, host objects second, and the state flips last.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, rename } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chmod, chown, mkdir } from 'node:fs/promises';
 import { Decrypter, armor } from 'age-encryption';
 import {
   readsImages,
@@ -51,6 +49,8 @@ export interface Workloads {
   removeAll(spaceId: string): Promise<void>;
   /** After the space's storage is unlocked: open what opens with it (volume keys live inside it). */
   open(spaceId: string, mountpoint: string): Promise<void>;
+  /** A restored space's first unlock, its files' owners mapped: its workloads made its own (their new ids, this node's engine and network). */
+  remap(spaceId: string, mountpoint: string, from: RemapFrom): Promise<void>;
   /** Once the space is active again: start what ran when it was locked. */
   restore(spaceId: string, mountpoint: string): Promise<void>;
 }
@@ -92,7 +92,7 @@ export interface Restore {
 }
 
 /** Workload kinds a restored space may hold: the others' stores need their ids and paths mapped first (issue 25). */
-const RESTORABLE_KINDS: ReadonlySet<ArchiveHead['workloads'][number]['kind']> = new Set(['volume']);
+const RESTORABLE_KINDS: ReadonlySet<ArchiveHead['workloads'][number]['kind']> = new Set(['volume', 'container']);
 
 const KEY_BYTES = 32;
 
@@ -300,7 +300,7 @@ export class SpaceService {
               spec: { sizeBytes: w.storageBytes, path: storage.volumePath(id, workloadIds[w.id]!) },
             })),
           );
-          this.d.repo.setRemapFrom(id, { placement: head.placement, workloadIds });
+          this.d.repo.setRemapFrom(id, { spaceId: head.spaceId, placement: head.placement, workloadIds });
           this.d.repo.setState(id, ['creating'], 'locked');
         } catch (err) {
           await drop(err);
@@ -349,8 +349,8 @@ export class SpaceService {
       // workloads their old ids. Mapped before anything of the space opens or runs, and
       // forgotten only once done (cut short by a crash, it runs again at the next unlock: each
       // step is idempotent, and the walk never moves an id twice).
-      await this.renameRestoredWorkloads(id, mountpoint, row.remapFrom.workloadIds);
       await this.d.remapFiles(row, root, row.remapFrom.placement);
+      await this.d.workloads.remap(id, mountpoint, row.remapFrom);
       this.d.repo.setRemapFrom(id, null);
     }
     await this.d.workloads.open(id, mountpoint);
@@ -487,18 +487,6 @@ export class SpaceService {
     };
   }
 
-  /** A fork's volumes under their new ids: the storage's directories and the volume keys. */
-  private async renameRestoredWorkloads(id: string, mountpoint: string, ids: Record<string, string>): Promise<void> {
-    const storage = this.d.storage;
-    if (!receivesImages(storage)) throw new OcsError('unavailable', 'this node cannot open a restored space');
-    const keys = spaceDataLayout(mountpoint).keys;
-    for (const [from, to] of Object.entries(ids)) {
-      if (!from.startsWith('vol_')) continue;
-      await storage.renameVolume(id, from, to);
-      await renameIfMissing(join(keys, `${from}.key`), join(keys, `${to}.key`));
-    }
-  }
-
   private requireNotExporting(id: string): void {
     if (this.exporting.has(id))
       throw new OcsError('conflict', 'the space is being exported; try again when the archive is complete');
@@ -582,11 +570,6 @@ export async function prepareSpaceData(mountpoint: string, uid: number): Promise
     await mkdir(dir, { mode: 0o700 });
     await chown(dir, uid, uid);
   }
-}
-
-/** Renames `from` to `to` unless `to` exists (done before) or `from` does not. */
-async function renameIfMissing(from: string, to: string): Promise<void> {
-  if (existsSync(from) && !existsSync(to)) await rename(from, to);
 }
 
 function base64ToBytes(s: string): Uint8Array {

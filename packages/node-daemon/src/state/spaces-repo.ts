@@ -53,6 +53,8 @@ export type Placement = ArchiveHead['placement'];
 
 /** What a restored space's first unlock maps: the old placement, and its workloads' old ids to their new ones. */
 export interface RemapFrom {
+  /** The archived space: names in its engine's store (its images, its containers) carry its id. */
+  spaceId: string;
   placement: Placement;
   workloadIds: Record<string, string>;
 }

@@ -188,6 +188,32 @@ export class WorkloadsRepo extends ClockedStore {
       .immediate();
   }
 
+  /**
+   * The workload's address on the space's network: the one it holds, or the first of
+   * `addresses` no other workload of the space holds, recorded now (a restored workload gets
+   * one of this node's network at its space's first unlock).
+   */
+  assignAddress(id: string, addresses: readonly string[]): string {
+    return this.db
+      .transaction(() => {
+        const r = this.db.prepare('SELECT space_id, address FROM workloads WHERE id = ?').get(id) as
+          { space_id: string; address: string | null } | undefined;
+        if (!r) throw new OcsError('not_found', 'no such workload');
+        if (r.address !== null) return r.address;
+        const held = new Set(this.stmt.addresses.all(r.space_id) as string[]);
+        const address = addresses.find((a) => !held.has(a));
+        if (address === undefined)
+          throw new OcsError('budget_exceeded', "no address is left on the space's network", {
+            resource: 'addresses',
+            requested: 1,
+            available: 0,
+          });
+        this.db.prepare('UPDATE workloads SET address = ? WHERE id = ?').run(address, id);
+        return address;
+      })
+      .immediate();
+  }
+
   /** Flips a `creating` row to `ready`, optionally recording what the host said (e.g. a path). */
   markReady(id: string, spec?: unknown): void {
     this.stmt.ready.run(spec === undefined ? null : JSON.stringify(spec), id);

@@ -7,12 +7,12 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ContainerDriver } from '@ocs/host';
 import { OcsError, isOcsError, type BrokerArgs, type BrokerResult, type Container } from '@ocs/protocol';
-import type { SpaceRow, WorkloadRow } from '../state/index.js';
+import type { RemapFrom, SpaceRow, WorkloadRow } from '../state/index.js';
 import { newId } from '../ids.js';
 import { spaceCgroupLayout, spaceDataLayout } from '../spaces/layout.js';
 import { budgetOf, type WorkloadContext } from './context.js';
 import type { HandlersOf, OperationModule, Orphans, SpacesView, StorageState, WorkloadKind } from './kind.js';
-import { readRecord, removeRecord, writeRecord } from './records.js';
+import { readRecord, removeRecord, renameRecord, writeRecord } from './records.js';
 import { chownRoot, openUploaded } from './uploaded.js';
 
 const DEFAULT_CONTAINER_PIDS = 256;
@@ -87,19 +87,7 @@ export class Containers implements WorkloadKind<'container'>, OperationModule<'c
   async create(s: SpaceRow, a: BrokerArgs<'createContainer'>): Promise<Container> {
     const docker = await this.c.containerDriver(s);
     const budget = budgetOf(s);
-    // Mounts name the space's own volumes; the host path comes from the storage driver, never the caller.
-    const mounts = [];
-    for (const m of a.mounts ?? []) {
-      const v = this.c.d.workloads.get(s.id, 'volume', m.volume);
-      const path = (v.spec as { path?: string }).path;
-      if (v.state !== 'ready' || !path)
-        throw new OcsError('conflict', `volume ${m.volume} is not ready`, { volume: m.volume });
-      mounts.push({ source: path, target: m.target, readOnly: m.readOnly === true });
-    }
-    // The container's root is the space's first subordinate uid, not the host's root: the
-    // volume's top directory is given to it (what is inside stays as the container made it).
-    const root = this.c.workloadIds(s).idMap.base;
-    for (const m of mounts) await chownRoot(m.source, root);
+    const mounts = this.mountsOf(s, a);
     const left = budget.pids === undefined ? undefined : budget.pids - this.c.d.workloads.used(s.id).pids;
     const pids = a.pids ?? Math.min(this.c.d.defaultContainerPids ?? DEFAULT_CONTAINER_PIDS, left ?? Infinity);
     const id = newId('ctr');
@@ -128,23 +116,7 @@ export class Containers implements WorkloadKind<'container'>, OperationModule<'c
       await writeRecord(records, id, { ...a, pids });
       // Before the create: one that fails half-way may leave a container behind (or none: not_found).
       undo.push('remove container', () => this.removeFrom(docker, s.id, id));
-      await docker.create({
-        spaceId: s.id,
-        containerId: id,
-        name: a.name,
-        image: a.image,
-        ...(a.command ? { command: a.command } : {}),
-        ...(a.env ? { env: a.env } : {}),
-        cpuMillicores: a.cpuMillicores,
-        memoryBytes: a.memoryBytes,
-        pids,
-        cgroupParent: this.c.d.cgroups.absolutePath(spaceCgroupLayout(this.c.d.cgroupParent, s.id).containers),
-        mounts,
-        capAdd: a.capAdd ?? [],
-        ...(a.readOnlyRootfs !== undefined ? { readOnlyRootfs: a.readOnlyRootfs } : {}),
-        ...(row.address !== null ? { address: row.address } : {}),
-        ...(this.c.d.dns && this.c.d.dns.length > 0 ? { dns: this.c.d.dns } : {}),
-      });
+      await this.createInEngine(s, docker, id, { ...a, pids }, mounts, row.address);
       if (a.start !== false) await docker.start(s.id, id);
       this.c.d.workloads.markReady(id);
       return await this.view(s, { ...row, state: 'ready' });
@@ -152,6 +124,97 @@ export class Containers implements WorkloadKind<'container'>, OperationModule<'c
       await undo.run();
       this.c.d.workloads.remove(id);
       throw err;
+    }
+  }
+
+  /** Mounts name the space's own volumes; the host path comes from the storage driver, never the caller. */
+  private mountsOf(s: SpaceRow, a: Pick<BrokerArgs<'createContainer'>, 'mounts'>) {
+    const mounts = [];
+    for (const m of a.mounts ?? []) {
+      const v = this.c.d.workloads.get(s.id, 'volume', m.volume);
+      const path = (v.spec as { path?: string }).path;
+      if (v.state !== 'ready' || !path)
+        throw new OcsError('conflict', `volume ${m.volume} is not ready`, { volume: m.volume });
+      mounts.push({ source: path, target: m.target, readOnly: m.readOnly === true });
+    }
+    return mounts;
+  }
+
+  /** The container in the space's engine, as its record says (not started). */
+  private async createInEngine(
+    s: SpaceRow,
+    docker: ContainerDriver,
+    id: string,
+    a: BrokerArgs<'createContainer'> & { pids: number },
+    mounts: ReturnType<Containers['mountsOf']>,
+    address: string | null,
+  ): Promise<void> {
+    // The container's root is the space's first subordinate uid, not the host's root: the
+    // volume's top directory is given to it (what is inside stays as the container made it).
+    const root = this.c.workloadIds(s).idMap.base;
+    for (const m of mounts) await chownRoot(m.source, root);
+    await docker.create({
+      spaceId: s.id,
+      containerId: id,
+      name: a.name,
+      image: a.image,
+      ...(a.command ? { command: a.command } : {}),
+      ...(a.env ? { env: a.env } : {}),
+      cpuMillicores: a.cpuMillicores,
+      memoryBytes: a.memoryBytes,
+      pids: a.pids,
+      cgroupParent: this.c.d.cgroups.absolutePath(spaceCgroupLayout(this.c.d.cgroupParent, s.id).containers),
+      mounts,
+      capAdd: a.capAdd ?? [],
+      ...(a.readOnlyRootfs !== undefined ? { readOnlyRootfs: a.readOnlyRootfs } : {}),
+      ...(address !== null ? { address } : {}),
+      ...(this.c.d.dns && this.c.d.dns.length > 0 ? { dns: this.c.d.dns } : {}),
+    });
+  }
+
+  /**
+   * A restored space's containers, made this node's: the store it brought is adopted (podman's
+   * database dropped, the images renamed, each old container taken apart into its writable
+   * layer and log), and each container is made anew from its record, under its new id, with
+   * this space's ids, volumes and an address of this node's network, then given back its layer
+   * and log. None is started here: unlock's restore starts what ran at lock.
+   */
+  async remap(s: SpaceRow, mountpoint: string, from: RemapFrom): Promise<void> {
+    const mine = this.c.d.workloads.list(s.id, 'container');
+    const engines = this.c.d.containers;
+    if (mine.length === 0) return;
+    if (!engines) throw new OcsError('unavailable', 'this node runs no containers');
+    const oldOf = new Map(Object.entries(from.workloadIds).map(([old, id]) => [id, old]));
+    const space = this.c.engineSpace(s, mountpoint);
+    await engines.adoptStore(
+      space,
+      from.spaceId,
+      mine.map((w) => oldOf.get(w.id)).filter((x) => x !== undefined),
+    );
+    const docker = await this.c.containerDriver(s);
+    const { records } = await this.c.data(s);
+    const addresses = this.c.d.networks?.addresses(this.c.workloadIds(s).subnet, 'container');
+    for (const w of mine) {
+      const old = oldOf.get(w.id);
+      if (old === undefined) continue;
+      await renameRecord(records, old, w.id);
+      const a = await readRecord<BrokerArgs<'createContainer'> & { pids: number }>(records, w.id);
+      if (!a) {
+        this.c.d.logger.warn({ spaceId: s.id, id: w.id }, 'restored container has no record; it is not made again');
+        continue;
+      }
+      const made = await docker.inspect(s.id, w.id).then(
+        () => true,
+        (err: unknown) => {
+          if (isOcsError(err) && err.code === 'not_found') return false;
+          throw err;
+        },
+      );
+      if (!made) {
+        const address = addresses ? this.c.d.workloads.assignAddress(w.id, addresses) : null;
+        await this.createInEngine(s, docker, w.id, a, this.mountsOf(s, a), address);
+      }
+      await engines.transplant(space, old, w.id);
     }
   }
 

@@ -77,6 +77,10 @@ export interface ContainerEngines {
   remove(space: Pick<EngineSpace, 'spaceId' | 'engineGroup' | 'containersGroup'>): Promise<void>;
   /** Spaces whose engine may still run here (after a crash, before reconciliation). */
   spacesWithRunDirs(): Promise<string[]>;
+  /** A restored space's store made its own: another space's engine database, names and containers taken apart. */
+  adoptStore(space: EngineSpace, fromSpaceId: string, containerIds: readonly string[]): Promise<void>;
+  /** A restored container's writable layer and log, put into the container made anew from its record. */
+  transplant(space: EngineSpace, fromContainerId: string, containerId: string): Promise<void>;
 }
 
 export class WorkloadContext {

@@ -10,7 +10,7 @@
  * added to the catalogue without its handler, or handled by the wrong module, is a compile error.
  */
 import type { BrokerArgs, BrokerOp, BrokerOps, BrokerResult, OperationKind } from '@ocs/protocol';
-import type { SpaceRow, WorkloadRow } from '../state/index.js';
+import type { RemapFrom, SpaceRow, WorkloadRow } from '../state/index.js';
 
 /** One broker operation, for the space its connection belongs to, with checked arguments. */
 export type Handler<O extends BrokerOp> = (space: SpaceRow, args: BrokerArgs<O>) => Promise<BrokerResult<O>>;
@@ -65,6 +65,12 @@ export interface WorkloadKind<K extends WorkloadKindName = WorkloadKindName> {
   readonly kind: K;
   /** Opens what opens with the space's storage, before the space turns active (volume keys live inside it). */
   open?(space: SpaceRow, mountpoint: string): Promise<void>;
+  /**
+   * A restored space's first unlock, before `open`: what this kind keeps in the space made the
+   * restored space's own (its workloads' new ids, this node's paths, ids and network). The
+   * files' owners are already mapped. Idempotent: a crash halfway runs it again.
+   */
+  remap?(space: SpaceRow, mountpoint: string, from: RemapFrom): Promise<void>;
   /**
    * Before the space's storage locks: stops its workloads of this kind, each given
    * `graceSeconds` before it is killed. Returns the ids that were running, which `restore` gets

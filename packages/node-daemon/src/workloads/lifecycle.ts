@@ -7,7 +7,7 @@
  * daemon's start-up call.
  */
 import { readFile, rm, writeFile } from 'node:fs/promises';
-import type { SpaceRow } from '../state/index.js';
+import type { RemapFrom, SpaceRow } from '../state/index.js';
 import { isLive } from '../state/space-states.js';
 import { spaceDataLayout } from '../spaces/layout.js';
 import type { WorkloadContext } from './context.js';
@@ -43,6 +43,28 @@ export class WorkloadLifecycle {
     const s = this.c.d.spaces.get(spaceId);
     if (!s) return;
     for (const kind of this.kinds) await kind.open?.(s, mountpoint);
+  }
+
+  /**
+   * A restored space's first unlock: each kind makes what it keeps in the space its own, and
+   * what ran at lock is named by the workloads' new ids.
+   */
+  async remap(spaceId: string, mountpoint: string, from: RemapFrom): Promise<void> {
+    const s = this.c.d.spaces.get(spaceId);
+    if (!s) return;
+    for (const kind of this.kinds) await kind.remap?.(s, mountpoint, from);
+    const file = spaceDataLayout(mountpoint).runningAtLock;
+    const text = await readFile(file, 'utf8').catch(() => undefined);
+    if (text === undefined) return;
+    try {
+      const running = JSON.parse(text) as RunningAtLock;
+      const renamed: RunningAtLock = {};
+      for (const [k, ids] of Object.entries(running) as [keyof RunningAtLock, string[]][])
+        renamed[k] = ids.map((id) => from.workloadIds[id] ?? id);
+      await writeFile(file, JSON.stringify(renamed), { mode: 0o600 });
+    } catch {
+      await rm(file, { force: true });
+    }
   }
 
   /**

@@ -16,6 +16,13 @@ function recordPath(dir: string, id: string): string {
   return join(dir, `${id}.json`);
 }
 
+/** A record under a workload's new id (a restored space's); nothing when there is none or it moved before. */
+export async function renameRecord(dir: string, from: string, to: string): Promise<void> {
+  await rename(recordPath(dir, from), recordPath(dir, to)).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+  });
+}
+
 /** Writes the record atomically (a crash leaves the old one or the new one, never half). */
 export async function writeRecord(dir: string, id: string, record: unknown): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });

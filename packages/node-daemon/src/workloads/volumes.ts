@@ -4,7 +4,11 @@
  * closes it with the space's storage, unlock opens it with the keys found inside.
  */
 import { OcsError, isOcsError, type BrokerArgs, type Volume } from '@ocs/protocol';
-import type { SpaceRow, WorkloadRow } from '../state/index.js';
+import { existsSync } from 'node:fs';
+import { rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { receivesImages } from '@ocs/host';
+import type { RemapFrom, SpaceRow, WorkloadRow } from '../state/index.js';
 import { newId } from '../ids.js';
 import { spaceDataLayout } from '../spaces/layout.js';
 import { budgetOf, type WorkloadContext } from './context.js';
@@ -111,6 +115,19 @@ export class Volumes implements WorkloadKind<'volume'>, OperationModule<'volume'
       } finally {
         key.fill(0);
       }
+    }
+  }
+
+  /** A restored space's volumes under their new ids: the storage's directories and the volume keys. */
+  async remap(s: SpaceRow, mountpoint: string, from: RemapFrom): Promise<void> {
+    const storage = this.c.d.storage;
+    if (!receivesImages(storage)) throw new OcsError('unavailable', 'this node cannot open a restored space');
+    const keys = spaceDataLayout(mountpoint).keys;
+    for (const [old, id] of Object.entries(from.workloadIds)) {
+      if (!old.startsWith('vol_')) continue;
+      await storage.renameVolume(s.id, old, id);
+      const [a, b] = [join(keys, `${old}.key`), join(keys, `${id}.key`)];
+      if (existsSync(a) && !existsSync(b)) await rename(a, b);
     }
   }
 

@@ -51,6 +51,8 @@ function oneEngine(driver: ContainerDriver): ContainerEngines {
     stop: async () => [],
     remove: async () => undefined,
     spacesWithRunDirs: async () => [],
+    adoptStore: async () => undefined,
+    transplant: async () => undefined,
   };
 }
 
