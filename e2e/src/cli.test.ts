@@ -1,7 +1,7 @@
 /**
  * `ocs` driven as a user drives it: spawned processes with their own config directory, against
  * a real node daemon, its space processes and its container engine. The happy path (key, node,
- * reserve, image, volume, run, logs, lock, unlock, destroy) and the unhappy ones, each with its
+ * reserve, image, volume, run, logs, lock, unlock, backup, restore, destroy) and the unhappy ones, each with its
  * message and exit code (docs/cli.md).
  */
 import { test, before, after } from 'node:test';
@@ -55,7 +55,7 @@ after(async () => {
   rmSync(dirname(imagePath), { recursive: true, force: true });
 });
 
-test('an owner journey: key, node, reserve, image, volume, run, logs, lock, unlock, destroy', async () => {
+test('an owner journey: key, node, reserve, image, volume, run, logs, lock, unlock, backup, restore, destroy', async () => {
   const key = json<{ file: string; fingerprint: string }>(await ocs(['--json', 'key', 'new']));
   assert.equal(statSync(key.file).mode & 0o777, 0o600);
   assert.match(readFileSync(`${key.file}.pub`, 'utf8'), /^ssh-ed25519 /);
@@ -132,6 +132,11 @@ test('an owner journey: key, node, reserve, image, volume, run, logs, lock, unlo
   assert.match(ok(await ocs(['volume', 'ls'])), /data/);
   assert.match(ok(await ocs(['space', 'key', 'export'])), /BEGIN AGE ENCRYPTED FILE/);
   // A backup of the running space: locked for the copy, unlocked again, a signed archive left.
+  // (Only volumes and files restore yet: its container goes first.)
+  ok(await ocs(['container', 'rm', 'hello']));
+  const marker = join(dir, 'marker.txt');
+  writeFileSync(marker, `written before the backup ${randomBytes(8).toString('hex')}\n`);
+  const uploaded = json<{ sha256: string }>(await ocs(['--json', 'file', 'upload', marker]));
   const backup = join(dir, 'space.ocsa');
   assert.match(
     ok(await ocs(['space', 'backup', '-o', backup])),
@@ -141,8 +146,23 @@ test('an owner journey: key, node, reserve, image, volume, run, logs, lock, unlo
   assert.match(ok(await ocs(['volume', 'ls'])), /data/);
   refused(await ocs(['space', 'backup', '-o', backup]), 2, 'usage');
 
+  // Restored: a new space (a fork), locked, that opens with the archived space's wrapped key,
+  // kept here under its id; the file written before the backup is in it.
+  const restored = ok(await ocs(['space', 'restore', backup, '--lease', '1h', '--name', 'fork']));
+  const forkId = /^space:\s+(sp_[a-z0-9]+)$/m.exec(restored)?.[1];
+  assert.ok(forkId && forkId !== space.id, restored);
+  assert.match(restored, /state:\s+locked/);
+  assert.match(restored, new RegExp(`restored from ${space.id}`));
+  assert.match(restored, new RegExp(`open it: ocs space unlock ${forkId}$`, 'm'));
+  assert.match(ok(await ocs(['space', 'unlock', forkId])), new RegExp(`${forkId}: active`));
+  const files = json<{ files: { name: string; sha256: string }[] }>(await ocs(['--json', 'file', 'ls']));
+  assert.deepEqual(
+    files.files.map((f) => [f.name, f.sha256]),
+    [['marker.txt', uploaded.sha256]],
+  );
+
   assert.match(ok(await ocs(['audit', 'verify'])), /entries, chain intact, head [0-9a-f]{64}/);
-  ok(await ocs(['container', 'rm', 'hello']));
+  ok(await ocs(['space', 'destroy', forkId]));
   ok(await ocs(['space', 'destroy', space.id]));
   refused(await ocs(['space', 'show', space.id]), 4, 'not_found');
 });

@@ -59,6 +59,13 @@ const HINTS: Partial<Record<ErrorCode, string>> = {
   conflict: 'something of that name exists, or is in use',
   rate_limited: 'too many refused requests: wait a minute',
   unavailable: 'the node could not do it now: try again shortly',
+  archive_malformed: 'restore a whole archive as ocs space backup wrote it (a cut copy is not one)',
+  archive_corrupt: 'the file changed after the backup: restore another copy of it',
+  archive_version: 'the archive is of another format than this node reads: restore it on a node of its version',
+  archive_signature_invalid: "restore the file ocs space backup wrote: it carries its owner's signature",
+  archive_filesystem_invalid: "the node's check refused the image in it: restore another copy of it",
+  archive_backend: 'restore it on a node with the same storage backend (ocs node info)',
+  archive_unsupported: 'only volumes and files restore yet: remove its containers and VMs, then back it up again',
 };
 
 export function exitCodeOf(err: unknown): number {

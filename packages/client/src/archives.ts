@@ -73,3 +73,27 @@ export async function saveArchive(
     throw err;
   }
 }
+
+/**
+ * The head of the archive in `file`, read from its start (at most its first frame; nothing after
+ * it is checked): what space it is of (`spaceId`, whose wrapped key opens a restore of it) and
+ * whose (`ownerKey`). A file that does not start as an archive is an OcsError
+ * (`archive_malformed`, `archive_version`).
+ */
+export async function readArchiveHead(file: string): Promise<ArchiveHead> {
+  const reader = new ArchiveReader(nativeHashes);
+  const fh = await open(file, 'r');
+  try {
+    const piece = Buffer.alloc(64 * 1024);
+    for (;;) {
+      const { bytesRead } = await fh.read(piece, 0, piece.length, null);
+      if (bytesRead === 0) break;
+      // A copy: the reader keeps what it has not read yet, and the buffer is read into again.
+      reader.push(new Uint8Array(piece.subarray(0, bytesRead)));
+      if (reader.headSeen) return reader.headSeen;
+    }
+  } finally {
+    await fh.close();
+  }
+  return reader.finish().head; // ends before its head: archive_malformed
+}

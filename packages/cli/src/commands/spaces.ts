@@ -1,9 +1,10 @@
-/** `ocs space`: reserve, inspect, renew, lock, unlock, rotate, back up and destroy spaces. */
-import { existsSync } from 'node:fs';
+/** `ocs space`: reserve, inspect, renew, lock, unlock, rotate, back up, restore and destroy spaces. */
+import { existsSync, statSync } from 'node:fs';
+import { basename } from 'node:path';
 import type { Command } from 'commander';
-import type { Space } from '@ocs/protocol';
+import { OcsError, parsePublicKey, type Space } from '@ocs/protocol';
 import { UsageError, formatBytes, formatDuration, parseCount, parseCpu, parseDuration, parseSize } from '../units.js';
-import { saveArchive } from '@ocs/client';
+import { readArchiveHead, saveArchive } from '@ocs/client';
 import { busy, keyValues, print, progressBar, table } from '../output.js';
 import type { Context } from '../context.js';
 import type { Run } from '../main.js';
@@ -34,6 +35,25 @@ function wrappedKeyOf(ctx: Context, spaceId: string): string {
       `no wrapped key for ${spaceId} here (it stays where the space was reserved; ocs space key import)`,
     );
   return e.wrappedKey;
+}
+
+/**
+ * The wrapped key of `spaceId` kept here: under the node the CLI talks to first, else under any
+ * other node (an archive may come from another node than the one it is restored on).
+ */
+function heldWrappedKey(ctx: Context, node: string, spaceId: string): { node: string; wrappedKey: string } | undefined {
+  const names = [
+    node,
+    ...ctx.store
+      .nodes()
+      .nodes.map((n) => n.name)
+      .filter((n) => n !== node),
+  ];
+  for (const n of names) {
+    const e = ctx.store.space(n, spaceId);
+    if (e) return { node: n, wrappedKey: e.wrappedKey };
+  }
+  return undefined;
 }
 
 export function spaceCommands(program: Command, run: Run): void {
@@ -247,6 +267,73 @@ export function spaceCommands(program: Command, run: Run): void {
             `${spaceId}: ${formatBytes(saved.bytes)} written to ${saved.file} ` +
             `(its ${formatBytes(saved.head.image.bytes)} image as ciphertext; signed with your key)` +
             (wasActive ? '; unlocked again' : ''),
+        );
+      }),
+    );
+  space
+    .command('restore <file>')
+    .description(
+      'restore a backup (ocs space backup) as a new space, locked: a fork that opens with the wrapped key of the space backed up',
+    )
+    .option('--lease <duration>', "the new space's lease, e.g. 24h", '24h')
+    .option('--name <name>', 'a name for the new space')
+    .option('--no-use', 'do not make it the current space')
+    .action(
+      run(async (ctx, file: string, o: { lease: string; name?: string; use: boolean }) => {
+        const leaseSeconds = parseDuration(o.lease, 'lease');
+        let isFile = false;
+        try {
+          isFile = statSync(file).isFile();
+        } catch {
+          // said below
+        }
+        if (!isFile) throw new UsageError(`${file} is not a readable file`);
+        // The head says which space it is of and whose: checked here before a byte is sent.
+        const head = await readArchiveHead(file);
+        const me = ctx.ownerKey();
+        const mine = me.publicKey.toBase64url();
+        me.destroy();
+        if (head.ownerKey !== mine)
+          throw new OcsError(
+            'not_owner',
+            `the archive is of a space bound to another key (${parsePublicKey(head.ownerKey).fingerprint()}): only its owner restores it`,
+          );
+        const node = ctx.node().name;
+        const held = heldWrappedKey(ctx, node, head.spaceId);
+        const bar = progressBar(`restore ${basename(file)}`);
+        let s: Space;
+        try {
+          s = await ctx
+            .client({ owner: true })
+            .spaces.restore(
+              file,
+              { leaseSeconds, ...(o.name ? { name: o.name } : {}) },
+              { onProgress: (n, total) => bar.update(n, total) },
+            );
+        } finally {
+          bar.done();
+        }
+        // The fork opens with the archived space's key: kept here under the new id too.
+        if (held)
+          ctx.store.putSpace({
+            spaceId: s.id,
+            node,
+            wrappedKey: held.wrappedKey,
+            reservedAt: new Date().toISOString(),
+          });
+        if (o.use) ctx.store.use(node, s.id);
+        const next = held
+          ? `open it: ocs space unlock ${s.id}`
+          : `no wrapped key of ${head.spaceId} here, and only it opens the new space: bring it from where ` +
+            `${head.spaceId} was reserved (there: ocs space key export ${head.spaceId} > key.age), then: ` +
+            `ocs space key import ${s.id} key.age && ocs space unlock ${s.id}`;
+        print(
+          ctx.out,
+          { space: s, restoredFrom: head.spaceId, wrappedKeyKept: held !== undefined },
+          () =>
+            `${showSpace(s, held !== undefined)}\n\n` +
+            `restored from ${head.spaceId} (a fork: a new space, its volumes get new ids)` +
+            `${o.use ? `\nocs commands now act on ${s.id} (ocs space use to change)` : ''}\n${next}`,
         );
       }),
     );
