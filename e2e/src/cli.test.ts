@@ -132,8 +132,6 @@ test('an owner journey: key, node, reserve, image, volume, run, logs, lock, unlo
   assert.match(ok(await ocs(['volume', 'ls'])), /data/);
   assert.match(ok(await ocs(['space', 'key', 'export'])), /BEGIN AGE ENCRYPTED FILE/);
   // A backup of the running space: locked for the copy, unlocked again, a signed archive left.
-  // (Only volumes and files restore yet: its container goes first.)
-  ok(await ocs(['container', 'rm', 'hello']));
   const marker = join(dir, 'marker.txt');
   writeFileSync(marker, `written before the backup ${randomBytes(8).toString('hex')}\n`);
   const uploaded = json<{ sha256: string }>(await ocs(['--json', 'file', 'upload', marker]));
@@ -160,6 +158,8 @@ test('an owner journey: key, node, reserve, image, volume, run, logs, lock, unlo
     files.files.map((f) => [f.name, f.sha256]),
     [['marker.txt', uploaded.sha256]],
   );
+  // Its container came with it, its log too.
+  assert.match(ok(await ocs(['container', 'logs', 'hello'])), /hello from ocs/);
 
   assert.match(ok(await ocs(['audit', 'verify'])), /entries, chain intact, head [0-9a-f]{64}/);
   ok(await ocs(['space', 'destroy', forkId]));
