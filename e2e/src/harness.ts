@@ -2,7 +2,7 @@
  * Starts a real node daemon in this process (real cgroups, real fscrypt images, real space
  * processes) under names and directories unique to the test run, and removes exactly those.
  */
-import { mkdtempSync, rmSync, existsSync, readFileSync, chmodSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, readFileSync, chmodSync, lstatSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -355,6 +355,18 @@ export async function busyboxTar(): Promise<{ tar: Buffer; dir: string }> {
     rmSync(dirname(path), { recursive: true, force: true });
     throw err;
   }
+}
+
+/** Every owner (uid and gid) of what lies under `root`, links not followed. */
+export function ownersUnder(root: string): Set<number> {
+  const out = new Set<number>();
+  const walk = (p: string) => {
+    const st = lstatSync(p);
+    out.add(st.uid).add(st.gid);
+    if (st.isDirectory()) for (const e of readdirSync(p)) walk(join(p, e));
+  };
+  walk(root);
+  return out;
 }
 
 /** A space and its owner, with a client that signs as the owner. */

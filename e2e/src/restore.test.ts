@@ -26,7 +26,7 @@ import {
 } from '@ocs/protocol';
 import { nativeHashes } from '@ocs/protocol/node';
 import { saveArchive, type OcsClient } from '@ocs/client';
-import { startTestNode, reserveOwned, MiB, type TestNode } from './harness.js';
+import { startTestNode, reserveOwned, MiB, type TestNode, ownersUnder } from './harness.js';
 
 let t: TestNode;
 let dir: string;
@@ -50,17 +50,6 @@ async function backup(api: OcsClient, spaceId: string, owner: Ed25519PrivateKey,
   return file;
 }
 
-/** Every owner under `root`, as uid and gid. */
-function owners(root: string): Set<number> {
-  const out = new Set<number>();
-  const walk = (p: string) => {
-    const st = lstatSync(p);
-    out.add(st.uid).add(st.gid);
-    if (st.isDirectory()) for (const e of readdirSync(p)) walk(join(p, e));
-  };
-  walk(root);
-  return out;
-}
 
 test('a backup restores as a locked fork that opens with the same key, its files owned by ids of its own', async () => {
   const { owner, space, wrappedKey, api, base } = await reserveOwned(t, resources, ['spaces', 'storage', 'vms']);
@@ -126,7 +115,7 @@ test('a backup restores as a locked fork that opens with the same key, its files
   assert.notEqual(newSubids.base, oldSubids.base);
   assert.equal(lstatSync(join(forkVol, 'by-container')).uid, newSubids.base + 1000);
   assert.equal(lstatSync(join(forkVol, 'by-qemu')).uid, fork.uid + t.config.spaces.uidCount);
-  const seen = owners(join(t.config.storage.root, 'mnt', restored.id));
+  const seen = ownersUnder(join(t.config.storage.root, 'mnt', restored.id));
   for (const old of [row.uid, row.uid + t.config.spaces.uidCount, oldSubids.base + 1000])
     assert.equal(seen.has(old), false, `an id of the archived space (${old}) still owns a file`);
   assert.ok(seen.has(fork.uid), 'the space process owns its home');
@@ -218,27 +207,26 @@ test('each wrong archive is refused with its code, and leaves nothing on the nod
     ],
     ['another backend', build({ ...head, backend: 'zfs' }, chunks, owner), 'archive_backend'],
     [
-      'a VM in it',
+      'workloads larger than the space',
       build(
         {
           ...head,
           workloads: [
-            ...head.workloads,
             {
-              id: 'vm_aaaaaaaaaaaaaaaaaaaa',
-              kind: 'vm',
-              name: 'guest',
-              cpuMillicores: 100,
-              memoryBytes: 16 * MiB,
-              storageBytes: 0,
-              pids: 16,
+              id: 'vol_aaaaaaaaaaaaaaaaaaaa',
+              kind: 'volume',
+              name: 'huge',
+              cpuMillicores: 0,
+              memoryBytes: 0,
+              storageBytes: head.resources.storageBytes + 1,
+              pids: 0,
             },
           ],
         },
         chunks,
         owner,
       ),
-      'archive_unsupported',
+      'archive_malformed',
     ],
     [
       'a corrupt filesystem',

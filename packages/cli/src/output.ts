@@ -65,7 +65,6 @@ const HINTS: Partial<Record<ErrorCode, string>> = {
   archive_signature_invalid: "restore the file ocs space backup wrote: it carries its owner's signature",
   archive_filesystem_invalid: "the node's check refused the image in it: restore another copy of it",
   archive_backend: 'restore it on a node with the same storage backend (ocs node info)',
-  archive_unsupported: 'only volumes and files restore yet: remove its containers and VMs, then back it up again',
 };
 
 export function exitCodeOf(err: unknown): number {

@@ -63,8 +63,6 @@ export const ERROR_STATUS = {
   archive_filesystem_invalid: 400,
   /** A well-formed archive this node cannot take: another storage backend. */
   archive_backend: 422,
-  /** A well-formed archive holding what this node cannot restore yet. */
-  archive_unsupported: 422,
 
   // Ownership and resources
   not_owner: 403,

@@ -239,7 +239,6 @@ export const NODE_OPERATIONS = {
         'archive_signature_invalid',
         'archive_filesystem_invalid',
         'archive_backend',
-        'archive_unsupported',
         'unavailable',
       ],
     },

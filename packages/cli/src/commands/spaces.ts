@@ -1,5 +1,5 @@
 /** `ocs space`: reserve, inspect, renew, lock, unlock, rotate, back up, restore and destroy spaces. */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { OcsError, parsePublicKey, type Space } from '@ocs/protocol';
@@ -25,6 +25,19 @@ function showSpace(s: Space, keyHeld: boolean): string {
     ['owner', s.ownerFingerprint],
     ['wrapped key', keyHeld ? 'kept here' : 'not on this machine'],
   ]);
+}
+
+/** Where `ocs space backup` keeps a backup's wrapped key: beside the archive. */
+export function wrappedKeyFile(archive: string): string {
+  return `${archive}.key`;
+}
+
+/** The wrapped key a backup left beside its archive, if it is there. */
+function besideArchive(archive: string): { node: string; wrappedKey: string } | undefined {
+  const path = wrappedKeyFile(archive);
+  if (!existsSync(path)) return undefined;
+  const wrappedKey = readFileSync(path, 'utf8');
+  return wrappedKey.includes('BEGIN AGE ENCRYPTED FILE') ? { node: '', wrappedKey } : undefined;
 }
 
 function wrappedKeyOf(ctx: Context, spaceId: string): string {
@@ -233,6 +246,9 @@ export function spaceCommands(program: Command, run: Run): void {
       run(async (ctx, id: string | undefined, o: { output: string }) => {
         const spaceId = id ?? ctx.space().spaceId;
         if (existsSync(o.output)) throw new UsageError(`${o.output} exists: an archive is written to a new file`);
+        if (existsSync(wrappedKeyFile(o.output)))
+          throw new UsageError(`${wrappedKeyFile(o.output)} exists: a backup's wrapped key is written to a new file`);
+        const wrappedKey = wrappedKeyOf(ctx, spaceId);
         const client = ctx.client({ owner: true });
         // fscrypt copies a space only at rest: a running one is locked for the copy, and said so.
         const wasActive = (await client.spaces.get(spaceId)).state === 'active';
@@ -249,11 +265,15 @@ export function spaceCommands(program: Command, run: Run): void {
           );
         } finally {
           bar.done();
-          if (wasActive) await busy('unlocking', client.spaces.unlock(spaceId, wrappedKeyOf(ctx, spaceId)));
+          if (wasActive) await busy('unlocking', client.spaces.unlock(spaceId, wrappedKey));
         }
+        // Beside it, the wrapped key that opens it (encrypted to your key: it opens nothing
+        // without your private key), so the backup outlives the space and its key's entry here.
+        writeFileSync(wrappedKeyFile(saved.file), wrappedKey, { mode: 0o600, flag: 'wx' });
         const result = {
           spaceId,
           file: saved.file,
+          wrappedKeyFile: wrappedKeyFile(saved.file),
           bytes: saved.bytes,
           imageBytes: saved.head.image.bytes,
           chunks: saved.tail.chunks,
@@ -266,7 +286,8 @@ export function spaceCommands(program: Command, run: Run): void {
           () =>
             `${spaceId}: ${formatBytes(saved.bytes)} written to ${saved.file} ` +
             `(its ${formatBytes(saved.head.image.bytes)} image as ciphertext; signed with your key)` +
-            (wasActive ? '; unlocked again' : ''),
+            (wasActive ? '; unlocked again' : '') +
+            `\nits wrapped key (only your key opens it): ${wrappedKeyFile(saved.file)}`,
         );
       }),
     );
@@ -299,7 +320,7 @@ export function spaceCommands(program: Command, run: Run): void {
             `the archive is of a space bound to another key (${parsePublicKey(head.ownerKey).fingerprint()}): only its owner restores it`,
           );
         const node = ctx.node().name;
-        const held = heldWrappedKey(ctx, node, head.spaceId);
+        const held = heldWrappedKey(ctx, node, head.spaceId) ?? besideArchive(file);
         const bar = progressBar(`restore ${basename(file)}`);
         let s: Space;
         try {
@@ -324,7 +345,7 @@ export function spaceCommands(program: Command, run: Run): void {
         if (o.use) ctx.store.use(node, s.id);
         const next = held
           ? `open it: ocs space unlock ${s.id}`
-          : `no wrapped key of ${head.spaceId} here, and only it opens the new space: bring it from where ` +
+          : `no wrapped key of ${head.spaceId} here or in ${wrappedKeyFile(file)}, and only it opens the new space: bring it from where ` +
             `${head.spaceId} was reserved (there: ocs space key export ${head.spaceId} > key.age), then: ` +
             `ocs space key import ${s.id} key.age && ocs space unlock ${s.id}`;
         print(
@@ -332,7 +353,7 @@ export function spaceCommands(program: Command, run: Run): void {
           { space: s, restoredFrom: head.spaceId, wrappedKeyKept: held !== undefined },
           () =>
             `${showSpace(s, held !== undefined)}\n\n` +
-            `restored from ${head.spaceId} (a fork: a new space, its volumes get new ids)` +
+            `restored from ${head.spaceId} (a fork: a new space, its workloads get new ids)` +
             `${o.use ? `\nocs commands now act on ${s.id} (ocs space use to change)` : ''}\n${next}`,
         );
       }),
@@ -353,7 +374,6 @@ export function spaceCommands(program: Command, run: Run): void {
     .description('keep a wrapped key exported elsewhere, to unlock the space from here')
     .action(
       run(async (ctx, id: string, file: string) => {
-        const { readFileSync } = await import('node:fs');
         const wrappedKey = readFileSync(file, 'utf8');
         if (!wrappedKey.includes('BEGIN AGE ENCRYPTED FILE'))
           throw new UsageError(`${file} is not an armored age file`);

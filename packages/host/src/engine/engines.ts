@@ -72,6 +72,8 @@ export interface SpaceEnginesOptions {
 }
 
 const READY_TIMEOUT_MS = 15_000;
+/** The engine's own /dev/shm: podman's lock segment (a few hundred KiB) and nothing else of size. */
+const ENGINE_SHM_BYTES = 16 * 1024 * 1024;
 
 export class SpaceEngines {
   private readonly podman: string;
@@ -240,6 +242,22 @@ export class SpaceEngines {
         await mkdir(b.target, { recursive: true, mode: 0o755 });
         await run('nsenter', [`--target=${pid}`, '--mount', '--', 'mount', '--bind', b.source, b.target]);
       }
+      // A /dev/shm of the engine's own. Rootful podman keeps every container's lock in one
+      // segment there (libpod_lock, 2048 locks): shared by every space's engine, one space could
+      // take them all from the others, and a store restored from another node would bring lock
+      // numbers that another space's containers hold. Charged to the engine's group, and small.
+      await run('nsenter', [
+        `--target=${pid}`,
+        '--mount',
+        '--',
+        'mount',
+        '-t',
+        'tmpfs',
+        '-o',
+        `size=${ENGINE_SHM_BYTES},mode=1777,nosuid,nodev,noexec`,
+        'tmpfs',
+        '/dev/shm',
+      ]);
       await writeFile(l.anchorPid, `${pid}\n`, { mode: 0o600 });
       return pid;
     } catch (err) {

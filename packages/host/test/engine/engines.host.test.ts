@@ -6,7 +6,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -121,6 +121,11 @@ test(
     });
     assert.ok(inSpace.includes('ctr.log'), 'the log is in the space');
     assert.deepEqual(mountsUnder(space.dataDir), [], 'no engine mount is visible on the host');
+    // Its containers' locks are in a /dev/shm of its own, not the host's one every engine shares.
+    const anchor = readFileSync(engines.layout(space).anchorPid, 'utf8').trim();
+    const shm = statSync(`/proc/${anchor}/root/dev/shm`);
+    assert.notEqual(shm.dev, statSync('/dev/shm').dev, "the engine's /dev/shm is its own");
+    assert.ok(existsSync(`/proc/${anchor}/root/dev/shm/libpod_lock`), "podman's locks are there");
 
     // A second container comes and goes while the first runs (their mounts must not pin each other).
     const second = specFor(A, cgroups.absolutePath(space.containersGroup), { command: ['sleep', '300'] });

@@ -49,6 +49,8 @@ export interface Workloads {
   removeAll(spaceId: string): Promise<void>;
   /** After the space's storage is unlocked: open what opens with it (volume keys live inside it). */
   open(spaceId: string, mountpoint: string): Promise<void>;
+  /** Stops everything of the space at once, recording nothing of what ran (a first unlock that failed: nothing of it ran yet). */
+  kill(spaceId: string): Promise<void>;
   /** A restored space's first unlock, its files' owners mapped: its workloads made its own (their new ids, this node's engine and network). */
   remap(spaceId: string, mountpoint: string, from: RemapFrom): Promise<void>;
   /** Once the space is active again: start what ran when it was locked. */
@@ -90,9 +92,6 @@ export interface Restore {
   /** Drops everything of it; the space never existed for anyone but the audit log. */
   abort(err: unknown): Promise<void>;
 }
-
-/** Workload kinds a restored space may hold: the others' stores need their ids and paths mapped first (issue 25). */
-const RESTORABLE_KINDS: ReadonlySet<ArchiveHead['workloads'][number]['kind']> = new Set(['volume', 'container']);
 
 const KEY_BYTES = 32;
 
@@ -348,9 +347,20 @@ export class SpaceService {
       // A restored space: its files still have the owners of the node it came from, and its
       // workloads their old ids. Mapped before anything of the space opens or runs, and
       // forgotten only once done (cut short by a crash, it runs again at the next unlock: each
-      // step is idempotent, and the walk never moves an id twice).
-      await this.d.remapFiles(row, root, row.remapFrom.placement);
-      await this.d.workloads.remap(id, mountpoint, row.remapFrom);
+      // step is idempotent, and the walk never moves an id twice). One that fails leaves the
+      // space as locked as it was, for the next unlock to try again.
+      try {
+        await this.d.remapFiles(row, root, row.remapFrom.placement);
+        await this.d.workloads.remap(id, mountpoint, row.remapFrom);
+      } catch (err) {
+        await this.d.workloads.kill(id).catch(() => undefined);
+        await this.d.storage
+          .lock(id)
+          .catch((e: unknown) =>
+            this.d.logger.error({ err: e, spaceId: id }, 'a restored space could not be locked again'),
+          );
+        throw err;
+      }
       this.d.repo.setRemapFrom(id, null);
     }
     await this.d.workloads.open(id, mountpoint);
@@ -520,8 +530,7 @@ export class SpaceService {
 
 /**
  * What a restore refuses in an archive's head before anything is reserved: an image that is not
- * the size the space's storage would be, workloads that do not fit the space's resources, and
- * kinds this node cannot restore yet.
+ * the size the space's storage would be, and workloads that do not fit the space's resources.
  */
 function checkArchiveFits(head: ArchiveHead): void {
   const bad = (why: string) => new OcsError('archive_malformed', `the archive's head is inconsistent: ${why}`);
@@ -539,13 +548,6 @@ function checkArchiveFits(head: ArchiveHead): void {
     if (sum[k] > head.resources[k]) throw bad(`its workloads hold more ${k} than the space`);
   if (head.resources.pids !== undefined && sum.pids > head.resources.pids)
     throw bad('its workloads hold more pids than the space');
-  const unsupported = head.workloads.find((w) => !RESTORABLE_KINDS.has(w.kind));
-  if (unsupported)
-    throw new OcsError(
-      'archive_unsupported',
-      `this node cannot restore a space holding a ${unsupported.kind} yet: delete its ${unsupported.kind}s before the backup, or restore it with a later version`,
-      { kind: unsupported.kind },
-    );
 }
 
 /**

@@ -203,14 +203,7 @@ export class Containers implements WorkloadKind<'container'>, OperationModule<'c
         this.c.d.logger.warn({ spaceId: s.id, id: w.id }, 'restored container has no record; it is not made again');
         continue;
       }
-      const made = await docker.inspect(s.id, w.id).then(
-        () => true,
-        (err: unknown) => {
-          if (isOcsError(err) && err.code === 'not_found') return false;
-          throw err;
-        },
-      );
-      if (!made) {
+      if (!(await this.c.exists(() => docker.inspect(s.id, w.id)))) {
         const address = addresses ? this.c.d.workloads.assignAddress(w.id, addresses) : null;
         await this.createInEngine(s, docker, w.id, a, this.mountsOf(s, a), address);
       }

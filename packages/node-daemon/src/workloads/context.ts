@@ -152,6 +152,17 @@ export class WorkloadContext {
     throw err;
   }
 
+  /** Whether the host has what `ask` asks about: `not_found` is no, any other failure a failure. */
+  async exists(ask: () => Promise<unknown>): Promise<boolean> {
+    return ask().then(
+      () => true,
+      (err: unknown) => {
+        this.ignoreGone(err);
+        return false;
+      },
+    );
+  }
+
   /** The undo stack of one multi-step host change, whose failed steps are logged. */
   revert(spaceId: string, id: string): Revert {
     return new Revert((err, step) => this.d.logger.warn({ err, spaceId, id, step }, 'undo failed'));

@@ -46,6 +46,17 @@ export class WorkloadLifecycle {
   }
 
   /**
+   * Stops everything of the space at once and records nothing of what ran: for a first unlock
+   * of a restored space that failed halfway (its engine may have been started to adopt its
+   * store), so its storage can lock again with what ran at lock still recorded.
+   */
+  async kill(spaceId: string): Promise<void> {
+    const s = this.c.d.spaces.get(spaceId);
+    if (!s) return;
+    for (const kind of this.kinds) await kind.stopForLock(s, undefined, 0);
+  }
+
+  /**
    * A restored space's first unlock: each kind makes what it keeps in the space its own, and
    * what ran at lock is named by the workloads' new ids.
    */

@@ -2,16 +2,17 @@
  * The VM kind: transient libvirt domains whose definitions, disks and consoles live in the
  * space's `node/vms/<id>/`, run by QEMU as the space's workload uid inside the space's cgroup.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { bridgeName, spaceSubnet, type VmDriver, type VmSpec } from '@ocs/host';
 import { isOcsError, type BrokerArgs, type Vm } from '@ocs/protocol';
-import type { SpaceRow, WorkloadRow } from '../state/index.js';
+import type { RemapFrom, SpaceRow, WorkloadRow } from '../state/index.js';
 import { newId } from '../ids.js';
-import { spaceCgroupLayout } from '../spaces/layout.js';
+import { spaceCgroupLayout, spaceDataLayout } from '../spaces/layout.js';
 import { budgetOf, type WorkloadContext } from './context.js';
 import type { HandlersOf, OperationModule, Orphans, SpacesView, StorageState, WorkloadKind } from './kind.js';
-import { removeRecord, writeRecord } from './records.js';
+import { readRecord, removeRecord, renameRecord, writeRecord } from './records.js';
 import { copyHandle, openUploaded, requireUploaded, writeNewFile } from './uploaded.js';
 
 /** QEMU's own threads and memory beyond the guest's are charged to the space's cgroup, not here. */
@@ -106,38 +107,8 @@ export class Vms implements WorkloadKind<'vm'>, OperationModule<'vm'> {
           await bootDisk.close();
         }
       }
-      const net = row.address !== null ? vmNetwork(s.id, subnet, row.address) : undefined;
-      // The guest sets its address itself (no DHCP on a space's network): a kernel it boots reads it here.
-      const cmdline =
-        a.boot.kind === 'kernel' && net
-          ? [a.boot.cmdline, `ocs.ip=${net.view.address} ocs.gw=${net.view.gateway}`].filter(Boolean).join(' ')
-          : a.boot.kind === 'kernel'
-            ? a.boot.cmdline
-            : undefined;
       if (networks) await networks.ensure(s);
-      const spec: VmSpec = {
-        spaceId: s.id,
-        vmId: id,
-        name: a.name,
-        vcpus: a.vcpus,
-        memoryBytes: a.memoryBytes,
-        boot:
-          a.boot.kind === 'kernel'
-            ? {
-                kind: 'kernel',
-                kernel: file(a.boot.kernel),
-                ...(a.boot.initrd !== undefined ? { initrd: file(a.boot.initrd) } : {}),
-                ...(cmdline !== undefined ? { cmdline } : {}),
-              }
-            : { kind: 'disk', disk: bootPath! },
-        ...(diskPath ? { diskPath } : {}),
-        consoleLogPath: join(dir, 'console.log'),
-        // Absolute in the hierarchy: below the daemon's delegated group when it has one.
-        cgroupPartition: this.c.d.cgroups.absolutePath(spaceCgroupLayout(this.c.d.cgroupParent, s.id).vms),
-        runAsUid: qemuUid,
-        storageRoot: data.root,
-        ...(net ? { network: net.spec } : {}),
-      };
+      const spec = this.specOf(s, data, id, a, { bootPath, diskPath, address: row.address });
       // Before define and start: either may fail half-way (or before there is anything: not_found).
       undo.push('tear down', () => this.tearDown(vms, s.id, id));
       await vms.define(spec);
@@ -150,6 +121,90 @@ export class Vms implements WorkloadKind<'vm'>, OperationModule<'vm'> {
       await undo.run();
       this.c.d.workloads.remove(id);
       throw err;
+    }
+  }
+
+  /** The domain a VM's record describes, with its files in the space's `node/vms/<id>/`. */
+  private specOf(
+    s: SpaceRow,
+    data: ReturnType<typeof spaceDataLayout>,
+    id: string,
+    a: BrokerArgs<'createVm'>,
+    o: { bootPath: string | undefined; diskPath: string | undefined; address: string | null },
+  ): VmSpec {
+    const file = (name: string) => join(data.files, name);
+    const dir = join(data.vms, id);
+    const subnet = this.c.workloadIds(s).subnet;
+    const net = o.address !== null ? vmNetwork(s.id, subnet, o.address) : undefined;
+    // The guest sets its address itself (no DHCP on a space's network): a kernel it boots reads it here.
+    const cmdline =
+      a.boot.kind === 'kernel' && net
+        ? [a.boot.cmdline, `ocs.ip=${net.view.address} ocs.gw=${net.view.gateway}`].filter(Boolean).join(' ')
+        : a.boot.kind === 'kernel'
+          ? a.boot.cmdline
+          : undefined;
+    return {
+      spaceId: s.id,
+      vmId: id,
+      name: a.name,
+      vcpus: a.vcpus,
+      memoryBytes: a.memoryBytes,
+      boot:
+        a.boot.kind === 'kernel'
+          ? {
+              kind: 'kernel',
+              kernel: file(a.boot.kernel),
+              ...(a.boot.initrd !== undefined ? { initrd: file(a.boot.initrd) } : {}),
+              ...(cmdline !== undefined ? { cmdline } : {}),
+            }
+          : { kind: 'disk', disk: o.bootPath! },
+      ...(o.diskPath ? { diskPath: o.diskPath } : {}),
+      consoleLogPath: join(dir, 'console.log'),
+      // Absolute in the hierarchy: below the daemon's delegated group when it has one.
+      cgroupPartition: this.c.d.cgroups.absolutePath(spaceCgroupLayout(this.c.d.cgroupParent, s.id).vms),
+      runAsUid: this.c.d.workloadUid(s.uid),
+      storageRoot: data.root,
+      ...(net ? { network: net.spec } : {}),
+    };
+  }
+
+  /**
+   * A restored space's VMs, made this node's: each VM's directory (its disks, its console) and
+   * record take its new id, and its domain is defined anew from the record, with this space's
+   * ids, QEMU uid, cgroup and an address of this node's network (the old definition named the
+   * archived space's). Its disks' owners were moved by the walk before. None is started here.
+   */
+  async remap(s: SpaceRow, mountpoint: string, from: RemapFrom): Promise<void> {
+    const mine = this.c.d.workloads.list(s.id, 'vm');
+    if (mine.length === 0) return;
+    const vms = this.c.vmDriver();
+    const data = spaceDataLayout(mountpoint);
+    const oldOf = new Map(Object.entries(from.workloadIds).map(([old, id]) => [id, old]));
+    const networks = this.c.d.networks;
+    if (networks) await networks.ensure(s);
+    for (const w of mine) {
+      const old = oldOf.get(w.id);
+      if (old === undefined) continue;
+      const [was, dir] = [join(data.vms, old), join(data.vms, w.id)];
+      if (existsSync(was) && !existsSync(dir)) {
+        // The archived space's definition (its ids, paths and uid) goes before the directory
+        // takes the new id: a definition found under the new id is then always this space's.
+        for (const f of ['domain.xml', 'domain.xml.started']) await rm(join(was, f), { force: true });
+        await rename(was, dir);
+      }
+      await renameRecord(data.records, old, w.id);
+      const a = await readRecord<BrokerArgs<'createVm'>>(data.records, w.id);
+      if (!a) {
+        this.c.d.logger.warn({ spaceId: s.id, id: w.id }, 'restored VM has no record; it is not defined again');
+        continue;
+      }
+      if (await this.c.exists(() => vms.state(s.id, w.id))) continue;
+      const address = networks
+        ? this.c.d.workloads.assignAddress(w.id, networks.addresses(this.c.workloadIds(s).subnet, 'vm'))
+        : null;
+      const diskPath = a.diskBytes ? join(dir, 'disk.raw') : undefined;
+      const bootPath = a.boot.kind === 'disk' ? join(dir, 'boot.img') : undefined;
+      await vms.define(this.specOf(s, data, w.id, a, { bootPath, diskPath, address }));
     }
   }
 
