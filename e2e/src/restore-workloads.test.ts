@@ -37,7 +37,6 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-
 // What the container does: the first time it writes a marker into its root filesystem; every
 // later start reads it back. Both land in its log.
 const SCRIPT =

@@ -50,7 +50,6 @@ async function backup(api: OcsClient, spaceId: string, owner: Ed25519PrivateKey,
   return file;
 }
 
-
 test('a backup restores as a locked fork that opens with the same key, its files owned by ids of its own', async () => {
   const { owner, space, wrappedKey, api, base } = await reserveOwned(t, resources, ['spaces', 'storage', 'vms']);
   const upload = await api.call<{ sha256: string }>('POST', `${base}/files/notes.txt`, undefined, {
