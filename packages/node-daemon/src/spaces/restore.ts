@@ -12,8 +12,7 @@
  *
  * A refusal at any step drops everything of the space (see `SpaceService.beginRestore`).
  */
-import type {
-  ArchiveReader} from '@ocs/protocol';
+import type { ArchiveReader } from '@ocs/protocol';
 import {
   OcsError,
   archiveSigningInput,
