@@ -47,6 +47,8 @@ export interface DaemonDir {
     storageBytes: number;
     containersRunRoot?: string;
     idleSeconds?: number;
+    /** Containers' subordinate ids and subnets, and the ports spaces publish on: a node's own, beside another daemon's. */
+    network?: { subidBase: number; subnetPool: string; ports: { first: number; last: number } };
   }): DaemonDir['base'] & Record<string, unknown>;
   /** Writes `config` as JSON to `dir/<file>`; its path. */
   write(config: unknown, file?: string): string;
@@ -91,8 +93,14 @@ export function daemonDir(name: string): DaemonDir {
         containers:
           o.containersRunRoot === undefined
             ? { enabled: false }
-            : { enabled: true, runRoot: o.containersRunRoot, idleSeconds: 30 },
+            : {
+                enabled: true,
+                runRoot: o.containersRunRoot,
+                idleSeconds: 30,
+                ...(o.network ? { subidBase: o.network.subidBase, subnetPool: o.network.subnetPool } : {}),
+              },
         libvirt: { enabled: false },
+        ...(o.network ? { network: { ports: o.network.ports } } : {}),
       },
       auth: { devIssuer: true },
     }),

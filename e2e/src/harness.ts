@@ -42,6 +42,7 @@ import {
   mintToken,
   NODE_HEADER,
   signRequest,
+  type Container,
   type CreateSpaceResponse,
   type Ed25519PrivateKey,
   type Resources,
@@ -355,6 +356,25 @@ export async function busyboxTar(): Promise<{ tar: Buffer; dir: string }> {
     rmSync(dirname(path), { recursive: true, force: true });
     throw err;
   }
+}
+
+/**
+ * In a space: loads `image` as `busybox`, makes a volume `data` and starts a container `web`
+ * running `sh -c script` with `data` at `/data` (what the restore tests write their markers with).
+ */
+export async function webWithVolume(api: OcsClient, base: string, image: Buffer, script: string): Promise<Container> {
+  await api.call('POST', `${base}/images/busybox`, undefined, { raw: image });
+  await api.call('POST', `${base}/volumes`, { name: 'data', sizeBytes: 16 * MiB });
+  return (
+    await api.call<Container>('POST', `${base}/containers`, {
+      name: 'web',
+      image: 'busybox',
+      command: ['sh', '-c', script],
+      cpuMillicores: 100,
+      memoryBytes: 32 * MiB,
+      mounts: [{ volume: 'data', target: '/data' }],
+    })
+  ).body;
 }
 
 /** Every owner (uid and gid) of what lies under `root`, links not followed. */

@@ -15,7 +15,16 @@ import { spaceWorkloadIds } from '@ocs/node-daemon';
 import { domainName } from '@ocs/host';
 import { unwrapKey, type Container, type Space, type Vm } from '@ocs/protocol';
 import { saveArchive } from '@ocs/client';
-import { busyboxTar, reserveOwned, startTestNode, waitFor, MiB, type TestNode, ownersUnder } from './harness.js';
+import {
+  busyboxTar,
+  reserveOwned,
+  startTestNode,
+  waitFor,
+  MiB,
+  type TestNode,
+  ownersUnder,
+  webWithVolume,
+} from './harness.js';
 
 let t: TestNode;
 let imageTar: Buffer;
@@ -51,16 +60,7 @@ test('a restored container runs again under the fork’s ids with its root files
     'containers',
     'vms',
   ]);
-  await api.call('POST', `${base}/images/busybox`, undefined, { raw: imageTar });
-  await api.call('POST', `${base}/volumes`, { name: 'data', sizeBytes: 16 * MiB });
-  const made = await api.call<Container>('POST', `${base}/containers`, {
-    name: 'web',
-    image: 'busybox',
-    command: ['sh', '-c', SCRIPT],
-    cpuMillicores: 100,
-    memoryBytes: 32 * MiB,
-    mounts: [{ volume: 'data', target: '/data' }],
-  });
+  const made = { body: await webWithVolume(api, base, imageTar, SCRIPT) };
   // A VM booted from its own copy of an uploaded disk image (not started: no guest needed here).
   const disk = randomBytes(1024 * 1024);
   await api.call('POST', `${base}/files/disk.img`, undefined, { raw: disk });
