@@ -148,32 +148,12 @@ export class SpaceService {
     reserved?: (spaceId: string) => void,
   ): Promise<{ space: Space; wrappedKey: string }> {
     this.checkCreate(req);
-    const now = this.d.clock.now();
-    const id = newId('sp');
-    const row = this.d.ledger.reserve({
-      id,
-      org: principal.org,
-      name: req.name ?? null,
-      ownerKey: owner.toBase64url(),
-      ownerFingerprint: owner.fingerprint(),
-      cpuMillicores: req.resources.cpuMillicores,
-      memoryBytes: req.resources.memoryBytes,
-      storageBytes: req.resources.storageBytes,
-      pids: req.resources.pids ?? null,
-      ports: req.resources.ports ?? 0,
-      state: 'creating',
-      leaseExpiresAt: now + req.leaseSeconds * 1000,
-      graceUntil: now + (req.leaseSeconds + this.d.graceSeconds) * 1000,
-      createdAt: now,
-    });
+    const row = this.reserve(principal, req, owner);
+    const id = row.id;
     reserved?.(id);
     const key = new Uint8Array(randomBytes(KEY_BYTES));
     try {
-      const layout = spaceCgroupLayout(this.d.cgroupParent, id);
-      const limits = spaceCgroupLimits(row, this.d.apiCpuMillicores);
-      await this.d.cgroups.create(layout.space, limits.space);
-      await this.d.cgroups.create(layout.api, limits.api);
-      await this.d.cgroups.create(layout.workloads, limits.workloads);
+      await this.createCgroups(row);
       const storage = await this.d.storage.create(id, row.storageBytes, key);
       await prepareSpaceData(storage.mountpoint, row.uid);
       const wrappedKey = await wrapKey(key, owner);
@@ -226,25 +206,15 @@ export class SpaceService {
     if (!receivesImages(storage))
       throw new OcsError('unavailable', `this node's storage (${storage.kind}) cannot restore a space yet`);
     checkArchiveFits(head);
-    this.checkCreate({ ownerKey: head.ownerKey, resources: head.resources, leaseSeconds: req.leaseSeconds });
-    const now = this.d.clock.now();
-    const id = newId('sp');
-    const row = this.d.ledger.reserve({
-      id,
-      org: principal.org,
-      name: req.name ?? null,
-      ownerKey: owner.toBase64url(),
-      ownerFingerprint: owner.fingerprint(),
-      cpuMillicores: head.resources.cpuMillicores,
-      memoryBytes: head.resources.memoryBytes,
-      storageBytes: head.resources.storageBytes,
-      pids: head.resources.pids ?? null,
-      ports: head.resources.ports ?? 0,
-      state: 'creating',
-      leaseExpiresAt: now + req.leaseSeconds * 1000,
-      graceUntil: now + (req.leaseSeconds + this.d.graceSeconds) * 1000,
-      createdAt: now,
-    });
+    const asked = {
+      ownerKey: head.ownerKey,
+      resources: head.resources,
+      leaseSeconds: req.leaseSeconds,
+      name: req.name,
+    };
+    this.checkCreate(asked);
+    const row = this.reserve(principal, asked, owner);
+    const id = row.id;
     const audit = (outcome: 'ok' | 'refused' | 'failed', code?: ErrorCode) =>
       this.d.audit.append({
         actor: principal.subject,
@@ -268,11 +238,7 @@ export class SpaceService {
       audit(err instanceof OcsError && err.status < 500 ? 'refused' : 'failed', code);
     };
     try {
-      const layout = spaceCgroupLayout(this.d.cgroupParent, id);
-      const limits = spaceCgroupLimits(row, this.d.apiCpuMillicores);
-      await this.d.cgroups.create(layout.space, limits.space);
-      await this.d.cgroups.create(layout.api, limits.api);
-      await this.d.cgroups.create(layout.workloads, limits.workloads);
+      await this.createCgroups(row);
       receiver = await storage.receiveImage(id, head.image.bytes);
     } catch (err) {
       await drop(err);
@@ -314,6 +280,36 @@ export class SpaceService {
         await drop(err);
       },
     };
+  }
+
+  /** A new space's record in the ledger, `creating`, holding what it asked for (or `capacity_exceeded`). */
+  private reserve(principal: Principal, req: CreateSpaceRequest, owner: Ed25519PublicKey): SpaceRow {
+    const now = this.d.clock.now();
+    return this.d.ledger.reserve({
+      id: newId('sp'),
+      org: principal.org,
+      name: req.name ?? null,
+      ownerKey: owner.toBase64url(),
+      ownerFingerprint: owner.fingerprint(),
+      cpuMillicores: req.resources.cpuMillicores,
+      memoryBytes: req.resources.memoryBytes,
+      storageBytes: req.resources.storageBytes,
+      pids: req.resources.pids ?? null,
+      ports: req.resources.ports ?? 0,
+      state: 'creating',
+      leaseExpiresAt: now + req.leaseSeconds * 1000,
+      graceUntil: now + (req.leaseSeconds + this.d.graceSeconds) * 1000,
+      createdAt: now,
+    });
+  }
+
+  /** The space's cgroups: the space, its API process's, its workloads'. */
+  private async createCgroups(row: SpaceRow): Promise<void> {
+    const layout = spaceCgroupLayout(this.d.cgroupParent, row.id);
+    const limits = spaceCgroupLimits(row, this.d.apiCpuMillicores);
+    await this.d.cgroups.create(layout.space, limits.space);
+    await this.d.cgroups.create(layout.api, limits.api);
+    await this.d.cgroups.create(layout.workloads, limits.workloads);
   }
 
   async lock(actor: string, id: string): Promise<Space> {
