@@ -6,6 +6,7 @@ export * from './exec.js';
 export * from './cgroups/index.js';
 export * from './storage/index.js';
 export { remapOwnership, shiftedId, type IdShift, type RemapResult } from './remap-ownership.js';
+export { rootLinks } from './sandbox-root.js';
 export * from './podman/index.js';
 export * from './libvirt/index.js';
 export * from './engine/index.js';

@@ -11,6 +11,7 @@
  */
 import { CommandError, type Runner } from '../exec.js';
 import { OcsError } from '@ocs/protocol';
+import { rootLinks } from '../sandbox-root.js';
 
 export interface ImageCheckOptions {
   /** Address space of each tool. Default 2 GiB: e2fsck's bitmaps for a few TiB fit. */
@@ -38,18 +39,7 @@ export function sandboxedArgs(image: string, tool: string[], memoryBytes: number
       '--ro-bind',
       '/usr',
       '/usr',
-      '--symlink',
-      'usr/lib',
-      '/lib',
-      '--symlink',
-      'usr/lib64',
-      '/lib64',
-      '--symlink',
-      'usr/bin',
-      '/bin',
-      '--symlink',
-      'usr/sbin',
-      '/sbin',
+      ...rootLinks(),
       '--proc',
       '/proc',
       '--dev',

@@ -16,7 +16,7 @@
  *   attack: mount, namespaces (unshare, setns, and clone with a namespace flag; clone3 is
  *   ENOSYS), ptrace, bpf, perf, keyrings, modules, io_uring, userfaultfd…
  */
-import { lstatSync, readlinkSync } from 'node:fs';
+import { rootLinks } from '@ocs/host';
 import { dirname } from 'node:path';
 
 /** x86_64 system call numbers the space process is refused. */
@@ -160,18 +160,6 @@ export interface SandboxSpec {
   /** The fd (in the child) bwrap reads the seccomp program from. */
   seccompFd: number;
   argv: string[];
-}
-
-/** The top-level entries of / that the sandbox shows as on the host (merged /usr: symlinks). */
-function rootLinks(): string[] {
-  const out: string[] = [];
-  for (const d of ['/bin', '/sbin', '/lib', '/lib64', '/lib32', '/libx32']) {
-    const st = lstatSync(d, { throwIfNoEntry: false });
-    if (!st) continue;
-    if (st.isSymbolicLink()) out.push('--symlink', readlinkSync(d), d);
-    else out.push('--ro-bind', d, d);
-  }
-  return out;
 }
 
 /**
