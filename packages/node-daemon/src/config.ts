@@ -91,6 +91,12 @@ export const ConfigSchema = Obj({
     uidCount: Type.Integer({ minimum: 1, maximum: 1_000_000 }),
     /** A space process idle this long exits; the next request starts it again. */
     idleSeconds: Type.Integer({ minimum: 1 }),
+    /**
+     * How long a space process may take from spawn to listening before the start counts as
+     * failed. Generous: a start is a node runtime loading its bundle within the space's CPU
+     * allowance, and on a busy or emulated host that takes seconds; a hung process is killed.
+     */
+    readySeconds: Type.Integer({ minimum: 1, maximum: 600 }),
     /** CPU allowance of each space's API process, on top of the space's reservation (control plane). */
     apiCpuMillicores: Type.Integer({ minimum: 100, maximum: 4000 }),
     graceSeconds: Type.Integer({ minimum: 0 }),
@@ -210,6 +216,7 @@ export const DEFAULTS: Config = {
     reserveIds: true,
     hideProcesses: 'mount',
     idleSeconds: 300,
+    readySeconds: 60,
     apiCpuMillicores: 1000,
     graceSeconds: 3600,
     maxLeaseSeconds: 30 * 86400,

@@ -285,6 +285,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     logger,
     runDir: config.runDir,
     cgroupParent: config.cgroups.parent,
+    readyTimeoutMs: config.spaces.readySeconds * 1000,
     spaceApiMain: fileURLToPath(import.meta.resolve('@ocs/space-api/bundle')),
     // The install holding the bundle and node_modules (packages/space-api/dist/bundle.mjs → root).
     installRoot: resolve(dirname(fileURLToPath(import.meta.resolve('@ocs/space-api/bundle'))), '../../..'),

@@ -41,7 +41,8 @@ export interface SupervisorOptions {
   /** The node install (bundle and native modules), shown read-only in the sandbox. */
   installRoot: string;
   nodePath?: string;
-  readyTimeoutMs?: number;
+  /** From spawn to listening (`spaces.readySeconds`). */
+  readyTimeoutMs: number;
   /** Fresh config for a space (from its record), or undefined if it may not run. */
   configFor(spaceId: string): Promise<Omit<SpaceProcessConfig, 'socket'> | undefined>;
   uidOf(spaceId: string): number | undefined;
@@ -233,7 +234,7 @@ export class SpaceSupervisor implements SpaceProcesses {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
         () => reject(new Error('space process not ready in time')),
-        this.o.readyTimeoutMs ?? 15_000,
+        this.o.readyTimeoutMs,
       );
       const lines = createInterface({ input: child.stdout! });
       lines.once('line', (line) => {
