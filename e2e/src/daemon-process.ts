@@ -128,11 +128,18 @@ export interface Daemon {
   url: string;
 }
 
-/** `prefix`: a command the daemon runs under (e.g. setpriv), which execs it in the same process. */
-export function startDaemon(configPath: string, timeoutMs = 30_000, o: { prefix?: string[] } = {}): Promise<Daemon> {
+/**
+ * `prefix`: a command the daemon runs under (e.g. setpriv), which execs it in the same process;
+ * `env`: more of its environment (e.g. `OCS_FAILPOINTS`).
+ */
+export function startDaemon(
+  configPath: string,
+  timeoutMs = 30_000,
+  o: { prefix?: string[]; env?: Record<string, string> } = {},
+): Promise<Daemon> {
   const argv = [process.execPath, MAIN, 'start', '--config', configPath];
   const [cmd, ...args] = [...(o.prefix ?? []), ...argv] as [string, ...string[]];
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
   return new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`daemon not up: ${out}`)), timeoutMs);

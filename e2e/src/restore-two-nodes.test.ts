@@ -12,79 +12,27 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
-import { bridgeName } from '@ocs/host';
 import { buildBusyboxImage } from '@ocs/host/testing';
 import { generatePrivateKey, unwrapKey, type Container, type CreateSpaceResponse, type Space } from '@ocs/protocol';
 import { saveArchive } from '@ocs/client';
-import { daemonClient, daemonDir, kill9, startDaemon, type Daemon } from './daemon-process.js';
-import { hostFirewall, removeSpaceRules } from './space-rules.js';
 import { ownersUnder, waitFor, webWithVolume } from './harness.js';
+import { SUBIDS, SUBIDS_OF, containerUids, twoNodes } from './two-nodes.js';
 
 const MiB = 1024 ** 2;
-const SUBIDS = 65_536;
-/** Where each node's subordinate ids begin: node A's, node B's. */
-const SUBIDS_OF = [1_300_000_000, 1_500_000_000];
-
-/** The uids the processes of a space's containers run as, root's left out (its cgroup v1 memory hierarchy). */
-function containerUids(parent: string, spaceId: string): Set<number> {
-  const uids = new Set<number>();
-  const walk = (dir: string) => {
-    if (!existsSync(dir)) return;
-    for (const pid of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
-      let status = '';
-      try {
-        status = readFileSync(`/proc/${pid}/status`, 'utf8');
-      } catch {
-        continue; // gone meanwhile
-      }
-      const m = /^Uid:\s+(\d+)/m.exec(status);
-      // Root's processes there are the engine's plumbing (conmon's helpers), not the container's.
-      if (m && m[1] !== '0') uids.add(Number(m[1]));
-    }
-    for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) walk(join(dir, e.name));
-  };
-  walk(`/sys/fs/cgroup/memory/${parent}/${spaceId}.space/workloads.slice/containers`);
-  return uids;
-}
 
 const SCRIPT =
   'if [ -f /tmp/marker ]; then echo "again: $(cat /tmp/marker)"; else echo OCS-2N-ROOTFS > /tmp/marker; ' +
   'echo OCS-2N-LOG; fi; echo OCS-2N-VOLUME > /data/marker; sleep 1000';
 
 test('a space backed up on node A restores on node B: markers, a running container, B’s ids only; A keeps nothing', async () => {
-  const a = daemonDir('twoa');
-  const b = daemonDir('twob');
-  const runA = `/run/ocs-a${a.tag}`;
-  const runB = `/run/ocs-b${b.tag}`;
-  const octet = 200 + (parseInt(a.tag, 16) % 40);
-  // Each node its own uids, subordinate ids, subnets and ports.
-  const nodeOf = (d: typeof a, run: string, n: number) =>
-    d.nodeConfig({
-      uidFirst: 810_000 + n * 10_000,
-      storageBytes: 2048 * MiB,
-      containersRunRoot: run,
-      network: {
-        subidBase: SUBIDS_OF[n]!,
-        subnetPool: `10.${octet + n}.0.0/16`,
-        ports: { first: 32_000 + n * 100, last: 32_099 + n * 100 },
-      },
-    });
-  const [configA, configB] = [nodeOf(a, runA, 0), nodeOf(b, runB, 1)];
-  const nodeTableWasThere = await hostFirewall().installed();
   const owner = generatePrivateKey();
-  const spaces = new Set<string>();
-  let da: Daemon | undefined;
-  let db: Daemon | undefined;
+  const nodes = await twoNodes(['twoa', 'twob'], owner, 'org-2n');
+  const { spaces } = nodes;
+  const [onA, onB] = [nodes.a.client, nodes.b.client];
+  const [configA, configB] = [nodes.a.config, nodes.b.config];
   const dir = mkdtempSync(join(tmpdir(), 'ocs-e2e-2n-'));
   let imagePath: string | undefined;
   try {
-    da = await startDaemon(a.write(configA), 60_000);
-    db = await startDaemon(b.write(configB), 60_000);
-    const roles = ['spaces', 'storage', 'containers'] as const;
-    const onA = daemonClient(configA.stateDir, da, { roles: [...roles], org: 'org-2n', owner });
-    const onB = daemonClient(configB.stateDir, db, { roles: [...roles], org: 'org-2n', owner });
-
     const made = await onA.call<CreateSpaceResponse>('POST', '/v1/spaces', {
       ownerKey: owner.publicKey.toBase64url(),
       resources: { cpuMillicores: 500, memoryBytes: 512 * MiB, storageBytes: 192 * MiB },
@@ -150,8 +98,7 @@ test('a space backed up on node A restores on node B: markers, a running contain
       readFileSync(join(rootB, 'volumes', volumes.body.volumes[0]!.id, 'marker'), 'utf8').trim(),
       'OCS-2N-VOLUME',
     );
-    const uidA = (configA.spaces as { uidBase: number }).uidBase;
-    const uidB = (configB.spaces as { uidBase: number }).uidBase;
+    const [uidA, uidB] = [nodes.a.uidBase, nodes.b.uidBase];
     const seen = ownersUnder(rootB);
     for (const id of seen) {
       assert.ok(id < uidA || id >= uidA + 2000, `${id}, one of A's space or QEMU uids, owns a file on B`);
@@ -169,7 +116,10 @@ test('a space backed up on node A restores on node B: markers, a running contain
       (await onB.call<{ subnet?: string }>('GET', `/v1/spaces/${id}/api/network`)).body.subnet;
     const [forkNet, neighbourNet] = [await subnet(fork.id), await subnet(neighbour.id)];
     assert.ok(forkNet && neighbourNet && forkNet !== neighbourNet, `${forkNet} ${neighbourNet}`);
-    const [forkUids, neighbourUids] = [containerUids(b.parent, fork.id), containerUids(b.parent, neighbour.id)];
+    const [forkUids, neighbourUids] = [
+      containerUids(nodes.b.dir.parent, fork.id),
+      containerUids(nodes.b.dir.parent, neighbour.id),
+    ];
     assert.ok(forkUids.size > 0 && neighbourUids.size > 0);
     for (const u of forkUids) {
       assert.equal(neighbourUids.has(u), false, `uid ${u} runs in both spaces`);
@@ -184,21 +134,12 @@ test('a space backed up on node A restores on node B: markers, a running contain
       readFileSync('/proc/self/mountinfo', 'utf8').includes(join(configA.storage.root, 'mnt', space.id)),
       false,
     );
-    assert.equal(existsSync(`/sys/fs/cgroup/memory/${a.parent}/${space.id}.space`), false);
+    assert.equal(existsSync(`/sys/fs/cgroup/memory/${nodes.a.dir.parent}/${space.id}.space`), false);
     // And B's copy runs on.
     assert.equal((await onB.call<Container>('GET', `${forkBase}/containers/web`)).body.state, 'running');
     await onB.call('DELETE', `/v1/spaces/${fork.id}`);
   } finally {
-    if (da) await kill9(da);
-    if (db) await kill9(db);
-    await a.remove();
-    await b.remove();
-    for (const run of [runA, runB]) rmSync(run, { recursive: true, force: true });
-    for (const id of spaces) {
-      const bridge = bridgeName(id);
-      if (existsSync(`/sys/class/net/${bridge}`)) execFileSync('ip', ['link', 'delete', bridge]);
-    }
-    await removeSpaceRules(spaces, nodeTableWasThere).catch(() => undefined);
+    await nodes.close();
     if (imagePath) rmSync(dirname(imagePath), { recursive: true, force: true });
     rmSync(dir, { recursive: true, force: true });
   }

@@ -82,6 +82,7 @@ const OWNER_OUTCOME: Record<string, number> = {
   unlockSpace: 409, // space_unlocked: it is open already
   rotateSpaceKey: 400, // unwrap_failed: the placeholder is no sealed key
   exportSpace: 409, // space_unlocked: an archive is taken of a locked space only
+  moveSpace: 400, // invalid_request: the placeholder names no target
   deleteSpace: 204,
   listAudit: 200,
   spaceStatus: 200,
@@ -119,6 +120,8 @@ const has = (p: Principal, roles: readonly Role[]) => roles.some((r) => p.roles.
 
 /** The policy, cell by cell: the status `p` gets on `route` against space A (org-a, owner A). */
 function expected(api: 'node' | 'space', route: RouteSpec, p: Principal): number {
+  // A move's node-to-node steps take no token: space A is no import, whoever asks.
+  if (route.signature === 'import-source') return 404;
   if (route.roles.length === 0) return 200; // health
   if (p.org === undefined) return 401;
   if (p.roles.length === 0) return 401; // token_claims_invalid: a token must carry a role
@@ -147,6 +150,8 @@ function expected(api: 'node' | 'space', route: RouteSpec, p: Principal): number
       // no archive (and names no lease): 400 for every caller the role lets in. Its signature
       // and archive checks have tests of their own (restore.test.ts), as createSpace's have.
       if (route.id === 'restoreSpace') return 400;
+      // An import's placeholder body names no space: invalid_request, before any signature.
+      if (route.id === 'openImport') return 400;
       throw new Error(`no rule for ${route.id} (createSpace has tests of its own)`);
   }
 }

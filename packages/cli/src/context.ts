@@ -50,9 +50,9 @@ export class Context {
     }
   }
 
-  /** `--token-file`, `$OCS_TOKEN_FILE` (read at every request: another process may refresh it), `$OCS_TOKEN`. */
-  token(): () => string {
-    const file = this.g.tokenFile ?? process.env.OCS_TOKEN_FILE;
+  /** `fileFor` (a token file for one node), `--token-file`, `$OCS_TOKEN_FILE` (read at every request: another process may refresh it), `$OCS_TOKEN`. */
+  token(fileFor?: string): () => string {
+    const file = fileFor ?? this.g.tokenFile ?? process.env.OCS_TOKEN_FILE;
     if (file)
       return () => {
         try {
@@ -71,16 +71,16 @@ export class Context {
   }
 
   /** A client for the node, signing with the owner key when `owner` is set. */
-  client(o: { owner?: boolean; node?: string } = {}): OcsClient {
+  client(o: { owner?: boolean; node?: string; tokenFile?: string } = {}): OcsClient {
     const n = this.node(o.node);
-    const k = `${n.name}\n${o.owner ? 'owner' : ''}`;
+    const k = `${n.name}\n${o.owner ? 'owner' : ''}\n${o.tokenFile ?? ''}`;
     let c = this.clients.get(k);
     if (!c) {
       c = new OcsClient({
         url: n.url,
         ca: n.cert,
         fingerprint: n.fingerprint,
-        token: this.token(),
+        token: this.token(o.tokenFile),
         ...(o.owner ? { ownerKey: this.ownerKey() } : {}),
       });
       this.clients.set(k, c);

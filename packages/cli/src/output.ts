@@ -65,6 +65,8 @@ const HINTS: Partial<Record<ErrorCode, string>> = {
   archive_signature_invalid: "restore the file ocs space backup wrote: it carries its owner's signature",
   archive_filesystem_invalid: "the node's check refused the image in it: restore another copy of it",
   archive_backend: 'restore it on a node with the same storage backend (ocs node info)',
+  space_moved: 'the space is on another node now (details.to): ocs node add it, then use --node',
+  move_aborted: 'the space is back on this node, locked: ocs space unlock, or try the move again',
 };
 
 export function exitCodeOf(err: unknown): number {
@@ -83,7 +85,8 @@ export function exitCodeOf(err: unknown): number {
       return EXIT.auth;
     if (c === 'not_found') return EXIT.notFound;
     if (c === 'capacity_exceeded' || c === 'budget_exceeded') return EXIT.capacity;
-    if (['space_locked', 'space_unlocked', 'lease_expired', 'conflict'].includes(c)) return EXIT.state;
+    if (['space_locked', 'space_unlocked', 'lease_expired', 'conflict', 'space_moved', 'move_aborted'].includes(c))
+      return EXIT.state;
     if (c === 'internal' || c === 'host_failed' || c === 'unavailable') return EXIT.failed;
     return EXIT.invalid;
   }

@@ -3,3 +3,4 @@ export * from './transport.js';
 export * from './resources.js';
 export * from './leases.js';
 export * from './archives.js';
+export * from './moves.js';

@@ -4,6 +4,7 @@
  * so a change of contract is a compile error here, not a surprise at run time.
  */
 import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import {
   ARCHIVE_MEDIA_TYPE,
   SPACE_API_PREFIX,
@@ -31,7 +32,8 @@ export interface RouteInput<R> {
   params?: ParamsOf<R>;
   query?: QueryOf<R>;
   headers?: Partial<HeadersOf<R>> & Record<string, string>;
-  body?: BodyOf<R> extends 'binary' ? FileBody | Uint8Array : BodyOf<R>;
+  /** A binary body: a file, bytes, or a stream made as it is sent (see `CallOptions.source`). */
+  body?: BodyOf<R> extends 'binary' ? FileBody | Uint8Array | (() => Readable) : BodyOf<R>;
 }
 
 export interface UploadOptions {
@@ -70,8 +72,9 @@ export class OcsClient extends BaseClient {
     };
     let json: unknown;
     if (spec.body === 'binary') {
-      const b = input.body as FileBody | Uint8Array | undefined;
+      const b = input.body as FileBody | Uint8Array | (() => Readable) | undefined;
       if (b instanceof Uint8Array) opts.raw = b;
+      else if (typeof b === 'function') opts.source = b;
       else if (b) opts.file = b;
       opts.contentType = o.contentType ?? 'application/x-tar';
     } else if (spec.body) json = input.body ?? {};
@@ -138,6 +141,31 @@ export class OcsClient extends BaseClient {
      */
     restore: (file: string, query: QueryOf<N<'restoreSpace'>>, o: UploadOptions = {}) =>
       this.route(nodeRoute('restoreSpace'), { query, body: { path: file } }, { ...o, contentType: ARCHIVE_MEDIA_TYPE }),
+    /**
+     * A move's first step, on the target: room for the space, waiting for it from the node
+     * `body.source` names. {@link moveSpace} (moves.ts) does both steps.
+     */
+    openImport: (body: Omit<BodyOf<N<'openImport'>>, 'ownerKey'>) =>
+      this.route(nodeRoute('openImport'), { body: { ...body, ownerKey: this.owner().publicKey.toBase64url() } }),
+    /** A move's second step, on the source: the space goes to the node that opened an import for it. */
+    move: (spaceId: string, to: BodyOf<N<'moveSpace'>>['to']) =>
+      this.route(nodeRoute('moveSpace'), { params: { spaceId }, body: { to } }),
+  };
+
+  /**
+   * A move's steps between nodes, on the target: a source node's client (signing with its
+   * identity key, no token) sends the archive, commits or drops the import. `moveSpace` and
+   * the nodes use these; an owner never calls them.
+   */
+  readonly imports = {
+    receive: (spaceId: string, archive: () => Readable) =>
+      this.route(
+        nodeRoute('receiveImport'),
+        { params: { spaceId }, body: archive },
+        { contentType: ARCHIVE_MEDIA_TYPE },
+      ),
+    commit: (spaceId: string) => this.route(nodeRoute('commitImport'), { params: { spaceId }, body: {} }),
+    abort: (spaceId: string) => this.route(nodeRoute('abortImport'), { params: { spaceId } }),
   };
 
   /** The owner-only API of one space (forwarded by the node to the space's own process). */

@@ -24,6 +24,7 @@ import {
   parserRefusalResponse,
   cacheTokens,
   createTokenVerifier,
+  type ArchiveHead,
   type NodeInfo,
   type Resources,
 } from '@ocs/protocol';
@@ -41,7 +42,9 @@ import {
   AuditLog,
   WorkloadsRepo,
   PortsRepo,
+  type SpaceRow,
 } from './state/index.js';
+import { nodeHashes } from './crypto.js';
 import { RefusalLog } from './state/refusals.js';
 import { SpaceService, resourcesOf } from './spaces/service.js';
 import { spaceDataLayout, spaceWorkloadIds } from './spaces/layout.js';
@@ -50,6 +53,8 @@ import { WorkloadContext, WorkloadLifecycle, nodeWorkloads, type ContainerEngine
 import { serveBroker } from './broker/server.js';
 import { SpaceSupervisor } from './spaces/supervisor.js';
 import { LeaseScheduler } from './spaces/leases.js';
+import { SpaceMover } from './spaces/mover.js';
+import { sdkMoveTransport } from './spaces/move-client.js';
 import { reconcile } from './spaces/reconcile.js';
 import { SpaceNetworks } from './spaces/networks.js';
 import { createApp } from './http/app.js';
@@ -372,6 +377,50 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   await leases.tick();
   leases.start();
 
+  /** What an archive's head says of a space beyond its record: its workloads and its placement here. */
+  const archiveHead = (row: SpaceRow): Pick<ArchiveHead, 'workloads' | 'placement'> => ({
+    workloads: workloadRows
+      .list(row.id)
+      .filter((w) => w.state === 'ready' && w.removingSince === null)
+      .map((w) => ({
+        id: w.id,
+        kind: w.kind,
+        name: w.name,
+        cpuMillicores: w.cpuMillicores,
+        memoryBytes: w.memoryBytes,
+        storageBytes: w.storageBytes,
+        pids: w.pids,
+      })),
+    placement: {
+      uid: row.uid,
+      workloadUid: row.uid + config.spaces.uidCount,
+      // As recorded at first use; the size is the node's, the same for every space.
+      subordinateIds:
+        row.subidBase === null
+          ? null
+          : {
+              base: row.subidBase,
+              size: spaceWorkloadIds({ uidBase: config.spaces.uidBase, ...config.workloads.containers }, row.uid).idMap
+                .size,
+            },
+      subnet: row.subnet,
+    },
+  });
+  // A move's source end; a move cut short by a restart is aborted or committed from here.
+  const mover = new SpaceMover({
+    service,
+    repo,
+    transport: sdkMoveTransport(identity.identityKey),
+    identityKey: identity.identityKey,
+    identityPublic: identity.identityPublic,
+    tlsFingerprint: tls.fingerprint,
+    archiveHead,
+    hashes: nodeHashes,
+    clock,
+    logger: logger.child({ svc: 'mover' }),
+  });
+  mover.resume();
+
   const metrics = createMetrics({
     idOverlaps: () => idWatch.current.length,
     spacesByState: () => repo.countByState(),
@@ -427,34 +476,8 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     authorities,
     tlsFingerprint: tls.fingerprint,
     service,
-    archiveHead: (row) => ({
-      workloads: workloadRows
-        .list(row.id)
-        .filter((w) => w.state === 'ready' && w.removingSince === null)
-        .map((w) => ({
-          id: w.id,
-          kind: w.kind,
-          name: w.name,
-          cpuMillicores: w.cpuMillicores,
-          memoryBytes: w.memoryBytes,
-          storageBytes: w.storageBytes,
-          pids: w.pids,
-        })),
-      placement: {
-        uid: row.uid,
-        workloadUid: row.uid + config.spaces.uidCount,
-        // As recorded at first use; the size is the node's, the same for every space.
-        subordinateIds:
-          row.subidBase === null
-            ? null
-            : {
-                base: row.subidBase,
-                size: spaceWorkloadIds({ uidBase: config.spaces.uidBase, ...config.workloads.containers }, row.uid)
-                  .idMap.size,
-              },
-        subnet: row.subnet,
-      },
-    }),
+    archiveHead,
+    mover,
     repo,
     audit,
     refusals,
@@ -527,6 +550,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
       await closed;
       clearTimeout(deadline);
       await leases.stop();
+      mover.close();
       await supervisor.close();
       clearInterval(refusalFlush);
       refusals.flush(true);

@@ -154,6 +154,8 @@ export async function startTestApp(
       workloads: [],
       placement: { uid: row.uid, workloadUid: row.uid + 1000, subordinateIds: null, subnet: null },
     }),
+    // No move reaches another node in these tests.
+    mover: inert(),
     repo,
     audit,
     refusals,

@@ -63,6 +63,10 @@ export const ERROR_STATUS = {
   archive_filesystem_invalid: 400,
   /** A well-formed archive this node cannot take: another storage backend. */
   archive_backend: 422,
+  /** The space moved to another node: the details are its tombstone (where, signed by this node). */
+  space_moved: 410,
+  /** A move stopped before its commit: the space is back, locked, on the node it was to leave. */
+  move_aborted: 409,
 
   // Ownership and resources
   not_owner: 403,

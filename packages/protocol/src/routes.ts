@@ -27,8 +27,10 @@ export interface RouteSpec {
    * `owner`: the request must also carry an RFC 9421 signature by the resource's owner key.
    * `bound-key`: signed by the key being bound in the body (proof of possession).
    * `owner-or-farmer`: either an owner signature, or a token with role farmer.
+   * `import-source`: no token; signed by the identity key of the node an import names as the
+   * space's source (a move's node-to-node steps).
    */
-  signature: 'none' | 'owner' | 'bound-key' | 'owner-or-farmer';
+  signature: 'none' | 'owner' | 'bound-key' | 'owner-or-farmer' | 'import-source';
   /** Path parameters: one property per `{name}` in path (the space API's `{spaceId}` prefix aside). */
   params?: TObject;
   /** Query parameters. Integers arrive as decimal strings and are converted before validation. */
@@ -97,6 +99,8 @@ export function refusalsOf(r: RouteSpec, api: 'node' | 'space'): ErrorCode[] {
   if (api === 'space') codes.add('space_locked').add('lease_expired').add('unavailable').add('host_failed');
   // A node operation that reaches the host names the part that failed under it.
   if (api === 'node' && nodeOperationPart(r.id)) codes.add('host_failed');
+  // A space that left the node answers where it went.
+  if (api === 'node' && r.path.includes('{spaceId}')) codes.add('space_moved');
   const add = (...c: ErrorCode[]) => c.forEach((x) => codes.add(x));
   if (r.roles.length > 0)
     add(

@@ -9,7 +9,8 @@
  *   'H' head      JSON ArchiveHead: what the space is (first, once)
  *   'D' data      offset (u64 BE) | SHA-256 of the bytes (32) | bytes (≤ head.image.chunkBytes)
  *   'T' tail      JSON ArchiveTail: how many data frames, their bytes, one digest over them all
- *   'S' signature JSON ArchiveSignature over head and tail (the owner's, added by `ocs`)
+ *   'S' signature JSON ArchiveSignature over head and tail (the owner's, added by `ocs`; or
+ *                 on a move, the source node's)
  * ```
  *
  * Data frames hold the image's chunks in increasing offsets; a chunk of zeros is left out (the
@@ -97,7 +98,8 @@ export interface ArchiveTail {
 }
 
 export interface ArchiveSignature {
-  by: 'owner';
+  /** `owner`: added by `ocs` to what it received and checked; `node`: a source node's, on a move. */
+  by: 'owner' | 'node';
   /** base64url Ed25519 public key. */
   publicKey: string;
   /** base64url Ed25519 signature over {@link archiveSigningInput}. */
@@ -417,7 +419,7 @@ function parseHead(payload: Uint8Array): ArchiveHead {
 
 function parseSignature(payload: Uint8Array): ArchiveSignature {
   const s = parseJson<ArchiveSignature>(payload, 'signature');
-  if (s.by !== 'owner' || typeof s.publicKey !== 'string' || typeof s.signature !== 'string')
+  if ((s.by !== 'owner' && s.by !== 'node') || typeof s.publicKey !== 'string' || typeof s.signature !== 'string')
     throw malformed('a signature frame names no signer');
   return s;
 }

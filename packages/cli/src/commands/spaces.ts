@@ -1,10 +1,10 @@
-/** `ocs space`: reserve, inspect, renew, lock, unlock, rotate, back up, restore and destroy spaces. */
+/** `ocs space`: reserve, inspect, renew, lock, unlock, rotate, back up, restore, move and destroy spaces. */
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { OcsError, parsePublicKey, type Space } from '@ocs/protocol';
 import { UsageError, formatBytes, formatDuration, parseCount, parseCpu, parseDuration, parseSize } from '../units.js';
-import { readArchiveHead, saveArchive } from '@ocs/client';
+import { moveSpace, readArchiveHead, saveArchive } from '@ocs/client';
 import { busy, keyValues, print, progressBar, table } from '../output.js';
 import type { Context } from '../context.js';
 import type { Run } from '../main.js';
@@ -288,6 +288,45 @@ export function spaceCommands(program: Command, run: Run): void {
             `(its ${formatBytes(saved.head.image.bytes)} image as ciphertext; signed with your key)` +
             (wasActive ? '; unlocked again' : '') +
             `\nits wrapped key (only your key opens it): ${wrappedKeyFile(saved.file)}`,
+        );
+      }),
+    );
+  space
+    .command('move [id]')
+    .description(
+      'move the space to another node, node to node, as ciphertext: it keeps its id and key, waits there locked, and leaves nothing here but a tombstone',
+    )
+    .requiredOption('--to <node>', 'the node to move it to (ocs node add)')
+    .option('--to-token-file <file>', "a token for that node, if it is not the same as this node's")
+    .option('--to-url <url>', "the node's URL as this node reaches it (default: the one ocs uses)")
+    .action(
+      run(async (ctx, id: string | undefined, o: { to: string; toTokenFile?: string; toUrl?: string }) => {
+        const spaceId = id ?? ctx.space().spaceId;
+        const from = ctx.node().name;
+        const to = ctx.node(o.to).name;
+        if (to === from) throw new UsageError(`the space is on ${from} already`);
+        const wrappedKey = wrappedKeyOf(ctx, spaceId);
+        const started = Date.now();
+        const tombstone = await busy(
+          `moving to ${to}`,
+          moveSpace(
+            ctx.client({ owner: true }),
+            ctx.client({ owner: true, node: to, ...(o.toTokenFile ? { tokenFile: o.toTokenFile } : {}) }),
+            spaceId,
+            o.toUrl ? { targetUrl: o.toUrl } : {},
+          ),
+        );
+        // The same wrapped key opens it there: kept under the node it is on now.
+        ctx.store.putSpace({ spaceId, node: to, wrappedKey, reservedAt: ctx.store.space(from, spaceId)!.reservedAt });
+        ctx.store.forgetSpace(from, spaceId);
+        const cur = ctx.store.current();
+        if (cur?.spaceId === spaceId) ctx.store.use(to, spaceId);
+        print(
+          ctx.out,
+          { tombstone, seconds: (Date.now() - started) / 1000 },
+          () =>
+            `${spaceId}: moved to ${to} (${tombstone.to.url}) in ${((Date.now() - started) / 1000).toFixed(1)} s; ` +
+            `it waits there locked\nopen it: ocs --node ${to} space unlock ${spaceId}`,
         );
       }),
     );

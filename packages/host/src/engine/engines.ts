@@ -341,6 +341,8 @@ export class SpaceEngines {
       join(storage, 'overlay-images', 'images.json'),
     );
     for (const img of images) {
+      // A space that moved keeps its id: its images' names are its own already.
+      if (fromSpaceId === space.spaceId) break;
       for (const name of img.names ?? []) {
         const ref = parseImageRef(name);
         if (ref?.spaceId !== fromSpaceId) continue;

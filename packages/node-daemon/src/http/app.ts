@@ -52,7 +52,8 @@ import { bindCatalogue, errorMiddleware, logResponseErrors, methodNotAllowed, pa
 import type { Forwarder } from './forward.js';
 import type { ReservationKeys } from '../spaces/reservation-keys.js';
 import { spaceArchive } from '../spaces/archive.js';
-import { readHead, readRest, requireOwnerSignature } from '../spaces/restore.js';
+import { readHead, readRest, requireOwnerSignature, requireNodeSignature } from '../spaces/restore.js';
+import type { SpaceMover } from '../spaces/mover.js';
 import type { HttpMetrics } from '../metrics.js';
 
 export interface AppDeps {
@@ -61,6 +62,8 @@ export interface AppDeps {
   /** This node's TLS certificate fingerprint: a signed request must name it (`ocs-node`). */
   tlsFingerprint: string;
   service: SpaceService;
+  /** A move's source end. */
+  mover: SpaceMover;
   /** What an archive's head says of a space beyond its record: its workloads and its placement on this node. */
   archiveHead(row: SpaceRow): Pick<ArchiveHead, 'workloads' | 'placement'>;
   repo: SpacesRepo;
@@ -184,6 +187,32 @@ export function createApp(d: AppDeps): Koa {
     return { principal, body, row, actor: signature!.keyId };
   }
 
+  /**
+   * A move's node-to-node step on its target: no token, a signature by the identity key of
+   * the node the import names as its source (its nonce charged to that node).
+   */
+  async function importSource(ctx: Context, spaceId: string, body = new Uint8Array()): Promise<SpaceRow> {
+    const row = d.repo.get(spaceId);
+    if (!row?.importFrom) throw new OcsError('not_found', 'no such import');
+    const source = parsePublicKey(row.importFrom.identityKey);
+    await authorize(requestOf(ctx, body), {
+      verifyToken: d.verifyToken,
+      roles: [],
+      signature: {
+        ...signaturePolicy((keyId) => {
+          if (keyId !== source.fingerprint())
+            throw new OcsError('not_owner', 'the request must be signed by the node this import comes from');
+          return source.bytes;
+        }),
+        noncePartition: `node:${row.importFrom.identityKey}`,
+        // The archive checks itself: every chunk's digest, the chain, the source's signature.
+        requireDigestCoverage: body.length > 0,
+      },
+      hashes: nodeHashes,
+    });
+    return row;
+  }
+
   const handlers: { [K in NodeRouteId]: Handler<Extract<NodeRoute, { id: K }>> } = {
     health: async () => ({ status: 'ok' }),
     metrics: async (ctx) => {
@@ -284,6 +313,52 @@ export function createApp(d: AppDeps): Koa {
       }
       return d.service.view(d.service.get((await restore.finish()).id));
     },
+    openImport: async (ctx, { principal, raw, body }) => {
+      const owner = parsePublicKey(body.ownerKey);
+      d.service.checkCreate(body);
+      // Proof of possession, as for a reservation: signed by the owner key the body names.
+      await authorize(requestOf(ctx, raw), {
+        verifyToken: d.verifyToken,
+        roles: [],
+        signature: {
+          ...signaturePolicy((keyId) => {
+            if (keyId !== owner.fingerprint())
+              throw new OcsError('not_owner', 'the request must be signed by the key it binds');
+            return owner.bytes;
+          }),
+          noncePartition: principalKey(principal!),
+        },
+        hashes: nodeHashes,
+      });
+      return d.service.openImport(principal!, body, owner);
+    },
+    receiveImport: async (ctx, { params }) => {
+      const row = await importSource(ctx, params.spaceId);
+      const body = (ctx.req as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+      const intake = {
+        reader: new ArchiveReader(nodeHashes),
+        digest: { update: () => undefined, verify: () => undefined },
+      };
+      const { head, early } = await readHead(body, intake);
+      const receive = await d.service.beginImport(row, head);
+      try {
+        const summary = await readRest(body, intake, early, (c) => receive.write(c)).catch((err: unknown) => {
+          throw isOcsError(err) ? err : new OcsError('archive_malformed', 'the archive could not be read to its end');
+        });
+        await requireNodeSignature(summary, row.importFrom!.identityKey, nodeHashes);
+      } catch (err) {
+        await receive.abort(err);
+        throw err;
+      }
+      return receive.finish();
+    },
+    commitImport: async (ctx, { params, raw }) =>
+      d.service.commitImport(await importSource(ctx, params.spaceId, new Uint8Array(raw))),
+    abortImport: async (ctx, { params }) => {
+      await d.service.abortImport(await importSource(ctx, params.spaceId));
+      return undefined;
+    },
+    moveSpace: async (_ctx, { row, actor, body }) => d.mover.move(actor!, row!.id, body.to),
     deleteSpace: async (_ctx, { row, actor }) => {
       await d.service.destroy(actor!, row!.id);
       return undefined;
@@ -310,6 +385,12 @@ export function createApp(d: AppDeps): Koa {
     let auth: { principal: Principal | undefined; body: Uint8Array; row?: SpaceRow; actor?: string };
     if (spec.signature === 'owner' || spec.signature === 'owner-or-farmer') {
       auth = await ownerSigned(ctx, spec, params.spaceId!, { farmerMayInstead: spec.signature !== 'owner' });
+    } else if (spec.signature === 'import-source') {
+      // Checked by the handler against the import's source node; a binary body is streamed.
+      auth = {
+        principal: undefined,
+        body: spec.body && spec.body !== 'binary' ? await readBody(ctx, JSON_LIMIT) : new Uint8Array(),
+      };
     } else if (spec.roles.length > 0) {
       // A binary body is streamed by its handler, never read whole here.
       auth = await tokenOnly(

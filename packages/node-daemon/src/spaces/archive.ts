@@ -4,7 +4,16 @@
  * on disk, then the tail. Pulled, not pushed: a chunk is read only when the connection has taken
  * the last one, so a 10 GiB space costs one 4 MiB buffer, and nothing is staged anywhere.
  */
-import { ARCHIVE_CHUNK_BYTES, ARCHIVE_FORMAT, ArchiveWriter, type ArchiveHead, type HashFactory } from '@ocs/protocol';
+import {
+  ARCHIVE_CHUNK_BYTES,
+  ARCHIVE_FORMAT,
+  ArchiveWriter,
+  archiveSigningInput,
+  signatureFrame,
+  type ArchiveHead,
+  type ArchiveSignature,
+  type HashFactory,
+} from '@ocs/protocol';
 import type { StorageImage } from '@ocs/host';
 import type { SpaceRow } from '../state/index.js';
 import { resourcesOf } from './service.js';
@@ -19,6 +28,11 @@ export interface ArchiveSource {
   node: string;
   now: number;
   hashes: HashFactory;
+  /**
+   * On a move: the source node's signature over head and tail, appended after the tail (the
+   * target accepts the archive on it; an owner's backup is signed by `ocs` instead).
+   */
+  sign?(input: Uint8Array): ArchiveSignature;
   /** Called once, when the stream ends: `ok` when the tail went out. */
   done(ok: boolean): Promise<void>;
 }
@@ -51,7 +65,9 @@ export async function* spaceArchive(s: ArchiveSource): AsyncGenerator<Uint8Array
       const frame = w.chunk(at, buf.subarray(0, want));
       if (frame) yield frame;
     }
-    yield w.end().frame;
+    const end = w.end();
+    yield end.frame;
+    if (s.sign) yield signatureFrame(s.sign(archiveSigningInput(w.headBytes, end.tailBytes, s.hashes)));
     ok = true;
   } finally {
     await s.done(ok);

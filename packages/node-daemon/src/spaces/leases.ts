@@ -8,6 +8,9 @@ import type { Logger } from '../logger.js';
 import type { SpacesRepo } from '../state/index.js';
 import type { SpaceService } from './service.js';
 
+/** How long a node answers `space_moved` for a space that left it. */
+const TOMBSTONE_KEEP_MS = 7 * 86400_000;
+
 export class LeaseScheduler {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
@@ -43,6 +46,9 @@ export class LeaseScheduler {
         .destroy('node', row.id)
         .catch((err: unknown) => this.logger.error({ err, spaceId: row.id }, 'destroy after grace failed'));
     }
+    // Moves: imports nobody sent or committed in time go; tombstones are kept a week.
+    await this.service.expireImports();
+    this.repo.sweepTombstones(this.clock.now() - TOMBSTONE_KEEP_MS);
   }
 
   async stop(): Promise<void> {

@@ -16,6 +16,8 @@ export interface ReconcileReport {
   orphanStorage: string[];
   markedLocked: string[];
   markedFailed: string[];
+  /** Imports whose archive was arriving when the daemon stopped: dropped (their source aborts). */
+  droppedImports: string[];
   killedProcesses: number;
 }
 
@@ -37,6 +39,7 @@ export async function reconcile(d: {
     orphanStorage: [],
     markedLocked: [],
     markedFailed: [],
+    droppedImports: [],
     killedProcesses: 0,
   };
   const rows = d.repo.list({});
@@ -57,6 +60,15 @@ export async function reconcile(d: {
         d.ledger.release(row.id);
         report.finishedDestroys.push(row.id);
         break;
+      case 'importing':
+        // The archive stream died with the daemon; it cannot be resumed, and was never anyone's.
+        await d.service.dropImport(row.id, 'node', new Error('the daemon stopped while the archive arrived'));
+        report.droppedImports.push(row.id);
+        break;
+      // A move's ends are locked spaces on the host; the mover resumes or aborts the move.
+      case 'prepared':
+      case 'moving':
+      case 'committing':
       case 'active':
       case 'locked':
       case 'expired': {
@@ -79,8 +91,10 @@ export async function reconcile(d: {
         await d.cgroups.create(layout.workloads, limits.workloads);
         const info = await d.storage.info(row.id).catch(() => undefined);
         if (!info) {
-          d.repo.setState(row.id, [row.state], 'failed');
-          report.markedFailed.push(row.id);
+          if (row.state === 'active' || row.state === 'locked' || row.state === 'expired') {
+            d.repo.setState(row.id, [row.state], 'failed');
+            report.markedFailed.push(row.id);
+          } else d.logger.error({ spaceId: row.id, state: row.state }, 'a moving space has no storage');
         } else {
           if (row.state === 'active' && !info.unlocked) {
             // After a reboot (or a crash halfway through a lock) the key is gone: the owner must unlock again.

@@ -73,18 +73,37 @@ export async function readRest(
  * it received and checked); a signature by any other key does not count.
  */
 export async function requireOwnerSignature(summary: ArchiveSummary, hashes: HashFactory): Promise<void> {
-  const owner = summary.head.ownerKey;
+  if (await signedBy(summary, 'owner', summary.head.ownerKey, hashes)) return;
+  throw new OcsError('archive_signature_invalid', "the archive carries no valid signature by its owner's key");
+}
+
+/** A moving space's archive must carry the signature of the node the import names as its source. */
+export async function requireNodeSignature(
+  summary: ArchiveSummary,
+  nodeKey: string,
+  hashes: HashFactory,
+): Promise<void> {
+  if (await signedBy(summary, 'node', nodeKey, hashes)) return;
+  throw new OcsError('archive_signature_invalid', 'the archive carries no valid signature by the node it comes from');
+}
+
+async function signedBy(
+  summary: ArchiveSummary,
+  by: 'owner' | 'node',
+  publicKey: string,
+  hashes: HashFactory,
+): Promise<boolean> {
   const input = archiveSigningInput(summary.headBytes, summary.tailBytes, hashes);
-  const key = parsePublicKey(owner).bytes;
+  const key = parsePublicKey(publicKey).bytes;
   for (const s of summary.signatures) {
-    if (s.by !== 'owner' || s.publicKey !== owner) continue;
+    if (s.by !== by || s.publicKey !== publicKey) continue;
     let sig: Uint8Array;
     try {
       sig = new Uint8Array(Buffer.from(s.signature, 'base64url'));
     } catch {
       continue;
     }
-    if (sig.length === 64 && (await nodeVerify(sig, input, key))) return;
+    if (sig.length === 64 && (await nodeVerify(sig, input, key))) return true;
   }
-  throw new OcsError('archive_signature_invalid', "the archive carries no valid signature by its owner's key");
+  return false;
 }

@@ -13,27 +13,32 @@ import {
   receivesImages,
   type CgroupDriver,
   type ImageReceiver,
+  type ImageSink,
   type StorageImage,
   type StorageDriver,
 } from '@ocs/host';
 import {
   OcsError,
+  isOcsError,
   parsePublicKey,
   wrapKey,
   type ArchiveChunk,
   type ArchiveHead,
   type CreateSpaceRequest,
+  type OpenImportRequest,
   type Ed25519PublicKey,
   type ErrorCode,
   type Principal,
   type Resources,
   type Space,
   type SpaceState,
+  type Tombstone,
 } from '@ocs/protocol';
-import type { AuditLog, Ledger, RemapFrom, SpaceRow, SpacesRepo, WorkloadsRepo } from '../state/index.js';
+import type { AuditLog, Ledger, RemapFrom, SpaceRow, SpacesRepo, TombstoneRow, WorkloadsRepo } from '../state/index.js';
 import type { Logger } from '../logger.js';
 import type { Clock } from '../clock.js';
 import { newId } from '../ids.js';
+import { failpoint } from '../failpoints.js';
 import { spaceCgroupLayout, spaceCgroupLimits, spaceDataLayout } from './layout.js';
 
 export interface SpaceProcesses {
@@ -94,6 +99,8 @@ export interface Restore {
 }
 
 const KEY_BYTES = 32;
+/** How long an import waits for its archive, and then, prepared, for its commit. */
+const IMPORT_WAIT_MS = 3600_000;
 
 export class SpaceService {
   private readonly destroying = new Set<string>();
@@ -101,6 +108,8 @@ export class SpaceService {
   private readonly exporting = new Map<string, number>();
   /** Spaces whose storage is being opened or re-keyed: no archive starts meanwhile. */
   private readonly opening = new Map<string, number>();
+  /** Spaces whose archive is arriving (a restore's, an import's): an import's expiry waits for it. */
+  private readonly receiving = new Map<string, number>();
 
   constructor(private readonly d: SpaceServiceDeps) {}
 
@@ -117,12 +126,18 @@ export class SpaceService {
       apiBase: `/v1/spaces/${row.id}/api`,
       storage: { backend: this.d.storage.kind, sizeBytes: row.storageBytes, unlocked: row.state === 'active' },
       network: { egress: row.egress, published: this.d.published?.(row.id) ?? [] },
+      ...(row.moveTo ? { move: { to: { url: row.moveTo.url, fingerprint: row.moveTo.fingerprint } } } : {}),
     };
   }
 
   get(id: string): SpaceRow {
     const row = this.d.repo.get(id);
-    if (!row || row.state === 'destroyed') throw new OcsError('not_found', 'no such space');
+    if (!row || row.state === 'destroyed') {
+      // A space that moved away is not "no such space": where it went is the answer.
+      const t = row && this.d.repo.tombstone(id);
+      if (t) throw new OcsError('space_moved', `the space moved to ${t.url}`, tombstoneView(t));
+      throw new OcsError('not_found', 'no such space');
+    }
     return row;
   }
 
@@ -224,37 +239,75 @@ export class SpaceService {
         ...(code ? { code } : {}),
         detail: { from: head.spaceId, node: head.node.fingerprint.slice(0, 128) },
       });
+    return this.receive(row, head, {
+      from: 'creating',
+      audit,
+      kept: () => this.d.repo.setState(id, ['creating'], 'locked'),
+    });
+  }
+
+  /**
+   * Receives an archive into `row`'s new storage: its cgroups, an image nothing attaches, each
+   * chunk written as it comes; `finish` checks the image, writes the workloads' records (new
+   * ids, the space's first unlock renames what its storage keeps by id) and the placement to
+   * map, then `kept` moves the record on. Any failure drops everything of the space.
+   */
+  private async receive(
+    row: SpaceRow,
+    head: ArchiveHead,
+    o: {
+      from: SpaceState;
+      audit(outcome: 'ok' | 'refused' | 'failed', code?: ErrorCode): void;
+      kept(): void;
+    },
+  ): Promise<Restore> {
+    const id = row.id;
+    const storage = this.d.storage as StorageDriver & ImageSink;
+    // Counted before the first await: a second archive for the same import is `conflict`.
+    count(this.receiving, id, +1);
+    let ended = false;
+    const end = () => {
+      if (ended) return false;
+      ended = true;
+      count(this.receiving, id, -1);
+      return true;
+    };
     let receiver: ImageReceiver | undefined;
     const drop = async (err: unknown) => {
       await receiver?.abort().catch(() => undefined);
       await this.teardownHost(id).catch((e: unknown) =>
-        this.d.logger.error({ err: e, spaceId: id }, 'restore rollback incomplete; reconciliation will retry'),
+        this.d.logger.error(
+          { err: e, spaceId: id },
+          'rollback of a received space incomplete; reconciliation will retry',
+        ),
       );
-      this.d.repo.setState(id, ['creating'], 'destroying');
+      this.d.repo.setState(id, [o.from], 'destroying');
       this.d.repo.setState(id, ['destroying'], 'destroyed');
       this.d.ledger.release(id);
       // A refusal is the archive's (a 4xx); anything else failed here.
       const code = err instanceof OcsError ? err.code : 'host_failed';
-      audit(err instanceof OcsError && err.status < 500 ? 'refused' : 'failed', code);
+      o.audit(err instanceof OcsError && err.status < 500 ? 'refused' : 'failed', code);
     };
     try {
-      await this.createCgroups(row);
+      if (o.from === 'creating') await this.createCgroups(row);
       receiver = await storage.receiveImage(id, head.image.bytes);
     } catch (err) {
+      end();
       await drop(err);
       throw err;
     }
     const r = receiver;
-    let ended = false;
+    let written = 0;
     return {
       spaceId: id,
-      write: (chunk) => r.write(chunk.data, chunk.offset),
+      write: (chunk) => {
+        if (o.from === 'importing' && ++written === 2) failpoint('import.receiving');
+        return r.write(chunk.data, chunk.offset);
+      },
       finish: async () => {
-        ended = true;
         try {
           await r.commit();
-          // A fork's workloads get ids of their own (the archived space may still be on this
-          // node); the first unlock renames what the storage keeps by id.
+          if (o.from === 'importing') failpoint('import.checked');
           const workloadIds: Record<string, string> = {};
           for (const w of head.workloads) workloadIds[w.id] = newId(w.id.slice(0, w.id.indexOf('_')) as 'vol');
           this.d.workloadRows.insertRestored(
@@ -266,27 +319,180 @@ export class SpaceService {
             })),
           );
           this.d.repo.setRemapFrom(id, { spaceId: head.spaceId, placement: head.placement, workloadIds });
-          this.d.repo.setState(id, ['creating'], 'locked');
+          o.kept();
         } catch (err) {
+          end();
           await drop(err);
           throw err;
         }
-        audit('ok');
+        end();
+        o.audit('ok');
         return this.view(this.get(id));
       },
       abort: async (err) => {
-        if (ended) return;
-        ended = true;
+        if (!end()) return;
         await drop(err);
       },
     };
   }
 
+  /**
+   * A move's first step on its target: the space's room reserved under its own id, `importing`,
+   * waiting for the archive from the node `req.source` names (only that node's identity key
+   * may send, commit or abort it). The caller checked that the owner signed the request.
+   */
+  async openImport(principal: Principal, req: OpenImportRequest, owner: Ed25519PublicKey): Promise<Space> {
+    if (!receivesImages(this.d.storage))
+      throw new OcsError('unavailable', `this node's storage (${this.d.storage.kind}) cannot import a space yet`);
+    this.checkCreate(req);
+    // A destroyed record of the id (an import aborted before, the space here before it moved
+    // away) makes room; a standing one is `conflict`.
+    this.d.repo.forgetDestroyed(req.spaceId);
+    const row = this.reserve(principal, req, owner, { id: req.spaceId, state: 'importing' });
+    const id = row.id;
+    try {
+      await this.createCgroups(row);
+      this.d.repo.setImportFrom(id, {
+        identityKey: req.source.identityKey,
+        expiresAt: this.d.clock.now() + IMPORT_WAIT_MS,
+      });
+    } catch (err) {
+      await this.dropImport(id, 'node', err);
+      throw err;
+    }
+    this.d.audit.append({
+      actor: principal.subject,
+      action: 'space.import',
+      target: id,
+      outcome: 'ok',
+      detail: { step: 'open', source: req.source.identityKey },
+    });
+    failpoint('import.opened');
+    return this.view(this.get(id));
+  }
+
+  /**
+   * The archive of an import, from its source: it must be the space the import was opened for
+   * (id, owner, resources, backend). Whole and checked, the space is `prepared`: on this node,
+   * but nobody can unlock it until the source commits.
+   */
+  async beginImport(row: SpaceRow, head: ArchiveHead): Promise<Restore> {
+    if (row.state !== 'importing' || this.receiving.has(row.id))
+      throw new OcsError('conflict', `the import is ${row.state === 'importing' ? 'already arriving' : row.state}`);
+    const storage = this.d.storage;
+    if (head.backend !== storage.kind)
+      throw new OcsError(
+        'archive_backend',
+        `the archive holds ${head.backend} storage; this node's is ${storage.kind}`,
+        {
+          archive: head.backend,
+          node: storage.kind,
+        },
+      );
+    checkArchiveFits(head);
+    const mismatch = (what: string) =>
+      new OcsError('archive_malformed', `the archive is not the space this import was opened for: ${what}`);
+    if (head.spaceId !== row.id) throw mismatch('another space id');
+    if (head.ownerKey !== row.ownerKey) throw mismatch('another owner key');
+    const r = resourcesOf(row);
+    for (const k of ['cpuMillicores', 'memoryBytes', 'storageBytes', 'pids', 'ports'] as const)
+      if ((head.resources[k] ?? 0) !== (r[k] ?? 0)) throw mismatch(`another ${k}`);
+    const audit = (outcome: 'ok' | 'refused' | 'failed', code?: ErrorCode) =>
+      this.d.audit.append({
+        actor: `node:${row.importFrom!.identityKey}`,
+        action: 'space.import',
+        target: row.id,
+        outcome,
+        ...(code ? { code } : {}),
+        detail: { step: 'receive', node: head.node.fingerprint.slice(0, 128) },
+      });
+    return this.receive(row, head, {
+      from: 'importing',
+      audit,
+      kept: () => {
+        this.d.repo.setImportFrom(row.id, { ...row.importFrom!, expiresAt: this.d.clock.now() + IMPORT_WAIT_MS });
+        this.d.repo.setState(row.id, ['importing'], 'prepared');
+        failpoint('import.prepared');
+      },
+    });
+  }
+
+  /**
+   * The source's commit: a prepared space becomes this node's, `locked`, for its owner to
+   * unlock. Idempotent: a commit of an import already committed answers the same, so a source
+   * that lost the first answer may ask again.
+   */
+  commitImport(row: SpaceRow): Space {
+    const from = row.importFrom!;
+    if (from.committedAt !== undefined) return this.view(row);
+    // Dropped (expired, aborted, destroyed by its owner) before any commit: never this node's,
+    // and the source, told so, keeps the space.
+    if (row.state === 'destroyed' || row.state === 'destroying') throw new OcsError('not_found', 'no such import');
+    if (row.state !== 'prepared')
+      throw new OcsError('conflict', `the import is ${row.state}: only a prepared import commits`);
+    this.d.repo.setImportFrom(row.id, { ...from, committedAt: this.d.clock.now() });
+    this.d.repo.setState(row.id, ['prepared'], 'locked');
+    // A space that once moved away from here is back: here is where it is.
+    this.d.repo.forgetTombstone(row.id);
+    this.d.audit.append({
+      actor: `node:${from.identityKey}`,
+      action: 'space.import',
+      target: row.id,
+      outcome: 'ok',
+      detail: { step: 'commit' },
+    });
+    failpoint('import.committed');
+    return this.view(this.get(row.id));
+  }
+
+  /** Drops an import its source gave up (idempotent); a committed one is this node's and stays. */
+  async abortImport(row: SpaceRow): Promise<void> {
+    if (row.importFrom?.committedAt !== undefined)
+      throw new OcsError('conflict', "the import was committed: the space is this node's now");
+    if (row.state === 'destroyed') return;
+    if (this.receiving.has(row.id))
+      throw new OcsError('conflict', 'the archive is still arriving; a cut stream drops the import by itself');
+    await this.dropImport(row.id, `node:${row.importFrom!.identityKey}`, undefined);
+  }
+
+  /** Drops imports not committed in time (a source that never sent, or never committed). */
+  async expireImports(): Promise<void> {
+    const now = this.d.clock.now();
+    for (const row of this.d.repo.list({})) {
+      if (row.state !== 'importing' && row.state !== 'prepared') continue;
+      if (this.receiving.has(row.id) || !row.importFrom || row.importFrom.expiresAt > now) continue;
+      await this.dropImport(row.id, 'node', new OcsError('conflict', 'the import expired')).catch((err: unknown) =>
+        this.d.logger.error({ err, spaceId: row.id }, 'an expired import could not be dropped'),
+      );
+    }
+  }
+
+  /** Everything of an uncommitted import gone: host objects, record, capacity. */
+  async dropImport(id: string, actor: string, why: unknown): Promise<void> {
+    await this.teardownHost(id);
+    this.d.repo.setState(id, ['importing', 'prepared', 'destroying'], 'destroying');
+    this.d.repo.setState(id, ['destroying'], 'destroyed');
+    this.d.ledger.release(id);
+    this.d.audit.append({
+      actor,
+      action: 'space.import',
+      target: id,
+      outcome: why === undefined ? 'ok' : 'failed',
+      ...(isOcsError(why) ? { code: why.code } : {}),
+      detail: { step: 'drop' },
+    });
+  }
+
   /** A new space's record in the ledger, `creating`, holding what it asked for (or `capacity_exceeded`). */
-  private reserve(principal: Principal, req: CreateSpaceRequest, owner: Ed25519PublicKey): SpaceRow {
+  private reserve(
+    principal: Principal,
+    req: CreateSpaceRequest,
+    owner: Ed25519PublicKey,
+    as: { id: string; state: 'importing' } | undefined = undefined,
+  ): SpaceRow {
     const now = this.d.clock.now();
     return this.d.ledger.reserve({
-      id: newId('sp'),
+      id: as?.id ?? newId('sp'),
       org: principal.org,
       name: req.name ?? null,
       ownerKey: owner.toBase64url(),
@@ -296,7 +502,7 @@ export class SpaceService {
       storageBytes: req.resources.storageBytes,
       pids: req.resources.pids ?? null,
       ports: req.resources.ports ?? 0,
-      state: 'creating',
+      state: as?.state ?? 'creating',
       leaseExpiresAt: now + req.leaseSeconds * 1000,
       graceUntil: now + (req.leaseSeconds + this.d.graceSeconds) * 1000,
       createdAt: now,
@@ -422,10 +628,15 @@ export class SpaceService {
     if (this.destroying.has(id)) throw new OcsError('conflict', 'the space is being destroyed');
     const row = this.get(id);
     this.requireNotExporting(id);
+    if (this.receiving.has(id)) throw new OcsError('conflict', 'the space is arriving; try again when it has');
     this.destroying.add(id);
     try {
       if (row.state !== 'destroying')
-        this.d.repo.setState(id, ['active', 'locked', 'expired', 'failed', 'creating'], 'destroying');
+        this.d.repo.setState(
+          id,
+          ['active', 'locked', 'expired', 'failed', 'creating', 'importing', 'prepared'],
+          'destroying',
+        );
       await this.teardownHost(id);
       this.d.repo.setState(id, ['destroying'], 'destroyed');
     } finally {
@@ -446,6 +657,58 @@ export class SpaceService {
   }
 
   /**
+   * A move's first step on its source: the space locked (if it ran, as a lock by its owner
+   * would), then `moving`, with its target recorded in the same write. From here nothing else
+   * can open, re-key, export, renew or destroy it until the move ends one way or the other.
+   */
+  async beginMove(actor: string, id: string, to: { url: string; fingerprint: string }): Promise<SpaceRow> {
+    const row = this.get(id);
+    if (row.state === 'active') await this.lock(actor, id);
+    failpoint('move.locked');
+    this.requireState(this.get(id), ['locked']);
+    this.requireNotExporting(id);
+    if (this.destroying.has(id)) throw new OcsError('conflict', 'the space is being destroyed');
+    if (this.opening.has(id)) throw new OcsError('conflict', 'the space is being unlocked or re-keyed');
+    return this.d.repo.setMoveState(id, ['locked'], 'moving', { ...to, startedAt: this.d.clock.now() });
+  }
+
+  /** A move that did not commit: the space is locked here again, as it was. */
+  endMoveAborted(actor: string, id: string, from: 'moving' | 'committing', why: unknown): void {
+    this.d.repo.setMoveState(id, [from], 'locked', null);
+    failpoint('move.aborted');
+    this.d.audit.append({
+      actor,
+      action: 'space.move',
+      target: id,
+      outcome: isOcsError(why) && why.status < 500 ? 'refused' : 'failed',
+      code: isOcsError(why) ? why.code : 'host_failed',
+    });
+  }
+
+  /**
+   * The target answered the commit: the space is the target's. What is left of it here goes
+   * (its process, workloads, cgroups, storage), and its record becomes a tombstone at once with
+   * the capacity it frees. Safe to run again after a crash halfway.
+   */
+  async finishMove(actor: string, id: string, tombstone: TombstoneRow): Promise<void> {
+    const row = this.d.repo.get(id);
+    if (!row || row.state === 'destroyed') return;
+    // Torn down while still `committing`: a crash halfway restarts as a commit, which the
+    // target answers again, and this runs again (never `destroying` without its tombstone).
+    await this.teardownHost(id);
+    failpoint('move.torn-down');
+    this.d.repo.recordMoved(tombstone);
+    this.d.ledger.release(id);
+    this.d.audit.append({
+      actor,
+      action: 'space.move',
+      target: id,
+      outcome: 'ok',
+      detail: { to: tombstone.url.slice(0, 256), fingerprint: tombstone.fingerprint },
+    });
+  }
+
+  /**
    * Opens a locked (or expired) space's image for an archive. Until `done` is called, the space
    * cannot be unlocked, re-keyed or destroyed: the image read is the image at rest. An active
    * space is `space_unlocked`: fscrypt cannot copy a live space consistently (no snapshot on
@@ -454,11 +717,13 @@ export class SpaceService {
   async openExport(
     actor: string,
     id: string,
+    /** A move's own export: the space is `moving` (see `beginMove`). */
+    o: { moving?: boolean } = {},
   ): Promise<{ row: SpaceRow; image: StorageImage; backend: StorageDriver['kind']; done(ok: boolean): Promise<void> }> {
     const row = this.get(id);
     if (row.state === 'active')
       throw new OcsError('space_unlocked', 'lock the space first: its storage is copied only at rest');
-    this.requireState(row, ['locked', 'expired']);
+    this.requireState(row, o.moving ? ['moving'] : ['locked', 'expired']);
     if (this.destroying.has(id)) throw new OcsError('conflict', 'the space is being destroyed');
     if (this.opening.has(id)) throw new OcsError('conflict', 'the space is being unlocked or re-keyed');
     const storage = this.d.storage;
@@ -579,6 +844,16 @@ function count(inFlight: Map<string, number>, id: string, by: 1 | -1): void {
   const n = (inFlight.get(id) ?? 0) + by;
   if (n > 0) inFlight.set(id, n);
   else inFlight.delete(id);
+}
+
+/** A tombstone as the API shows it (`space_moved`'s details). */
+export function tombstoneView(t: TombstoneRow): Tombstone {
+  return {
+    spaceId: t.spaceId,
+    to: { url: t.url, fingerprint: t.fingerprint },
+    movedAt: iso(t.movedAt),
+    signature: t.signature,
+  };
 }
 
 function iso(ms: number): string {

@@ -232,10 +232,7 @@ export class SpaceSupervisor implements SpaceProcesses {
 
   private waitReady(child: ChildProcess): Promise<void> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error('space process not ready in time')),
-        this.o.readyTimeoutMs,
-      );
+      const timer = setTimeout(() => reject(new Error('space process not ready in time')), this.o.readyTimeoutMs);
       const lines = createInterface({ input: child.stdout! });
       lines.once('line', (line) => {
         clearTimeout(timer);

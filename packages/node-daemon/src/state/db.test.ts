@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import { chmodSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
 import { openDatabase } from './db.js';
 import { LATEST_VERSION, MIGRATIONS, migrate, schemaVersion } from './migrations.js';
 
@@ -90,6 +91,56 @@ test('migrations run in order and only once each', () => {
   assert.equal(migrate(db, [...extra].reverse()), LATEST_VERSION + 2);
   assert.equal(migrate(db, extra), LATEST_VERSION + 2);
   assert.deepEqual(ran, [LATEST_VERSION + 1, LATEST_VERSION + 2]);
+  db.close();
+});
+
+test("version 10 rebuilds the spaces table (its states' CHECK) keeping every row and every reference to it", (t) => {
+  const path = join(tempDir(t), 'node.db');
+  // A database as a daemon of schema 9 left it: a space, its container, a published port.
+  const old = new BetterSqlite3(path);
+  old.pragma('foreign_keys = ON');
+  migrate(
+    old,
+    MIGRATIONS.filter((m) => m.version <= 9),
+  );
+  const id = `sp_${'a'.repeat(20)}`;
+  old
+    .prepare(
+      `INSERT INTO spaces (id, org, owner_key, owner_fingerprint, cpu_millicores, memory_bytes, storage_bytes, state, uid,
+       lease_expires_at, grace_until, created_at, updated_at, subnet, ports, egress, remap_from)
+       VALUES (?, 'org', ?, 'SHA256:x', 100, 1, 2, 'locked', 5000, 10, 20, 1, 2, '10.0.0.0/26', 3, NULL, '{"x":1}')`,
+    )
+    .run(id, 'k'.repeat(43));
+  old
+    .prepare(
+      `INSERT INTO workloads (id, space_id, kind, name, cpu_millicores, memory_bytes, storage_bytes, pids, spec, state, created_at)
+       VALUES ('ctr_x', ?, 'container', 'web', 1, 1, 0, 1, '{}', 'ready', 1)`,
+    )
+    .run(id);
+  old.prepare(`INSERT INTO published_ports VALUES (30001, ?, 'tcp', 'ctr_x', 80, 1)`).run(id);
+  old.close();
+
+  const db = openDatabase(path);
+  assert.equal(schemaVersion(db), LATEST_VERSION);
+  const row = db.prepare('SELECT * FROM spaces WHERE id = ?').get(id) as Record<string, unknown>;
+  assert.equal(row.state, 'locked');
+  assert.equal(row.subnet, '10.0.0.0/26');
+  assert.equal(row.ports, 3);
+  assert.equal(row.remap_from, '{"x":1}');
+  assert.equal(row.import_from, null);
+  assert.deepEqual(db.pragma('foreign_key_check'), []);
+  assert.equal(db.pragma('foreign_keys', { simple: true }), 1, 'foreign keys are on again');
+  // The references still hold: a workload of no space is refused, the new states are accepted.
+  assert.throws(() =>
+    db
+      .prepare(
+        `INSERT INTO workloads (id, space_id, kind, name, cpu_millicores, memory_bytes, storage_bytes, pids, spec, state, created_at)
+         VALUES ('ctr_y', 'sp_bbbbbbbbbbbbbbbbbbbb', 'container', 'w', 1, 1, 0, 1, '{}', 'ready', 1)`,
+      )
+      .run(),
+  );
+  db.prepare(`UPDATE spaces SET state = 'moving' WHERE id = ?`).run(id);
+  assert.throws(() => db.prepare(`UPDATE spaces SET state = 'gone' WHERE id = ?`).run(id));
   db.close();
 });
 

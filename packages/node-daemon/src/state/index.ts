@@ -8,7 +8,16 @@ export { migrate, MIGRATIONS, LATEST_VERSION, schemaVersion } from './migrations
 export type { Migration } from './migrations.js';
 export { SpacesRepo, canTransition } from './spaces-repo.js';
 export { isLive, isStanding } from './space-states.js';
-export type { SpaceRow, NewSpace, Placement, RemapFrom, SpacesRepoOptions } from './spaces-repo.js';
+export type {
+  SpaceRow,
+  NewSpace,
+  Placement,
+  RemapFrom,
+  ImportFrom,
+  MoveTo,
+  TombstoneRow,
+  SpacesRepoOptions,
+} from './spaces-repo.js';
 export { Ledger } from './ledger.js';
 export type { LedgerOptions } from './ledger.js';
 export { AuditLog, GENESIS_HASH, PAGE_LIMIT_MAX, canonicalJson, entryHash, scrubDetail } from './audit.js';

@@ -9,9 +9,16 @@ export interface Migration {
   version: number;
   name: string;
   up(db: Database): void;
+  /**
+   * Rebuilds a table other tables reference (SQLite's way to change a CHECK): foreign keys are
+   * off around its transaction, as SQLite's own procedure says, and checked before it commits.
+   */
+  rebuildsTables?: boolean;
 }
 
 const STATES = `('creating','active','locked','expired','destroying','destroyed','failed')`;
+// With a move's four states, and `locking`: a lock answered before its space's key is gone.
+const STATES_V10 = `('creating','active','locked','expired','destroying','destroyed','failed','importing','prepared','moving','committing','locking')`;
 
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -202,6 +209,61 @@ export const MIGRATIONS: readonly Migration[] = [
       db.exec(`ALTER TABLE spaces ADD COLUMN remap_from TEXT;`);
     },
   },
+  {
+    version: 10,
+    name: 'moves: the import and move states, where a move comes from and goes, tombstones',
+    rebuildsTables: true,
+    up(db) {
+      // The states' CHECK names the new ones (SQLite changes a CHECK only by a rebuild).
+      // import_from: on the target, the source node's identity key and until when the import
+      // waits (JSON); move_to: on the source, the target (JSON). A tombstone outlives the space
+      // it names: where it went, signed by this node, for those who look for it here.
+      const columns = `id, org, owner_key, owner_fingerprint, name, cpu_millicores, memory_bytes, storage_bytes, pids,
+        state, uid, lease_expires_at, grace_until, created_at, updated_at, released_at, subid_base, subnet, ports,
+        egress, remap_from`;
+      db.exec(`
+        CREATE TABLE spaces_new (
+          id                TEXT PRIMARY KEY CHECK (length(id) = 23 AND id GLOB 'sp_*'),
+          org               TEXT NOT NULL,
+          owner_key         TEXT NOT NULL CHECK (length(owner_key) = 43),
+          owner_fingerprint TEXT NOT NULL,
+          name              TEXT,
+          cpu_millicores    INTEGER NOT NULL CHECK (cpu_millicores >= 0),
+          memory_bytes      INTEGER NOT NULL CHECK (memory_bytes >= 0),
+          storage_bytes     INTEGER NOT NULL CHECK (storage_bytes >= 0),
+          pids              INTEGER CHECK (pids IS NULL OR pids > 0),
+          state             TEXT NOT NULL CHECK (state IN ${STATES_V10}),
+          uid               INTEGER NOT NULL,
+          lease_expires_at  INTEGER NOT NULL,
+          grace_until       INTEGER NOT NULL CHECK (grace_until >= lease_expires_at),
+          created_at        INTEGER NOT NULL,
+          updated_at        INTEGER NOT NULL,
+          released_at       INTEGER,
+          subid_base        INTEGER,
+          subnet            TEXT,
+          ports             INTEGER NOT NULL DEFAULT 0 CHECK (ports >= 0),
+          egress            TEXT,
+          remap_from        TEXT,
+          import_from       TEXT,
+          move_to           TEXT
+        ) STRICT;
+        INSERT INTO spaces_new (${columns}) SELECT ${columns} FROM spaces;
+        DROP TABLE spaces;
+        ALTER TABLE spaces_new RENAME TO spaces;
+        CREATE UNIQUE INDEX spaces_uid_held ON spaces (uid) WHERE state <> 'destroyed';
+        CREATE INDEX spaces_org ON spaces (org, created_at);
+        CREATE INDEX spaces_lease ON spaces (state, lease_expires_at);
+        CREATE INDEX spaces_grace ON spaces (state, grace_until);
+        CREATE TABLE space_moves (
+          space_id           TEXT PRIMARY KEY CHECK (length(space_id) = 23 AND space_id GLOB 'sp_*'),
+          target_url         TEXT NOT NULL,
+          target_fingerprint TEXT NOT NULL,
+          moved_at           INTEGER NOT NULL,
+          signature          TEXT NOT NULL
+        ) STRICT;
+      `);
+    },
+  },
 ];
 
 /** The schema version this code writes and understands. */
@@ -220,18 +282,31 @@ export function schemaVersion(db: Database): number {
 export function migrate(db: Database, migrations: readonly Migration[] = MIGRATIONS): number {
   const latest = migrations.reduce((v, m) => Math.max(v, m.version), 0);
   for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
-    db.transaction(() => {
-      // Re-read inside the write lock: another process may have migrated meanwhile.
-      const current = schemaVersion(db);
-      if (current > latest) {
-        throw new Error(`database schema version ${current} is newer than this daemon knows (${latest})`);
-      }
-      if (current >= m.version) return;
-      if (current !== m.version - 1)
-        throw new Error(`migration ${m.version} needs schema version ${m.version - 1}, found ${current}`);
-      m.up(db);
-      db.pragma(`user_version = ${m.version}`);
-    }).immediate();
+    if (m.rebuildsTables && schemaVersion(db) < m.version) db.pragma('foreign_keys = OFF');
+    try {
+      migrateOne(db, m, latest);
+    } finally {
+      db.pragma('foreign_keys = ON');
+    }
   }
   return schemaVersion(db);
+}
+
+function migrateOne(db: Database, m: Migration, latest: number): void {
+  db.transaction(() => {
+    // Re-read inside the write lock: another process may have migrated meanwhile.
+    const current = schemaVersion(db);
+    if (current > latest) {
+      throw new Error(`database schema version ${current} is newer than this daemon knows (${latest})`);
+    }
+    if (current >= m.version) return;
+    if (current !== m.version - 1)
+      throw new Error(`migration ${m.version} needs schema version ${m.version - 1}, found ${current}`);
+    m.up(db);
+    if (m.rebuildsTables) {
+      const broken = db.pragma('foreign_key_check') as unknown[];
+      if (broken.length > 0) throw new Error(`migration ${m.version} would break ${broken.length} references`);
+    }
+    db.pragma(`user_version = ${m.version}`);
+  }).immediate();
 }

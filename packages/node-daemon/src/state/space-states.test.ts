@@ -12,8 +12,15 @@ test('live and standing spaces, state by state', () => {
     destroying: [false, true],
     destroyed: [false, false],
     failed: [false, false],
+    importing: [true, true],
+    prepared: [true, true],
+    moving: [true, true],
+    committing: [true, true],
   } as const;
   assert.deepEqual(Object.keys(table), [...SPACE_STATES]);
   for (const s of SPACE_STATES) assert.deepEqual([isLive(s), isStanding(s)], table[s], s);
-  assert.equal(LIVE_STATES_SQL, `('creating','active','locked','expired')`);
+  assert.equal(
+    LIVE_STATES_SQL,
+    `('creating','active','locked','expired','importing','prepared','moving','committing')`,
+  );
 });

@@ -14,6 +14,10 @@ export function isLive(state: SpaceState): boolean {
     case 'active':
     case 'locked':
     case 'expired':
+    case 'importing': // a move's ends hold the space's uid, storage and network like a locked space
+    case 'prepared':
+    case 'moving':
+    case 'committing':
       return true;
     case 'destroying':
     case 'destroyed':

@@ -46,6 +46,36 @@ export interface SpaceRow {
    * archive's placement): its first unlock maps them to its own, then this is null.
    */
   remapFrom: RemapFrom | null;
+  /** On a move's target, until the move is committed and after: where it comes from. */
+  importFrom: ImportFrom | null;
+  /** On a move's source (`moving`, `committing`): where it goes. */
+  moveTo: MoveTo | null;
+}
+
+/** A move's target end: which node may send, commit or abort it, and until when it waits. */
+export interface ImportFrom {
+  /** base64url Ed25519 identity key of the source node. */
+  identityKey: string;
+  /** An import not prepared and committed by then is dropped (unix ms). */
+  expiresAt: number;
+  /** Set by the commit (unix ms): from then on the space is this node's. */
+  committedAt?: number;
+}
+
+/** A move's source end: the target, as the owner named it. */
+export interface MoveTo {
+  url: string;
+  fingerprint: string;
+  startedAt: number;
+}
+
+/** What a node keeps of a space that moved away: where to, when, signed by its identity key. */
+export interface TombstoneRow {
+  spaceId: string;
+  url: string;
+  fingerprint: string;
+  movedAt: number;
+  signature: string;
 }
 
 /** The ids and subnet a space's files and network name on a node (an archive head's `placement`). */
@@ -100,7 +130,19 @@ export function canTransition(from: SpaceState, to: SpaceState): boolean {
     case 'active':
       return to === 'locked' || to === 'expired' || to === 'failed' || to === 'destroying';
     case 'locked':
-      return to === 'active' || to === 'expired' || to === 'failed' || to === 'destroying';
+      return to === 'active' || to === 'expired' || to === 'failed' || to === 'destroying' || to === 'moving';
+    // A move's target: only the source's commit makes a prepared space this node's (locked).
+    case 'importing':
+      return to === 'prepared' || to === 'failed' || to === 'destroying';
+    case 'prepared':
+      return to === 'locked' || to === 'destroying';
+    // A move's source: aborted before `committing`, the space is locked here as it was; from
+    // `committing` it leaves once the target answered the commit (or is locked again if the
+    // target says it holds no such import: it was never the target's).
+    case 'moving':
+      return to === 'locked' || to === 'committing';
+    case 'committing':
+      return to === 'destroying' || to === 'locked';
     case 'expired':
       // Renewal brings an expired space back as locked: only the owner's key opens it again.
       return to === 'locked' || to === 'failed' || to === 'destroying';
@@ -139,6 +181,8 @@ interface DbRow {
   ports: number | null;
   egress: string | null;
   remap_from: string | null;
+  import_from: string | null;
+  move_to: string | null;
 }
 
 function parseEgress(text: string | null): Egress {
@@ -167,6 +211,8 @@ function fromDb(r: DbRow): SpaceRow {
     ports: r.ports ?? 0,
     egress: parseEgress(r.egress ?? null),
     remapFrom: r.remap_from ? (JSON.parse(r.remap_from) as RemapFrom) : null,
+    importFrom: r.import_from ? (JSON.parse(r.import_from) as ImportFrom) : null,
+    moveTo: r.move_to ? (JSON.parse(r.move_to) as MoveTo) : null,
   };
 }
 
@@ -306,7 +352,8 @@ export class SpacesRepo extends ClockedStore {
         `SELECT * FROM spaces WHERE state IN ('active','locked') AND lease_expires_at <= ? ORDER BY lease_expires_at, id`,
       ),
       pastGrace: db.prepare(
-        `SELECT * FROM spaces WHERE state <> 'destroyed' AND grace_until <= ? ORDER BY grace_until, id`,
+        // A moving space is the move's to end (it aborts back to locked, or leaves).
+        `SELECT * FROM spaces WHERE state NOT IN ('destroyed','moving','committing') AND grace_until <= ? ORDER BY grace_until, id`,
       ),
       countByState: db.prepare('SELECT state, count(*) AS n FROM spaces GROUP BY state'),
     };
@@ -465,6 +512,92 @@ export class SpacesRepo extends ClockedStore {
     const text = from === null ? null : JSON.stringify(from);
     if (this.db.prepare('UPDATE spaces SET remap_from = ? WHERE id = ?').run(text, id).changes === 0)
       throw new OcsError('not_found', 'no such space');
+  }
+
+  /** Records (or, with null, clears) where an import comes from. */
+  setImportFrom(id: string, from: ImportFrom | null): void {
+    const text = from === null ? null : JSON.stringify(from);
+    if (this.db.prepare('UPDATE spaces SET import_from = ? WHERE id = ?').run(text, id).changes === 0)
+      throw new OcsError('not_found', 'no such space');
+  }
+
+  /**
+   * Moves a space's state and records where it moves, in one transaction: `moving` is never
+   * written without its target, nor `locked` again with one.
+   */
+  setMoveState(id: string, from: readonly SpaceState[], to: SpaceState, moveTo: MoveTo | null): SpaceRow {
+    return this.db
+      .transaction(() => {
+        this.setState(id, from, to);
+        this.db.prepare('UPDATE spaces SET move_to = ? WHERE id = ?').run(moveTo && JSON.stringify(moveTo), id);
+        return this.get(id)!;
+      })
+      .immediate();
+  }
+
+  /** A space that moved away (torn down, `committing`): its record destroyed (its capacity and uid freed) and its tombstone written, at once. */
+  recordMoved(t: TombstoneRow): void {
+    this.db
+      .transaction(() => {
+        this.setState(t.spaceId, ['committing'], 'destroying');
+        this.setState(t.spaceId, ['destroying'], 'destroyed');
+        this.db
+          .prepare(
+            `INSERT OR REPLACE INTO space_moves (space_id, target_url, target_fingerprint, moved_at, signature)
+             VALUES (?, ?, ?, ?, ?)`,
+          )
+          .run(t.spaceId, t.url, t.fingerprint, t.movedAt, t.signature);
+      })
+      .immediate();
+  }
+
+  /**
+   * Forgets a destroyed space's record (and what referenced it), so that a space of the same id
+   * can come here again: a move retried after an aborted one, a space moving back. A record in
+   * any other state is refused (`conflict`); no record is fine.
+   */
+  forgetDestroyed(id: string): void {
+    this.db
+      .transaction(() => {
+        const row = this.get(id);
+        if (!row) return;
+        if (row.state !== 'destroyed')
+          throw new OcsError('conflict', `a space of this id is ${row.state} here`, { id, state: row.state });
+        this.db.prepare('DELETE FROM published_ports WHERE space_id = ?').run(id);
+        this.db.prepare('DELETE FROM workloads WHERE space_id = ?').run(id);
+        this.db.prepare('DELETE FROM spaces WHERE id = ?').run(id);
+      })
+      .immediate();
+  }
+
+  /** Drops the tombstone of a space that came back. */
+  forgetTombstone(spaceId: string): void {
+    this.db.prepare('DELETE FROM space_moves WHERE space_id = ?').run(spaceId);
+  }
+
+  /** The tombstone of a space that moved away from this node, if it has one. */
+  tombstone(spaceId: string): TombstoneRow | undefined {
+    const r = this.db
+      .prepare(
+        'SELECT space_id, target_url, target_fingerprint, moved_at, signature FROM space_moves WHERE space_id = ?',
+      )
+      .get(spaceId) as
+      | { space_id: string; target_url: string; target_fingerprint: string; moved_at: number; signature: string }
+      | undefined;
+    return (
+      r && {
+        spaceId: r.space_id,
+        url: r.target_url,
+        fingerprint: r.target_fingerprint,
+        movedAt: r.moved_at,
+        signature: r.signature,
+      }
+    );
+  }
+
+  /** Forgets tombstones older than `before` (unix ms); returns how many. */
+  sweepTombstones(before: number): number {
+    return this.db.prepare('DELETE FROM space_moves WHERE moved_at < ?').run(before).changes;
   }
 
   /** The uid the next insert would get (informational: the insert allocates its own). */

@@ -173,11 +173,17 @@ test('canTransition: the table', () => {
   const allowed: Record<SpaceState, SpaceState[]> = {
     creating: ['active', 'locked', 'failed', 'destroying'],
     active: ['locked', 'expired', 'failed', 'destroying'],
-    locked: ['active', 'expired', 'failed', 'destroying'],
+    locked: ['active', 'expired', 'failed', 'destroying', 'moving'],
     expired: ['locked', 'failed', 'destroying'],
     failed: ['destroying'],
     destroying: ['destroyed'],
     destroyed: [],
+    // A move: the target's import becomes its own only through `prepared`, on the commit; the
+    // source's space goes back to `locked`, or through `committing` to its tombstone.
+    importing: ['prepared', 'failed', 'destroying'],
+    prepared: ['locked', 'destroying'],
+    moving: ['locked', 'committing'],
+    committing: ['destroying', 'locked'],
   };
   for (const from of SPACE_STATES) {
     for (const to of SPACE_STATES)
@@ -248,6 +254,10 @@ test('countByState lists every state', () => {
     destroying: 0,
     destroyed: 0,
     failed: 0,
+    importing: 0,
+    prepared: 0,
+    moving: 0,
+    committing: 0,
   });
 });
 

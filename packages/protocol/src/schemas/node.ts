@@ -41,13 +41,46 @@ export const NodeInfo = Obj(
 );
 export type NodeInfo = Static<typeof NodeInfo>;
 
-/** Every state of a space, in the order of its life (`failed` can happen from any live state). */
-export const SPACE_STATES = ['creating', 'active', 'locked', 'expired', 'destroying', 'destroyed', 'failed'] as const;
+/**
+ * Every state of a space, in the order of its life (`failed` can happen from any live state).
+ * A move adds four: on the target `importing` (its archive arriving) and `prepared` (whole and
+ * checked, not yet its own: nobody can unlock it), on the source `moving` (its archive
+ * streaming) and `committing` (the target is being told to keep it; never undone from here).
+ */
+export const SPACE_STATES = [
+  'creating',
+  'active',
+  'locked',
+  'expired',
+  'destroying',
+  'destroyed',
+  'failed',
+  'importing',
+  'prepared',
+  'moving',
+  'committing',
+] as const;
 export type SpaceState = (typeof SPACE_STATES)[number];
 export const SpaceState = Type.Union(
   SPACE_STATES.map((s) => Type.Literal(s)),
   {},
 );
+
+/** Where a space moves: a node, by its URL and its TLS certificate's fingerprint (pinned). */
+export const MoveTarget = Obj(
+  {
+    url: Type.String({
+      pattern: '^https://[A-Za-z0-9.:\\[\\]-]{1,255}$',
+      description: 'https://host:port of the node',
+    }),
+    fingerprint: Type.String({
+      pattern: '^[0-9A-F]{2}(:[0-9A-F]{2}){31}$',
+      description: "The node's TLS certificate, SHA-256",
+    }),
+  },
+  {},
+);
+export type MoveTarget = Static<typeof MoveTarget>;
 
 export const Lease = Obj({
   expiresAt: Timestamp,
@@ -68,10 +101,54 @@ export const Space = Obj(
     storage: Obj({ backend: Type.String(), sizeBytes: Type.Integer(), unlocked: Type.Boolean() }),
     /** Where the space may reach out, and what it publishes where. */
     network: Obj({ egress: Egress, published: Type.Array(PublishedPort) }, {}),
+    /** A move under way (`moving`, `committing`): the node it goes to. */
+    move: Type.Optional(Obj({ to: MoveTarget }, {})),
   },
   {},
 );
 export type Space = Static<typeof Space>;
+
+/**
+ * A move: the target opens an import for the space (the owner asks it, `openImport`), then
+ * the source streams the space there and commits it (the owner asks it, `moveSpace`).
+ */
+export const OpenImportRequest = Obj(
+  {
+    spaceId: SpaceId,
+    ownerKey: PublicKeyInput,
+    resources: Resources,
+    leaseSeconds: Type.Integer({ minimum: 60, maximum: 30 * 86400 }),
+    name: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{0,62}$' })),
+    /** The node the space comes from: only a request signed by its identity key sends, commits or aborts. */
+    source: Obj({ identityKey: Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' }) }),
+  },
+  {},
+);
+export type OpenImportRequest = Static<typeof OpenImportRequest>;
+
+export const MoveSpaceRequest = Obj({ to: MoveTarget }, {});
+export type MoveSpaceRequest = Static<typeof MoveSpaceRequest>;
+
+/**
+ * What a node answers about a space that moved away (`space_moved`, in the refusal's details):
+ * where it went, signed by this node's identity key over {@link tombstoneSigningInput}.
+ */
+export const Tombstone = Obj(
+  {
+    spaceId: SpaceId,
+    to: MoveTarget,
+    movedAt: Timestamp,
+    /** base64url Ed25519 signature by the source node's identity key. */
+    signature: Type.String(),
+  },
+  {},
+);
+export type Tombstone = Static<typeof Tombstone>;
+
+/** What a tombstone's signature covers: a domain tag and its fields, in a fixed order. */
+export function tombstoneSigningInput(t: Omit<Tombstone, 'signature'>): Uint8Array {
+  return new TextEncoder().encode(`ocs-tombstone-v1\0${t.spaceId}\0${t.to.url}\0${t.to.fingerprint}\0${t.movedAt}`);
+}
 
 export const CreateSpaceRequest = Obj(
   {

@@ -1,0 +1,48 @@
+/**
+ * Named points where a test can make the daemon die as `kill -9` would, to prove what a crash
+ * there leaves behind (a move's states, e2e/src/move-crash.test.ts). Off unless the daemon was
+ * started with `OCS_FAILPOINTS` naming the point (comma-separated); only whoever starts the
+ * daemon (root) sets its environment. The pattern is FreeBSD's fail points and TiKV's fail-rs:
+ * the point is in the code path itself, so the crash happens exactly between the two steps it
+ * names, not at a moment a test guesses from outside.
+ */
+const armed = new Set(
+  (process.env.OCS_FAILPOINTS ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean),
+);
+
+/** Every point a test may name, each between two steps of a move. */
+export const FAILPOINTS = [
+  /** Source: the running space locked for the move; `moving` not yet written. */
+  'move.locked',
+  /** Source: `moving` written, nothing sent. */
+  'move.moving',
+  /** Source: the move stopped before its commit, `locked` again; the target not yet told. */
+  'move.aborted',
+  /** Source: the target holds it prepared; `committing` not yet written. */
+  'move.sent',
+  /** Source: `committing` written; the commit not yet asked. */
+  'move.committing',
+  /** Source: the target answered the commit; nothing here torn down. */
+  'move.committed',
+  /** Source: torn down; the tombstone not yet written. */
+  'move.torn-down',
+  /** Target: the import opened, nothing received. */
+  'import.opened',
+  /** Target: the archive arriving (its second chunk in hand, the first written). */
+  'import.receiving',
+  /** Target: the whole image written and checked; `prepared` not yet written. */
+  'import.checked',
+  /** Target: `prepared` written; the source not yet answered. */
+  'import.prepared',
+  /** Target: the commit written; the source not yet answered. */
+  'import.committed',
+] as const;
+export type Failpoint = (typeof FAILPOINTS)[number];
+
+/** Dies here, at once and without cleaning up, if the daemon was started with this point armed. */
+export function failpoint(name: Failpoint): void {
+  if (armed.has(name)) process.kill(process.pid, 'SIGKILL');
+}

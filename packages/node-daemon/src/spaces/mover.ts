@@ -1,0 +1,246 @@
+/**
+ * A move's source end: a space leaves this node for another one, node to node, as ciphertext.
+ *
+ * The owner has opened an import on the target (it names this node's identity key) and asks
+ * this node to move the space there. The states, each written before the step it names:
+ *
+ * - `moving`: the space is locked and its archive streams to the target, signed by this node's
+ *   identity key. Anything short of the target keeping it (refused, cut, a crash of either
+ *   node) ends the move: the target drops what it got, the space is `locked` here as it was.
+ * - `committing`: the target holds it whole and checked (`prepared`) and is told to keep it.
+ *   From here the move is never undone by this node alone: the commit is repeated until the
+ *   target answers. Answered, the space is the target's; the target answering that it holds no
+ *   such import (it expired, or its owner dropped it) is the one way back to `locked`.
+ * - the space torn down here, its record a tombstone: where it went, signed by this node.
+ *
+ * At every moment at most one node can unlock the space: the target only after the commit,
+ * this node only before `committing` or after the target said it never had it.
+ */
+import { Readable } from 'node:stream';
+import { sign as nativeSign, type KeyObject } from 'node:crypto';
+import {
+  OcsError,
+  isOcsError,
+  tombstoneSigningInput,
+  type ArchiveHead,
+  type HashFactory,
+  type MoveTarget,
+  type Tombstone,
+} from '@ocs/protocol';
+import type { Logger } from '../logger.js';
+import type { Clock } from '../clock.js';
+import type { MoveTo, SpaceRow, SpacesRepo, TombstoneRow } from '../state/index.js';
+import type { SpaceService } from './service.js';
+import { tombstoneView } from './service.js';
+import { spaceArchive } from './archive.js';
+import { failpoint } from '../failpoints.js';
+
+/** How this node reaches a move's target (the daemon's is `move-client.ts`, over the SDK). */
+export interface MoveTransport {
+  /** Streams the archive into the target's import; resolves once the target kept it `prepared`. */
+  send(to: MoveTo, spaceId: string, archive: () => Readable): Promise<void>;
+  /** `committed`, or `gone` when the target holds no such import; throws when it cannot be reached. */
+  commit(to: MoveTo, spaceId: string): Promise<'committed' | 'gone'>;
+  /** Tells the target to drop the import (best effort: an import not committed expires anyway). */
+  abort(to: MoveTo, spaceId: string): Promise<void>;
+}
+
+export interface MoverDeps {
+  service: SpaceService;
+  repo: SpacesRepo;
+  transport: MoveTransport;
+  /** This node's identity key: signs the archive it sends and the tombstone it keeps. */
+  identityKey: KeyObject;
+  identityPublic: string;
+  /** This node's TLS certificate fingerprint (the archive head's `node`). */
+  tlsFingerprint: string;
+  archiveHead(row: SpaceRow): Pick<ArchiveHead, 'workloads' | 'placement'>;
+  hashes: HashFactory;
+  clock: Clock;
+  logger: Logger;
+  /** Commit attempts within the owner's request before the rest go on in the background. */
+  commitAttempts?: number;
+}
+
+const COMMIT_RETRY_MAX_MS = 60_000;
+/** As long as a target keeps an import waiting (`IMPORT_WAIT_MS` there). */
+const ABORT_RETRY_MS = 3600_000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class SpaceMover {
+  /** Spaces whose commit is being repeated in the background, so one loop runs per space. */
+  private readonly committing = new Set<string>();
+  /** Aborts still being told to a target, by space: a new move of the space ends them. */
+  private readonly aborting = new Map<string, { stop: boolean }>();
+  private closed = false;
+
+  constructor(private readonly d: MoverDeps) {}
+
+  /** Moves the space to `to`; answers its tombstone once the target has it. */
+  async move(actor: string, id: string, to: MoveTarget): Promise<Tombstone> {
+    const row = await this.d.service.beginMove(actor, id, to);
+    const moveTo = row.moveTo!;
+    // An earlier move's abort must not drop the import this one fills.
+    const earlier = this.aborting.get(id);
+    if (earlier) earlier.stop = true;
+    failpoint('move.moving');
+    try {
+      await this.send(actor, row, moveTo);
+      failpoint('move.sent');
+    } catch (err) {
+      await this.abort(actor, id, moveTo, err);
+      throw new OcsError('move_aborted', 'the move stopped before its commit: the space is locked here, as it was', {
+        reason: isOcsError(err) ? err.message : 'the target could not be reached',
+        ...(isOcsError(err) ? { code: err.code } : {}),
+      });
+    }
+    this.d.repo.setMoveState(id, ['moving'], 'committing', moveTo);
+    failpoint('move.committing');
+    return this.commit(actor, id, moveTo, this.d.commitAttempts ?? 5);
+  }
+
+  /**
+   * After a restart: a move cut short in `moving` is aborted, one in `committing` goes on
+   * committing until the target answers.
+   */
+  resume(): void {
+    for (const row of this.d.repo.list({})) {
+      if (!row.moveTo) continue;
+      if (row.state === 'moving')
+        void this.abort('node', row.id, row.moveTo, new OcsError('unavailable', 'the node restarted mid-move'));
+      else if (row.state === 'committing') this.commitInBackground('node', row.id, row.moveTo);
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  private async send(actor: string, row: SpaceRow, to: MoveTo): Promise<void> {
+    const exp = await this.d.service.openExport(actor, row.id, { moving: true });
+    const archive = () =>
+      Readable.from(
+        spaceArchive({
+          ...exp,
+          ...this.d.archiveHead(row),
+          node: this.d.tlsFingerprint,
+          now: this.d.clock.now(),
+          hashes: this.d.hashes,
+          sign: (input) => ({
+            by: 'node',
+            publicKey: this.d.identityPublic,
+            signature: nativeSign(null, input, this.d.identityKey).toString('base64url'),
+          }),
+        }),
+        { objectMode: false },
+      );
+    try {
+      await this.d.transport.send(to, row.id, archive);
+    } finally {
+      await exp.done(false).catch(() => undefined);
+    }
+  }
+
+  private async abort(actor: string, id: string, to: MoveTo, why: unknown): Promise<void> {
+    this.d.logger.warn({ err: why, spaceId: id, to: to.url }, 'move aborted before its commit');
+    // Locked here first: from now on the target's copy is never committed, whatever it holds.
+    this.d.service.endMoveAborted(actor, id, 'moving', why);
+    await this.d.transport.abort(to, id).catch((err: unknown) => {
+      this.d.logger.warn({ err, spaceId: id }, 'the target could not be told to drop the import yet');
+      this.abortInBackground(id, to);
+    });
+  }
+
+  /**
+   * Tells the target to drop an import it may still hold, until it answers or the import has
+   * expired there anyway: a target that was down then holds no uncommitted copy for long.
+   */
+  private abortInBackground(id: string, to: MoveTo): void {
+    const until = this.d.clock.now() + ABORT_RETRY_MS;
+    const me = { stop: false };
+    const before = this.aborting.get(id);
+    if (before) before.stop = true;
+    this.aborting.set(id, me);
+    void (async () => {
+      for (let i = 0; !this.closed && !me.stop && this.d.clock.now() < until; i++) {
+        await sleep(Math.min(COMMIT_RETRY_MAX_MS, 1000 * 2 ** i));
+        if (me.stop) break;
+        try {
+          await this.d.transport.abort(to, id);
+          break;
+        } catch (err) {
+          // Committed: then it was never this abort's (a later move's import); nothing to drop.
+          if (isOcsError(err) && err.code === 'conflict') break;
+        }
+      }
+      if (this.aborting.get(id) === me) this.aborting.delete(id);
+    })();
+  }
+
+  /** Asks the target to commit, `attempts` times with backoff, then on in the background. */
+  private async commit(actor: string, id: string, to: MoveTo, attempts: number): Promise<Tombstone> {
+    let last: unknown;
+    for (let i = 0; i < attempts; i++) {
+      try {
+        return await this.commitOnce(actor, id, to);
+      } catch (err) {
+        if (isOcsError(err) && err.code === 'move_aborted') throw err;
+        last = err;
+        await sleep(Math.min(COMMIT_RETRY_MAX_MS, 500 * 2 ** i));
+      }
+    }
+    this.d.logger.warn({ err: last, spaceId: id }, 'the target did not answer the commit; retrying in the background');
+    this.commitInBackground(actor, id, to);
+    throw new OcsError(
+      'unavailable',
+      'the space is committing to its target, which did not answer yet; this node keeps asking until it does',
+      { spaceId: id },
+    );
+  }
+
+  private async commitOnce(actor: string, id: string, to: MoveTo): Promise<Tombstone> {
+    const answer = await this.d.transport.commit(to, id);
+    if (answer === 'committed') failpoint('move.committed');
+    if (answer === 'gone') {
+      this.d.service.endMoveAborted(
+        actor,
+        id,
+        'committing',
+        new OcsError('not_found', 'the target holds no such import'),
+      );
+      throw new OcsError('move_aborted', 'the target no longer held the space: it is locked here, as it was', {
+        reason: 'the target holds no such import',
+      });
+    }
+    const movedAt = new Date(this.d.clock.now()).toISOString();
+    const unsigned = { spaceId: id, to: { url: to.url, fingerprint: to.fingerprint }, movedAt };
+    const signature = nativeSign(null, tombstoneSigningInput(unsigned), this.d.identityKey).toString('base64url');
+    const t: TombstoneRow = {
+      spaceId: id,
+      url: to.url,
+      fingerprint: to.fingerprint,
+      movedAt: Date.parse(movedAt),
+      signature,
+    };
+    await this.d.service.finishMove(actor, id, t);
+    return tombstoneView(t);
+  }
+
+  private commitInBackground(actor: string, id: string, to: MoveTo): void {
+    if (this.committing.has(id)) return;
+    this.committing.add(id);
+    void (async () => {
+      for (let i = 0; !this.closed; i++) {
+        try {
+          await this.commitOnce(actor, id, to);
+          break;
+        } catch (err) {
+          if (isOcsError(err) && err.code === 'move_aborted') break;
+          this.d.logger.warn({ err, spaceId: id }, 'commit not answered yet');
+          await sleep(Math.min(COMMIT_RETRY_MAX_MS, 1000 * 2 ** i));
+        }
+      }
+      this.committing.delete(id);
+    })();
+  }
+}
