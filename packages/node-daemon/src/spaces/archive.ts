@@ -2,7 +2,7 @@
  * A locked space's archive as the daemon sends it (format: protocol's space-archive.ts): the
  * head (what the space is, from the daemon's records), then its image chunk by chunk as it lies
  * on disk, then the tail. Pulled, not pushed: a chunk is read only when the connection has taken
- * the last one, so a 10 GiB space costs one 4 MiB buffer, and nothing is staged anywhere.
+ * the one before last, so a 10 GiB space costs two 4 MiB buffers, and nothing is staged anywhere.
  */
 import {
   ARCHIVE_CHUNK_BYTES,
@@ -53,16 +53,25 @@ export async function* spaceArchive(s: ArchiveSource): AsyncGenerator<Uint8Array
       image: { bytes: s.image.bytes, chunkBytes: ARCHIVE_CHUNK_BYTES },
       createdAt: new Date(s.now).toISOString(),
     });
-    // One buffer for the whole image: a frame copies what it sends.
-    const buf = new Uint8Array(ARCHIVE_CHUNK_BYTES);
-    for (let at = 0; at < s.image.bytes; at += ARCHIVE_CHUNK_BYTES) {
+    // Two buffers for the whole image, taking turns: the next chunk is read from the disk while
+    // the frame of this one goes out (a frame copies what it sends).
+    const bufs = [new Uint8Array(ARCHIVE_CHUNK_BYTES), new Uint8Array(ARCHIVE_CHUNK_BYTES)];
+    const read = async (at: number, buf: Uint8Array): Promise<Uint8Array> => {
       const want = Math.min(ARCHIVE_CHUNK_BYTES, s.image.bytes - at);
       for (let got = 0; got < want;) {
         const n = await s.image.read(buf.subarray(got, want), at + got);
         if (n === 0) throw new Error(`the image ended at ${at + got}, before its size`);
         got += n;
       }
-      const frame = w.chunk(at, buf.subarray(0, want));
+      return buf.subarray(0, want);
+    };
+    let next = s.image.bytes > 0 ? read(0, bufs[0]!) : undefined;
+    for (let at = 0, turn = 0; next; at += ARCHIVE_CHUNK_BYTES, turn ^= 1) {
+      const frame = w.chunk(at, await next);
+      const following = at + ARCHIVE_CHUNK_BYTES;
+      next = following < s.image.bytes ? read(following, bufs[turn ^ 1]!) : undefined;
+      // A read already under way when the stream is cut is awaited by nobody: its failure is not one.
+      next?.catch(() => undefined);
       if (frame) yield frame;
     }
     const end = w.end();

@@ -49,6 +49,9 @@ export async function readHead(
   }
 }
 
+/** Chunks written at once (4 MiB each). */
+const WRITES_IN_FLIGHT = 4;
+
 /** Reads the rest, handing each checked chunk to `write`; returns what the archive was. */
 export async function readRest(
   body: AsyncIterator<Uint8Array>,
@@ -56,15 +59,38 @@ export async function readRest(
   early: readonly ArchiveChunk[],
   write: (chunk: ArchiveChunk) => Promise<void>,
 ): Promise<ArchiveSummary> {
-  for (const c of early) await write(c);
-  for (;;) {
-    const next = await body.next();
-    if (next.done) break;
-    intake.digest.update(next.value);
-    for (const c of intake.reader.push(next.value)) await write(c);
+  // Writes overlap the reading and checking of the chunks after them (each goes to its own
+  // offset); at most WRITES_IN_FLIGHT are pending, so memory stays a few chunks.
+  const pending: Promise<void>[] = [];
+  const queue = async (c: ArchiveChunk) => {
+    const p = write(c);
+    p.catch(() => undefined); // awaited below, in order
+    pending.push(p);
+    if (pending.length >= WRITES_IN_FLIGHT) await pending.shift();
+  };
+  /** Every write ended; the first that failed, if one did. */
+  const settle = async (): Promise<unknown> => {
+    const results = await Promise.allSettled(pending);
+    return (results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined)?.reason;
+  };
+  let summary: ArchiveSummary;
+  try {
+    for (const c of early) await queue(c);
+    for (;;) {
+      const next = await body.next();
+      if (next.done) break;
+      intake.digest.update(next.value);
+      for (const c of intake.reader.push(next.value)) await queue(c);
+    }
+    summary = intake.reader.finish();
+    intake.digest.verify();
+  } catch (err) {
+    // The writes end before the caller drops the image; a refusal of the archive stays the error.
+    await settle();
+    throw err;
   }
-  const summary = intake.reader.finish();
-  intake.digest.verify();
+  const failed = await settle();
+  if (failed !== undefined) throw failed;
   return summary;
 }
 
