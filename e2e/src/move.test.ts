@@ -34,7 +34,7 @@ const SCRIPT =
 
 const refusedWith = (code: string) => (err: unknown) => isOcsError(err) && err.code === code;
 
-test('a space moved from node A to node B: same id and key, markers and a running container on B; A keeps a signed tombstone only', async () => {
+test('a space moved from node A to node B and back: same id and key, markers and a running container on B; A keeps a signed tombstone only', async () => {
   const owner = generatePrivateKey();
   const nodes = await twoNodes(['mva', 'mvb'], owner, 'org-mv');
   const { a, b } = nodes;
@@ -115,7 +115,17 @@ test('a space moved from node A to node B: same id and key, markers and a runnin
     for (const u of containerUids(b.dir.parent, space.id))
       assert.ok(u >= SUBIDS_OF[1] && u < SUBIDS_OF[1] + 1000 * SUBIDS, `uid ${u} is not one of B's subordinate ids`);
 
-    await b.client.call('DELETE', `/v1/spaces/${space.id}`);
+    // And back to A: the same space arriving there again (B's engine store adopted anew).
+    const back = await moveSpace(b.client, a.client, space.id);
+    assert.equal(back.to.url, a.daemon.url);
+    await assert.rejects(b.client.spaces.get(space.id), refusedWith('space_moved'));
+    assert.equal((await a.client.spaces.unlock(space.id, made.body.wrappedKey)).state, 'active');
+    await waitFor('the third run, on A again', async () => {
+      const r = await a.client.call<{ text: string }>('GET', `${base}/containers/web/logs?tail=30`);
+      return (r.body.text.match(/again: OCS-MV-ROOTFS/g) ?? []).length >= 2 ? true : undefined;
+    });
+    assert.equal((await a.client.call<Container>('GET', `${base}/containers/web`)).body.state, 'running');
+    await a.client.call('DELETE', `/v1/spaces/${space.id}`);
   } finally {
     await nodes.close();
     if (imagePath) rmSync(dirname(imagePath), { recursive: true, force: true });

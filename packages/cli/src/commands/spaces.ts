@@ -316,11 +316,12 @@ export function spaceCommands(program: Command, run: Run): void {
             o.toUrl ? { targetUrl: o.toUrl } : {},
           ),
         );
-        // The same wrapped key opens it there: kept under the node it is on now.
+        // The same wrapped key opens it there: kept under the node it is on now, and the current
+        // space (if it was this one) follows it.
+        const wasCurrent = ctx.store.current()?.spaceId === spaceId;
         ctx.store.putSpace({ spaceId, node: to, wrappedKey, reservedAt: ctx.store.space(from, spaceId)!.reservedAt });
         ctx.store.forgetSpace(from, spaceId);
-        const cur = ctx.store.current();
-        if (cur?.spaceId === spaceId) ctx.store.use(to, spaceId);
+        if (wasCurrent) ctx.store.use(to, spaceId);
         print(
           ctx.out,
           { tombstone, seconds: (Date.now() - started) / 1000 },

@@ -320,13 +320,20 @@ export class SpaceEngines {
    * the container made anew from the space's records. Each step is skipped once done, so a crash
    * halfway is finished by running it again.
    */
-  async adoptStore(space: EngineSpace, fromSpaceId: string, containerIds: readonly string[]): Promise<void> {
+  async adoptStore(
+    space: EngineSpace,
+    from: { spaceId: string; arrival: string },
+    containerIds: readonly string[],
+  ): Promise<void> {
+    const fromSpaceId = from.spaceId;
     if (!isSpaceId(fromSpaceId)) throw new OcsError('invalid_request', 'not a space id');
     const l = this.layout(space);
-    // Which space's store this one last adopted: a second run for the same one skips what is done.
+    // Which arrival of a store this space last adopted: a second run for the same one skips
+    // what is done. Not the space it came from: a space that moved away and back comes from
+    // itself both times, with another node's database the second time.
     const mark = join(l.dataDir, 'adopted.json');
     const done = await readFile(mark, 'utf8')
-      .then((t) => (JSON.parse(t) as { from?: string }).from === fromSpaceId)
+      .then((t) => (JSON.parse(t) as { arrival?: string }).arrival === from.arrival)
       .catch(() => false);
     if (!done) {
       await this.kill(space);
@@ -334,7 +341,7 @@ export class SpaceEngines {
       await rm(join(l.storage, 'volumes'), { recursive: true, force: true });
       // The other space's network definition and CNI leases: this space's are written anew.
       for (const dir of [l.networks, l.varLibCni]) await rm(dir, { recursive: true, force: true });
-      await writeFile(mark, JSON.stringify({ from: fromSpaceId }), { mode: 0o600 });
+      await writeFile(mark, JSON.stringify({ from: fromSpaceId, arrival: from.arrival }), { mode: 0o600 });
     }
     const storage = l.storage;
     const images = await readStoreJson<{ id: string; names?: string[] }>(

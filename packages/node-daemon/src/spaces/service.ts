@@ -318,7 +318,12 @@ export class SpaceService {
               spec: { sizeBytes: w.storageBytes, path: storage.volumePath(id, workloadIds[w.id]!) },
             })),
           );
-          this.d.repo.setRemapFrom(id, { spaceId: head.spaceId, placement: head.placement, workloadIds });
+          this.d.repo.setRemapFrom(id, {
+            spaceId: head.spaceId,
+            arrival: randomBytes(8).toString('hex'),
+            placement: head.placement,
+            workloadIds,
+          });
           o.kept();
         } catch (err) {
           end();

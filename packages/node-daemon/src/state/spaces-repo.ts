@@ -85,6 +85,11 @@ export type Placement = ArchiveHead['placement'];
 export interface RemapFrom {
   /** The archived space: names in its engine's store (its images, its containers) carry its id. */
   spaceId: string;
+  /**
+   * This arrival of the space, random: what was done of its remap is recorded under it (a space
+   * that moves away and back is the same space, with the same id, arriving again).
+   */
+  arrival?: string;
   placement: Placement;
   workloadIds: Record<string, string>;
 }

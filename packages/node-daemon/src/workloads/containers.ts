@@ -188,7 +188,7 @@ export class Containers implements WorkloadKind<'container'>, OperationModule<'c
     const space = this.c.engineSpace(s, mountpoint);
     await engines.adoptStore(
       space,
-      from.spaceId,
+      { spaceId: from.spaceId, arrival: from.arrival ?? from.spaceId },
       mine.map((w) => oldOf.get(w.id)).filter((x) => x !== undefined),
     );
     const docker = await this.c.containerDriver(s);

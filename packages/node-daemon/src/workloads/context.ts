@@ -78,7 +78,11 @@ export interface ContainerEngines {
   /** Spaces whose engine may still run here (after a crash, before reconciliation). */
   spacesWithRunDirs(): Promise<string[]>;
   /** A restored space's store made its own: another space's engine database, names and containers taken apart. */
-  adoptStore(space: EngineSpace, fromSpaceId: string, containerIds: readonly string[]): Promise<void>;
+  adoptStore(
+    space: EngineSpace,
+    from: { spaceId: string; arrival: string },
+    containerIds: readonly string[],
+  ): Promise<void>;
   /** A restored container's writable layer and log, put into the container made anew from its record. */
   transplant(space: EngineSpace, fromContainerId: string, containerId: string): Promise<void>;
 }
