@@ -21,6 +21,7 @@ import {
   type Container,
   type CreateSpaceResponse,
   type NodeInfo,
+  type PublishedPort,
 } from '@ocs/protocol';
 import { moveSpace } from '@ocs/client';
 import { daemonClient } from './daemon-process.js';
@@ -42,7 +43,7 @@ test('a space moved from node A to node B and back: same id and key, markers and
   try {
     const made = await a.client.call<CreateSpaceResponse>('POST', '/v1/spaces', {
       ownerKey: owner.publicKey.toBase64url(),
-      resources: { cpuMillicores: 500, memoryBytes: 512 * MiB, storageBytes: 192 * MiB },
+      resources: { cpuMillicores: 500, memoryBytes: 512 * MiB, storageBytes: 192 * MiB, ports: 2 },
       leaseSeconds: 3600,
     });
     const space = made.body.space;
@@ -54,7 +55,40 @@ test('a space moved from node A to node B and back: same id and key, markers and
       const r = await a.client.call<{ text: string }>('GET', `${base}/containers/web/logs?tail=10`);
       return r.body.text.includes('OCS-MV-LOG') ? true : undefined;
     });
+    const publishedOnA = (
+      await a.client.call<PublishedPort>('POST', `${base}/network/ports`, {
+        target: { kind: 'container', name: 'web' },
+        port: 8080,
+      })
+    ).body;
+    assert.ok(publishedOnA.hostPort >= 32_000 && publishedOnA.hostPort <= 32_099, 'a port of A’s range');
     const usedBefore = (await a.client.node.info()).capacity.used;
+
+    // B holds a space of its own, which runs a container and publishes a port.
+    const neighbour = (
+      await b.client.call<CreateSpaceResponse>('POST', '/v1/spaces', {
+        ownerKey: owner.publicKey.toBase64url(),
+        resources: { cpuMillicores: 200, memoryBytes: 128 * MiB, storageBytes: 64 * MiB, ports: 1 },
+        leaseSeconds: 3600,
+      })
+    ).body.space;
+    nodes.spaces.add(neighbour.id);
+    await b.client.call('POST', `${neighbour.apiBase}/images/busybox`, undefined, { raw: readFileSync(imagePath) });
+    await b.client.call('POST', `${neighbour.apiBase}/containers`, {
+      name: 'n',
+      image: 'busybox',
+      command: ['sleep', '1000'],
+      cpuMillicores: 100,
+      memoryBytes: 16 * MiB,
+    });
+    const neighbourPort = (
+      await b.client.call<PublishedPort>('POST', `${neighbour.apiBase}/network/ports`, {
+        target: { kind: 'container', name: 'n' },
+        port: 8080,
+      })
+    ).body.hostPort;
+
+    const usedOnB = (await b.client.node.info()).capacity.used;
 
     // Moved while it runs: the move locks it first.
     const tombstone = await moveSpace(a.client, b.client, space.id);
@@ -90,7 +124,11 @@ test('a space moved from node A to node B and back: same id and key, markers and
     );
     assert.equal(existsSync(`/sys/fs/cgroup/memory/${a.dir.parent}/${space.id}.space`), false);
     assert.deepEqual(infoA.capacity.used.cpuMillicores, usedBefore.cpuMillicores - 500, "A's capacity is free");
-    assert.equal((await b.client.node.info()).capacity.used.cpuMillicores, 500, "B's ledger counts it");
+    assert.equal(
+      (await b.client.node.info()).capacity.used.cpuMillicores,
+      usedOnB.cpuMillicores + 500,
+      "B's ledger counts it",
+    );
 
     // Unlocked on B with the owner's same key: every marker reads back, the container runs.
     const unlocked = await b.client.spaces.unlock(space.id, made.body.wrappedKey);
@@ -112,8 +150,24 @@ test('a space moved from node A to node B and back: same id and key, markers and
       assert.ok(id < a.uidBase || id >= a.uidBase + 2000, `${id}, one of A's space or QEMU uids, owns a file on B`);
       assert.ok(id < SUBIDS_OF[0] || id >= SUBIDS_OF[0] + 1000 * SUBIDS, `${id}, one of A's subordinate ids`);
     }
-    for (const u of containerUids(b.dir.parent, space.id))
+    const neighbourUids = containerUids(b.dir.parent, neighbour.id);
+    const movedUids = containerUids(b.dir.parent, space.id);
+    assert.ok(movedUids.size > 0 && neighbourUids.size > 0);
+    for (const u of movedUids) {
       assert.ok(u >= SUBIDS_OF[1] && u < SUBIDS_OF[1] + 1000 * SUBIDS, `uid ${u} is not one of B's subordinate ids`);
+      assert.equal(neighbourUids.has(u), false, `uid ${u} runs in both spaces`);
+    }
+    // Its network and its published port are B's, and none of its neighbour's.
+    const networkOf = async (apiBase: string) =>
+      (await b.client.call<{ subnet?: string; published: PublishedPort[] }>('GET', `${apiBase}/network`)).body;
+    const [moved, beside] = [await networkOf(base), await networkOf(neighbour.apiBase)];
+    assert.ok(moved.subnet && beside.subnet && moved.subnet !== beside.subnet, `${moved.subnet} ${beside.subnet}`);
+    assert.equal(moved.published.length, 1, 'what it published came with it');
+    const publishedOnB = moved.published[0]!;
+    assert.equal(publishedOnB.port, 8080);
+    assert.ok(publishedOnB.hostPort >= 32_100 && publishedOnB.hostPort <= 32_199, 'published on a port of B’s range');
+    assert.notEqual(publishedOnB.hostPort, neighbourPort);
+    await b.client.call('DELETE', `/v1/spaces/${neighbour.id}`);
 
     // And back to A: the same space arriving there again (B's engine store adopted anew).
     const back = await moveSpace(b.client, a.client, space.id);

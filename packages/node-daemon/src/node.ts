@@ -378,7 +378,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   leases.start();
 
   /** What an archive's head says of a space beyond its record: its workloads and its placement here. */
-  const archiveHead = (row: SpaceRow): Pick<ArchiveHead, 'workloads' | 'placement'> => ({
+  const archiveHead = (row: SpaceRow): Pick<ArchiveHead, 'workloads' | 'placement' | 'published'> => ({
     workloads: workloadRows
       .list(row.id)
       .filter((w) => w.state === 'ready' && w.removingSince === null)
@@ -405,6 +405,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
             },
       subnet: row.subnet,
     },
+    published: ports.list(row.id).map((p) => ({ workloadId: p.workloadId, protocol: p.protocol, port: p.port })),
   });
   // A move's source end; a move cut short by a restart is aborted or committed from here.
   const mover = new SpaceMover({

@@ -81,6 +81,20 @@ export const ArchiveHead = Obj({
     ]),
     subnet: Type.Union([Type.String({ pattern: '^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$' }), Type.Null()]),
   }),
+  /**
+   * What the space published on its node: a port of a container or VM, by workload id. The node
+   * restoring it publishes the same ports again, on host ports of its own range.
+   */
+  published: Type.Optional(
+    Type.Array(
+      Obj({
+        workloadId: Type.String({ pattern: '^(ctr|vm)_[a-z0-9]{20}$' }),
+        protocol: Type.Union([Type.Literal('tcp'), Type.Literal('udp')]),
+        port: Type.Integer({ minimum: 1, maximum: 65535 }),
+      }),
+      { maxItems: 65535 },
+    ),
+  ),
   image: Obj({
     bytes: Uint(),
     chunkBytes: Type.Integer({ minimum: 4096, maximum: ARCHIVE_CHUNK_BYTES }),

@@ -65,7 +65,7 @@ export interface AppDeps {
   /** A move's source end. */
   mover: SpaceMover;
   /** What an archive's head says of a space beyond its record: its workloads and its placement on this node. */
-  archiveHead(row: SpaceRow): Pick<ArchiveHead, 'workloads' | 'placement'>;
+  archiveHead(row: SpaceRow): Pick<ArchiveHead, 'workloads' | 'placement' | 'published'>;
   repo: SpacesRepo;
   audit: AuditLog;
   /** Counts every refusal and chains those of known principals, bounded per principal. */

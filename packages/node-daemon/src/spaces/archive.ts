@@ -24,6 +24,7 @@ export interface ArchiveSource {
   backend: ArchiveHead['backend'];
   workloads: ArchiveHead['workloads'];
   placement: ArchiveHead['placement'];
+  published?: ArchiveHead['published'];
   /** The node's TLS certificate fingerprint. */
   node: string;
   now: number;
@@ -50,6 +51,7 @@ export async function* spaceArchive(s: ArchiveSource): AsyncGenerator<Uint8Array
       resources: resourcesOf(s.row),
       workloads: s.workloads,
       placement: s.placement,
+      ...(s.published?.length ? { published: s.published } : {}),
       image: { bytes: s.image.bytes, chunkBytes: ARCHIVE_CHUNK_BYTES },
       createdAt: new Date(s.now).toISOString(),
     });

@@ -54,7 +54,7 @@ export interface MoverDeps {
   identityPublic: string;
   /** This node's TLS certificate fingerprint (the archive head's `node`). */
   tlsFingerprint: string;
-  archiveHead(row: SpaceRow): Pick<ArchiveHead, 'workloads' | 'placement'>;
+  archiveHead(row: SpaceRow): Pick<ArchiveHead, 'workloads' | 'placement' | 'published'>;
   hashes: HashFactory;
   clock: Clock;
   logger: Logger;

@@ -323,6 +323,7 @@ export class SpaceService {
             arrival: randomBytes(8).toString('hex'),
             placement: head.placement,
             workloadIds,
+            ...(head.published?.length ? { published: head.published } : {}),
           });
           o.kept();
         } catch (err) {
@@ -814,6 +815,10 @@ function checkArchiveFits(head: ArchiveHead): void {
     if (sum[k] > head.resources[k]) throw bad(`its workloads hold more ${k} than the space`);
   if (head.resources.pids !== undefined && sum.pids > head.resources.pids)
     throw bad('its workloads hold more pids than the space');
+  const published = head.published ?? [];
+  if (published.length > (head.resources.ports ?? 0)) throw bad('it publishes more ports than the space reserved');
+  for (const p of published)
+    if (!ids.has(p.workloadId)) throw bad(`it publishes a port of ${p.workloadId}, which it does not hold`);
 }
 
 /**

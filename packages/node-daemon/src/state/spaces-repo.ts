@@ -92,6 +92,8 @@ export interface RemapFrom {
   arrival?: string;
   placement: Placement;
   workloadIds: Record<string, string>;
+  /** What it published where it came from (old workload ids): published again here. */
+  published?: NonNullable<ArchiveHead['published']>;
 }
 
 /** What a caller supplies to create a record; the uid and bookkeeping times are filled in. */

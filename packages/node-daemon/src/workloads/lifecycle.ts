@@ -11,6 +11,7 @@ import type { RemapFrom, SpaceRow } from '../state/index.js';
 import { isLive } from '../state/space-states.js';
 import { spaceDataLayout } from '../spaces/layout.js';
 import type { WorkloadContext } from './context.js';
+import { portsHeldByHost } from './network.js';
 import type { SpacesView, WorkloadKind, WorkloadKindName } from './kind.js';
 
 const DEFAULT_STOP_GRACE_SECONDS = 3;
@@ -57,6 +58,31 @@ export class WorkloadLifecycle {
   }
 
   /**
+   * What the space published where it came from, published again here: the same ports of its
+   * workloads (under their new ids, at their new addresses), on host ports of this node's range.
+   * One already published (a remap run again after a crash) is not published twice.
+   */
+  private async republish(s: SpaceRow, from: RemapFrom): Promise<void> {
+    const wanted = from.published ?? [];
+    if (wanted.length === 0) return;
+    const range = this.c.range();
+    const inUse = await (this.c.d.portsInUse ?? portsHeldByHost)();
+    const held = this.c.d.ports.list(s.id);
+    for (const p of wanted) {
+      const workloadId = from.workloadIds[p.workloadId];
+      if (workloadId === undefined) continue;
+      if (held.some((h) => h.workloadId === workloadId && h.protocol === p.protocol && h.port === p.port)) continue;
+      this.c.d.ports.publish({ id: s.id, ports: s.ports }, range, {
+        workloadId,
+        protocol: p.protocol,
+        port: p.port,
+        inUse,
+      });
+    }
+    await this.c.network().update(s.id);
+  }
+
+  /**
    * A restored space's first unlock: each kind makes what it keeps in the space its own, and
    * what ran at lock is named by the workloads' new ids.
    */
@@ -64,6 +90,7 @@ export class WorkloadLifecycle {
     const s = this.c.d.spaces.get(spaceId);
     if (!s) return;
     for (const kind of this.kinds) await kind.remap?.(s, mountpoint, from);
+    await this.republish(s, from);
     const file = spaceDataLayout(mountpoint).runningAtLock;
     const text = await readFile(file, 'utf8').catch(() => undefined);
     if (text === undefined) return;

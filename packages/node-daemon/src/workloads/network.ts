@@ -80,7 +80,7 @@ export class NetworkOps implements OperationModule<'network'> {
 }
 
 /** Either protocol: one port number is one forward (ports-repo.ts), TCP and UDP alike. */
-async function portsHeldByHost(): Promise<ReadonlySet<number>> {
+export async function portsHeldByHost(): Promise<ReadonlySet<number>> {
   const [tcp, udp] = await Promise.all([hostPortsInUse('tcp'), hostPortsInUse('udp')]);
   return new Set([...tcp, ...udp]);
 }
