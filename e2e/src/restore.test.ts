@@ -6,11 +6,24 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chownSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chownSync,
+  createReadStream,
+  lstatSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  ARCHIVE_HEAD_HEADER,
   ARCHIVE_MAGIC,
+  ARCHIVE_MEDIA_TYPE,
+  archiveHeadDigest,
+  nodeRoute,
   ArchiveReader,
   ArchiveWriter,
   archiveSigningInput,
@@ -243,6 +256,28 @@ test('each wrong archive is refused with its code, and leaves nothing on the nod
       (e: unknown) => isOcsError(e) && e.code === code,
       what,
     );
+    assert.deepEqual(images(), before.images, `${what}: no image is left`);
+    assert.deepEqual(standing(), before.spaces, `${what}: no space is left`);
+  }
+  // The request is bound to the archive it carries: a request signed for another head, or for
+  // none (neither its head's digest nor a Content-Digest), is refused before anything is made.
+  const sendGood = (headers: Record<string, string>) =>
+    api.route(
+      nodeRoute('restoreSpace'),
+      { query: { leaseSeconds: 3600 }, body: () => createReadStream(file), headers },
+      { contentType: ARCHIVE_MEDIA_TYPE },
+    );
+  const size = String(good.length);
+  const otherHead = new TextEncoder().encode(JSON.stringify({ ...head, createdAt: new Date(0).toISOString() }));
+  for (const [what, headers, code] of [
+    [
+      'signed for another head',
+      { [ARCHIVE_HEAD_HEADER]: archiveHeadDigest(otherHead, nativeHashes), 'content-length': size },
+      'digest_mismatch',
+    ],
+    ['bound to nothing', { 'content-length': size }, 'digest_missing'],
+  ] as const) {
+    await assert.rejects(sendGood(headers), (e: unknown) => isOcsError(e) && e.code === code, what);
     assert.deepEqual(images(), before.images, `${what}: no image is left`);
     assert.deepEqual(standing(), before.spaces, `${what}: no space is left`);
   }

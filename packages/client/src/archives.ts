@@ -81,6 +81,11 @@ export async function saveArchive(
  * (`archive_malformed`, `archive_version`).
  */
 export async function readArchiveHead(file: string): Promise<ArchiveHead> {
+  return (await readArchiveHeadFrame(file)).head;
+}
+
+/** The head of the archive in `file` and its frame's bytes (what a restore request is bound to). */
+export async function readArchiveHeadFrame(file: string): Promise<{ head: ArchiveHead; bytes: Uint8Array }> {
   const reader = new ArchiveReader(nativeHashes);
   const fh = await open(file, 'r');
   try {
@@ -90,10 +95,11 @@ export async function readArchiveHead(file: string): Promise<ArchiveHead> {
       if (bytesRead === 0) break;
       // A copy: the reader keeps what it has not read yet, and the buffer is read into again.
       reader.push(new Uint8Array(piece.subarray(0, bytesRead)));
-      if (reader.headSeen) return reader.headSeen;
+      if (reader.headSeen) return { head: reader.headSeen, bytes: reader.headBytesSeen! };
     }
   } finally {
     await fh.close();
   }
-  return reader.finish().head; // ends before its head: archive_malformed
+  reader.finish(); // ends before its head: archive_malformed
+  throw new Error('unreachable');
 }

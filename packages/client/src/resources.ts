@@ -4,10 +4,16 @@
  * so a change of contract is a compile error here, not a surprise at run time.
  */
 import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import { nativeHashes } from '@ocs/protocol/node';
+import { readArchiveHeadFrame } from './archives.js';
 import {
+  ARCHIVE_HEAD_HEADER,
   ARCHIVE_MEDIA_TYPE,
   SPACE_API_PREFIX,
+  archiveHeadDigest,
   nodeRoute,
   rewrapForNode,
   spaceRoute,
@@ -139,8 +145,24 @@ export class OcsClient extends BaseClient {
      * a new space on this node, a fork of the archived one bound to the same key. It comes back
      * locked, and opens with the archived space's wrapped key.
      */
-    restore: (file: string, query: QueryOf<N<'restoreSpace'>>, o: UploadOptions = {}) =>
-      this.route(nodeRoute('restoreSpace'), { query, body: { path: file } }, { ...o, contentType: ARCHIVE_MEDIA_TYPE }),
+    restore: async (file: string, query: QueryOf<N<'restoreSpace'>>, o: UploadOptions = {}) => {
+      // Bound to the request by its head's digest (the archive's own signature covers the
+      // rest): the file is read once, as it is sent, not hashed whole first.
+      const { bytes } = await readArchiveHeadFrame(file);
+      const size = (await stat(file)).size;
+      return this.route(
+        nodeRoute('restoreSpace'),
+        {
+          query,
+          body: () => createReadStream(file),
+          headers: {
+            [ARCHIVE_HEAD_HEADER]: archiveHeadDigest(bytes, nativeHashes),
+            'content-length': String(size),
+          },
+        },
+        { ...o, contentType: ARCHIVE_MEDIA_TYPE },
+      );
+    },
     /**
      * A move's first step, on the target: room for the space, waiting for it from the node
      * `body.source` names. {@link moveSpace} (moves.ts) does both steps.

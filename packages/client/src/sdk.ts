@@ -190,7 +190,7 @@ export class BaseClient {
           ),
         );
       }
-      const total = upload?.size ?? bytes?.length ?? 0;
+      const total = upload?.size ?? bytes?.length ?? Number(headers['content-length'] ?? 0);
       try {
         const res = await send(this.agent, {
           url,

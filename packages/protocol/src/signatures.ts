@@ -64,6 +64,14 @@ export const REQUIRED_COMPONENTS = ['@method', '@target-uri'] as const;
  */
 export const NODE_HEADER = 'ocs-node';
 
+/**
+ * The header binding a restore's signed request to the archive it carries: the SHA-256 of the
+ * archive's head frame (`sha-256=:…:`, as a Content-Digest is written). The head names its owner,
+ * whose signature over head and tail covers every chunk's digest, so the request needs no digest
+ * of its whole body, which would be a second pass over every byte on both ends.
+ */
+export const ARCHIVE_HEAD_HEADER = 'ocs-archive-head';
+
 /** Application tag in every signature we make and accept: a signature for another protocol can't be replayed here. */
 export const SIGNATURE_TAG = 'ocs-v1';
 
@@ -181,6 +189,7 @@ export async function signRequest(req: SignableRequest, opts: SignOptions): Prom
     ...(headerValue(req, 'authorization') !== undefined ? ['authorization'] : []),
     ...(headerValue(req, 'idempotency-key') !== undefined ? ['idempotency-key'] : []),
     ...(headerValue(req, NODE_HEADER) !== undefined ? [NODE_HEADER] : []),
+    ...(headerValue(req, ARCHIVE_HEAD_HEADER) !== undefined ? [ARCHIVE_HEAD_HEADER] : []),
   ];
   const created = opts.created ?? nowSeconds();
   const params: Parameters = new Map();
@@ -345,6 +354,8 @@ export async function verifyRequest(req: SignableRequest, policy: VerifyPolicy):
   if (headerValue(req, 'authorization') !== undefined) required.add('authorization');
   // The key decides which stored answer a request gets: a relay must not add, strip or change it.
   if (headerValue(req, 'idempotency-key') !== undefined) required.add('idempotency-key');
+  // What a restore's body is bound by, instead of a Content-Digest (see space-archive.ts).
+  if (headerValue(req, ARCHIVE_HEAD_HEADER) !== undefined) required.add(ARCHIVE_HEAD_HEADER);
   if ((policy.requireDigestCoverage ?? true) && hasBody(req)) required.add('content-digest');
   if (policy.node !== undefined) required.add(NODE_HEADER);
   const missing = [...required].filter((c) => !components.includes(c));

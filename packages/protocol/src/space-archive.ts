@@ -20,6 +20,7 @@
  * Nothing here opens the data: the space key stays wrapped to its owner, outside the archive.
  */
 import { Type, type Static } from '@sinclair/typebox';
+import { base64 } from '@scure/base';
 import { OcsError } from './errors.js';
 import type { HashFactory } from './digest.js';
 import { Name, Obj, Resources, SpaceId, Timestamp } from './schemas/common.js';
@@ -124,6 +125,13 @@ export interface ArchiveSignature {
 export interface ArchiveChunk {
   offset: number;
   data: Uint8Array;
+}
+
+/** The `ocs-archive-head` value of a request carrying the archive whose head frame is `head`. */
+export function archiveHeadDigest(head: Uint8Array, sha256: HashFactory): string {
+  const h = sha256('sha-256');
+  h.update(head);
+  return `sha-256=:${base64.encode(h.digest())}:`;
 }
 
 /** What is signed: a domain tag, then the head's and the tail's bytes exactly as they were framed. */
@@ -268,6 +276,11 @@ export class ArchiveReader {
   /** The head, once its frame has been read. */
   get headSeen(): ArchiveHead | undefined {
     return this.head;
+  }
+
+  /** The head frame's bytes exactly as they came, once read (what `archiveHeadDigest` sums). */
+  get headBytesSeen(): Uint8Array | undefined {
+    return this.headBytes;
   }
 
   push(piece: Uint8Array): ArchiveChunk[] {

@@ -9,6 +9,7 @@ import {
 } from 'node:crypto';
 import { httpbis, createSigner, createVerifier } from 'http-message-signatures';
 import {
+  ARCHIVE_HEAD_HEADER,
   contentDigest,
   MemoryNonceStore,
   OcsError,
@@ -227,6 +228,33 @@ test('an Idempotency-Key is covered when present: added, stripped or changed aft
   const plain = await signRequest({ ...get, headers: without }, { keyId: KEY_ID, sign: signer, created: NOW });
   await assertCode(
     verifyRequest({ ...get, headers: { ...get.headers, ...plain } }, policy()),
+    'signature_components_missing',
+  );
+});
+
+test("a restore's archive head is covered when present: changed or added after signing, refused", async () => {
+  const head = 'sha-256=:' + 'A'.repeat(43) + '=:';
+  const post: SignableRequest = {
+    method: 'POST',
+    url: 'https://n/v1/spaces/restore?leaseSeconds=600',
+    headers: { authorization: 'Bearer t', [ARCHIVE_HEAD_HEADER]: head },
+  };
+  const sig = await signRequest(post, { keyId: KEY_ID, sign: signer, created: NOW });
+  const verified = await verifyRequest({ ...post, headers: { ...post.headers, ...sig } }, policy());
+  assert.ok(verified.components.includes(ARCHIVE_HEAD_HEADER));
+  // Another archive's head, put in after signing.
+  await assertCode(
+    verifyRequest(
+      { ...post, headers: { ...post.headers, ...sig, [ARCHIVE_HEAD_HEADER]: 'sha-256=:' + 'B'.repeat(43) + '=:' } },
+      policy(),
+    ),
+    'signature_invalid',
+  );
+  // Added to a request signed without one.
+  const { [ARCHIVE_HEAD_HEADER]: _h, ...without } = post.headers;
+  const plain = await signRequest({ ...post, headers: without }, { keyId: KEY_ID, sign: signer, created: NOW });
+  await assertCode(
+    verifyRequest({ ...post, headers: { ...post.headers, ...plain } }, policy()),
     'signature_components_missing',
   );
 });

@@ -7,8 +7,10 @@ import { Readable } from 'node:stream';
 import Koa, { type Context } from 'koa';
 import Router from '@koa/router';
 import {
+  ARCHIVE_HEAD_HEADER,
   ARCHIVE_MEDIA_TYPE,
   ArchiveReader,
+  archiveHeadDigest,
   createDigestVerifier,
   NODE_ROUTES,
   nodeOperationPart,
@@ -278,15 +280,29 @@ export function createApp(d: AppDeps): Koa {
     },
     restoreSpace: async (ctx, { principal, query }) => {
       const body = (ctx.req as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+      // The body is bound to the signed request by the digest of its head (the owner's signature
+      // over head and tail covers the rest), or else by a Content-Digest summed as it streams.
+      const headDigest = ctx.get(ARCHIVE_HEAD_HEADER) || undefined;
       const contentDigest = ctx.get('content-digest') || undefined;
-      if (contentDigest === undefined)
-        throw new OcsError('digest_missing', 'a restore must carry a Content-Digest header');
-      const intake = { reader: new ArchiveReader(nodeHashes), digest: createDigestVerifier(contentDigest, nodeHashes) };
+      if (headDigest === undefined && contentDigest === undefined)
+        throw new OcsError(
+          'digest_missing',
+          `a restore must carry an ${ARCHIVE_HEAD_HEADER} or a Content-Digest header`,
+        );
+      const reader = new ArchiveReader(nodeHashes);
+      const intake = {
+        reader,
+        digest:
+          headDigest === undefined
+            ? createDigestVerifier(contentDigest!, nodeHashes)
+            : { update: () => undefined, verify: () => undefined },
+      };
       const { head, early } = await readHead(body, intake);
+      if (headDigest !== undefined && headDigest !== archiveHeadDigest(reader.headBytesSeen!, nodeHashes))
+        throw new OcsError('digest_mismatch', 'the archive does not start with the head the request was signed for');
       const owner = parsePublicKey(head.ownerKey);
       // Proof of possession, as for a reservation: the request is signed by the key the archive
-      // binds, and its nonce is charged to the token's principal. The body is covered through
-      // Content-Digest, summed as it streams.
+      // binds, and its nonce is charged to the token's principal.
       await authorize(requestOf(ctx, new Uint8Array()), {
         verifyToken: d.verifyToken,
         roles: [],
@@ -297,6 +313,7 @@ export function createApp(d: AppDeps): Koa {
             return owner.bytes;
           }),
           noncePartition: principalKey(principal!),
+          requireDigestCoverage: headDigest === undefined,
         },
         hashes: nodeHashes,
       });
