@@ -34,6 +34,16 @@ export const RestoreSpaceQuery = Obj({
   leaseSeconds: Type.Integer({ minimum: 60, maximum: 30 * 86400 }),
   name: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{0,62}$' })),
 });
+/** How an archive a node receives (a restore's, a move's) can be refused, whoever sent it. */
+const ARCHIVE_REFUSALS = [
+  'archive_malformed',
+  'archive_version',
+  'archive_corrupt',
+  'archive_signature_invalid',
+  'archive_filesystem_invalid',
+  'archive_backend',
+] as const;
+
 export const AuditQuery = Obj({
   after: Type.Optional(Type.Integer({ minimum: 0, description: 'Entries after this sequence number.' })),
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'At most this many (default 100).' })),
@@ -229,18 +239,7 @@ export const NODE_OPERATIONS = {
       body: 'binary',
       response: N.Space,
       status: 201,
-      errors: [
-        'capacity_exceeded',
-        'digest_missing',
-        'digest_mismatch',
-        'archive_malformed',
-        'archive_version',
-        'archive_corrupt',
-        'archive_signature_invalid',
-        'archive_filesystem_invalid',
-        'archive_backend',
-        'unavailable',
-      ],
+      errors: ['capacity_exceeded', 'digest_missing', 'digest_mismatch', ...ARCHIVE_REFUSALS, 'unavailable'],
     },
   },
   openImport: {
@@ -276,15 +275,7 @@ export const NODE_OPERATIONS = {
       body: 'binary',
       response: N.Space,
       status: 200,
-      errors: [
-        'conflict',
-        'archive_malformed',
-        'archive_version',
-        'archive_corrupt',
-        'archive_signature_invalid',
-        'archive_filesystem_invalid',
-        'archive_backend',
-      ],
+      errors: ['conflict', ...ARCHIVE_REFUSALS],
     },
   },
   commitImport: {

@@ -33,6 +33,7 @@ import {
   type NodeInfo,
   type ArchiveHead,
   type AuditPage,
+  type Ed25519PublicKey,
   type NodeRoute,
   type NodeRouteId,
   type ParamsOf,
@@ -190,6 +191,34 @@ export function createApp(d: AppDeps): Koa {
   }
 
   /**
+   * Proof of possession: the request is signed by `owner`, the key it binds (a reservation's, a
+   * restored archive's, an import's). Anyone may bring a new key, so the nonce is charged to the
+   * token's principal, not to the key.
+   */
+  async function provePossession(
+    ctx: Context,
+    body: Uint8Array,
+    principal: Principal,
+    owner: Ed25519PublicKey,
+    refusal: string,
+    o: { requireDigestCoverage?: boolean } = {},
+  ): Promise<void> {
+    await authorize(requestOf(ctx, body), {
+      verifyToken: d.verifyToken,
+      roles: [],
+      signature: {
+        ...signaturePolicy((keyId) => {
+          if (keyId !== owner.fingerprint()) throw new OcsError('not_owner', refusal);
+          return owner.bytes;
+        }),
+        noncePartition: principalKey(principal),
+        ...o,
+      },
+      hashes: nodeHashes,
+    });
+  }
+
+  /**
    * A move's node-to-node step on its target: no token, a signature by the identity key of
    * the node the import names as its source (its nonce charged to that node).
    */
@@ -228,22 +257,7 @@ export function createApp(d: AppDeps): Koa {
       // What the reservation would refuse anyway is refused before the signature's nonce is
       // stored; a retry under an idempotency key is checked when it is not a replay.
       if (!key) d.service.checkCreate(body);
-      // Proof of possession: the request is signed by the very key it binds. Anyone may bring a
-      // new key here, so the nonce is charged to the token's principal, not to the key.
-      await authorize(requestOf(ctx, raw), {
-        verifyToken: d.verifyToken,
-        roles: [],
-        signature: {
-          ...signaturePolicy((keyId) => {
-            if (keyId !== owner.fingerprint()) {
-              throw new OcsError('not_owner', 'the request must be signed by the key it binds');
-            }
-            return owner.bytes;
-          }),
-          noncePartition: principalKey(principal!),
-        },
-        hashes: nodeHashes,
-      });
+      await provePossession(ctx, raw, principal!, owner, 'the request must be signed by the key it binds');
       if (!key) return d.service.create(principal!, body, owner);
       const { response, replayed } = await d.reservationKeys.once(principalKey(principal!), key, raw, (reserved) =>
         d.service.create(principal!, body, owner, reserved),
@@ -301,22 +315,17 @@ export function createApp(d: AppDeps): Koa {
       if (headDigest !== undefined && headDigest !== archiveHeadDigest(reader.headBytesSeen!, nodeHashes))
         throw new OcsError('digest_mismatch', 'the archive does not start with the head the request was signed for');
       const owner = parsePublicKey(head.ownerKey);
-      // Proof of possession, as for a reservation: the request is signed by the key the archive
-      // binds, and its nonce is charged to the token's principal.
-      await authorize(requestOf(ctx, new Uint8Array()), {
-        verifyToken: d.verifyToken,
-        roles: [],
-        signature: {
-          ...signaturePolicy((keyId) => {
-            if (keyId !== owner.fingerprint())
-              throw new OcsError('not_owner', "the request must be signed by the archive's owner key");
-            return owner.bytes;
-          }),
-          noncePartition: principalKey(principal!),
+      // As for a reservation, signed by the key the archive binds.
+      await provePossession(
+        ctx,
+        new Uint8Array(),
+        principal!,
+        owner,
+        "the request must be signed by the archive's owner key",
+        {
           requireDigestCoverage: headDigest === undefined,
         },
-        hashes: nodeHashes,
-      });
+      );
       const restore = await d.service.beginRestore(principal!, head, query, owner);
       try {
         const summary = await readRest(body, intake, early, (c) => restore.write(c)).catch((err: unknown) => {
@@ -333,20 +342,8 @@ export function createApp(d: AppDeps): Koa {
     openImport: async (ctx, { principal, raw, body }) => {
       const owner = parsePublicKey(body.ownerKey);
       d.service.checkCreate(body);
-      // Proof of possession, as for a reservation: signed by the owner key the body names.
-      await authorize(requestOf(ctx, raw), {
-        verifyToken: d.verifyToken,
-        roles: [],
-        signature: {
-          ...signaturePolicy((keyId) => {
-            if (keyId !== owner.fingerprint())
-              throw new OcsError('not_owner', 'the request must be signed by the key it binds');
-            return owner.bytes;
-          }),
-          noncePartition: principalKey(principal!),
-        },
-        hashes: nodeHashes,
-      });
+      // As for a reservation, signed by the owner key the body names.
+      await provePossession(ctx, raw, principal!, owner, 'the request must be signed by the key it binds');
       return d.service.openImport(principal!, body, owner);
     },
     receiveImport: async (ctx, { params }) => {

@@ -209,15 +209,7 @@ export class SpaceService {
     owner: Ed25519PublicKey,
   ): Promise<Restore> {
     const storage = this.d.storage;
-    if (head.backend !== storage.kind)
-      throw new OcsError(
-        'archive_backend',
-        `the archive holds ${head.backend} storage; this node's is ${storage.kind}`,
-        {
-          archive: head.backend,
-          node: storage.kind,
-        },
-      );
+    this.requireBackend(head);
     if (!receivesImages(storage))
       throw new OcsError('unavailable', `this node's storage (${storage.kind}) cannot restore a space yet`);
     checkArchiveFits(head);
@@ -385,16 +377,7 @@ export class SpaceService {
   async beginImport(row: SpaceRow, head: ArchiveHead): Promise<Restore> {
     if (row.state !== 'importing' || this.receiving.has(row.id))
       throw new OcsError('conflict', `the import is ${row.state === 'importing' ? 'already arriving' : row.state}`);
-    const storage = this.d.storage;
-    if (head.backend !== storage.kind)
-      throw new OcsError(
-        'archive_backend',
-        `the archive holds ${head.backend} storage; this node's is ${storage.kind}`,
-        {
-          archive: head.backend,
-          node: storage.kind,
-        },
-      );
+    this.requireBackend(head);
     checkArchiveFits(head);
     const mismatch = (what: string) =>
       new OcsError('archive_malformed', `the archive is not the space this import was opened for: ${what}`);
@@ -487,6 +470,16 @@ export class SpaceService {
       ...(isOcsError(why) ? { code: why.code } : {}),
       detail: { step: 'drop' },
     });
+  }
+
+  /** An archive of another storage backend than this node's is `archive_backend`. */
+  private requireBackend(head: ArchiveHead): void {
+    const node = this.d.storage.kind;
+    if (head.backend !== node)
+      throw new OcsError('archive_backend', `the archive holds ${head.backend} storage; this node's is ${node}`, {
+        archive: head.backend,
+        node,
+      });
   }
 
   /** A new space's record in the ledger, `creating`, holding what it asked for (or `capacity_exceeded`). */
