@@ -116,6 +116,10 @@ test('a space moved from node A to node B and back: same id and key, markers and
       assert.ok(nativeVerify(null, tombstoneSigningInput(signed), pub, Buffer.from(signature, 'base64url')));
       return true;
     });
+    // Another org learns nothing of it, not even where it went.
+    const other = daemonClient(a.config.stateDir, a.daemon, { roles: ['spaces'], org: 'org-other' });
+    await assert.rejects(other.spaces.get(space.id), refusedWith('not_found'));
+    other.close();
     assert.deepEqual(readdirSync(join(a.config.storage.root, 'images')), []);
     assert.equal(existsSync(join(a.config.storage.root, 'mnt', space.id)), false);
     assert.equal(

@@ -151,17 +151,32 @@ export function createApp(d: AppDeps): Koa {
 
   /** A space the caller may know about: its own org's, or any for farmer and monitor. */
   function visibleSpace(principal: Principal | undefined, spaceId: string): SpaceRow {
-    const row = d.service.get(spaceId);
     const global = principal?.roles.has('farmer') || principal?.roles.has('monitor');
+    const row = spaceOf(spaceId, (org) => global === true || org === principal?.org);
     if (!global && row.org !== principal?.org) throw new OcsError('not_found', 'no such space');
     return row;
   }
 
   /** A space the caller may change: its own org's, or any for the farmer. Global read (monitor) grants no write. */
   function writableSpace(principal: Principal | undefined, spaceId: string): SpaceRow {
-    const row = d.service.get(spaceId);
-    if (!principal?.roles.has('farmer') && row.org !== principal?.org) throw new OcsError('not_found', 'no such space');
+    const mayWrite = (org: string) => principal?.roles.has('farmer') === true || org === principal?.org;
+    const row = spaceOf(spaceId, mayWrite);
+    if (!mayWrite(row.org)) throw new OcsError('not_found', 'no such space');
     return row;
+  }
+
+  /**
+   * The space's record; for a space that moved away, its tombstone (`space_moved`) goes only to
+   * whom the space itself would have answered: another org learns nothing, not even where it went.
+   */
+  function spaceOf(spaceId: string, mayKnow: (org: string) => boolean): SpaceRow {
+    try {
+      return d.service.get(spaceId);
+    } catch (err) {
+      if (isOcsError(err) && err.code === 'space_moved' && !mayKnow(d.repo.get(spaceId)?.org ?? ''))
+        throw new OcsError('not_found', 'no such space');
+      throw err;
+    }
   }
 
   /** Token, then the owner's signature over the request, then the digest of the body. */
