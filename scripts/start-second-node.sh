@@ -12,6 +12,13 @@ STATE_DIR=${OCS_STATE_DIR:-/var/lib/ocs-b}
 CONFIG=$STATE_DIR/config.json
 mkdir -p "$STATE_DIR"
 chmod 700 "$STATE_DIR"
+# It takes the first node's drains (docs/operator-guide.md, "Retire a node"): its identity key,
+# raw and base64url as GET /v1/node shows it, listed as a peer.
+PEERS=""
+FIRST_IDENTITY=${OCS_FIRST_STATE_DIR:-/var/lib/ocs}/keys/identity.pem
+if [ -f "$FIRST_IDENTITY" ]; then
+  PEERS="\"$(openssl pkey -in "$FIRST_IDENTITY" -pubout -outform DER | tail -c 32 | base64 | tr '+/' '-_' | tr -d '=')\""
+fi
 if [ ! -f "$CONFIG" ]; then
   # None of it overlaps the first node's defaults (docs/operator-guide.md): uids 200000-299999,
   # subordinate ids from 1000000000, 10.128.0.0/9, ports 30000-30999 and 8443. A development
@@ -27,6 +34,7 @@ if [ ! -f "$CONFIG" ]; then
     "containers": { "subidBase": 500000000, "subnetPool": "10.96.0.0/12" },
     "network": { "ports": { "first": 31000, "last": 31999 } }
   },
+  "moves": { "peers": [$PEERS] },
   "auth": { "devIssuer": true }
 }
 JSON

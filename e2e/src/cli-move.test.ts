@@ -51,7 +51,7 @@ test('ocs space move: reserved on node a, moved to node b, opened there with the
       tombstone: Tombstone;
     };
     assert.equal(moved.tombstone.spaceId, space.id);
-    assert.equal(moved.tombstone.to.url, b.daemon.url);
+    assert.equal(moved.tombstone.to!.url, b.daemon.url);
 
     // Node a says where it went: exit 5 (the space's state), its code, and what to do.
     const old = await ocs(['--node', 'a', 'space', 'show', space.id]);

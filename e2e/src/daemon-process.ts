@@ -151,7 +151,11 @@ export function startDaemon(
         resolve({ child, url: m[1]! });
       }
     });
-    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => {
+      out += d.toString();
+      // For debugging a test: the daemons' own log (warnings and errors) on the test's stderr.
+      if (process.env.OCS_E2E_DAEMON_LOG) process.stderr.write(d);
+    });
     child.once('exit', (c) => {
       clearTimeout(timer);
       reject(new Error(`daemon exited ${c}: ${out}`));

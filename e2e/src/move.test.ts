@@ -93,7 +93,7 @@ test('a space moved from node A to node B and back: same id and key, markers and
     // Moved while it runs: the move locks it first.
     const tombstone = await moveSpace(a.client, b.client, space.id);
     assert.equal(tombstone.spaceId, space.id);
-    assert.equal(tombstone.to.url, b.daemon.url);
+    assert.equal(tombstone.to!.url, b.daemon.url);
 
     // On B: the same id, locked, its image at rest holding no marker and not the key.
     const there = await b.client.spaces.get(space.id);
@@ -175,7 +175,7 @@ test('a space moved from node A to node B and back: same id and key, markers and
 
     // And back to A: the same space arriving there again (B's engine store adopted anew).
     const back = await moveSpace(b.client, a.client, space.id);
-    assert.equal(back.to.url, a.daemon.url);
+    assert.equal(back.to!.url, a.daemon.url);
     await assert.rejects(b.client.spaces.get(space.id), refusedWith('space_moved'));
     assert.equal((await a.client.spaces.unlock(space.id, made.body.wrappedKey)).state, 'active');
     await waitFor('the third run, on A again', async () => {

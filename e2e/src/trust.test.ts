@@ -83,6 +83,11 @@ const OWNER_OUTCOME: Record<string, number> = {
   rotateSpaceKey: 400, // unwrap_failed: the placeholder is no sealed key
   exportSpace: 409, // space_unlocked: an archive is taken of a locked space only
   moveSpace: 400, // invalid_request: the placeholder names no target
+  delegateSpace: 400, // invalid_request: the placeholder carries no delegation
+  revokeDelegation: 204, // there is none: nothing to forget
+  drainNode: 400, // invalid_request: the placeholder's grace is negative (a drain would empty the node)
+  getDrain: 404, // not_found: this node was never drained
+  cancelDrain: 404,
   deleteSpace: 204,
   listAudit: 200,
   spaceStatus: 200,
@@ -122,6 +127,9 @@ const has = (p: Principal, roles: readonly Role[]) => roles.some((r) => p.roles.
 function expected(api: 'node' | 'space', route: RouteSpec, p: Principal): number {
   // A move's node-to-node steps take no token: space A is no import, whoever asks.
   if (route.signature === 'import-source') return 404;
+  // A drain's import takes no token either; the placeholder names no space: invalid_request
+  // for whoever asks, before the peer's signature (its refusals: drain.test.ts).
+  if (route.signature === 'peer-node') return 400;
   if (route.roles.length === 0) return 200; // health
   if (p.org === undefined) return 401;
   if (p.roles.length === 0) return 401; // token_claims_invalid: a token must carry a role
@@ -139,6 +147,7 @@ function expected(api: 'node' | 'space', route: RouteSpec, p: Principal): number
       return OWNER_OUTCOME[route.id]!;
     case 'owner':
     case 'owner-or-farmer':
+    case 'owner-or-delegate':
       // Writes: the owner's org, or the farmer. Global read (monitor) grants no write.
       if (p.org !== 'org-a' && !p.roles.includes('farmer')) return 404;
       if (route.signature === 'owner-or-farmer' && p.roles.includes('farmer') && !p.key)
@@ -160,6 +169,7 @@ function placeholderBody(route: RouteSpec): { json?: unknown; raw?: Uint8Array }
   if (route.body === 'binary') return { raw: new TextEncoder().encode('not an image') };
   if (route.body === undefined) return {};
   if (route.id === 'renewSpace') return { json: { leaseSeconds: 7200 } };
+  if (route.id === 'drainNode') return { json: { graceSeconds: -1 } };
   if (route.id === 'unlockSpace' || route.id === 'rotateSpaceKey') return { json: { sealedKey: 'AAAA' } };
   return { json: {} };
 }

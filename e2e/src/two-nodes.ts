@@ -78,6 +78,10 @@ export async function twoNodes(
   owner: Ed25519PrivateKey,
   org: string,
   roles: string[] = ['spaces', 'storage', 'containers'],
+  o: {
+    /** B takes the drains of the nodes whose identity keys this answers (given A's): its `moves.peers`. */
+    peersOfB?: (aIdentityKey: string) => string[];
+  } = {},
 ): Promise<TwoNodes> {
   const dirs = [daemonDir(names[0]), daemonDir(names[1])] as const;
   const octet = 200 + (parseInt(dirs[0].tag, 16) % 40);
@@ -125,6 +129,10 @@ export async function twoNodes(
   };
   try {
     nodes.push(await start(0));
+    if (o.peersOfB) {
+      const peers = o.peersOfB((await nodes[0]!.client.node.info()).identityKey);
+      configs[1] = { ...configs[1]!, moves: { peers } } as Node['config'];
+    }
     nodes.push(await start(1));
   } catch (err) {
     await close();

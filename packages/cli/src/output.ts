@@ -65,7 +65,12 @@ const HINTS: Partial<Record<ErrorCode, string>> = {
   archive_signature_invalid: "restore the file ocs space backup wrote: it carries its owner's signature",
   archive_filesystem_invalid: "the node's check refused the image in it: restore another copy of it",
   archive_backend: 'restore it on a node with the same storage backend (ocs node info)',
-  space_moved: 'the space is on another node now (details.to): ocs node add it, then use --node',
+  space_moved:
+    'the space is on another node now (details.to): ocs node add it, then use --node; or a drain exported it (details.archive): get the file from the farmer, then ocs space restore FILE',
+  delegation_invalid:
+    'sign a new delegation: ocs space delegate (it is checked against the space, its owner key and org, and the time)',
+  not_delegated: "the space's delegation does not name this node or key: ocs space delegate names them",
+  node_draining: 'the node is being retired: reserve or restore on another node',
   move_aborted: 'the space is back on this node, locked: ocs space unlock, or try the move again',
 };
 
@@ -79,12 +84,14 @@ export function exitCodeOf(err: unknown): number {
       c.startsWith('signature_') ||
       c === 'role_missing' ||
       c === 'not_owner' ||
+      c === 'delegation_invalid' ||
+      c === 'not_delegated' ||
       c === 'replayed' ||
       c === 'unwrap_failed'
     )
       return EXIT.auth;
     if (c === 'not_found') return EXIT.notFound;
-    if (c === 'capacity_exceeded' || c === 'budget_exceeded') return EXIT.capacity;
+    if (c === 'capacity_exceeded' || c === 'budget_exceeded' || c === 'node_draining') return EXIT.capacity;
     if (['space_locked', 'space_unlocked', 'lease_expired', 'conflict', 'space_moved', 'move_aborted'].includes(c))
       return EXIT.state;
     if (c === 'internal' || c === 'host_failed' || c === 'unavailable') return EXIT.failed;

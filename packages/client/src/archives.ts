@@ -9,6 +9,7 @@ import { link, open, rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
   ArchiveReader,
+  OcsError,
   archiveSigningInput,
   signatureFrame,
   type ArchiveHead,
@@ -102,4 +103,81 @@ export async function readArchiveHeadFrame(file: string): Promise<{ head: Archiv
   }
   reader.finish(); // ends before its head: archive_malformed
   throw new Error('unreachable');
+}
+
+export interface AdoptedArchive {
+  head: ArchiveHead;
+  /** True when the owner's signature was appended now; false when the file carried it already. */
+  signed: boolean;
+  /** Base64url keys of the nodes that signed it (a drain's export, a move's archive). */
+  nodes: string[];
+}
+
+/**
+ * Makes an archive the owner did not download (a drain's export, handed over by the farmer)
+ * restorable with the owner's key: the whole file is read and checked as a node would (every
+ * frame, every chunk against its digest, the tail's chain), its head must name this owner's
+ * key, and the owner's signature over its head and tail is appended. A file that already
+ * carries the owner's signature is left as it is.
+ */
+export async function adoptArchive(file: string, owner: Ed25519PrivateKey): Promise<AdoptedArchive> {
+  const reader = new ArchiveReader(nativeHashes);
+  const fh = await open(file, 'r+');
+  try {
+    const piece = Buffer.alloc(4 * 1024 * 1024);
+    for (;;) {
+      const { bytesRead } = await fh.read(piece, 0, piece.length, null);
+      if (bytesRead === 0) break;
+      reader.push(new Uint8Array(piece.subarray(0, bytesRead)));
+    }
+    const summary = reader.finish();
+    const mine = owner.publicKey.toBase64url();
+    if (summary.head.ownerKey !== mine)
+      throw new OcsError('not_owner', 'the archive is of a space bound to another key: only its owner adopts it');
+    const nodes = summary.signatures.filter((s) => s.by === 'node').map((s) => s.publicKey);
+    if (summary.signatures.some((s) => s.by === 'owner' && s.publicKey === mine))
+      return { head: summary.head, signed: false, nodes };
+    const signature = owner.sign(archiveSigningInput(summary.headBytes, summary.tailBytes, nativeHashes));
+    const frame = signatureFrame({ by: 'owner', publicKey: mine, signature: toBase64url(signature) });
+    const { size } = await fh.stat();
+    await fh.write(frame, 0, frame.length, size);
+    await fh.sync();
+    return { head: summary.head, signed: true, nodes };
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Who signed the archive in `file`, found by walking its frames' headers (their payloads are
+ * skipped, not read): cheap, and checks nothing but the framing. `adoptArchive` checks.
+ */
+export async function archiveSigners(file: string): Promise<{ by: 'owner' | 'node'; publicKey: string }[]> {
+  const fh = await open(file, 'r');
+  try {
+    const { size } = await fh.stat();
+    const header = Buffer.alloc(5);
+    const signers: { by: 'owner' | 'node'; publicKey: string }[] = [];
+    // Magic and format version, then frames: kind (1 byte) | length (u32 BE) | payload.
+    for (let at = 5; at + 5 <= size;) {
+      await fh.read(header, 0, 5, at);
+      const kind = String.fromCharCode(header[0]!);
+      const length = header.readUInt32BE(1);
+      if (kind === 'S' && length <= 64 * 1024) {
+        const payload = Buffer.alloc(length);
+        await fh.read(payload, 0, length, at + 5);
+        try {
+          const s = JSON.parse(payload.toString('utf8')) as { by?: unknown; publicKey?: unknown };
+          if ((s.by === 'owner' || s.by === 'node') && typeof s.publicKey === 'string')
+            signers.push({ by: s.by, publicKey: s.publicKey });
+        } catch {
+          // not a signature this walk understands; the node's reader refuses it
+        }
+      }
+      at += 5 + length;
+    }
+    return signers;
+  } finally {
+    await fh.close();
+  }
 }

@@ -93,6 +93,10 @@ export class OcsClient extends BaseClient {
     health: () => this.route(nodeRoute('health')),
     /** The Prometheus text of /metrics (a monitor's or the farmer's token). */
     metrics: () => this.route(nodeRoute('metrics')),
+    /** Retires the node (farmer): no new space; each space moves where its delegation allows, or is exported. */
+    drain: (body: BodyOf<N<'drainNode'>> = {}) => this.route(nodeRoute('drainNode'), { body }),
+    drainStatus: () => this.route(nodeRoute('getDrain')),
+    cancelDrain: () => this.route(nodeRoute('cancelDrain')),
   };
 
   readonly audit = {
@@ -167,11 +171,20 @@ export class OcsClient extends BaseClient {
      * A move's first step, on the target: room for the space, waiting for it from the node
      * `body.source` names. {@link moveSpace} (moves.ts) does both steps.
      */
-    openImport: (body: Omit<BodyOf<N<'openImport'>>, 'ownerKey'>) =>
-      this.route(nodeRoute('openImport'), { body: { ...body, ownerKey: this.owner().publicKey.toBase64url() } }),
+    openImport: (
+      body: Omit<BodyOf<N<'openImport'>>, 'ownerKey'> & { ownerKey?: BodyOf<N<'openImport'>>['ownerKey'] },
+    ) =>
+      this.route(nodeRoute('openImport'), {
+        // An orchestrator names the space's owner key and brings its delegation; an owner, its own key.
+        body: { ...body, ownerKey: body.ownerKey ?? this.owner().publicKey.toBase64url() },
+      }),
     /** A move's second step, on the source: the space goes to the node that opened an import for it. */
     move: (spaceId: string, to: BodyOf<N<'moveSpace'>>['to']) =>
       this.route(nodeRoute('moveSpace'), { params: { spaceId }, body: { to } }),
+    /** Keeps the owner's delegation (`signDelegation`): who may move the space without the owner, until when. */
+    delegate: (spaceId: string, delegation: string) =>
+      this.route(nodeRoute('delegateSpace'), { params: { spaceId }, body: { delegation } }),
+    revokeDelegation: (spaceId: string) => this.route(nodeRoute('revokeDelegation'), { params: { spaceId } }),
   };
 
   /**
@@ -188,6 +201,8 @@ export class OcsClient extends BaseClient {
       ),
     commit: (spaceId: string) => this.route(nodeRoute('commitImport'), { params: { spaceId }, body: {} }),
     abort: (spaceId: string) => this.route(nodeRoute('abortImport'), { params: { spaceId } }),
+    /** A draining node's import on a peer that takes its drains, on the owner's delegation. */
+    openPeer: (body: BodyOf<N<'openPeerImport'>>) => this.route(nodeRoute('openPeerImport'), { body }),
   };
 
   /** The owner-only API of one space (forwarded by the node to the space's own process). */

@@ -188,6 +188,25 @@ export const ConfigSchema = Obj({
       ]),
     }),
   }),
+  /** Spaces moving between nodes. */
+  moves: Obj({
+    /**
+     * Identity keys (base64url, as `GET /v1/node` shows them) of the nodes whose drains this
+     * node takes in: such a node may open an import here on the owner's delegation naming this
+     * node, without a token of the space's org. Usually the farmer's own other nodes.
+     */
+    peers: Type.Array(Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' }), { maxItems: 1024 }),
+  }),
+  /** Retiring the node (`ocs-node drain`). */
+  drain: Obj({
+    /**
+     * Where a drain exports the spaces it cannot move (no delegation, or no node of it takes
+     * them): one archive file per space, ciphertext, for its owner to restore anywhere. Named
+     * here, not in the API: a farmer's token does not choose where root writes. Empty: under
+     * the state directory, `exports/`.
+     */
+    exportDir: Type.String(),
+  }),
   log: Obj({
     level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l))),
   }),
@@ -239,6 +258,8 @@ export const DEFAULTS: Config = {
       egress: 'none',
     },
   },
+  moves: { peers: [] },
+  drain: { exportDir: '' },
   log: { level: 'info' },
 };
 

@@ -39,6 +39,10 @@ export const FAILPOINTS = [
   'import.prepared',
   /** Target: the commit written; the source not yet answered. */
   'import.committed',
+  /** Source of a drain's export: `moving` written, the archive file not yet written. */
+  'export.moving',
+  /** Source of a drain's export: the archive file whole; the space not yet torn down. */
+  'export.written',
 ] as const;
 export type Failpoint = (typeof FAILPOINTS)[number];
 

@@ -14,6 +14,7 @@ import { startNode, VERSION } from './node.js';
 import { openWorkloadDrivers } from './workload-drivers.js';
 import { devIssuerKeyPath, loadOrCreateDevIssuer } from './identity.js';
 import { verifyAuditFile } from './state/index.js';
+import { drainCommand } from './drain-command.js';
 
 /** The daemon's own leaf in a delegated cgroup v2 root, beside `cgroups.parent`. */
 const DAEMON_GROUP = 'daemon';
@@ -119,6 +120,8 @@ program
     process.stdout.write(`${JSON.stringify(r)}\n`);
     process.exit(r.ok ? 0 : 1);
   });
+
+drainCommand(program, withOverrides);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`ocs-node: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -42,6 +42,7 @@ import {
   AuditLog,
   WorkloadsRepo,
   PortsRepo,
+  DrainsRepo,
   type SpaceRow,
 } from './state/index.js';
 import { nodeHashes } from './crypto.js';
@@ -54,6 +55,7 @@ import { serveBroker } from './broker/server.js';
 import { SpaceSupervisor } from './spaces/supervisor.js';
 import { LeaseScheduler } from './spaces/leases.js';
 import { SpaceMover } from './spaces/mover.js';
+import { Drainer } from './spaces/drainer.js';
 import { sdkMoveTransport } from './spaces/move-client.js';
 import { reconcile } from './spaces/reconcile.js';
 import { SpaceNetworks } from './spaces/networks.js';
@@ -408,10 +410,11 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     published: ports.list(row.id).map((p) => ({ workloadId: p.workloadId, protocol: p.protocol, port: p.port })),
   });
   // A move's source end; a move cut short by a restart is aborted or committed from here.
+  const moveTransport = sdkMoveTransport(identity.identityKey);
   const mover = new SpaceMover({
     service,
     repo,
-    transport: sdkMoveTransport(identity.identityKey),
+    transport: moveTransport,
     identityKey: identity.identityKey,
     identityPublic: identity.identityPublic,
     tlsFingerprint: tls.fingerprint,
@@ -421,6 +424,19 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     logger: logger.child({ svc: 'mover' }),
   });
   mover.resume();
+  // Retiring the node; a drain cut short by a restart drains on.
+  const drainer = new Drainer({
+    repo,
+    drains: new DrainsRepo(db),
+    service,
+    mover,
+    transport: moveTransport,
+    exportDir: config.drain.exportDir || join(config.stateDir, 'exports'),
+    audit,
+    clock,
+    logger: logger.child({ svc: 'drain' }),
+  });
+  drainer.resume();
 
   const metrics = createMetrics({
     idOverlaps: () => idWatch.current.length,
@@ -470,6 +486,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     storageCipher: cipherImplementation(),
     capacity: { total, farmerReserve: { ...config.capacity.farmerReserve }, allocatable, used: ledger.used() },
     spaces: repo.list({}).filter((r) => isStanding(r.state)).length,
+    draining: service.draining,
   });
   // Filled once the port is known (listen may pick one); read by every request and space process.
   const authorities = new Set<string>();
@@ -479,6 +496,8 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     service,
     archiveHead,
     mover,
+    drainer,
+    peers: config.moves.peers,
     repo,
     audit,
     refusals,
@@ -551,6 +570,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
       await closed;
       clearTimeout(deadline);
       await leases.stop();
+      await drainer.close();
       mover.close();
       await supervisor.close();
       clearInterval(refusalFlush);

@@ -156,6 +156,8 @@ export async function startTestApp(
     }),
     // No move reaches another node in these tests.
     mover: inert(),
+    drainer: inert(),
+    peers: [],
     repo,
     audit,
     refusals,

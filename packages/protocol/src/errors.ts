@@ -67,6 +67,12 @@ export const ERROR_STATUS = {
   space_moved: 410,
   /** A move stopped before its commit: the space is back, locked, on the node it was to leave. */
   move_aborted: 409,
+  /** A delegation that does not verify, names another space or owner, or has expired. */
+  delegation_invalid: 403,
+  /** The space's delegation does not name this node or this key. */
+  not_delegated: 403,
+  /** The node is being drained (retired): it takes no new space. */
+  node_draining: 409,
 
   // Ownership and resources
   not_owner: 403,

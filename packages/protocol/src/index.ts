@@ -29,3 +29,4 @@ export * from './authority.js';
 export * from './client-error.js';
 export * from './audit-chain.js';
 export * from './space-archive.js';
+export * from './delegation.js';

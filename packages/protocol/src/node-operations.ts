@@ -239,7 +239,14 @@ export const NODE_OPERATIONS = {
       body: 'binary',
       response: N.Space,
       status: 201,
-      errors: ['capacity_exceeded', 'digest_missing', 'digest_mismatch', ...ARCHIVE_REFUSALS, 'unavailable'],
+      errors: [
+        'capacity_exceeded',
+        'node_draining',
+        'digest_missing',
+        'digest_mismatch',
+        ...ARCHIVE_REFUSALS,
+        'unavailable',
+      ],
     },
   },
   openImport: {
@@ -253,12 +260,31 @@ export const NODE_OPERATIONS = {
       summary:
         "Reserve room for a space moving here from another node (the move's first step, on the target); it arrives from that node",
       roles: ['spaces'],
-      // Signed by the space's owner key (the body names it), like a reservation.
+      // Signed by the space's owner key (the body names it), like a reservation; or, with the
+      // owner's delegation in the body, by an orchestrator key it names.
       signature: 'bound-key',
       body: N.OpenImportRequest,
       response: N.Space,
       status: 201,
-      errors: ['capacity_exceeded', 'conflict', 'unavailable'],
+      errors: ['capacity_exceeded', 'conflict', 'delegation_invalid', 'not_delegated', 'node_draining', 'unavailable'],
+    },
+  },
+  openPeerImport: {
+    readOnly: false,
+    kind: 'space',
+    part: 'host',
+    route: {
+      method: 'POST',
+      path: '/v1/spaces/imports/peer',
+      summary:
+        "A draining node's import: room for a space its owner's delegation lets move here, asked by that node itself",
+      roles: [],
+      // No token: signed by the identity key of a node this node's farmer lists as a peer.
+      signature: 'peer-node',
+      body: N.PeerImportRequest,
+      response: N.Space,
+      status: 201,
+      errors: ['capacity_exceeded', 'conflict', 'delegation_invalid', 'not_delegated', 'node_draining', 'unavailable'],
     },
   },
   receiveImport: {
@@ -320,11 +346,83 @@ export const NODE_OPERATIONS = {
       summary:
         'Lock the space, stream it to the node that opened an import for it, commit it there, and only then destroy it here; answers its tombstone',
       roles: ['spaces'],
-      signature: 'owner',
+      // The owner's, or an orchestrator's whose key the space's delegation names.
+      signature: 'owner-or-delegate',
       body: N.MoveSpaceRequest,
       response: N.Tombstone,
       status: 200,
       errors: ['move_aborted', 'conflict', 'lease_expired', 'unavailable'],
+    },
+  },
+  delegateSpace: {
+    readOnly: false,
+    kind: 'space',
+    route: {
+      method: 'POST',
+      path: '/v1/spaces/{spaceId}/delegation',
+      params: SpaceRef,
+      summary:
+        "Keep the owner's delegation: which nodes may receive the space, which orchestrator keys may move it, until when (replaces the last)",
+      roles: ['spaces'],
+      signature: 'owner',
+      body: N.DelegateSpaceRequest,
+      response: N.Space,
+      status: 200,
+      errors: ['delegation_invalid'],
+    },
+  },
+  revokeDelegation: {
+    readOnly: false,
+    kind: 'space',
+    route: {
+      method: 'DELETE',
+      path: '/v1/spaces/{spaceId}/delegation',
+      params: SpaceRef,
+      summary: "Forget the space's delegation: from now on only the owner moves it",
+      roles: ['spaces'],
+      signature: 'owner',
+      status: 204,
+    },
+  },
+  drainNode: {
+    readOnly: false,
+    kind: 'node',
+    route: {
+      method: 'POST',
+      path: '/v1/node/drain',
+      summary:
+        'Retire the node: take no new space, move each space to a node its delegation names, export the others to the export directory',
+      roles: ['farmer'],
+      signature: 'none',
+      body: N.DrainRequest,
+      response: N.DrainStatus,
+      status: 202,
+    },
+  },
+  getDrain: {
+    readOnly: true,
+    kind: 'node',
+    route: {
+      method: 'GET',
+      path: '/v1/node/drain',
+      summary: "The drain's progress, space by space",
+      roles: ['farmer', 'monitor'],
+      signature: 'none',
+      response: N.DrainStatus,
+      status: 200,
+    },
+  },
+  cancelDrain: {
+    readOnly: false,
+    kind: 'node',
+    route: {
+      method: 'DELETE',
+      path: '/v1/node/drain',
+      summary: 'Stop the drain after the step under way; the node takes new spaces again',
+      roles: ['farmer'],
+      signature: 'none',
+      response: N.DrainStatus,
+      status: 200,
     },
   },
   deleteSpace: {

@@ -29,8 +29,12 @@ export interface RouteSpec {
    * `owner-or-farmer`: either an owner signature, or a token with role farmer.
    * `import-source`: no token; signed by the identity key of the node an import names as the
    * space's source (a move's node-to-node steps).
+   * `peer-node`: no token; signed by the identity key of a node this node's farmer lists as a
+   * peer (a drain's import, on the owner's delegation).
+   * `owner-or-delegate`: an owner signature, or one by an orchestrator key the space's
+   * delegation names (with a token of the space's org, as for the owner).
    */
-  signature: 'none' | 'owner' | 'bound-key' | 'owner-or-farmer' | 'import-source';
+  signature: 'none' | 'owner' | 'bound-key' | 'owner-or-farmer' | 'import-source' | 'peer-node' | 'owner-or-delegate';
   /** Path parameters: one property per `{name}` in path (the space API's `{spaceId}` prefix aside). */
   params?: TObject;
   /** Query parameters. Integers arrive as decimal strings and are converted before validation. */

@@ -2,9 +2,9 @@
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Command } from 'commander';
-import { OcsError, parsePublicKey, type Space } from '@ocs/protocol';
+import { OcsError, parsePublicKey, signDelegation, type Space } from '@ocs/protocol';
 import { UsageError, formatBytes, formatDuration, parseCount, parseCpu, parseDuration, parseSize } from '../units.js';
-import { moveSpace, readArchiveHead, saveArchive } from '@ocs/client';
+import { adoptArchive, archiveSigners, moveSpace, readArchiveHead, saveArchive } from '@ocs/client';
 import { busy, keyValues, print, progressBar, table } from '../output.js';
 import type { Context } from '../context.js';
 import type { Run } from '../main.js';
@@ -41,8 +41,9 @@ function besideArchive(archive: string): { node: string; wrappedKey: string } | 
 }
 
 function wrappedKeyOf(ctx: Context, spaceId: string): string {
-  const node = ctx.node().name;
-  const e = ctx.store.space(node, spaceId);
+  // Under this node, else under another: a space a drain or an orchestrator moved keeps its id
+  // and its wrapped key, and ocs kept that under the node it was reserved on.
+  const e = heldWrappedKey(ctx, ctx.node().name, spaceId);
   if (!e)
     throw new UsageError(
       `no wrapped key for ${spaceId} here (it stays where the space was reserved; ocs space key import)`,
@@ -292,6 +293,67 @@ export function spaceCommands(program: Command, run: Run): void {
       }),
     );
   space
+    .command('delegate [id]')
+    .description(
+      'let the space move without you: to the nodes named (a drain takes it there), or by the orchestrators whose keys are named, until the time given; never to open it',
+    )
+    .option('--to <node...>', 'nodes that may receive it (ocs node add): a drain moves it to the first that takes it')
+    .option('--orchestrator <key...>', 'public keys of orchestrators that may move it (any form ocs key reads)')
+    .option('--for <duration>', 'how long the delegation holds (at most 366d)', '30d')
+    .option('--revoke', 'forget the delegation: from now on only your key moves the space')
+    .action(
+      run(
+        async (
+          ctx,
+          id: string | undefined,
+          o: { to?: string[]; orchestrator?: string[]; for: string; revoke?: boolean },
+        ) => {
+          const spaceId = id ?? ctx.space().spaceId;
+          const client = ctx.client({ owner: true });
+          if (o.revoke) {
+            await client.spaces.revokeDelegation(spaceId);
+            print(ctx.out, { spaceId, delegation: null }, () => `${spaceId}: no delegation; only your key moves it`);
+            return;
+          }
+          if (!o.to?.length && !o.orchestrator?.length)
+            throw new UsageError('name at least one --to node or --orchestrator (or --revoke)');
+          const seconds = parseDuration(o.for, 'for');
+          const space = await client.spaces.get(spaceId);
+          const now = Date.now();
+          const owner = ctx.ownerKey();
+          let delegation: string;
+          try {
+            delegation = signDelegation(owner, {
+              v: 1,
+              spaceId,
+              org: space.org,
+              ownerKey: owner.publicKey.toBase64url(),
+              nodes: (o.to ?? []).map((n) => {
+                const e = ctx.node(n);
+                return { url: e.url, fingerprint: e.fingerprint };
+              }),
+              orchestrators: (o.orchestrator ?? []).map((k) => parsePublicKey(k).toBase64url()),
+              issuedAt: new Date(now).toISOString(),
+              notAfter: new Date(now + seconds * 1000).toISOString(),
+            });
+          } finally {
+            owner.destroy();
+          }
+          const s = await client.spaces.delegate(spaceId, delegation);
+          print(
+            ctx.out,
+            { spaceId, delegation: s.delegation },
+            () =>
+              `${spaceId}: may move without you until ${s.delegation!.notAfter}` +
+              (o.to?.length ? `\n  to nodes: ${o.to.join(', ')}` : '') +
+              (o.orchestrator?.length
+                ? `\n  by orchestrators: ${s.delegation!.orchestrators.map((k) => parsePublicKey(k).fingerprint()).join(', ')}`
+                : ''),
+          );
+        },
+      ),
+    );
+  space
     .command('move [id]')
     .description(
       'move the space to another node, node to node, as ciphertext: it keeps its id and key, waits there locked, and leaves nothing here but a tombstone',
@@ -326,7 +388,7 @@ export function spaceCommands(program: Command, run: Run): void {
           ctx.out,
           { tombstone, seconds: (Date.now() - started) / 1000 },
           () =>
-            `${spaceId}: moved to ${to} (${tombstone.to.url}) in ${((Date.now() - started) / 1000).toFixed(1)} s; ` +
+            `${spaceId}: moved to ${to} (${tombstone.to?.url ?? ''}) in ${((Date.now() - started) / 1000).toFixed(1)} s; ` +
             `it waits there locked\nopen it: ocs --node ${to} space unlock ${spaceId}`,
         );
       }),
@@ -353,12 +415,24 @@ export function spaceCommands(program: Command, run: Run): void {
         const head = await readArchiveHead(file);
         const me = ctx.ownerKey();
         const mine = me.publicKey.toBase64url();
-        me.destroy();
-        if (head.ownerKey !== mine)
-          throw new OcsError(
-            'not_owner',
-            `the archive is of a space bound to another key (${parsePublicKey(head.ownerKey).fingerprint()}): only its owner restores it`,
-          );
+        try {
+          if (head.ownerKey !== mine)
+            throw new OcsError(
+              'not_owner',
+              `the archive is of a space bound to another key (${parsePublicKey(head.ownerKey).fingerprint()}): only its owner restores it`,
+            );
+          // An archive the owner did not take (a drained node's export): checked whole here,
+          // then signed with the owner's key, which is what a node restoring it asks for.
+          if (!(await archiveSigners(file)).some((x) => x.by === 'owner' && x.publicKey === mine)) {
+            const adopted = await adoptArchive(file, me);
+            process.stderr.write(
+              `${basename(file)}: checked (every chunk) and signed with your key; it was signed by node ` +
+                `${adopted.nodes.map((k) => parsePublicKey(k).fingerprint()).join(', ') || '(none)'}\n`,
+            );
+          }
+        } finally {
+          me.destroy();
+        }
         const node = ctx.node().name;
         const held = heldWrappedKey(ctx, node, head.spaceId) ?? besideArchive(file);
         const bar = progressBar(`restore ${basename(file)}`);

@@ -23,6 +23,8 @@ import {
   bearerToken,
   parsePublicKey,
   printable,
+  readDelegation,
+  verifyDelegation,
   validate,
   precompile,
   type Principal,
@@ -57,6 +59,7 @@ import type { ReservationKeys } from '../spaces/reservation-keys.js';
 import { spaceArchive } from '../spaces/archive.js';
 import { readHead, readRest, requireOwnerSignature, requireNodeSignature } from '../spaces/restore.js';
 import type { SpaceMover } from '../spaces/mover.js';
+import type { Drainer } from '../spaces/drainer.js';
 import type { HttpMetrics } from '../metrics.js';
 
 export interface AppDeps {
@@ -67,6 +70,10 @@ export interface AppDeps {
   service: SpaceService;
   /** A move's source end. */
   mover: SpaceMover;
+  /** Retiring the node. */
+  drainer: Drainer;
+  /** Identity keys (base64url) of the nodes whose drains this node takes in (`moves.peers`). */
+  peers: readonly string[];
   /** What an archive's head says of a space beyond its record: its workloads and its placement on this node. */
   archiveHead(row: SpaceRow): Pick<ArchiveHead, 'workloads' | 'placement' | 'published'>;
   repo: SpacesRepo;
@@ -184,7 +191,7 @@ export function createApp(d: AppDeps): Koa {
     ctx: Context,
     spec: RouteSpec,
     spaceId: string,
-    opts: { farmerMayInstead?: boolean } = {},
+    opts: { farmerMayInstead?: boolean; delegateMayInstead?: boolean } = {},
   ) {
     const body = spec.body ? await readBody(ctx, JSON_LIMIT) : new Uint8Array();
     const { principal } = await tokenOnly(ctx, spec, body);
@@ -197,8 +204,16 @@ export function createApp(d: AppDeps): Koa {
       verifyToken: d.verifyToken,
       roles: [],
       signature: signaturePolicy((keyId) => {
-        if (keyId !== row.ownerFingerprint) throw new OcsError('not_owner', 'this space is bound to another key');
-        return parsePublicKey(row.ownerKey).bytes;
+        if (keyId === row.ownerFingerprint) return parsePublicKey(row.ownerKey).bytes;
+        // An orchestrator the owner's delegation names, while it holds.
+        const delegate = opts.delegateMayInstead
+          ? d.service
+              .delegationOf(row)
+              ?.orchestrators.map((k) => parsePublicKey(k))
+              .find((k) => k.fingerprint() === keyId)
+          : undefined;
+        if (delegate) return delegate.bytes;
+        throw new OcsError('not_owner', 'this space is bound to another key');
       }),
       hashes: nodeHashes,
     });
@@ -214,17 +229,19 @@ export function createApp(d: AppDeps): Koa {
     ctx: Context,
     body: Uint8Array,
     principal: Principal,
-    owner: Ed25519PublicKey,
+    owner: Ed25519PublicKey | readonly Ed25519PublicKey[],
     refusal: string,
     o: { requireDigestCoverage?: boolean } = {},
   ): Promise<void> {
+    const keys = Array.isArray(owner) ? owner : [owner as Ed25519PublicKey];
     await authorize(requestOf(ctx, body), {
       verifyToken: d.verifyToken,
       roles: [],
       signature: {
         ...signaturePolicy((keyId) => {
-          if (keyId !== owner.fingerprint()) throw new OcsError('not_owner', refusal);
-          return owner.bytes;
+          const key = keys.find((k) => k.fingerprint() === keyId);
+          if (!key) throw new OcsError('not_owner', refusal);
+          return key.bytes;
         }),
         noncePartition: principalKey(principal),
         ...o,
@@ -257,6 +274,28 @@ export function createApp(d: AppDeps): Koa {
       hashes: nodeHashes,
     });
     return row;
+  }
+
+  /**
+   * A drain's import: no token, a signature by the identity key of a node this node's farmer
+   * lists as a peer (its nonce charged to that node). Answers that node's key.
+   */
+  async function peerNode(ctx: Context, body: Uint8Array): Promise<Ed25519PublicKey> {
+    const peers = d.peers.map((k) => parsePublicKey(k));
+    let signer: Ed25519PublicKey | undefined;
+    await authorize(requestOf(ctx, body), {
+      verifyToken: d.verifyToken,
+      roles: [],
+      signature: {
+        ...signaturePolicy((keyId) => {
+          signer = peers.find((k) => k.fingerprint() === keyId);
+          if (!signer) throw new OcsError('not_owner', 'this node takes drains only from the nodes its farmer lists');
+          return signer.bytes;
+        }),
+      },
+      hashes: nodeHashes,
+    });
+    return signer!;
   }
 
   const handlers: { [K in NodeRouteId]: Handler<Extract<NodeRoute, { id: K }>> } = {
@@ -357,9 +396,44 @@ export function createApp(d: AppDeps): Koa {
     openImport: async (ctx, { principal, raw, body }) => {
       const owner = parsePublicKey(body.ownerKey);
       d.service.checkCreate(body);
-      // As for a reservation, signed by the owner key the body names.
-      await provePossession(ctx, raw, principal!, owner, 'the request must be signed by the key it binds');
+      // As for a reservation, signed by the owner key the body names; or, on the owner's
+      // delegation for this space and org, by an orchestrator key it names.
+      const signers = [owner];
+      if (body.delegation !== undefined) {
+        const grant = verifyDelegation(body.delegation, {
+          spaceId: body.spaceId,
+          ownerKey: owner.toBase64url(),
+          now: d.clock.now(),
+        });
+        if (grant.org !== principal!.org)
+          throw new OcsError('delegation_invalid', "the delegation is for another organization's space");
+        signers.push(...grant.orchestrators.map((k) => parsePublicKey(k)));
+      }
+      await provePossession(ctx, raw, principal!, signers, 'the request must be signed by the key it binds');
       return d.service.openImport(principal!, body, owner);
+    },
+    openPeerImport: async (ctx, { raw, body }) => {
+      const source = await peerNode(ctx, raw);
+      // The owner's word: a delegation for this space naming this node, still holding.
+      const grant = readDelegation(body.delegation);
+      verifyDelegation(body.delegation, { spaceId: body.spaceId, ownerKey: grant.ownerKey, now: d.clock.now() });
+      if (!grant.nodes.some((n) => n.fingerprint === d.tlsFingerprint))
+        throw new OcsError('not_delegated', "the space's delegation does not name this node");
+      const owner = parsePublicKey(grant.ownerKey);
+      const req = { ...body, ownerKey: grant.ownerKey, source: { identityKey: source.toBase64url() } };
+      d.service.checkCreate(req);
+      // The space is the owner's org's, as the delegation the owner signed says; the draining
+      // node is who asked (the audit's actor).
+      const now = new Date(d.clock.now());
+      const principal: Principal = {
+        issuer: 'node',
+        subject: `node:${source.fingerprint()}`,
+        org: grant.org,
+        roles: new Set(),
+        issuedAt: now,
+        expiresAt: now,
+      };
+      return d.service.openImport(principal, req, owner);
     },
     receiveImport: async (ctx, { params }) => {
       const row = await importSource(ctx, params.spaceId);
@@ -388,6 +462,18 @@ export function createApp(d: AppDeps): Koa {
       return undefined;
     },
     moveSpace: async (_ctx, { row, actor, body }) => d.mover.move(actor!, row!.id, body.to),
+    delegateSpace: async (_ctx, { row, actor, body }) => d.service.setDelegation(actor!, row!.id, body.delegation),
+    revokeDelegation: async (_ctx, { row, actor }) => {
+      d.service.revokeDelegation(actor!, row!.id);
+      return undefined;
+    },
+    drainNode: async (_ctx, { principal, body }) => d.drainer.start(principal!.subject, body.graceSeconds),
+    getDrain: async () => {
+      const s = d.drainer.status();
+      if (!s) throw new OcsError('not_found', 'this node was never drained');
+      return s;
+    },
+    cancelDrain: async (_ctx, { principal }) => d.drainer.cancel(principal!.subject),
     deleteSpace: async (_ctx, { row, actor }) => {
       await d.service.destroy(actor!, row!.id);
       return undefined;
@@ -412,9 +498,12 @@ export function createApp(d: AppDeps): Koa {
       spaceId?: string;
     };
     let auth: { principal: Principal | undefined; body: Uint8Array; row?: SpaceRow; actor?: string };
-    if (spec.signature === 'owner' || spec.signature === 'owner-or-farmer') {
-      auth = await ownerSigned(ctx, spec, params.spaceId!, { farmerMayInstead: spec.signature !== 'owner' });
-    } else if (spec.signature === 'import-source') {
+    if (spec.signature === 'owner' || spec.signature === 'owner-or-farmer' || spec.signature === 'owner-or-delegate') {
+      auth = await ownerSigned(ctx, spec, params.spaceId!, {
+        farmerMayInstead: spec.signature === 'owner-or-farmer',
+        delegateMayInstead: spec.signature === 'owner-or-delegate',
+      });
+    } else if (spec.signature === 'import-source' || spec.signature === 'peer-node') {
       // Checked by the handler against the import's source node; a binary body is streamed.
       auth = {
         principal: undefined,

@@ -19,7 +19,10 @@ export function sdkMoveTransport(identityKey: KeyObject): MoveTransport {
   const seed = new Uint8Array(Buffer.from(d, 'base64url'));
   const key = Ed25519PrivateKey.fromSeed(seed);
   seed.fill(0);
-  const withClient = async <T>(to: MoveTo, f: (c: OcsClient) => Promise<T>): Promise<T> => {
+  const withClient = async <T>(
+    to: Pick<MoveTo, 'url' | 'fingerprint'>,
+    f: (c: OcsClient) => Promise<T>,
+  ): Promise<T> => {
     const c = new OcsClient({
       url: to.url,
       fingerprint: to.fingerprint,
@@ -47,6 +50,10 @@ export function sdkMoveTransport(identityKey: KeyObject): MoveTransport {
           if (isOcsError(err) && err.code === 'not_found') return 'gone' as const;
           throw err;
         }
+      }),
+    openPeerImport: (to, req) =>
+      withClient(to, async (c) => {
+        await c.imports.openPeer(req);
       }),
     abort: (to, spaceId) =>
       withClient(to, async (c) => {

@@ -17,6 +17,8 @@
  * this node only before `committing` or after the target said it never had it.
  */
 import { Readable } from 'node:stream';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { sign as nativeSign, type KeyObject } from 'node:crypto';
 import {
   OcsError,
@@ -25,6 +27,7 @@ import {
   type ArchiveHead,
   type HashFactory,
   type MoveTarget,
+  type PeerImportRequest,
   type Tombstone,
 } from '@ocs/protocol';
 import type { Logger } from '../logger.js';
@@ -43,6 +46,8 @@ export interface MoveTransport {
   commit(to: MoveTo, spaceId: string): Promise<'committed' | 'gone'>;
   /** Tells the target to drop the import (best effort: an import not committed expires anyway). */
   abort(to: MoveTo, spaceId: string): Promise<void>;
+  /** A drain's import: asks a peer node to take the space on its owner's delegation. */
+  openPeerImport(to: MoveTarget, req: PeerImportRequest): Promise<void>;
 }
 
 export interface MoverDeps {
@@ -106,6 +111,11 @@ export class SpaceMover {
   resume(): void {
     for (const row of this.d.repo.list({})) {
       if (!row.moveTo) continue;
+      // An export cut short: its partial file goes, the space stays here, locked.
+      if (row.state === 'moving' && row.moveTo.archive !== undefined) {
+        this.d.service.endMoveAborted('node', row.id, 'moving', new OcsError('unavailable', 'the node restarted'));
+        continue;
+      }
       if (row.state === 'moving')
         void this.abort('node', row.id, row.moveTo, new OcsError('unavailable', 'the node restarted mid-move'));
       else if (row.state === 'committing') this.commitInBackground('node', row.id, row.moveTo);
@@ -116,26 +126,81 @@ export class SpaceMover {
     this.closed = true;
   }
 
+  /**
+   * A drain's last resort: the space (locked) goes into `<dir>/<id>.ocsa`, an archive signed by
+   * this node, and leaves the node as a move would, its tombstone naming the file. The file
+   * is written under a temporary name, flushed, then renamed: it exists whole or not at all.
+   */
+  async exportToFile(actor: string, id: string, dir: string): Promise<Tombstone> {
+    const name = `${id}.ocsa`;
+    const partial = join(dir, `.${name}.partial`);
+    const row = await this.d.service.beginMove(actor, id, { url: '', fingerprint: '', archive: name });
+    failpoint('export.moving');
+    try {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const exp = await this.d.service.openExport(actor, id, { moving: true });
+      try {
+        const fh = await open(partial, 'w', 0o600);
+        try {
+          for await (const piece of this.archiveOf(row, exp)) await fh.write(piece as Uint8Array);
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        await rename(partial, join(dir, name));
+        // The rename itself made durable before the space is torn down.
+        const dh = await open(dir, 'r');
+        await dh.sync().finally(() => dh.close());
+      } finally {
+        await exp.done(true).catch(() => undefined);
+      }
+    } catch (err) {
+      await rm(partial, { force: true }).catch(() => undefined);
+      this.d.service.endMoveAborted(actor, id, 'moving', err);
+      throw err;
+    }
+    failpoint('export.written');
+    const movedAt = new Date(this.d.clock.now()).toISOString();
+    const signature = nativeSign(
+      null,
+      tombstoneSigningInput({ spaceId: id, archive: { name }, movedAt }),
+      this.d.identityKey,
+    ).toString('base64url');
+    const t: TombstoneRow = {
+      spaceId: id,
+      url: '',
+      fingerprint: '',
+      archive: name,
+      movedAt: Date.parse(movedAt),
+      signature,
+    };
+    await this.d.service.finishMove(actor, id, t);
+    return tombstoneView(t);
+  }
+
+  /** The space's archive as a byte stream, signed by this node's identity key. */
+  private archiveOf(row: SpaceRow, exp: Awaited<ReturnType<SpaceService['openExport']>>): Readable {
+    return Readable.from(
+      spaceArchive({
+        ...exp,
+        ...this.d.archiveHead(row),
+        node: this.d.tlsFingerprint,
+        now: this.d.clock.now(),
+        hashes: this.d.hashes,
+        sign: (input) => ({
+          by: 'node',
+          publicKey: this.d.identityPublic,
+          signature: nativeSign(null, input, this.d.identityKey).toString('base64url'),
+        }),
+      }),
+      { objectMode: false },
+    );
+  }
+
   private async send(actor: string, row: SpaceRow, to: MoveTo): Promise<void> {
     const exp = await this.d.service.openExport(actor, row.id, { moving: true });
-    const archive = () =>
-      Readable.from(
-        spaceArchive({
-          ...exp,
-          ...this.d.archiveHead(row),
-          node: this.d.tlsFingerprint,
-          now: this.d.clock.now(),
-          hashes: this.d.hashes,
-          sign: (input) => ({
-            by: 'node',
-            publicKey: this.d.identityPublic,
-            signature: nativeSign(null, input, this.d.identityKey).toString('base64url'),
-          }),
-        }),
-        { objectMode: false },
-      );
     try {
-      await this.d.transport.send(to, row.id, archive);
+      await this.d.transport.send(to, row.id, () => this.archiveOf(row, exp));
     } finally {
       await exp.done(false).catch(() => undefined);
     }
@@ -219,6 +284,7 @@ export class SpaceMover {
       spaceId: id,
       url: to.url,
       fingerprint: to.fingerprint,
+      archive: null,
       movedAt: Date.parse(movedAt),
       signature,
     };

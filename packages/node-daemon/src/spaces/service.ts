@@ -21,7 +21,10 @@ import {
   OcsError,
   isOcsError,
   parsePublicKey,
+  readDelegation,
+  verifyDelegation,
   wrapKey,
+  type DelegationGrant,
   type ArchiveChunk,
   type ArchiveHead,
   type CreateSpaceRequest,
@@ -34,7 +37,16 @@ import {
   type SpaceState,
   type Tombstone,
 } from '@ocs/protocol';
-import type { AuditLog, Ledger, RemapFrom, SpaceRow, SpacesRepo, TombstoneRow, WorkloadsRepo } from '../state/index.js';
+import type {
+  AuditLog,
+  Ledger,
+  MoveTo,
+  RemapFrom,
+  SpaceRow,
+  SpacesRepo,
+  TombstoneRow,
+  WorkloadsRepo,
+} from '../state/index.js';
 import type { Logger } from '../logger.js';
 import type { Clock } from '../clock.js';
 import { newId } from '../ids.js';
@@ -111,7 +123,60 @@ export class SpaceService {
   /** Spaces whose archive is arriving (a restore's, an import's): an import's expiry waits for it. */
   private readonly receiving = new Map<string, number>();
 
+  /** Set while the node drains: it takes no new space (reservation, restore, import). */
+  draining = false;
+
   constructor(private readonly d: SpaceServiceDeps) {}
+
+  private refuseIfDraining(): void {
+    if (this.draining)
+      throw new OcsError('node_draining', 'this node is being retired and takes no new space; reserve on another node');
+  }
+
+  /**
+   * Keeps the owner's delegation for the space, replacing the last one. The caller checked the
+   * owner's signature over the request; the delegation carries its own, checked here against
+   * the space (its id, owner key and org) and the clock.
+   */
+  setDelegation(actor: string, id: string, jws: string): Space {
+    const row = this.get(id);
+    const grant = verifyDelegation(jws, { spaceId: row.id, ownerKey: row.ownerKey, now: this.d.clock.now() });
+    if (grant.org !== row.org) throw new OcsError('delegation_invalid', 'the delegation names another organization');
+    this.d.repo.setDelegation(id, jws);
+    this.d.audit.append({
+      actor,
+      action: 'space.delegate',
+      target: id,
+      outcome: 'ok',
+      detail: {
+        nodes: grant.nodes.map((n) => n.fingerprint),
+        orchestrators: grant.orchestrators,
+        notAfter: grant.notAfter,
+      },
+    });
+    return this.view(this.get(id));
+  }
+
+  revokeDelegation(actor: string, id: string): void {
+    this.get(id);
+    this.d.repo.setDelegation(id, null);
+    this.d.audit.append({ actor, action: 'space.delegate', target: id, outcome: 'ok', detail: { revoked: true } });
+  }
+
+  /** The space's delegation if it holds now (signature, space, owner, time); else undefined. */
+  delegationOf(row: SpaceRow): DelegationGrant | undefined {
+    if (!row.delegation) return undefined;
+    try {
+      const grant = verifyDelegation(row.delegation, {
+        spaceId: row.id,
+        ownerKey: row.ownerKey,
+        now: this.d.clock.now(),
+      });
+      return grant.org === row.org ? grant : undefined;
+    } catch {
+      return undefined;
+    }
+  }
 
   view(row: SpaceRow): Space {
     return {
@@ -126,7 +191,10 @@ export class SpaceService {
       apiBase: `/v1/spaces/${row.id}/api`,
       storage: { backend: this.d.storage.kind, sizeBytes: row.storageBytes, unlocked: row.state === 'active' },
       network: { egress: row.egress, published: this.d.published?.(row.id) ?? [] },
-      ...(row.moveTo ? { move: { to: { url: row.moveTo.url, fingerprint: row.moveTo.fingerprint } } } : {}),
+      ...(row.moveTo && !row.moveTo.archive
+        ? { move: { to: { url: row.moveTo.url, fingerprint: row.moveTo.fingerprint } } }
+        : {}),
+      ...(row.delegation ? { delegation: delegationView(row.delegation) } : {}),
     };
   }
 
@@ -135,7 +203,14 @@ export class SpaceService {
     if (!row || row.state === 'destroyed') {
       // A space that moved away is not "no such space": where it went is the answer.
       const t = row && this.d.repo.tombstone(id);
-      if (t) throw new OcsError('space_moved', `the space moved to ${t.url}`, tombstoneView(t));
+      if (t)
+        throw new OcsError(
+          'space_moved',
+          t.archive
+            ? `the space was exported (${t.archive}) when this node was drained`
+            : `the space moved to ${t.url}`,
+          tombstoneView(t),
+        );
       throw new OcsError('not_found', 'no such space');
     }
     return row;
@@ -146,6 +221,7 @@ export class SpaceService {
    * space fits now. Cheap, so the API runs it before a signature's nonce is stored.
    */
   checkCreate(req: CreateSpaceRequest): void {
+    this.refuseIfDraining();
     if (req.leaseSeconds > this.d.maxLeaseSeconds) {
       throw new OcsError('invalid_request', `leaseSeconds is over this node's maximum of ${this.d.maxLeaseSeconds}`, {
         field: '/leaseSeconds',
@@ -444,13 +520,20 @@ export class SpaceService {
     await this.dropImport(row.id, `node:${row.importFrom!.identityKey}`, undefined);
   }
 
-  /** Drops imports not committed in time (a source that never sent, or never committed). */
-  async expireImports(): Promise<void> {
+  /**
+   * Drops imports not committed in time (a source that never sent, or never committed); with
+   * `all` (a drain), every import not arriving right now: its source's commit then finds none,
+   * and the space stays there.
+   */
+  async expireImports(o: { all?: boolean } = {}): Promise<void> {
     const now = this.d.clock.now();
     for (const row of this.d.repo.list({})) {
       if (row.state !== 'importing' && row.state !== 'prepared') continue;
-      if (this.receiving.has(row.id) || !row.importFrom || row.importFrom.expiresAt > now) continue;
-      await this.dropImport(row.id, 'node', new OcsError('conflict', 'the import expired')).catch((err: unknown) =>
+      if (this.receiving.has(row.id) || !row.importFrom || (!o.all && row.importFrom.expiresAt > now)) continue;
+      const why = o.all
+        ? new OcsError('node_draining', 'the node is being drained')
+        : new OcsError('conflict', 'the import expired');
+      await this.dropImport(row.id, 'node', why).catch((err: unknown) =>
         this.d.logger.error({ err, spaceId: row.id }, 'an expired import could not be dropped'),
       );
     }
@@ -489,6 +572,7 @@ export class SpaceService {
     owner: Ed25519PublicKey,
     as: { id: string; state: 'importing' } | undefined = undefined,
   ): SpaceRow {
+    this.refuseIfDraining();
     const now = this.d.clock.now();
     return this.d.ledger.reserve({
       id: as?.id ?? newId('sp'),
@@ -660,15 +744,17 @@ export class SpaceService {
    * would), then `moving`, with its target recorded in the same write. From here nothing else
    * can open, re-key, export, renew or destroy it until the move ends one way or the other.
    */
-  async beginMove(actor: string, id: string, to: { url: string; fingerprint: string }): Promise<SpaceRow> {
+  async beginMove(actor: string, id: string, to: Omit<MoveTo, 'startedAt'>): Promise<SpaceRow> {
     const row = this.get(id);
     if (row.state === 'active') await this.lock(actor, id);
     failpoint('move.locked');
-    this.requireState(this.get(id), ['locked']);
+    // An expired space only leaves as a drain's export; a move to a node needs a live lease.
+    const from: SpaceState[] = to.archive === undefined ? ['locked'] : ['locked', 'expired'];
+    this.requireState(this.get(id), from);
     this.requireNotExporting(id);
     if (this.destroying.has(id)) throw new OcsError('conflict', 'the space is being destroyed');
     if (this.opening.has(id)) throw new OcsError('conflict', 'the space is being unlocked or re-keyed');
-    return this.d.repo.setMoveState(id, ['locked'], 'moving', { ...to, startedAt: this.d.clock.now() });
+    return this.d.repo.setMoveState(id, from, 'moving', { ...to, startedAt: this.d.clock.now() });
   }
 
   /** A move that did not commit: the space is locked here again, as it was. */
@@ -694,16 +780,19 @@ export class SpaceService {
     if (!row || row.state === 'destroyed') return;
     // Torn down while still `committing`: a crash halfway restarts as a commit, which the
     // target answers again, and this runs again (never `destroying` without its tombstone).
+    // An export (a drain's, into a file) ends from `moving`: nothing else holds the space.
     await this.teardownHost(id);
     failpoint('move.torn-down');
-    this.d.repo.recordMoved(tombstone);
+    this.d.repo.recordMoved(tombstone, tombstone.archive ? ['moving'] : ['committing']);
     this.d.ledger.release(id);
     this.d.audit.append({
       actor,
-      action: 'space.move',
+      action: tombstone.archive ? 'space.export' : 'space.move',
       target: id,
       outcome: 'ok',
-      detail: { to: tombstone.url.slice(0, 256), fingerprint: tombstone.fingerprint },
+      detail: tombstone.archive
+        ? { archive: tombstone.archive, leaves: true }
+        : { to: tombstone.url.slice(0, 256), fingerprint: tombstone.fingerprint },
     });
   }
 
@@ -853,10 +942,20 @@ function count(inFlight: Map<string, number>, id: string, by: 1 | -1): void {
 export function tombstoneView(t: TombstoneRow): Tombstone {
   return {
     spaceId: t.spaceId,
-    to: { url: t.url, fingerprint: t.fingerprint },
+    ...(t.archive ? { archive: { name: t.archive } } : { to: { url: t.url, fingerprint: t.fingerprint } }),
     movedAt: iso(t.movedAt),
     signature: t.signature,
   };
+}
+
+/** What a space's view says of its delegation (its grant; the signature is the node's to check). */
+function delegationView(jws: string): Space['delegation'] {
+  try {
+    const g = readDelegation(jws);
+    return { nodes: g.nodes, orchestrators: g.orchestrators, notAfter: g.notAfter };
+  } catch {
+    return undefined;
+  }
 }
 
 function iso(ms: number): string {

@@ -27,4 +27,6 @@ export { openNonceStore, NONCES_PER_PARTITION } from './nonces.js';
 export { WorkloadsRepo } from './workloads-repo.js';
 export type { WorkloadRow, WorkloadKind, Share, Budget } from './workloads-repo.js';
 export { PortsRepo } from './ports-repo.js';
+export { DrainsRepo } from './drains-repo.js';
+export type { DrainRow, DrainSpace, DrainState } from './drains-repo.js';
 export type { PublishedRow, PortRange } from './ports-repo.js';

@@ -264,6 +264,26 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 11,
+    name: 'drains: delegations, tombstones of exported spaces, the drain record',
+    up(db) {
+      // delegation: the owner's signed delegation (a compact JWS), checked again at each use.
+      // A tombstone's archive: a drain exported the space into this file (target_* are empty).
+      // drains: the node's one drain (its progress, space by space, as JSON).
+      db.exec(`
+        ALTER TABLE spaces ADD COLUMN delegation TEXT;
+        ALTER TABLE space_moves ADD COLUMN archive TEXT;
+        CREATE TABLE drains (
+          id           INTEGER PRIMARY KEY CHECK (id = 1),
+          state        TEXT NOT NULL CHECK (state IN ('draining', 'drained', 'cancelled')),
+          started_at   INTEGER NOT NULL,
+          grace_until  INTEGER NOT NULL,
+          spaces       TEXT NOT NULL
+        ) STRICT;
+      `);
+    },
+  },
 ];
 
 /** The schema version this code writes and understands. */

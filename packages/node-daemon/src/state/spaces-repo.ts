@@ -50,6 +50,8 @@ export interface SpaceRow {
   importFrom: ImportFrom | null;
   /** On a move's source (`moving`, `committing`): where it goes. */
   moveTo: MoveTo | null;
+  /** The owner's delegation (a compact JWS), as kept: checked again at each use. */
+  delegation: string | null;
 }
 
 /** A move's target end: which node may send, commit or abort it, and until when it waits. */
@@ -67,13 +69,18 @@ export interface MoveTo {
   url: string;
   fingerprint: string;
   startedAt: number;
+  /** A drain's export instead: the archive file it goes into (url and fingerprint empty). */
+  archive?: string;
 }
 
 /** What a node keeps of a space that moved away: where to, when, signed by its identity key. */
 export interface TombstoneRow {
   spaceId: string;
+  /** The node it moved to (empty for an export). */
   url: string;
   fingerprint: string;
+  /** A drain exported it into this file of the export directory instead; else null. */
+  archive: string | null;
   movedAt: number;
   signature: string;
 }
@@ -146,13 +153,15 @@ export function canTransition(from: SpaceState, to: SpaceState): boolean {
     // A move's source: aborted before `committing`, the space is locked here as it was; from
     // `committing` it leaves once the target answered the commit (or is locked again if the
     // target says it holds no such import: it was never the target's).
+    // A drain's export (into a file, no target to commit) leaves from `moving` itself.
     case 'moving':
-      return to === 'locked' || to === 'committing';
+      return to === 'locked' || to === 'committing' || to === 'destroying';
     case 'committing':
       return to === 'destroying' || to === 'locked';
     case 'expired':
       // Renewal brings an expired space back as locked: only the owner's key opens it again.
-      return to === 'locked' || to === 'failed' || to === 'destroying';
+      // A drain exports it (`moving`): in its grace its owner may restore it elsewhere.
+      return to === 'locked' || to === 'failed' || to === 'destroying' || to === 'moving';
     case 'failed':
       return to === 'destroying';
     case 'destroying':
@@ -190,6 +199,7 @@ interface DbRow {
   remap_from: string | null;
   import_from: string | null;
   move_to: string | null;
+  delegation: string | null;
 }
 
 function parseEgress(text: string | null): Egress {
@@ -220,6 +230,7 @@ function fromDb(r: DbRow): SpaceRow {
     remapFrom: r.remap_from ? (JSON.parse(r.remap_from) as RemapFrom) : null,
     importFrom: r.import_from ? (JSON.parse(r.import_from) as ImportFrom) : null,
     moveTo: r.move_to ? (JSON.parse(r.move_to) as MoveTo) : null,
+    delegation: r.delegation ?? null,
   };
 }
 
@@ -543,19 +554,24 @@ export class SpacesRepo extends ClockedStore {
   }
 
   /** A space that moved away (torn down, `committing`): its record destroyed (its capacity and uid freed) and its tombstone written, at once. */
-  recordMoved(t: TombstoneRow): void {
+  recordMoved(t: TombstoneRow, from: readonly SpaceState[] = ['committing']): void {
     this.db
       .transaction(() => {
-        this.setState(t.spaceId, ['committing'], 'destroying');
+        this.setState(t.spaceId, from, 'destroying');
         this.setState(t.spaceId, ['destroying'], 'destroyed');
         this.db
           .prepare(
-            `INSERT OR REPLACE INTO space_moves (space_id, target_url, target_fingerprint, moved_at, signature)
-             VALUES (?, ?, ?, ?, ?)`,
+            `INSERT OR REPLACE INTO space_moves (space_id, target_url, target_fingerprint, moved_at, signature, archive)
+             VALUES (?, ?, ?, ?, ?, ?)`,
           )
-          .run(t.spaceId, t.url, t.fingerprint, t.movedAt, t.signature);
+          .run(t.spaceId, t.url, t.fingerprint, t.movedAt, t.signature, t.archive);
       })
       .immediate();
+  }
+
+  /** Keeps (or, with null, forgets) the owner's delegation for a space. */
+  setDelegation(id: string, jws: string | null): void {
+    this.db.prepare('UPDATE spaces SET delegation = ? WHERE id = ?').run(jws, id);
   }
 
   /**
@@ -586,10 +602,17 @@ export class SpacesRepo extends ClockedStore {
   tombstone(spaceId: string): TombstoneRow | undefined {
     const r = this.db
       .prepare(
-        'SELECT space_id, target_url, target_fingerprint, moved_at, signature FROM space_moves WHERE space_id = ?',
+        'SELECT space_id, target_url, target_fingerprint, moved_at, signature, archive FROM space_moves WHERE space_id = ?',
       )
       .get(spaceId) as
-      | { space_id: string; target_url: string; target_fingerprint: string; moved_at: number; signature: string }
+      | {
+          space_id: string;
+          target_url: string;
+          target_fingerprint: string;
+          moved_at: number;
+          signature: string;
+          archive: string | null;
+        }
       | undefined;
     return (
       r && {
@@ -598,6 +621,7 @@ export class SpacesRepo extends ClockedStore {
         fingerprint: r.target_fingerprint,
         movedAt: r.moved_at,
         signature: r.signature,
+        archive: r.archive,
       }
     );
   }

@@ -174,7 +174,8 @@ test('canTransition: the table', () => {
     creating: ['active', 'locked', 'failed', 'destroying'],
     active: ['locked', 'expired', 'failed', 'destroying'],
     locked: ['active', 'expired', 'failed', 'destroying', 'moving'],
-    expired: ['locked', 'failed', 'destroying'],
+    // An expired space a drain exports (in its grace, its owner may restore it elsewhere).
+    expired: ['locked', 'failed', 'destroying', 'moving'],
     failed: ['destroying'],
     destroying: ['destroyed'],
     destroyed: [],
@@ -182,7 +183,8 @@ test('canTransition: the table', () => {
     // source's space goes back to `locked`, or through `committing` to its tombstone.
     importing: ['prepared', 'failed', 'destroying'],
     prepared: ['locked', 'destroying'],
-    moving: ['locked', 'committing'],
+    // A drain's export leaves from `moving` itself (no target to commit).
+    moving: ['locked', 'committing', 'destroying'],
     committing: ['destroying', 'locked'],
   };
   for (const from of SPACE_STATES) {

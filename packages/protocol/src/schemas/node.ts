@@ -36,6 +36,8 @@ export const NodeInfo = Obj(
     ),
     capacity: Capacity,
     spaces: Type.Integer({ minimum: 0 }),
+    /** The node is being retired: it takes no new space, and its spaces are leaving. */
+    draining: Type.Boolean(),
   },
   {},
 );
@@ -103,6 +105,10 @@ export const Space = Obj(
     network: Obj({ egress: Egress, published: Type.Array(PublishedPort) }, {}),
     /** A move under way (`moving`, `committing`): the node it goes to. */
     move: Type.Optional(Obj({ to: MoveTarget }, {})),
+    /** What the owner's delegation allows (who may move the space without the owner, until when). */
+    delegation: Type.Optional(
+      Obj({ nodes: Type.Array(MoveTarget), orchestrators: Type.Array(Type.String()), notAfter: Timestamp }, {}),
+    ),
   },
   {},
 );
@@ -121,10 +127,75 @@ export const OpenImportRequest = Obj(
     name: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{0,62}$' })),
     /** The node the space comes from: only a request signed by its identity key sends, commits or aborts. */
     source: Obj({ identityKey: Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' }) }),
+    /**
+     * The owner's delegation (a compact JWS): with it, an orchestrator key it names signs this
+     * request instead of the owner's key.
+     */
+    delegation: Type.Optional(Type.String({ maxLength: 8192 })),
   },
   {},
 );
 export type OpenImportRequest = Static<typeof OpenImportRequest>;
+
+/**
+ * A drain's import, asked by the draining node itself (signed by its identity key, which this
+ * node's farmer lists as a peer), on the authority of the owner's delegation naming this node.
+ */
+export const PeerImportRequest = Obj(
+  {
+    spaceId: SpaceId,
+    resources: Resources,
+    leaseSeconds: Type.Integer({ minimum: 60, maximum: 30 * 86400 }),
+    name: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{0,62}$' })),
+    delegation: Type.String({ maxLength: 8192 }),
+  },
+  {},
+);
+export type PeerImportRequest = Static<typeof PeerImportRequest>;
+
+/** The owner's delegation for a space (made with `signDelegation`). */
+export const DelegateSpaceRequest = Obj({ delegation: Type.String({ maxLength: 8192 }) }, {});
+export type DelegateSpaceRequest = Static<typeof DelegateSpaceRequest>;
+
+/** A drain: how long spaces delegated to an orchestrator wait for it before they are exported. */
+export const DrainRequest = Obj(
+  {
+    graceSeconds: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 86400, description: 'Default 600: orchestrators get ten minutes.' }),
+    ),
+  },
+  {},
+);
+export type DrainRequest = Static<typeof DrainRequest>;
+
+export const DRAIN_OUTCOMES = ['pending', 'waiting', 'moving', 'moved', 'exporting', 'exported', 'failed'] as const;
+export const DrainStatus = Obj(
+  {
+    /** `draining` while spaces are left; `drained` when none is; `cancelled` by the farmer. */
+    state: Type.Union([Type.Literal('draining'), Type.Literal('drained'), Type.Literal('cancelled')]),
+    startedAt: Timestamp,
+    /** Until when spaces delegated to an orchestrator wait for it. */
+    graceUntil: Timestamp,
+    /** Where spaces that go nowhere else are exported (the node's `drain.exportDir`). */
+    exportDir: Type.String(),
+    spaces: Type.Array(
+      Obj(
+        {
+          spaceId: SpaceId,
+          outcome: Type.Union(DRAIN_OUTCOMES.map((o) => Type.Literal(o))),
+          to: Type.Optional(MoveTarget),
+          /** The archive's file name in the export directory. */
+          archive: Type.Optional(Type.String()),
+          /** Why the last attempt failed (a stable code and its message). */
+          error: Type.Optional(Obj({ code: Type.String(), message: Type.String() }, {})),
+        },
+        {},
+      ),
+    ),
+  },
+  {},
+);
+export type DrainStatus = Static<typeof DrainStatus>;
 
 export const MoveSpaceRequest = Obj({ to: MoveTarget }, {});
 export type MoveSpaceRequest = Static<typeof MoveSpaceRequest>;
@@ -136,7 +207,13 @@ export type MoveSpaceRequest = Static<typeof MoveSpaceRequest>;
 export const Tombstone = Obj(
   {
     spaceId: SpaceId,
-    to: MoveTarget,
+    /** The node it moved to; absent when a drain exported it (`archive`). */
+    to: Type.Optional(MoveTarget),
+    /**
+     * A drain found no node the owner allowed: the space was exported into this file of the
+     * node's export directory, for its owner to restore anywhere.
+     */
+    archive: Type.Optional(Obj({ name: Type.String() }, {})),
     movedAt: Timestamp,
     /** base64url Ed25519 signature by the source node's identity key. */
     signature: Type.String(),
@@ -147,7 +224,10 @@ export type Tombstone = Static<typeof Tombstone>;
 
 /** What a tombstone's signature covers: a domain tag and its fields, in a fixed order. */
 export function tombstoneSigningInput(t: Omit<Tombstone, 'signature'>): Uint8Array {
-  return new TextEncoder().encode(`ocs-tombstone-v1\0${t.spaceId}\0${t.to.url}\0${t.to.fingerprint}\0${t.movedAt}`);
+  if (t.to)
+    return new TextEncoder().encode(`ocs-tombstone-v1\0${t.spaceId}\0${t.to.url}\0${t.to.fingerprint}\0${t.movedAt}`);
+  if (!t.archive) throw new TypeError('a tombstone names where the space went');
+  return new TextEncoder().encode(`ocs-tombstone-archive-v1\0${t.spaceId}\0${t.archive.name}\0${t.movedAt}`);
 }
 
 export const CreateSpaceRequest = Obj(
