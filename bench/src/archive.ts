@@ -21,7 +21,7 @@ import { pipeline } from 'node:stream/promises';
 import { execFileSync } from 'node:child_process';
 import { unwrapKey, type Space } from '@ocs/protocol';
 import { saveArchive } from '@ocs/client';
-import { startTestNode, reserveOwned, MiB } from '@ocs/e2e/harness';
+import { lockSpace, startTestNode, reserveOwned, MiB } from '@ocs/e2e/harness';
 import { report } from './measure.js';
 
 const DATA_MIB = Number(process.env.BENCH_ARCHIVE_MIB ?? 1024);
@@ -45,7 +45,7 @@ try {
   const info = await t.storage.info(space.id);
   for (let i = 0; i < DATA_MIB / 64; i++) writeFileSync(join(info.mountpoint, `data-${i}`), randomBytes(64 * MiB));
   execFileSync('sync');
-  await api.call<Space>('POST', `/v1/spaces/${space.id}/lock`, {});
+  await lockSpace(api, space.id);
   const image = join(t.config.storage.root, 'images', `${space.id}.img`);
   const imageBytes = statSync(image).size;
 
@@ -128,7 +128,7 @@ try {
   const key = await unwrapKey(wrappedKey, owner);
   await api.call<Space>('POST', `/v1/spaces/${space.id}/unlock`, { sealedKey: await t.seal(key) });
   const t0 = process.hrtime.bigint();
-  await api.call<Space>('POST', `/v1/spaces/${space.id}/lock`, {});
+  await lockSpace(api, space.id);
   await saveArchive(await api.spaces.export(space.id), join(dir, 'live.ocsa'), owner);
   await api.call<Space>('POST', `/v1/spaces/${space.id}/unlock`, { sealedKey: await t.seal(key) });
   const pause = seconds(t0);

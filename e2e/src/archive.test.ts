@@ -22,7 +22,7 @@ import {
 } from '@ocs/protocol';
 import { nativeHashes } from '@ocs/protocol/node';
 import { saveArchive } from '@ocs/client';
-import { startTestNode, reserveOwned, MiB, type TestNode } from './harness.js';
+import { startTestNode, reserveOwned, MiB, type TestNode, lockSpace } from './harness.js';
 
 let t: TestNode;
 let dir: string;
@@ -51,7 +51,7 @@ test('a locked space exports as its image, byte for byte, signed by its owner; n
   assert.equal(live.status, 409);
   assert.equal((live.body as { error: { code: string } }).error.code, 'space_unlocked');
 
-  await api.call<Space>('POST', `/v1/spaces/${space.id}/lock`, {});
+  await lockSpace(api, space.id);
   const stream = await api.spaces.export(space.id);
   // While the archive is read, the space stays as it is: an unlock is refused, not raced.
   const key = await unwrapKey(wrappedKey, owner);
@@ -119,14 +119,14 @@ test('a locked space exports as its image, byte for byte, signed by its owner; n
 
 test("another key's signature is not the owner's: the archive is refused before a byte is read", async () => {
   const { space, api } = await reserveOwned(t, resources, ['spaces', 'storage']);
-  await api.call<Space>('POST', `/v1/spaces/${space.id}/lock`, {});
+  await lockSpace(api, space.id);
   const other = t.client({ roles: ['spaces', 'storage'], owner: generatePrivateKey() });
   await assert.rejects(other.spaces.export(space.id), (e: unknown) => isOcsError(e) && e.code === 'not_owner');
 });
 
 test('a download cut short leaves no file under its name, and the space can be unlocked again', async () => {
   const { owner, space, wrappedKey, api } = await reserveOwned(t, resources, ['spaces', 'storage']);
-  await api.call<Space>('POST', `/v1/spaces/${space.id}/lock`, {});
+  await lockSpace(api, space.id);
   const stream = await api.spaces.export(space.id);
   const file = join(dir, `${space.id}-cut.ocsa`);
   // The connection drops after 64 KiB: the iterator's end destroys the response, and its socket.

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { buildTestGuest, requireHost, testGuestUnavailable } from '@ocs/host/testing';
 import { unwrapKey, type Container, type Vm } from '@ocs/protocol';
-import { busyboxTar, reserveOwned, startTestNode, waitFor, MiB, type TestNode } from './harness.js';
+import { busyboxTar, reserveOwned, startTestNode, waitFor, MiB, type TestNode, lockSpace } from './harness.js';
 
 let t: TestNode;
 let imageTar: Buffer;
@@ -147,7 +147,7 @@ test('locked: no marker of a container (root filesystem, stdout, env, command, v
     "the daemon's database or libvirt's configuration holds tenant content",
   );
 
-  await a.api.call('POST', `/v1/spaces/${a.space.id}/lock`, {});
+  await lockSpace(a.api, a.space.id);
   execFileSync('sync');
   const image = join(t.config.storage.root, 'images', `${a.space.id}.img`);
   const roots = ['/var/lib', '/var/log', '/run', '/tmp', '/var/tmp', '/etc/libvirt', '/etc/cni', image];

@@ -13,9 +13,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { buildBusyboxImage } from '@ocs/host/testing';
-import { generatePrivateKey, unwrapKey, type Container, type CreateSpaceResponse, type Space } from '@ocs/protocol';
+import { generatePrivateKey, unwrapKey, type Container, type CreateSpaceResponse } from '@ocs/protocol';
 import { saveArchive } from '@ocs/client';
-import { ownersUnder, waitFor, webWithVolume } from './harness.js';
+import { ownersUnder, waitFor, webWithVolume, lockSpace } from './harness.js';
 import { SUBIDS, SUBIDS_OF, containerUids, twoNodes } from './two-nodes.js';
 
 const MiB = 1024 ** 2;
@@ -49,7 +49,7 @@ test('a space backed up on node A restores on node B: markers, a running contain
     });
 
     // The backup, taken on A: no marker and no key in it.
-    await onA.call<Space>('POST', `/v1/spaces/${space.id}/lock`, {});
+    await lockSpace(onA, space.id);
     const file = join(dir, 'space.ocsa');
     await saveArchive(await onA.spaces.export(space.id), file, owner);
     const bytes = readFileSync(file);

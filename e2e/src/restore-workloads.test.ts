@@ -24,6 +24,7 @@ import {
   type TestNode,
   ownersUnder,
   webWithVolume,
+  lockSpace,
 } from './harness.js';
 
 let t: TestNode;
@@ -79,7 +80,7 @@ test('a restored container runs again under the fork’s ids with its root files
   const ids = { uidBase: t.config.spaces.uidBase, ...t.config.workloads.containers };
   const oldBase = spaceWorkloadIds(ids, row.uid).idMap.base;
 
-  await api.call<Space>('POST', `/v1/spaces/${space.id}/lock`, {});
+  await lockSpace(api, space.id);
   const file = join(dir, `${space.id}.ocsa`);
   await saveArchive(await api.spaces.export(space.id), file, owner);
   const fork = await api.spaces.restore(file, { leaseSeconds: 3600 });

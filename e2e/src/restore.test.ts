@@ -39,7 +39,7 @@ import {
 } from '@ocs/protocol';
 import { nativeHashes } from '@ocs/protocol/node';
 import { saveArchive, type OcsClient } from '@ocs/client';
-import { startTestNode, reserveOwned, MiB, type TestNode, ownersUnder } from './harness.js';
+import { startTestNode, reserveOwned, MiB, type TestNode, ownersUnder, lockSpace } from './harness.js';
 
 let t: TestNode;
 let dir: string;
@@ -57,7 +57,7 @@ const SUBID_SIZE = 65_536;
 
 /** A locked space's archive saved by its owner, as `ocs space backup` leaves it. */
 async function backup(api: OcsClient, spaceId: string, owner: Ed25519PrivateKey, name = spaceId): Promise<string> {
-  await api.call<Space>('POST', `/v1/spaces/${spaceId}/lock`, {});
+  await lockSpace(api, spaceId);
   const file = join(dir, `${name}.ocsa`);
   await saveArchive(await api.spaces.export(spaceId), file, owner);
   return file;

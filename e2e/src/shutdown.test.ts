@@ -5,8 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Space } from '@ocs/protocol';
-import { reserveOwned, startTestNode, MiB, type TestNode } from './harness.js';
+import { lockSpace, reserveOwned, startTestNode, MiB, type TestNode } from './harness.js';
 
 async function reserve(t: TestNode) {
   const { owner, space, api } = await reserveOwned(
@@ -41,10 +40,8 @@ test('a destroyed space leaves no run directory; after stop nothing is mounted u
 
     // A locked space stays on the host, with nothing mounted.
     const kept = await reserve(t);
-    const locked = await t
-      .client({ roles: ['spaces'], owner: kept.owner })
-      .call<Space>('POST', `/v1/spaces/${kept.space.id}/lock`, {});
-    assert.equal(locked.body.state, 'locked');
+    const locked = await lockSpace(t.client({ roles: ['spaces'], owner: kept.owner }), kept.space.id);
+    assert.equal(locked.state, 'locked');
     assert.notDeepEqual(mountsAt(t.config.storage.root), [], "the driver's own mount is there while the daemon runs");
 
     await t.stop({ keepHost: true });

@@ -17,7 +17,7 @@ import {
   type Ed25519PrivateKey,
 } from '@ocs/protocol';
 import { spaceCgroupLayout } from '@ocs/node-daemon';
-import { startTestNode, GiB, MiB, type TestNode } from './harness.js';
+import { startTestNode, GiB, MiB, type TestNode, lockSpace } from './harness.js';
 
 let t: TestNode;
 before(async () => {
@@ -233,8 +233,8 @@ test('lock hides the data: a marker is nowhere on the raw image; unlock with the
   writeFileSync(join(info.mountpoint, 'marker.txt'), marker);
   execFileSync('sync');
   const c = t.client({ roles: ['spaces', 'storage'], owner });
-  const locked = await c.call<Space>('POST', `/v1/spaces/${space.id}/lock`, {});
-  assert.equal(locked.body.state, 'locked');
+  const locked = await lockSpace(c, space.id);
+  assert.equal(locked.state, 'locked');
   assert.equal(existsSync(join(info.mountpoint, 'marker.txt')) && readable(join(info.mountpoint, 'marker.txt')), false);
   const image = join(t.config.storage.root, 'images', `${space.id}.img`);
   if (existsSync(image))
@@ -274,7 +274,7 @@ test('rotate-key: the new wrapped key unlocks, the old key no longer does', asyn
   });
   const newKey = await unwrapKey(rotated.body.wrappedKey, owner);
   assert.notDeepEqual(newKey, oldKey);
-  await c.call('POST', `/v1/spaces/${space.id}/lock`, {});
+  await lockSpace(c, space.id);
   const withOld = await c.send('POST', `/v1/spaces/${space.id}/unlock`, { sealedKey: await t.seal(oldKey) });
   assert.equal((withOld.body as { error: { code: string } }).error.code, 'unwrap_failed');
   assert.equal(

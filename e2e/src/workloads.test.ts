@@ -16,7 +16,16 @@ import { bridgeName, domainName } from '@ocs/host';
 import { buildTestGuest, requireHost, testGuestUnavailable } from '@ocs/host/testing';
 import { spaceCgroupLayout, spaceWorkloadIds } from '@ocs/node-daemon';
 import { unwrapKey, type Container, type Vm, type Volume } from '@ocs/protocol';
-import { busyboxTar, reserveOwned, startTestNode, waitFor, MiB, type Owned, type TestNode } from './harness.js';
+import {
+  busyboxTar,
+  reserveOwned,
+  startTestNode,
+  waitFor,
+  MiB,
+  type Owned,
+  type TestNode,
+  lockSpace,
+} from './harness.js';
 
 let t: TestNode;
 let imageTar: Buffer;
@@ -162,7 +171,7 @@ test('an owner loads an image, makes a volume and runs a hardened container in t
 
   // Lock: the container stops, and the marker is on no raw image; unlock opens the volume too.
   const ctl = t.client({ roles: ['spaces', 'storage'], owner: a.owner });
-  await ctl.call('POST', `/v1/spaces/${a.space.id}/lock`, {});
+  await lockSpace(ctl, a.space.id);
   assert.deepEqual(await engineProcesses(a.space.id), [], 'nothing of the engine or its containers runs');
   execFileSync('sync');
   const image = join(t.config.storage.root, 'images', `${a.space.id}.img`);

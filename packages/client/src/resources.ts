@@ -126,7 +126,20 @@ export class OcsClient extends BaseClient {
     get: (spaceId: string) => this.route(nodeRoute('getSpace'), { params: { spaceId } }),
     renew: (spaceId: string, leaseSeconds: number) =>
       this.route(nodeRoute('renewSpace'), { params: { spaceId }, body: { leaseSeconds } }),
-    lock: (spaceId: string) => this.route(nodeRoute('lockSpace'), { params: { spaceId }, body: {} }),
+    /**
+     * Locks the space. The node answers within a second, `locking` while the space still shuts
+     * down (a container's stop grace, a VM's shutdown); this waits until it is `locked` (its
+     * state polled) unless `wait` is false, and answers the space as it ends.
+     */
+    lock: async (spaceId: string, o: { wait?: boolean; timeoutMs?: number } = {}) => {
+      let s = await this.route(nodeRoute('lockSpace'), { params: { spaceId }, body: {} });
+      const until = Date.now() + (o.timeoutMs ?? 10 * 60_000);
+      while (o.wait !== false && s.state === 'locking' && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 200));
+        s = await this.spaces.get(spaceId);
+      }
+      return s;
+    },
     /** Unlocks with the owner's wrapped key: opened here, sealed to the node; the plaintext never leaves memory. */
     unlock: async (spaceId: string, wrappedKey: string) => {
       const sealedKey = await rewrapForNode(wrappedKey, this.owner(), (await this.node.info()).unlockRecipient);

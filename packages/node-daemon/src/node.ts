@@ -424,6 +424,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     logger: logger.child({ svc: 'mover' }),
   });
   mover.resume();
+  await service.resumeLocks();
   // Retiring the node; a drain cut short by a restart drains on.
   const drainer = new Drainer({
     repo,

@@ -98,6 +98,10 @@ export async function startTestApp(
     allocatable?: { cpuMillicores: number; memoryBytes: number; storageBytes: number };
     /** A cgroup driver of the test's own (e.g. one that records or slows teardown). */
     cgroups?: CgroupDriver;
+    /** The storage's lock (e.g. one that fails as fscrypt does while a file is open). */
+    lockStorage?: (id: string) => Promise<void>;
+    /** Stopping a space's workloads (e.g. one held in a stop grace). */
+    stopWorkloads?: (id: string) => Promise<void>;
   } = {},
 ): Promise<TestApp> {
   const ZERO = { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0 };
@@ -133,9 +137,9 @@ export async function startTestApp(
     ledger,
     audit,
     cgroups: o.cgroups ?? inert<CgroupDriver>(),
-    storage: inert<StorageDriver>({ kind: 'fscrypt' }),
+    storage: inert<StorageDriver>({ kind: 'fscrypt', ...(o.lockStorage ? { lock: o.lockStorage } : {}) }),
     processes: inert(),
-    workloads: inert(),
+    workloads: inert(o.stopWorkloads ? { stopAll: o.stopWorkloads } : {}),
     logger,
     clock,
     unlockIdentity: 'unused',

@@ -47,6 +47,7 @@ const MAX_LEASE_SECONDS = 30 * 86400;
 const LEFT = new Set([
   'creating',
   'active',
+  'locking',
   'locked',
   'expired',
   'destroying',
@@ -181,6 +182,7 @@ export class Drainer {
         break;
       case 'creating':
       case 'destroying':
+      case 'locking':
       case 'moving':
       case 'committing':
         // Being made, destroyed or moved: the next pass sees how it ended.

@@ -65,11 +65,14 @@ export async function reconcile(d: {
         await d.service.dropImport(row.id, 'node', new Error('the daemon stopped while the archive arrived'));
         report.droppedImports.push(row.id);
         break;
-      // A move's ends are locked spaces on the host; the mover resumes or aborts the move.
+      // A move's ends are locked spaces on the host; the mover resumes or aborts the move. A
+      // lock cut short (`locking`) is finished by the service (`resumeLocks`), as a lock stops
+      // a space's workloads.
       case 'prepared':
       case 'moving':
       case 'committing':
       case 'active':
+      case 'locking':
       case 'locked':
       case 'expired': {
         live.add(row.id);
@@ -103,7 +106,7 @@ export async function reconcile(d: {
           }
           // What the records call locked is locked on the host: a lock cut short by a crash may
           // have evicted the key and left the mount or the loop device. Idempotent.
-          if (row.state !== 'active' || !info.unlocked) {
+          if ((row.state !== 'active' && row.state !== 'locking') || !info.unlocked) {
             // A container engine left running holds the storage (its mount namespace): end it first.
             await d.cgroups.destroy(layout.containers);
             await d.cgroups.destroy(layout.engine);

@@ -111,6 +111,22 @@ export interface Restore {
 }
 
 const KEY_BYTES = 32;
+/** A lock answers within this, done or not (`locking`): the owner's request is not held by a stop grace. */
+const LOCK_ANSWER_MS = 800;
+/** How long a move's or a drain's lock waits for the space to be locked. */
+const LOCK_WAIT_MS = 120_000;
+/** How long a start waits for the locks a crash cut short. */
+const RESUME_LOCKS_MS = 30_000;
+/** A lock step that failed is tried again, at most this far apart. */
+const LOCK_RETRY_MAX_MS = 30_000;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+interface LockProgress {
+  step: 'process' | 'workloads' | 'storage';
+  since: number;
+  error?: string;
+  task: Promise<void>;
+}
 /** How long an import waits for its archive, and then, prepared, for its commit. */
 const IMPORT_WAIT_MS = 3600_000;
 
@@ -122,6 +138,8 @@ export class SpaceService {
   private readonly opening = new Map<string, number>();
   /** Spaces whose archive is arriving (a restore's, an import's): an import's expiry waits for it. */
   private readonly receiving = new Map<string, number>();
+  /** Locks under way (`locking`), by space. */
+  private readonly locks = new Map<string, LockProgress>();
 
   /** Set while the node drains: it takes no new space (reservation, restore, import). */
   draining = false;
@@ -191,11 +209,19 @@ export class SpaceService {
       apiBase: `/v1/spaces/${row.id}/api`,
       storage: { backend: this.d.storage.kind, sizeBytes: row.storageBytes, unlocked: row.state === 'active' },
       network: { egress: row.egress, published: this.d.published?.(row.id) ?? [] },
+      ...(row.state === 'locking' ? { locking: this.lockingView(row.id) } : {}),
       ...(row.moveTo && !row.moveTo.archive
         ? { move: { to: { url: row.moveTo.url, fingerprint: row.moveTo.fingerprint } } }
         : {}),
       ...(row.delegation ? { delegation: delegationView(row.delegation) } : {}),
     };
+  }
+
+  private lockingView(id: string): NonNullable<Space['locking']> {
+    const l = this.locks.get(id);
+    // No task yet (a restart before `resumeLocks`): it starts with the process.
+    if (!l) return { step: 'process', since: iso(this.d.clock.now()) };
+    return { step: l.step, since: iso(l.since), ...(l.error ? { error: l.error } : {}) };
   }
 
   get(id: string): SpaceRow {
@@ -601,16 +627,87 @@ export class SpaceService {
     await this.d.cgroups.create(layout.workloads, limits.workloads);
   }
 
-  async lock(actor: string, id: string): Promise<Space> {
+  /**
+   * Locks the space: `locking` at once (nothing of it runs or opens again from here), then its
+   * process, its workloads and its key go, and it is `locked`. The answer waits for that at most
+   * `LOCK_ANSWER_MS` and says where it is: `locking` means still shutting down (a container in
+   * its stop grace, a VM shutting down, a file fscrypt cannot evict while it is open), and the
+   * lock goes on in the background, tried again until it ends. `wait`: answer once `locked` (a
+   * move's or a drain's first step), or `unavailable` after `LOCK_WAIT_MS`.
+   */
+  async lock(actor: string, id: string, o: { wait?: boolean } = {}): Promise<Space> {
     const row = this.get(id);
     if (row.state === 'locked' || row.state === 'expired') return this.view(row);
-    this.requireState(row, ['active']);
-    await this.d.processes.stop(id);
-    await this.d.workloads.stopAll(id);
-    await this.d.storage.lock(id);
-    this.d.repo.setState(id, ['active'], 'locked');
-    this.d.audit.append({ actor, action: 'space.lock', target: id, outcome: 'ok' });
+    if (row.state !== 'locking') {
+      this.requireState(row, ['active']);
+      this.d.repo.setState(id, ['active'], 'locking');
+    }
+    const task = this.lockTask(actor, id);
+    const waited = await Promise.race([
+      task.then(() => true),
+      sleep(o.wait ? LOCK_WAIT_MS : LOCK_ANSWER_MS).then(() => false),
+    ]);
+    if (o.wait && !waited)
+      throw new OcsError('unavailable', 'the space is still shutting down (locking); try again when it is locked', {
+        spaceId: id,
+      });
     return this.view(this.get(id));
+  }
+
+  /**
+   * After a restart: locks cut short go on, and the start waits for them (at most
+   * `RESUME_LOCKS_MS` in all) so that what the node first answers is locked; a lock that takes
+   * longer goes on in the background.
+   */
+  async resumeLocks(): Promise<void> {
+    const tasks = this.d.repo
+      .list({})
+      .filter((r) => r.state === 'locking')
+      .map((r) => this.lockTask('node', r.id));
+    await Promise.race([Promise.all(tasks), sleep(RESUME_LOCKS_MS)]);
+  }
+
+  /**
+   * The lock of a `locking` space, one per space: its process, its workloads, its key, then
+   * `locked`. A step that fails is tried again (backing off) for as long as the space is
+   * `locking`; a destroy meanwhile ends it. Never rejects.
+   */
+  private lockTask(actor: string, id: string): Promise<void> {
+    const running = this.locks.get(id);
+    if (running) return running.task;
+    const started = this.d.clock.now();
+    const entry: LockProgress = { step: 'process', since: started, task: Promise.resolve() };
+    entry.task = (async () => {
+      for (let attempt = 0; ; attempt++) {
+        if (this.d.repo.get(id)?.state !== 'locking') return;
+        try {
+          entry.step = 'process';
+          await this.d.processes.stop(id);
+          entry.step = 'workloads';
+          await this.d.workloads.stopAll(id);
+          entry.step = 'storage';
+          await this.d.storage.lock(id);
+          this.d.repo.setState(id, ['locking'], 'locked');
+          this.d.audit.append({
+            actor,
+            action: 'space.lock',
+            target: id,
+            outcome: 'ok',
+            detail: { seconds: Math.round((this.d.clock.now() - started) / 100) / 10 },
+          });
+          return;
+        } catch (err) {
+          // Said in the space's view (`locking.error`); the detail goes to the log only.
+          entry.error = isOcsError(err) ? err.message : `the ${entry.step} step failed on the node; it is tried again`;
+          this.d.logger.warn({ err, spaceId: id, step: entry.step }, 'the lock did not end yet; trying again');
+          await sleep(Math.min(LOCK_RETRY_MAX_MS, 500 * 2 ** attempt));
+        }
+      }
+    })().finally(() => {
+      if (this.locks.get(id) === entry) this.locks.delete(id);
+    });
+    this.locks.set(id, entry);
+    return entry.task;
   }
 
   async unlock(actor: string, id: string, sealedKey: string): Promise<Space> {
@@ -677,7 +774,7 @@ export class SpaceService {
 
   renew(actor: string, id: string, leaseSeconds: number): Space {
     const row = this.get(id);
-    this.requireState(row, ['active', 'locked', 'expired']);
+    this.requireState(row, ['active', 'locking', 'locked', 'expired']);
     if (leaseSeconds > this.d.maxLeaseSeconds) {
       throw new OcsError('invalid_request', `leaseSeconds is over this node's maximum of ${this.d.maxLeaseSeconds}`, {
         field: '/leaseSeconds',
@@ -717,7 +814,7 @@ export class SpaceService {
       if (row.state !== 'destroying')
         this.d.repo.setState(
           id,
-          ['active', 'locked', 'expired', 'failed', 'creating', 'importing', 'prepared'],
+          ['active', 'locking', 'locked', 'expired', 'failed', 'creating', 'importing', 'prepared'],
           'destroying',
         );
       await this.teardownHost(id);
@@ -746,7 +843,7 @@ export class SpaceService {
    */
   async beginMove(actor: string, id: string, to: Omit<MoveTo, 'startedAt'>): Promise<SpaceRow> {
     const row = this.get(id);
-    if (row.state === 'active') await this.lock(actor, id);
+    if (row.state === 'active' || row.state === 'locking') await this.lock(actor, id, { wait: true });
     failpoint('move.locked');
     // An expired space only leaves as a drain's export; a move to a node needs a live lease.
     const from: SpaceState[] = to.archive === undefined ? ['locked'] : ['locked', 'expired'];

@@ -16,11 +16,12 @@ test('live and standing spaces, state by state', () => {
     prepared: [true, true],
     moving: [true, true],
     committing: [true, true],
+    locking: [true, true],
   } as const;
   assert.deepEqual(Object.keys(table), [...SPACE_STATES]);
   for (const s of SPACE_STATES) assert.deepEqual([isLive(s), isStanding(s)], table[s], s);
   assert.equal(
     LIVE_STATES_SQL,
-    `('creating','active','locked','expired','importing','prepared','moving','committing')`,
+    `('creating','active','locked','expired','importing','prepared','moving','committing','locking')`,
   );
 });

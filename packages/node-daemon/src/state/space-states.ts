@@ -18,6 +18,7 @@ export function isLive(state: SpaceState): boolean {
     case 'prepared':
     case 'moving':
     case 'committing':
+    case 'locking':
       return true;
     case 'destroying':
     case 'destroyed':

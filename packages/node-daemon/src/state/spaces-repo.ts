@@ -141,7 +141,10 @@ export function canTransition(from: SpaceState, to: SpaceState): boolean {
     case 'creating':
       // Locked: a restored space, made from an archive, waits for its owner's key.
       return to === 'active' || to === 'locked' || to === 'failed' || to === 'destroying';
+    // A lock answers at once (`locking`) and ends `locked` once the space has shut down.
     case 'active':
+      return to === 'locking' || to === 'locked' || to === 'expired' || to === 'failed' || to === 'destroying';
+    case 'locking':
       return to === 'locked' || to === 'expired' || to === 'failed' || to === 'destroying';
     case 'locked':
       return to === 'active' || to === 'expired' || to === 'failed' || to === 'destroying' || to === 'moving';

@@ -172,7 +172,8 @@ test('setState refuses moves the state machine does not allow, even when `from` 
 test('canTransition: the table', () => {
   const allowed: Record<SpaceState, SpaceState[]> = {
     creating: ['active', 'locked', 'failed', 'destroying'],
-    active: ['locked', 'expired', 'failed', 'destroying'],
+    active: ['locking', 'locked', 'expired', 'failed', 'destroying'],
+    locking: ['locked', 'expired', 'failed', 'destroying'],
     locked: ['active', 'expired', 'failed', 'destroying', 'moving'],
     // An expired space a drain exports (in its grace, its owner may restore it elsewhere).
     expired: ['locked', 'failed', 'destroying', 'moving'],
@@ -260,6 +261,7 @@ test('countByState lists every state', () => {
     prepared: 0,
     moving: 0,
     committing: 0,
+    locking: 0,
   });
 });
 

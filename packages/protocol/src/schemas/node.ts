@@ -48,6 +48,8 @@ export type NodeInfo = Static<typeof NodeInfo>;
  * A move adds four: on the target `importing` (its archive arriving) and `prepared` (whole and
  * checked, not yet its own: nobody can unlock it), on the source `moving` (its archive
  * streaming) and `committing` (the target is being told to keep it; never undone from here).
+ * `locking`: a lock answered, its space still shutting down (its workloads stopping, its key
+ * being evicted); nothing of it runs or opens again until it is `locked`.
  */
 export const SPACE_STATES = [
   'creating',
@@ -61,6 +63,7 @@ export const SPACE_STATES = [
   'prepared',
   'moving',
   'committing',
+  'locking',
 ] as const;
 export type SpaceState = (typeof SPACE_STATES)[number];
 export const SpaceState = Type.Union(
@@ -103,6 +106,18 @@ export const Space = Obj(
     storage: Obj({ backend: Type.String(), sizeBytes: Type.Integer(), unlocked: Type.Boolean() }),
     /** Where the space may reach out, and what it publishes where. */
     network: Obj({ egress: Egress, published: Type.Array(PublishedPort) }, {}),
+    /** A lock under way (`locking`): what is still shutting down, since when. */
+    locking: Type.Optional(
+      Obj(
+        {
+          step: Type.Union([Type.Literal('process'), Type.Literal('workloads'), Type.Literal('storage')]),
+          since: Timestamp,
+          /** Why the last attempt did not end it (the lock is tried again until it does). */
+          error: Type.Optional(Type.String()),
+        },
+        {},
+      ),
+    ),
     /** A move under way (`moving`, `committing`): the node it goes to. */
     move: Type.Optional(Obj({ to: MoveTarget }, {})),
     /** What the owner's delegation allows (who may move the space without the owner, until when). */
