@@ -6,6 +6,9 @@
 import type { Context } from 'koa';
 import { OcsError } from '@ocs/protocol';
 
+/** How long a JSON body (at most tens of KiB) may take to arrive whole. */
+export const BODY_DEADLINE_MS = 30_000;
+
 /** Methods whose requests carry no body, on either API. */
 export const BODILESS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS']);
 
@@ -26,11 +29,18 @@ export function refuseBodyOnBodiless(ctx: Context): void {
  * Reads the whole body with a hard limit. Hand-written rather than raw-body: that package pulls
  * in a 480 KB charset library neither server needs, and every start of an idle space pays for it.
  */
-export async function readBody(ctx: Context, limit: number): Promise<Uint8Array> {
+export async function readBody(ctx: Context, limit: number, deadlineMs = BODY_DEADLINE_MS): Promise<Uint8Array> {
   const declared = Number(ctx.get('content-length') || 0);
   if (declared > limit) throw new OcsError('body_too_large', `the body is over ${limit} bytes`);
   const chunks: Buffer[] = [];
   let size = 0;
+  // A small body arrives at once or not at all: a client that drips it holds the connection
+  // no longer than this (the servers set no whole-request deadline, for the archive streams).
+  let late = false;
+  const timer = setTimeout(() => {
+    late = true;
+    ctx.req.destroy();
+  }, deadlineMs);
   try {
     for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
       size += chunk.length;
@@ -39,8 +49,14 @@ export async function readBody(ctx: Context, limit: number): Promise<Uint8Array>
     }
   } catch (err) {
     if (err instanceof OcsError) throw err;
-    throw new OcsError('invalid_request', 'the body could not be read');
+    throw new OcsError(
+      'invalid_request',
+      late ? `the body was not received within ${deadlineMs / 1000} s` : 'the body could not be read',
+    );
+  } finally {
+    clearTimeout(timer);
   }
+  if (late) throw new OcsError('invalid_request', `the body was not received within ${deadlineMs / 1000} s`);
   const b = Buffer.concat(chunks);
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, request } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import Koa from 'koa';
 import Router from '@koa/router';
 import { Type } from '@sinclair/typebox';
@@ -122,5 +122,34 @@ test('one pipeline: each refusal has its code, every answer is no-store', async 
     assert.equal((await call(`${s.url}/uploads`, 'POST', 'x', 'application/x-tar')).status, 201);
   } finally {
     await s.close();
+  }
+});
+
+test('a JSON body dripped slower than the deadline ends its connection, refused as invalid_request', async () => {
+  const refused: string[] = [];
+  const router = new Router();
+  bindCatalogue(router, CATALOGUE, async (spec, ctx) => {
+    await readBody(ctx, 1024, 300);
+    ctx.status = spec.status;
+  });
+  const app = new Koa();
+  app.use(errorMiddleware({ error: () => undefined }, (_ctx, e) => void refused.push(e.code)));
+  app.use(router.routes());
+  const server = createServer(app.callback());
+  // As the daemon runs: no whole-request deadline of Node's own.
+  server.requestTimeout = 0;
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  try {
+    const started = Date.now();
+    const socket = connect(port, '127.0.0.1');
+    socket.write(
+      'POST /things/x HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"n":',
+    );
+    await new Promise<void>((resolve) => socket.once('close', () => resolve()).on('error', () => undefined));
+    assert.ok(Date.now() - started < 5000, 'closed by the body deadline, not by the test');
+    assert.deepEqual(refused, ['invalid_request']);
+  } finally {
+    await new Promise<void>((r) => server.close(() => r()));
   }
 });

@@ -523,6 +523,12 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     app.callback(),
   );
   server.keepAliveTimeout = 5000;
+  // No deadline on a whole request: a restore's or an import's archive is one request body of
+  // up to the space's size, and at this machine's speed Node's default (300 s) cut those over
+  // about 35 GiB. Slow clients are bounded otherwise: the headers by `headersTimeout` (60 s),
+  // a JSON body by `readBody`'s deadline (30 s); an archive is streamed by an authenticated
+  // caller (a token and an owner's signature, or the import's source node) only.
+  server.requestTimeout = 0;
   // Refusals of Node's own parser get our JSON error body too (not a bare status line).
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (socket.writable) socket.end(parserRefusalResponse(err.code));

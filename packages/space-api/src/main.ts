@@ -55,6 +55,9 @@ const server = createServer((req, res) => {
   });
   void handle(req, res);
 });
+// Its only client is the daemon's forwarder (over the space's socket): an image upload of many
+// GiB is one request, which Node's default whole-request deadline (300 s) would cut.
+server.requestTimeout = 0;
 
 function shutdown(code: number): void {
   server.close(() => {
