@@ -108,9 +108,9 @@ try {
     '5 containers + 1 VM: lock answered p50 ms': percentile(f.answer, 50),
     '5 containers + 1 VM: lock answered max ms': Math.max(...f.answer),
     '5 containers + 1 VM: locked p50 ms': percentile(f.lock, 50),
-    '5 containers + 1 VM: lock max ms': Math.max(...f.lock),
+    '5 containers + 1 VM: locked max ms': Math.max(...f.lock),
     '5 containers + 1 VM: unlock (and restore) p50 ms': percentile(f.unlock, 50),
-    'ratio lock full / empty (p50)': percentile(f.lock, 50) / percentile(e.lock, 50),
+    'ratio locked full / empty (p50)': percentile(f.lock, 50) / percentile(e.lock, 50),
     'ratio unlock full / empty (p50)': percentile(f.unlock, 50) / percentile(e.unlock, 50),
     'containers running after the last unlock': running.body.containers.filter((c) => c.state === 'running').length,
   });
