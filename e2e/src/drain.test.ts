@@ -323,6 +323,26 @@ test('a drained node: each space goes where its owner allowed, or is exported fo
     for (const sp of [toNode, byOrch]) assert.ok(did('space.move', sp.id), `the move of ${sp.id}`);
     for (const sp of [none, nowhere]) assert.ok(did('space.export', sp.id), `the export of ${sp.id}`);
     assert.ok(did('space.delegate', toNode.id), 'the delegation');
+
+    // Drained, A stays closed across a restart, until its farmer reopens it.
+    await nodes.restart(a);
+    const farmerAgain = daemonClient(a.config.stateDir, a.daemon, { roles: ['farmer'], org: 'farm' });
+    try {
+      assert.equal((await a.client.node.info()).draining, true);
+      assert.equal((await farmerAgain.node.drainStatus()).state, 'drained');
+      const stillClosed = await refusal(
+        a.client.call('POST', '/v1/spaces', {
+          ownerKey: owner.publicKey.toBase64url(),
+          resources: { cpuMillicores: 100, memoryBytes: 64 * MiB, storageBytes: 64 * MiB },
+          leaseSeconds: 3600,
+        }),
+      );
+      assert.equal(stillClosed.code, 'node_draining');
+      assert.equal((await farmerAgain.node.cancelDrain()).state, 'cancelled');
+      assert.equal((await a.client.node.info()).draining, false);
+    } finally {
+      farmerAgain.close();
+    }
   } finally {
     farmerA.close();
     orchA.close();

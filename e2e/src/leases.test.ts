@@ -13,6 +13,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mintToken } from '@ocs/protocol';
+import { OcsClient } from '@ocs/client';
 import { startTestNode, GiB, type TestNode } from './harness.js';
 import { ocsProcess as spawnOcs, ok, runOcs } from './ocs-process.js';
 
@@ -125,6 +126,43 @@ test('a reservation whose response is lost is retried into the same space', asyn
     ok(await ocs(['lease', 'release', lease.spaceId]));
   } finally {
     await proxy.close();
+  }
+});
+
+test('a node being drained is skipped, and placement goes on to the next', async () => {
+  const target = nodes[1]!;
+  const farmer = new OcsClient({
+    url: target.node.url,
+    fingerprint: target.node.tls.fingerprint,
+    token: () =>
+      mintToken({
+        privateKey: issuerKey.privateKey,
+        kid: 'org-1',
+        alg: 'EdDSA',
+        issuer: ISSUER,
+        audience: target.node.nodeId,
+        subject: 'farmer',
+        org: 'org-a',
+        roles: ['farmer'],
+        lifetimeSeconds: 300,
+      }),
+  });
+  try {
+    await farmer.node.drain({ graceSeconds: 0 });
+    const before = spacesOn(target).length;
+    const r = await place('n2,n3', { cpu: '0.5', memory: '128MiB', storage: '16MiB' }, { json: false });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /skipped n2: being drained/);
+    assert.equal(spacesOn(target).length, before, 'nothing reserved on the draining node');
+    const placed = spacesOn(nodes[2]!);
+    assert.equal(placed.length, 1, 'placed on n3');
+    ok(await ocs(['lease', 'release', placed[0]!.id]));
+  } finally {
+    // Reopened (the drain of an empty node is over at once: drained), for the tests after.
+    const reopened = await farmer.node.cancelDrain();
+    assert.equal(reopened.state, 'cancelled');
+    assert.equal((await farmer.node.info()).draining, false);
+    farmer.close();
   }
 });
 

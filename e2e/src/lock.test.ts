@@ -87,6 +87,7 @@ test('a file held open in the storage: the lock says the key is still in use, an
     });
     assert.equal(stuck.state, 'locking');
     assert.equal(stuck.locking?.step, 'storage');
+    assert.match(stuck.locking?.error ?? '', /a file of the space is still open/);
     closeSync(fd);
     closed = true;
     await until(a.api, a.space.id, 'locked');

@@ -63,7 +63,12 @@ export async function placeLease(
   for (const t of targets) {
     let free: Resources;
     try {
-      const { capacity } = await t.client.node.info();
+      const { capacity, draining } = await t.client.node.info();
+      // A node being retired takes no new space: not asked at all.
+      if (draining) {
+        skip(t.name, 'being drained (retired)');
+        continue;
+      }
       free = {
         cpuMillicores: capacity.allocatable.cpuMillicores - capacity.used.cpuMillicores,
         memoryBytes: capacity.allocatable.memoryBytes - capacity.used.memoryBytes,
@@ -92,8 +97,14 @@ export async function placeLease(
         placedAt: new Date().toISOString(),
       };
     } catch (err) {
-      // Full by the time the reservation came, or gone meanwhile: the next node may do.
-      if (err instanceof OcsError && err.code !== 'capacity_exceeded' && err.code !== 'unavailable') throw err;
+      // Full by the time the reservation came, drained meanwhile, or gone: the next node may do.
+      if (
+        err instanceof OcsError &&
+        err.code !== 'capacity_exceeded' &&
+        err.code !== 'unavailable' &&
+        err.code !== 'node_draining'
+      )
+        throw err;
       skip(t.name, describe(err));
     }
   }

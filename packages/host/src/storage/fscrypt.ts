@@ -28,7 +28,7 @@ import {
 import { open, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { OcsError } from '@ocs/protocol';
-import { run as defaultRun, type Runner } from '../exec.js';
+import { CommandError, run as defaultRun, type Runner } from '../exec.js';
 import { FscryptCli } from './fscrypt-cli.js';
 import { Revert } from '../revert.js';
 import {
@@ -169,11 +169,22 @@ export class FscryptStorageDriver implements StorageDriver, ImageSource, ImageSi
     await this.mutex.run(id, async () => {
       const p = this.requireExists(id);
       if (findMount(p.fs)) {
-        for (const dir of [...this.volumeDirs(p), p.data]) {
-          if (await this.isUnlocked(dir)) await this.cli.lock(dir);
+        try {
+          for (const dir of [...this.volumeDirs(p), p.data]) {
+            if (await this.isUnlocked(dir)) await this.cli.lock(dir);
+          }
+          await syncFs(this.run, p.fs);
+          await unmount(this.run, p.fs);
+        } catch (e) {
+          // A file of the space open on the node (fscrypt's "incompletely locked", a busy
+          // unmount): said as such, so the lock can report what it waits for.
+          if (e instanceof CommandError && /incompletely locked|still open|target is busy/i.test(e.stderr))
+            throw new OcsError(
+              'conflict',
+              'a file of the space is still open on the node: its key goes once it is closed',
+            );
+          throw e;
         }
-        await syncFs(this.run, p.fs);
-        await unmount(this.run, p.fs);
       }
       await detachLoops(this.run, p.image);
     });

@@ -56,7 +56,8 @@ const LEFT = new Set([
   'moving',
   'committing',
 ]);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A pause that keeps no process alive (the server keeps the daemon up). */
+const pause = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
 export class Drainer {
   private running: Promise<void> | undefined;
@@ -88,11 +89,11 @@ export class Drainer {
     return this.view(row);
   }
 
-  /** Stops after the step under way; the node takes new spaces again. */
+  /** Stops after the step under way (or reopens a drained node); the node takes new spaces again. */
   cancel(actor: string): DrainStatus {
     const row = this.d.drains.get();
     if (!row) throw new OcsError('not_found', 'this node is not being drained');
-    if (row.state === 'draining') {
+    if (row.state !== 'cancelled') {
       row.state = 'cancelled';
       this.d.drains.put(row);
       this.d.service.draining = false;
@@ -101,18 +102,21 @@ export class Drainer {
     return this.view(row);
   }
 
-  /** After a restart: a drain under way goes on. */
+  /** After a restart: a drain under way goes on; a drained node still takes no new space. */
   resume(): void {
-    if (this.d.drains.get()?.state !== 'draining') return;
+    const state = this.d.drains.get()?.state;
+    if (state !== 'draining' && state !== 'drained') return;
     this.d.service.draining = true;
-    this.run();
+    if (state === 'draining') this.run();
   }
 
   /** No further step starts; the one under way gets a few seconds (a restart resumes the drain). */
   async close(): Promise<void> {
     this.closed = true;
-    const deadline = sleep(5000);
-    await Promise.race([this.running, deadline]);
+    if (!this.running) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.running, new Promise<void>((r) => (timer = setTimeout(r, 5000)))]);
+    clearTimeout(timer);
   }
 
   private run(): void {
@@ -152,7 +156,7 @@ export class Drainer {
         this.settle(row);
         this.d.drains.put(row);
       }
-      await sleep(this.d.passMs ?? 2000);
+      await pause(this.d.passMs ?? 2000);
     }
   }
 

@@ -119,7 +119,19 @@ const LOCK_WAIT_MS = 120_000;
 const RESUME_LOCKS_MS = 30_000;
 /** A lock step that failed is tried again, at most this far apart. */
 const LOCK_RETRY_MAX_MS = 30_000;
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/** A pause that keeps no process alive (a retry's backoff: the server keeps the daemon up). */
+const pause = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+
+/** True when `p` settled within `ms`; its timer never outlives the wait. */
+async function settledWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)));
+  try {
+    return await Promise.race([p.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 interface LockProgress {
   step: 'process' | 'workloads' | 'storage';
@@ -642,11 +654,7 @@ export class SpaceService {
       this.requireState(row, ['active']);
       this.d.repo.setState(id, ['active'], 'locking');
     }
-    const task = this.lockTask(actor, id);
-    const waited = await Promise.race([
-      task.then(() => true),
-      sleep(o.wait ? LOCK_WAIT_MS : LOCK_ANSWER_MS).then(() => false),
-    ]);
+    const waited = await settledWithin(this.lockTask(actor, id), o.wait ? LOCK_WAIT_MS : LOCK_ANSWER_MS);
     if (o.wait && !waited)
       throw new OcsError('unavailable', 'the space is still shutting down (locking); try again when it is locked', {
         spaceId: id,
@@ -664,7 +672,7 @@ export class SpaceService {
       .list({})
       .filter((r) => r.state === 'locking')
       .map((r) => this.lockTask('node', r.id));
-    await Promise.race([Promise.all(tasks), sleep(RESUME_LOCKS_MS)]);
+    await settledWithin(Promise.all(tasks), RESUME_LOCKS_MS);
   }
 
   /**
@@ -700,7 +708,7 @@ export class SpaceService {
           // Said in the space's view (`locking.error`); the detail goes to the log only.
           entry.error = isOcsError(err) ? err.message : `the ${entry.step} step failed on the node; it is tried again`;
           this.d.logger.warn({ err, spaceId: id, step: entry.step }, 'the lock did not end yet; trying again');
-          await sleep(Math.min(LOCK_RETRY_MAX_MS, 500 * 2 ** attempt));
+          await pause(Math.min(LOCK_RETRY_MAX_MS, 500 * 2 ** attempt));
         }
       }
     })().finally(() => {
