@@ -5,15 +5,18 @@
  * service's own confinement (its leaf of the delegated group, its limits, its capability
  * bounding set), then an owner's run: reserve a space, load an image into its engine, make a
  * volume, upload a file holding a marker, run a container that writes markers, lock (no marker on the raw pool disk, the key
- * unloaded, the engine gone), unlock (the data back, the container running again), destroy (no dataset, cgroup, process,
- * mount or run directory of the space left), stop the service. The daemon writes nothing above
+ * unloaded, the engine gone), unlock (the data back, the container running again), move it to a
+ * second node on a pool of its own (a raw ZFS send: on A nothing but the tombstone; on B the data
+ * and the running container, owned by B's ids), back it up (no marker in the archive), lock it
+ * (no marker on B's raw pool disk), destroy it (no dataset, cgroup, process, mount or run
+ * directory of the space left), restore the backup on A as a fork, stop the services. The daemon writes nothing above
  * the unit's delegated group: the root's cgroup.subtree_control is the same once it has started,
  * reserved a space and started its engine. (runc is another matter: making a container's group,
  * runc 1.1 enables every controller the kernel has at each level from the root down, and the
  * daemon cannot stop it short of giving the engine a cgroup namespace; at the end nothing the
  * root had enabled is gone, and what runc added is reported.) Fails (exit 1) with the service's journal on the first thing that is not so.
  *
- * argv: the pool disk, the image tarball. Prints `NODE-SERVICE {...}` with what it measured.
+ * argv: the pool disk, the image tarball, node B's pool disk. Prints `NODE-SERVICE {...}` with what it measured.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -25,6 +28,7 @@ import {
   readdirSync,
   readlinkSync,
   realpathSync,
+  rmSync,
   statSync,
   writeFileSync,
 } from 'node:fs';
@@ -32,15 +36,19 @@ import { join } from 'node:path';
 import { parseProcMount } from '@ocs/host';
 import { rawContains } from '@ocs/host/testing';
 import { generatePrivateKey } from '@ocs/protocol';
+import { moveSpace, saveArchive } from '@ocs/client';
 import { daemonClient } from './daemon-process.js';
+import { sh, startGuestNode, until } from './guest-nodes.js';
 
-const [disk, imageTar] = process.argv.slice(2) as [string, string];
+const [disk, imageTar, diskB] = process.argv.slice(2) as [string, string, string];
 const MiB = 1024 ** 2;
 const POOL = 'ocs';
 const STATE = '/var/lib/ocs';
 const UNIT = 'ocs-node.service';
 const CG = '/sys/fs/cgroup';
 const UNIT_CG = `/system.slice/${UNIT}`;
+/** The second node of the move (guest-nodes.ts names its unit). */
+const B_UNIT = 'ocs-node-b.service';
 const DAEMON_LIMITS = { memoryBytes: 768 * MiB, pids: 2048 };
 const t0 = Date.now();
 const times: Record<string, number> = {};
@@ -48,23 +56,6 @@ const mark = (what: string) => {
   times[what] = Math.round((Date.now() - t0) / 100) / 10;
   console.log(`[node-service ${times[what]} s] ${what}`);
 };
-const sh = (cmd: string, ...args: string[]) => execFileSync(cmd, args, { encoding: 'utf8' }).trim();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 120_000): Promise<T> {
-  const end = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await sleep(250);
-  }
-}
-
 /** Pids whose unified cgroup path contains `part`. */
 function pidsIn(part: string): { pid: number; cgroup: string }[] {
   const out: { pid: number; cgroup: string }[] = [];
@@ -318,16 +309,88 @@ async function main(): Promise<Record<string, unknown>> {
   assert.equal(readFileSync(`/proc/${again.pid}/root/data/v`, 'utf8').trim(), m.vol, 'the volume kept its data');
   mark('unlocked');
 
-  // --- Destroy: nothing of the space is left.
-  await c.spaces.destroy(space.id);
+  // --- Move (issue 25): a second node on a pool of its own disk (the unit we ship again, with
+  // its own state, port, uids, subordinate ids, subnets and ports), and the space sent to it as
+  // a raw ZFS stream (`zfs send -w`: the blocks as encrypted on disk, no key loaded to send or
+  // receive). On B it waits locked, opens with the owner's key, and everything is back.
+  const b = await startGuestNode({
+    name: 'b',
+    disk: diskB,
+    port: 8444,
+    owner,
+    roles: ['spaces', 'storage', 'containers'],
+    storageBytes: 384 * MiB,
+    // Beside A's defaults (uids from 200000, subordinate ids from 1000000000, 10.128.0.0/9, 30000-30999).
+    ids: {
+      uidBase: 300_000,
+      subidBase: 500_000_000,
+      subnetPool: '10.64.0.0/16',
+      ports: { first: 31_000, last: 31_099 },
+    },
+    containers: true,
+  });
+  mark('node b serving');
+  const tombstone = await moveSpace(c, b.client, space.id);
+  assert.equal(tombstone.to?.url, b.url);
+  mark('moved');
+  const onB = `${b.pool}/ocs/${space.id}`;
+  assert.deepEqual(
+    sh('zfs', 'get', '-H', '-o', 'value', 'encryption,keyformat,keystatus,encryptionroot,mountpoint', onB).split('\n'),
+    ['aes-256-gcm', 'raw', 'unavailable', onB, `${b.storageRoot}/mnt/${space.id}`],
+    'the moved dataset is its own encryption root, locked, mounted where B mounts spaces',
+  );
+  assert.deepEqual(
+    sh('zfs', 'list', '-H', '-o', 'name', '-r', POOL)
+      .split('\n')
+      .filter((d) => d.includes(space.id)),
+    [],
+    'nothing of the space is left in the pool of A',
+  );
+  assert.equal(existsSync(`${CG}${spaceCg}`), false, "A's cgroup of the space is gone");
+  await assert.rejects(
+    c.spaces.get(space.id),
+    (e: { code?: string }) => e.code === 'space_moved',
+    'A keeps a tombstone',
+  );
+  const sB = b.client.space(space.id);
+  await b.client.spaces.unlock(space.id, wrappedKey);
+  assert.ok(
+    (await sB.files.list()).files.some((f) => f.name === 'marker' && f.sizeBytes === m.file.length * 2048),
+    'the file moved',
+  );
+  const bWorkloads = `${b.cgroup}/ocs.slice/${space.id}.space/workloads.slice`;
+  const moved = await until('the container to run on B', () => containerPid(bWorkloads));
+  assert.equal((await sB.containers.get('writer')).state, 'running', 'the container runs on B');
+  assert.equal(readFileSync(`/proc/${moved.pid}/root/tmp/m`, 'utf8').trim(), m.root, 'its root filesystem moved');
+  assert.equal(readFileSync(`/proc/${moved.pid}/root/data/v`, 'utf8').trim(), m.vol, 'its volume moved');
+  // The files belong to B's ids for the space now (A's were 200000 and up; B's are 300000 and up).
+  const uidOnB = statSync(`/proc/${moved.pid}/root/data/v`).uid;
+  assert.ok(uidOnB >= 300_000, `the volume's file is owned by ${uidOnB}, one of B's ids`);
+  mark('unlocked on b');
+  // A backup of the moved space, locked: the archive holds none of the markers.
+  await b.client.spaces.lock(space.id);
+  const backup = '/var/tmp/ocs-moved.ocsa';
+  await saveArchive(await b.client.spaces.export(space.id), backup, owner);
+  for (const [what, marker] of Object.entries(m))
+    assert.equal(rawContains(backup, Buffer.from(marker)), false, `the ${what} marker is in the backup`);
+  report.backupBytes = statSync(backup).size;
+  mark('backed up');
+  // Locked on B: B's pool disk holds no marker either.
+  sh('zpool', 'sync', b.pool);
+  for (const [what, marker] of Object.entries(m))
+    assert.equal(rawContains(b.disk, Buffer.from(marker)), false, `the ${what} marker is on B's raw pool disk`);
+  mark('scanned b');
+
+  // --- Destroy: nothing of the space is left on B.
+  await b.client.spaces.destroy(space.id);
   mark('destroyed');
-  const datasets = sh('zfs', 'list', '-H', '-o', 'name', '-r', POOL).split('\n');
+  const datasets = sh('zfs', 'list', '-H', '-o', 'name', '-r', b.pool).split('\n');
   assert.deepEqual(
     datasets.filter((d) => d.includes(space.id)),
     [],
     'datasets left',
   );
-  assert.equal(existsSync(`${CG}${spaceCg}`), false, 'the space cgroup is gone');
+  assert.equal(existsSync(`${CG}${b.cgroup}/ocs.slice/${space.id}.space`), false, 'the space cgroup is gone');
   assert.deepEqual(pidsIn(space.id), [], 'processes left');
   assert.deepEqual(
     readFileSync('/proc/self/mountinfo', 'utf8')
@@ -336,8 +399,23 @@ async function main(): Promise<Record<string, unknown>> {
     [],
     'mounts left',
   );
-  assert.equal(existsSync(`/run/ocs/e/${space.id}`), false, 'run directory left');
+  assert.equal(existsSync(`/run/ocs-b/e/${space.id}`), false, 'run directory left');
   report.datasetsAfter = datasets;
+
+  // --- The backup restored on A, as a fork: the file and the volume are back under A's ids.
+  const fork = await c.spaces.restore(backup, { leaseSeconds: 3600, name: 'fork' });
+  assert.notEqual(fork.id, space.id);
+  await c.spaces.unlock(fork.id, wrappedKey);
+  const sF = c.space(fork.id);
+  assert.ok(
+    (await sF.files.list()).files.some((f) => f.name === 'marker' && f.sizeBytes === m.file.length * 2048),
+    'the file is in the restored fork',
+  );
+  await c.spaces.destroy(fork.id);
+  rmSync(backup);
+  mark('restored on a');
+  sh('systemctl', 'stop', b.unit);
+  assert.equal(sh('systemctl', 'show', '-p', 'Result', '--value', b.unit), 'success');
 
   // --- Stop: the service ends cleanly; nothing above its group was touched.
   sh('systemctl', 'stop', UNIT);
@@ -356,7 +434,10 @@ try {
 } catch (err) {
   console.log(`NODE-SERVICE FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   try {
-    console.log(execFileSync('journalctl', ['-u', UNIT, '--no-pager', '-n', '150', '-o', 'cat'], { encoding: 'utf8' }));
+    for (const unit of [UNIT, B_UNIT])
+      console.log(
+        execFileSync('journalctl', ['-u', unit, '--no-pager', '-n', '150', '-o', 'cat'], { encoding: 'utf8' }),
+      );
     // The engines' own words stay in the space (the daemon logs no tenant content); this guest is thrown away.
     console.log(
       execFileSync(

@@ -10,7 +10,8 @@
  *    this passes only if they ran;
  * 2. the at-rest check on a pool of its own disk, read from the host once the guest has locked
  *    the space and exported the pool;
- * 3. the daemon as the systemd unit we ship (e2e/src/guest-node-service.ts), on a third disk.
+ * 3. the daemon as the systemd unit we ship (e2e/src/guest-node-service.ts), on a third disk,
+ *    and a second one on a fourth, to which the space moves as a raw ZFS stream.
  * A step that fails does not stop the next. Times go to the diagnostics (the closing note
  * quotes them).
  */
@@ -49,7 +50,7 @@ step conformance '
   OCS_REQUIRE_KERNEL=zfs,cgroup-v2 OCS_CGROUP2_ROOT="$OCS_GUEST_CGROUP" node scripts/test.mjs storage/zfs. cgroups/v2.
 '
 step at-rest 'node e2e/dist/guest-zfs-at-rest.js /dev/disk/by-id/virtio-rest ${atRest.space} ${atRest.volume} ${atRest.control}'
-step service 'node e2e/dist/guest-node-service.js /dev/disk/by-id/virtio-service /run/ocs-guest/busybox.tar'
+step service 'node e2e/dist/guest-node-service.js /dev/disk/by-id/virtio-service /run/ocs-guest/busybox.tar /dev/disk/by-id/virtio-service-b'
 `;
 
 before(async () => {
@@ -60,6 +61,7 @@ before(async () => {
       disks: [
         { name: 'rest', bytes: 512 * 1024 ** 2 },
         { name: 'service', bytes: 512 * 1024 ** 2 },
+        { name: 'service-b', bytes: 512 * 1024 ** 2 },
       ],
       files: { 'busybox.tar': tar },
       timeoutSeconds: 40 * 60,
@@ -115,7 +117,7 @@ test('at rest on ZFS: once locked, neither the space nor its volume shows in the
   assert.equal(rawContains(disk, Buffer.from(atRest.volume)), false, "the volume's marker is on the raw disk");
 });
 
-test('the node as the systemd service we ship, on ZFS and cgroup v2: a space, its container and its data, locked (nothing on the raw pool disk), unlocked, destroyed', (t) => {
+test('the node as the systemd service we ship, on ZFS and cgroup v2: a space, its container and its data, locked (nothing on the raw pool disk), unlocked, moved to a second node as a raw send (running there, nothing on its raw disk or in its backup), destroyed, its backup restored', (t) => {
   const { log } = ran('service');
   const line = /NODE-SERVICE (\{.*\})/.exec(log);
   assert.ok(line, log);

@@ -145,8 +145,9 @@ export function progressBar(label: string): { update(sent: number, total: number
       if (!tty || (now - last < 100 && sent < total)) return;
       last = now;
       const rate = sent / Math.max(0.001, (now - start) / 1000);
-      const pct = total > 0 ? Math.floor((sent / total) * 100) : 100;
-      process.stderr.write(`\r${label}  ${mib(sent)} / ${mib(total)} MiB  ${pct}%  ${mib(rate)} MiB/s   `);
+      // A total of 0: not known until the end (a ZFS space's send stream).
+      const of = total > 0 ? ` / ${mib(total)} MiB  ${Math.floor((sent / total) * 100)}%` : ' MiB';
+      process.stderr.write(`\r${label}  ${mib(sent)}${of}  ${mib(rate)} MiB/s   `);
     },
     done() {
       if (tty) process.stderr.write('\n');

@@ -31,7 +31,7 @@ export interface SavedArchive {
 /**
  * Reads `stream` (a node's `GET …/archive`) into `file` (a new file, 0600; never replaces one), checking it as it
  * comes, then appends the owner's signature. `onProgress` gets the bytes received and the image's
- * size once the head told it.
+ * size once the head told it (0 while unknown, and for a ZFS space's send stream).
  */
 export async function saveArchive(
   stream: Readable,
@@ -50,7 +50,9 @@ export async function saveArchive(
       reader.push(new Uint8Array(b.buffer, b.byteOffset, b.length));
       await fh.write(b);
       bytes += b.length;
-      onProgress?.(bytes, reader.headSeen?.image.bytes ?? 0);
+      // A ZFS space's send stream has a bound, not a size: its total is not known until the end.
+      const head = reader.headSeen;
+      onProgress?.(bytes, head && head.backend !== 'zfs' ? head.image.bytes : 0);
     }
     const summary = reader.finish();
     const signature = owner.sign(archiveSigningInput(summary.headBytes, summary.tailBytes, nativeHashes));

@@ -31,16 +31,23 @@ export function shiftedId(id: number, shifts: readonly IdShift[]): number | unde
 }
 
 /**
- * Walks `root` depth first, never following a link and never leaving `root`'s filesystem, and
- * gives each entry whose uid or gid lies in a shift's `from` range its new id (lchown: a link's
- * own owner, not its target's). Safe to run again after a crash halfway. Shifts of identical
+ * Walks `root` depth first, never following a link and never leaving `root`'s filesystem (or
+ * those of `mounts`), and gives each entry whose uid or gid lies in a shift's `from` range its
+ * new id (lchown: a link's own owner, not its target's). Safe to run again after a crash halfway. Shifts of identical
  * ranges are no-ops and may be passed.
  */
-export async function remapOwnership(root: string, shifts: readonly IdShift[]): Promise<RemapResult> {
+export async function remapOwnership(
+  root: string,
+  shifts: readonly IdShift[],
+  /** Filesystems mounted below `root` that are the space's too (ZFS: its data and volume datasets): walked as well. */
+  o: { mounts?: readonly string[] } = {},
+): Promise<RemapResult> {
   const moving = shifts.filter((s) => s.from !== s.to && s.count > 0);
   const result: RemapResult = { seen: 0, changed: 0 };
   if (moving.length === 0) return result;
   const top = await lstat(root);
+  const devices = new Set([top.dev]);
+  for (const m of o.mounts ?? []) devices.add((await lstat(m)).dev);
   const visit = async (path: string, st: Awaited<ReturnType<typeof lstat>>): Promise<void> => {
     result.seen++;
     const uid = shiftedId(Number(st.uid), moving);
@@ -57,7 +64,7 @@ export async function remapOwnership(root: string, shifts: readonly IdShift[]): 
     for await (const e of dir) {
       const child = join(path, e.name);
       const cst = await lstat(child);
-      if (cst.dev !== top.dev) continue;
+      if (!devices.has(cst.dev)) continue;
       await visit(child, cst);
     }
   };

@@ -23,7 +23,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isOcsError, isOutOfSpace, type ErrorCode } from '@ocs/protocol';
 import { run } from '#src/exec.js';
-import type { StorageDriver } from '#src/storage/types.js';
+import {
+  readsImages,
+  receivesImages,
+  type ImageReceiver,
+  type StorageDriver,
+  type StorageImage,
+} from '#src/storage/types.js';
 
 /** A driver on scratch storage, plus the backend-specific views the suite needs. */
 export interface ConformanceSubject {
@@ -100,6 +106,37 @@ async function syncAndDropCaches(): Promise<void> {
 /** Permission bits of each path, as `{ path: '0700' }`, so a failure names every path that is off. */
 function modesOf(paths: string[]): Record<string, string> {
   return Object.fromEntries(paths.map((p) => [p, (statSync(p).mode & 0o7777).toString(8).padStart(4, '0')]));
+}
+
+/**
+ * Copies an image into a receiver, chunk by chunk and in order (what an archive does, without
+ * the archive), letting `alter` change a chunk on the way; says whether any chunk held `needles`.
+ */
+async function copyImage(
+  from: StorageImage,
+  to: ImageReceiver,
+  needles: Buffer[],
+  alter?: (chunk: Uint8Array, at: number) => void,
+): Promise<{ bytes: number; found: boolean }> {
+  let at = 0;
+  let found = false;
+  for (;;) {
+    const chunk = new Uint8Array(Math.min(4 * MiB, from.bytes - at));
+    let n = 0;
+    while (n < chunk.length) {
+      const k = await from.read(chunk.subarray(n), at + n);
+      if (k === 0) break;
+      n += k;
+    }
+    if (n === 0) break;
+    const piece = chunk.subarray(0, n);
+    found ||= needles.some((m) => Buffer.from(piece).includes(m));
+    alter?.(piece, at);
+    await to.write(piece, at);
+    at += n;
+    if (at >= from.bytes) break;
+  }
+  return { bytes: at, found };
 }
 
 function marker(): Buffer {
@@ -368,6 +405,71 @@ export function storageConformance(
       await d.destroyVolume(id, 'v1'); // idempotent
       assert.equal(existsSync(path), false);
       await assert.rejects(d.unlockVolume(id, 'v1', volKey), rejectsWith('not_found'));
+    });
+
+    void test('an image of a locked space holds no plaintext; received as a new space it opens with the same keys, its volume under a new id', async (t) => {
+      if (!readsImages(d) || !receivesImages(d)) return t.skip(`the ${name} driver neither reads nor receives images`);
+      const copy = `ct-${randomBytes(4).toString('hex')}`;
+      const bad = `ct-${randomBytes(4).toString('hex')}`;
+      const { path } = await d.createVolume(id, 'img', MiB, volKey);
+      writeSynced(join(path, 'marker.bin'), markerFile(volMarker));
+      await assert.rejects(d.openImage(id), rejectsWith('space_unlocked'), 'an open space has no image');
+      await d.lock(id);
+
+      const started = Date.now();
+      const image = await d.openImage(id);
+      made.add(copy);
+      let copied: { bytes: number; found: boolean };
+      try {
+        const receiver = await d.receiveImage(copy, image.bytes, size);
+        copied = await copyImage(image, receiver, [spaceMarker, volMarker]);
+        await receiver.commit();
+      } finally {
+        await image.close();
+      }
+      t.diagnostic(`image of ${copied.bytes} bytes copied and checked in ${Date.now() - started} ms`);
+      assert.equal(copied.found, false, 'a marker is in the image');
+      assert.ok((await d.list()).includes(copy));
+      assert.equal((await d.info(copy)).unlocked, false, 'a received space is locked');
+      await assert.rejects(d.unlock(copy, wrong), rejectsWith('unwrap_failed'));
+      await d.unlock(copy, key);
+      const info = await d.info(copy);
+      assert.deepEqual(readFileSync(join(info.mountpoint, 'marker.bin')), markerFile(spaceMarker));
+      await d.renameVolume(copy, 'img', 'img2');
+      await d.renameVolume(copy, 'img', 'img2'); // idempotent
+      await d.unlockVolume(copy, 'img2', volKey);
+      assert.deepEqual(readFileSync(join(d.volumePath(copy, 'img2'), 'marker.bin')), markerFile(volMarker));
+      assert.equal(existsSync(d.volumePath(copy, 'img')), false, 'the old volume path is gone');
+      await d.destroy(copy);
+      made.delete(copy);
+      assert.deepEqual(await s.leftovers(copy), []);
+
+      // Altered on the way (its start: ext4's superblock and group descriptors, a stream's
+      // first records): refused with the archive's code, and nothing of it stays.
+      const again = await d.openImage(id);
+      made.add(bad);
+      try {
+        const receiver = await d.receiveImage(bad, again.bytes, size);
+        await assert.rejects(
+          (async () => {
+            await copyImage(again, receiver, [], (chunk, at) => {
+              if (at === 0) for (let i = 1024; i < Math.min(8192, chunk.length); i++) chunk[i]! ^= 0xff;
+            });
+            await receiver.commit();
+          })(),
+          rejectsWith('archive_filesystem_invalid'),
+        );
+        await receiver.abort();
+      } finally {
+        await again.close();
+      }
+      await d.destroy(bad);
+      made.delete(bad);
+      assert.deepEqual(await s.leftovers(bad), []);
+      assert.equal((await d.list()).includes(bad), false);
+      await d.unlock(id, key);
+      await d.unlockVolume(id, 'img', volKey);
+      await d.destroyVolume(id, 'img');
     });
 
     void test('destroy leaves nothing behind and is idempotent', async (t) => {

@@ -340,7 +340,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     maxLeaseSeconds: config.spaces.maxLeaseSeconds,
     ...(networks ? { published: (id: string) => networks.published(id) } : {}),
     workloadRows,
-    remapFiles: async (row, root, from) => {
+    remapFiles: async (row, root, from, mounts) => {
       const ids = { uidBase: config.spaces.uidBase, ...config.workloads.containers };
       const subids = repo.workloadIds(row.id, spaceWorkloadIds(ids, row.uid)).idMap;
       const shifts: IdShift[] = [
@@ -356,7 +356,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
             ]
           : []),
       ];
-      const r = await remapOwnership(root, shifts);
+      const r = await remapOwnership(root, shifts, { mounts });
       logger.info({ spaceId: row.id, ...r }, 'restored space: file owners mapped to this node');
     },
   });

@@ -14,7 +14,10 @@
  * ```
  *
  * Data frames hold the image's chunks in increasing offsets; a chunk of zeros is left out (the
- * image is sparse: a 10 GiB space holding 100 MiB sends about 100 MiB). The tail's digest chains
+ * image is sparse: a 10 GiB space holding 100 MiB sends about 100 MiB). On ZFS the "image" is a
+ * raw send stream (`zfs send -w`: the blocks as encrypted on disk), which has no holes to skip and
+ * whose length is known only at its end: its chunks follow each other with no gap, and
+ * `head.image.bytes` is an upper bound ({@link archiveImageBytes}). The tail's digest chains
  * every frame's offset and digest, so a frame dropped, repeated, moved or altered is found; the
  * signatures cover the head's and the tail's exact bytes, so together they cover everything.
  * Nothing here opens the data: the space key stays wrapped to its owner, outside the archive.
@@ -36,6 +39,17 @@ export const ARCHIVE_CHUNK_BYTES = 4 * 1024 * 1024;
 const MAX_JSON_FRAME = 1024 * 1024;
 const FRAME_HEADER = 5;
 const DATA_PREFIX = 8 + 32;
+
+/**
+ * `head.image.bytes` of a space of `storageBytes` on `backend`: one rule for the node that writes an
+ * archive and the node that reads it. fscrypt: the image file, exactly (whole 4 KiB blocks). ZFS:
+ * a bound on the send stream, which holds the space's blocks (at most its quota) and a record
+ * header per block and file; twice the quota and 16 MiB leave room for a space of small files.
+ */
+export function archiveImageBytes(backend: 'fscrypt' | 'zfs', storageBytes: number): number {
+  const blocks = Math.floor(storageBytes / 4096) * 4096;
+  return backend === 'zfs' ? 2 * blocks + 16 * 1024 * 1024 : blocks;
+}
 
 const Uint = (max = Number.MAX_SAFE_INTEGER) => Type.Integer({ minimum: 0, maximum: max });
 const MAX_ID = 2 ** 32 - 2;
@@ -183,6 +197,8 @@ export class ArchiveWriter {
   private chunks = 0;
   private dataBytes = 0;
   private last = -1;
+  /** A send stream (ZFS): every chunk goes out, zeros too, since its length is its own. */
+  private stream = false;
   /** The head's framed payload, for a signature made at the end. */
   headBytes: Uint8Array = new Uint8Array();
 
@@ -191,6 +207,7 @@ export class ArchiveWriter {
   }
 
   start(head: ArchiveHead): Uint8Array {
+    this.stream = head.backend === 'zfs';
     this.headBytes = new TextEncoder().encode(JSON.stringify(head));
     const out = new Uint8Array(ARCHIVE_MAGIC.length + 1);
     out.set(ARCHIVE_MAGIC);
@@ -202,7 +219,7 @@ export class ArchiveWriter {
   chunk(offset: number, data: Uint8Array): Uint8Array | undefined {
     if (offset <= this.last) throw new Error('chunks go in increasing offsets');
     this.last = offset;
-    if (isZero(data)) return undefined;
+    if (!this.stream && isZero(data)) return undefined;
     const h = this.sha256('sha-256');
     h.update(data);
     const digest = h.digest();
@@ -268,6 +285,8 @@ export class ArchiveReader {
   private chunks = 0;
   private dataBytes = 0;
   private last = -1;
+  /** Where the data so far ends: a send stream's next chunk starts exactly there. */
+  private end = 0;
 
   constructor(private readonly sha256: HashFactory) {
     this.chain = sha256('sha-256');
@@ -407,6 +426,8 @@ export class ArchiveReader {
     const data = payload.subarray(DATA_PREFIX);
     if (offset % head.image.chunkBytes !== 0 || offset <= this.last || offset + data.length > head.image.bytes)
       throw corrupt(`a chunk at offset ${offset} is out of place`);
+    if (head.backend === 'zfs' && offset !== this.end)
+      throw corrupt(`the send stream has a gap before offset ${offset}`);
     const digest = payload.subarray(8, DATA_PREFIX);
     const h = this.sha256('sha-256');
     h.update(data);
@@ -416,6 +437,7 @@ export class ArchiveReader {
     this.chain.update(u64(offset));
     this.chain.update(actual);
     this.last = offset;
+    this.end = offset + data.length;
     this.chunks++;
     this.dataBytes += data.length;
     return { offset, data };

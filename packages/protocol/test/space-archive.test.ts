@@ -123,3 +123,34 @@ test('a frame length over its limit is refused before it is buffered', () => {
   const r = new ArchiveReader(nobleHashes);
   refusedAs('archive_malformed', () => r.push(huge));
 });
+
+test("a ZFS send stream's chunks all go out, zeros too, and any gap in it is refused", () => {
+  const img = image(); // its second chunk is zeros: part of a stream, not a hole
+  const zfs = (bytes: number): ArchiveHead => ({ ...head(bytes), backend: 'zfs' });
+  const w = new ArchiveWriter(nobleHashes);
+  const parts = [w.start(zfs(2 * img.length))]; // a bound, not the stream's length
+  for (let at = 0; at < img.length; at += CHUNK) parts.push(w.chunk(at, img.subarray(at, at + CHUNK))!);
+  assert.ok(parts.every(Boolean), 'no chunk is left out');
+  parts.push(w.end().frame);
+  const { out, chunks, summary } = read(concatBytes(...parts), 2 * img.length);
+  assert.equal(chunks.length, 5);
+  assert.equal(summary.tail.dataBytes, img.length, "the tail says the stream's length");
+  assert.deepEqual(out.subarray(0, img.length), img);
+  // The chunk of zeros left out (as a file's image would): a gap, refused.
+  const g = new ArchiveWriter(nobleHashes);
+  const gap = [g.start(head(img.length)), g.chunk(0, img.subarray(0, CHUNK))!];
+  g.chunk(CHUNK, img.subarray(CHUNK, 2 * CHUNK)); // zeros: a fscrypt writer drops it
+  gap.push(g.chunk(2 * CHUNK, img.subarray(2 * CHUNK, 3 * CHUNK))!, g.end().frame);
+  const asZfs = (bytes: Uint8Array) => {
+    // The same frames under a zfs head of the same size: only the head's backend differs.
+    const h = new TextEncoder().encode(JSON.stringify(zfs(img.length)));
+    const frame = new Uint8Array(5 + h.length);
+    frame[0] = 0x48;
+    new DataView(frame.buffer).setUint32(1, h.length);
+    frame.set(h, 5);
+    const oldHead = 5 + 5 + new DataView(bytes.buffer, bytes.byteOffset + 6, 4).getUint32(0);
+    return concatBytes(bytes.subarray(0, 5), frame, bytes.subarray(oldHead));
+  };
+  read(concatBytes(...gap), img.length); // fine as a file's image
+  refusedAs('archive_corrupt', () => read(asZfs(concatBytes(...gap)), img.length));
+});

@@ -276,7 +276,8 @@ export function spaceCommands(program: Command, run: Run): void {
           file: saved.file,
           wrappedKeyFile: wrappedKeyFile(saved.file),
           bytes: saved.bytes,
-          imageBytes: saved.head.image.bytes,
+          // A ZFS space's send stream is as long as what arrived; an fscrypt image has its size.
+          imageBytes: saved.head.backend === 'zfs' ? saved.tail.dataBytes : saved.head.image.bytes,
           chunks: saved.tail.chunks,
           seconds: (Date.now() - started) / 1000,
           unlockedAgain: wasActive,
@@ -286,7 +287,7 @@ export function spaceCommands(program: Command, run: Run): void {
           result,
           () =>
             `${spaceId}: ${formatBytes(saved.bytes)} written to ${saved.file} ` +
-            `(its ${formatBytes(saved.head.image.bytes)} image as ciphertext; signed with your key)` +
+            `(its ${formatBytes(result.imageBytes)} ${saved.head.backend === 'zfs' ? 'raw send stream' : 'image'} as ciphertext; signed with your key)` +
             (wasActive ? '; unlocked again' : '') +
             `\nits wrapped key (only your key opens it): ${wrappedKeyFile(saved.file)}`,
         );

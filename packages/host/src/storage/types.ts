@@ -63,7 +63,13 @@ export interface ImageSource {
 
 /** A locked space's image, open for reading. */
 export interface StorageImage {
+  /** The image's size; for a `stream`, a bound it stays under (`archiveImageBytes`). */
   bytes: number;
+  /**
+   * A stream (ZFS's raw send) rather than a file: read in order from 0, each read where the one
+   * before ended, its length known when a read returns 0. Its chunks go out whole, zeros too.
+   */
+  stream?: boolean;
   /** Reads up to `into.length` bytes at `position`; returns how many (0 at the end). */
   read(into: Uint8Array, position: number): Promise<number>;
   close(): Promise<void>;
@@ -76,11 +82,11 @@ export interface StorageImage {
  */
 export interface ImageSink {
   /**
-   * Starts receiving an image of `bytes` for the new space `id` (no storage of that id may
-   * exist). Until `commit` or `abort` the space's storage is neither listed as usable nor
-   * mountable; `destroy(id)` removes it too.
+   * Starts receiving an image of `bytes` (a stream's bound) for the new space `id` of
+   * `sizeBytes` of storage (no storage of that id may exist). Until `commit` or `abort` the
+   * space's storage is neither usable nor mountable; `destroy(id)` removes it too.
    */
-  receiveImage(id: string, bytes: number): Promise<ImageReceiver>;
+  receiveImage(id: string, bytes: number, sizeBytes: number): Promise<ImageReceiver>;
   /**
    * Gives a restored space's volume its new id (a fork's workloads get ids of their own), with
    * what the backend keeps of it by id. Idempotent: a volume already renamed is left as it is.
@@ -88,7 +94,7 @@ export interface ImageSink {
   renameVolume(id: string, from: string, to: string): Promise<void>;
 }
 
-/** An image being received: written at offsets, then checked and kept, or dropped. */
+/** An image being received: written at offsets (a stream's in order, each where the one before ended), then checked and kept, or dropped. */
 export interface ImageReceiver {
   write(data: Uint8Array, position: number): Promise<void>;
   /** Flushes the image, checks its filesystem (`archive_filesystem_invalid`), and makes it the space's storage, locked. */

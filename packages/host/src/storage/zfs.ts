@@ -20,7 +20,7 @@
  */
 import { chmodSync, mkdirSync, readdirSync, rmdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { OcsError } from '@ocs/protocol';
+import { OcsError, archiveImageBytes } from '@ocs/protocol';
 import { CommandError, run as defaultRun, type Runner } from '../exec.js';
 import {
   assertId,
@@ -28,9 +28,14 @@ import {
   assertSize,
   MIN_SPACE_BYTES,
   MIN_VOLUME_BYTES,
+  type ImageReceiver,
+  type ImageSink,
+  type ImageSource,
   type SpaceStorageInfo,
   type StorageDriver,
+  type StorageImage,
 } from './types.js';
+import { readCommand, writeCommand } from './zfs-stream.js';
 import { KeyedLock } from '../keyed-lock.js';
 import { Revert } from '../revert.js';
 
@@ -47,6 +52,18 @@ export interface ZfsDriverOptions {
 const POOL_RE = /^[A-Za-z0-9][A-Za-z0-9_.:-]*(\/[A-Za-z0-9_.:-]+)*$/;
 const ROOT_RE = /^\/[A-Za-z0-9._/+-]*$/;
 const ENCRYPTION = ['-o', 'encryption=aes-256-gcm', '-o', 'keyformat=raw', '-o', 'keylocation=prompt'];
+/** The snapshot an export sends (one per space, shared by exports of the same locked space). */
+const EXPORT_SNAPSHOT = 'ocs-export';
+/**
+ * What `zfs receive` sets on a received space, whatever its stream says: its mountpoint (and its
+ * children's, inherited) is this node's, nothing of it is setuid, a device, shared or zoned. The
+ * stream's other properties are checked or set after it is received (see `ZfsStorageDriver.receiveImage`).
+ */
+const RECEIVED_PROPERTIES = (mp: string) => [
+  ...['-o', `mountpoint=${mp}`, '-o', 'setuid=off', '-o', 'devices=off'],
+  ...['-o', 'acltype=posixacl', '-o', 'xattr=sa'],
+  ...['-x', 'sharenfs', '-x', 'sharesmb', '-x', 'zoned', '-x', 'overlay'],
+];
 
 /** Makes `dir` (if missing) and gives it exactly `mode`. Every directory above it is root's: no link can be swapped in. */
 function dirWithMode(dir: string, mode: number): void {
@@ -63,9 +80,13 @@ function isWrongKey(e: unknown): boolean {
 }
 
 /** The ZFS backend (see the module comment for the dataset layout). */
-export class ZfsStorageDriver implements StorageDriver {
+export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink {
   readonly kind = 'zfs' as const;
   private readonly parent: string;
+  /** Where restored spaces are received, each in a container of its own bounded by a quota. */
+  private readonly incoming: string;
+  /** Exports under way per space: the last one to close destroys the snapshot they share. */
+  private readonly exports = new Map<string, number>();
   private readonly root: string;
   private readonly run: Runner;
   private readonly mutex = new KeyedLock();
@@ -76,6 +97,7 @@ export class ZfsStorageDriver implements StorageDriver {
     if (!ROOT_RE.test(root))
       throw new Error(`storage root ${JSON.stringify(root)} must be an absolute path of [A-Za-z0-9._/+-]`);
     this.parent = `${opts.pool}/ocs`;
+    this.incoming = `${opts.pool}/ocs-incoming`;
     this.root = root;
     this.run = opts.run ?? defaultRun;
   }
@@ -189,6 +211,9 @@ export class ZfsStorageDriver implements StorageDriver {
         await this.closeTree(ds);
         await this.run('zfs', ['destroy', '-r', ds]);
       }
+      // An image received only in part (a restore cut short, a daemon killed meanwhile).
+      const incoming = `${this.incoming}/${id}`;
+      if (await this.exists(incoming)) await this.run('zfs', ['destroy', '-r', incoming]);
       removeEmptyDirs(this.mountpoint(id));
     });
   }
@@ -202,7 +227,8 @@ export class ZfsStorageDriver implements StorageDriver {
   }
 
   async list(): Promise<string[]> {
-    const names = await this.children(this.parent);
+    // Images received in part count too: reconciliation removes those of no space.
+    const names = [...new Set([...(await this.children(this.parent)), ...(await this.children(this.incoming))])];
     return names.filter((n) => {
       try {
         assertId(n);
@@ -287,7 +313,206 @@ export class ZfsStorageDriver implements StorageDriver {
     // Nothing of its own: datasets belong to spaces.
   }
 
+  /**
+   * A locked space as a raw replication stream (`zfs send -w -R`) of a snapshot of its datasets:
+   * the blocks exactly as encrypted on disk, the encryption roots and their wrapped keys, and no
+   * key loaded to make it. `bytes` is the stream's bound (`archiveImageBytes`).
+   */
+  async openImage(id: string): Promise<StorageImage> {
+    assertId(id);
+    const ds = this.ds(id);
+    const snapshot = `${ds}@${EXPORT_SNAPSHOT}`;
+    const quota = await this.mutex.run(id, async () => {
+      await this.requireExists(id);
+      const p = await this.props(ds, ['keystatus', 'quota']);
+      if (p.keystatus === 'available')
+        throw new OcsError('space_unlocked', "the space's storage is open: lock the space first");
+      const open = this.exports.get(id) ?? 0;
+      if (open === 0) {
+        // One left by an export a crash cut short would be sent too (-R sends every snapshot).
+        await this.destroySnapshots(ds, EXPORT_SNAPSHOT);
+        await this.run('zfs', ['snapshot', '-r', snapshot]);
+      }
+      this.exports.set(id, open + 1);
+      return Number(p.quota);
+    });
+    const send = readCommand('zfs', ['send', '-w', '-R', snapshot]);
+    let position = 0;
+    let closed = false;
+    return {
+      bytes: archiveImageBytes('zfs', quota),
+      stream: true,
+      read: async (into, at) => {
+        if (at !== position) throw new Error(`a send stream is read in order: ${at} asked, ${position} next`);
+        const n = await send.read(into);
+        position += n;
+        return n;
+      },
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        await send.close();
+        await this.mutex.run(id, async () => {
+          const left = (this.exports.get(id) ?? 1) - 1;
+          if (left > 0) return void this.exports.set(id, left);
+          this.exports.delete(id);
+          await this.destroySnapshots(ds, EXPORT_SNAPSHOT);
+        });
+      },
+    };
+  }
+
+  /**
+   * Receives a raw replication stream as the new space `id`, into a container of its own under
+   * <pool>/ocs-incoming whose quota bounds what the stream can write. The stream is untrusted:
+   * `zfs receive` overrides the properties that reach the host (RECEIVED_PROPERTIES); `commit`
+   * then checks that the datasets are a space's and nothing else (the layout in the module
+   * comment, every one encrypted, no volume, device or clone), sets the keys' location, quota and
+   * reservation itself, drops the stream's snapshots, and only then moves the space under
+   * <pool>/ocs, locked. Nothing of it is mounted before (`-u`; and no key is loaded).
+   */
+  async receiveImage(id: string, bytes: number, sizeBytes: number): Promise<ImageReceiver> {
+    assertId(id);
+    assertSize(sizeBytes, MIN_SPACE_BYTES);
+    if (bytes !== archiveImageBytes('zfs', sizeBytes))
+      throw new OcsError('archive_malformed', "the archive's stream bound does not match its storage size");
+    const container = `${this.incoming}/${id}`;
+    const received = `${container}/space`;
+    const mp = this.mountpoint(id);
+    const refused = (why: string) =>
+      new OcsError('archive_filesystem_invalid', `the archive's ZFS stream is not a space's: ${why}`);
+    const sink = await this.mutex.run(id, async () => {
+      if ((await this.exists(this.ds(id))) || (await this.exists(container)))
+        throw new OcsError('conflict', 'storage for this space already exists');
+      if (!(await this.exists(this.incoming)))
+        await this.run('zfs', ['create', '-o', 'canmount=off', '-o', 'mountpoint=none', this.incoming]);
+      await this.run('zfs', [
+        'create',
+        ...['-o', 'canmount=off', '-o', 'mountpoint=none', '-o', `quota=${bytes}`],
+        container,
+      ]);
+      return writeCommand('zfs', ['receive', '-u', ...RECEIVED_PROPERTIES(mp), received]);
+    });
+    let position = 0;
+    let writing: Promise<void> = Promise.resolve();
+    const abort = async () => {
+      await sink.kill();
+      await this.mutex.run(id, async () => {
+        if (await this.exists(container)) await this.run('zfs', ['destroy', '-r', container]);
+      });
+    };
+    return {
+      // Chunks arrive checked and in order, a few writes in flight: each waits for the one before.
+      write: (data, at) => {
+        const w = writing.then(async () => {
+          if (at !== position) throw new OcsError('archive_corrupt', `the send stream has a gap before ${at}`);
+          if (at + data.length > bytes) throw new OcsError('archive_corrupt', 'the send stream is over its bound');
+          position += data.length;
+          await sink.write(data).catch((err: unknown) => {
+            throw refused(zfsWords(err));
+          });
+        });
+        writing = w.catch(() => undefined);
+        return w;
+      },
+      commit: async () => {
+        await writing;
+        await sink.end().catch((err: unknown) => {
+          throw refused(zfsWords(err));
+        });
+        await this.mutex.run(id, async () => {
+          const tree = await this.checkReceived(received, refused);
+          for (const root of tree.roots) await this.run('zfs', ['set', 'keylocation=prompt', root]);
+          for (const snap of tree.snapshots) await this.destroySnapshots(received, snap);
+          await this.run('zfs', ['set', `quota=${sizeBytes}`, `reservation=${sizeBytes}`, received]);
+          if (!(await this.exists(this.parent)))
+            await this.run('zfs', ['create', '-o', 'canmount=off', '-o', 'mountpoint=none', this.parent]);
+          if (await this.exists(this.ds(id))) throw new OcsError('conflict', 'storage for this space already exists');
+          mkdirSync(this.root, { recursive: true, mode: 0o711 });
+          mkdirSync(join(this.root, 'mnt'), { recursive: true, mode: 0o711 });
+          dirWithMode(mp, 0o000); // what a locked space shows
+          await this.run('zfs', ['rename', received, this.ds(id)]);
+          await this.run('zfs', ['destroy', '-r', container]);
+        });
+      },
+      abort,
+    };
+  }
+
+  async renameVolume(id: string, from: string, to: string): Promise<void> {
+    assertId(id);
+    assertId(from, 'volumeId');
+    assertId(to, 'volumeId');
+    await this.mutex.run(id, async () => {
+      await this.requireUnlocked(await this.requireExists(id));
+      const [a, b] = [this.vol(id, from), this.vol(id, to)];
+      if (!(await this.exists(a)) || (await this.exists(b))) return;
+      // The new mountpoint first (a directory of the space's own dataset, mounted now), with
+      // the mode a locked volume shows; then the dataset, whose mountpoint follows its name.
+      const path = join(this.mountpoint(id), 'volumes', to);
+      dirWithMode(path, 0o700);
+      await this.closeTree(a);
+      await this.run('zfs', ['rename', a, b]);
+      removeEmptyDirs(join(this.mountpoint(id), 'volumes', from));
+    });
+  }
+
   // ---- internals ----
+
+  /** Destroys `<ds>@<name>` and the same snapshot of every child; none there is fine. */
+  private async destroySnapshots(ds: string, name: string): Promise<void> {
+    try {
+      await this.run('zfs', ['destroy', '-r', `${ds}@${name}`]);
+    } catch (e) {
+      if (!(e instanceof CommandError && /could not find any snapshots|does not exist/i.test(e.stderr))) throw e;
+    }
+  }
+
+  /**
+   * The received tree must be a space's and nothing more: `<top>`, `data` and `volumes` under
+   * the top's key, and each `volumes/<id>` its own encryption root, all filesystems, all
+   * encrypted with raw keys; snapshots are allowed (and dropped). Returns the encryption roots
+   * and the snapshot names.
+   */
+  private async checkReceived(
+    top: string,
+    refused: (why: string) => OcsError,
+  ): Promise<{ roots: string[]; snapshots: string[] }> {
+    const { stdout } = await this.run('zfs', [
+      'list',
+      '-H',
+      '-p',
+      '-r',
+      '-t',
+      'all',
+      '-o',
+      'name,type,encryption,keyformat,encryptionroot,origin',
+      top,
+    ]);
+    const roots: string[] = [];
+    const snapshots = new Set<string>();
+    const seen = new Set<string>();
+    for (const line of stdout.split('\n').filter(Boolean)) {
+      const [name = '', type, encryption, keyformat, root, origin] = line.split('\t');
+      if (type === 'snapshot') {
+        snapshots.add(name.slice(name.indexOf('@') + 1));
+        continue;
+      }
+      const rel = name === top ? '' : name.startsWith(`${top}/`) ? name.slice(top.length + 1) : undefined;
+      if (type !== 'filesystem' || rel === undefined) throw refused(`it holds a ${type} (${rel ?? name})`);
+      if (origin !== '-') throw refused(`${rel || 'its top'} is a clone`);
+      const volume = /^volumes\/([^/]+)$/.exec(rel)?.[1];
+      if (!['', 'data', 'volumes'].includes(rel) && !(volume && isId(volume))) throw refused(`it holds ${rel}`);
+      if (encryption === 'off' || keyformat !== 'raw')
+        throw refused(`${rel || 'its top'} is not encrypted with a raw key`);
+      const ownRoot = rel === '' || volume !== undefined;
+      if (root !== (ownRoot ? name : top)) throw refused(`${rel || 'its top'} is under another key than a space's`);
+      if (ownRoot) roots.push(name);
+      seen.add(rel);
+    }
+    for (const need of ['', 'data', 'volumes']) if (!seen.has(need)) throw refused(`it has no ${need || 'top'}`);
+    return { roots, snapshots: [...snapshots] };
+  }
 
   private async exists(ds: string): Promise<boolean> {
     try {
@@ -396,6 +621,21 @@ export class ZfsStorageDriver implements StorageDriver {
       root: this.mountpoint(id),
     };
   }
+}
+
+function isId(s: string): boolean {
+  try {
+    assertId(s);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** What `zfs` said, for a refusal: its first lines, no argv (a stream's words, not ours). */
+function zfsWords(err: unknown): string {
+  const words = err instanceof CommandError ? err.stderr : err instanceof Error ? err.message : String(err);
+  return words.split('\n').slice(0, 3).join(' ').slice(0, 300) || 'zfs receive failed';
 }
 
 /** Removes `dir` and the empty directories below it; stops at anything that is not empty (never deletes data). */

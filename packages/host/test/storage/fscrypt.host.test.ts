@@ -65,6 +65,8 @@ storageConformance('fscrypt', async () => {
       const image = sc.driver.imagePath(id);
       const found: string[] = [];
       if (existsSync(image)) found.push(image);
+      const incoming = image.replace(/\.img$/, '.incoming');
+      if (existsSync(incoming)) found.push(incoming);
       found.push(...(await loopsBackedBy(image)));
       found.push(
         ...mountsUnder(join(root, 'mnt')).filter(

@@ -8,15 +8,26 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, closeSync, openSync, ftruncateSync, statSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  closeSync,
+  openSync,
+  ftruncateSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isOcsError } from '@ocs/protocol';
+import { archiveImageBytes, isOcsError } from '@ocs/protocol';
 import { CommandError, run, type RunOptions, type Runner } from '#src/exec.js';
 import { kernelSkip } from '@ocs/host/testing/require-host';
 import { storageConformance } from '@ocs/host/testing/storage-conformance';
 import { parseMountinfo } from '#src/storage/loop.js';
 import { ZfsStorageDriver } from '#src/storage/zfs.js';
+import { readCommand } from '#src/storage/zfs-stream.js';
 
 interface FakeDs {
   props: Record<string, string>;
@@ -328,7 +339,9 @@ test('zfs argv logic (fake runner, not real ZFS): change-key with the old key pr
 
   z.calls.length = 0;
   await d.destroy('sp_three');
-  assert.deepEqual(z.calls.at(-1)?.args, ['destroy', '-r', 'tank/ocs/sp_three']);
+  assert.deepEqual(z.callsOf('destroy').at(-1)?.args, ['destroy', '-r', 'tank/ocs/sp_three']);
+  // And an image received in part, if there is one (here there is not: it is only looked for).
+  assert.deepEqual(z.calls.at(-1)?.args, ['list', '-H', '-o', 'name', 'tank/ocs-incoming/sp_three']);
   await d.destroy('sp_three');
   await assert.rejects(d.info('sp_three'), isCode('not_found'));
 });
@@ -363,16 +376,21 @@ const zfsAvailable =
   ));
 
 if (zfsAvailable) {
-  storageConformance('zfs', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'ocs-zfs-'));
+  /** A pool of its own on a sparse file in a new directory, and a driver on it. */
+  const scratchPool = async (name: string, bytes: number) => {
+    const dir = mkdtempSync(join(tmpdir(), `ocs-${name}-`));
     const vdev = join(dir, 'vdev.img');
     const fd = openSync(vdev, 'wx', 0o600);
-    ftruncateSync(fd, 512 * MiB);
+    ftruncateSync(fd, bytes);
     closeSync(fd);
-    const pool = `ocsct${randomBytes(4).toString('hex')}`;
+    const pool = `ocs${name.replace(/-/g, '')}${randomBytes(4).toString('hex')}`;
     await run('zpool', ['create', '-O', 'mountpoint=none', pool, vdev]);
     const root = join(dir, 'root');
-    const driver = new ZfsStorageDriver({ pool, root });
+    return { dir, vdev, pool, root, driver: new ZfsStorageDriver({ pool, root }) };
+  };
+
+  storageConformance('zfs', async () => {
+    const { dir, vdev, pool, root, driver } = await scratchPool('ct', 512 * MiB);
     return {
       driver,
       root,
@@ -382,14 +400,14 @@ if (zfsAvailable) {
         Number((await run('zfs', ['get', '-H', '-p', '-o', 'value', 'used', `${pool}/ocs/${id}`])).stdout.trim()),
       async leftovers(id) {
         const found: string[] = [];
-        const ds = `${pool}/ocs/${id}`;
-        if (
-          await run('zfs', ['list', '-H', '-o', 'name', ds]).then(
-            () => true,
-            () => false,
+        for (const ds of [`${pool}/ocs/${id}`, `${pool}/ocs-incoming/${id}`])
+          if (
+            await run('zfs', ['list', '-H', '-o', 'name', ds]).then(
+              () => true,
+              () => false,
+            )
           )
-        )
-          found.push(ds);
+            found.push(ds);
         const mp = join(root, 'mnt', id);
         found.push(
           ...parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8'))
@@ -404,6 +422,82 @@ if (zfsAvailable) {
         rmSync(dir, { recursive: true, force: true });
       },
     };
+  });
+
+  test("real ZFS: a received stream that is not a space's is refused and leaves nothing; one that is gets this node's properties, whatever it said", async () => {
+    const { dir, pool, root, driver: d } = await scratchPool('rv', 256 * MiB);
+    const size = 64 * MiB;
+    const zfs = (...args: string[]) => run('zfs', args);
+    const props = async (ds: string, names: string) =>
+      (await zfs('get', '-H', '-o', 'value', names, ds)).stdout.trim().split('\n');
+    /** Sends `snapshot` (raw when encrypted, with its children) into a receive of the new space `id`. */
+    const receive = async (id: string, snapshot: string) => {
+      const receiver = await d.receiveImage(id, archiveImageBytes('zfs', size), size);
+      const send = readCommand('zfs', ['send', '-w', '-R', snapshot]);
+      try {
+        const buf = new Uint8Array(1 << 20);
+        for (let at = 0, n; (n = await send.read(buf)) > 0; at += n) await receiver.write(buf.slice(0, n), at);
+        await receiver.commit();
+      } catch (err) {
+        await receiver.abort();
+        throw err;
+      } finally {
+        await send.close();
+      }
+    };
+    const leftIn = async (id: string) =>
+      (await zfs('list', '-H', '-o', 'name', '-r', pool)).stdout.split('\n').filter((n) => n.includes(id));
+    const keyFile = join(dir, 'key');
+    writeFileSync(keyFile, randomBytes(32), { mode: 0o600 });
+    const encrypted = ['-o', 'encryption=aes-256-gcm', '-o', 'keyformat=raw', '-o', `keylocation=file://${keyFile}`];
+    try {
+      // Not encrypted at all.
+      await zfs('create', '-o', 'canmount=off', `${pool}/src`);
+      await zfs('create', `${pool}/src/plain`);
+      await zfs('create', `${pool}/src/plain/data`);
+      await zfs('create', `${pool}/src/plain/volumes`);
+      await zfs('snapshot', '-r', `${pool}/src/plain@s`);
+      await assert.rejects(receive('sp-plain', `${pool}/src/plain@s`), isCode('archive_filesystem_invalid'));
+      assert.deepEqual(await leftIn('sp-plain'), []);
+      // Encrypted, but with a dataset a space does not have (and a zvol).
+      await zfs('create', ...encrypted, `${pool}/src/extra`);
+      for (const c of ['data', 'volumes', 'other']) await zfs('create', `${pool}/src/extra/${c}`);
+      await zfs('create', '-V', '4M', `${pool}/src/extra/volumes/zv`);
+      await zfs('snapshot', '-r', `${pool}/src/extra@s`);
+      await assert.rejects(receive('sp-extra', `${pool}/src/extra@s`), isCode('archive_filesystem_invalid'));
+      assert.deepEqual(await leftIn('sp-extra'), []);
+      // A space's layout whose properties point at the host: its data mounts over /tmp, setuid,
+      // its key read from a file, no quota. Received, every one of them is this node's.
+      await zfs('create', ...encrypted, '-o', 'quota=none', `${pool}/src/space`);
+      await zfs('create', '-o', 'mountpoint=/tmp/ocs-evil', '-o', 'setuid=on', `${pool}/src/space/data`);
+      await zfs('create', '-o', 'canmount=off', `${pool}/src/space/volumes`);
+      await zfs('snapshot', '-r', `${pool}/src/space@s`);
+      await receive('sp-space', `${pool}/src/space@s`);
+      const ds = `${pool}/ocs/sp-space`;
+      assert.deepEqual(await props(ds, 'keystatus,keylocation,quota,reservation,encryptionroot'), [
+        'unavailable',
+        'prompt',
+        '64M',
+        '64M',
+        ds,
+      ]);
+      assert.deepEqual(await props(`${ds}/data`, 'mountpoint,setuid,encryptionroot'), [
+        join(root, 'mnt', 'sp-space', 'data'),
+        'off',
+        ds,
+      ]);
+      assert.deepEqual(
+        (await zfs('list', '-H', '-t', 'snapshot', '-o', 'name', '-r', ds)).stdout.trim(),
+        '',
+        "the stream's snapshots are dropped",
+      );
+      assert.deepEqual(await leftIn(`ocs-incoming`), [`${pool}/ocs-incoming`], 'no container is left');
+      await d.destroy('sp-space');
+      assert.deepEqual(await leftIn('sp-space'), []);
+    } finally {
+      await run('zpool', ['destroy', '-f', pool]).catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 } else {
   test('zfs driver against real ZFS (storage conformance)', (t) => {

@@ -58,20 +58,33 @@ export async function* spaceArchive(s: ArchiveSource): AsyncGenerator<Uint8Array
     // Two buffers for the whole image, taking turns: the next chunk is read from the disk while
     // the frame of this one goes out (a frame copies what it sends).
     const bufs = [new Uint8Array(ARCHIVE_CHUNK_BYTES), new Uint8Array(ARCHIVE_CHUNK_BYTES)];
+    // A file's image is read to its size; a stream's until it ends (within its bound).
+    const stream = s.image.stream === true;
     const read = async (at: number, buf: Uint8Array): Promise<Uint8Array> => {
       const want = Math.min(ARCHIVE_CHUNK_BYTES, s.image.bytes - at);
-      for (let got = 0; got < want;) {
+      let got = 0;
+      while (got < want) {
         const n = await s.image.read(buf.subarray(got, want), at + got);
-        if (n === 0) throw new Error(`the image ended at ${at + got}, before its size`);
+        if (n === 0) {
+          if (stream) break;
+          throw new Error(`the image ended at ${at + got}, before its size`);
+        }
         got += n;
       }
-      return buf.subarray(0, want);
+      if (stream && got === want && at + got === s.image.bytes && (await s.image.read(new Uint8Array(1), at + got)) > 0)
+        throw new Error(`the send stream is longer than its bound of ${s.image.bytes} bytes`);
+      return buf.subarray(0, got);
     };
     let next = s.image.bytes > 0 ? read(0, bufs[0]!) : undefined;
     for (let at = 0, turn = 0; next; at += ARCHIVE_CHUNK_BYTES, turn ^= 1) {
-      const frame = w.chunk(at, await next);
+      const data = await next;
+      if (data.length === 0) break; // a stream that ended on a chunk's boundary
+      const frame = w.chunk(at, data);
       const following = at + ARCHIVE_CHUNK_BYTES;
-      next = following < s.image.bytes ? read(following, bufs[turn ^ 1]!) : undefined;
+      const more = stream
+        ? data.length === ARCHIVE_CHUNK_BYTES && following < s.image.bytes
+        : following < s.image.bytes;
+      next = more ? read(following, bufs[turn ^ 1]!) : undefined;
       // A read already under way when the stream is cut is awaited by nobody: its failure is not one.
       next?.catch(() => undefined);
       if (frame) yield frame;

@@ -36,6 +36,7 @@ import {
   type Space,
   type SpaceState,
   type Tombstone,
+  archiveImageBytes,
 } from '@ocs/protocol';
 import type {
   AuditLog,
@@ -68,6 +69,8 @@ export interface Workloads {
   open(spaceId: string, mountpoint: string): Promise<void>;
   /** Stops everything of the space at once, recording nothing of what ran (a first unlock that failed: nothing of it ran yet). */
   kill(spaceId: string): Promise<void>;
+  /** A restored space's first unlock, first: what its workloads keep in the storage by id, under their new ids. */
+  rename(spaceId: string, mountpoint: string, from: RemapFrom): Promise<void>;
   /** A restored space's first unlock, its files' owners mapped: its workloads made its own (their new ids, this node's engine and network). */
   remap(spaceId: string, mountpoint: string, from: RemapFrom): Promise<void>;
   /** Once the space is active again: start what ran when it was locked. */
@@ -92,12 +95,12 @@ export interface SpaceServiceDeps {
   /** What the space publishes where (absent: a node without workload networks publishes nothing). */
   published?: (spaceId: string) => Space['network']['published'];
   /** The workload records: a restored space's are written from its archive. */
-  workloadRows: Pick<WorkloadsRepo, 'insertRestored'>;
+  workloadRows: Pick<WorkloadsRepo, 'insertRestored' | 'list'>;
   /**
    * Gives a restored space's files (under its storage's root) the owners of this node's ids for
    * it, from the ids they had where the archive was made. Runs at its first unlock.
    */
-  remapFiles(row: SpaceRow, root: string, from: RemapFrom['placement']): Promise<void>;
+  remapFiles(row: SpaceRow, root: string, from: RemapFrom['placement'], mounts: string[]): Promise<void>;
 }
 
 /** A restore under way: its chunks go into the new space's storage, then it is kept or dropped. */
@@ -396,7 +399,7 @@ export class SpaceService {
     };
     try {
       if (o.from === 'creating') await this.createCgroups(row);
-      receiver = await storage.receiveImage(id, head.image.bytes);
+      receiver = await storage.receiveImage(id, head.image.bytes, head.resources.storageBytes);
     } catch (err) {
       end();
       await drop(err);
@@ -735,12 +738,17 @@ export class SpaceService {
     const { mountpoint, root } = await this.d.storage.info(id);
     if (row.remapFrom) {
       // A restored space: its files still have the owners of the node it came from, and its
-      // workloads their old ids. Mapped before anything of the space opens or runs, and
+      // workloads their old ids. Mapped before anything of the space runs, and
       // forgotten only once done (cut short by a crash, it runs again at the next unlock: each
       // step is idempotent, and the walk never moves an id twice). One that fails leaves the
       // space as locked as it was, for the next unlock to try again.
       try {
-        await this.d.remapFiles(row, root, row.remapFrom.placement);
+        // The volumes under their new ids, and open: on ZFS each is a filesystem of its own,
+        // mounted only then, and the walk must reach its files.
+        await this.d.workloads.rename(id, mountpoint, row.remapFrom);
+        await this.d.workloads.open(id, mountpoint);
+        const volumes = this.d.workloadRows.list(id, 'volume').map((w) => this.d.storage.volumePath(id, w.id));
+        await this.d.remapFiles(row, root, row.remapFrom.placement, [mountpoint, ...volumes]);
         await this.d.workloads.remap(id, mountpoint, row.remapFrom);
       } catch (err) {
         await this.d.workloads.kill(id).catch(() => undefined);
@@ -752,8 +760,7 @@ export class SpaceService {
         throw err;
       }
       this.d.repo.setRemapFrom(id, null);
-    }
-    await this.d.workloads.open(id, mountpoint);
+    } else await this.d.workloads.open(id, mountpoint);
     this.d.repo.setState(id, ['locked'], 'active');
     this.d.audit.append({ actor, action: 'space.unlock', target: id, outcome: 'ok' });
     await this.d.workloads.restore(id, mountpoint);
@@ -988,7 +995,7 @@ export class SpaceService {
  */
 function checkArchiveFits(head: ArchiveHead): void {
   const bad = (why: string) => new OcsError('archive_malformed', `the archive's head is inconsistent: ${why}`);
-  if (head.image.bytes !== Math.floor(head.resources.storageBytes / 4096) * 4096)
+  if (head.image.bytes !== archiveImageBytes(head.backend, head.resources.storageBytes))
     throw bad('its image is not the size of its storage');
   const sum = { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0, pids: 0 };
   const ids = new Set<string>();

@@ -66,9 +66,15 @@ export interface WorkloadKind<K extends WorkloadKindName = WorkloadKindName> {
   /** Opens what opens with the space's storage, before the space turns active (volume keys live inside it). */
   open?(space: SpaceRow, mountpoint: string): Promise<void>;
   /**
-   * A restored space's first unlock, before `open`: what this kind keeps in the space made the
-   * restored space's own (its workloads' new ids, this node's paths, ids and network). The
-   * files' owners are already mapped. Idempotent: a crash halfway runs it again.
+   * A restored space's first unlock, first of all: what this kind keeps in the storage by id (a
+   * volume's directory or dataset, its key file) under the workloads' new ids, so that `open`
+   * finds it. Idempotent.
+   */
+  rename?(space: SpaceRow, mountpoint: string, from: RemapFrom): Promise<void>;
+  /**
+   * A restored space's first unlock, after `rename` and `open`: what this kind keeps in the space
+   * made the restored space's own (this node's paths, ids and network). The files' owners are
+   * already mapped. Idempotent: a crash halfway runs it again.
    */
   remap?(space: SpaceRow, mountpoint: string, from: RemapFrom): Promise<void>;
   /**

@@ -82,6 +82,13 @@ export class WorkloadLifecycle {
     await this.c.network().update(s.id);
   }
 
+  /** A restored space's first unlock, first: what the kinds keep in the storage by id, renamed. */
+  async rename(spaceId: string, mountpoint: string, from: RemapFrom): Promise<void> {
+    const s = this.c.d.spaces.get(spaceId);
+    if (!s) return;
+    for (const kind of this.kinds) await kind.rename?.(s, mountpoint, from);
+  }
+
   /**
    * A restored space's first unlock: each kind makes what it keeps in the space its own, and
    * what ran at lock is named by the workloads' new ids.

@@ -109,8 +109,10 @@ export class Volumes implements WorkloadKind<'volume'>, OperationModule<'volume'
         continue;
       }
       try {
+        // Already open (`conflict`): a restored space's first unlock opens them before its
+        // files' owners are mapped, and a crash may have come after.
         await this.c.d.storage.unlockVolume(spaceId, w.id, key).catch((err: unknown) => {
-          if (!(isOcsError(err) && err.code === 'space_unlocked')) throw err;
+          if (!(isOcsError(err) && (err.code === 'space_unlocked' || err.code === 'conflict'))) throw err;
         });
       } finally {
         key.fill(0);
@@ -118,8 +120,8 @@ export class Volumes implements WorkloadKind<'volume'>, OperationModule<'volume'
     }
   }
 
-  /** A restored space's volumes under their new ids: the storage's directories and the volume keys. */
-  async remap(s: SpaceRow, mountpoint: string, from: RemapFrom): Promise<void> {
+  /** A restored space's volumes under their new ids: the storage's directories (or datasets) and the volume keys. */
+  async rename(s: SpaceRow, mountpoint: string, from: RemapFrom): Promise<void> {
     const storage = this.c.d.storage;
     if (!receivesImages(storage)) throw new OcsError('unavailable', 'this node cannot open a restored space');
     const keys = spaceDataLayout(mountpoint).keys;
