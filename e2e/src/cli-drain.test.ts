@@ -1,9 +1,10 @@
 /**
  * Retiring a node as its farmer and owner drive it: `ocs space delegate` names node `b` for one
  * space, another has no delegation; the farmer runs `ocs-node drain --wait` on node `a` (with a
- * farmer token from its development issuer). The delegated space opens on `b` with the wrapped
- * key `ocs` kept under `a`; the other, exported by `a`, is restored on `b` by `ocs space restore`,
- * which checks it, signs it with the owner's key and says which node had signed it.
+ * farmer token from its development issuer), and sees the same with `ocs node drain --status`.
+ * The delegated space opens on `b` with the wrapped key `ocs` kept under `a`; the other, exported
+ * by `a`, is restored on `b` by `ocs space restore`, which checks it, signs it with the owner's
+ * key and says which node had signed it.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -81,6 +82,16 @@ test('ocs space delegate, ocs-node drain --wait, ocs space restore of the export
     assert.match(drain.stdout, /drain: drained/);
     assert.match(drain.stdout, new RegExp(`${delegated.id} {2}moved → ${b.daemon.url.replace(/[.]/g, '\\.')}`));
     assert.match(drain.stdout, new RegExp(`${plain.id} {2}exported → ${plain.id}\\.ocsa`));
+    // A farmer elsewhere sees the same with `ocs node drain` and a farmer's token; an owner's
+    // token (no farmer role) cannot cancel it.
+    const farmerFile = join(home, 'farmer.token');
+    writeFileSync(farmerFile, farmer, { mode: 0o600 });
+    const remote = ok(await ocs(['node', 'drain', 'a', '--status'], { OCS_TOKEN_FILE: farmerFile }));
+    assert.match(remote, /drain: drained/);
+    assert.match(remote, new RegExp(`${delegated.id} {2}moved → `));
+    const refused = await ocs(['node', 'drain', 'a', '--cancel']);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /\(role_missing\)/);
 
     // Moved: it opens on b with the key ocs kept under a.
     assert.match(ok(await ocs(['--node', 'b', 'space', 'unlock', delegated.id], onB)), /active/);

@@ -232,13 +232,16 @@ test('a drained node: each space goes where its owner allowed, or is exported fo
     const started = await farmerA.node.drain({ graceSeconds: 120 });
     assert.equal(started.state, 'draining');
     assert.equal((await a.client.node.info()).draining, true);
-    const refusedReserve = await refusal(
-      a.client.call('POST', '/v1/spaces', {
-        ownerKey: owner.publicKey.toBase64url(),
-        resources: { cpuMillicores: 100, memoryBytes: 64 * MiB, storageBytes: 64 * MiB },
-        leaseSeconds: 3600,
-      }),
-    );
+    /** A reservation on A, which a draining or drained node refuses. */
+    const reserveOnA = () =>
+      refusal(
+        a.client.call('POST', '/v1/spaces', {
+          ownerKey: owner.publicKey.toBase64url(),
+          resources: { cpuMillicores: 100, memoryBytes: 64 * MiB, storageBytes: 64 * MiB },
+          leaseSeconds: 3600,
+        }),
+      );
+    const refusedReserve = await reserveOnA();
     assert.equal(refusedReserve.code, 'node_draining');
     assert.equal(refusedReserve.status, 409);
 
@@ -330,14 +333,7 @@ test('a drained node: each space goes where its owner allowed, or is exported fo
     try {
       assert.equal((await a.client.node.info()).draining, true);
       assert.equal((await farmerAgain.node.drainStatus()).state, 'drained');
-      const stillClosed = await refusal(
-        a.client.call('POST', '/v1/spaces', {
-          ownerKey: owner.publicKey.toBase64url(),
-          resources: { cpuMillicores: 100, memoryBytes: 64 * MiB, storageBytes: 64 * MiB },
-          leaseSeconds: 3600,
-        }),
-      );
-      assert.equal(stillClosed.code, 'node_draining');
+      assert.equal((await reserveOnA()).code, 'node_draining', 'still closed after the restart');
       assert.equal((await farmerAgain.node.cancelDrain()).state, 'cancelled');
       assert.equal((await a.client.node.info()).draining, false);
     } finally {

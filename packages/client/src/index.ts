@@ -4,3 +4,4 @@ export * from './resources.js';
 export * from './leases.js';
 export * from './archives.js';
 export * from './moves.js';
+export * from './drains.js';

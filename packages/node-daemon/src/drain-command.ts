@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import type { Command } from 'commander';
-import { OcsClient } from '@ocs/client';
-import { isOcsError, type DrainStatus } from '@ocs/protocol';
+import { OcsClient, describeDrain, followDrain } from '@ocs/client';
+import { isOcsError } from '@ocs/protocol';
 import type { Config } from './config.js';
 
 interface DrainOptions {
@@ -53,16 +53,15 @@ export function drainCommand(program: Command, configOf: (o: { config?: string; 
         token: () => token,
       });
       try {
-        let s: DrainStatus;
-        if (o.cancel) s = await client.node.cancelDrain();
-        else if (o.status) s = await client.node.drainStatus();
-        else s = await client.node.drain({ graceSeconds: Number(o.grace) });
-        let shown = print(s, '');
-        while (o.wait && s.state === 'draining') {
-          await new Promise((r) => setTimeout(r, 2000));
-          s = await client.node.drainStatus();
-          shown = print(s, shown);
-        }
+        const s = await followDrain(
+          client.node,
+          {
+            action: o.cancel ? 'cancel' : o.status ? 'status' : 'start',
+            graceSeconds: Number(o.grace),
+            wait: o.wait === true,
+          },
+          (x) => process.stdout.write(`${describeDrain(x)}\n`),
+        );
         process.exitCode = s.spaces.some((x) => x.outcome === 'failed') && s.state !== 'draining' ? 1 : 0;
       } catch (err) {
         process.stderr.write(`error: ${isOcsError(err) ? `${err.code}: ${err.message}` : String(err)}\n`);
@@ -71,18 +70,4 @@ export function drainCommand(program: Command, configOf: (o: { config?: string; 
         client.close();
       }
     });
-}
-
-/** Prints the drain when it changed since `last`; answers what it printed. */
-function print(s: DrainStatus, last: string): string {
-  const lines = [
-    `drain: ${s.state} (since ${s.startedAt}; orchestrators until ${s.graceUntil}; exports into ${s.exportDir})`,
-    ...s.spaces.map(
-      (x) =>
-        `  ${x.spaceId}  ${x.outcome}${x.to ? ` → ${x.to.url}` : ''}${x.archive ? ` → ${x.archive}` : ''}` +
-        `${x.error ? `  (${x.error.code}: ${x.error.message})` : ''}`,
-    ),
-  ].join('\n');
-  if (lines !== last) process.stdout.write(`${lines}\n`);
-  return lines;
 }

@@ -4,7 +4,7 @@ import { createInterface } from 'node:readline/promises';
 import { connect } from 'node:tls';
 import { isIP } from 'node:net';
 import type { Command } from 'commander';
-import { normalizeFingerprint, PinMismatchError } from '@ocs/client';
+import { describeDrain, followDrain, normalizeFingerprint, PinMismatchError } from '@ocs/client';
 import { UsageError, formatBytes } from '../units.js';
 import { keyValues, print, table } from '../output.js';
 import type { Run } from '../main.js';
@@ -28,7 +28,7 @@ export function fetchCertificate(url: URL): Promise<X509Certificate> {
 }
 
 export function nodeCommands(program: Command, run: Run): void {
-  const node = program.command('node').description('nodes: add (pinning the certificate), list, inspect');
+  const node = program.command('node').description('nodes: add (pinning the certificate), list, inspect, drain');
   node
     .command('add <name> <url>')
     .description('add a node; its TLS fingerprint is shown and pinned (trust on first use), like ssh')
@@ -116,6 +116,39 @@ export function nodeCommands(program: Command, run: Run): void {
         const text = await ctx.client({ ...(name ? { node: name } : {}) }).node.metrics();
         process.stdout.write(text);
       }),
+    );
+  node
+    .command('drain [name]')
+    .description(
+      "retire the node (a farmer's token): it takes no new space; each space moves where its owner's delegation allows, or is exported on the node",
+    )
+    .option('--grace <seconds>', 'how long spaces delegated to an orchestrator wait for it', '600')
+    .option('--status', "show the drain's progress only")
+    .option('--cancel', 'stop the drain; the node takes new spaces again')
+    .option('--wait', 'wait until the node is drained, printing each change')
+    .action(
+      run(
+        async (
+          ctx,
+          name: string | undefined,
+          o: { grace: string; status?: boolean; cancel?: boolean; wait?: boolean },
+        ) => {
+          const grace = Number(o.grace);
+          if (!Number.isSafeInteger(grace) || grace < 0)
+            throw new UsageError('--grace must be a whole number of seconds');
+          const client = ctx.client({ ...(name ? { node: name } : {}) });
+          const s = await followDrain(
+            client.node,
+            { action: o.cancel ? 'cancel' : o.status ? 'status' : 'start', graceSeconds: grace, wait: o.wait === true },
+            // --json prints the last status only; the text prints each change as it comes.
+            (x) => {
+              if (!ctx.out.json) process.stdout.write(`${describeDrain(x)}\n`);
+            },
+          );
+          if (ctx.out.json) print(ctx.out, s, () => describeDrain(s));
+          if (s.state !== 'draining' && s.spaces.some((x) => x.outcome === 'failed')) process.exitCode = 1;
+        },
+      ),
     );
   node
     .command('rm <name>')
