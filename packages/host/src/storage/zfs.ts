@@ -418,7 +418,8 @@ export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink {
       commit: async () => {
         await writing;
         await sink.end().catch((err: unknown) => {
-          throw refused(zfsWords(err));
+          // How much it was given says whether the stream ended early or zfs stopped reading it.
+          throw refused(`${zfsWords(err)} (after ${position} bytes of the stream)`);
         });
         await this.mutex.run(id, async () => {
           const tree = await this.checkReceived(received, refused);
