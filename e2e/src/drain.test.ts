@@ -290,7 +290,12 @@ test('a drained node: each space goes where its owner allowed, or is exported fo
     assert.equal(exported.archive?.name, `${none.id}.ocsa`);
     assert.equal((await a.client.node.info()).capacity.used.storageBytes, 0);
 
-    // On B, moved spaces open with the owner's key and hold their files.
+    // On B, moved spaces open with the owner's key and hold their files, and keep the owner's
+    // delegation: B's own drain may move them on as the owner allowed.
+    assert.deepEqual((await b.client.spaces.get(toNode.id)).delegation, delegated.delegation);
+    assert.deepEqual((await b.client.spaces.get(byOrch.id)).delegation?.orchestrators, [
+      orchestrator.publicKey.toBase64url(),
+    ]);
     for (const sp of [toNode, byOrch]) {
       assert.equal((await b.client.spaces.get(sp.id)).state, 'locked');
       await b.client.spaces.unlock(sp.id, sp.wrappedKey);
@@ -314,6 +319,8 @@ test('a drained node: each space goes where its owner allowed, or is exported fo
       assert.deepEqual(adopted.nodes, [(await a.client.node.info()).identityKey]);
       const restored = await b.client.spaces.restore(file, { leaseSeconds: 3600 });
       nodes.spaces.add(restored.id);
+      // A fork is another space: the delegation of the one archived (to-nowhere's) is not its.
+      assert.equal(restored.delegation, undefined, 'a fork has no delegation');
       await b.client.spaces.unlock(restored.id, sp.wrappedKey);
       assert.ok(holds(b, restored.id, sp.marker), `${sp.id}: its file, restored on B`);
     }

@@ -24,7 +24,6 @@ import {
   parserRefusalResponse,
   cacheTokens,
   createTokenVerifier,
-  type ArchiveHead,
   type NodeInfo,
   type Resources,
 } from '@ocs/protocol';
@@ -55,6 +54,7 @@ import { serveBroker } from './broker/server.js';
 import { SpaceSupervisor } from './spaces/supervisor.js';
 import { LeaseScheduler } from './spaces/leases.js';
 import { SpaceMover } from './spaces/mover.js';
+import type { RecordedHead } from './spaces/archive.js';
 import { Drainer } from './spaces/drainer.js';
 import { sdkMoveTransport } from './spaces/move-client.js';
 import { reconcile } from './spaces/reconcile.js';
@@ -380,7 +380,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
   leases.start();
 
   /** What an archive's head says of a space beyond its record: its workloads and its placement here. */
-  const archiveHead = (row: SpaceRow): Pick<ArchiveHead, 'workloads' | 'placement' | 'published'> => ({
+  const archiveHead = (row: SpaceRow): RecordedHead => ({
     workloads: workloadRows
       .list(row.id)
       .filter((w) => w.state === 'ready' && w.removingSince === null)
@@ -408,6 +408,8 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
       subnet: row.subnet,
     },
     published: ports.list(row.id).map((p) => ({ workloadId: p.workloadId, protocol: p.protocol, port: p.port })),
+    // The owner's delegation goes with the space (checked again where it arrives).
+    ...(row.delegation ? { delegation: row.delegation } : {}),
   });
   // A move's source end; a move cut short by a restart is aborted or committed from here.
   const moveTransport = sdkMoveTransport(identity.identityKey);
@@ -432,6 +434,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     service,
     mover,
     transport: moveTransport,
+    tlsFingerprint: tls.fingerprint,
     exportDir: config.drain.exportDir || join(config.stateDir, 'exports'),
     audit,
     clock,

@@ -110,6 +110,12 @@ export const ArchiveHead = Obj({
       { maxItems: 65535 },
     ),
   ),
+  /**
+   * The owner's delegation for the space (a compact JWS, delegation.ts), as its node kept it: it
+   * follows the space, so a node it moves to may drain it as the owner allowed. Signed by the
+   * owner's key, it is checked on its own where it arrives, and kept only if it holds there.
+   */
+  delegation: Type.Optional(Type.String({ maxLength: 8192 })),
   image: Obj({
     bytes: Uint(),
     chunkBytes: Type.Integer({ minimum: 4096, maximum: ARCHIVE_CHUNK_BYTES }),

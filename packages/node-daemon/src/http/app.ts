@@ -33,7 +33,6 @@ import {
   type TokenVerifier,
   type VerifyPolicy,
   type NodeInfo,
-  type ArchiveHead,
   type AuditPage,
   type Ed25519PublicKey,
   type NodeRoute,
@@ -56,7 +55,7 @@ import { nodeHashes, nodeVerify } from '../crypto.js';
 import { bindCatalogue, errorMiddleware, logResponseErrors, methodNotAllowed, parseJson, readBody } from '@ocs/http';
 import type { Forwarder } from './forward.js';
 import type { ReservationKeys } from '../spaces/reservation-keys.js';
-import { spaceArchive } from '../spaces/archive.js';
+import { spaceArchive, type RecordedHead } from '../spaces/archive.js';
 import { readHead, readRest, requireOwnerSignature, requireNodeSignature } from '../spaces/restore.js';
 import type { SpaceMover } from '../spaces/mover.js';
 import type { Drainer } from '../spaces/drainer.js';
@@ -75,7 +74,7 @@ export interface AppDeps {
   /** Identity keys (base64url) of the nodes whose drains this node takes in (`moves.peers`). */
   peers: readonly string[];
   /** What an archive's head says of a space beyond its record: its workloads and its placement on this node. */
-  archiveHead(row: SpaceRow): Pick<ArchiveHead, 'workloads' | 'placement' | 'published'>;
+  archiveHead(row: SpaceRow): RecordedHead;
   repo: SpacesRepo;
   audit: AuditLog;
   /** Counts every refusal and chains those of known principals, bounded per principal. */

@@ -18,6 +18,9 @@ import type { StorageImage } from '@ocs/host';
 import type { SpaceRow } from '../state/index.js';
 import { resourcesOf } from './service.js';
 
+/** What an archive's head says of a space beyond its record, from the node's other records. */
+export type RecordedHead = Pick<ArchiveHead, 'workloads' | 'placement' | 'published' | 'delegation'>;
+
 export interface ArchiveSource {
   row: SpaceRow;
   image: StorageImage;
@@ -25,6 +28,7 @@ export interface ArchiveSource {
   workloads: ArchiveHead['workloads'];
   placement: ArchiveHead['placement'];
   published?: ArchiveHead['published'];
+  delegation?: ArchiveHead['delegation'];
   /** The node's TLS certificate fingerprint. */
   node: string;
   now: number;
@@ -52,6 +56,7 @@ export async function* spaceArchive(s: ArchiveSource): AsyncGenerator<Uint8Array
       workloads: s.workloads,
       placement: s.placement,
       ...(s.published?.length ? { published: s.published } : {}),
+      ...(s.delegation ? { delegation: s.delegation } : {}),
       image: { bytes: s.image.bytes, chunkBytes: ARCHIVE_CHUNK_BYTES },
       createdAt: new Date(s.now).toISOString(),
     });

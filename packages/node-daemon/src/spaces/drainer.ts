@@ -32,6 +32,8 @@ export interface DrainerDeps {
   service: SpaceService;
   mover: SpaceMover;
   transport: Pick<MoveTransport, 'openPeerImport'>;
+  /** This node's TLS certificate fingerprint: a delegation that moved here with its space may name it. */
+  tlsFingerprint: string;
   /** Where spaces that go nowhere else are exported. */
   exportDir: string;
   audit: AuditLog;
@@ -198,6 +200,7 @@ export class Drainer {
     const grant = this.d.service.delegationOf(space);
     for (const to of grant?.nodes ?? []) {
       if (!this.draining()) return;
+      if (to.fingerprint === this.d.tlsFingerprint) continue; // here already
       if (await this.moveTo(space, to)) return;
     }
     if (grant && grant.orchestrators.length > 0 && this.d.clock.now() < (this.draining()?.graceUntil ?? 0)) {

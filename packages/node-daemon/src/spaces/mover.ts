@@ -24,7 +24,6 @@ import {
   OcsError,
   isOcsError,
   tombstoneSigningInput,
-  type ArchiveHead,
   type HashFactory,
   type MoveTarget,
   type PeerImportRequest,
@@ -35,7 +34,7 @@ import type { Clock } from '../clock.js';
 import type { MoveTo, SpaceRow, SpacesRepo, TombstoneRow } from '../state/index.js';
 import type { SpaceService } from './service.js';
 import { tombstoneView } from './service.js';
-import { spaceArchive } from './archive.js';
+import { spaceArchive, type RecordedHead } from './archive.js';
 import { failpoint } from '../failpoints.js';
 
 /** How this node reaches a move's target (the daemon's is `move-client.ts`, over the SDK). */
@@ -59,7 +58,7 @@ export interface MoverDeps {
   identityPublic: string;
   /** This node's TLS certificate fingerprint (the archive head's `node`). */
   tlsFingerprint: string;
-  archiveHead(row: SpaceRow): Pick<ArchiveHead, 'workloads' | 'placement' | 'published'>;
+  archiveHead(row: SpaceRow): RecordedHead;
   hashes: HashFactory;
   clock: Clock;
   logger: Logger;

@@ -196,6 +196,18 @@ export class SpaceService {
     this.d.audit.append({ actor, action: 'space.delegate', target: id, outcome: 'ok', detail: { revoked: true } });
   }
 
+  /**
+   * The delegation an arriving archive carries, if it is this space's and holds here now: a
+   * moved space keeps its owner's permission; a fork (another id) has none. Anything else in
+   * its place is dropped, not refused: the owner delegates again.
+   */
+  private carriedDelegation(row: SpaceRow, head: ArchiveHead): string | undefined {
+    if (!head.delegation || head.spaceId !== row.id) return undefined;
+    const held = this.delegationOf({ ...row, delegation: head.delegation });
+    if (!held) this.d.logger.warn({ spaceId: row.id }, "the archive's delegation does not hold here; not kept");
+    return held ? head.delegation : undefined;
+  }
+
   /** The space's delegation if it holds now (signature, space, owner, time); else undefined. */
   delegationOf(row: SpaceRow): DelegationGrant | undefined {
     if (!row.delegation) return undefined;
@@ -434,6 +446,8 @@ export class SpaceService {
             workloadIds,
             ...(head.published?.length ? { published: head.published } : {}),
           });
+          const delegation = this.carriedDelegation(row, head);
+          if (delegation) this.d.repo.setDelegation(id, delegation);
           o.kept();
         } catch (err) {
           end();
