@@ -3,8 +3,8 @@
  * ZFS. Two nodes (guest-nodes.ts), each on a pool of its own disk; a space holding `mib` MiB of
  * random data moves between them, round after round, against the baseline the issue names: the
  * same space's raw replication stream piped from one pool into the other (`zfs send -w -R |
- * zfs receive`), in the same run. Also the time the space is unavailable (locked on the source
- * until unlocked on the target).
+ * zfs receive`), in the same run. Also the time the space is unavailable: from the lock on the
+ * source (after the seed, which goes while the space runs) until unlocked on the target.
  *
  * argv: disk A, disk B, MiB of data, rounds. Prints `MOVE-BENCH {...}`.
  */
@@ -39,7 +39,7 @@ const node = (name: string, disk: string, n: number) =>
     disk,
     port: 8451 + n,
     owner,
-    roles: ['spaces', 'storage'],
+    roles: ['spaces', 'storage', 'farmer'],
     storageBytes: storageBytes + 64 * MiB,
     ids: {
       uidBase: 400_000 + n * 1000,
@@ -93,7 +93,14 @@ for (let round = 0; round < ROUNDS; round++) {
   await moveSpace(from.client, to.client, id);
   moves.push(seconds(t0));
   await to.client.spaces.unlock(id, wrappedKey);
-  unavailable.push(seconds(t0));
+  // Unavailable from the move's lock on the source (a seed went before it, while the space ran)
+  // until the target unlocked it: both nodes share this guest's clock.
+  const locked = (await from.client.audit.list({ limit: 1000 })).entries
+    .filter((e) => e.action === 'space.lock' && e.target === id)
+    .at(-1);
+  // The entry is written as the lock ends; its detail says how long it took.
+  const lockedAt = Date.parse(locked!.at) - 1000 * Number((locked!.detail as { seconds?: number }).seconds ?? 0);
+  unavailable.push((Date.now() - lockedAt) / 1000);
   [from, to] = [to, from];
 }
 await from.client.spaces.destroy(id);

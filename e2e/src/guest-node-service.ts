@@ -6,7 +6,8 @@
  * bounding set), then an owner's run: reserve a space, load an image into its engine, make a
  * volume, upload a file holding a marker, run a container that writes markers, lock (no marker on the raw pool disk, the key
  * unloaded, the engine gone), unlock (the data back, the container running again), move it to a
- * second node on a pool of its own (a raw ZFS send: on A nothing but the tombstone; on B the data
+ * second node on a pool of its own (raw ZFS sends: a seed while it runs, then what changed once
+ * locked; a move B refuses first leaves it running; on A nothing but the tombstone; on B the data
  * and the running container, owned by B's ids), back it up (no marker in the archive), lock it
  * (no marker on B's raw pool disk), destroy it (no dataset, cgroup, process, mount or run
  * directory of the space left), restore the backup on A as a fork, stop the services. The daemon writes nothing above
@@ -36,7 +37,7 @@ import { join } from 'node:path';
 import { parseProcMount } from '@ocs/host';
 import { rawContains } from '@ocs/host/testing';
 import { generatePrivateKey } from '@ocs/protocol';
-import { moveSpace, saveArchive } from '@ocs/client';
+import { moveSpace, normalizeFingerprint, saveArchive } from '@ocs/client';
 import { daemonClient } from './daemon-process.js';
 import { sh, startGuestNode, until } from './guest-nodes.js';
 
@@ -168,6 +169,25 @@ async function main(): Promise<Record<string, unknown>> {
     return client;
   });
   mark('serving');
+  // The second node of the move (below) starts now, beside this one's run: under TCG a daemon's
+  // start is about a minute, most of it waiting on its own process, not on this one.
+  const bStarting = startGuestNode({
+    name: 'b',
+    disk: diskB,
+    port: 8444,
+    owner,
+    roles: ['spaces', 'storage', 'containers', 'farmer'],
+    storageBytes: 384 * MiB,
+    // Beside A's defaults (uids from 200000, subordinate ids from 1000000000, 10.128.0.0/9, 30000-30999).
+    ids: {
+      uidBase: 300_000,
+      subidBase: 500_000_000,
+      subnetPool: '10.64.0.0/16',
+      ports: { first: 31_000, last: 31_099 },
+    },
+    containers: true,
+  });
+  bStarting.catch(() => undefined); // awaited at the move: its failure is reported there
 
   // --- The service's own confinement.
   const mainPid = Number(sh('systemctl', 'show', '-p', 'MainPID', '--value', UNIT));
@@ -313,27 +333,26 @@ async function main(): Promise<Record<string, unknown>> {
   // its own state, port, uids, subordinate ids, subnets and ports), and the space sent to it as
   // a raw ZFS stream (`zfs send -w`: the blocks as encrypted on disk, no key loaded to send or
   // receive). On B it waits locked, opens with the owner's key, and everything is back.
-  const b = await startGuestNode({
-    name: 'b',
-    disk: diskB,
-    port: 8444,
-    owner,
-    roles: ['spaces', 'storage', 'containers'],
-    storageBytes: 384 * MiB,
-    // Beside A's defaults (uids from 200000, subordinate ids from 1000000000, 10.128.0.0/9, 30000-30999).
-    ids: {
-      uidBase: 300_000,
-      subidBase: 500_000_000,
-      subnetPool: '10.64.0.0/16',
-      ports: { first: 31_000, last: 31_099 },
-    },
-    containers: true,
-  });
+  const b = await bStarting;
   mark('node b serving');
+  // A move B has no import for: B refuses the seed, and the move ends before the lock, the
+  // space still running here, no seed left in A's pool.
+  const toB = { url: b.url, fingerprint: normalizeFingerprint((await b.client.node.info()).tlsFingerprint) };
+  await assert.rejects(c.spaces.move(space.id, toB), (e: { code?: string }) => e.code === 'move_aborted');
+  assert.equal((await c.spaces.get(space.id)).state, 'active', 'the space runs on after a refused seed');
+  assert.equal(sh('zfs', 'list', '-H', '-t', 'snapshot', '-o', 'name', '-r', dataset), '', 'snapshots left on A');
+  mark('seed refused');
   const tombstone = await moveSpace(c, b.client, space.id);
   assert.equal(tombstone.to?.url, b.url);
   mark('moved');
+  // The space ran when the move began: it went as a seed sent while it still ran, then, locked,
+  // only what changed since (B's audit names both steps); no snapshot of either is left on B.
+  const importSteps = (await b.client.audit.list({ limit: 100 })).entries
+    .filter((e) => e.action === 'space.import' && e.target === space.id && e.outcome === 'ok')
+    .map((e) => (e.detail as { step?: string } | undefined)?.step);
+  assert.deepEqual(importSteps.sort(), ['commit', 'increment', 'open', 'seed'].sort(), 'the import steps on B');
   const onB = `${b.pool}/ocs/${space.id}`;
+  assert.equal(sh('zfs', 'list', '-H', '-t', 'snapshot', '-o', 'name', '-r', onB), '', 'snapshots left on B');
   assert.deepEqual(
     sh('zfs', 'get', '-H', '-o', 'value', 'encryption,keyformat,keystatus,encryptionroot,mountpoint', onB).split('\n'),
     ['aes-256-gcm', 'raw', 'unavailable', onB, `${b.storageRoot}/mnt/${space.id}`],

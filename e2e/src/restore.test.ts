@@ -218,6 +218,17 @@ test('each wrong archive is refused with its code, and leaves nothing on the nod
       'archive_signature_invalid',
     ],
     ['another backend', build({ ...head, backend: 'zfs' }, chunks, owner), 'archive_backend'],
+    // A move's seed or increment (ZFS only, node to node) is never a backup.
+    [
+      "a move's seed",
+      build({ ...head, image: { ...head.image, seed: { base: '123' } } }, chunks, owner),
+      'archive_malformed',
+    ],
+    [
+      "a move's increment",
+      build({ ...head, image: { ...head.image, since: '123' } }, chunks, owner),
+      'archive_malformed',
+    ],
     [
       'workloads larger than the space',
       build(

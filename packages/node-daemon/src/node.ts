@@ -423,8 +423,10 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     archiveHead,
     hashes: nodeHashes,
     clock,
+    storage,
     logger: logger.child({ svc: 'mover' }),
   });
+  await mover.dropStaleSeeds();
   mover.resume();
   await service.resumeLocks();
   // Retiring the node; a drain cut short by a restart drains on.

@@ -59,6 +59,9 @@ const MAX_ID = 2 ** 32 - 2;
  * owner's signature over it checks, and even then only as far as this schema allows: every field
  * is bounded, every object closed.
  */
+/** A ZFS snapshot's guid, as `zfs get guid` prints it (a 64-bit number). */
+const SNAPSHOT_GUID = Type.String({ pattern: '^[0-9]{1,20}$' });
+
 export const ArchiveHead = Obj({
   format: Type.Literal(ARCHIVE_FORMAT),
   spaceId: SpaceId,
@@ -119,6 +122,13 @@ export const ArchiveHead = Obj({
   image: Obj({
     bytes: Uint(),
     chunkBytes: Type.Integer({ minimum: 4096, maximum: ARCHIVE_CHUNK_BYTES }),
+    /**
+     * A move's seed (ZFS only, node to node): the space as it was while it still ran, which the
+     * target holds for the increment that completes it; `base` names it. Never a backup.
+     */
+    seed: Type.Optional(Obj({ base: SNAPSHOT_GUID })),
+    /** An increment (ZFS only, node to node): only what changed since the seed `since`, which the target holds. */
+    since: Type.Optional(SNAPSHOT_GUID),
   }),
   createdAt: Timestamp,
 });

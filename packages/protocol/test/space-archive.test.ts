@@ -108,6 +108,10 @@ test('each way an archive is wrong is refused with its code', () => {
     { ...head(img.length), placement: { ...head(img.length).placement, uid: -1 } },
     { ...head(img.length), spaceId: '../../etc' },
     { ...head(img.length), extra: true },
+    // A seed's base or an increment's is a snapshot guid, a number: nothing else reaches `zfs`.
+    { ...head(img.length), image: { bytes: img.length, chunkBytes: CHUNK, since: '@ocs-seed' } },
+    { ...head(img.length), image: { bytes: img.length, chunkBytes: CHUNK, seed: { base: '1', extra: 1 } } },
+    { ...head(img.length), delegation: 'x'.repeat(8193) },
   ])
     refusedAs('archive_malformed', () =>
       new ArchiveReader(nobleHashes).push(new ArchiveWriter(nobleHashes).start(bad as ArchiveHead)),

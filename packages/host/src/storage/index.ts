@@ -8,7 +8,17 @@ import { FscryptStorageDriver } from './fscrypt.js';
 import type { StorageDriver } from './types.js';
 import { ZfsStorageDriver } from './zfs.js';
 
-export type { ImageReceiver, ImageSink, ImageSource, StorageImage, SpaceStorageInfo, StorageDriver } from './types.js';
+export type {
+  ImageReceiver,
+  ImageSink,
+  ImageSource,
+  SeedReceiver,
+  SeedSink,
+  SeedSource,
+  StorageImage,
+  SpaceStorageInfo,
+  StorageDriver,
+} from './types.js';
 export {
   KEY_BYTES,
   MIN_SPACE_BYTES,
@@ -19,6 +29,8 @@ export {
   assertSize,
   readsImages,
   receivesImages,
+  receivesSeeds,
+  sendsSeeds,
 } from './types.js';
 export { checkExt4Image } from './image-check.js';
 export { FscryptStorageDriver, DEFAULT_STORAGE_ROOT, type FscryptDriverOptions } from './fscrypt.js';

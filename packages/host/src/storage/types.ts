@@ -103,6 +103,47 @@ export interface ImageReceiver {
   abort(): Promise<void>;
 }
 
+/**
+ * An optional ability of a backend whose images can be sent as a difference (ZFS): a move sends
+ * a seed of the space while it still runs, then, locked, only what changed since, so the space
+ * is unavailable for the difference rather than the whole.
+ */
+export interface SeedSource {
+  /** The space as it is now (open or locked); `base` names the seed for `openImage`'s `since`. */
+  openSeed(id: string): Promise<StorageImage & { base: string }>;
+  /** The locked space's image; with `since`, only what changed after that seed (`conflict` if it is not the space's seed). */
+  openImage(id: string, o?: { since?: string }): Promise<StorageImage>;
+  /** Forgets the space's seed. Idempotent. */
+  dropSeed(id: string): Promise<void>;
+  /** Spaces that hold a seed. */
+  listSeeds(): Promise<string[]>;
+}
+
+/** The receiving end of {@link SeedSource}. */
+export interface SeedSink {
+  /** Receives a seed for the new space `id` and holds it, unchecked and unusable, for its increment. */
+  receiveSeed(id: string, bytes: number, sizeBytes: number): Promise<SeedReceiver>;
+  /** With `onSeed`, the image is an increment onto the seed held for `id` (`conflict` if none is). */
+  receiveImage(id: string, bytes: number, sizeBytes: number, o?: { onSeed?: boolean }): Promise<ImageReceiver>;
+}
+
+/** A seed being received: written in order, then held (the whole stream taken), or dropped. */
+export interface SeedReceiver {
+  write(data: Uint8Array, position: number): Promise<void>;
+  /** Waits until the stream is taken whole (`archive_filesystem_invalid` if it was refused). */
+  hold(): Promise<void>;
+  /** Removes everything received. Idempotent. */
+  abort(): Promise<void>;
+}
+
+export function sendsSeeds(d: StorageDriver): d is StorageDriver & ImageSource & SeedSource {
+  return typeof (d as Partial<SeedSource>).openSeed === 'function';
+}
+
+export function receivesSeeds(d: StorageDriver): d is StorageDriver & ImageSink & SeedSink {
+  return typeof (d as Partial<SeedSink>).receiveSeed === 'function';
+}
+
 export function receivesImages(d: StorageDriver): d is StorageDriver & ImageSink {
   return typeof (d as Partial<ImageSink>).receiveImage === 'function';
 }

@@ -31,6 +31,9 @@ import {
   type ImageReceiver,
   type ImageSink,
   type ImageSource,
+  type SeedReceiver,
+  type SeedSink,
+  type SeedSource,
   type SpaceStorageInfo,
   type StorageDriver,
   type StorageImage,
@@ -54,6 +57,11 @@ const ROOT_RE = /^\/[A-Za-z0-9._/+-]*$/;
 const ENCRYPTION = ['-o', 'encryption=aes-256-gcm', '-o', 'keyformat=raw', '-o', 'keylocation=prompt'];
 /** The snapshot an export sends (one per space, shared by exports of the same locked space). */
 const EXPORT_SNAPSHOT = 'ocs-export';
+/**
+ * The snapshot a move sends ahead while the space still runs (its seed): the image sent after
+ * the lock is then only what changed since (`zfs send -i`). One per space.
+ */
+const SEED_SNAPSHOT = 'ocs-seed';
 /**
  * What `zfs receive` sets on a received space, whatever its stream says: its mountpoint (and its
  * children's, inherited) is this node's, nothing of it is setuid, a device, shared or zoned. The
@@ -80,7 +88,7 @@ function isWrongKey(e: unknown): boolean {
 }
 
 /** The ZFS backend (see the module comment for the dataset layout). */
-export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink {
+export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink, SeedSource, SeedSink {
   readonly kind = 'zfs' as const;
   private readonly parent: string;
   /** Where restored spaces are received, each in a container of its own bounded by a quota. */
@@ -316,9 +324,11 @@ export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink {
   /**
    * A locked space as a raw replication stream (`zfs send -w -R`) of a snapshot of its datasets:
    * the blocks exactly as encrypted on disk, the encryption roots and their wrapped keys, and no
-   * key loaded to make it. `bytes` is the stream's bound (`archiveImageBytes`).
+   * key loaded to make it. `bytes` is the stream's bound (`archiveImageBytes`). With `since` (the
+   * base `openSeed` answered), only what changed since the seed (`-i`): `conflict` if the
+   * space's seed is not that one any more.
    */
-  async openImage(id: string): Promise<StorageImage> {
+  async openImage(id: string, o: { since?: string } = {}): Promise<StorageImage> {
     assertId(id);
     const ds = this.ds(id);
     const snapshot = `${ds}@${EXPORT_SNAPSHOT}`;
@@ -328,15 +338,82 @@ export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink {
       if (p.keystatus === 'available')
         throw new OcsError('space_unlocked', "the space's storage is open: lock the space first");
       const open = this.exports.get(id) ?? 0;
+      if (o.since !== undefined && (await this.seedOf(ds)) !== o.since)
+        throw new OcsError('conflict', "the space's seed is not the one named: send its image whole");
       if (open === 0) {
-        // One left by an export a crash cut short would be sent too (-R sends every snapshot).
+        // One left by an export a crash cut short would be sent too (-R sends every snapshot),
+        // and so would a seed no move uses.
         await this.destroySnapshots(ds, EXPORT_SNAPSHOT);
+        if (o.since === undefined) await this.destroySnapshots(ds, SEED_SNAPSHOT);
         await this.run('zfs', ['snapshot', '-r', snapshot]);
       }
       this.exports.set(id, open + 1);
       return Number(p.quota);
     });
-    const send = readCommand('zfs', ['send', '-w', '-R', snapshot]);
+    const from = o.since === undefined ? [] : ['-i', `@${SEED_SNAPSHOT}`];
+    return this.sendStream(['send', '-w', '-R', ...from, snapshot], quota, () =>
+      this.mutex.run(id, async () => {
+        const left = (this.exports.get(id) ?? 1) - 1;
+        if (left > 0) return void this.exports.set(id, left);
+        this.exports.delete(id);
+        await this.destroySnapshots(ds, EXPORT_SNAPSHOT);
+      }),
+    );
+  }
+
+  /**
+   * A move's seed: the space as it is now, open or locked, as a raw replication stream of a
+   * snapshot that stays (`@ocs-seed`, replacing one an earlier move left) until `dropSeed` or
+   * the space's end. `base` names it for `openImage(id, { since })`. While it stays, blocks the
+   * space frees are kept for it, within the space's quota.
+   */
+  async openSeed(id: string): Promise<StorageImage & { base: string }> {
+    assertId(id);
+    const ds = this.ds(id);
+    const seed = `${ds}@${SEED_SNAPSHOT}`;
+    const { quota, base } = await this.mutex.run(id, async () => {
+      await this.requireExists(id);
+      await this.destroySnapshots(ds, SEED_SNAPSHOT);
+      await this.run('zfs', ['snapshot', '-r', seed]);
+      return { quota: Number((await this.props(ds, ['quota'])).quota), base: (await this.seedOf(ds))! };
+    });
+    const image = await this.sendStream(['send', '-w', '-R', seed], quota, async () => undefined);
+    return { ...image, base };
+  }
+
+  /** Forgets the space's seed (a move that ended, or chose to send whole). Idempotent. */
+  async dropSeed(id: string): Promise<void> {
+    assertId(id);
+    await this.mutex.run(id, async () => {
+      if (await this.exists(this.ds(id))) await this.destroySnapshots(this.ds(id), SEED_SNAPSHOT);
+    });
+  }
+
+  /** Spaces that hold a seed (a move's, or one a crash left). */
+  async listSeeds(): Promise<string[]> {
+    if (!(await this.exists(this.parent))) return [];
+    const { stdout } = await this.run('zfs', ['list', '-H', '-t', 'snapshot', '-d', '2', '-o', 'name', this.parent]);
+    const ids = new Set<string>();
+    for (const name of stdout.split('\n')) {
+      const m = /^[^@]+\/([^/@]+)@(.+)$/.exec(name.trim());
+      if (m && m[2] === SEED_SNAPSHOT && `${this.parent}/${m[1]}` === name.slice(0, name.indexOf('@'))) ids.add(m[1]!);
+    }
+    return [...ids];
+  }
+
+  /** The guid of the space's seed snapshot, or undefined. */
+  private async seedOf(ds: string): Promise<string | undefined> {
+    try {
+      return (await this.props(`${ds}@${SEED_SNAPSHOT}`, ['guid'])).guid;
+    } catch (e) {
+      if (isMissing(e)) return undefined;
+      throw e;
+    }
+  }
+
+  /** `zfs <args>`'s output as an image bounded by `archiveImageBytes('zfs', quota)`, read in order. */
+  private async sendStream(args: string[], quota: number, onClose: () => Promise<void>): Promise<StorageImage> {
+    let send = readCommand('zfs', args);
     let position = 0;
     let closed = false;
     return {
@@ -344,7 +421,16 @@ export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink {
       stream: true,
       read: async (into, at) => {
         if (at !== position) throw new Error(`a send stream is read in order: ${at} asked, ${position} next`);
-        const n = await send.read(into);
+        let n = await send.read(into);
+        // A send stream always begins with a record, yet in the guest tier `zfs send` has been
+        // seen (rarely, under TCG) to exit 0 having written nothing. Nothing is taken yet, so
+        // the send is started again; an empty stream is never passed on as an image.
+        for (let again = 0; n === 0 && position === 0 && again < 3; again++) {
+          await send.close();
+          send = readCommand('zfs', args);
+          n = await send.read(into);
+        }
+        if (n === 0 && position === 0) throw new Error(`zfs ${args.join(' ')} wrote no stream`);
         position += n;
         return n;
       },
@@ -352,12 +438,7 @@ export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink {
         if (closed) return;
         closed = true;
         await send.close();
-        await this.mutex.run(id, async () => {
-          const left = (this.exports.get(id) ?? 1) - 1;
-          if (left > 0) return void this.exports.set(id, left);
-          this.exports.delete(id);
-          await this.destroySnapshots(ds, EXPORT_SNAPSHOT);
-        });
+        await onClose();
       },
     };
   }
@@ -370,8 +451,54 @@ export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink {
    * comment, every one encrypted, no volume, device or clone), sets the keys' location, quota and
    * reservation itself, drops the stream's snapshots, and only then moves the space under
    * <pool>/ocs, locked. Nothing of it is mounted before (`-u`; and no key is loaded).
+   *
+   * With `onSeed`, the stream is an increment (`openImage(id, { since })` on the source) received
+   * onto the seed `receiveSeed` holds for `id` (`-F`: what the source no longer has goes); the
+   * container's quota still bounds seed and increment together.
    */
-  async receiveImage(id: string, bytes: number, sizeBytes: number): Promise<ImageReceiver> {
+  async receiveImage(
+    id: string,
+    bytes: number,
+    sizeBytes: number,
+    o: { onSeed?: boolean } = {},
+  ): Promise<ImageReceiver> {
+    const r = await this.startReceive(id, bytes, sizeBytes, o.onSeed ? 'increment' : 'whole');
+    const mp = this.mountpoint(id);
+    return {
+      write: r.write,
+      commit: async () => {
+        await r.end();
+        await this.mutex.run(id, async () => {
+          const tree = await this.checkReceived(r.received, r.refused);
+          for (const root of tree.roots) await this.run('zfs', ['set', 'keylocation=prompt', root]);
+          for (const snap of tree.snapshots) await this.destroySnapshots(r.received, snap);
+          await this.run('zfs', ['set', `quota=${sizeBytes}`, `reservation=${sizeBytes}`, r.received]);
+          if (!(await this.exists(this.parent)))
+            await this.run('zfs', ['create', '-o', 'canmount=off', '-o', 'mountpoint=none', this.parent]);
+          if (await this.exists(this.ds(id))) throw new OcsError('conflict', 'storage for this space already exists');
+          mkdirSync(this.root, { recursive: true, mode: 0o711 });
+          mkdirSync(join(this.root, 'mnt'), { recursive: true, mode: 0o711 });
+          dirWithMode(mp, 0o000); // what a locked space shows
+          await this.run('zfs', ['rename', r.received, this.ds(id)]);
+          await this.run('zfs', ['destroy', '-r', r.container]);
+        });
+      },
+      abort: r.abort,
+    };
+  }
+
+  /**
+   * Receives a move's seed for the new space `id` (as `receiveImage`, into the same container),
+   * and holds it there, unchecked, unmounted and locked, for the increment that completes it
+   * (`receiveImage(id, …, { onSeed: true })`). `abort` or `destroy(id)` drops it.
+   */
+  async receiveSeed(id: string, bytes: number, sizeBytes: number): Promise<SeedReceiver> {
+    const r = await this.startReceive(id, bytes, sizeBytes, 'seed');
+    return { write: r.write, hold: r.end, abort: r.abort };
+  }
+
+  /** A `zfs receive` into `<incoming>/<id>/space`, fed in order, bounded by the container's quota. */
+  private async startReceive(id: string, bytes: number, sizeBytes: number, what: 'whole' | 'seed' | 'increment') {
     assertId(id);
     assertSize(sizeBytes, MIN_SPACE_BYTES);
     if (bytes !== archiveImageBytes('zfs', sizeBytes))
@@ -382,8 +509,12 @@ export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink {
     const refused = (why: string) =>
       new OcsError('archive_filesystem_invalid', `the archive's ZFS stream is not a space's: ${why}`);
     const sink = await this.mutex.run(id, async () => {
-      if ((await this.exists(this.ds(id))) || (await this.exists(container)))
-        throw new OcsError('conflict', 'storage for this space already exists');
+      if (await this.exists(this.ds(id))) throw new OcsError('conflict', 'storage for this space already exists');
+      if (what === 'increment') {
+        if (!(await this.exists(received))) throw new OcsError('conflict', 'no seed of this space is held here');
+        return writeCommand('zfs', ['receive', '-u', '-F', ...RECEIVED_PROPERTIES(mp), received]);
+      }
+      if (await this.exists(container)) throw new OcsError('conflict', 'storage for this space already exists');
       if (!(await this.exists(this.incoming)))
         await this.run('zfs', ['create', '-o', 'canmount=off', '-o', 'mountpoint=none', this.incoming]);
       await this.run('zfs', [
@@ -395,15 +526,12 @@ export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink {
     });
     let position = 0;
     let writing: Promise<void> = Promise.resolve();
-    const abort = async () => {
-      await sink.kill();
-      await this.mutex.run(id, async () => {
-        if (await this.exists(container)) await this.run('zfs', ['destroy', '-r', container]);
-      });
-    };
     return {
+      container,
+      received,
+      refused,
       // Chunks arrive checked and in order, a few writes in flight: each waits for the one before.
-      write: (data, at) => {
+      write: (data: Uint8Array, at: number): Promise<void> => {
         const w = writing.then(async () => {
           if (at !== position) throw new OcsError('archive_corrupt', `the send stream has a gap before ${at}`);
           if (at + data.length > bytes) throw new OcsError('archive_corrupt', 'the send stream is over its bound');
@@ -415,28 +543,20 @@ export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink {
         writing = w.catch(() => undefined);
         return w;
       },
-      commit: async () => {
+      /** The stream is whole: `zfs receive` took all of it. */
+      end: async (): Promise<void> => {
         await writing;
         await sink.end().catch((err: unknown) => {
           // How much it was given says whether the stream ended early or zfs stopped reading it.
           throw refused(`${zfsWords(err)} (after ${position} bytes of the stream)`);
         });
+      },
+      abort: async (): Promise<void> => {
+        await sink.kill();
         await this.mutex.run(id, async () => {
-          const tree = await this.checkReceived(received, refused);
-          for (const root of tree.roots) await this.run('zfs', ['set', 'keylocation=prompt', root]);
-          for (const snap of tree.snapshots) await this.destroySnapshots(received, snap);
-          await this.run('zfs', ['set', `quota=${sizeBytes}`, `reservation=${sizeBytes}`, received]);
-          if (!(await this.exists(this.parent)))
-            await this.run('zfs', ['create', '-o', 'canmount=off', '-o', 'mountpoint=none', this.parent]);
-          if (await this.exists(this.ds(id))) throw new OcsError('conflict', 'storage for this space already exists');
-          mkdirSync(this.root, { recursive: true, mode: 0o711 });
-          mkdirSync(join(this.root, 'mnt'), { recursive: true, mode: 0o711 });
-          dirWithMode(mp, 0o000); // what a locked space shows
-          await this.run('zfs', ['rename', received, this.ds(id)]);
-          await this.run('zfs', ['destroy', '-r', container]);
+          if (await this.exists(container)) await this.run('zfs', ['destroy', '-r', container]);
         });
       },
-      abort,
     };
   }
 

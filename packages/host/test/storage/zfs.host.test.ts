@@ -499,6 +499,108 @@ if (zfsAvailable) {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  test('real ZFS: a move seed sent while the space runs, then only what changed once locked: the copy opens with everything; a wrong base or no seed is refused', async () => {
+    const { dir, pool, driver: d } = await scratchPool('sd', 512 * MiB);
+    const size = 96 * MiB;
+    const zfs = (...args: string[]) => run('zfs', args);
+    const snapshotsOf = async (ds: string) =>
+      (await zfs('list', '-H', '-t', 'snapshot', '-o', 'name', '-r', ds)).stdout.trim().split('\n').filter(Boolean);
+    /** Copies an image into a receiver in order; its length. */
+    const copy = async (
+      from: { read(b: Uint8Array, at: number): Promise<number> },
+      to: { write(b: Uint8Array, at: number): Promise<void> },
+    ) => {
+      const buf = new Uint8Array(1 << 20);
+      let at = 0;
+      for (let n; (n = await from.read(buf, at)) > 0; at += n) await to.write(buf.slice(0, n), at);
+      return at;
+    };
+    const key = randomBytes(32);
+    const volKey = randomBytes(32);
+    const newVolKey = randomBytes(32);
+    const bulk = randomBytes(8 * MiB);
+    const late = randomBytes(64 * 1024);
+    try {
+      const info = await d.create('sd-src', size, key);
+      writeFileSync(join(info.mountpoint, 'bulk.bin'), bulk);
+      writeFileSync(join(info.mountpoint, 'gone.bin'), randomBytes(4096));
+      const { path } = await d.createVolume('sd-src', 'v1', 8 * MiB, volKey);
+      writeFileSync(join(path, 'v1.bin'), randomBytes(4096));
+
+      // The seed, while the space is open.
+      const seed = await d.openSeed('sd-src');
+      const held = await d.receiveSeed('sd-dst', seed.bytes, size);
+      let seedBytes: number;
+      try {
+        seedBytes = await copy(seed, held);
+        await held.hold();
+      } finally {
+        await seed.close();
+      }
+      assert.ok(seedBytes > bulk.length, `the seed holds the data (${seedBytes} bytes)`);
+      assert.deepEqual(await d.listSeeds(), ['sd-src']);
+      assert.deepEqual(
+        await d.list().then((l) => l.includes('sd-dst')),
+        true,
+        'a held seed is listed (a crash leaves it to reconcile)',
+      );
+      await assert.rejects(d.unlock('sd-dst', key), isCode('not_found'), "a held seed is nobody's space yet");
+
+      // The space goes on: a file written, one removed, a volume added; then it is locked.
+      writeFileSync(join(info.mountpoint, 'late.bin'), late);
+      rmSync(join(info.mountpoint, 'gone.bin'));
+      const v2 = await d.createVolume('sd-src', 'v2', 8 * MiB, newVolKey);
+      writeFileSync(join(v2.path, 'v2.bin'), late);
+      await d.lock('sd-src');
+
+      await assert.rejects(
+        d.openImage('sd-src', { since: '12345' }),
+        isCode('conflict'),
+        'a base that is not the seed',
+      );
+      await assert.rejects(
+        d.receiveImage('sd-none', archiveImageBytes('zfs', size), size, { onSeed: true }),
+        isCode('conflict'),
+        'an increment with no seed held',
+      );
+      const inc = await d.openImage('sd-src', { since: seed.base });
+      const rest = await d.receiveImage('sd-dst', inc.bytes, size, { onSeed: true });
+      let incBytes: number;
+      try {
+        incBytes = await copy(inc, rest);
+        await rest.commit();
+      } finally {
+        await inc.close();
+      }
+      assert.ok(incBytes < seedBytes / 4, `the increment (${incBytes} bytes) is not the whole again (${seedBytes})`);
+      assert.deepEqual(await snapshotsOf(`${pool}/ocs/sd-dst`), [], "the streams' snapshots are dropped");
+      await d.unlock('sd-dst', key);
+      const copied = (await d.info('sd-dst')).mountpoint;
+      assert.deepEqual(readFileSync(join(copied, 'bulk.bin')), bulk);
+      assert.deepEqual(readFileSync(join(copied, 'late.bin')), late);
+      assert.equal(existsSync(join(copied, 'gone.bin')), false, 'a file removed after the seed is gone');
+      await d.unlockVolume('sd-dst', 'v2', newVolKey);
+      assert.deepEqual(
+        readFileSync(join(d.volumePath('sd-dst', 'v2'), 'v2.bin')),
+        late,
+        'a volume made after the seed',
+      );
+      await d.unlockVolume('sd-dst', 'v1', volKey);
+
+      // The source keeps its seed until told; then none is left.
+      assert.ok((await snapshotsOf(`${pool}/ocs/sd-src`)).some((n) => n.endsWith('@ocs-seed')));
+      await d.dropSeed('sd-src');
+      await d.dropSeed('sd-src'); // idempotent
+      assert.deepEqual(await snapshotsOf(`${pool}/ocs/sd-src`), []);
+      assert.deepEqual(await d.listSeeds(), []);
+      await d.destroy('sd-dst');
+      await d.destroy('sd-src');
+    } finally {
+      await run('zpool', ['destroy', '-f', pool]).catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 } else {
   test('zfs driver against real ZFS (storage conformance)', (t) => {
     t.skip(kernelSkip('zfs', 'no ZFS kernel module on this machine: the zfs driver is untested against real ZFS here'));

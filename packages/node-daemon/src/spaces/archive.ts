@@ -24,6 +24,8 @@ export type RecordedHead = Pick<ArchiveHead, 'workloads' | 'placement' | 'publis
 export interface ArchiveSource {
   row: SpaceRow;
   image: StorageImage;
+  /** A move's seed or increment (ZFS): what the head says of the image beyond its size. */
+  imageHead?: Pick<ArchiveHead['image'], 'seed' | 'since'>;
   backend: ArchiveHead['backend'];
   workloads: ArchiveHead['workloads'];
   placement: ArchiveHead['placement'];
@@ -57,7 +59,7 @@ export async function* spaceArchive(s: ArchiveSource): AsyncGenerator<Uint8Array
       placement: s.placement,
       ...(s.published?.length ? { published: s.published } : {}),
       ...(s.delegation ? { delegation: s.delegation } : {}),
-      image: { bytes: s.image.bytes, chunkBytes: ARCHIVE_CHUNK_BYTES },
+      image: { bytes: s.image.bytes, chunkBytes: ARCHIVE_CHUNK_BYTES, ...s.imageHead },
       createdAt: new Date(s.now).toISOString(),
     });
     // Two buffers for the whole image, taking turns: the next chunk is read from the disk while

@@ -29,6 +29,7 @@ import {
   type PeerImportRequest,
   type Tombstone,
 } from '@ocs/protocol';
+import { sendsSeeds, type StorageDriver } from '@ocs/host';
 import type { Logger } from '../logger.js';
 import type { Clock } from '../clock.js';
 import type { MoveTo, SpaceRow, SpacesRepo, TombstoneRow } from '../state/index.js';
@@ -64,6 +65,8 @@ export interface MoverDeps {
   logger: Logger;
   /** Commit attempts within the owner's request before the rest go on in the background. */
   commitAttempts?: number;
+  /** The node's storage: a move of a running space on ZFS sends a seed first (`sendsSeeds`). */
+  storage: StorageDriver;
 }
 
 const COMMIT_RETRY_MAX_MS = 60_000;
@@ -72,6 +75,8 @@ const ABORT_RETRY_MS = 3600_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class SpaceMover {
+  /** Spaces whose seed is being sent: one move at a time. */
+  private readonly seeding = new Set<string>();
   /** Spaces whose commit is being repeated in the background, so one loop runs per space. */
   private readonly committing = new Set<string>();
   /** Aborts still being told to a target, by space: a new move of the space ends them. */
@@ -82,16 +87,24 @@ export class SpaceMover {
 
   /** Moves the space to `to`; answers its tombstone once the target has it. */
   async move(actor: string, id: string, to: MoveTarget): Promise<Tombstone> {
-    const row = await this.d.service.beginMove(actor, id, to);
-    const moveTo = row.moveTo!;
     // An earlier move's abort must not drop the import this one fills.
     const earlier = this.aborting.get(id);
     if (earlier) earlier.stop = true;
+    const base = await this.seed(actor, id, to);
+    let row: SpaceRow;
+    try {
+      row = await this.d.service.beginMove(actor, id, to);
+    } catch (err) {
+      if (base !== undefined) await this.dropSeed(id);
+      throw err;
+    }
+    const moveTo = row.moveTo!;
     failpoint('move.moving');
     try {
-      await this.send(actor, row, moveTo);
+      await this.send(actor, row, moveTo, base);
       failpoint('move.sent');
     } catch (err) {
+      if (base !== undefined) await this.dropSeed(id);
       await this.abort(actor, id, moveTo, err);
       throw new OcsError('move_aborted', 'the move stopped before its commit: the space is locked here, as it was', {
         reason: isOcsError(err) ? err.message : 'the target could not be reached',
@@ -119,6 +132,16 @@ export class SpaceMover {
         void this.abort('node', row.id, row.moveTo, new OcsError('unavailable', 'the node restarted mid-move'));
       else if (row.state === 'committing') this.commitInBackground('node', row.id, row.moveTo);
     }
+  }
+
+  /**
+   * At start, before any move: a seed a move left when the node stopped serves no move now (an
+   * interrupted move is aborted or committing), and holds blocks against its space's quota.
+   */
+  async dropStaleSeeds(): Promise<void> {
+    const storage = this.d.storage;
+    if (!sendsSeeds(storage)) return;
+    for (const id of await storage.listSeeds()) await this.dropSeed(id);
   }
 
   close(): void {
@@ -196,12 +219,71 @@ export class SpaceMover {
     );
   }
 
-  private async send(actor: string, row: SpaceRow, to: MoveTo): Promise<void> {
-    const exp = await this.d.service.openExport(actor, row.id, { moving: true });
+  /**
+   * A running space on storage that sends differences (ZFS) goes in two parts: a seed now,
+   * while it still runs, then (locked) only what changed since, so it is unavailable for the
+   * difference rather than the whole. Answers the seed's base, or undefined when there is no
+   * seed to send (a locked space, another backend). A seed that does not arrive ends the move
+   * before the lock: the space runs on here, as it was, and the target drops its import.
+   */
+  private async seed(actor: string, id: string, to: MoveTarget): Promise<string | undefined> {
+    if (!sendsSeeds(this.d.storage) || this.d.service.get(id).state !== 'active') return undefined;
+    if (this.seeding.has(id)) throw new OcsError('conflict', 'the space is already moving');
+    this.seeding.add(id);
+    const target: MoveTo = { ...to, startedAt: this.d.clock.now() };
+    try {
+      // Refused here (the space busy, its storage failing): nothing went anywhere yet, and the
+      // refusal is the answer, as it would be from the lock.
+      const exp = await this.d.service.openExport(actor, id, { seed: true }).catch(async (err: unknown) => {
+        await this.dropSeed(id);
+        throw err;
+      });
+      let sent = false;
+      let lost: unknown;
+      try {
+        await this.d.transport.send(target, id, () => this.archiveOf(exp.row, exp));
+        sent = true;
+      } catch (err) {
+        lost = err;
+      } finally {
+        // The send ends first: a snapshot being sent cannot be destroyed.
+        await exp.done(sent).catch(() => undefined);
+      }
+      if (!sent) await this.seedLost(id, target, lost);
+      return exp.imageHead.seed!.base;
+    } finally {
+      this.seeding.delete(id);
+    }
+  }
+
+  /** A seed the target did not take: the move ends here, before the lock. */
+  private async seedLost(id: string, target: MoveTo, err: unknown): Promise<never> {
+    this.d.logger.warn({ err, spaceId: id, to: target.url }, "the move's seed did not arrive; the space runs on here");
+    await this.dropSeed(id);
+    await this.d.transport.abort(target, id).catch(() => this.abortInBackground(id, target));
+    throw new OcsError('move_aborted', 'the move stopped before the space was locked: it runs here, as it was', {
+      reason: isOcsError(err) ? err.message : 'the target could not be reached',
+      ...(isOcsError(err) ? { code: err.code } : {}),
+    });
+  }
+
+  private async dropSeed(id: string): Promise<void> {
+    const storage = this.d.storage;
+    if (!sendsSeeds(storage)) return;
+    await storage.dropSeed(id).catch((err: unknown) => {
+      // Harmless left: the next seed or whole export of the space replaces it.
+      this.d.logger.warn({ err, spaceId: id }, "a move's seed could not be dropped");
+    });
+  }
+
+  private async send(actor: string, row: SpaceRow, to: MoveTo, since?: string): Promise<void> {
+    const exp = await this.d.service.openExport(actor, row.id, { moving: true, ...(since ? { since } : {}) });
+    let sent = false;
     try {
       await this.d.transport.send(to, row.id, () => this.archiveOf(row, exp));
+      sent = true;
     } finally {
-      await exp.done(false).catch(() => undefined);
+      await exp.done(sent).catch(() => undefined);
     }
   }
 

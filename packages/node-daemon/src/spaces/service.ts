@@ -11,9 +11,14 @@ import { Decrypter, armor } from 'age-encryption';
 import {
   readsImages,
   receivesImages,
+  receivesSeeds,
+  sendsSeeds,
   type CgroupDriver,
   type ImageReceiver,
   type ImageSink,
+  type SeedReceiver,
+  type SeedSink,
+  type SeedSource,
   type StorageImage,
   type StorageDriver,
 } from '@ocs/host';
@@ -342,6 +347,8 @@ export class SpaceService {
     if (!receivesImages(storage))
       throw new OcsError('unavailable', `this node's storage (${storage.kind}) cannot restore a space yet`);
     checkArchiveFits(head);
+    if (head.image.seed || head.image.since)
+      throw new OcsError('archive_malformed', "a move's seed or increment is not a backup: it restores nowhere");
     const asked = {
       ownerKey: head.ownerKey,
       resources: head.resources,
@@ -378,12 +385,16 @@ export class SpaceService {
     head: ArchiveHead,
     o: {
       from: SpaceState;
+      /** A whole image, a move's seed (held for its increment), or the increment onto it. */
+      image?: 'whole' | 'seed' | 'increment';
+      /** Runs first, once the archive is counted as arriving. */
+      before?: () => Promise<void>;
       audit(outcome: 'ok' | 'refused' | 'failed', code?: ErrorCode): void;
       kept(): void;
     },
   ): Promise<Restore> {
     const id = row.id;
-    const storage = this.d.storage as StorageDriver & ImageSink;
+    const storage = this.d.storage as StorageDriver & ImageSink & Partial<SeedSink>;
     // Counted before the first await: a second archive for the same import is `conflict`.
     count(this.receiving, id, +1);
     let ended = false;
@@ -393,7 +404,7 @@ export class SpaceService {
       count(this.receiving, id, -1);
       return true;
     };
-    let receiver: ImageReceiver | undefined;
+    let receiver: ImageReceiver | SeedReceiver | undefined;
     const drop = async (err: unknown) => {
       await receiver?.abort().catch(() => undefined);
       await this.teardownHost(id).catch((e: unknown) =>
@@ -411,7 +422,12 @@ export class SpaceService {
     };
     try {
       if (o.from === 'creating') await this.createCgroups(row);
-      receiver = await storage.receiveImage(id, head.image.bytes, head.resources.storageBytes);
+      await o.before?.();
+      const [bytes, size] = [head.image.bytes, head.resources.storageBytes];
+      receiver =
+        o.image === 'seed'
+          ? await storage.receiveSeed!(id, bytes, size)
+          : await storage.receiveImage(id, bytes, size, o.image === 'increment' ? { onSeed: true } : {});
     } catch (err) {
       end();
       await drop(err);
@@ -427,6 +443,14 @@ export class SpaceService {
       },
       finish: async () => {
         try {
+          if ('hold' in r) {
+            // A seed: taken whole, held unchecked (the increment's commit checks the space).
+            await r.hold();
+            o.kept();
+            end();
+            o.audit('ok');
+            return this.view(this.get(id));
+          }
           await r.commit();
           if (o.from === 'importing') failpoint('import.checked');
           const workloadIds: Record<string, string> = {};
@@ -517,6 +541,13 @@ export class SpaceService {
     const r = resourcesOf(row);
     for (const k of ['cpuMillicores', 'memoryBytes', 'storageBytes', 'pids', 'ports'] as const)
       if ((head.resources[k] ?? 0) !== (r[k] ?? 0)) throw mismatch(`another ${k}`);
+    const { seed, since } = head.image;
+    if ((seed || since) && !receivesSeeds(this.d.storage))
+      throw new OcsError('archive_malformed', `this node's storage (${this.d.storage.kind}) takes no seed`);
+    const held = row.importFrom!.seed;
+    if (since !== undefined && since !== held)
+      throw new OcsError('conflict', "the increment's base is not the seed this import holds: send the space whole");
+    const step = seed ? 'seed' : since ? 'increment' : 'receive';
     const audit = (outcome: 'ok' | 'refused' | 'failed', code?: ErrorCode) =>
       this.d.audit.append({
         actor: `node:${row.importFrom!.identityKey}`,
@@ -524,13 +555,26 @@ export class SpaceService {
         target: row.id,
         outcome,
         ...(code ? { code } : {}),
-        detail: { step: 'receive', node: head.node.fingerprint.slice(0, 128) },
+        detail: { step, node: head.node.fingerprint.slice(0, 128) },
       });
+    const importFrom = { ...row.importFrom!, seed: undefined };
     return this.receive(row, head, {
       from: 'importing',
+      image: seed ? 'seed' : since ? 'increment' : 'whole',
+      // A new seed, or the whole space after all: what an earlier seed left goes first.
+      before:
+        held !== undefined && since === undefined
+          ? async () => {
+              await this.d.storage.destroy(row.id);
+              this.d.repo.setImportFrom(row.id, importFrom);
+            }
+          : undefined,
       audit,
       kept: () => {
-        this.d.repo.setImportFrom(row.id, { ...row.importFrom!, expiresAt: this.d.clock.now() + IMPORT_WAIT_MS });
+        const expiresAt = this.d.clock.now() + IMPORT_WAIT_MS;
+        // A seed waits, still `importing`, for the increment that completes it.
+        if (seed) return this.d.repo.setImportFrom(row.id, { ...importFrom, seed: seed.base, expiresAt });
+        this.d.repo.setImportFrom(row.id, { ...importFrom, expiresAt });
         this.d.repo.setState(row.id, ['importing'], 'prepared');
         failpoint('import.prepared');
       },
@@ -931,22 +975,45 @@ export class SpaceService {
   async openExport(
     actor: string,
     id: string,
-    /** A move's own export: the space is `moving` (see `beginMove`). */
-    o: { moving?: boolean } = {},
-  ): Promise<{ row: SpaceRow; image: StorageImage; backend: StorageDriver['kind']; done(ok: boolean): Promise<void> }> {
+    o: {
+      /** A move's own export: the space is `moving` (see `beginMove`). */
+      moving?: boolean;
+      /** A move's seed, sent before the lock: the space is `active` (ZFS only, `sendsSeeds`). */
+      seed?: boolean;
+      /** A move's export after a seed: only what changed since it. */
+      since?: string;
+    } = {},
+  ): Promise<{
+    row: SpaceRow;
+    image: StorageImage;
+    /** What the archive's head says of its image beyond its size: a seed's base, an increment's. */
+    imageHead: Pick<ArchiveHead['image'], 'seed' | 'since'>;
+    backend: StorageDriver['kind'];
+    done(ok: boolean): Promise<void>;
+  }> {
     const row = this.get(id);
-    if (row.state === 'active')
+    if (o.seed) this.requireState(row, ['active']);
+    else if (row.state === 'active')
       throw new OcsError('space_unlocked', 'lock the space first: its storage is copied only at rest');
-    this.requireState(row, o.moving ? ['moving'] : ['locked', 'expired']);
+    else this.requireState(row, o.moving ? ['moving'] : ['locked', 'expired']);
     if (this.destroying.has(id)) throw new OcsError('conflict', 'the space is being destroyed');
     if (this.opening.has(id)) throw new OcsError('conflict', 'the space is being unlocked or re-keyed');
     const storage = this.d.storage;
     if (!readsImages(storage))
       throw new OcsError('unavailable', `this node's storage (${storage.kind}) cannot export a space yet`);
+    if ((o.seed || o.since !== undefined) && !sendsSeeds(storage))
+      throw new OcsError('unavailable', `this node's storage (${storage.kind}) sends no seed`);
     count(this.exporting, id, +1);
     let image: StorageImage;
+    let imageHead: Pick<ArchiveHead['image'], 'seed' | 'since'> = {};
     try {
-      image = await storage.openImage(id);
+      if (o.seed) {
+        const seed = await (storage as StorageDriver & SeedSource).openSeed(id);
+        [image, imageHead] = [seed, { seed: { base: seed.base } }];
+      } else if (o.since !== undefined) {
+        image = await (storage as StorageDriver & SeedSource).openImage(id, { since: o.since });
+        imageHead = { since: o.since };
+      } else image = await storage.openImage(id);
     } catch (err) {
       count(this.exporting, id, -1);
       throw err;
@@ -955,6 +1022,7 @@ export class SpaceService {
     return {
       row,
       image,
+      imageHead,
       backend: storage.kind,
       done: async (ok) => {
         if (ended) return;
@@ -1011,6 +1079,9 @@ function checkArchiveFits(head: ArchiveHead): void {
   const bad = (why: string) => new OcsError('archive_malformed', `the archive's head is inconsistent: ${why}`);
   if (head.image.bytes !== archiveImageBytes(head.backend, head.resources.storageBytes))
     throw bad('its image is not the size of its storage');
+  if ((head.image.seed || head.image.since) && head.backend !== 'zfs')
+    throw bad('only a ZFS image is sent as a seed and its increment');
+  if (head.image.seed && head.image.since) throw bad('its image is both a seed and an increment');
   const sum = { cpuMillicores: 0, memoryBytes: 0, storageBytes: 0, pids: 0 };
   const ids = new Set<string>();
   for (const w of head.workloads) {

@@ -62,6 +62,8 @@ export interface ImportFrom {
   expiresAt: number;
   /** Set by the commit (unix ms): from then on the space is this node's. */
   committedAt?: number;
+  /** The base of the seed held for it (ZFS): the source sends only what changed since. */
+  seed?: string;
 }
 
 /** A move's source end: the target, as the owner named it. */
