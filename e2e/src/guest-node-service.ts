@@ -151,6 +151,12 @@ async function main(): Promise<Record<string, unknown>> {
   mkdirSync(`/etc/systemd/system/${UNIT}.d`, { recursive: true });
   // The clone stands where a release would be unpacked (/opt/ocs).
   writeFileSync(`/etc/systemd/system/${UNIT}.d/home.conf`, `[Service]\nEnvironment=OCS_HOME=${process.cwd()}\n`);
+  // The move's seed and its increment each break off once, as a dropped connection would: the
+  // move must go on from there.
+  writeFileSync(
+    `/etc/systemd/system/${UNIT}.d/failpoints.conf`,
+    '[Service]\nEnvironment=OCS_FAILPOINTS=move.seed-cut,move.increment-cut\n',
+  );
   sh('systemctl', 'daemon-reload');
   const rootControl = readFileSync(`${CG}/cgroup.subtree_control`, 'utf8').trim();
   sh('systemctl', 'start', UNIT);
@@ -258,6 +264,9 @@ async function main(): Promise<Record<string, unknown>> {
   );
   await s.volumes.create({ name: 'data', sizeBytes: 32 * MiB });
   await s.files.upload('marker', new TextEncoder().encode(m.file.repeat(2048)));
+  // More than one archive chunk (4 MiB) in the space's data, so the move's seed of it can be
+  // cut between two (the failpoint below) and resumed.
+  await s.files.upload('bulk', randomBytes(6 * MiB));
   const mountpoint = sh('findmnt', '-n', '-o', 'TARGET', '--source', dataset);
   const holding = sh('grep', '-rl', '-F', m.file, mountpoint).split('\n').filter(Boolean);
   assert.equal(holding.length, 1, `the marker is in one file of the space: ${holding.join(', ')}`);
@@ -345,12 +354,32 @@ async function main(): Promise<Record<string, unknown>> {
   const tombstone = await moveSpace(c, b.client, space.id);
   assert.equal(tombstone.to?.url, b.url);
   mark('moved');
-  // The space ran when the move began: it went as a seed sent while it still ran, then, locked,
-  // only what changed since (B's audit names both steps); no snapshot of either is left on B.
-  const importSteps = (await b.client.audit.list({ limit: 100 })).entries
-    .filter((e) => e.action === 'space.import' && e.target === space.id && e.outcome === 'ok')
-    .map((e) => (e.detail as { step?: string } | undefined)?.step);
-  assert.deepEqual(importSteps.sort(), ['commit', 'increment', 'open', 'seed'].sort(), 'the import steps on B');
+  // The space ran when the move began: it went as a seed sent while it still ran, dataset by
+  // dataset, then, locked, only what changed since (B's audit names each step); the stream of
+  // `data` was cut once (A's failpoint) and went on from B's copy, not from its start. No
+  // snapshot of either is left on B.
+  type ImportDetail = { step?: string; dataset?: string; resumed?: boolean };
+  const imports = (await b.client.audit.list({ limit: 100 })).entries
+    .filter((e) => e.action === 'space.import' && e.target === space.id)
+    .map((e) => ({ outcome: e.outcome, ...(e.detail as ImportDetail) }));
+  const ok = imports.filter((e) => e.outcome === 'ok');
+  assert.deepEqual(
+    [...new Set(ok.map((e) => e.step))].sort(),
+    ['commit', 'increment', 'open', 'seed'].sort(),
+    'the import steps on B',
+  );
+  const seeded = ok.filter((e) => e.step === 'seed').map((e) => e.dataset);
+  for (const ds of ['.', 'data', 'volumes'])
+    assert.ok(seeded.includes(ds), `the seed's ${ds} arrived: ${JSON.stringify(imports)}`);
+  assert.ok(
+    imports.some((e) => e.step === 'seed' && e.dataset === 'data' && e.outcome === 'failed') &&
+      ok.some((e) => e.step === 'seed' && e.dataset === 'data' && e.resumed === true),
+    `the seed's data was cut, then resumed: ${JSON.stringify(imports)}`,
+  );
+  assert.ok(
+    imports.some((e) => e.step === 'increment' && e.outcome === 'failed'),
+    `the increment was cut, then sent again: ${JSON.stringify(imports)}`,
+  );
   const onB = `${b.pool}/ocs/${space.id}`;
   assert.equal(sh('zfs', 'list', '-H', '-t', 'snapshot', '-o', 'name', '-r', onB), '', 'snapshots left on B');
   assert.deepEqual(

@@ -221,7 +221,7 @@ test('each wrong archive is refused with its code, and leaves nothing on the nod
     // A move's seed or increment (ZFS only, node to node) is never a backup.
     [
       "a move's seed",
-      build({ ...head, image: { ...head.image, seed: { base: '123' } } }, chunks, owner),
+      build({ ...head, image: { ...head.image, seed: { base: '123', dataset: '.' } } }, chunks, owner),
       'archive_malformed',
     ],
     [

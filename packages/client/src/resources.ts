@@ -212,6 +212,8 @@ export class OcsClient extends BaseClient {
         { params: { spaceId }, body: archive },
         { contentType: ARCHIVE_MEDIA_TYPE },
       ),
+    /** What the import holds of a move's seed: where a cut seed goes on from. */
+    state: (spaceId: string) => this.route(nodeRoute('importState'), { params: { spaceId } }),
     commit: (spaceId: string) => this.route(nodeRoute('commitImport'), { params: { spaceId }, body: {} }),
     abort: (spaceId: string) => this.route(nodeRoute('abortImport'), { params: { spaceId } }),
     /** A draining node's import on a peer that takes its drains, on the owner's delegation. */

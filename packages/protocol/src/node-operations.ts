@@ -304,6 +304,23 @@ export const NODE_OPERATIONS = {
       errors: ['conflict', ...ARCHIVE_REFUSALS],
     },
   },
+  importState: {
+    readOnly: true,
+    kind: 'space',
+    part: 'storage',
+    route: {
+      method: 'GET',
+      path: '/v1/spaces/{spaceId}/import',
+      params: SpaceRef,
+      summary:
+        "An import as its source sees it: what it holds of a move's seed, so a cut seed goes on where it stopped",
+      roles: [],
+      signature: 'import-source',
+      response: N.ImportState,
+      status: 200,
+      errors: ['conflict'],
+    },
+  },
   commitImport: {
     readOnly: false,
     kind: 'space',

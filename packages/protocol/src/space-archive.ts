@@ -60,7 +60,9 @@ const MAX_ID = 2 ** 32 - 2;
  * is bounded, every object closed.
  */
 /** A ZFS snapshot's guid, as `zfs get guid` prints it (a 64-bit number). */
-const SNAPSHOT_GUID = Type.String({ pattern: '^[0-9]{1,20}$' });
+export const SNAPSHOT_GUID = Type.String({ pattern: '^[0-9]{1,20}$' });
+/** A dataset of a space, relative to it (`.` is its top), as a move's seed sends them one by one. */
+export const SEED_DATASET = Type.String({ pattern: '^(\\.|data|volumes|volumes/[a-z0-9][a-z0-9_-]{0,63})$' });
 
 export const ArchiveHead = Obj({
   format: Type.Literal(ARCHIVE_FORMAT),
@@ -123,10 +125,18 @@ export const ArchiveHead = Obj({
     bytes: Uint(),
     chunkBytes: Type.Integer({ minimum: 4096, maximum: ARCHIVE_CHUNK_BYTES }),
     /**
-     * A move's seed (ZFS only, node to node): the space as it was while it still ran, which the
-     * target holds for the increment that completes it; `base` names it. Never a backup.
+     * A move's seed (ZFS only, node to node): one dataset of the space as it was while it still
+     * ran (`dataset`, relative to the space: `.` is its top), which the target holds for the
+     * increment that completes it; `base` names the seed. With `resume`, only the rest of a
+     * dataset the target holds in part. Never a backup.
      */
-    seed: Type.Optional(Obj({ base: SNAPSHOT_GUID })),
+    seed: Type.Optional(
+      Obj({
+        base: SNAPSHOT_GUID,
+        dataset: SEED_DATASET,
+        resume: Type.Optional(Type.Literal(true)),
+      }),
+    ),
     /** An increment (ZFS only, node to node): only what changed since the seed `since`, which the target holds. */
     since: Type.Optional(SNAPSHOT_GUID),
   }),

@@ -110,7 +110,19 @@ test('each way an archive is wrong is refused with its code', () => {
     { ...head(img.length), extra: true },
     // A seed's base or an increment's is a snapshot guid, a number: nothing else reaches `zfs`.
     { ...head(img.length), image: { bytes: img.length, chunkBytes: CHUNK, since: '@ocs-seed' } },
-    { ...head(img.length), image: { bytes: img.length, chunkBytes: CHUNK, seed: { base: '1', extra: 1 } } },
+    {
+      ...head(img.length),
+      image: { bytes: img.length, chunkBytes: CHUNK, seed: { base: '1', dataset: '.', extra: 1 } },
+    },
+    // A seed's dataset is one of a space's, by a name that cannot climb out of it.
+    ...['', '..', 'data/../../x', 'volumes/', 'volumes/a/b', 'other', '/data'].map((dataset) => ({
+      ...head(img.length),
+      image: { bytes: img.length, chunkBytes: CHUNK, seed: { base: '1', dataset } },
+    })),
+    {
+      ...head(img.length),
+      image: { bytes: img.length, chunkBytes: CHUNK, seed: { base: '1', dataset: 'data', resume: false } },
+    },
     { ...head(img.length), delegation: 'x'.repeat(8193) },
   ])
     refusedAs('archive_malformed', () =>

@@ -101,16 +101,28 @@ export interface ImageReceiver {
   commit(): Promise<void>;
   /** Removes everything received. Idempotent, and harmless after `commit` failed. */
   abort(): Promise<void>;
+  /**
+   * An increment onto a held seed only: the stream ends here, cut short, and the seed stays
+   * for the increment to be sent again (what this one brought goes when the next begins).
+   */
+  stop?(): Promise<void>;
 }
 
 /**
  * An optional ability of a backend whose images can be sent as a difference (ZFS): a move sends
  * a seed of the space while it still runs, then, locked, only what changed since, so the space
- * is unavailable for the difference rather than the whole.
+ * is unavailable for the difference rather than the whole. The seed goes one dataset at a time
+ * (`SeedPlan.datasets`, parents first), each a stream a cut connection does not lose: the
+ * receiving end keeps what arrived and says where to go on (`SeedState`).
  */
 export interface SeedSource {
-  /** The space as it is now (open or locked); `base` names the seed for `openImage`'s `since`. */
-  openSeed(id: string): Promise<StorageImage & { base: string }>;
+  /** Takes the space's seed as it is now (open or locked); `base` names it for `openImage`'s `since`. */
+  openSeed(id: string): Promise<SeedPlan>;
+  /**
+   * One dataset of the seed `base` (`conflict` if the space's seed is not that one any more);
+   * with `token` (the receiving end's `SeedState.partial`), only what that end still lacks.
+   */
+  openSeedPart(id: string, o: { base: string; dataset: string; token?: string }): Promise<StorageImage>;
   /** The locked space's image; with `since`, only what changed after that seed (`conflict` if it is not the space's seed). */
   openImage(id: string, o?: { since?: string }): Promise<StorageImage>;
   /** Forgets the space's seed. Idempotent. */
@@ -119,20 +131,47 @@ export interface SeedSource {
   listSeeds(): Promise<string[]>;
 }
 
+/** A seed taken: its name, and the datasets it is sent as, in order. */
+export interface SeedPlan {
+  base: string;
+  /** Relative to the space: `.` (its top), then `data`, `volumes`, `volumes/<id>`… */
+  datasets: string[];
+}
+
+/** What a receiving end holds of a seed: the datasets it has whole, and the one it has in part. */
+export interface SeedState {
+  held: string[];
+  /** A dataset cut short, and the token its source resumes it from (`openSeedPart`'s `token`). */
+  partial?: { dataset: string; token: string };
+}
+
 /** The receiving end of {@link SeedSource}. */
 export interface SeedSink {
-  /** Receives a seed for the new space `id` and holds it, unchecked and unusable, for its increment. */
-  receiveSeed(id: string, bytes: number, sizeBytes: number): Promise<SeedReceiver>;
+  /**
+   * Receives one dataset of a seed for the new space `id` and holds it, unchecked and
+   * unusable, for its increment: `.` first (a new seed: nothing else may be held), then each
+   * under its parent; with `resume`, the rest of the one `seedState` says is partial.
+   */
+  receiveSeed(
+    id: string,
+    bytes: number,
+    sizeBytes: number,
+    o: { dataset: string; resume?: boolean },
+  ): Promise<SeedReceiver>;
+  /** What is held of the seed for `id` (nothing: `held` empty). */
+  seedState(id: string): Promise<SeedState>;
   /** With `onSeed`, the image is an increment onto the seed held for `id` (`conflict` if none is). */
   receiveImage(id: string, bytes: number, sizeBytes: number, o?: { onSeed?: boolean }): Promise<ImageReceiver>;
 }
 
-/** A seed being received: written in order, then held (the whole stream taken), or dropped. */
+/** A seed's dataset being received: written in order, then held (the whole stream taken), or stopped. */
 export interface SeedReceiver {
   write(data: Uint8Array, position: number): Promise<void>;
   /** Waits until the stream is taken whole (`archive_filesystem_invalid` if it was refused). */
   hold(): Promise<void>;
-  /** Removes everything received. Idempotent. */
+  /** The stream ends here, cut short: what arrived stays, for the source to resume. Idempotent. */
+  stop(): Promise<void>;
+  /** Removes everything received of the seed, every dataset. Idempotent. */
   abort(): Promise<void>;
 }
 

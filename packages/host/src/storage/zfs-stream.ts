@@ -66,10 +66,11 @@ export function readCommand(cmd: string, args: string[]): CommandStream {
       return n;
     },
     async close() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGKILL');
-        await exited.catch(() => undefined);
-      }
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      // What is left unread in the pipe would hold its stream open, and the child's `close`
+      // (which `exited` waits for) with it: a reader that stops early drops it.
+      child.stdout!.destroy();
+      await exited.catch(() => undefined);
     },
   };
 }

@@ -31,9 +31,11 @@ import {
   type ImageReceiver,
   type ImageSink,
   type ImageSource,
+  type SeedPlan,
   type SeedReceiver,
   type SeedSink,
   type SeedSource,
+  type SeedState,
   type SpaceStorageInfo,
   type StorageDriver,
   type StorageImage,
@@ -72,6 +74,27 @@ const RECEIVED_PROPERTIES = (mp: string) => [
   ...['-o', 'acltype=posixacl', '-o', 'xattr=sa'],
   ...['-x', 'sharenfs', '-x', 'sharesmb', '-x', 'zoned', '-x', 'overlay'],
 ];
+
+/**
+ * What a seed's dataset below the top is received with: every property the stream could set
+ * that reaches the host is the top's (inherited), so only the top's RECEIVED_PROPERTIES count.
+ * (A dataset's own stream carries no properties unless sent with -p; ours are not, but the
+ * receiving end does not take that on trust.)
+ */
+const RECEIVED_CHILD_PROPERTIES = ['mountpoint', 'setuid', 'devices', 'acltype', 'xattr', 'sharenfs', 'sharesmb']
+  .concat(['zoned', 'overlay', 'canmount'])
+  .flatMap((p) => ['-x', p]);
+/** A seed's datasets, relative to the space: `.` is its top. */
+const SEED_DATASET_RE = /^(\.|data|volumes|volumes\/[a-z0-9][a-z0-9_-]{0,63})$/;
+/** A resume token as `zfs get receive_resume_token` prints it: `1-<checksum>-<length>-<packed nvlist>`, hex. */
+const RESUME_TOKEN_RE = /^[0-9]+-[0-9a-f]{1,64}-[0-9a-f]{1,16}-[0-9a-f]{2,8192}$/;
+/**
+ * What a resume token may say (zfs-send(8) -t): where the stream stopped, which snapshot, and
+ * how it was sent. Anything else (a base snapshot, a saved or redacted send) is not a seed's.
+ */
+const RESUME_TOKEN_KEYS = new Set(['object', 'offset', 'bytes', 'toguid', 'toname', 'embedok', 'largeblockok'])
+  .add('compressok')
+  .add('rawok');
 
 /** Makes `dir` (if missing) and gives it exactly `mode`. Every directory above it is root's: no link can be swapped in. */
 function dirWithMode(dir: string, mode: number): void {
@@ -362,23 +385,80 @@ export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink, 
   }
 
   /**
-   * A move's seed: the space as it is now, open or locked, as a raw replication stream of a
-   * snapshot that stays (`@ocs-seed`, replacing one an earlier move left) until `dropSeed` or
-   * the space's end. `base` names it for `openImage(id, { since })`. While it stays, blocks the
-   * space frees are kept for it, within the space's quota.
+   * A move's seed: the space as it is now, open or locked, as a snapshot that stays
+   * (`@ocs-seed`, replacing one an earlier move left) until `dropSeed` or the space's end.
+   * `base` names it for `openImage(id, { since })`; its datasets are sent one by one
+   * (`openSeedPart`), parents first, each a raw stream of its own: unlike a replication stream
+   * (`-R`), such a stream can be resumed where a cut left it (`zfs receive -s`, `zfs send -t`).
+   * While the seed stays, blocks the space frees are kept for it, within the space's quota.
    */
-  async openSeed(id: string): Promise<StorageImage & { base: string }> {
+  async openSeed(id: string): Promise<SeedPlan> {
     assertId(id);
     const ds = this.ds(id);
-    const seed = `${ds}@${SEED_SNAPSHOT}`;
-    const { quota, base } = await this.mutex.run(id, async () => {
+    return this.mutex.run(id, async () => {
       await this.requireExists(id);
       await this.destroySnapshots(ds, SEED_SNAPSHOT);
-      await this.run('zfs', ['snapshot', '-r', seed]);
-      return { quota: Number((await this.props(ds, ['quota'])).quota), base: (await this.seedOf(ds))! };
+      await this.run('zfs', ['snapshot', '-r', `${ds}@${SEED_SNAPSHOT}`]);
+      const { stdout } = await this.run('zfs', ['list', '-H', '-r', '-t', 'filesystem', '-o', 'name', ds]);
+      // zfs list -r names a parent before its children.
+      const datasets = stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((n) => (n === ds ? '.' : n.slice(ds.length + 1)));
+      return { base: (await this.seedOf(ds))!, datasets };
     });
-    const image = await this.sendStream(['send', '-w', '-R', seed], quota, async () => undefined);
-    return { ...image, base };
+  }
+
+  /**
+   * One dataset of the seed `base` as a raw stream (`zfs send -w`); with `token`, the rest of
+   * it from where the receiving end's copy stopped (`zfs send -t`). The token is the other
+   * node's word: it is read first (`zfs send -nv -t`) and must name this very snapshot, by name
+   * and guid, and a raw send — a token without `rawok` would have an open space sent in the
+   * clear, and one naming another dataset would send that.
+   */
+  async openSeedPart(id: string, o: { base: string; dataset: string; token?: string }): Promise<StorageImage> {
+    assertId(id);
+    if (!SEED_DATASET_RE.test(o.dataset))
+      throw new OcsError('invalid_request', `${JSON.stringify(o.dataset)} is not a dataset of a space`);
+    const ds = this.ds(id);
+    const snapshot = `${o.dataset === '.' ? ds : `${ds}/${o.dataset}`}@${SEED_SNAPSHOT}`;
+    const quota = await this.mutex.run(id, async () => {
+      await this.requireExists(id);
+      if ((await this.seedOf(ds)) !== o.base)
+        throw new OcsError('conflict', "the space's seed is not the one named: take a new one");
+      if (!(await this.exists(snapshot))) throw new OcsError('not_found', 'the seed holds no such dataset');
+      if (o.token !== undefined) await this.checkResumeToken(o.token, snapshot);
+      return Number((await this.props(ds, ['quota'])).quota);
+    });
+    const args = o.token === undefined ? ['send', '-w', snapshot] : ['send', '-t', o.token];
+    return this.sendStream(args, quota, async () => undefined);
+  }
+
+  /** Refuses (`conflict`) a resume token that is not for a raw send of `snapshot`. */
+  private async checkResumeToken(token: string, snapshot: string): Promise<void> {
+    const refuse = (why: string) =>
+      new OcsError('conflict', `the resume token is not for this seed (${why}): send the dataset whole`);
+    if (!RESUME_TOKEN_RE.test(token)) throw refuse('not a token');
+    let stdout: string;
+    try {
+      // -n: nothing is sent; -v prints the token's contents (to stdout with -n).
+      ({ stdout } = await this.run('zfs', ['send', '-n', '-v', '-t', token]));
+    } catch (e) {
+      if (e instanceof CommandError) throw refuse(zfsWords(e));
+      throw e;
+    }
+    const fields = new Map<string, string>();
+    for (const line of stdout.split('\n')) {
+      const m = /^\s+([a-z_]+) = (.*)$/.exec(line);
+      if (m) fields.set(m[1]!, m[2]!.trim());
+    }
+    for (const k of fields.keys()) if (!RESUME_TOKEN_KEYS.has(k)) throw refuse(`it says ${k}`);
+    if (fields.get('toname') !== snapshot) throw refuse('another dataset');
+    if (fields.get('rawok') !== '1') throw refuse('not a raw send');
+    const guid = (await this.props(snapshot, ['guid'])).guid;
+    const told = fields.get('toguid') ?? '';
+    if (!/^(0x[0-9a-f]{1,16}|[0-9]{1,20})$/.test(told) || guid === undefined || BigInt(told) !== BigInt(guid))
+      throw refuse('another snapshot');
   }
 
   /** Forgets the space's seed (a move that ended, or chose to send whole). Idempotent. */
@@ -484,21 +564,66 @@ export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink, 
         });
       },
       abort: r.abort,
+      ...(o.onSeed ? { stop: r.stop } : {}),
     };
   }
 
   /**
-   * Receives a move's seed for the new space `id` (as `receiveImage`, into the same container),
-   * and holds it there, unchecked, unmounted and locked, for the increment that completes it
-   * (`receiveImage(id, …, { onSeed: true })`). `abort` or `destroy(id)` drops it.
+   * Receives one dataset of a move's seed for the new space `id` (as `receiveImage`, into the
+   * same container), and holds it there, unchecked, unmounted and locked, for the increment
+   * that completes it (`receiveImage(id, …, { onSeed: true })`). Each is received resumable
+   * (`-s`): `stop` keeps what arrived, and `seedState` gives the token its source goes on
+   * from. `destroy(id)` drops it all.
    */
-  async receiveSeed(id: string, bytes: number, sizeBytes: number): Promise<SeedReceiver> {
-    const r = await this.startReceive(id, bytes, sizeBytes, 'seed');
-    return { write: r.write, hold: r.end, abort: r.abort };
+  async receiveSeed(
+    id: string,
+    bytes: number,
+    sizeBytes: number,
+    o: { dataset: string; resume?: boolean },
+  ): Promise<SeedReceiver> {
+    if (!SEED_DATASET_RE.test(o.dataset))
+      throw new OcsError('archive_malformed', `${JSON.stringify(o.dataset)} is not a dataset of a space`);
+    const r = await this.startReceive(id, bytes, sizeBytes, { dataset: o.dataset, resume: o.resume === true });
+    return { write: r.write, hold: r.end, stop: r.stop, abort: r.abort };
   }
 
-  /** A `zfs receive` into `<incoming>/<id>/space`, fed in order, bounded by the container's quota. */
-  private async startReceive(id: string, bytes: number, sizeBytes: number, what: 'whole' | 'seed' | 'increment') {
+  async seedState(id: string): Promise<SeedState> {
+    assertId(id);
+    const received = `${this.incoming}/${id}/space`;
+    return this.mutex.run(id, async () => {
+      if (!(await this.exists(received))) return { held: [] };
+      return this.seedStateOf(received);
+    });
+  }
+
+  private async seedStateOf(received: string): Promise<SeedState> {
+    const list = async (type: string, props: string) =>
+      (await this.run('zfs', ['list', '-H', '-r', '-t', type, '-o', props, received])).stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split('\t'));
+    const rel = (name: string) => (name === received ? '.' : name.slice(received.length + 1));
+    const seeds = new Set(
+      (await list('snapshot', 'name')).map(([n = '']) => n).filter((n) => n.endsWith(`@${SEED_SNAPSHOT}`)),
+    );
+    const state: SeedState = { held: [] };
+    for (const [name = '', token = '-'] of await list('filesystem', 'name,receive_resume_token')) {
+      if (token !== '-') state.partial = { dataset: rel(name), token };
+      else if (seeds.has(`${name}@${SEED_SNAPSHOT}`)) state.held.push(rel(name));
+    }
+    return state;
+  }
+
+  /**
+   * A `zfs receive` into `<incoming>/<id>/space` (or, for a seed's dataset below the top, into
+   * its place under it), fed in order, bounded by the container's quota.
+   */
+  private async startReceive(
+    id: string,
+    bytes: number,
+    sizeBytes: number,
+    what: 'whole' | 'increment' | { dataset: string; resume: boolean },
+  ) {
     assertId(id);
     assertSize(sizeBytes, MIN_SPACE_BYTES);
     if (bytes !== archiveImageBytes('zfs', sizeBytes))
@@ -508,11 +633,35 @@ export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink, 
     const mp = this.mountpoint(id);
     const refused = (why: string) =>
       new OcsError('archive_filesystem_invalid', `the archive's ZFS stream is not a space's: ${why}`);
+    const noSeed = () => new OcsError('conflict', 'no seed of this space is held here');
     const sink = await this.mutex.run(id, async () => {
       if (await this.exists(this.ds(id))) throw new OcsError('conflict', 'storage for this space already exists');
       if (what === 'increment') {
-        if (!(await this.exists(received))) throw new OcsError('conflict', 'no seed of this space is held here');
+        if (!(await this.exists(received))) throw noSeed();
+        if ((await this.seedStateOf(received)).partial)
+          throw new OcsError('conflict', 'the seed held here is not whole yet');
+        await this.backToSeed(received);
         return writeCommand('zfs', ['receive', '-u', '-F', ...RECEIVED_PROPERTIES(mp), received]);
+      }
+      if (typeof what === 'object' && (what.dataset !== '.' || what.resume)) {
+        if (!(await this.exists(received))) throw noSeed();
+        const { dataset, resume } = what;
+        const target = dataset === '.' ? received : `${received}/${dataset}`;
+        const state = await this.seedStateOf(received);
+        if (resume) {
+          if (state.partial?.dataset !== dataset)
+            throw new OcsError('conflict', 'no part of this dataset is held to go on from');
+        } else {
+          const parent = dataset.includes('/') ? dataset.slice(0, dataset.lastIndexOf('/')) : '.';
+          if (!state.held.includes(parent)) throw new OcsError('conflict', "the dataset's parent is not held whole");
+          if (state.partial && state.partial.dataset !== dataset)
+            throw new OcsError('conflict', 'another dataset of the seed is held in part');
+          // Sent again from its start: what an earlier attempt left of it goes first.
+          if (state.partial) await this.run('zfs', ['receive', '-A', target]);
+          if (await this.exists(target)) await this.run('zfs', ['destroy', '-r', target]);
+        }
+        const props = dataset === '.' ? RECEIVED_PROPERTIES(mp) : RECEIVED_CHILD_PROPERTIES;
+        return writeCommand('zfs', ['receive', '-s', '-u', ...props, target]);
       }
       if (await this.exists(container)) throw new OcsError('conflict', 'storage for this space already exists');
       if (!(await this.exists(this.incoming)))
@@ -522,7 +671,9 @@ export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink, 
         ...['-o', 'canmount=off', '-o', 'mountpoint=none', '-o', `quota=${bytes}`],
         container,
       ]);
-      return writeCommand('zfs', ['receive', '-u', ...RECEIVED_PROPERTIES(mp), received]);
+      // A seed's top: resumable like each of its datasets.
+      const resumable = typeof what === 'object' ? ['-s'] : [];
+      return writeCommand('zfs', ['receive', ...resumable, '-u', ...RECEIVED_PROPERTIES(mp), received]);
     });
     let position = 0;
     let writing: Promise<void> = Promise.resolve();
@@ -550,6 +701,11 @@ export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink, 
           // How much it was given says whether the stream ended early or zfs stopped reading it.
           throw refused(`${zfsWords(err)} (after ${position} bytes of the stream)`);
         });
+      },
+      /** The stream ends here: `zfs receive -s` keeps what it took, resumable. */
+      stop: async (): Promise<void> => {
+        await writing;
+        await sink.end().catch(() => undefined);
       },
       abort: async (): Promise<void> => {
         await sink.kill();
@@ -586,6 +742,27 @@ export class ZfsStorageDriver implements StorageDriver, ImageSource, ImageSink, 
       await this.run('zfs', ['destroy', '-r', `${ds}@${name}`]);
     } catch (e) {
       if (!(e instanceof CommandError && /could not find any snapshots|does not exist/i.test(e.stderr))) throw e;
+    }
+  }
+
+  /**
+   * The held seed as it arrived: what an increment cut short brought (snapshots after the
+   * seed's, datasets made since it) goes, so the increment sent again lands on the seed alone.
+   */
+  private async backToSeed(received: string): Promise<void> {
+    const names = async (type: string) =>
+      (await this.run('zfs', ['list', '-H', '-r', '-t', type, '-o', 'name', received])).stdout
+        .split('\n')
+        .filter(Boolean);
+    const snapshots = await names('snapshot');
+    if (snapshots.every((n) => n.endsWith(`@${SEED_SNAPSHOT}`))) return;
+    const seeded = new Set(
+      snapshots.filter((n) => n.endsWith(`@${SEED_SNAPSHOT}`)).map((n) => n.slice(0, n.indexOf('@'))),
+    );
+    // Parents first (zfs list -r): a dataset made since the seed goes with its children.
+    for (const name of await names('filesystem')) {
+      if (seeded.has(name)) await this.run('zfs', ['rollback', '-r', `${name}@${SEED_SNAPSHOT}`]);
+      else if (await this.exists(name)) await this.run('zfs', ['destroy', '-r', name]);
     }
   }
 

@@ -500,7 +500,7 @@ if (zfsAvailable) {
     }
   });
 
-  test('real ZFS: a move seed sent while the space runs, then only what changed once locked: the copy opens with everything; a wrong base or no seed is refused', async () => {
+  test('real ZFS: a move seed sent while the space runs, dataset by dataset, one cut and resumed from its token, then only what changed once locked (cut once, sent again): the copy opens with everything; a wrong base, no seed or a token not for the seed is refused', async () => {
     const { dir, pool, driver: d } = await scratchPool('sd', 512 * MiB);
     const size = 96 * MiB;
     const zfs = (...args: string[]) => run('zfs', args);
@@ -528,16 +528,77 @@ if (zfsAvailable) {
       const { path } = await d.createVolume('sd-src', 'v1', 8 * MiB, volKey);
       writeFileSync(join(path, 'v1.bin'), randomBytes(4096));
 
-      // The seed, while the space is open.
-      const seed = await d.openSeed('sd-src');
-      const held = await d.receiveSeed('sd-dst', seed.bytes, size);
-      let seedBytes: number;
-      try {
-        seedBytes = await copy(seed, held);
-        await held.hold();
-      } finally {
-        await seed.close();
-      }
+      // The seed, while the space is open, one dataset at a time; `data`'s stream is cut.
+      const plan = await d.openSeed('sd-src');
+      assert.deepEqual(plan.datasets, ['.', 'data', 'volumes', 'volumes/v1'], 'parents first');
+      /** One dataset of the seed into sd-dst; stopped (as a cut connection) once `cutAfter` bytes went in. */
+      const sendPart = async (dataset: string, o: { cutAfter?: number; token?: string } = {}) => {
+        const part = await d.openSeedPart('sd-src', {
+          base: plan.base,
+          dataset,
+          ...(o.token !== undefined ? { token: o.token } : {}),
+        });
+        const to = await d.receiveSeed('sd-dst', part.bytes, size, { dataset, resume: o.token !== undefined });
+        try {
+          const buf = new Uint8Array(1 << 20);
+          let at = 0;
+          for (let n; (n = await part.read(buf, at)) > 0;) {
+            await to.write(buf.slice(0, n), at);
+            at += n;
+            if (o.cutAfter !== undefined && at >= o.cutAfter) {
+              await to.stop();
+              return at;
+            }
+          }
+          await to.hold();
+          return at;
+        } finally {
+          await part.close();
+        }
+      };
+      await assert.rejects(
+        d.receiveSeed('sd-dst', archiveImageBytes('zfs', size), size, { dataset: 'data' }),
+        isCode('conflict'),
+        'a dataset before its top',
+      );
+      let seedBytes = await sendPart('.');
+      seedBytes += await sendPart('data', { cutAfter: 2 * MiB });
+      const cut = await d.seedState('sd-dst');
+      assert.deepEqual(cut.held, ['.']);
+      assert.equal(cut.partial?.dataset, 'data', 'the cut dataset is held in part');
+      const token = cut.partial!.token;
+      // The token is the other node's word: it must be this very dataset's raw seed.
+      await assert.rejects(
+        d.openSeedPart('sd-src', { base: plan.base, dataset: 'volumes', token }),
+        isCode('conflict'),
+        'a token naming another dataset than the one asked for',
+      );
+      await assert.rejects(
+        d.openSeedPart('sd-src', { base: plan.base, dataset: 'data', token: '1-abc-de-00ff' }),
+        isCode('conflict'),
+        'a token that is not one',
+      );
+      // A token of a plain (not raw) send of the open space: resumed, it would send plaintext.
+      await run('bash', [
+        '-c',
+        `zfs send ${pool}/ocs/sd-src/data@ocs-seed | head -c 300000 | zfs receive -s -u ${pool}/plain || true`,
+      ]);
+      const plainToken = (await zfs('get', '-H', '-o', 'value', 'receive_resume_token', `${pool}/plain`)).stdout.trim();
+      assert.match(plainToken, /^1-/, 'the plain send left a token');
+      await assert.rejects(
+        d.openSeedPart('sd-src', { base: plan.base, dataset: 'data', token: plainToken }),
+        (e: unknown) => isCode('conflict')(e) && /raw/.test((e as Error).message),
+        'a token of a plain send',
+      );
+      await zfs('receive', '-A', `${pool}/plain`).catch(() => undefined);
+      await zfs('destroy', '-r', `${pool}/plain`).catch(() => undefined);
+      // Resumed from the token: only the rest goes.
+      const rest0 = await sendPart('data', { token });
+      assert.ok(rest0 < bulk.length, `the resumed stream (${rest0} bytes) is the rest, not the whole again`);
+      seedBytes += rest0;
+      seedBytes += await sendPart('volumes');
+      seedBytes += await sendPart('volumes/v1');
+      assert.deepEqual(await d.seedState('sd-dst'), { held: ['.', 'data', 'volumes', 'volumes/v1'] });
       assert.ok(seedBytes > bulk.length, `the seed holds the data (${seedBytes} bytes)`);
       assert.deepEqual(await d.listSeeds(), ['sd-src']);
       assert.deepEqual(
@@ -564,7 +625,24 @@ if (zfsAvailable) {
         isCode('conflict'),
         'an increment with no seed held',
       );
-      const inc = await d.openImage('sd-src', { since: seed.base });
+      // An increment cut short (as a dropped connection): the seed stays, and the increment
+      // sent again lands on it alone (what the cut one brought is rolled back first).
+      const cutInc = await d.openImage('sd-src', { since: plan.base });
+      const cutRest = await d.receiveImage('sd-dst', cutInc.bytes, size, { onSeed: true });
+      try {
+        const buf = new Uint8Array(96 * 1024);
+        for (let at = 0; at < 96 * 1024;) {
+          const n = await cutInc.read(buf.subarray(0, 96 * 1024 - at), at);
+          assert.ok(n > 0, `the increment is longer than the cut (${at} bytes)`);
+          await cutRest.write(buf.slice(0, n), at);
+          at += n;
+        }
+        await cutRest.stop!();
+      } finally {
+        await cutInc.close();
+      }
+      assert.deepEqual((await d.seedState('sd-dst')).held, ['.', 'data', 'volumes', 'volumes/v1'], 'the seed stays');
+      const inc = await d.openImage('sd-src', { since: plan.base });
       const rest = await d.receiveImage('sd-dst', inc.bytes, size, { onSeed: true });
       let incBytes: number;
       try {

@@ -436,7 +436,16 @@ export function createApp(d: AppDeps): Koa {
     },
     receiveImport: async (ctx, { params }) => {
       const row = await importSource(ctx, params.spaceId);
-      const body = (ctx.req as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+      // A connection that ends mid-body throws here: the stream was cut, not refused.
+      const req = (ctx.req as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+      let cut = false;
+      const body: AsyncIterator<Uint8Array> = {
+        next: () =>
+          req.next().catch((err: unknown) => {
+            cut = true;
+            throw err;
+          }),
+      };
       const intake = {
         reader: new ArchiveReader(nodeHashes),
         digest: { update: () => undefined, verify: () => undefined },
@@ -449,11 +458,12 @@ export function createApp(d: AppDeps): Koa {
         });
         await requireNodeSignature(summary, row.importFrom!.identityKey, nodeHashes);
       } catch (err) {
-        await receive.abort(err);
+        await receive.abort(err, { cut });
         throw err;
       }
       return receive.finish();
     },
+    importState: async (ctx, { params }) => d.service.importState(await importSource(ctx, params.spaceId)),
     commitImport: async (ctx, { params, raw }) =>
       d.service.commitImport(await importSource(ctx, params.spaceId, new Uint8Array(raw))),
     abortImport: async (ctx, { params }) => {

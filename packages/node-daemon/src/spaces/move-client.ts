@@ -41,6 +41,7 @@ export function sdkMoveTransport(identityKey: KeyObject): MoveTransport {
       withClient(to, async (c) => {
         await c.imports.receive(spaceId, archive);
       }),
+    importState: (to, spaceId) => withClient(to, (c) => c.imports.state(spaceId)),
     commit: (to, spaceId) =>
       withClient(to, async (c) => {
         try {

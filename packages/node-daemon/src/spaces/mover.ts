@@ -25,6 +25,7 @@ import {
   isOcsError,
   tombstoneSigningInput,
   type HashFactory,
+  type ImportState,
   type MoveTarget,
   type PeerImportRequest,
   type Tombstone,
@@ -36,12 +37,14 @@ import type { MoveTo, SpaceRow, SpacesRepo, TombstoneRow } from '../state/index.
 import type { SpaceService } from './service.js';
 import { tombstoneView } from './service.js';
 import { spaceArchive, type RecordedHead } from './archive.js';
-import { failpoint } from '../failpoints.js';
+import { cutOnce, failpoint, isArmed, type Failpoint } from '../failpoints.js';
 
 /** How this node reaches a move's target (the daemon's is `move-client.ts`, over the SDK). */
 export interface MoveTransport {
   /** Streams the archive into the target's import; resolves once the target kept it `prepared`. */
   send(to: MoveTo, spaceId: string, archive: () => Readable): Promise<void>;
+  /** What the target's import holds (of a seed, above all); throws when it cannot be reached. */
+  importState(to: MoveTo, spaceId: string): Promise<ImportState>;
   /** `committed`, or `gone` when the target holds no such import; throws when it cannot be reached. */
   commit(to: MoveTo, spaceId: string): Promise<'committed' | 'gone'>;
   /** Tells the target to drop the import (best effort: an import not committed expires anyway). */
@@ -70,6 +73,9 @@ export interface MoverDeps {
 }
 
 const COMMIT_RETRY_MAX_MS = 60_000;
+/** Tries of one dataset of a seed whose stream is cut, and the first pause before asking the target where it stopped. */
+const SEED_ATTEMPTS = 4;
+const SEED_RETRY_MS = 500;
 /** As long as a target keeps an import waiting (`IMPORT_WAIT_MS` there). */
 const ABORT_RETRY_MS = 3600_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -201,30 +207,37 @@ export class SpaceMover {
   }
 
   /** The space's archive as a byte stream, signed by this node's identity key. */
-  private archiveOf(row: SpaceRow, exp: Awaited<ReturnType<SpaceService['openExport']>>): Readable {
-    return Readable.from(
-      spaceArchive({
-        ...exp,
-        ...this.d.archiveHead(row),
-        node: this.d.tlsFingerprint,
-        now: this.d.clock.now(),
-        hashes: this.d.hashes,
-        sign: (input) => ({
-          by: 'node',
-          publicKey: this.d.identityPublic,
-          signature: nativeSign(null, input, this.d.identityKey).toString('base64url'),
-        }),
+  private archiveOf(
+    row: SpaceRow,
+    exp: Awaited<ReturnType<SpaceService['openExport']>>,
+    o: { cut?: boolean } = {},
+  ): Readable {
+    const archive = spaceArchive({
+      ...exp,
+      ...this.d.archiveHead(row),
+      node: this.d.tlsFingerprint,
+      now: this.d.clock.now(),
+      hashes: this.d.hashes,
+      sign: (input) => ({
+        by: 'node',
+        publicKey: this.d.identityPublic,
+        signature: nativeSign(null, input, this.d.identityKey).toString('base64url'),
       }),
-      { objectMode: false },
-    );
+    });
+    // A test's cuts (failpoints.ts): a seed's dataset before its second chunk, an increment before its first.
+    const [point, chunks]: [Failpoint, number] = exp.imageHead.seed ? ['move.seed-cut', 1] : ['move.increment-cut', 0];
+    const cut = o.cut && isArmed(point);
+    return Readable.from(cut ? cutBefore(archive, chunks, point) : archive, { objectMode: false });
   }
 
   /**
    * A running space on storage that sends differences (ZFS) goes in two parts: a seed now,
    * while it still runs, then (locked) only what changed since, so it is unavailable for the
    * difference rather than the whole. Answers the seed's base, or undefined when there is no
-   * seed to send (a locked space, another backend). A seed that does not arrive ends the move
-   * before the lock: the space runs on here, as it was, and the target drops its import.
+   * seed to send (a locked space, another backend). The seed goes one dataset at a time; one
+   * whose stream is cut goes on where the target's copy stopped (`sendSeedPart`). A seed that
+   * does not arrive ends the move before the lock: the space runs on here, as it was, and the
+   * target drops its import.
    */
   private async seed(actor: string, id: string, to: MoveTarget): Promise<string | undefined> {
     if (!sendsSeeds(this.d.storage) || this.d.service.get(id).state !== 'active') return undefined;
@@ -234,14 +247,50 @@ export class SpaceMover {
     try {
       // Refused here (the space busy, its storage failing): nothing went anywhere yet, and the
       // refusal is the answer, as it would be from the lock.
-      const exp = await this.d.service.openExport(actor, id, { seed: true }).catch(async (err: unknown) => {
+      const plan = await this.d.service.openSeed(id).catch(async (err: unknown) => {
         await this.dropSeed(id);
         throw err;
       });
+      for (const dataset of plan.datasets) {
+        const lost = await this.sendSeedPart(actor, id, target, plan.base, dataset);
+        if (lost !== undefined) await this.seedLost(id, target, lost.err);
+      }
+      return plan.base;
+    } finally {
+      this.seeding.delete(id);
+    }
+  }
+
+  /**
+   * Sends one dataset of the seed, and again, up to SEED_ATTEMPTS times, while the stream is cut
+   * (the target unreachable, the connection reset): each time the target says what it holds,
+   * and the dataset goes on from its resume token, or whole, or not at all if it arrived after
+   * all. A refusal is final. Answers undefined when the target holds the dataset whole.
+   */
+  private async sendSeedPart(
+    actor: string,
+    id: string,
+    target: MoveTo,
+    base: string,
+    dataset: string,
+  ): Promise<{ err: unknown } | undefined> {
+    let token: string | undefined;
+    for (let attempt = 1; ; attempt++) {
+      const exp = await this.d.service
+        .openExport(actor, id, { seed: { base, dataset, ...(token !== undefined ? { token } : {}) } })
+        .catch((err: unknown) => ({ err }));
+      if ('err' in exp) {
+        // A token this node will not send from (not for this seed's dataset, not raw): the
+        // dataset goes whole instead, and the target drops what it held of it.
+        if (token === undefined || attempt >= SEED_ATTEMPTS) return exp;
+        this.d.logger.warn({ err: exp.err, spaceId: id, dataset }, "the target's resume token was refused");
+        token = undefined;
+        continue;
+      }
       let sent = false;
       let lost: unknown;
       try {
-        await this.d.transport.send(target, id, () => this.archiveOf(exp.row, exp));
+        await this.d.transport.send(target, id, () => this.archiveOf(exp.row, exp, { cut: dataset !== '.' }));
         sent = true;
       } catch (err) {
         lost = err;
@@ -249,11 +298,34 @@ export class SpaceMover {
         // The send ends first: a snapshot being sent cannot be destroyed.
         await exp.done(sent).catch(() => undefined);
       }
-      if (!sent) await this.seedLost(id, target, lost);
-      return exp.imageHead.seed!.base;
-    } finally {
-      this.seeding.delete(id);
+      if (sent) return undefined;
+      // Refused (4xx): sending it again changes nothing.
+      if ((isOcsError(lost) && lost.status < 500) || attempt >= SEED_ATTEMPTS) return { err: lost };
+      this.d.logger.warn(
+        { err: lost, spaceId: id, dataset, attempt },
+        "a move's seed was cut; going on from the target's copy",
+      );
+      const held = await this.targetState(target, id, attempt).then((s) =>
+        s?.seed?.base === base ? s.seed : undefined,
+      );
+      if (held === undefined) return { err: lost };
+      if (held.held.includes(dataset)) return undefined;
+      token = held.partial?.dataset === dataset ? held.partial.token : undefined;
     }
+  }
+
+  /** The target's import after a cut, asked after a backoff; undefined if it cannot be asked. */
+  private async targetState(target: MoveTo, id: string, attempt: number): Promise<ImportState | undefined> {
+    // A target still taking in the cut stream answers `conflict` for a moment: ask again.
+    for (let i = 0; i < SEED_ATTEMPTS; i++) {
+      await sleep(SEED_RETRY_MS * 2 ** (attempt - 1 + i));
+      try {
+        return await this.d.transport.importState(target, id);
+      } catch (err) {
+        if (isOcsError(err) && err.status < 500 && err.code !== 'conflict') return undefined;
+      }
+    }
+    return undefined;
   }
 
   /** A seed the target did not take: the move ends here, before the lock. */
@@ -276,14 +348,31 @@ export class SpaceMover {
     });
   }
 
+  /**
+   * Sends the locked space. An increment onto a seed whose stream is cut goes again, up to
+   * SEED_ATTEMPTS times, while the target still holds the seed (it dropped what the cut one
+   * brought); if the target answers that it holds the space `prepared`, the stream arrived and
+   * only the answer was lost. A whole image is sent once: a cut one ends the move.
+   */
   private async send(actor: string, row: SpaceRow, to: MoveTo, since?: string): Promise<void> {
-    const exp = await this.d.service.openExport(actor, row.id, { moving: true, ...(since ? { since } : {}) });
-    let sent = false;
-    try {
-      await this.d.transport.send(to, row.id, () => this.archiveOf(row, exp));
-      sent = true;
-    } finally {
-      await exp.done(sent).catch(() => undefined);
+    for (let attempt = 1; ; attempt++) {
+      const exp = await this.d.service.openExport(actor, row.id, { moving: true, ...(since ? { since } : {}) });
+      let sent = false;
+      let lost: unknown;
+      try {
+        await this.d.transport.send(to, row.id, () => this.archiveOf(row, exp, { cut: since !== undefined }));
+        sent = true;
+      } catch (err) {
+        lost = err;
+      } finally {
+        await exp.done(sent).catch(() => undefined);
+      }
+      if (sent) return;
+      if (since === undefined || (isOcsError(lost) && lost.status < 500) || attempt >= SEED_ATTEMPTS) throw lost;
+      this.d.logger.warn({ err: lost, spaceId: row.id, attempt }, "a move's increment was cut; asking the target");
+      const state = await this.targetState(to, row.id, attempt);
+      if (state?.state === 'prepared') return;
+      if (state?.state !== 'importing' || state.seed?.base !== since) throw lost;
     }
   }
 
@@ -389,5 +478,21 @@ export class SpaceMover {
       }
       this.committing.delete(id);
     })();
+  }
+}
+
+/** A data frame of an archive (`D`, space-archive.ts): one chunk of the image. */
+const DATA_FRAME = 0x44;
+
+/**
+ * The archive breaks off (an error, as a dropped connection) where chunk number `chunks`
+ * (counted from 0) would go out, if it comes and `point` was not cut yet in this process.
+ */
+async function* cutBefore(stream: AsyncIterable<Uint8Array>, chunks: number, point: Failpoint) {
+  let seen = 0;
+  for await (const piece of stream) {
+    if (piece[0] === DATA_FRAME && seen++ === chunks && cutOnce(point))
+      throw new Error(`the stream was cut (failpoint ${point})`);
+    yield piece;
   }
 }

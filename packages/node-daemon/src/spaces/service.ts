@@ -16,6 +16,7 @@ import {
   type CgroupDriver,
   type ImageReceiver,
   type ImageSink,
+  type SeedPlan,
   type SeedReceiver,
   type SeedSink,
   type SeedSource,
@@ -36,6 +37,7 @@ import {
   type OpenImportRequest,
   type Ed25519PublicKey,
   type ErrorCode,
+  type ImportState,
   type Principal,
   type Resources,
   type Space,
@@ -114,8 +116,12 @@ export interface Restore {
   write(chunk: ArchiveChunk): Promise<void>;
   /** The archive was whole and its signatures check: the image is checked and the space kept, locked. */
   finish(): Promise<Space>;
-  /** Drops everything of it; the space never existed for anyone but the audit log. */
-  abort(err: unknown): Promise<void>;
+  /**
+   * Drops everything of it; the space never existed for anyone but the audit log. A move's
+   * seed whose stream was `cut` (not refused) keeps what arrived instead, for its source to
+   * go on from (`importState`).
+   */
+  abort(err: unknown, o?: { cut?: boolean }): Promise<void>;
 }
 
 const KEY_BYTES = 32;
@@ -385,8 +391,10 @@ export class SpaceService {
     head: ArchiveHead,
     o: {
       from: SpaceState;
-      /** A whole image, a move's seed (held for its increment), or the increment onto it. */
+      /** A whole image, a dataset of a move's seed (held for its increment), or the increment onto it. */
       image?: 'whole' | 'seed' | 'increment';
+      /** The seed's dataset, and whether it goes on from what a cut stream left. */
+      seed?: { dataset: string; resume?: boolean };
       /** Runs first, once the archive is counted as arriving. */
       before?: () => Promise<void>;
       audit(outcome: 'ok' | 'refused' | 'failed', code?: ErrorCode): void;
@@ -426,7 +434,7 @@ export class SpaceService {
       const [bytes, size] = [head.image.bytes, head.resources.storageBytes];
       receiver =
         o.image === 'seed'
-          ? await storage.receiveSeed!(id, bytes, size)
+          ? await storage.receiveSeed!(id, bytes, size, { dataset: o.seed!.dataset, resume: o.seed!.resume })
           : await storage.receiveImage(id, bytes, size, o.image === 'increment' ? { onSeed: true } : {});
     } catch (err) {
       end();
@@ -482,8 +490,15 @@ export class SpaceService {
         o.audit('ok');
         return this.view(this.get(id));
       },
-      abort: async (err) => {
+      abort: async (err, a) => {
         if (!end()) return;
+        if (a?.cut && 'stop' in r && r.stop) {
+          // A seed's stream cut short: what arrived stays, resumable; an increment's: the
+          // seed stays for it to be sent again. The import waits either way.
+          await r.stop();
+          o.audit('failed', 'unavailable');
+          return;
+        }
         await drop(err);
       },
     };
@@ -547,6 +562,10 @@ export class SpaceService {
     const held = row.importFrom!.seed;
     if (since !== undefined && since !== held)
       throw new OcsError('conflict', "the increment's base is not the seed this import holds: send the space whole");
+    // A seed begins with its top, sent afresh; every other part goes on with the seed it names.
+    const newSeed = seed !== undefined && seed.dataset === '.' && !seed.resume;
+    if (seed && !newSeed && seed.base !== held)
+      throw new OcsError('conflict', 'the import holds no part of this seed: send it from its top');
     const step = seed ? 'seed' : since ? 'increment' : 'receive';
     const audit = (outcome: 'ok' | 'refused' | 'failed', code?: ErrorCode) =>
       this.d.audit.append({
@@ -555,18 +574,24 @@ export class SpaceService {
         target: row.id,
         outcome,
         ...(code ? { code } : {}),
-        detail: { step, node: head.node.fingerprint.slice(0, 128) },
+        detail: {
+          step,
+          node: head.node.fingerprint.slice(0, 128),
+          ...(seed ? { dataset: seed.dataset, ...(seed.resume ? { resumed: true } : {}) } : {}),
+        },
       });
     const importFrom = { ...row.importFrom!, seed: undefined };
     return this.receive(row, head, {
       from: 'importing',
       image: seed ? 'seed' : since ? 'increment' : 'whole',
-      // A new seed, or the whole space after all: what an earlier seed left goes first.
+      ...(seed ? { seed } : {}),
+      // A new seed, or the whole space after all: what an earlier seed left goes first. The
+      // new seed's base is the import's from its first byte, so its parts and a resume follow.
       before:
-        held !== undefined && since === undefined
+        newSeed || (held !== undefined && since === undefined && seed === undefined)
           ? async () => {
-              await this.d.storage.destroy(row.id);
-              this.d.repo.setImportFrom(row.id, importFrom);
+              if (held !== undefined) await this.d.storage.destroy(row.id);
+              this.d.repo.setImportFrom(row.id, newSeed ? { ...importFrom, seed: seed.base } : importFrom);
             }
           : undefined,
       audit,
@@ -579,6 +604,19 @@ export class SpaceService {
         failpoint('import.prepared');
       },
     });
+  }
+
+  /**
+   * An import as its source sees it: what it holds of a move's seed, so that a seed cut short
+   * goes on where it stopped (`conflict` while an archive still arrives: ask again).
+   */
+  async importState(row: SpaceRow): Promise<ImportState> {
+    if (this.receiving.has(row.id)) throw new OcsError('conflict', 'an archive is still arriving');
+    const base = row.importFrom?.seed;
+    const storage = this.d.storage;
+    if (row.state !== 'importing' || base === undefined || !receivesSeeds(storage))
+      return { spaceId: row.id, state: row.state };
+    return { spaceId: row.id, state: row.state, seed: { base, ...(await storage.seedState(row.id)) } };
   }
 
   /**
@@ -978,8 +1016,11 @@ export class SpaceService {
     o: {
       /** A move's own export: the space is `moving` (see `beginMove`). */
       moving?: boolean;
-      /** A move's seed, sent before the lock: the space is `active` (ZFS only, `sendsSeeds`). */
-      seed?: boolean;
+      /**
+       * One dataset of a move's seed (`openSeed`), sent before the lock, the space `active`;
+       * with `token`, the rest of it from where the target's copy stopped.
+       */
+      seed?: { base: string; dataset: string; token?: string };
       /** A move's export after a seed: only what changed since it. */
       since?: string;
     } = {},
@@ -1008,8 +1049,9 @@ export class SpaceService {
     let imageHead: Pick<ArchiveHead['image'], 'seed' | 'since'> = {};
     try {
       if (o.seed) {
-        const seed = await (storage as StorageDriver & SeedSource).openSeed(id);
-        [image, imageHead] = [seed, { seed: { base: seed.base } }];
+        image = await (storage as StorageDriver & SeedSource).openSeedPart(id, o.seed);
+        const { base, dataset, token } = o.seed;
+        imageHead = { seed: { base, dataset, ...(token !== undefined ? { resume: true as const } : {}) } };
       } else if (o.since !== undefined) {
         image = await (storage as StorageDriver & SeedSource).openImage(id, { since: o.since });
         imageHead = { since: o.since };
@@ -1038,6 +1080,19 @@ export class SpaceService {
         });
       },
     };
+  }
+
+  /**
+   * Takes a move's seed of an active space (ZFS only): a snapshot its datasets are then sent
+   * from one by one (`openExport`'s `seed`), while the space runs on.
+   */
+  async openSeed(id: string): Promise<SeedPlan> {
+    const row = this.get(id);
+    this.requireState(row, ['active']);
+    if (this.destroying.has(id)) throw new OcsError('conflict', 'the space is being destroyed');
+    const storage = this.d.storage;
+    if (!sendsSeeds(storage)) throw new OcsError('unavailable', `this node's storage (${storage.kind}) sends no seed`);
+    return storage.openSeed(id);
   }
 
   private requireNotExporting(id: string): void {

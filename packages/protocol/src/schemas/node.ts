@@ -2,6 +2,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { Obj, PublicKeyInput, Resources, SpaceId, Timestamp } from './common.js';
 import { Egress, PublishedPort } from './space.js';
+import { SEED_DATASET, SNAPSHOT_GUID } from '../space-archive.js';
 
 export const Capacity = Obj(
   {
@@ -151,6 +152,27 @@ export const OpenImportRequest = Obj(
   {},
 );
 export type OpenImportRequest = Static<typeof OpenImportRequest>;
+
+/**
+ * An import as its source node sees it: whether it is still waiting, and what it holds of a
+ * move's seed (the datasets it has whole, and the one a cut stream left in part, with the ZFS
+ * resume token the source goes on from), so a cut seed is resumed rather than sent again.
+ */
+export const ImportState = Obj(
+  {
+    spaceId: SpaceId,
+    state: Type.String({ maxLength: 32 }),
+    seed: Type.Optional(
+      Obj({
+        base: SNAPSHOT_GUID,
+        held: Type.Array(SEED_DATASET, { maxItems: 1024 }),
+        partial: Type.Optional(Obj({ dataset: SEED_DATASET, token: Type.String({ pattern: '^[0-9a-f-]{1,8400}$' }) })),
+      }),
+    ),
+  },
+  {},
+);
+export type ImportState = Static<typeof ImportState>;
 
 /**
  * A drain's import, asked by the draining node itself (signed by its identity key, which this
