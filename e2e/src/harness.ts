@@ -389,6 +389,21 @@ export function ownersUnder(root: string): Set<number> {
   return out;
 }
 
+/** The first entry under `root` (not following links) that `id` owns as its uid or gid: what a failed owner check names. */
+export function ownedBy(root: string, id: number): string | undefined {
+  const walk = (p: string): string | undefined => {
+    const st = lstatSync(p);
+    if (st.uid === id || st.gid === id) return `${p} (uid ${st.uid}, gid ${st.gid})`;
+    if (!st.isDirectory()) return undefined;
+    for (const e of readdirSync(p)) {
+      const found = walk(join(p, e));
+      if (found) return found;
+    }
+    return undefined;
+  };
+  return walk(root);
+}
+
 /** A space and its owner, with a client that signs as the owner. */
 export interface Owned {
   owner: Ed25519PrivateKey;

@@ -532,13 +532,16 @@ if (zfsAvailable) {
       const plan = await d.openSeed('sd-src');
       assert.deepEqual(plan.datasets, ['.', 'data', 'volumes', 'volumes/v1'], 'parents first');
       /** One dataset of the seed into sd-dst; stopped (as a cut connection) once `cutAfter` bytes went in. */
-      const sendPart = async (dataset: string, o: { cutAfter?: number; token?: string } = {}) => {
+      const sendPart = async (dataset: string, o: { cutAfter?: number; token?: string; into?: string } = {}) => {
         const part = await d.openSeedPart('sd-src', {
           base: plan.base,
           dataset,
           ...(o.token !== undefined ? { token: o.token } : {}),
         });
-        const to = await d.receiveSeed('sd-dst', part.bytes, size, { dataset, resume: o.token !== undefined });
+        const to = await d.receiveSeed(o.into ?? 'sd-dst', part.bytes, size, {
+          dataset,
+          resume: o.token !== undefined,
+        });
         try {
           const buf = new Uint8Array(1 << 20);
           let at = 0;
@@ -592,6 +595,18 @@ if (zfsAvailable) {
       );
       await zfs('receive', '-A', `${pool}/plain`).catch(() => undefined);
       await zfs('destroy', '-r', `${pool}/plain`).catch(() => undefined);
+      // A seed held in part goes whole with its import (`destroy`), partial receive state included.
+      await sendPart('.', { into: 'sd-gone' });
+      await sendPart('data', { into: 'sd-gone', cutAfter: 2 * MiB });
+      assert.equal((await d.seedState('sd-gone')).partial?.dataset, 'data');
+      await d.destroy('sd-gone');
+      assert.deepEqual(await d.seedState('sd-gone'), { held: [] });
+      assert.equal((await d.list()).includes('sd-gone'), false);
+      assert.equal(
+        (await zfs('list', '-H', '-r', '-o', 'name', `${pool}/ocs-incoming`)).stdout.includes('sd-gone'),
+        false,
+        'nothing of it is left in the pool',
+      );
       // Resumed from the token: only the rest goes.
       const rest0 = await sendPart('data', { token });
       assert.ok(rest0 < bulk.length, `the resumed stream (${rest0} bytes) is the rest, not the whole again`);
