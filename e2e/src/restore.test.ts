@@ -251,6 +251,23 @@ test('each wrong archive is refused with its code, and leaves nothing on the nod
       ),
       'archive_malformed',
     ],
+    // Ids it had where it was made that are this node's ids too (two nodes' uid ranges set
+    // apart by less than their size): its files' owners could not be told apart at unlock.
+    [
+      "ids that overlap this node's",
+      build(
+        {
+          ...head,
+          placement: {
+            ...head.placement,
+            subordinateIds: { base: (t.config.spaces as { uidBase: number }).uidBase, size: 4000 },
+          },
+        },
+        chunks,
+        owner,
+      ),
+      'conflict',
+    ],
     [
       'a corrupt filesystem',
       build(head, [{ offset: first.offset, data: crafted }, ...chunks.slice(1)], owner),

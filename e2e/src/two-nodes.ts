@@ -89,7 +89,9 @@ export async function twoNodes(
   const ports = [await freePort(), await freePort()];
   const configs = dirs.map((d, n): Node['config'] => ({
     ...d.nodeConfig({
-      uidFirst: 810_000 + n * 10_000,
+      // Disjoint whatever the tags: each picks a slot of 1000 uids (and 1000 QEMU uids above
+      // them) in a range of its own, so no id of A is ever one of B's (the tests check owners).
+      uidFirst: 810_000 + n * 1_010_000,
       storageBytes: 2048 * MiB,
       containersRunRoot: runs[n]!,
       network: {

@@ -5,7 +5,7 @@
 export * from './exec.js';
 export * from './cgroups/index.js';
 export * from './storage/index.js';
-export { remapOwnership, shiftedId, type IdShift, type RemapResult } from './remap-ownership.js';
+export { overlappingShifts, remapOwnership, shiftedId, type IdShift, type RemapResult } from './remap-ownership.js';
 export { rootLinks } from './sandbox-root.js';
 export * from './podman/index.js';
 export * from './libvirt/index.js';

@@ -31,6 +31,18 @@ export function shiftedId(id: number, shifts: readonly IdShift[]): number | unde
 }
 
 /**
+ * Two shifts (or one with itself) where an id one moves from is an id one moves to: the walk
+ * cannot tell a file of the old range from one it already moved (it skips ids in a new range,
+ * so that a walk run again after a crash moves nothing twice), and would leave it or move it
+ * twice. Nodes whose ranges overlap that way must not exchange spaces. Undefined when none do.
+ */
+export function overlappingShifts(shifts: readonly IdShift[]): [IdShift, IdShift] | undefined {
+  const moving = shifts.filter((s) => s.from !== s.to && s.count > 0);
+  for (const a of moving) for (const b of moving) if (a.from < b.to + b.count && b.to < a.from + a.count) return [a, b];
+  return undefined;
+}
+
+/**
  * Walks `root` depth first, never following a link and never leaving `root`'s filesystem (or
  * those of `mounts`), and gives each entry whose uid or gid lies in a shift's `from` range its
  * new id (lchown: a link's own owner, not its target's). Safe to run again after a crash halfway. Shifts of identical

@@ -12,6 +12,7 @@ import {
   hideProcesses,
   hidesProcesses,
   readProcMount,
+  overlappingShifts,
   remapOwnership,
   type CgroupDriver,
   type IdShift,
@@ -42,6 +43,7 @@ import {
   WorkloadsRepo,
   PortsRepo,
   DrainsRepo,
+  type Placement,
   type SpaceRow,
 } from './state/index.js';
 import { nodeHashes } from './crypto.js';
@@ -323,6 +325,34 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     serveBroker: (spaceId, socket) =>
       serveBroker({ broker, spaceId, socket, logger: logger.child({ svc: 'broker', spaceId }) }),
   });
+
+  /**
+   * Where a restored space's file owners go: from the ids it had on its source to this node's for
+   * it. `record`: its subordinate ids are recorded now if they were not (at its first unlock);
+   * otherwise the ones it would get are only computed (the check on its arrival).
+   */
+  const remapShifts = (row: SpaceRow, from: Placement, record: boolean): IdShift[] => {
+    const ids = { uidBase: config.spaces.uidBase, ...config.workloads.containers };
+    const derived = spaceWorkloadIds(ids, row.uid);
+    const subids = record
+      ? repo.workloadIds(row.id, derived).idMap
+      : row.subidBase !== null
+        ? { base: row.subidBase, size: derived.idMap.size }
+        : derived.idMap;
+    return [
+      { from: from.uid, to: row.uid, count: 1 },
+      { from: from.workloadUid, to: row.uid + config.spaces.uidCount, count: 1 },
+      ...(from.subordinateIds
+        ? [
+            {
+              from: from.subordinateIds.base,
+              to: subids.base,
+              count: Math.min(from.subordinateIds.size, subids.size),
+            },
+          ]
+        : []),
+    ];
+  };
   const service = new SpaceService({
     repo,
     ledger,
@@ -341,23 +371,12 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     ...(networks ? { published: (id: string) => networks.published(id) } : {}),
     workloadRows,
     remapFiles: async (row, root, from, mounts) => {
-      const ids = { uidBase: config.spaces.uidBase, ...config.workloads.containers };
-      const subids = repo.workloadIds(row.id, spaceWorkloadIds(ids, row.uid)).idMap;
-      const shifts: IdShift[] = [
-        { from: from.uid, to: row.uid, count: 1 },
-        { from: from.workloadUid, to: row.uid + config.spaces.uidCount, count: 1 },
-        ...(from.subordinateIds
-          ? [
-              {
-                from: from.subordinateIds.base,
-                to: subids.base,
-                count: Math.min(from.subordinateIds.size, subids.size),
-              },
-            ]
-          : []),
-      ];
-      const r = await remapOwnership(root, shifts, { mounts });
+      const r = await remapOwnership(root, remapShifts(row, from, true), { mounts });
       logger.info({ spaceId: row.id, ...r }, 'restored space: file owners mapped to this node');
+    },
+    remapClash: (row, from) => {
+      const clash = overlappingShifts(remapShifts(row, from, false));
+      return clash && { from: clash[0].from, to: clash[1].to };
     },
   });
 

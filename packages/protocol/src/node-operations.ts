@@ -241,6 +241,8 @@ export const NODE_OPERATIONS = {
       status: 201,
       errors: [
         'capacity_exceeded',
+        // The ids the space had on its source overlap this node's for it (remapClash).
+        'conflict',
         'node_draining',
         'digest_missing',
         'digest_mismatch',

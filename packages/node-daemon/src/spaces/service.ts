@@ -108,6 +108,12 @@ export interface SpaceServiceDeps {
    * it, from the ids they had where the archive was made. Runs at its first unlock.
    */
   remapFiles(row: SpaceRow, root: string, from: RemapFrom['placement'], mounts: string[]): Promise<void>;
+  /**
+   * Where the ids a space had on its source and this node's ids for it overlap so that
+   * `remapFiles` could not tell old owners from new ones (two nodes' uid ranges set apart by
+   * less than their size): the first clash, or undefined. Such a space is refused on arrival.
+   */
+  remapClash?(row: SpaceRow, from: RemapFrom['placement']): { from: number; to: number } | undefined;
 }
 
 /** A restore under way: its chunks go into the new space's storage, then it is kept or dropped. */
@@ -429,6 +435,14 @@ export class SpaceService {
       o.audit(err instanceof OcsError && err.status < 500 ? 'refused' : 'failed', code);
     };
     try {
+      const clash = this.d.remapClash?.(row, head.placement);
+      if (clash)
+        throw new OcsError(
+          'conflict',
+          "the ids this space had where it comes from overlap this node's ids for it: the two nodes' " +
+            'uid ranges (spaces.uidBase, uidCount, subordinate ids) must be the same or apart',
+          clash,
+        );
       if (o.from === 'creating') await this.createCgroups(row);
       await o.before?.();
       const [bytes, size] = [head.image.bytes, head.resources.storageBytes];
