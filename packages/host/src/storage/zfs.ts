@@ -81,9 +81,10 @@ const RECEIVED_PROPERTIES = (mp: string) => [
  * (A dataset's own stream carries no properties unless sent with -p; ours are not, but the
  * receiving end does not take that on trust.)
  */
-const RECEIVED_CHILD_PROPERTIES = ['mountpoint', 'setuid', 'devices', 'acltype', 'xattr', 'sharenfs', 'sharesmb']
-  .concat(['zoned', 'overlay', 'canmount'])
-  .flatMap((p) => ['-x', p]);
+const RECEIVED_CHILD_PROPERTIES = [
+  ...['mountpoint', 'setuid', 'devices', 'acltype', 'xattr'],
+  ...['sharenfs', 'sharesmb', 'zoned', 'overlay', 'canmount'],
+].flatMap((p) => ['-x', p]);
 /** A seed's datasets, relative to the space: `.` is its top. */
 const SEED_DATASET_RE = /^(\.|data|volumes|volumes\/[a-z0-9][a-z0-9_-]{0,63})$/;
 /** A resume token as `zfs get receive_resume_token` prints it: `1-<checksum>-<length>-<packed nvlist>`, hex. */
@@ -92,9 +93,10 @@ const RESUME_TOKEN_RE = /^[0-9]+-[0-9a-f]{1,64}-[0-9a-f]{1,16}-[0-9a-f]{2,8192}$
  * What a resume token may say (zfs-send(8) -t): where the stream stopped, which snapshot, and
  * how it was sent. Anything else (a base snapshot, a saved or redacted send) is not a seed's.
  */
-const RESUME_TOKEN_KEYS = new Set(['object', 'offset', 'bytes', 'toguid', 'toname', 'embedok', 'largeblockok'])
-  .add('compressok')
-  .add('rawok');
+const RESUME_TOKEN_KEYS = new Set([
+  ...['object', 'offset', 'bytes', 'toguid', 'toname'],
+  ...['embedok', 'largeblockok', 'compressok', 'rawok'],
+]);
 
 /** Makes `dir` (if missing) and gives it exactly `mode`. Every directory above it is root's: no link can be swapped in. */
 function dirWithMode(dir: string, mode: number): void {
